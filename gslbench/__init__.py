@@ -1,0 +1,1 @@
+"""gslbench: benchmark the Gradient Snapping Layer against quantization-loss training."""
