@@ -1,0 +1,237 @@
+"""The `gslbench` command line: thin click commands over the library's steps."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from gslbench import bench as bench_module
+from gslbench import datasets, pipeline
+from gslbench import report as report_module
+from gslbench.config import LOSSES, METHODS, RunConfig
+from gslbench.errors import GslbenchError
+
+DEFAULTS = RunConfig()
+
+
+class Gslbench(click.Group):
+    """A click group that turns user errors into one line, `gslbench: error: ...`, and exit 2."""
+
+    def main(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        kwargs["standalone_mode"] = False
+        verbose = any(flag in (kwargs.get("args") or sys.argv[1:]) for flag in ("-v", "--verbose"))
+        try:
+            return super().main(*args, **kwargs)
+        except (GslbenchError, click.ClickException) as exc:
+            if verbose:
+                raise
+            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            click.echo(f"gslbench: error: {message}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("gslbench: aborted", err=True)
+            sys.exit(130)
+
+
+def _show_progress(ctx: click.Context) -> bool:
+    return not ctx.obj["quiet"] and sys.stderr.isatty()
+
+
+@click.group(cls=Gslbench, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="GSLBENCH_DATA",
+              default=Path("datasets"), show_default=True, help="Root of the data sets.")
+@click.option("--results-dir", type=click.Path(path_type=Path), envvar="GSLBENCH_RESULTS",
+              default=Path("results"), show_default=True, help="Root of runs and reports.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step; show tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and final results.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path, results_dir: Path, verbose: bool, quiet: bool) -> None:
+    """Benchmark the Gradient Snapping Layer against quantization-loss training.
+
+    \b
+    Pipeline: download -> features -> train -> encode -> evaluate -> report; bench runs a grid.
+    Example: gslbench bench
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr, force=True)
+    ctx.obj = {"data_dir": data_dir, "results_dir": results_dir, "quiet": quiet}
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--url", help="Fetch from this URL instead of the registered source.")
+@click.option("--from", "from_dir", type=click.Path(path_type=Path),
+              help="Import files placed by hand from this folder.")
+@click.pass_context
+def download(ctx: click.Context, dataset: str, url: str | None, from_dir: Path | None) -> None:
+    """Fetch a data set's raw files (checksums verified).
+
+    Example: gslbench download digits
+    """
+    path = datasets.download(dataset, ctx.obj["data_dir"], url=url, from_dir=from_dir)
+    click.echo(path)
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--backbone", help="Feature extractor (default: the data set's own).")
+@click.option("--image-size", default=64, show_default=True, help="Resize images to this side.")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the query/train split.")
+@click.pass_context
+def features(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
+             batch_size: int, split_seed: int) -> None:
+    """Split a data set by its protocol and write its feature file.
+
+    Example: gslbench features digits
+    """
+    path = datasets.build_features(dataset, ctx.obj["data_dir"], backbone=backbone,
+                                   image_size=image_size, batch_size=batch_size,
+                                   split_seed=split_seed)
+    click.echo(path)
+
+
+def _config_options(command):  # noqa: ANN001, ANN202
+    """The RunConfig fields as options, shared by `train` and `bench`."""
+    options = [
+        click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS.loss, show_default=True),
+        click.option("--sub-bits", default=DEFAULTS.sub_bits, show_default=True,
+                     help="Bits per codebook."),
+        click.option("--dim-out", default=DEFAULTS.dim_out, show_default=True,
+                     help="Dimension of the learned representation."),
+        click.option("--hidden", default=DEFAULTS.hidden, show_default=True),
+        click.option("--epochs", default=DEFAULTS.epochs, show_default=True),
+        click.option("--warmup-epochs", default=DEFAULTS.warmup_epochs, show_default=True),
+        click.option("--epochs-per-refit", default=DEFAULTS.epochs_per_refit, show_default=True,
+                     help="Network epochs between codebook refits."),
+        click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True),
+        click.option("--lr", default=DEFAULTS.lr, show_default=True),
+        click.option("--weight-decay", default=DEFAULTS.weight_decay, show_default=True),
+        click.option("--qloss-lambda", default=DEFAULTS.qloss_lambda, show_default=True,
+                     help="Weight of the quantization loss (qloss)."),
+        click.option("--gsl-k", default=DEFAULTS.gsl_k, show_default=True,
+                     help="GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ)."),
+        click.option("--gsl-alpha", default=DEFAULTS.gsl_alpha, show_default=True,
+                     help="GSL snapping strength in [0, 1]."),
+        click.option("--margin", default=DEFAULTS.margin, show_default=True,
+                     help="Margin of the contrastive and triplet losses."),
+        click.option("--force", is_flag=True, help="Re-run steps whose results exist."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.option("-d", "--dataset", default=DEFAULTS.dataset, show_default=True)
+@click.option("--feature", help="Feature file name (default: the data set's own).")
+@click.option("--method", type=click.Choice(METHODS), default=DEFAULTS.method, show_default=True)
+@click.option("--quantizer", default=DEFAULTS.quantizer, show_default=True,
+              help="pq, opq, rq or lsq.")
+@click.option("--bits", default=DEFAULTS.bits, show_default=True, help="Code length in bits.")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True)
+@_config_options
+@click.pass_context
+def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, **options) -> None:  # noqa: ANN003
+    """Train one run; prints its run directory.
+
+    Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
+    """
+    feature = feature or datasets.get_dataset(dataset).default_feature
+    config = RunConfig(dataset=dataset, feature=feature, **options)
+    run_dir = pipeline.train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"],
+                                 force=force, show_progress=_show_progress(ctx))
+    click.echo(run_dir)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--force", is_flag=True, help="Re-encode even if codes.h5 exists.")
+@click.pass_context
+def encode(ctx: click.Context, run: str, force: bool) -> None:
+    """Encode a run's database into RUN/codes.h5.
+
+    Example: gslbench encode results/runs/0123456789ab
+    """
+    click.echo(pipeline.encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force))
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--force", is_flag=True, help="Re-evaluate even if metrics.json exists.")
+@click.option("--map-at", "map_at", multiple=True, type=int,
+              help="Cut-offs K of mAP@K (repeatable; default: the data set's).")
+@click.pass_context
+def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...]) -> None:
+    """Search the run's codes by ADC and write RUN/metrics.json.
+
+    Example: gslbench evaluate 0123456789ab
+    """
+    path = pipeline.evaluate_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
+                                 map_at=map_at or None)
+    click.echo(path)
+
+
+@cli.command()
+@click.argument("runs", nargs=-1)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Report folder (default: RESULTS/report).")
+@click.pass_context
+def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None) -> None:
+    """Tabulate evaluated runs into RESULTS/report (results.csv, tables.md, plots).
+
+    Example: gslbench report
+    """
+    results_dir = ctx.obj["results_dir"]
+    if runs:
+        run_dirs = [pipeline.resolve_run(results_dir, run) for run in runs]
+    else:
+        run_dirs = sorted(p for p in pipeline.runs_dir(results_dir).glob("*") if p.is_dir()
+                          and not p.name.startswith("."))
+    _, markdown = report_module.write_report(run_dirs, out or results_dir / "report")
+    click.echo(markdown, nl=False)
+
+
+def _split(kind: type):  # noqa: ANN202
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in value.split(",") if item)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
+    return parse
+
+
+@cli.command()
+@click.option("-d", "--datasets", "dataset_names", default="digits", show_default=True,
+              callback=_split(str), help="Comma-separated data sets.")
+@click.option("--methods", default=",".join(METHODS), show_default=True, callback=_split(str))
+@click.option("--quantizers", default="pq", show_default=True, callback=_split(str))
+@click.option("--bits", default="16,32,64", show_default=True, callback=_split(int))
+@click.option("--seeds", default="0", show_default=True, callback=_split(int))
+@_config_options
+@click.pass_context
+def bench(ctx: click.Context, dataset_names: tuple, methods: tuple, quantizers: tuple,
+          bits: tuple, seeds: tuple, force: bool, **options) -> None:  # noqa: ANN003
+    """Run a grid of train/encode/evaluate (skipping finished runs), then the report.
+
+    Example: gslbench bench --methods float,qloss,gsl --quantizers pq,opq --seeds 0,1,2
+    """
+    for method in methods:
+        if method not in METHODS:
+            raise GslbenchError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    grid = bench_module.Grid(datasets=dataset_names, methods=methods, quantizers=quantizers,
+                             bits=bits, seeds=seeds, base=RunConfig(**options))
+    results_dir = ctx.obj["results_dir"]
+    run_dirs = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, force=force,
+                                     show_progress=_show_progress(ctx))
+    _, markdown = report_module.write_report(run_dirs, results_dir / "report")
+    click.echo(markdown, nl=False)
+    click.echo(f"report written to {results_dir / 'report'}")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli()

@@ -1,0 +1,98 @@
+"""The Gradient Snapping Layer (GSL; Liu & Lu 2016), as stated in DESIGN.md section 5.
+
+Forward is the identity on the representation z, so the similarity loss sees the float vector.
+Backward bends the similarity loss's gradient g at z towards a neighbouring codeword:
+
+1. for each candidate codeword c near z, v_c = z - c (a step along -g moves z towards c exactly
+   when g . v_c > 0);
+2. c* = the candidate whose v_c has the largest cosine with g;
+3. if g . v_c* <= 0 (no candidate lies ahead), g passes unchanged;
+4. otherwise g_s = ((g . v_c*) / ||v_c*||^2) v_c*, the component of g along v_c*: still a descent
+   direction (g_s . g >= 0), pointed at a codeword;
+5. the output is (1 - alpha) g + alpha g_s.
+
+For PQ / OPQ the snapping runs independently in each sub-space (a PQ codeword is a concatenation of
+sub-codewords; OPQ first rotates, and the rotation is orthogonal, so gradients rotate the same way);
+for RQ / LSQ the candidates are a beam of full reconstructions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gslbench.errors import GslbenchError
+
+_TINY = 1e-12
+
+
+def snap_gradient(
+    z: torch.Tensor, g: torch.Tensor, candidates: torch.Tensor, alpha: float = 1.0
+) -> torch.Tensor:
+    """Snap the gradients `g` at `z` towards the best-aligned candidate codeword (steps 1 to 5).
+
+    z, g: (..., d) float; candidates: (..., k, d) with the same leading dimensions (a batch, or a
+    batch and sub-spaces). Returns (..., d). Vectorised over every leading dimension.
+    """
+    if z.shape != g.shape or candidates.shape[:-2] + candidates.shape[-1:] != z.shape:
+        raise ValueError(
+            f"snap_gradient: z {tuple(z.shape)}, g {tuple(g.shape)} and candidates "
+            f"{tuple(candidates.shape)} do not fit (want z, g (..., d), candidates (..., k, d))"
+        )
+    directions = z.unsqueeze(-2) - candidates  # v_c: (..., k, d)
+    along = (directions * g.unsqueeze(-2)).sum(-1)  # g . v_c: (..., k)
+    lengths_sq = (directions**2).sum(-1)
+    cosine = along / (lengths_sq.sqrt() * g.norm(dim=-1, keepdim=True)).clamp_min(_TINY)
+    cosine = cosine.masked_fill(lengths_sq <= _TINY, -torch.inf)  # z on c: no direction
+    best = cosine.argmax(-1, keepdim=True)  # c*: (..., 1)
+    best_along = along.gather(-1, best)
+    best_length_sq = lengths_sq.gather(-1, best)
+    best_direction = directions.gather(-2, best.unsqueeze(-1).expand(*best.shape, z.shape[-1]))
+    snapped = (best_along / best_length_sq.clamp_min(_TINY)) * best_direction.squeeze(-2)
+    ahead = (best_along > 0) & (best_length_sq > _TINY)
+    snapped = torch.where(ahead, snapped, g)
+    return (1.0 - alpha) * g + alpha * snapped
+
+
+class _Snap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, quantizer, candidates, alpha):  # noqa: ANN001 (autograd signature)
+        ctx.quantizer, ctx.alpha = quantizer, alpha
+        ctx.save_for_backward(z.detach(), candidates)
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        z, candidates = ctx.saved_tensors
+        to_snap, from_snap = ctx.quantizer.to_snap_space, ctx.quantizer.from_snap_space
+        snapped = snap_gradient(to_snap(z), to_snap(grad), candidates, ctx.alpha)
+        return from_snap(snapped), None, None, None
+
+
+class GradientSnappingLayer(nn.Module):
+    """Identity forward; backward snaps the gradient towards a neighbouring codeword.
+
+    `quantizer` is any gslbench quantizer (or an object with `assign(z, k)` returning candidates
+    (b, G, k, d / G) in its snap space, and `to_snap_space` / `from_snap_space`); it must be fitted
+    before the layer snaps. While the quantizer is not fitted (warm-up), or in eval mode, the layer
+    is a plain identity. `k`: candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ);
+    `alpha`: snapping strength in [0, 1].
+    """
+
+    def __init__(self, quantizer, k: int = 8, alpha: float = 1.0) -> None:  # noqa: ANN001
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise GslbenchError(f"GSL alpha {alpha} is outside [0, 1]")
+        if k < 1:
+            raise GslbenchError(f"GSL k {k} must be at least 1")
+        self.quantizer, self.k, self.alpha = quantizer, k, alpha
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(b, d) -> (b, d), the same values; gradients flowing back are snapped."""
+        if not (self.training and z.requires_grad and self.quantizer.is_fitted):
+            return z
+        candidates = self.quantizer.assign(z.detach(), self.k).candidates
+        return _Snap.apply(z, self.quantizer, candidates, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"quantizer={type(self.quantizer).__name__}, k={self.k}, alpha={self.alpha}"
