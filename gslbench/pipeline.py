@@ -25,7 +25,7 @@ from gslbench.config import RunConfig
 from gslbench.datasets import feature_path, get_dataset
 from gslbench.errors import GslbenchError
 from gslbench.featurefile import read_feature_file
-from gslbench.quantizers import Quantizer, load_quantizer
+from gslbench.quantizers import Identity, Quantizer, load_quantizer
 from gslbench.storage import (
     atomic_path,
     open_h5,
@@ -123,11 +123,9 @@ def _load_model(run_dir: Path, config: RunConfig):  # noqa: ANN202
     return model
 
 
-def _load_run_quantizer(run_dir: Path, config: RunConfig) -> Quantizer:
+def _load_run_quantizer(run_dir: Path, config: RunConfig) -> Quantizer | Identity:
     if not config.quantized:
-        from gslbench.quantizers import make_quantizer
-
-        return make_quantizer("none", config.dim_out, 32 * config.dim_out)
+        return Identity(config.dim_out)
     with open_h5(run_dir / "quantizer.h5", QUANTIZER_FORMAT, 1) as handle:
         return load_quantizer(handle["quantizer"])
 
