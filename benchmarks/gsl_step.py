@@ -31,30 +31,42 @@ def synthetic_features(n: int, dim: int, n_classes: int, seed: int) -> FeatureSe
                       seed, "")
 
 
-def time_steps(method_name: str, config: RunConfig, features: FeatureSet, repeats: int) -> float:
-    """Median seconds of one optimizer step of `method_name` (after a warm-up)."""
-    torch.manual_seed(0)
-    model = build_model(config, features.dim)
-    model.set_standardisation(features.train.features)
-    quantizer = make_quantizer(config.quantizer, config.dim_out, config.bits, seed=0)
-    quantizer.fit(embed(model, features.train.features))
-    method = METHODS[method_name](config, quantizer)
-    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    x = torch.from_numpy(features.train.features[: config.batch_size])
-    labels = torch.from_numpy(features.train.labels[: config.batch_size])
-    model.train()
-    seconds = []
-    for step in range(repeats + 10):
+class StepRunner:
+    """One method's model, optimizer and fixed batch, ready to take optimizer steps."""
+
+    def __init__(self, method_name: str, config: RunConfig, features: FeatureSet) -> None:
+        torch.manual_seed(0)
+        self.model = build_model(config, features.dim)
+        self.model.set_standardisation(features.train.features)
+        quantizer = make_quantizer(config.quantizer, config.dim_out, config.bits, seed=0)
+        quantizer.fit(embed(self.model, features.train.features))
+        self.method = METHODS[method_name](config, quantizer)
+        self.loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.x = torch.from_numpy(features.train.features[: config.batch_size])
+        self.labels = torch.from_numpy(features.train.labels[: config.batch_size])
+        self.model.train()
+
+    def step(self) -> float:
+        """Seconds of one optimizer step."""
         start = time.perf_counter()
-        z = model(x)
-        loss = loss_fn(method.representation(z), labels) + method.penalty(z)
-        optimizer.zero_grad(set_to_none=True)
+        z = self.model(self.x)
+        loss = self.loss_fn(self.method.representation(z), self.labels) + self.method.penalty(z)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if step >= 10:
-            seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def median_step_seconds(runners: dict[str, StepRunner], repeats: int) -> dict[str, float]:
+    """Median step time of each runner, steps interleaved so that both see the same machine."""
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for repeat in range(repeats + 10):
+        for name, runner in runners.items():
+            elapsed = runner.step()
+            if repeat >= 10:
+                seconds[name].append(elapsed)
+    return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 def main() -> None:
@@ -67,8 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     config = RunConfig(quantizer=args.quantizer, bits=args.bits, batch_size=args.batch)
     features = synthetic_features(4096, args.dim_in, 10, seed=0)
-    qloss = time_steps("qloss", config, features, args.repeats)
-    gsl = time_steps("gsl", config, features, args.repeats)
+    runners = {name: StepRunner(name, config, features) for name in ("qloss", "gsl")}
+    times = median_step_seconds(runners, args.repeats)
+    qloss, gsl = times["qloss"], times["gsl"]
     print(f"{args.quantizer} {args.bits} bits, batch {args.batch}, dim_in {args.dim_in}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"qloss step {qloss * 1e3:.3f} ms, gsl step {gsl * 1e3:.3f} ms, gsl/qloss = {gsl / qloss:.2f}x "
