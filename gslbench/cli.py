@@ -179,11 +179,13 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
 @click.argument("runs", nargs=-1)
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report folder (default: RESULTS/report).")
+@click.option("--doc", type=click.Path(path_type=Path),
+              help="Also write the results document (GSL's wins, ties, losses) here.")
 @click.pass_context
-def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None) -> None:
+def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None, doc: Path | None) -> None:
     """Tabulate evaluated runs into RESULTS/report (results.csv, tables.md, plots).
 
-    Example: gslbench report
+    Example: gslbench report --doc docs/results.md
     """
     results_dir = ctx.obj["results_dir"]
     if runs:
@@ -191,7 +193,7 @@ def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None) -> None:
     else:
         run_dirs = sorted(p for p in pipeline.runs_dir(results_dir).glob("*") if p.is_dir()
                           and not p.name.startswith("."))
-    _, markdown = report_module.write_report(run_dirs, out or results_dir / "report")
+    _, markdown = report_module.write_report(run_dirs, out or results_dir / "report", doc)
     click.echo(markdown, nl=False)
 
 

@@ -67,7 +67,7 @@ def mean_std_table(results: pd.DataFrame, value: str = "map") -> dict[tuple, pd.
         stats = group.groupby(["method", "code_bits"])[value].agg(["mean", "std", "count"])
         cells = stats.apply(_format_cell, axis=1).unstack("code_bits")
         order = [m for m in METHOD_ORDER if m in cells.index]
-        cells = cells.loc[order]
+        cells = cells.loc[order].rename_axis(index="method")
         cells.columns = [f"{bits} bits" for bits in cells.columns]
         tables[key] = cells
     return tables
@@ -83,24 +83,9 @@ def tables_markdown(tables: dict[tuple, pd.DataFrame]) -> str:
     parts = []
     for (dataset, feature, quantizer), table in tables.items():
         parts.append(f"## {dataset} ({feature}), {quantizer.upper()}: mAP, mean ± std over seeds (n)\n")
-        parts.append(table.to_markdown() if _has_tabulate() else _plain_markdown(table))
+        parts.append(_frame_markdown(table.reset_index()))
         parts.append("")
     return "\n".join(parts) + "\n"
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _plain_markdown(table: pd.DataFrame) -> str:
-    header = "| method | " + " | ".join(table.columns) + " |"
-    rule = "|---" * (len(table.columns) + 1) + "|"
-    rows = [f"| {method} | " + " | ".join(row) + " |" for method, row in table.iterrows()]
-    return "\n".join([header, rule, *rows])
 
 
 def plot_map_vs_bits(results: pd.DataFrame, path: Path) -> None:
@@ -123,8 +108,9 @@ def plot_map_vs_bits(results: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: list[Path], out_dir: Path) -> tuple[pd.DataFrame, str]:
-    """Write results.csv, tables.md and map_vs_bits.png into `out_dir`; return results and tables."""
+def write_report(runs: list[Path], out_dir: Path, doc: Path | None = None) -> tuple[pd.DataFrame, str]:
+    """Write results.csv, tables.md, map_vs_bits.png into `out_dir` (and the results document to
+    `doc`); return the results and the tables' Markdown."""
     results = collect_results(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "results.csv") as tmp:
@@ -133,4 +119,100 @@ def write_report(runs: list[Path], out_dir: Path) -> tuple[pd.DataFrame, str]:
     with atomic_path(out_dir / "tables.md") as tmp:
         tmp.write_text(markdown)
     plot_map_vs_bits(results, out_dir / "map_vs_bits.png")
+    if doc is not None:
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(doc) as tmp:
+            tmp.write_text(results_document(results, runs))
     return results, markdown
+
+
+BASELINES = ("qloss", "two-step")
+
+
+def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
+    """GSL against each baseline per (data set, quantizer, code bits): mean difference and verdict.
+
+    Verdict: `win` / `loss` when the difference of means exceeds twice its standard error
+    sqrt(s1^2/n1 + s2^2/n2) over seeds, `tie` otherwise; `n/a` with fewer than 2 seeds a side.
+    """
+    rows = []
+    quantized = results[results.method != "float"]
+    for (dataset, quantizer, bits), group in quantized.groupby(["dataset", "quantizer", "code_bits"]):
+        gsl = group.loc[group.method == "gsl", value]
+        for baseline in BASELINES:
+            other = group.loc[group.method == baseline, value]
+            if gsl.empty or other.empty:
+                continue
+            diff = gsl.mean() - other.mean()
+            se = (gsl.var() / len(gsl) + other.var() / len(other)) ** 0.5
+            verdict = "n/a" if min(len(gsl), len(other)) < 2 else (
+                "win" if diff > 2 * se else "loss" if diff < -2 * se else "tie")
+            rows.append({"dataset": dataset, "quantizer": quantizer, "code_bits": bits,
+                         "baseline": baseline, "gsl": gsl.mean(), "baseline_map": other.mean(),
+                         "difference": diff, "std_error": se, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def final_training_state(runs: list[Path]) -> pd.DataFrame:
+    """The last epoch of each run's train_log.csv with its method, data set, quantizer and bits."""
+    rows = []
+    for run_dir in runs:
+        log_path, metrics_path = run_dir / "train_log.csv", run_dir / "metrics.json"
+        if not (log_path.is_file() and metrics_path.is_file()):
+            continue
+        config = read_json(metrics_path)["config"]
+        last = pd.read_csv(log_path).iloc[-1]
+        rows.append({"dataset": config["dataset"], "quantizer": config["quantizer"],
+                     "code_bits": config["bits"], "method": config["method"], "epochs": last["epoch"],
+                     "sim_loss": last["sim_loss"], "quant_mse_refit": last["quant_mse_refit"]})
+    return pd.DataFrame(rows)
+
+
+def results_document(results: pd.DataFrame, runs: list[Path]) -> str:
+    """docs/results.md: mAP tables, GSL's verdicts against each baseline, final training state."""
+    verdicts = gsl_verdicts(results)
+    axes = ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
+                     for column in ("dataset", "method", "quantizer", "code_bits", "seed"))
+    lines = [
+        "# gslbench results",
+        "",
+        f"Generated by `gslbench report --doc` from {len(results)} evaluated runs ({axes}).",
+        "Cells: mean ± std of mAP over seeds (number of seeds); `float` is the unquantized ceiling.",
+        "",
+        tables_markdown(mean_std_table(results)),
+        "## Where GSL wins, ties or loses",
+        "",
+        "Difference = mean mAP of gsl minus the baseline's. A win or loss needs the difference to",
+        "exceed twice its standard error over seeds; anything closer is a tie.",
+        "",
+    ]
+    if not verdicts.empty:
+        counts = verdicts.groupby(["baseline", "verdict"]).size().unstack(fill_value=0)
+        lines += [_frame_markdown(counts.rename_axis(index="gsl vs").reset_index()), ""]
+        shown = verdicts.assign(**{c: verdicts[c].map("{:+.4f}".format) for c in ("difference",)},
+                                **{c: verdicts[c].map("{:.4f}".format)
+                                   for c in ("gsl", "baseline_map", "std_error")})
+        lines += [_frame_markdown(shown), ""]
+    state = final_training_state(runs)
+    if not state.empty:
+        summary = (state.groupby(["dataset", "quantizer", "code_bits", "method"])
+                   [["sim_loss", "quant_mse_refit"]].mean().reset_index())
+        lines += [
+            "## The training logs at the last epoch",
+            "",
+            "Mean over seeds of the similarity loss and of `quant_mse_refit`, the mean squared",
+            "quantization error of the training representations under codebooks refitted on them",
+            "that epoch (comparable across methods; see gslbench/training.py).",
+            "",
+            _frame_markdown(summary.assign(sim_loss=summary.sim_loss.map("{:.4f}".format),
+                                           quant_mse_refit=summary.quant_mse_refit.map("{:.5f}".format))),
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _frame_markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|---" * len(frame.columns) + "|"
+    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
