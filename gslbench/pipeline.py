@@ -73,6 +73,9 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     if (run_dir / "config.json").is_file() and not force:
         return run_dir
     features_file = feature_path(data_dir, config.dataset, config.feature)
+    if not features_file.is_file():
+        raise GslbenchError(f"{features_file}: no such file; run `gslbench download {config.dataset}` "
+                            f"and `gslbench features {config.dataset}` first")
     features = read_feature_file(features_file)
     result = train(config.resolved(), features, show_progress=show_progress)
     run_dir.parent.mkdir(parents=True, exist_ok=True)

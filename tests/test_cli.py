@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -27,6 +28,12 @@ def bench_dir(tmp_path_factory):
     result = invoke(root, "-q", "bench")
     assert result.exit_code == 0, result.output
     return root, result.output
+
+
+def prepare_digits(tmp_path):
+    for step in ("download", "features"):
+        result = invoke(tmp_path, step, "digits")
+        assert result.exit_code == 0, result.output
 
 
 def run_dirs(root):
@@ -90,6 +97,7 @@ def test_digits_protocol(tmp_path):
 
 
 def test_same_config_and_seed_give_the_same_codes(tmp_path):
+    prepare_digits(tmp_path)
     args = ["train", "--method", "gsl", "--bits", "16", "--epochs", "8", "--warmup-epochs", "2",
             "--epochs-per-refit", "2"]
     run = invoke(tmp_path, *args).output.strip().splitlines()[-1]
@@ -134,8 +142,7 @@ def test_bits_not_a_multiple_of_sub_bits(tmp_path):
 
 
 def test_feature_file_with_wrong_shapes(tmp_path):
-    assert invoke(tmp_path, "download", "digits").exit_code == 0
-    assert invoke(tmp_path, "features", "digits").exit_code == 0
+    prepare_digits(tmp_path)
     path = tmp_path / "data" / "digits" / "pixels.h5"
     with h5py.File(path, "a") as handle:
         del handle["query/labels"]
@@ -144,15 +151,35 @@ def test_feature_file_with_wrong_shapes(tmp_path):
 
 
 def test_truncated_feature_file(tmp_path):
-    assert invoke(tmp_path, "download", "digits").exit_code == 0
-    assert invoke(tmp_path, "features", "digits").exit_code == 0
+    prepare_digits(tmp_path)
     path = tmp_path / "data" / "digits" / "pixels.h5"
     path.write_bytes(path.read_bytes()[:5000])
     assert_user_error(invoke(tmp_path, "train"), str(path), "corrupt or truncated")
 
 
 def test_evaluate_before_encode_and_report_on_nothing(tmp_path):
+    assert_user_error(invoke(tmp_path, "train"), "pixels.h5", "gslbench features digits")
+    prepare_digits(tmp_path)
     run = invoke(tmp_path, "train", "--method", "float", "--epochs", "2", "--warmup-epochs", "0")
     assert run.exit_code == 0, run.output
     assert_user_error(invoke(tmp_path, "evaluate", run.output.strip()), "codes.h5", "encode")
-    assert_user_error(invoke(tmp_path, "report"), "no evaluated runs")
+    unevaluated = invoke(tmp_path, "report")
+    assert unevaluated.exit_code == 2 and "without metrics.json: " + Path(run.output.strip()).name \
+        in unevaluated.output
+    assert_user_error(invoke(tmp_path / "empty", "report"), "no evaluated runs")
+
+
+@pytest.mark.parametrize("quantizer", ["opq", "rq", "lsq"])
+def test_every_quantizer_trains_encodes_and_evaluates(tmp_path, quantizer):
+    prepare_digits(tmp_path)
+    args = ["train", "--method", "gsl", "--quantizer", quantizer, "--bits", "16", "--epochs", "4",
+            "--warmup-epochs", "1", "--epochs-per-refit", "2"]
+    result = invoke(tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    run = result.output.strip().splitlines()[-1]
+    assert invoke(tmp_path, "encode", run).exit_code == 0
+    assert invoke(tmp_path, "evaluate", run).exit_code == 0
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    assert 0.3 < metrics["map"] <= 1
+    with h5py.File(f"{run}/codes.h5") as handle:
+        assert handle.attrs["quantizer"] == quantizer and handle["codes"].shape == (1697, 2)
