@@ -1,6 +1,6 @@
 """Time `gslbench.evaluation.evaluate` against a per-query baseline and a floor (not a test).
 
-Two protocol shapes with random data and random 32-bit PQ codes (4 codebooks x 256):
+Two protocol shapes with random data and random 32-bit codes of gslbench's PQ (4 codebooks x 256):
 
 - NUS-WIDE-21: 2,100 queries x 193,734 database items, 21 labels (multi-label), mAP@5000;
 - CIFAR-10: 1,000 x 54,000, 10 classes (single-label), mAP@all.
@@ -32,6 +32,7 @@ import faiss
 import numpy as np
 
 from gslbench import evaluation, metrics
+from gslbench.quantizers import make_quantizer
 
 SHAPES = {
     # name: (queries, database, classes, multilabel, map_at)
@@ -42,29 +43,6 @@ QUICK = {"nuswide": (300, 20000), "cifar10": (200, 6000)}
 PRECISION_AT = (10, 100, 1000)
 RECALL_AT = (1, 10, 100, 1000)
 PR_POINTS = 101
-
-
-class FaissPQ:
-    """PQ lookup-table (ADC) distances through faiss.ProductQuantizer, trained on random data."""
-
-    def __init__(self, dim: int, m: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.pq = faiss.ProductQuantizer(dim, m, 8)
-        self.pq.cp.niter = 10
-        self.pq.train(rng.standard_normal((256 * 40, dim)).astype(np.float32))
-        self.m, self.ksub = m, 256
-
-    def adc_distances(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """``(b, d) float32, (n, M) uint8 -> (b, n) float32``: sum over M of table gathers."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        tables = np.empty((len(queries), self.m, self.ksub), dtype=np.float32)
-        self.pq.compute_distance_tables(
-            len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables)
-        )
-        out = np.take(tables[:, 0], codes[:, 0], axis=1)
-        for j in range(1, self.m):
-            out += np.take(tables[:, j], codes[:, j], axis=1)
-        return out
 
 
 def random_labels(rng: np.random.Generator, n: int, n_classes: int, multilabel: bool) -> np.ndarray:
@@ -171,7 +149,8 @@ def bench_shape(name: str, quick: bool, workers: int, seed: int = 0) -> None:
         map_at = tuple(min(k, n_db) for k in map_at)
     rng = np.random.default_rng(seed)
     dim = 32  # dsub = 8: faiss computes the tables per query (BLAS above 16: batch-dependent)
-    quantizer = FaissPQ(dim, 4, seed)
+    quantizer = make_quantizer("pq", dim, 32, seed=seed, kmeans_iters=10)
+    quantizer.fit(rng.standard_normal((256 * 40, dim)).astype(np.float32))
     queries = rng.standard_normal((n_query, dim)).astype(np.float32)
     codes = rng.integers(0, 256, size=(n_db, 4), dtype=np.uint8)
     query_labels = random_labels(rng, n_query, n_classes, multilabel)
