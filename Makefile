@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test bench test lint
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: install install-test system-deps bench test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +17,17 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 
+# Debian's copy of Fashion-MNIST, for the real-data test (CI runs `make test` as root on Debian).
+system-deps:
+	@if [ ! -d $(FASHION_MNIST_DIR) ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
 bench: install
 	$(BIN)/gslbench bench
 
-test: install-test
+test: install-test system-deps
 	$(BIN)/ruff check gslbench tests benchmarks
 	$(BIN)/pytest -q
 

@@ -98,6 +98,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
             "versions": package_versions(),
             "train_seconds": result.seconds,
         })
+        staging.chmod(0o755)  # mkdtemp creates 0700
         if run_dir.exists():
             shutil.rmtree(run_dir)
         staging.rename(run_dir)

@@ -1,0 +1,144 @@
+"""Feature extraction: pixels, EfficientNet-Lite0 (the packaged ImageNet weights), real data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from datafakes import fashion_files, fashion_source
+
+from gslbench import backbones, datasets, download
+from gslbench.errors import GslbenchError
+from gslbench.featurefile import read_feature_file
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small batches on a shared 2-core machine: OpenMP threads that wait on each other cost
+    more than they bring (100x slower under load), so run these tests on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pixel_features_are_flat_and_scaled():
+    images = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    features = backbones.extract_features(images, "pixels")
+    assert features.shape == (2, 48) and features.dtype == np.float32
+    assert features[1, -1] == pytest.approx(95 / 255)
+    digits = backbones.pixel_features(np.full((3, 8, 8), 16.0), pixel_max=16.0)
+    assert digits.shape == (3, 64) and (digits == 1.0).all()
+
+
+def test_preprocess_grayscale_resize_and_normalisation():
+    batch = torch.full((2, 1, 28, 28), 255, dtype=torch.uint8)
+    x = backbones.preprocess(batch, 64, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    assert x.shape == (2, 3, 64, 64) and x.dtype == torch.float32
+    torch.testing.assert_close(x[:, 0], torch.ones(2, 64, 64))
+    torch.testing.assert_close(x[:, 1], torch.full((2, 64, 64), 3.0))
+    torch.testing.assert_close(x[:, 2], torch.ones(2, 64, 64))
+    shrunk = backbones.preprocess(torch.zeros(1, 3, 32, 32), 16)
+    assert shrunk.shape == (1, 3, 16, 16)
+
+
+def test_bad_image_shapes_and_sizes_are_user_errors():
+    with pytest.raises(GslbenchError, match=r"got shape \(2, 5, 8, 8\)"):
+        backbones.as_nchw(np.zeros((2, 5, 8, 8)))
+    with pytest.raises(GslbenchError, match="too small"):
+        backbones.extract_features(np.zeros((1, 8, 8)), image_size=8)
+    with pytest.raises(GslbenchError, match="unknown backbone 'vgg'"):
+        backbones.get_backbone("vgg")
+
+
+def test_weights_are_checked_before_loading(monkeypatch):
+    spec = backbones.BACKBONES["efficientnet-lite0"]
+    monkeypatch.setitem(backbones.BACKBONES, "efficientnet-lite0",
+                        dataclasses.replace(spec, weights_sha256="0" * 64))
+    with pytest.raises(GslbenchError, match="does not match efficientnet-lite0's weights"):
+        backbones.load_model("efficientnet-lite0", 32)
+
+
+def test_efficientnet_lite0_features_are_pooled_1280d_and_batch_independent():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    model = backbones.load_model("efficientnet-lite0", 32)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    whole = backbones.extract_features(images, image_size=32, batch_size=5, model=model)
+    pieces = backbones.extract_features(images, image_size=32, batch_size=2, model=model)
+    assert whole.shape == (5, 1280) and whole.dtype == np.float32
+    assert np.isfinite(whole).all() and (whole >= 0).all()  # pooled ReLU6 activations
+    assert (whole <= 6).all() and whole.std(axis=0).max() > 0
+    np.testing.assert_allclose(whole, pieces, rtol=1e-4, atol=1e-5)
+    rgb = backbones.extract_features(np.repeat(images[:, None], 3, axis=1), image_size=32,
+                                     model=model)
+    np.testing.assert_allclose(rgb, whole, rtol=1e-5, atol=1e-6)  # gray == replicated RGB
+
+
+def test_build_features_with_efficientnet_records_provenance(tmp_path, monkeypatch):
+    files = fashion_files(train_per_class=3, test_per_class=1)
+    (tmp_path / "src").mkdir()
+    for name, data in files.items():
+        (tmp_path / "src" / name).write_bytes(data)
+    monkeypatch.setitem(download.SOURCES, "fashion-mnist",
+                        fashion_source(files, ((tmp_path / "src").as_uri() + "/",)))
+    dataset = datasets.DATASETS["fashion-mnist"]
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", dataclasses.replace(
+        dataset, protocol=dataclasses.replace(dataset.protocol, query_per_class=1,
+                                              train_per_class=1)))
+    datasets.download("fashion-mnist", tmp_path / "data")
+    path = datasets.build_features("fashion-mnist", tmp_path / "data", image_size=32,
+                                   batch_size=16)
+    assert path.name == "efficientnet-lite0-32.h5"
+    features = read_feature_file(path)
+    assert features.dim == 1280 and features.feature == "efficientnet-lite0-32"
+    assert len(features.database.indices) == 40 - 20
+    with h5py.File(path) as handle:
+        assert handle.attrs["backbone"] == "efficientnet-lite0"
+        assert handle.attrs["image_size"] == 32
+        assert handle.attrs["weights_sha256"] == backbones.BACKBONES[
+            "efficientnet-lite0"].weights_sha256
+        assert handle.attrs["source_sha256"] == download.source_sha256(
+            tmp_path / "data" / "fashion-mnist" / "raw", "fashion-mnist")
+
+
+def _float_map(query: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
+               database_labels: np.ndarray) -> float:
+    """mAP@all of Euclidean ranking over the whole database (single-label)."""
+    distances = ((query[:, None, :] - database[None, :, :]) ** 2).sum(axis=-1)
+    order = np.argsort(distances, axis=1, kind="stable")
+    relevant = database_labels[order] == query_labels[:, None]
+    precision = np.cumsum(relevant, axis=1) / np.arange(1, relevant.shape[1] + 1)
+    return float(((precision * relevant).sum(axis=1) / relevant.sum(axis=1)).mean())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(),
+                    reason="needs Debian's dataset-fashion-mnist (make system-deps)")
+def test_real_fashion_mnist_efficientnet_features_retrieve_well(tmp_path):
+    """Download the real Fashion-MNIST (Debian copy, checksums verified), featurize a slice."""
+    datasets.download("fashion-mnist", tmp_path)
+    raw = datasets.DATASETS["fashion-mnist"].load_raw(tmp_path / "fashion-mnist" / "raw")
+    assert raw.images.shape == (70_000, 28, 28) and raw.labels.shape == (70_000, 10)
+    assert (raw.labels.sum(axis=0) == 7000).all()
+    rng = np.random.default_rng(0)
+    query = rng.choice(np.arange(60_000, 70_000), 100, replace=False)  # t10k
+    database = rng.choice(60_000, 400, replace=False)  # train
+    model = backbones.load_model("efficientnet-lite0", 64)
+    query_features = backbones.extract_features(raw.images[query], model=model)
+    database_features = backbones.extract_features(raw.images[database], model=model)
+    query_labels, database_labels = raw.labels[query].argmax(1), raw.labels[database].argmax(1)
+    score = _float_map(query_features, query_labels, database_features, database_labels)
+    shuffled = _float_map(query_features, rng.permutation(query_labels), database_features,
+                          database_labels)
+    assert shuffled < 0.2  # about 0.1 = chance with 10 balanced classes
+    assert score > 0.35, score
+    distances = ((query_features[:, None] - database_features[None]) ** 2).sum(-1)
+    nearest = database_labels[distances.argmin(axis=1)]
+    assert (nearest == query_labels).mean() > 0.6
