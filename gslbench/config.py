@@ -36,7 +36,7 @@ class RunConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    qloss_lambda: float = 1.0
+    qloss_lambda: float = 0.1
     gsl_k: int = 8
     gsl_alpha: float = 1.0
     margin: float = 0.5
@@ -63,10 +63,19 @@ class RunConfig:
         return self.method != "float"
 
     def resolved(self) -> RunConfig:
-        """The canonical form: float runs drop the quantizer settings they do not use."""
-        if self.quantized:
-            return self
-        return dataclasses.replace(self, quantizer="none", bits=0, sub_bits=8)
+        """The canonical form: settings a run does not use are reset to their defaults, so that
+        they do not split one run into several (float runs drop every quantizer setting)."""
+        unused: dict = {}
+        if self.method != "qloss":
+            unused.update(qloss_lambda=DEFAULTS["qloss_lambda"])
+        if self.method != "gsl":
+            unused.update(gsl_k=DEFAULTS["gsl_k"], gsl_alpha=DEFAULTS["gsl_alpha"])
+        if self.loss not in ("contrastive", "triplet"):
+            unused.update(margin=DEFAULTS["margin"])
+        if not self.quantized:
+            unused.update(quantizer="none", bits=0, sub_bits=8, warmup_epochs=0,
+                          epochs_per_refit=DEFAULTS["epochs_per_refit"])
+        return dataclasses.replace(self, **unused)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self.resolved())
@@ -84,3 +93,6 @@ class RunConfig:
         if unknown:
             raise GslbenchError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(RunConfig)}

@@ -1,0 +1,99 @@
+"""The training loop, the methods and the similarity losses on small seeded data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gslbench.config import RunConfig
+from gslbench.errors import GslbenchError
+from gslbench.featurefile import FeatureSet, Split, multi_hot
+from gslbench.losses import LOSSES, PairwiseCosineLoss
+from gslbench.training import train
+
+
+@pytest.fixture(scope="module")
+def features():
+    rng = np.random.default_rng(0)
+    class_ids = rng.integers(0, 4, 600)
+    x = (rng.normal(size=(4, 16))[class_ids] + rng.normal(size=(600, 16))).astype(np.float32)
+    split = Split(x, multi_hot(class_ids, 4), np.arange(600))
+    return FeatureSet("toy", "gauss", split, split, split, list("abcd"), 0, "")
+
+
+BASE = RunConfig(dataset="toy", feature="gauss", bits=16, dim_out=16, hidden=32, epochs=6,
+                 warmup_epochs=2, epochs_per_refit=2, batch_size=100)
+
+
+def sim_losses(result):
+    return [row["sim_loss"] for row in result.log]
+
+
+def test_log_has_one_row_per_epoch_with_the_documented_columns(features):
+    result = train(dataclasses.replace(BASE, method="gsl"), features, show_progress=False)
+    assert [row["epoch"] for row in result.log] == list(range(1, 7))
+    assert set(result.log[0]) == {"epoch", "sim_loss", "quant_mse", "quant_mse_refit", "seconds"}
+    assert np.isnan(result.log[0]["quant_mse"])  # warm-up: no codebooks yet
+    assert all(row["quant_mse"] > 0 and row["quant_mse_refit"] > 0 for row in result.log[2:])
+    assert result.quantizer.is_fitted
+
+
+def test_two_step_trains_the_float_network(features):
+    float_run = train(dataclasses.replace(BASE, method="float"), features, show_progress=False)
+    two_step = train(dataclasses.replace(BASE, method="two-step"), features, show_progress=False)
+    assert sim_losses(float_run) == sim_losses(two_step)
+    assert float_run.quantizer is None
+
+
+@pytest.mark.parametrize("method, knob", [("gsl", {"gsl_alpha": 0.0}), ("qloss", {"qloss_lambda": 0.0})])
+def test_strategies_with_their_knob_at_zero_train_like_two_step(features, method, knob):
+    two_step = train(dataclasses.replace(BASE, method="two-step"), features, show_progress=False)
+    neutral = train(dataclasses.replace(BASE, method=method, **knob), features, show_progress=False)
+    np.testing.assert_allclose(sim_losses(neutral), sim_losses(two_step), rtol=1e-6)
+    active = train(dataclasses.replace(BASE, method=method), features, show_progress=False)
+    assert sim_losses(active)[-1] != pytest.approx(sim_losses(two_step)[-1], rel=1e-6)
+
+
+def test_same_seed_same_model(features):
+    first = train(dataclasses.replace(BASE, method="gsl"), features, show_progress=False)
+    again = train(dataclasses.replace(BASE, method="gsl"), features, show_progress=False)
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(first.quantizer.codebooks, again.quantizer.codebooks)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_every_loss_trains(features, loss):
+    config = dataclasses.replace(BASE, method="gsl", loss=loss, epochs=4)
+    result = train(config, features, show_progress=False)
+    losses = sim_losses(result)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_pairwise_cosine_loss_is_zero_at_its_targets():
+    labels = torch.tensor([[1, 0], [1, 0], [0, 1]])
+    z = torch.tensor([[1.0, 0.0], [2.0, 0.0], [-3.0, 0.0]])  # same class parallel, others opposite
+    assert PairwiseCosineLoss(2, 2, 0.0)(z, labels).item() == pytest.approx(0.0)
+    orthogonal = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    # pairs (0,1): target 1, cos 0 -> 1; (0,2): target -1, cos 1 -> 4; (1,2): target -1, cos 0 -> 1
+    assert PairwiseCosineLoss(2, 2, 0.0)(orthogonal, labels).item() == pytest.approx(6 / 3)
+
+
+def test_unused_settings_do_not_split_runs():
+    assert RunConfig(method="float", qloss_lambda=5.0, bits=64).run_id == RunConfig(method="float").run_id
+    assert RunConfig(method="gsl", qloss_lambda=5.0).run_id == RunConfig(method="gsl").run_id
+    assert RunConfig(method="gsl", gsl_alpha=0.5).run_id != RunConfig(method="gsl").run_id
+    assert RunConfig(method="qloss", qloss_lambda=5.0).run_id != RunConfig(method="qloss").run_id
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "sgd"}, "unknown method"), ({"loss": "hinge"}, "unknown loss"),
+    ({"bits": 12}, "--bits 12"), ({"gsl_alpha": 2.0}, "--gsl-alpha"),
+    ({"warmup_epochs": 50}, "--warmup-epochs"),
+])
+def test_bad_configs_are_user_errors(options, message):
+    with pytest.raises(GslbenchError, match=message):
+        RunConfig(**options)
