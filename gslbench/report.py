@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -30,7 +31,21 @@ def collect_results(runs: list[Path]) -> pd.DataFrame:
         log.warning("skipping %d run(s) without metrics.json: %s", len(missing), ", ".join(missing))
     if not rows:
         raise GslbenchError("no evaluated runs to report (no metrics.json under the runs given)")
-    return pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "method", "seed"])
+    return pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"])
+
+
+def variant(config: dict) -> str:
+    """A method with the settings only it uses: `qloss λ=0.1`, `gsl α=1 k=8`, `float`, `two-step`."""
+    if config["method"] == "qloss":
+        return f"qloss λ={config['qloss_lambda']:g}"
+    if config["method"] == "gsl":
+        return f"gsl α={config['gsl_alpha']:g} k={config['gsl_k']}"
+    return config["method"]
+
+
+def ordered_variants(variants) -> list[str]:  # noqa: ANN001
+    """Distinct variants, float first, then two-step, qloss and gsl variants."""
+    return sorted(set(variants), key=lambda v: (METHOD_ORDER.index(v.split()[0]), v))
 
 
 def _result_row(metrics: dict) -> dict:
@@ -38,7 +53,8 @@ def _result_row(metrics: dict) -> dict:
     top = metrics.get("map_top")
     row = {
         "dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
-        "quantizer": config["quantizer"], "code_bits": config["bits"], "loss": config["loss"],
+        "variant": variant(config), "quantizer": config["quantizer"], "code_bits": config["bits"],
+        "loss": config["loss"],
         "seed": config["seed"],
         "map": metrics["map_at"][str(top)] if top else metrics["map"],
         "map_all": metrics["map"],
@@ -55,19 +71,20 @@ def with_float_ceiling(results: pd.DataFrame) -> pd.DataFrame:
     floats = results[results.method == "float"]
     quantized = results[results.method != "float"]
     cells = quantized[["dataset", "feature", "loss", "quantizer", "code_bits"]].drop_duplicates()
-    keys = ["dataset", "feature", "loss"]
+    keys = ["dataset", "feature", "loss"]  # the float ceiling of the same data and loss
     ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
 
 
 def mean_std_table(results: pd.DataFrame, value: str = "map") -> dict[tuple, pd.DataFrame]:
-    """{(dataset, feature, quantizer): DataFrame rows=method, columns=code bits, 'mean ± std (n)'}."""
+    """{(dataset, feature, loss, quantizer): DataFrame rows=variant, columns=code bits,
+    'mean ± std (n)'}."""
     tables = {}
-    for key, group in with_float_ceiling(results).groupby(["dataset", "feature", "quantizer"]):
-        stats = group.groupby(["method", "code_bits"])[value].agg(["mean", "std", "count"])
+    keys = ["dataset", "feature", "loss", "quantizer"]
+    for key, group in with_float_ceiling(results).groupby(keys):
+        stats = group.groupby(["variant", "code_bits"])[value].agg(["mean", "std", "count"])
         cells = stats.apply(_format_cell, axis=1).unstack("code_bits")
-        order = [m for m in METHOD_ORDER if m in cells.index]
-        cells = cells.loc[order].rename_axis(index="method")
+        cells = cells.loc[ordered_variants(cells.index)].rename_axis(index="method")
         cells.columns = [f"{bits} bits" for bits in cells.columns]
         tables[key] = cells
     return tables
@@ -81,8 +98,9 @@ def _format_cell(stats: pd.Series) -> str:
 def tables_markdown(tables: dict[tuple, pd.DataFrame]) -> str:
     """The tables as Markdown, one section per data set and quantizer."""
     parts = []
-    for (dataset, feature, quantizer), table in tables.items():
-        parts.append(f"## {dataset} ({feature}), {quantizer.upper()}: mAP, mean ± std over seeds (n)\n")
+    for (dataset, feature, loss, quantizer), table in tables.items():
+        parts.append(f"## {dataset} ({feature}), {quantizer.upper()}, {loss} loss: "
+                     "mAP, mean ± std over seeds (n)\n")
         parts.append(_frame_markdown(table.reset_index()))
         parts.append("")
     return "\n".join(parts) + "\n"
@@ -94,10 +112,10 @@ def plot_map_vs_bits(results: pd.DataFrame, path: Path) -> None:
     panels = list(data.groupby(["dataset", "quantizer"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, ((dataset, quantizer), group) in zip(axes[0], panels, strict=True):
-        for method in [m for m in METHOD_ORDER if m in set(group.method)]:
-            stats = group[group.method == method].groupby("code_bits")["map"].agg(["mean", "std"])
+        for name in ordered_variants(group.variant):
+            stats = group[group.variant == name].groupby("code_bits")["map"].agg(["mean", "std"])
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o",
-                        capsize=3, label=method, linestyle="--" if method == "float" else "-")
+                        capsize=3, label=name, linestyle="--" if name == "float" else "-")
         ax.set(title=f"{dataset}, {quantizer.upper()}", xlabel="code length (bits)", ylabel="mAP")
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
@@ -137,18 +155,21 @@ def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
     """
     rows = []
     quantized = results[results.method != "float"]
-    for (dataset, quantizer, bits), group in quantized.groupby(["dataset", "quantizer", "code_bits"]):
-        gsl = group.loc[group.method == "gsl", value]
-        for baseline in BASELINES:
-            other = group.loc[group.method == baseline, value]
-            if gsl.empty or other.empty:
-                continue
+    keys = ["dataset", "loss", "quantizer", "code_bits"]
+    for (dataset, loss, quantizer, bits), group in quantized.groupby(keys):
+        variants = ordered_variants(group.variant)
+        gsl_variants = [v for v in variants if v.startswith("gsl")]
+        baselines = [v for v in variants if v.split()[0] in BASELINES]
+        for gsl_variant, baseline in itertools.product(gsl_variants, baselines):
+            gsl = group.loc[group.variant == gsl_variant, value]
+            other = group.loc[group.variant == baseline, value]
             diff = gsl.mean() - other.mean()
             se = (gsl.var() / len(gsl) + other.var() / len(other)) ** 0.5
             verdict = "n/a" if min(len(gsl), len(other)) < 2 else (
                 "win" if diff > 2 * se else "loss" if diff < -2 * se else "tie")
-            rows.append({"dataset": dataset, "quantizer": quantizer, "code_bits": bits,
-                         "baseline": baseline, "gsl": gsl.mean(), "baseline_map": other.mean(),
+            rows.append({"dataset": dataset, "loss": loss, "quantizer": quantizer,
+                         "code_bits": bits, "gsl_variant": gsl_variant, "baseline": baseline,
+                         "gsl": gsl.mean(), "baseline_map": other.mean(),
                          "difference": diff, "std_error": se, "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -163,7 +184,7 @@ def final_training_state(runs: list[Path]) -> pd.DataFrame:
         config = read_json(metrics_path)["config"]
         last = pd.read_csv(log_path).iloc[-1]
         rows.append({"dataset": config["dataset"], "quantizer": config["quantizer"],
-                     "code_bits": config["bits"], "method": config["method"], "epochs": last["epoch"],
+                     "code_bits": config["bits"], "method": variant(config), "epochs": last["epoch"],
                      "sim_loss": last["sim_loss"], "quant_mse_refit": last["quant_mse_refit"]})
     return pd.DataFrame(rows)
 
@@ -187,8 +208,8 @@ def results_document(results: pd.DataFrame, runs: list[Path]) -> str:
         "",
     ]
     if not verdicts.empty:
-        counts = verdicts.groupby(["baseline", "verdict"]).size().unstack(fill_value=0)
-        lines += [_frame_markdown(counts.rename_axis(index="gsl vs").reset_index()), ""]
+        counts = verdicts.groupby(["gsl_variant", "baseline", "verdict"]).size().unstack(fill_value=0)
+        lines += [_frame_markdown(counts.reset_index()), ""]
         shown = verdicts.assign(**{c: verdicts[c].map("{:+.4f}".format) for c in ("difference",)},
                                 **{c: verdicts[c].map("{:.4f}".format)
                                    for c in ("gsl", "baseline_map", "std_error")})
