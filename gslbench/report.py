@@ -83,7 +83,7 @@ def mean_std_table(results: pd.DataFrame, value: str = "map") -> dict[tuple, pd.
     keys = ["dataset", "feature", "loss", "quantizer"]
     for key, group in with_float_ceiling(results).groupby(keys):
         stats = group.groupby(["variant", "code_bits"])[value].agg(["mean", "std", "count"])
-        cells = stats.apply(_format_cell, axis=1).unstack("code_bits")
+        cells = stats.apply(_format_cell, axis=1).unstack("code_bits").fillna("—")
         cells = cells.loc[ordered_variants(cells.index)].rename_axis(index="method")
         cells.columns = [f"{bits} bits" for bits in cells.columns]
         tables[key] = cells

@@ -183,3 +183,12 @@ def test_every_quantizer_trains_encodes_and_evaluates(tmp_path, quantizer):
     assert 0.3 < metrics["map"] <= 1
     with h5py.File(f"{run}/codes.h5") as handle:
         assert handle.attrs["quantizer"] == quantizer and handle["codes"].shape == (1697, 2)
+
+
+def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
+    result = invoke(tmp_path, "-q", "bench", "--methods", "two-step,gsl", "--quantizers",
+                    "pq,opq,rq,lsq", "--bits", "16", "--epochs", "3", "--warmup-epochs", "1")
+    assert result.exit_code == 0, result.output
+    for quantizer in ("PQ", "OPQ", "RQ", "LSQ"):
+        assert f"## digits (pixels), {quantizer}, pairwise loss" in result.output
+    assert len(run_dirs(tmp_path)) == 8
