@@ -4,6 +4,7 @@ Both steps use the same network, batch, loss and fitted quantizer; only the stra
 `gslbench.training`. Issue target: the GSL step costs at most 1.3x the qloss step.
 
     python benchmarks/gsl_step.py [--quantizer pq] [--bits 32] [--batch 256] [--repeats 200]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim-in", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = RunConfig(quantizer=args.quantizer, bits=args.bits, batch_size=args.batch)
     features = synthetic_features(4096, args.dim_in, 10, seed=0)
     runners = {name: StepRunner(name, config, features) for name in ("qloss", "gsl")}

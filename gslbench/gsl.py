@@ -51,7 +51,7 @@ def snap_gradient(
     snapped = (best_along / best_length_sq.clamp_min(_TINY)) * best_direction.squeeze(-2)
     ahead = (best_along > 0) & (best_length_sq > _TINY)
     snapped = torch.where(ahead, snapped, g)
-    return (1.0 - alpha) * g + alpha * snapped
+    return torch.lerp(g, snapped, alpha)  # (1 - alpha) g + alpha g_s
 
 
 class _Snap(torch.autograd.Function):

@@ -425,3 +425,14 @@ def test_load_rejects_inconsistent_groups(fitted, tmp_path):
         for group, message in cases:
             with pytest.raises(GslbenchError, match=f"q.h5:{message}"):
                 load_quantizer(handle[group])
+
+
+@pytest.mark.parametrize("n_values, k", [(256, 8), (256, 1), (16, 8), (64, 4), (48, 5)])
+def test_k_smallest_matches_a_full_sort(n_values, k):
+    from gslbench.quantizers import _k_smallest
+
+    generator = torch.Generator().manual_seed(n_values + k)
+    distances = torch.randn(64, 3, n_values, generator=generator)
+    distances[:8] = torch.round(distances[:8] * 2)  # many ties
+    expected = distances.sort(dim=-1, stable=True).values[..., :k]
+    torch.testing.assert_close(distances.gather(-1, _k_smallest(distances, k)), expected)
