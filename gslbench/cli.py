@@ -181,8 +181,11 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
               help="Report folder (default: RESULTS/report).")
 @click.option("--doc", type=click.Path(path_type=Path),
               help="Also write the results document (GSL's wins, ties, losses) here.")
+@click.option("--doc-intro", type=click.File("r"),
+              help="Markdown to put at the top of the results document (protocol, tuning).")
 @click.pass_context
-def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None, doc: Path | None) -> None:
+def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None, doc: Path | None,
+           doc_intro) -> None:  # noqa: ANN001
     """Tabulate evaluated runs into RESULTS/report (results.csv, tables.md, plots).
 
     Example: gslbench report --doc docs/results.md
@@ -193,7 +196,8 @@ def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None, doc: Pat
     else:
         run_dirs = sorted(p for p in pipeline.runs_dir(results_dir).glob("*") if p.is_dir()
                           and not p.name.startswith("."))
-    _, markdown = report_module.write_report(run_dirs, out or results_dir / "report", doc)
+    intro = doc_intro.read() if doc_intro else ""
+    _, markdown = report_module.write_report(run_dirs, out or results_dir / "report", doc, intro)
     click.echo(markdown, nl=False)
 
 

@@ -66,8 +66,10 @@ def test_verdicts_need_twice_the_standard_error(tmp_path):
 
 def test_results_document(tmp_path):
     doc = tmp_path / "docs" / "results.md"
-    write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc)
+    write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc, "Tuning: none.\n")
     text = doc.read_text()
+    assert text.startswith("# gslbench results\n\nTuning: none.\n")
+    assert "gsl_alpha=1.0" in text and "method=float/gsl/qloss/two-step" in text
     assert "| gsl α=1 k=8 | qloss λ=0.1 | 1 | 1 |" in text  # one loss, one tie against qloss
     assert "quant_mse_refit" in text and "0.10000" in text
 
