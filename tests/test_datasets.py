@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from datafakes import (
     CIFAR_NAMES,
-    FileServer,
     cifar_source,
     cifar_tarball,
     fashion_files,
@@ -26,12 +25,6 @@ from gslbench import datasets, download
 from gslbench.datasets import Protocol, split_indices
 from gslbench.errors import GslbenchError
 from gslbench.featurefile import multi_hot, read_feature_file
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -8,19 +8,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from datafakes import Fault, FileServer, closed_port_url, make_tar, md5, remote_for
+from datafakes import Fault, closed_port_url, make_tar, md5, remote_for
 
 from gslbench import download
 from gslbench.download import RetryPolicy, Source
 from gslbench.errors import GslbenchError
 
 PAYLOAD = bytes(range(256)) * 4000  # 1,024,000 bytes: a few chunks
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
 
 
 @pytest.fixture(autouse=True)
