@@ -14,8 +14,9 @@ codebooks are (re)fitted on the training representations every `epochs_per_refit
 (warm-started after the first fit) and once more at the end. `two-step` trains against no codebooks,
 so for it the refits only serve the log. Every epoch's log row holds the similarity loss, the mean
 squared quantization error of the training representations under the codebooks in use
-(`quant_mse`), and under a monitor quantizer refitted on them that epoch (`quant_mse_refit`: the
-error they would have if quantized now, comparable across methods), and the seconds of training work.
+(`quant_mse`), under a monitor quantizer refitted on them (`quant_mse_refit`: the error they would
+have if quantized now, comparable across methods; at the end of warm-up, every `epochs_per_refit`
+epochs and at the last epoch, empty in between), and the seconds of training work.
 """
 
 from __future__ import annotations
@@ -174,6 +175,13 @@ def _refit_due(config: RunConfig, epoch: int) -> bool:
     return since_warmup >= 0 and since_warmup % config.epochs_per_refit == 0
 
 
+def _monitor_due(config: RunConfig, epoch: int) -> bool:
+    """The monitor refits at the end of warm-up, every `epochs_per_refit` epochs, and last."""
+    since_warmup = epoch + 1 - config.warmup_epochs
+    last = epoch + 1 == config.epochs
+    return last or (since_warmup >= 0 and since_warmup % config.epochs_per_refit == 0)
+
+
 def _refit(quantizer: Quantizer, representations: np.ndarray) -> None:
     quantizer.fit(representations, warm_start=quantizer.is_fitted)
 
@@ -203,7 +211,7 @@ def _log_row(epoch, config, sim_loss, seconds, model, features, quantizer, monit
     representations = embed(model, features.train.features)
     if quantizer.is_fitted:
         row["quant_mse"] = quantizer.quantization_error(representations)
-    if epoch + 1 >= config.warmup_epochs:
+    if _monitor_due(config, epoch):
         _refit(monitor, representations)
         row["quant_mse_refit"] = monitor.quantization_error(representations)
     return row
