@@ -186,7 +186,7 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
 @click.pass_context
 def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None, doc: Path | None,
            doc_intro) -> None:  # noqa: ANN001
-    """Tabulate evaluated runs into RESULTS/report (results.csv, tables.md, plots).
+    """Tabulate evaluated runs: tables, results.csv and plots.
 
     Example: gslbench report --doc docs/results.md
     """
@@ -221,7 +221,7 @@ def _split(kind: type):  # noqa: ANN202
 @click.pass_context
 def bench(ctx: click.Context, dataset_names: tuple, methods: tuple, quantizers: tuple,
           bits: tuple, seeds: tuple, force: bool, **options) -> None:  # noqa: ANN003
-    """Run a grid of train/encode/evaluate (skipping finished runs), then the report.
+    """Run a grid of runs, skipping finished ones, then report.
 
     Example: gslbench bench --methods float,qloss,gsl --quantizers pq,opq --seeds 0,1,2
     """
