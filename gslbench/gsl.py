@@ -40,11 +40,11 @@ def snap_gradient(
             f"{tuple(candidates.shape)} do not fit (want z, g (..., d), candidates (..., k, d))"
         )
     directions = z.unsqueeze(-2) - candidates  # v_c: (..., k, d)
-    along = (directions * g.unsqueeze(-2)).sum(-1)  # g . v_c: (..., k)
-    lengths_sq = (directions**2).sum(-1)
-    cosine = along / (lengths_sq.sqrt() * g.norm(dim=-1, keepdim=True)).clamp_min(_TINY)
-    cosine = cosine.masked_fill(lengths_sq <= _TINY, -torch.inf)  # z on c: no direction
-    best = cosine.argmax(-1, keepdim=True)  # c*: (..., 1)
+    along = (directions @ g.unsqueeze(-1)).squeeze(-1)  # g . v_c: (..., k)
+    lengths_sq = (directions * directions).sum(-1)
+    # cos(g, v_c) ranks like (g . v_c) / |v_c|: |g| is the same for every candidate of a vector
+    alignment = (along * lengths_sq.rsqrt()).masked_fill(lengths_sq <= _TINY, -torch.inf)
+    best = alignment.argmax(-1, keepdim=True)  # c*: (..., 1); z on c gives no direction
     best_along = along.gather(-1, best)
     best_length_sq = lengths_sq.gather(-1, best)
     best_direction = directions.gather(-2, best.unsqueeze(-1).expand(*best.shape, z.shape[-1]))
