@@ -17,6 +17,11 @@ def similarity_matrix(labels: torch.Tensor) -> torch.Tensor:
     return labels @ labels.T > 0
 
 
+def _off_diagonal(z: torch.Tensor) -> torch.Tensor:
+    """(b, b) bool: True for the pairs i != j of a batch of b."""
+    return ~torch.eye(len(z), dtype=torch.bool, device=z.device)
+
+
 class PairwiseCosineLoss(nn.Module):
     """DQN-style: mean over pairs i != j of (s_ij - cos(z_i, z_j))^2 with s_ij in {-1, 1}."""
 
@@ -27,8 +32,7 @@ class PairwiseCosineLoss(nn.Module):
         unit = F.normalize(z, dim=1)
         cosine = unit @ unit.T
         target = similarity_matrix(labels).float() * 2 - 1
-        off_diagonal = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
-        return ((target - cosine)[off_diagonal] ** 2).mean()
+        return ((target - cosine)[_off_diagonal(z)] ** 2).mean()
 
 
 class ContrastiveLoss(nn.Module):
@@ -40,11 +44,9 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         distance = torch.cdist(z, z)
-        similar = similarity_matrix(labels)
-        off_diagonal = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
         pull = distance**2
         push = F.relu(self.margin - distance) ** 2
-        return torch.where(similar, pull, push)[off_diagonal].mean()
+        return torch.where(similarity_matrix(labels), pull, push)[_off_diagonal(z)].mean()
 
 
 class TripletLoss(nn.Module):
@@ -57,8 +59,7 @@ class TripletLoss(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         distance = torch.cdist(z, z)
         similar = similarity_matrix(labels)
-        eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
-        positive = similar & ~eye
+        positive = similar & _off_diagonal(z)
         hardest_positive = torch.where(positive, distance, torch.zeros_like(distance)).amax(1)
         hardest_negative = torch.where(similar, torch.full_like(distance, torch.inf), distance).amin(1)
         valid = positive.any(1) & (~similar).any(1)
