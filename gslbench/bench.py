@@ -49,9 +49,9 @@ class Grid:
 def run_grid(grid: Grid, data_dir: Path, results_dir: Path, force: bool = False,
              show_progress: bool = True) -> list[Path]:
     """Run every cell not done yet (train, encode, evaluate); return all cells' run directories."""
+    cells = grid.cells()  # validates every setting before any download
     for dataset in grid.datasets:
         _ensure_features(dataset, data_dir)
-    cells = grid.cells()
     run_dirs = []
     for config in tqdm(cells, desc="bench", disable=not show_progress):
         run_dir = runs_dir(results_dir) / config.run_id

@@ -192,3 +192,8 @@ def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
     for quantizer in ("PQ", "OPQ", "RQ", "LSQ"):
         assert f"## digits (pixels), {quantizer}, pairwise loss" in result.output
     assert len(run_dirs(tmp_path)) == 8
+
+
+def test_bench_rejects_an_unknown_method_before_fetching_anything(tmp_path):
+    assert_user_error(invoke(tmp_path, "bench", "--methods", "float,sgd"), "unknown method 'sgd'")
+    assert not (tmp_path / "data").exists()
