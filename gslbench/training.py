@@ -176,10 +176,8 @@ def _refit_due(config: RunConfig, epoch: int) -> bool:
 
 
 def _monitor_due(config: RunConfig, epoch: int) -> bool:
-    """The monitor refits at the end of warm-up, every `epochs_per_refit` epochs, and last."""
-    since_warmup = epoch + 1 - config.warmup_epochs
-    last = epoch + 1 == config.epochs
-    return last or (since_warmup >= 0 and since_warmup % config.epochs_per_refit == 0)
+    """The monitor refits after every epoch that a codebook refit follows, and after the last."""
+    return epoch + 1 == config.epochs or _refit_due(config, epoch + 1)
 
 
 def _refit(quantizer: Quantizer, representations: np.ndarray) -> None:
