@@ -23,7 +23,7 @@ from torch import nn
 
 from gslbench.errors import GslbenchError
 
-_TINY = 1e-12
+_TINY_LENGTH = 1e-6  # |v_c| at or below this: c is on z
 
 
 def snap_gradient(
@@ -40,18 +40,17 @@ def snap_gradient(
             f"{tuple(candidates.shape)} do not fit (want z, g (..., d), candidates (..., k, d))"
         )
     directions = z.unsqueeze(-2) - candidates  # v_c: (..., k, d)
+    lengths = torch.linalg.vector_norm(directions, dim=-1)  # |v_c|: (..., k)
     along = (directions @ g.unsqueeze(-1)).squeeze(-1)  # g . v_c: (..., k)
-    lengths_sq = (directions * directions).sum(-1)
-    # cos(g, v_c) ranks like (g . v_c) / |v_c|: |g| is the same for every candidate of a vector
-    alignment = (along * lengths_sq.rsqrt()).masked_fill(lengths_sq <= _TINY, -torch.inf)
-    best = alignment.argmax(-1, keepdim=True)  # c*: (..., 1); z on c gives no direction
-    best_along = along.gather(-1, best)
-    best_length_sq = lengths_sq.gather(-1, best)
+    # (g . v_c) / |v_c| ranks like cos(g, v_c), |g| being the same for every candidate; a
+    # candidate on z gives no direction: its alignment is 0, so it never lies ahead
+    alignment = (along / lengths).masked_fill_(lengths <= _TINY_LENGTH, 0.0)
+    best_alignment, best = alignment.max(-1, keepdim=True)  # c*: (..., 1)
     best_direction = directions.gather(-2, best.unsqueeze(-1).expand(*best.shape, z.shape[-1]))
-    snapped = (best_along / best_length_sq.clamp_min(_TINY)) * best_direction.squeeze(-2)
-    ahead = (best_along > 0) & (best_length_sq > _TINY)
-    snapped = torch.where(ahead, snapped, g)
-    return torch.lerp(g, snapped, alpha)  # (1 - alpha) g + alpha g_s
+    # g_s = (g . v*) v* / |v*|^2
+    snapped = (best_alignment / lengths.gather(-1, best)) * best_direction.squeeze(-2)
+    # (1 - alpha) g + alpha g_s where c* lies ahead (g . v* > 0); g elsewhere
+    return torch.where(best_alignment > 0, torch.lerp(g, snapped, alpha), g)
 
 
 class _Snap(torch.autograd.Function):
