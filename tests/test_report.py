@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import xml.etree.ElementTree as ElementTree
 
@@ -159,6 +160,10 @@ def test_index_html_is_self_contained(report):
     assert page.count("<img ") == len(FIGURES) == page.count('src="data:image/png;base64,')
     assert page.count('<table class="paper"') == 2
     assert not re.search(r'(src|href)="(?!data:|#)', page)  # no file or network reference
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)".*?<code>([^<]+)</code>', page)
+    assert [name for _, name in embedded] == [f"{stem}.png" for stem in FIGURES]
+    for data, name in embedded:  # the whole PNG, byte for byte
+        assert base64.b64decode(data) == (folder / name).read_bytes()
 
 
 def test_verdicts_need_twice_the_standard_error(report):
