@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from gslbench.plots import Figure
-from gslbench.results import axes_summary, key_title
+from gslbench.results import axes_summary, key_slug, key_title
 from gslbench.storage import atomic_path, package_versions
-from gslbench.tables import BEST_NOTE, PaperTable, key_slug
+from gslbench.tables import BEST_NOTE, PaperTable
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em;

@@ -33,12 +33,12 @@ from matplotlib.ticker import (  # noqa: E402
 from gslbench.results import (  # noqa: E402
     TABLE_KEYS,
     Evaluated,
+    key_slug,
     key_title,
     ordered_variants,
     with_float_ceiling,
 )
 from gslbench.storage import atomic_path  # noqa: E402
-from gslbench.tables import key_slug  # noqa: E402
 
 FORMATS = ("png", "svg")
 DPI = 110
@@ -95,18 +95,14 @@ def write_figures(data: Evaluated, out_dir: Path) -> list[Figure]:
     if results.empty:
         return []
     figures = [plot_map_vs_bits(results, colours, out_dir / "map_vs_bits")]
-    curves = dict(list(with_float_ceiling(data.curves).groupby(TABLE_KEYS)))
+    curves = dict(list(with_float_ceiling(data.curves).groupby([*TABLE_KEYS, "curve"])))
     logs = dict(list(with_float_ceiling(data.logs).groupby(TABLE_KEYS)))
-    for key in results[TABLE_KEYS].drop_duplicates().sort_values(TABLE_KEYS).itertuples(index=False):
-        key = tuple(key)
-        points = curves.get(key, pd.DataFrame(columns=["curve"]))
-        for curve in CURVES:
-            if (points.curve == curve).any():
-                figures.append(plot_curve(points[points.curve == curve], curve, key, colours,
-                                          out_dir / f"{key_slug(key)}-{curve}"))
+    for key in sorted(results.groupby(TABLE_KEYS).groups):
+        figures += [plot_curve(curves[(*key, curve)], curve, key, colours,
+                               out_dir / f"{key_slug(key)}-{curve}")
+                    for curve in CURVES if (*key, curve) in curves]
         if key in logs:
-            figures.append(plot_training(logs[key], key, colours,
-                                         out_dir / f"{key_slug(key)}-training"))
+            figures.append(plot_training(logs[key], key, colours, out_dir / f"{key_slug(key)}-training"))
     return figures
 
 

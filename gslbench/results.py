@@ -8,6 +8,7 @@ so one function (`with_float_ceiling`) places the float ceiling beside any of th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 METHOD_ORDER = ("float", "two-step", "qloss", "gsl")
 TABLE_KEYS = ["dataset", "feature", "loss", "quantizer"]  # one paper table (and figure set) per key
 RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed"]
-CURVES = ("recall_at", "precision_at", "pr_curve")  # the curves of metrics.json
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Evaluated:
     """What the report reads of the evaluated runs.
 
     results: one row per run (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R, seconds, run id);
-    curves: one row per curve point (`RUN_COLUMNS`, curve in `CURVES`, x, y);
+    curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
+        `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
     logs: one row per run and training epoch (`RUN_COLUMNS`, run id, the columns of train_log.csv);
     configs: one row per run, its whole configuration.
     """
@@ -86,6 +87,11 @@ def key_title(key: Sequence[str]) -> str:
     return f"{dataset} ({feature}), {quantizer.upper()}, {loss} loss"
 
 
+def key_slug(key: Sequence[str]) -> str:
+    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(key)).strip("-")
+
+
 def axes_summary(results: pd.DataFrame) -> str:
     """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes."""
     return ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
@@ -98,7 +104,7 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     Works on any frame with the run columns (results, curves, training logs)."""
     floats = frame[frame.method == "float"]
     quantized = frame[frame.method != "float"]
-    cells = quantized[["dataset", "feature", "loss", "quantizer", "code_bits"]].drop_duplicates()
+    cells = quantized[[*TABLE_KEYS, "code_bits"]].drop_duplicates()
     keys = ["dataset", "feature", "loss"]  # the float ceiling of the same data and loss
     ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)

@@ -1,5 +1,6 @@
 """The paper's tables: rows = methods, columns = code lengths, one table per (data set, feature,
-loss, quantizer); built once (`paper_tables`) and written as Markdown, CSV, LaTeX and HTML.
+loss, quantizer); built once (`paper_tables`) and written as Markdown, CSV and LaTeX here, as
+HTML by `gslbench.html_report`.
 
 Two kinds of table:
 
@@ -15,12 +16,11 @@ printed numbers are all marked. float, the unquantized ceiling, does not compete
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pandas as pd
 
-from gslbench.results import TABLE_KEYS, key_title, ordered_variants, with_float_ceiling
+from gslbench.results import TABLE_KEYS, key_slug, key_title, ordered_variants, with_float_ceiling
 
 DIGITS = 4
 MISSING = "—"
@@ -78,11 +78,6 @@ class PaperTable:
         return [f"{bits} bits" for bits in self.value.columns]
 
 
-def key_slug(key: tuple[str, ...]) -> str:
-    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(key)).strip("-")
-
-
 def seed_stats(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
     """mean, std (ddof 1; 0 for one seed) and count of `value` over seeds, indexed by
     (dataset, feature, loss, quantizer, variant, code_bits), the float ceiling under every cell."""
@@ -97,28 +92,30 @@ def mean_difference(mean_a, std_a, n_a, mean_b, std_b, n_b):  # noqa: ANN001, AN
     return mean_a - mean_b, (std_a**2 / n_a + std_b**2 / n_b) ** 0.5
 
 
-def paper_tables(results: pd.DataFrame, value: str = "map") -> list[PaperTable]:
+def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
     """Per table key, its `map` table and (when float runs exist for it) its `gap` table."""
     tables = []
-    for key, stats in seed_stats(results, value).groupby(level=TABLE_KEYS):
+    for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
         stats = stats.droplevel(TABLE_KEYS)
         mean, std, count = (stats[name].unstack("code_bits") for name in ("mean", "std", "count"))
         order = ordered_variants(mean.index)
         mean, std, count = (frame.loc[order] for frame in (mean, std, count))
-        tables.append(PaperTable(key, "map", mean, std, count, _best(mean, higher=True)))
+        tables.append(_table(key, "map", mean, std, count))
         if "float" in mean.index and len(order) > 1:
             quantized = order[1:]
             gap, se = mean_difference(mean.loc["float"], std.loc["float"], count.loc["float"],
                                       mean.loc[quantized], std.loc[quantized], count.loc[quantized])
-            tables.append(PaperTable(key, "gap", gap, se, count.loc[quantized],
-                                     _best(gap, higher=False)))
+            tables.append(_table(key, "gap", gap, se, count.loc[quantized]))
     return tables
 
 
-def _best(values: pd.DataFrame, higher: bool) -> pd.DataFrame:
-    shown = values.round(DIGITS).drop(index="float", errors="ignore")
-    target = shown.max() if higher else shown.min()
-    return (shown == target).reindex(values.index, fill_value=False)
+def _table(key: tuple[str, str, str, str], kind: str, value: pd.DataFrame, spread: pd.DataFrame,
+           count: pd.DataFrame) -> PaperTable:
+    """The table with its best quantized cell per column marked (at the printed precision)."""
+    shown = value.round(DIGITS).drop(index="float", errors="ignore")
+    target = shown.max() if KINDS[kind].higher_is_better else shown.min()
+    best = (shown == target).reindex(value.index, fill_value=False)
+    return PaperTable(key, kind, value, spread, count, best)
 
 
 def _cell_text(value: float, spread: float, count: float, signed: bool) -> str:
@@ -132,7 +129,8 @@ def tables_markdown(tables: list[PaperTable]) -> str:
     """The tables as Markdown: a section each, its note, the best cells in bold."""
     parts = []
     for table in tables:
-        cells = table.cells().mask(table.best, "**" + table.cells() + "**")
+        cells = table.cells()
+        cells = cells.mask(table.best, "**" + cells + "**")
         frame = cells.set_axis(table.headers, axis=1).rename_axis(index="method").reset_index()
         parts += [f"## {table.title}\n", BEST_NOTE + "\n", frame_markdown(frame), ""]
     return "\n".join(parts) + "\n"

@@ -17,7 +17,8 @@ from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.plots import method_colours
 from gslbench.report import gsl_verdicts, select_runs, write_report
-from gslbench.tables import paper_tables
+from gslbench.results import read_runs
+from gslbench.tables import paper_tables, tables_latex, tables_markdown
 
 GSL, QLOSS = "gsl α=1 k=8", "qloss λ=0.1"
 KEY = ("digits", "pixels", "pairwise", "pq")
@@ -66,6 +67,21 @@ def test_bold_compares_means_at_the_printed_precision(tmp_path):
             make_run(tmp_path, RunConfig(method="two-step", bits=16, seed=0), 0.81234 - 1e-4)]
     results, _ = write_report(runs, tmp_path / "report")
     assert tables_of(results)[(KEY, "map")].best[16].tolist() == [False, False, True, True]
+
+
+def test_missing_cells_and_variants_of_one_method(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="float", seed=0), 0.9),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, qloss_lambda=1.0), 0.7),
+            make_run(tmp_path, RunConfig(method="qloss", bits=32, qloss_lambda=1.0), 0.8),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, qloss_lambda=0.1), 0.75)]
+    tables = paper_tables(read_runs(runs).results)
+    map_table = tables[0]
+    assert list(map_table.value.index) == ["float", QLOSS, "qloss λ=1"]
+    assert map_table.cells().at[QLOSS, 32] == "—" and not map_table.best.at[QLOSS, 32]
+    assert map_table.best[32].tolist() == [False, False, True]
+    assert tables_markdown(tables).count("| — |") == 2  # in the mAP and the gap table
+    assert r"qloss $\lambda$=0.1 & \textbf{0.7500 $\pm$ 0.0000 (1)} & --- \\" in tables_latex(tables)
+    assert set(method_colours(map_table.value.index).values()) == {"#000000", "#1f77b4", "#ff7f0e"}
 
 
 def test_gap_to_float_against_a_hand_computation(report):
