@@ -46,7 +46,8 @@ PANEL_SIZE = (4.4, 3.4)  # inches per panel
 MIN_WIDTH = 7.0  # inches: room for the title and the legend below a single panel
 MAX_COLUMNS = 4
 STYLE = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-         "legend.fontsize": 9, "figure.titlesize": 11, "svg.hashsalt": "gslbench"}  # reproducible SVG
+         "legend.fontsize": 9, "figure.titlesize": 11,
+         "svg.hashsalt": "gslbench"}  # the same SVG ids every time
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def write_figures(data: Evaluated, out_dir: Path) -> list[Figure]:
     return figures
 
 
+@plt.rc_context(STYLE)
 def plot_map_vs_bits(results: pd.DataFrame, colours: dict[str, str], stem: Path) -> Figure:
     """A panel per table key: mAP against code bits, a line per method, std over seeds as bars.
 
@@ -123,6 +125,7 @@ def plot_map_vs_bits(results: pd.DataFrame, colours: dict[str, str], stem: Path)
     return _save(fig, title, stem, key=None)
 
 
+@plt.rc_context(STYLE)
 def plot_curve(points: pd.DataFrame, curve: str, key: tuple[str, ...], colours: dict[str, str],
                stem: Path) -> Figure:
     """One curve of metrics.json for one table key: a panel per code length, a line per method
@@ -144,6 +147,7 @@ def plot_curve(points: pd.DataFrame, curve: str, key: tuple[str, ...], colours: 
     return _save(fig, f"{spec.title}: {key_title(key)} (mean over seeds)", stem, key)
 
 
+@plt.rc_context(STYLE)
 def plot_training(logs: pd.DataFrame, key: tuple[str, ...], colours: dict[str, str],
                   stem: Path) -> Figure:
     """The training curves of one table key: a row per logged quantity (similarity loss,
@@ -170,9 +174,7 @@ def plot_training(logs: pd.DataFrame, key: tuple[str, ...], colours: dict[str, s
 
 def _grid(rows: int, columns: int, **options) -> tuple[plt.Figure, np.ndarray]:
     size = (max(MIN_WIDTH, PANEL_SIZE[0] * columns), PANEL_SIZE[1] * rows + 0.8)
-    with plt.rc_context(STYLE):
-        return plt.subplots(rows, columns, squeeze=False, layout="constrained", figsize=size,
-                            **options)
+    return plt.subplots(rows, columns, squeeze=False, layout="constrained", figsize=size, **options)
 
 
 def _panels(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -206,12 +208,11 @@ def _save(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None) 
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             labelled.setdefault(label, handle)
     names = ordered_variants(labelled)
-    with plt.rc_context(STYLE):
-        fig.legend([labelled[name] for name in names], names, loc="outside lower center",
-                   ncols=min(len(names), 4), frameon=False)
-        fig.suptitle(title)
-        for fmt in FORMATS:
-            with atomic_path(stem.with_name(f"{stem.name}.{fmt}")) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+    fig.legend([labelled[name] for name in names], names, loc="outside lower center",
+               ncols=min(len(names), 4), frameon=False)
+    fig.suptitle(title)
+    for fmt in FORMATS:
+        with atomic_path(stem.with_name(f"{stem.name}.{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
     return Figure(key, title, stem)
