@@ -4,10 +4,11 @@ HTML by `gslbench.html_report`.
 
 Two kinds of table:
 
-- `map`: mean ± std of mAP over seeds (std with ddof 1, 0 for a single seed), with the float
-  ceiling as the first row;
+- `map`: mean ± std of mAP over seeds (std with ddof 1), with the float ceiling as the first row;
 - `gap`: what quantization costs, float's mean mAP minus the method's, ± the standard error of
   that difference of means, sqrt(s_float^2 / n_float + s^2 / n).
+
+A cell with a single seed (on either side, for a gap) has no spread and shows `mean (1)`.
 
 In both, the best quantized method of each code length is marked (bold): the highest mAP, the
 smallest gap, compared by mean at the printed precision (`DIGITS` decimals), so that equal
@@ -66,7 +67,8 @@ class PaperTable:
         return f"{key_slug(self.key)}-{self.kind}"
 
     def cells(self) -> pd.DataFrame:
-        """The cells as text, `0.9100 ± 0.0100 (3)`, `—` where a method lacks a code length."""
+        """The cells as text: `0.9100 ± 0.0100 (3)`, `0.9100 (1)` for a single seed, `—` where a
+        method lacks a code length."""
         signed = KINDS[self.kind].signed
         text = [[_cell_text(self.value.at[m, b], self.spread.at[m, b], self.count.at[m, b], signed)
                  for b in self.value.columns] for m in self.value.index]
@@ -79,11 +81,10 @@ class PaperTable:
 
 
 def seed_stats(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
-    """mean, std (ddof 1; 0 for one seed) and count of `value` over seeds, indexed by
+    """mean, std (ddof 1; NaN for one seed) and count of `value` over seeds, indexed by
     (dataset, feature, loss, quantizer, variant, code_bits), the float ceiling under every cell."""
-    stats = (with_float_ceiling(results).groupby([*TABLE_KEYS, "variant", "code_bits"])[value]
-             .agg(["mean", "std", "count"]))
-    return stats.fillna({"std": 0.0})
+    return (with_float_ceiling(results).groupby([*TABLE_KEYS, "variant", "code_bits"])[value]
+            .agg(["mean", "std", "count"]))
 
 
 def mean_difference(mean_a, std_a, n_a, mean_b, std_b, n_b):  # noqa: ANN001, ANN201
@@ -122,7 +123,8 @@ def _cell_text(value: float, spread: float, count: float, signed: bool) -> str:
     if pd.isna(value):
         return MISSING
     number = f"{value:+.{DIGITS}f}".replace("-", "−") if signed else f"{value:.{DIGITS}f}"
-    return f"{number} ± {spread:.{DIGITS}f} ({int(count)})"
+    spread_text = "" if pd.isna(spread) else f" ± {spread:.{DIGITS}f}"
+    return f"{number}{spread_text} ({int(count)})"
 
 
 def tables_markdown(tables: list[PaperTable]) -> str:
