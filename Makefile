@@ -17,11 +17,16 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 
-# Debian's copy of Fashion-MNIST, for the real-data test (CI runs `make test` as root on Debian).
+# Debian packages the tests use (CI runs `make test` as root on Debian): the copy of Fashion-MNIST
+# for the real-data test, and Chromium, which renders the HTML report in tests/test_html_report.py.
 system-deps:
 	@if [ ! -d $(FASHION_MNIST_DIR) ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq chromium; \
 	fi
 
 bench: install

@@ -177,6 +177,10 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
 
 @cli.command()
 @click.argument("runs", nargs=-1)
+@click.option("--runs", "patterns", multiple=True, metavar="PATTERN",
+              help="Only runs whose id matches this glob, e.g. 'a1*' (repeatable).")
+@click.option("-d", "--dataset", "dataset_names", multiple=True, metavar="NAME",
+              help="Only runs of this data set (repeatable or comma-separated).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report folder (default: RESULTS/report).")
 @click.option("--doc", type=click.Path(path_type=Path),
@@ -184,21 +188,23 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
 @click.option("--doc-intro", type=click.File("r"),
               help="Markdown to put at the top of the results document (protocol, tuning).")
 @click.pass_context
-def report(ctx: click.Context, runs: tuple[str, ...], out: Path | None, doc: Path | None,
+def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
+           dataset_names: tuple[str, ...], out: Path | None, doc: Path | None,
            doc_intro) -> None:  # noqa: ANN001
-    """Tabulate evaluated runs: tables, results.csv and plots.
+    """Tabulate and plot evaluated runs: results.csv, tables (Markdown, CSV, LaTeX), figures
+    (PNG, SVG) and a self-contained index.html in the report folder.
 
-    Example: gslbench report --doc docs/results.md
+    Example: gslbench report --dataset digits --runs 'a1*' --doc docs/results.md
     """
     results_dir = ctx.obj["results_dir"]
-    if runs:
-        run_dirs = [pipeline.resolve_run(results_dir, run) for run in runs]
-    else:
-        run_dirs = sorted(p for p in pipeline.runs_dir(results_dir).glob("*") if p.is_dir()
-                          and not p.name.startswith("."))
+    names = tuple(name for value in dataset_names for name in value.split(",") if name)
+    run_dirs = report_module.select_runs(results_dir, runs, patterns, names)
     intro = doc_intro.read() if doc_intro else ""
-    _, markdown = report_module.write_report(run_dirs, out or results_dir / "report", doc, intro)
+    out = out or results_dir / "report"
+    _, markdown = report_module.write_report(run_dirs, out, doc, intro)
     click.echo(markdown, nl=False)
+    if not ctx.obj["quiet"]:
+        click.echo(f"report written to {out / 'index.html'}", err=True)
 
 
 def _split(kind: type):  # noqa: ANN202

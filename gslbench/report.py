@@ -1,148 +1,106 @@
-"""Results table, per-quantizer tables (mean ± std over seeds) and the mAP-vs-bits plot."""
+"""`gslbench report`: the evaluated runs as results.csv, paper tables (Markdown, CSV, LaTeX),
+figures (PNG, SVG), one self-contained index.html, and optionally the results document with
+GSL's wins, ties and losses against each baseline.
+"""
 
 from __future__ import annotations
 
 import itertools
-import logging
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from gslbench.errors import GslbenchError  # noqa: E402
-from gslbench.storage import atomic_path, read_json  # noqa: E402
-
-log = logging.getLogger(__name__)
-METHOD_ORDER = ("float", "two-step", "qloss", "gsl")
-
-
-def collect_results(runs: list[Path]) -> pd.DataFrame:
-    """One row per run directory that has metrics.json; runs without it are named and skipped."""
-    rows, missing = [], []
-    for run_dir in runs:
-        if (run_dir / "metrics.json").is_file():
-            rows.append(_result_row(read_json(run_dir / "metrics.json")))
-        else:
-            missing.append(run_dir.name)
-    if missing:
-        log.warning("skipping %d run(s) without metrics.json: %s", len(missing), ", ".join(missing))
-    if not rows:
-        raise GslbenchError("no evaluated runs to report (no metrics.json under the runs given)")
-    return pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"])
+from gslbench.errors import GslbenchError
+from gslbench.html_report import write_html
+from gslbench.pipeline import resolve_run, runs_dir
+from gslbench.plots import write_figures
+from gslbench.results import TABLE_KEYS, Evaluated, axes_summary, ordered_variants, read_runs
+from gslbench.storage import atomic_path, read_json
+from gslbench.tables import (
+    frame_markdown,
+    mean_difference,
+    paper_tables,
+    seed_stats,
+    tables_frame,
+    tables_latex,
+    tables_markdown,
+)
 
 
-def variant(config: dict) -> str:
-    """A method with the settings only it uses: `qloss λ=0.1`, `gsl α=1 k=8`, `float`, `two-step`."""
-    if config["method"] == "qloss":
-        return f"qloss λ={config['qloss_lambda']:g}"
-    if config["method"] == "gsl":
-        return f"gsl α={config['gsl_alpha']:g} k={config['gsl_k']}"
-    return config["method"]
+def select_runs(results_dir: Path, runs: Sequence[str] = (), patterns: Sequence[str] = (),
+                datasets: Sequence[str] = ()) -> list[Path]:
+    """The run directories to report on.
+
+    runs: run ids or directories (default: every run under RESULTS/runs); patterns: keep the runs
+    whose id matches any of these globs (`fnmatch`, case-sensitive); datasets: keep the runs of
+    these data sets (read from config.json). An empty runs folder, or filters that leave nothing,
+    are user errors.
+    """
+    if runs:
+        run_dirs = [resolve_run(results_dir, run) for run in runs]
+    else:
+        root = runs_dir(results_dir)
+        run_dirs = sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith("."))
+        if not run_dirs:
+            raise GslbenchError(f"no evaluated runs to report: {root} holds no runs "
+                                "(run `gslbench bench`, or train, encode and evaluate first)")
+    if patterns:
+        matched = [p for p in run_dirs if any(fnmatchcase(p.name, pattern) for pattern in patterns)]
+        if not matched:
+            raise GslbenchError(f"no run id matches --runs {' '.join(patterns)} "
+                                f"(among {len(run_dirs)} runs)")
+        run_dirs = matched
+    if datasets:
+        found = {p: _run_dataset(p) for p in run_dirs}
+        matched = [p for p, dataset in found.items() if dataset in datasets]
+        if not matched:
+            present = sorted({d for d in found.values() if d is not None})
+            raise GslbenchError(f"no run of data set {', '.join(datasets)} "
+                                f"(the runs hold: {', '.join(present) or 'none'})")
+        run_dirs = matched
+    return run_dirs
 
 
-def ordered_variants(variants) -> list[str]:  # noqa: ANN001
-    """Distinct variants, float first, then two-step, qloss and gsl variants."""
-    return sorted(set(variants), key=lambda v: (METHOD_ORDER.index(v.split()[0]), v))
-
-
-def _result_row(metrics: dict) -> dict:
-    config = metrics["config"]
-    top = metrics.get("map_top")
-    row = {
-        "dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
-        "variant": variant(config), "quantizer": config["quantizer"], "code_bits": config["bits"],
-        "loss": config["loss"],
-        "seed": config["seed"],
-        "map": metrics["map_at"][str(top)] if top else metrics["map"],
-        "map_all": metrics["map"],
-    }
-    for group in ("map_at", "precision_at", "recall_at"):
-        row.update({f"{group}_{k}": v for k, v in metrics[group].items()})
-    row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
-    row["run"] = metrics["run"]
-    return row
-
-
-def with_float_ceiling(results: pd.DataFrame) -> pd.DataFrame:
-    """Repeat each data set's float runs under every (quantizer, code_bits) it was compared at."""
-    floats = results[results.method == "float"]
-    quantized = results[results.method != "float"]
-    cells = quantized[["dataset", "feature", "loss", "quantizer", "code_bits"]].drop_duplicates()
-    keys = ["dataset", "feature", "loss"]  # the float ceiling of the same data and loss
-    ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
-    return pd.concat([quantized, ceiling], ignore_index=True)
-
-
-def mean_std_table(results: pd.DataFrame, value: str = "map") -> dict[tuple, pd.DataFrame]:
-    """{(dataset, feature, loss, quantizer): DataFrame rows=variant, columns=code bits,
-    'mean ± std (n)'}."""
-    tables = {}
-    keys = ["dataset", "feature", "loss", "quantizer"]
-    for key, group in with_float_ceiling(results).groupby(keys):
-        stats = group.groupby(["variant", "code_bits"])[value].agg(["mean", "std", "count"])
-        cells = stats.apply(_format_cell, axis=1).unstack("code_bits").fillna("—")
-        cells = cells.loc[ordered_variants(cells.index)].rename_axis(index="method")
-        cells.columns = [f"{bits} bits" for bits in cells.columns]
-        tables[key] = cells
-    return tables
-
-
-def _format_cell(stats: pd.Series) -> str:
-    std = 0.0 if pd.isna(stats["std"]) else stats["std"]
-    return f"{stats['mean']:.4f} ± {std:.4f} ({int(stats['count'])})"
-
-
-def tables_markdown(tables: dict[tuple, pd.DataFrame]) -> str:
-    """The tables as Markdown, one section per data set and quantizer."""
-    parts = []
-    for (dataset, feature, loss, quantizer), table in tables.items():
-        parts.append(f"## {dataset} ({feature}), {quantizer.upper()}, {loss} loss: "
-                     "mAP, mean ± std over seeds (n)\n")
-        parts.append(_frame_markdown(table.reset_index()))
-        parts.append("")
-    return "\n".join(parts) + "\n"
-
-
-def plot_map_vs_bits(results: pd.DataFrame, path: Path) -> None:
-    """One panel per (data set, quantizer): mAP against code bits, a line per method, std bars."""
-    data = with_float_ceiling(results)
-    panels = list(data.groupby(["dataset", "quantizer"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, ((dataset, quantizer), group) in zip(axes[0], panels, strict=True):
-        for name in ordered_variants(group.variant):
-            stats = group[group.variant == name].groupby("code_bits")["map"].agg(["mean", "std"])
-            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o",
-                        capsize=3, label=name, linestyle="--" if name == "float" else "-")
-        ax.set(title=f"{dataset}, {quantizer.upper()}", xlabel="code length (bits)", ylabel="mAP")
-        ax.set_xscale("log", base=2)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+def _run_dataset(run_dir: Path) -> str | None:
+    path = run_dir / "config.json"
+    return read_json(path)["config"]["dataset"] if path.is_file() else None
 
 
 def write_report(runs: list[Path], out_dir: Path, doc: Path | None = None,
                  doc_intro: str = "") -> tuple[pd.DataFrame, str]:
-    """Write results.csv, tables.md, map_vs_bits.png into `out_dir` (and the results document to
-    `doc`); return the results and the tables' Markdown."""
-    results = collect_results(runs)
+    """Report on the runs that have metrics.json (the others are named and skipped).
+
+    Writes into `out_dir`: results.csv (a row per run), tables.md, tables.tex, tables_map.csv,
+    tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG) and index.html; and the
+    results document to `doc` if given. Returns the results and the tables' Markdown.
+    """
+    data = read_runs(runs)
+    results = data.results
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "results.csv") as tmp:
-        results.to_csv(tmp, index=False)
-    markdown = tables_markdown(mean_std_table(results))
-    with atomic_path(out_dir / "tables.md") as tmp:
-        tmp.write_text(markdown)
-    plot_map_vs_bits(results, out_dir / "map_vs_bits.png")
+    tables = paper_tables(results)
+    markdown = tables_markdown(tables)
+    _write_csv(results, out_dir / "results.csv")
+    _write_text(markdown, out_dir / "tables.md")
+    _write_text(tables_latex(tables), out_dir / "tables.tex")
+    for kind in ("map", "gap"):
+        _write_csv(tables_frame(tables, kind), out_dir / f"tables_{kind}.csv")
+    figures = write_figures(data, out_dir)
+    write_html(out_dir / "index.html", results, tables, figures)
     if doc is not None:
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(doc) as tmp:
-            tmp.write_text(results_document(results, runs, doc_intro))
+        _write_text(results_document(data, doc_intro), doc)
     return results, markdown
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 BASELINES = ("qloss", "two-step")
@@ -155,65 +113,57 @@ def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
     sqrt(s1^2/n1 + s2^2/n2) over seeds, `tie` otherwise; `n/a` with fewer than 2 seeds a side.
     """
     rows = []
-    quantized = results[results.method != "float"]
-    keys = ["dataset", "loss", "quantizer", "code_bits"]
-    for (dataset, loss, quantizer, bits), group in quantized.groupby(keys):
-        variants = ordered_variants(group.variant)
+    stats = seed_stats(results[results.method != "float"], value)
+    for (dataset, _, loss, quantizer, bits), cell in stats.groupby(level=[*TABLE_KEYS, "code_bits"]):
+        cell = cell.droplevel([*TABLE_KEYS, "code_bits"])
+        variants = ordered_variants(cell.index)
         gsl_variants = [v for v in variants if v.startswith("gsl")]
         baselines = [v for v in variants if v.split()[0] in BASELINES]
         for gsl_variant, baseline in itertools.product(gsl_variants, baselines):
-            gsl = group.loc[group.variant == gsl_variant, value]
-            other = group.loc[group.variant == baseline, value]
-            diff = gsl.mean() - other.mean()
-            se = (gsl.var() / len(gsl) + other.var() / len(other)) ** 0.5
-            verdict = "n/a" if min(len(gsl), len(other)) < 2 else (
+            gsl, other = cell.loc[gsl_variant], cell.loc[baseline]
+            diff, se = mean_difference(*gsl[["mean", "std", "count"]], *other[["mean", "std", "count"]])
+            verdict = "n/a" if min(gsl["count"], other["count"]) < 2 else (
                 "win" if diff > 2 * se else "loss" if diff < -2 * se else "tie")
             rows.append({"dataset": dataset, "loss": loss, "quantizer": quantizer,
                          "code_bits": bits, "gsl_variant": gsl_variant, "baseline": baseline,
-                         "gsl": gsl.mean(), "baseline_map": other.mean(),
+                         "gsl": gsl["mean"], "baseline_map": other["mean"],
                          "difference": diff, "std_error": se, "verdict": verdict})
     return pd.DataFrame(rows)
 
 
-def final_training_state(runs: list[Path]) -> pd.DataFrame:
-    """The last epoch of each run's train_log.csv with its method, data set, quantizer and bits."""
-    rows = []
-    for run_dir in runs:
-        log_path, metrics_path = run_dir / "train_log.csv", run_dir / "metrics.json"
-        if not (log_path.is_file() and metrics_path.is_file()):
-            continue
-        config = read_json(metrics_path)["config"]
-        last = pd.read_csv(log_path).iloc[-1]
-        rows.append({"dataset": config["dataset"], "quantizer": config["quantizer"],
-                     "code_bits": config["bits"], "method": variant(config), "epochs": last["epoch"],
-                     "sim_loss": last["sim_loss"], "quant_mse_refit": last["quant_mse_refit"]})
-    return pd.DataFrame(rows)
+def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
+    """The last logged epoch of each run (training-log frame of `results.read_runs`), with its
+    data set, quantizer, code bits and method variant."""
+    if logs.empty:
+        return pd.DataFrame()
+    last = logs.sort_values("epoch").groupby("run").tail(1)
+    return last.drop(columns="method").rename(columns={"variant": "method", "epoch": "epochs"})[
+        ["dataset", "quantizer", "code_bits", "method", "epochs", "sim_loss", "quant_mse_refit"]]
 
 
-def shared_settings(runs: list[Path]) -> str:
+def shared_settings(configs: pd.DataFrame) -> str:
     """The run settings, each with every value it takes across the evaluated runs."""
-    configs = pd.DataFrame([read_json(run / "metrics.json")["config"] for run in runs
-                            if (run / "metrics.json").is_file()])
     return ", ".join(f"{column}={'/'.join(map(str, sorted(configs[column].unique())))}"
                      for column in configs.columns)
 
 
-def results_document(results: pd.DataFrame, runs: list[Path], intro: str = "") -> str:
-    """docs/results.md: mAP tables, GSL's verdicts against each baseline, final training state.
+def results_document(data: Evaluated, intro: str = "") -> str:
+    """docs/results.md: mAP and gap-to-float tables, GSL's verdicts against each baseline, the
+    final training state.
 
     `intro` (Markdown: protocol, tuning budget) goes right after the title."""
+    results = data.results
     verdicts = gsl_verdicts(results)
-    axes = ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
-                     for column in ("dataset", "method", "quantizer", "code_bits", "seed"))
     lines = [
         "# gslbench results",
         "",
         *([intro.strip(), ""] if intro.strip() else []),
-        f"Generated by `gslbench report --doc` from {len(results)} evaluated runs ({axes}).",
-        f"Settings of the runs: {shared_settings(runs)}.",
+        f"Generated by `gslbench report --doc` from {len(results)} evaluated runs "
+        f"({axes_summary(results)}).",
+        f"Settings of the runs: {shared_settings(data.configs)}.",
         "Cells: mean ± std of mAP over seeds (number of seeds); `float` is the unquantized ceiling.",
         "",
-        tables_markdown(mean_std_table(results)),
+        tables_markdown(paper_tables(results)),
         "## Where GSL wins, ties or loses",
         "",
         "Difference = mean mAP of gsl minus the baseline's. A win or loss needs the difference to",
@@ -222,12 +172,12 @@ def results_document(results: pd.DataFrame, runs: list[Path], intro: str = "") -
     ]
     if not verdicts.empty:
         counts = verdicts.groupby(["gsl_variant", "baseline", "verdict"]).size().unstack(fill_value=0)
-        lines += [_frame_markdown(counts.reset_index()), ""]
+        lines += [frame_markdown(counts.reset_index()), ""]
         shown = verdicts.assign(**{c: verdicts[c].map("{:+.4f}".format) for c in ("difference",)},
                                 **{c: verdicts[c].map("{:.4f}".format)
                                    for c in ("gsl", "baseline_map", "std_error")})
-        lines += [_frame_markdown(shown), ""]
-    state = final_training_state(runs)
+        lines += [frame_markdown(shown), ""]
+    state = final_training_state(data.logs)
     if not state.empty:
         summary = (state.groupby(["dataset", "quantizer", "code_bits", "method"])
                    [["sim_loss", "quant_mse_refit"]].mean().reset_index())
@@ -238,15 +188,8 @@ def results_document(results: pd.DataFrame, runs: list[Path], intro: str = "") -
             "quantization error of the training representations under codebooks refitted on them",
             "that epoch (comparable across methods; see gslbench/training.py).",
             "",
-            _frame_markdown(summary.assign(sim_loss=summary.sim_loss.map("{:.4f}".format),
-                                           quant_mse_refit=summary.quant_mse_refit.map("{:.5f}".format))),
+            frame_markdown(summary.assign(sim_loss=summary.sim_loss.map("{:.4f}".format),
+                                          quant_mse_refit=summary.quant_mse_refit.map("{:.5f}".format))),
             "",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _frame_markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|---" * len(frame.columns) + "|"
-    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])

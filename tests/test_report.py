@@ -1,66 +1,194 @@
-"""Report tables, verdicts and the results document on hand-made metrics files."""
+"""Report tables, figures, verdicts, run selection and the results document on hand-made runs."""
 
 from __future__ import annotations
 
-import json
+import base64
+import re
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
+from runfakes import MAPS, make_run, make_runs
 
+from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
-from gslbench.report import gsl_verdicts, mean_std_table, write_report
+from gslbench.plots import method_colours
+from gslbench.report import gsl_verdicts, select_runs, write_report
+from gslbench.results import read_runs
+from gslbench.tables import paper_tables, tables_latex, tables_markdown
 
-MAPS = {  # (method, bits) -> mAP per seed
-    ("float", 0): [0.90, 0.92, 0.91],
-    ("two-step", 16): [0.70, 0.71, 0.69],
-    ("qloss", 16): [0.80, 0.78, 0.82],
-    ("gsl", 16): [0.81, 0.79, 0.80],
-    ("two-step", 32): [0.75, 0.76, 0.74],
-    ("qloss", 32): [0.85, 0.86, 0.84],
-    ("gsl", 32): [0.75, 0.74, 0.76],
-}
+GSL, QLOSS = "gsl α=1 k=8", "qloss λ=0.1"
+KEY = ("digits", "pixels", "pairwise", "pq")
+SLUG = "digits-pixels-pairwise-pq"
 
 
-def make_runs(root):
-    runs = []
-    for (method, bits), maps in MAPS.items():
-        for seed, value in enumerate(maps):
-            config = RunConfig(method=method, bits=bits or 32, seed=seed)
-            run = root / config.run_id
-            run.mkdir(parents=True)
-            metrics = {"run": config.run_id, "config": config.to_dict(), "map": value,
-                       "map_top": None, "map_at": {"100": value}, "precision_at": {"10": value},
-                       "recall_at": {"10": value / 2}, "train_s": 1.0, "encode_s": 0.1, "eval_s": 0.2}
-            (run / "metrics.json").write_text(json.dumps(metrics))
-            pd.DataFrame({"epoch": [1, 2], "sim_loss": [1.0, 0.5], "quant_mse": [np.nan, 0.1],
-                          "quant_mse_refit": [0.2, 0.1], "seconds": [0.1, 0.1]}).to_csv(
-                run / "train_log.csv", index=False)
-            runs.append(run)
-    return runs
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of `MAPS` on digits: (report folder, results, tables' Markdown)."""
+    root = tmp_path_factory.mktemp("report")
+    results, markdown = write_report(make_runs(root / "runs"), root / "report")
+    return root / "report", results, markdown
 
 
-def test_tables_hold_mean_and_std_over_seeds_and_the_float_ceiling(tmp_path):
-    results, markdown = write_report(make_runs(tmp_path / "runs"), tmp_path / "report")
+def tables_of(results):
+    return {(table.key, table.kind): table for table in paper_tables(results)}
+
+
+def test_map_table_holds_mean_and_std_over_seeds_and_the_float_ceiling(report):
+    _, results, markdown = report
     assert len(results) == 21
-    table = mean_std_table(results)[("digits", "pixels", "pairwise", "pq")]
-    assert list(table.index) == ["float", "two-step", "qloss λ=0.1", "gsl α=1 k=8"]
-    assert list(table.columns) == ["16 bits", "32 bits"]
+    table = tables_of(results)[(KEY, "map")]
+    assert list(table.value.index) == ["float", "two-step", QLOSS, GSL]
+    assert list(table.value.columns) == [16, 32] and table.headers == ["16 bits", "32 bits"]
     gsl = MAPS[("gsl", 32)]
-    assert table.loc["gsl α=1 k=8", "32 bits"] == f"{np.mean(gsl):.4f} ± {np.std(gsl, ddof=1):.4f} (3)"
-    assert table.loc["float", "16 bits"] == table.loc["float", "32 bits"]  # one ceiling for all
-    assert "| float | 0.9100 ± 0.0100 (3) |" in markdown
-    saved = pd.read_csv(tmp_path / "report" / "results.csv")
-    assert {"map", "map_at_100", "precision_at_10", "recall_at_10", "train_s", "run"} <= set(saved)
+    assert table.cells().at[GSL, 32] == f"{np.mean(gsl):.4f} ± {np.std(gsl, ddof=1):.4f} (3)"
+    assert table.cells().at["float", 16] == table.cells().at["float", 32]  # one ceiling for all
+    assert "| float | 0.9100 ± 0.0100 (3) | 0.9100 ± 0.0100 (3) |" in markdown
 
 
-def test_verdicts_need_twice_the_standard_error(tmp_path):
-    results, _ = write_report(make_runs(tmp_path / "runs"), tmp_path / "report")
+def test_bold_marks_the_best_quantized_method_per_column_ties_included(report):
+    _, results, markdown = report
+    best = tables_of(results)[(KEY, "map")].best
+    # 16 bits: qloss and gsl tie at 0.80 (both bold); 32 bits: qloss alone; float never competes
+    assert best[16].to_dict() == {"float": False, "two-step": False, QLOSS: True, GSL: True}
+    assert best[32].to_dict() == {"float": False, "two-step": False, QLOSS: True, GSL: False}
+    assert f"| {QLOSS} | **0.8000 ± 0.0200 (3)** | **0.8500 ± 0.0100 (3)** |" in markdown
+    assert f"| {GSL} | **0.8000 ± 0.0100 (3)** | 0.7500 ± 0.0100 (3) |" in markdown
+    assert "Bold: the best quantized method per code length" in markdown
+
+
+def test_bold_compares_means_at_the_printed_precision(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="float", seed=0), 0.99),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, seed=0), 0.812340),
+            make_run(tmp_path, RunConfig(method="gsl", bits=16, seed=0), 0.812344),  # prints equal
+            make_run(tmp_path, RunConfig(method="two-step", bits=16, seed=0), 0.81234 - 1e-4)]
+    results, _ = write_report(runs, tmp_path / "report")
+    assert tables_of(results)[(KEY, "map")].best[16].tolist() == [False, False, True, True]
+
+
+def test_missing_cells_and_variants_of_one_method(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="float", seed=0), 0.9),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, qloss_lambda=1.0), 0.7),
+            make_run(tmp_path, RunConfig(method="qloss", bits=32, qloss_lambda=1.0), 0.8),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, qloss_lambda=0.1), 0.75)]
+    tables = paper_tables(read_runs(runs).results)
+    map_table = tables[0]
+    assert list(map_table.value.index) == ["float", QLOSS, "qloss λ=1"]
+    assert map_table.cells().at[QLOSS, 32] == "—" and not map_table.best.at[QLOSS, 32]
+    assert map_table.best[32].tolist() == [False, False, True]
+    assert tables_markdown(tables).count("| — |") == 2  # in the mAP and the gap table
+    assert tables[1].cells().at[QLOSS, 16] == "+0.1500 (1)"  # no spread from single seeds
+    assert r"qloss $\lambda$=0.1 & \textbf{0.7500 (1)} & --- \\" in tables_latex(tables)  # one seed
+    assert set(method_colours(map_table.value.index).values()) == {"#000000", "#1f77b4", "#ff7f0e"}
+
+
+def test_gap_to_float_against_a_hand_computation(report):
+    _, results, markdown = report
+    gap = tables_of(results)[(KEY, "gap")]
+    assert list(gap.value.index) == ["two-step", QLOSS, GSL]  # float has no gap to itself
+    # float: mean 0.91, std 0.01; gsl 16: mean 0.80, std 0.01; qloss 16: mean 0.80, std 0.02
+    assert gap.value.at[GSL, 16] == pytest.approx(0.11)
+    assert gap.spread.at[GSL, 16] == pytest.approx((0.01**2 / 3 + 0.01**2 / 3) ** 0.5)
+    assert gap.spread.at[QLOSS, 16] == pytest.approx((0.01**2 / 3 + 0.02**2 / 3) ** 0.5)
+    assert gap.value.at[QLOSS, 32] == pytest.approx(0.91 - 0.85)
+    assert gap.best[32].tolist() == [False, True, False]  # the smallest gap
+    assert f"| {QLOSS} | **+0.1100 ± 0.0129 (3)** | **+0.0600 ± 0.0082 (3)** |" in markdown
+
+
+def test_latex_tables_are_booktabs_with_a_row_per_method(report):
+    folder, results, _ = report
+    text = (folder / "tables.tex").read_text()
+    unescaped = re.sub(r"\\[{}]", "", text)
+    assert unescaped.count("{") == unescaped.count("}")
+    assert text.isascii()  # ± α λ − written as LaTeX
+    assert text.count(r"\begin{table}") == text.count(r"\end{table}") == 2
+    for rule in (r"\toprule", r"\bottomrule"):
+        assert text.count(rule) == 2
+    map_table, gap_table = text.split(r"\end{table}")[:2]
+    assert re.findall(r"^(.*?) & ", map_table, re.M) == [
+        "Method", "float", "two-step", r"qloss $\lambda$=0.1", r"gsl $\alpha$=1 k=8"]
+    assert map_table.count(r"\midrule") == 2  # under the header, and under the float ceiling
+    assert gap_table.count(r"\midrule") == 1 and gap_table.count(r"\\") == 4
+    assert r"\textbf{0.8000 $\pm$ 0.0200 (3)}" in map_table and map_table.count(r"\textbf") == 3
+    assert r"\label{tab:digits-pixels-pairwise-pq-gap}" in gap_table
+    assert r"\caption{digits (pixels), PQ, pairwise loss: gap to float (float mAP $-$ mAP)" in gap_table
+    for line in map_table.splitlines():
+        if line.endswith(r"\\"):
+            assert line.count("&") == 2  # method + two code lengths
+
+
+def test_csv_tables_round_trip_through_pandas(report):
+    folder, results, _ = report
+    tables = tables_of(results)
+    for kind, value, spread in (("map", "mean", "std"), ("gap", "gap", "se")):
+        saved = pd.read_csv(folder / f"tables_{kind}.csv").set_index("method")
+        table = tables[(KEY, kind)]
+        assert list(saved.index) == list(table.value.index)
+        assert list(saved.columns[:4]) == ["dataset", "feature", "loss", "quantizer"]
+        for bits in (16, 32):
+            np.testing.assert_allclose(saved[f"{bits}_{value}"], table.value[bits])
+            np.testing.assert_allclose(saved[f"{bits}_{spread}"], table.spread[bits])
+            assert saved[f"{bits}_n"].tolist() == [3] * len(saved)
+            assert saved[f"{bits}_best"].tolist() == table.best[bits].tolist()
+    runs = pd.read_csv(folder / "results.csv")
+    assert len(runs) == 21 and runs.run.str.fullmatch(r"[0-9a-f]{12}").all()
+    assert {"dataset", "feature", "method", "variant", "quantizer", "code_bits", "seed", "map",
+            "map_at_100", "precision_at_10", "recall_at_100", "train_s", "encode_s", "eval_s",
+            "run"} <= set(runs)
+    pd.testing.assert_frame_equal(runs, results.reset_index(drop=True), check_dtype=False)
+
+
+FIGURES = ["map_vs_bits", *(f"{SLUG}-{name}" for name in
+                            ("recall_at", "precision_at", "pr_curve", "training"))]
+
+
+def test_every_figure_is_written_as_png_and_svg(report):
+    folder, _, _ = report
+    for stem in FIGURES:
+        assert (folder / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        root = ElementTree.parse(folder / f"{stem}.svg").getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert not list(folder.glob(".*.tmp"))  # nothing left of the atomic writes
+
+
+def test_method_colours_are_one_map_for_every_figure(report):
+    folder, results, _ = report
+    colours = method_colours(results.variant)
+    assert colours["float"] == "#000000" and len(set(colours.values())) == 4
+    assert colours == method_colours(reversed(results.variant.tolist()))
+    for stem in FIGURES:  # each method's colour is drawn in each figure
+        svg = (folder / f"{stem}.svg").read_text()
+        assert all(colour in svg for colour in colours.values()), stem
+
+
+def test_the_report_is_reproducible(tmp_path, report):
+    folder, _, _ = report
+    write_report(make_runs(tmp_path / "runs"), tmp_path / "again")
+    for path in folder.iterdir():
+        assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_index_html_is_self_contained(report):
+    folder, _, _ = report
+    page = (folder / "index.html").read_text()
+    assert page.count("<img ") == len(FIGURES) == page.count('src="data:image/png;base64,')
+    assert page.count('<table class="paper"') == 2
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # no file or network reference
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)".*?<code>([^<]+)</code>', page)
+    assert [name for _, name in embedded] == [f"{stem}.png" for stem in FIGURES]
+    for data, name in embedded:  # the whole PNG, byte for byte
+        assert base64.b64decode(data) == (folder / name).read_bytes()
+
+
+def test_verdicts_need_twice_the_standard_error(report):
+    _, results, _ = report
     verdicts = gsl_verdicts(results).set_index(["code_bits", "baseline"])["verdict"]
     assert verdicts[(16, "two-step")] == "win"
-    assert verdicts[(16, "qloss λ=0.1")] == "tie"
-    assert verdicts[(32, "qloss λ=0.1")] == "loss"
+    assert verdicts[(16, QLOSS)] == "tie"
+    assert verdicts[(32, QLOSS)] == "loss"
     assert verdicts[(32, "two-step")] == "tie"
 
 
@@ -70,14 +198,71 @@ def test_results_document(tmp_path):
     text = doc.read_text()
     assert text.startswith("# gslbench results\n\nTuning: none.\n")
     assert "gsl_alpha=1.0" in text and "method=float/gsl/qloss/two-step" in text
-    assert "| gsl α=1 k=8 | qloss λ=0.1 | 1 | 1 |" in text  # one loss, one tie against qloss
-    assert "quant_mse_refit" in text and "0.10000" in text
+    assert f"| {GSL} | {QLOSS} | 1 | 1 |" in text  # one loss, one tie against qloss
+    assert "gap to float" in text
+    assert "quant_mse_refit" in text and f"| digits | pq | 16 | {GSL} | 0.2000 | 0.16000 |" in text
 
 
-def test_runs_without_metrics_are_skipped_and_nothing_is_an_error(tmp_path):
+def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):
     runs = make_runs(tmp_path / "runs")
     (runs[0] / "metrics.json").unlink()
     results, _ = write_report(runs, tmp_path / "report")
-    assert len(results) == 20
+    assert len(results) == 20 and runs[0].name not in set(results.run)
+    assert f"skipping 1 run(s) without metrics.json: {runs[0].name}" in caplog.text
     with pytest.raises(GslbenchError, match="no evaluated runs"):
-        write_report([], tmp_path / "report")
+        write_report([runs[0]], tmp_path / "report")
+
+
+def test_select_runs_by_id_pattern_and_data_set(tmp_path):
+    digits = make_runs(tmp_path / "runs")
+    fashion = make_runs(tmp_path / "runs", dataset="fashion-mnist")
+    assert select_runs(tmp_path) == sorted(digits + fashion)
+    first = digits[0].name
+    assert select_runs(tmp_path, patterns=[first[:6] + "*"]) == [digits[0]]
+    assert select_runs(tmp_path, patterns=[first, fashion[0].name]) == sorted([digits[0], fashion[0]])
+    assert select_runs(tmp_path, datasets=["fashion-mnist"]) == sorted(fashion)
+    assert select_runs(tmp_path, [first], datasets=["digits"]) == [digits[0]]
+    with pytest.raises(GslbenchError, match="no run id matches --runs zz"):
+        select_runs(tmp_path, patterns=["zz*"])
+    with pytest.raises(GslbenchError, match="no run of data set cifar10 .the runs hold: digits"):
+        select_runs(tmp_path, patterns=[first], datasets=["cifar10"])
+    with pytest.raises(GslbenchError, match="no evaluated runs to report: .* holds no runs"):
+        select_runs(tmp_path / "nothing")
+
+
+def invoke(results_dir, *args):
+    return CliRunner().invoke(cli, ["--results-dir", str(results_dir), *args])
+
+
+def test_report_command_filters_and_errors(tmp_path):
+    make_runs(tmp_path / "runs")
+    make_runs(tmp_path / "runs", dataset="fashion-mnist")
+    unevaluated = make_run(tmp_path / "runs", RunConfig(dataset="fashion-mnist", seed=7), 0.5,
+                           evaluated=False)
+    result = invoke(tmp_path, "report", "--dataset", "digits", "--out", str(tmp_path / "digits"))
+    assert result.exit_code == 0, result.output
+    assert "## digits (pixels)" in result.output and "fashion-mnist" not in result.output
+    assert set(pd.read_csv(tmp_path / "digits" / "results.csv").dataset) == {"digits"}
+    result = invoke(tmp_path, "report", "-d", "digits,fashion-mnist")
+    assert result.exit_code == 0, result.output
+    assert f"without metrics.json: {unevaluated.name}" in result.output
+    assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 42
+    result = invoke(tmp_path, "report", "--runs", unevaluated.name)
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(
+        "gslbench: error: no evaluated runs to report")
+    for args, message in ((["--runs", "zz*"], "no run id matches --runs zz*"),
+                          (["--dataset", "cifar10"], "no run of data set cifar10")):
+        result = invoke(tmp_path, "report", *args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"gslbench: error: {message}")
+
+
+def test_report_on_an_empty_results_folder_is_one_line(tmp_path):
+    (tmp_path / "runs").mkdir()
+    for results_dir in (tmp_path, tmp_path / "missing"):
+        result = invoke(results_dir, "report")
+        assert result.exit_code == 2
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gslbench: error: no evaluated runs to report: ")
+        assert "holds no runs" in lines[0]

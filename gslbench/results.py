@@ -1,0 +1,140 @@
+"""Evaluated runs as data frames: one row per run, per curve point and per training epoch.
+
+The report reads each run directory once (metrics.json, train_log.csv); its tables, figures and
+page are built from these frames only. Every frame carries the same run columns (`RUN_COLUMNS`),
+so one function (`with_float_ceiling`) places the float ceiling beside any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from gslbench.errors import GslbenchError
+from gslbench.storage import read_json
+
+log = logging.getLogger(__name__)
+METHOD_ORDER = ("float", "two-step", "qloss", "gsl")
+TABLE_KEYS = ["dataset", "feature", "loss", "quantizer"]  # one paper table (and figure set) per key
+RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed"]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What the report reads of the evaluated runs.
+
+    results: one row per run (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R, seconds, run id);
+    curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
+        `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
+    logs: one row per run and training epoch (`RUN_COLUMNS`, run id, the columns of train_log.csv);
+    configs: one row per run, its whole configuration.
+    """
+
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    logs: pd.DataFrame
+    configs: pd.DataFrame
+
+
+def read_runs(runs: Iterable[Path]) -> Evaluated:
+    """Read the runs that have metrics.json; the others are named in a warning and skipped."""
+    metrics, missing = [], []
+    for run_dir in runs:
+        if (run_dir / "metrics.json").is_file():
+            metrics.append((run_dir, read_json(run_dir / "metrics.json")))
+        else:
+            missing.append(run_dir.name)
+    if missing:
+        log.warning("skipping %d run(s) without metrics.json: %s", len(missing), ", ".join(missing))
+    if not metrics:
+        raise GslbenchError(f"no evaluated runs to report (none of the {len(missing)} run(s) given "
+                            "has metrics.json; run `gslbench evaluate RUN`)")
+    results = pd.DataFrame([_result_row(record) for _, record in metrics])
+    logs = [_training_log(run_dir, record) for run_dir, record in metrics
+            if (run_dir / "train_log.csv").is_file()]
+    return Evaluated(
+        results=results.sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"]),
+        curves=pd.DataFrame([point for _, record in metrics for point in _curve_rows(record)],
+                            columns=[*RUN_COLUMNS, "curve", "x", "y"]),
+        logs=(pd.concat(logs, ignore_index=True) if logs
+              else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"])),
+        configs=pd.DataFrame([record["config"] for _, record in metrics]),
+    )
+
+
+def variant(config: dict) -> str:
+    """A method with the settings only it uses: `qloss λ=0.1`, `gsl α=1 k=8`, `float`, `two-step`."""
+    if config["method"] == "qloss":
+        return f"qloss λ={config['qloss_lambda']:g}"
+    if config["method"] == "gsl":
+        return f"gsl α={config['gsl_alpha']:g} k={config['gsl_k']}"
+    return config["method"]
+
+
+def ordered_variants(variants: Iterable[str]) -> list[str]:
+    """Distinct variants, float first, then two-step, qloss and gsl variants."""
+    return sorted(set(variants), key=lambda v: (METHOD_ORDER.index(v.split()[0]), v))
+
+
+def key_title(key: Sequence[str]) -> str:
+    """`digits (pixels), PQ, pairwise loss` for a (dataset, feature, loss, quantizer) key."""
+    dataset, feature, loss, quantizer = key
+    return f"{dataset} ({feature}), {quantizer.upper()}, {loss} loss"
+
+
+def key_slug(key: Sequence[str]) -> str:
+    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(key)).strip("-")
+
+
+def axes_summary(results: pd.DataFrame) -> str:
+    """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes."""
+    return ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
+                     for column in ("dataset", "method", "quantizer", "code_bits", "seed"))
+
+
+def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
+    """Repeat each data set's float rows under every (quantizer, code_bits) it was compared at.
+
+    Works on any frame with the run columns (results, curves, training logs)."""
+    floats = frame[frame.method == "float"]
+    quantized = frame[frame.method != "float"]
+    cells = quantized[[*TABLE_KEYS, "code_bits"]].drop_duplicates()
+    keys = ["dataset", "feature", "loss"]  # the float ceiling of the same data and loss
+    ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
+    return pd.concat([quantized, ceiling], ignore_index=True)
+
+
+def _run_columns(config: dict) -> dict:
+    return {"dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
+            "variant": variant(config), "quantizer": config["quantizer"],
+            "code_bits": config["bits"], "loss": config["loss"], "seed": config["seed"]}
+
+
+def _result_row(metrics: dict) -> dict:
+    top = metrics.get("map_top")
+    row = _run_columns(metrics["config"])
+    row.update({"map": metrics["map_at"][str(top)] if top else metrics["map"], "map_all": metrics["map"]})
+    for group in ("map_at", "precision_at", "recall_at"):
+        row.update({f"{group}_{k}": v for k, v in metrics[group].items()})
+    row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
+    row["run"] = metrics["run"]
+    return row
+
+
+def _curve_rows(metrics: dict) -> list[dict]:
+    run = _run_columns(metrics["config"])
+    points = [(curve, float(k), v) for curve in ("recall_at", "precision_at")
+              for k, v in metrics[curve].items()]
+    points += [("pr_curve", recall, precision) for recall, precision in metrics.get("pr_curve") or []]
+    return [{**run, "curve": curve, "x": x, "y": y} for curve, x, y in points]
+
+
+def _training_log(run_dir: Path, metrics: dict) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "train_log.csv").assign(**_run_columns(metrics["config"]),
+                                                         run=metrics["run"])

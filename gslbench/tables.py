@@ -1,0 +1,205 @@
+"""The paper's tables: rows = methods, columns = code lengths, one table per (data set, feature,
+loss, quantizer); built once (`paper_tables`) and written as Markdown, CSV and LaTeX here, as
+HTML by `gslbench.html_report`.
+
+Two kinds of table:
+
+- `map`: mean ± std of mAP over seeds (std with ddof 1), with the float ceiling as the first row;
+- `gap`: what quantization costs, float's mean mAP minus the method's, ± the standard error of
+  that difference of means, sqrt(s_float^2 / n_float + s^2 / n).
+
+A cell with a single seed (on either side, for a gap) has no spread and shows `mean (1)`.
+
+In both, the best quantized method of each code length is marked (bold): the highest mAP, the
+smallest gap, compared by mean at the printed precision (`DIGITS` decimals), so that equal
+printed numbers are all marked. float, the unquantized ceiling, does not compete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gslbench.results import TABLE_KEYS, key_slug, key_title, ordered_variants, with_float_ceiling
+
+DIGITS = 4
+MISSING = "—"
+BEST_NOTE = ("Bold: the best quantized method per code length (by mean); "
+             "float, the unquantized ceiling, does not compete.")
+
+
+@dataclass(frozen=True)
+class TableKind:
+    """How one kind of table reads: its title, the names of its numbers, and which way is better."""
+
+    title: str
+    value: str
+    spread: str
+    higher_is_better: bool
+    signed: bool
+
+
+KINDS = {
+    "map": TableKind("mAP, mean ± std over seeds (n)", "mean", "std", True, False),
+    "gap": TableKind("gap to float (float mAP − mAP), difference of means ± its standard error (n)",
+                     "gap", "se", False, True),
+}
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """One table: frames indexed by method variant, columns the code lengths (int bits)."""
+
+    key: tuple[str, str, str, str]  # (dataset, feature, loss, quantizer)
+    kind: str  # a key of KINDS
+    value: pd.DataFrame  # mean mAP, or gap to float
+    spread: pd.DataFrame  # std over seeds, or standard error of the gap
+    count: pd.DataFrame  # seeds per cell
+    best: pd.DataFrame  # bool: the marked cells
+
+    @property
+    def title(self) -> str:
+        return f"{key_title(self.key)}: {KINDS[self.kind].title}"
+
+    @property
+    def slug(self) -> str:
+        return f"{key_slug(self.key)}-{self.kind}"
+
+    def cells(self) -> pd.DataFrame:
+        """The cells as text: `0.9100 ± 0.0100 (3)`, `0.9100 (1)` for a single seed, `—` where a
+        method lacks a code length."""
+        signed = KINDS[self.kind].signed
+        text = [[_cell_text(self.value.at[m, b], self.spread.at[m, b], self.count.at[m, b], signed)
+                 for b in self.value.columns] for m in self.value.index]
+        return pd.DataFrame(text, index=self.value.index, columns=self.value.columns)
+
+    @property
+    def headers(self) -> list[str]:
+        """The column headers: `16 bits`, `32 bits`, ..."""
+        return [f"{bits} bits" for bits in self.value.columns]
+
+
+def seed_stats(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
+    """mean, std (ddof 1; NaN for one seed) and count of `value` over seeds, indexed by
+    (dataset, feature, loss, quantizer, variant, code_bits), the float ceiling under every cell."""
+    return (with_float_ceiling(results).groupby([*TABLE_KEYS, "variant", "code_bits"])[value]
+            .agg(["mean", "std", "count"]))
+
+
+def mean_difference(mean_a, std_a, n_a, mean_b, std_b, n_b):  # noqa: ANN001, ANN201
+    """Difference of means a - b and its standard error sqrt(s_a^2 / n_a + s_b^2 / n_b);
+    scalars or aligned pandas objects."""
+    return mean_a - mean_b, (std_a**2 / n_a + std_b**2 / n_b) ** 0.5
+
+
+def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
+    """Per table key, its `map` table and (when float runs exist for it) its `gap` table."""
+    tables = []
+    for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
+        stats = stats.droplevel(TABLE_KEYS)
+        mean, std, count = (stats[name].unstack("code_bits") for name in ("mean", "std", "count"))
+        order = ordered_variants(mean.index)
+        mean, std, count = (frame.loc[order] for frame in (mean, std, count))
+        tables.append(_table(key, "map", mean, std, count))
+        if "float" in mean.index and len(order) > 1:
+            quantized = order[1:]
+            gap, se = mean_difference(mean.loc["float"], std.loc["float"], count.loc["float"],
+                                      mean.loc[quantized], std.loc[quantized], count.loc[quantized])
+            tables.append(_table(key, "gap", gap, se, count.loc[quantized]))
+    return tables
+
+
+def _table(key: tuple[str, str, str, str], kind: str, value: pd.DataFrame, spread: pd.DataFrame,
+           count: pd.DataFrame) -> PaperTable:
+    """The table with its best quantized cell per column marked (at the printed precision)."""
+    shown = value.round(DIGITS).drop(index="float", errors="ignore")
+    target = shown.max() if KINDS[kind].higher_is_better else shown.min()
+    best = (shown == target).reindex(value.index, fill_value=False)
+    return PaperTable(key, kind, value, spread, count, best)
+
+
+def _cell_text(value: float, spread: float, count: float, signed: bool) -> str:
+    if pd.isna(value):
+        return MISSING
+    number = f"{value:+.{DIGITS}f}".replace("-", "−") if signed else f"{value:.{DIGITS}f}"
+    spread_text = "" if pd.isna(spread) else f" ± {spread:.{DIGITS}f}"
+    return f"{number}{spread_text} ({int(count)})"
+
+
+def tables_markdown(tables: list[PaperTable]) -> str:
+    """The tables as Markdown: a section each, its note, the best cells in bold."""
+    parts = []
+    for table in tables:
+        cells = table.cells()
+        cells = cells.mask(table.best, "**" + cells + "**")
+        frame = cells.set_axis(table.headers, axis=1).rename_axis(index="method").reset_index()
+        parts += [f"## {table.title}\n", BEST_NOTE + "\n", frame_markdown(frame), ""]
+    return "\n".join(parts) + "\n"
+
+
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """A data frame as a Markdown table (its columns as the header, no index)."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|---" * len(frame.columns) + "|"
+    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def tables_frame(tables: list[PaperTable], kind: str) -> pd.DataFrame:
+    """The tables of one kind as one numeric frame in the paper's layout: a row per (table key,
+    method), per code length the columns `{bits}_{value}`, `{bits}_{spread}`, `{bits}_n` and
+    `{bits}_best` (e.g. `16_mean`, `16_std`, `16_n`, `16_best`)."""
+    names = KINDS[kind]
+    chosen = [table for table in tables if table.kind == kind]
+    frames = []
+    for table in chosen:
+        parts = {names.value: table.value, names.spread: table.spread,
+                 "n": table.count.astype("Int64"), "best": table.best}
+        wide = pd.concat(parts, axis=1).swaplevel(axis=1)
+        wide.columns = [f"{bits}_{name}" for bits, name in wide.columns]
+        frames.append(wide.rename_axis(index="method").reset_index()
+                      .assign(**dict(zip(TABLE_KEYS, table.key, strict=True))))
+    bits = sorted({int(b) for table in chosen for b in table.value.columns})
+    columns = [*TABLE_KEYS, "method",
+               *(f"{b}_{name}" for b in bits for name in (names.value, names.spread, "n", "best"))]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "α": r"$\alpha$", "λ": r"$\lambda$",
+                 "−": r"$-$", "—": "---"}
+
+
+def latex_escape(text: str) -> str:
+    """Text for LaTeX: its special characters escaped, ± α λ − as math, — as an em dash."""
+    return "".join(LATEX_ESCAPES.get(char, char) for char in str(text))
+
+
+def tables_latex(tables: list[PaperTable]) -> str:
+    """The tables as LaTeX `table` floats with booktabs rules (needs `\\usepackage{booktabs}`)."""
+    parts = ["% gslbench report tables; needs \\usepackage{booktabs}", ""]
+    for table in tables:
+        cells = table.cells().map(latex_escape)
+        cells = cells.mask(table.best, r"\textbf{" + cells + "}")
+        rows = [" & ".join([latex_escape(method), *cells.loc[method]]) + r" \\"
+                for method in cells.index]
+        if table.kind == "map" and cells.index[0] == "float" and len(rows) > 1:
+            rows.insert(1, r"\midrule")  # the ceiling apart from the methods that compete
+        parts += [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{latex_escape(table.title)}. {latex_escape(BEST_NOTE)}}}",
+            rf"\label{{tab:{table.slug}}}",
+            rf"\begin{{tabular}}{{l{'c' * len(table.value.columns)}}}",
+            r"\toprule",
+            " & ".join(["Method", *table.headers]) + r" \\",
+            r"\midrule",
+            *rows,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    return "\n".join(parts)

@@ -1,0 +1,54 @@
+"""Test fakes for the report: run directories with hand-made config.json, metrics.json and
+train_log.csv, in the formats the pipeline writes.
+
+`MAPS` holds the mAP of every (method, bits) per seed; float (bits 0) is the ceiling. At 16 bits
+qloss and gsl tie on mean (0.80), at 32 bits qloss is best; float beats every quantized method.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gslbench.config import RunConfig
+
+MAPS = {  # (method, bits) -> mAP per seed
+    ("float", 0): [0.90, 0.92, 0.91],
+    ("two-step", 16): [0.70, 0.71, 0.69],
+    ("qloss", 16): [0.80, 0.78, 0.82],
+    ("gsl", 16): [0.81, 0.79, 0.80],
+    ("two-step", 32): [0.75, 0.76, 0.74],
+    ("qloss", 32): [0.85, 0.86, 0.84],
+    ("gsl", 32): [0.75, 0.74, 0.76],
+}
+
+
+def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True) -> Path:
+    """One run directory whose metrics are simple functions of `value` (its mAP)."""
+    run = root / config.run_id
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"run": config.run_id, "config": config.to_dict()}))
+    quantized = config.method != "float"
+    pd.DataFrame({"epoch": [1, 2, 3], "sim_loss": [1.0, 0.6, 1 - value],
+                  "quant_mse": [np.nan, 0.2, value / 10] if quantized else [np.nan] * 3,
+                  "quant_mse_refit": [np.nan, 0.3, value / 5] if quantized else [np.nan] * 3,
+                  "seconds": [0.1] * 3}).to_csv(run / "train_log.csv", index=False)
+    if evaluated:
+        metrics = {"run": config.run_id, "config": config.to_dict(), "map": value,
+                   "map_top": None, "map_at": {"100": value},
+                   "precision_at": {"10": value, "100": value * 0.9},
+                   "recall_at": {"1": value / 10, "10": value / 2, "100": value},
+                   "pr_curve": [[r, value * (1 - r / 2)] for r in np.linspace(0, 1, 11)],
+                   "train_s": 1.0, "encode_s": 0.1, "eval_s": 0.2}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def make_runs(root: Path, dataset: str = "digits") -> list[Path]:
+    """Every run of `MAPS` (21) on `dataset`, PQ, pairwise loss."""
+    return [make_run(root, RunConfig(dataset=dataset, method=method, bits=bits or 32, seed=seed),
+                     value)
+            for (method, bits), maps in MAPS.items() for seed, value in enumerate(maps)]
