@@ -80,21 +80,21 @@ def run_grid(grid: Grid, data_dir: str | Path, results_dir: str | Path,
     """Run every cell that is not done (all with `force`) on `executor` (default: local, one
     cell at a time in this process) and return the outcome.
 
-    The whole grid is validated first; then, holding the results folder's lock, the features of
-    each data set are prepared here (downloaded and extracted once), leftovers of killed runs of
-    the grid's cells are removed, and the cells are dispatched. A failing cell does not stop the
+    The whole grid is validated first; then, holding the results folder's lock and the executor
+    (a Ray connection fails here, before any download), the features of each data set are
+    prepared here (downloaded and extracted once), leftovers of killed runs of the grid's cells
+    are removed, and the cells are dispatched. A failing cell does not stop the
     others: it is logged as one line and listed in the result.
     """
     executor = executor or ExecutorConfig()
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
     cells = grid.cells()
-    with _lock(runs_dir(results_dir)):
+    with _lock(runs_dir(results_dir)), executor.make() as pool:
         _prepare_features(cells, data_dir)
         _remove_leftovers(runs_dir(results_dir), [config.run_id for config in cells])
         todo = [config for config in cells
                 if force or cell_state(runs_dir(results_dir) / config.run_id) != "done"]
-        progress = Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress)
-        with progress, executor.make() as pool:
+        with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
             failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor.threads, force)
     run_dirs = tuple(runs_dir(results_dir) / config.run_id for config in cells)
     return BenchResult(tuple(run for run in run_dirs if cell_state(run) == "done"), tuple(failed))
@@ -123,7 +123,6 @@ def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_di
             message = progress.finished(config, error)
             if error is not None:
                 failed.append((config, message))
-        progress.refresh()
 
 
 class Progress:
@@ -151,6 +150,7 @@ class Progress:
     def __exit__(self, *exc_info: object) -> None:
         self._redirect.__exit__(*exc_info)
         if self.bar is not None:
+            self.running([])
             self.bar.close()
 
     def running(self, configs: Iterable[RunConfig]) -> None:
@@ -160,7 +160,7 @@ class Progress:
 
     def refresh(self) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"~{self._left()} left | {self.current}")
+            self.bar.set_postfix_str(" | ".join(filter(None, [f"~{self._left()} left", self.current])))
 
     def finished(self, config: RunConfig, error: BaseException | None) -> str:
         """Count a finished cell and log it; returns the error's one-line message ("" if none)."""

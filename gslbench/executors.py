@@ -7,6 +7,7 @@ once), so one dispatch loop (`gslbench.bench`) serves them all.
 from __future__ import annotations
 
 import multiprocessing
+import socket
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class RayExecutor(Executor):
         if self._started:
             try:
                 if address:
+                    _check_reachable(address)
                     ray.init(address=address, log_to_driver=False)
                 else:
                     ray.init(num_cpus=jobs * cpus_per_cell if jobs else None,
@@ -124,6 +126,17 @@ class RayExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT that does not answer (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", "ray://...": Ray resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise GslbenchError(f"cannot reach a Ray cluster at {address} ({exc})") from None
 
 
 def _relay(done: Future, future: Future, task_error: type[Exception]) -> None:

@@ -1,7 +1,8 @@
 """The CPU threads torch and faiss use: set per bench cell, recorded in every result file.
 
-Some results depend on the thread count (faiss's k-means and RQ/LSQ reduce in a thread-dependent
-order), so codes are reproducible at a fixed thread count, and config.json / metrics.json say which.
+Some results depend on the thread count (on digits, a GSL run with RQ gives other codes at 1 and 2
+threads, and mAPs can differ in their last digits), so a result is reproducible at a fixed thread
+count, and config.json / metrics.json record it.
 """
 
 from __future__ import annotations
