@@ -142,6 +142,7 @@ class Progress:
                         bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}") \
             if bar else None
         self._redirect = logging_redirect_tqdm() if bar else contextlib.nullcontext()
+        log.info("%d cells: %d done already, %d to run", total, done, total - done)
 
     def __enter__(self) -> Progress:
         self._redirect.__enter__()

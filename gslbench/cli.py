@@ -252,7 +252,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str
     \b
     The grid is GRID.toml (keys: RunConfig fields; a list is an axis) or the flags;
     flags given on the command line override the file's keys. A killed bench resumes.
-    Example: gslbench bench benchmarks/paper.toml -j 2
+    Example: gslbench bench benchmarks/paper.toml --dry-run
     """
     grid = _bench_grid(ctx, grid_file, options)
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address)
@@ -273,13 +273,12 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str
 
 def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Grid:
     """The grid of the flags, or GRID.toml's keys over the flags' defaults and under the flags
-    given on the command line (or by environment)."""
+    given on the command line."""
     settings = {AXIS_FLAGS.get(name, name): value for name, value in options.items()}
     if grid_file is None:
         return Grid.from_mapping(settings)
     given = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
-             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                                   ParameterSource.ENVIRONMENT)}
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
     return Grid.from_mapping({**settings, **read_grid_file(grid_file), **given},
                              source=str(grid_file))
 

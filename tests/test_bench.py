@@ -182,7 +182,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, monkeypatch)
     lines = result.output.splitlines()
     failed = [line for line in lines if "] failed " in line]
     assert len(failed) == 2 and all(line.endswith("RuntimeError: simulated crash") for line in failed)
-    assert sum(" done " in line and "elapsed" in line and "left)" in line for line in lines) == 2
+    assert sum("] done " in line and "elapsed" in line and "left)" in line for line in lines) == 2
     assert lines[-1] == "gslbench: error: 2 cell(s) failed (listed above); finished cells are kept: " \
                         "run the same bench again to retry the others"
     assert "two-step" in (tmp_path / "results" / "report" / "tables.md").read_text()
@@ -191,7 +191,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, monkeypatch)
     monkeypatch.setattr(bench, "evaluate_run", evaluate)
     again = invoke(tmp_path, *args)
     assert again.exit_code == 0, again.output
-    assert sum(" done " in line for line in again.output.splitlines()) == 2  # only the failed two
+    assert sum("] done " in line for line in again.output.splitlines()) == 2  # only the failed two
     assert dry_run(tmp_path, *args[1:])[1].startswith("4 cells: 4 done")
 
 
