@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from gslbench import bench as bench_module
 from gslbench import datasets, pipeline
 from gslbench import report as report_module
 from gslbench.config import LOSSES, METHODS, RunConfig
 from gslbench.errors import GslbenchError
+from gslbench.executors import EXECUTORS, ExecutorConfig
+from gslbench.grid import DEFAULT_AXES, Grid, read_grid_file
 
 DEFAULTS = RunConfig()
 
@@ -216,29 +220,85 @@ def _split(kind: type):  # noqa: ANN202
     return parse
 
 
+# bench's axis flags and the RunConfig fields they set
+AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "quantizer",
+              "bits": "bits", "seeds": "seed"}
+
+
 @cli.command()
-@click.option("-d", "--datasets", "dataset_names", default="digits", show_default=True,
-              callback=_split(str), help="Comma-separated data sets.")
-@click.option("--methods", default=",".join(METHODS), show_default=True, callback=_split(str))
-@click.option("--quantizers", default="pq", show_default=True, callback=_split(str))
-@click.option("--bits", default="16,32,64", show_default=True, callback=_split(int))
-@click.option("--seeds", default="0", show_default=True, callback=_split(int))
+@click.argument("grid_file", metavar="[GRID.toml]", required=False, type=click.Path(path_type=Path))
+@click.option("-d", "--datasets", "dataset_names", default=",".join(DEFAULT_AXES["dataset"]),
+              show_default=True, callback=_split(str), help="Comma-separated data sets.")
+@click.option("--methods", default=",".join(DEFAULT_AXES["method"]), show_default=True,
+              callback=_split(str))
+@click.option("--quantizers", default=",".join(DEFAULT_AXES["quantizer"]), show_default=True,
+              callback=_split(str))
+@click.option("--bits", default=",".join(map(str, DEFAULT_AXES["bits"])), show_default=True,
+              callback=_split(int))
+@click.option("--seeds", default=",".join(map(str, DEFAULT_AXES["seed"])), show_default=True,
+              callback=_split(int))
 @_config_options
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: processes on this machine; ray: tasks on a Ray cluster.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1),
+              help="Cells at once: local worker processes (default 1, in this process); with "
+                   "ray and no --address, the local Ray instance gets jobs x cpus-per-cell CPUs.")
+@click.option("--cpus-per-cell", type=click.IntRange(min=1),
+              help="torch/faiss threads of a cell, and its Ray CPU request "
+                   "(default: CPUs // jobs for local, 1 for ray).")
+@click.option("--address", help="Ray cluster to use (e.g. auto or HOST:6379; default: start a "
+                                "local Ray instance).")
+@click.option("--dry-run", is_flag=True, help="List the cells and which are done; run nothing.")
 @click.pass_context
-def bench(ctx: click.Context, dataset_names: tuple, methods: tuple, quantizers: tuple,
-          bits: tuple, seeds: tuple, force: bool, **options) -> None:  # noqa: ANN003
+def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str,
+          jobs: int | None, cpus_per_cell: int | None, address: str | None, dry_run: bool,
+          **options) -> None:  # noqa: ANN003
     """Run a grid of runs, skipping finished ones, then report.
 
-    Example: gslbench bench --methods float,qloss,gsl --quantizers pq,opq --seeds 0,1,2
+    \b
+    The grid is GRID.toml (keys: RunConfig fields; a list is an axis) or the flags;
+    flags given on the command line override the file's keys. A killed bench resumes.
+    Example: gslbench bench benchmarks/paper.toml --dry-run
     """
-    grid = bench_module.Grid(datasets=dataset_names, methods=methods, quantizers=quantizers,
-                             bits=bits, seeds=seeds, base=RunConfig(**options))
+    grid = _bench_grid(ctx, grid_file, options)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address)
     results_dir = ctx.obj["results_dir"]
-    run_dirs = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, force=force,
-                                     show_progress=_show_progress(ctx))
-    _, markdown = report_module.write_report(run_dirs, results_dir / "report")
-    click.echo(markdown, nl=False)
-    click.echo(f"report written to {results_dir / 'report'}")
+    if dry_run:
+        _echo_cells(grid, results_dir)
+        return
+    result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
+                                   force=force, show_progress=_show_progress(ctx))
+    if result.run_dirs:
+        _, markdown = report_module.write_report(list(result.run_dirs), results_dir / "report")
+        click.echo(markdown, nl=False)
+        click.echo(f"report written to {results_dir / 'report'}")
+    if result.failed:
+        raise GslbenchError(f"{len(result.failed)} cell(s) failed (listed above); finished cells "
+                            "are kept: run the same bench again to retry the others")
+
+
+def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Grid:
+    """The grid of the flags, or GRID.toml's keys over the flags' defaults and under the flags
+    given on the command line."""
+    settings = {AXIS_FLAGS.get(name, name): value for name, value in options.items()}
+    if grid_file is None:
+        return Grid.from_mapping(settings)
+    given = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    return Grid.from_mapping({**settings, **read_grid_file(grid_file), **given},
+                             source=str(grid_file))
+
+
+def _echo_cells(grid: Grid, results_dir: Path) -> None:
+    """Print each cell's run id, state and description, then the count per state."""
+    cells = bench_module.grid_status(grid, results_dir)
+    fields = tuple(grid.axes())
+    click.echo(f"{'RUN':<12}  {'STATE':<7}  CELL")
+    for config, state in cells:
+        click.echo(f"{config.run_id:<12}  {state:<7}  {bench_module.describe(config, fields)}")
+    counts = Counter(state for _, state in cells)
+    click.echo(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial "
+               f"(trained, not evaluated), {counts['todo']} todo")
 
 
 def main() -> None:

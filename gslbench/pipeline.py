@@ -35,6 +35,7 @@ from gslbench.storage import (
     sha256_file,
     write_json,
 )
+from gslbench.threads import thread_counts
 from gslbench.training import build_model, embed, train
 
 CODES_FORMAT = "gslbench.codes"
@@ -80,6 +81,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     result = train(config.resolved(), features, show_progress=show_progress)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{config.run_id}.", dir=run_dir.parent))
+    retired = None
     try:
         torch.save({"state_dict": result.model.state_dict(), "dim_in": features.dim},
                    staging / "model.pt")
@@ -97,13 +99,17 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
             "source_sha256": features.source_sha256,
             "versions": package_versions(),
             "train_seconds": result.seconds,
+            "threads": thread_counts(),
         })
         staging.chmod(0o755)  # mkdtemp creates 0700
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
+        if run_dir.exists():  # --force: move the old run aside in one rename, never half-deleted
+            retired = Path(tempfile.mkdtemp(prefix=f".{config.run_id}.", dir=run_dir.parent))
+            run_dir.rename(retired / run_dir.name)
         staging.rename(run_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
     return run_dir
 
 
@@ -209,7 +215,7 @@ def evaluate_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
         "map_top": map_top, "train_s": record["train_seconds"],
         "encode_s": float(attrs["encode_seconds"]), "eval_s": metrics["timings_s"]["total"],
         "versions": package_versions(), "features_sha256": record["features_sha256"],
-        "codes_sha256": sha256_file(codes_path),
+        "codes_sha256": sha256_file(codes_path), "threads": thread_counts(),
     })
     write_json(metrics_path, metrics)
     return metrics_path

@@ -1,0 +1,149 @@
+"""Where bench's cells run: this process, local worker processes, or Ray tasks on a cluster.
+
+Every executor is a `concurrent.futures.Executor` with a `capacity` (how many cells it runs at
+once), so one dispatch loop (`gslbench.bench`) serves them all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from gslbench.errors import GslbenchError
+from gslbench.threads import cpu_count
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How bench runs its cells.
+
+    local: `jobs` worker processes (jobs 1: in this process), each cell with `cpus_per_cell`
+    torch/faiss threads (default: this machine's CPUs // jobs).
+    ray: each cell a Ray task that asks for `cpus_per_cell` CPUs (default 1) and uses that many
+    threads, on the cluster at `address`, or on a local Ray instance with jobs x cpus_per_cell
+    CPUs (all of this machine's when `jobs` is None).
+    """
+
+    name: str = "local"
+    jobs: int | None = None
+    cpus_per_cell: int | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in EXECUTORS:
+            raise GslbenchError(f"unknown executor {self.name!r}; known: {', '.join(EXECUTORS)}")
+        for option, value in (("-j/--jobs", self.jobs), ("--cpus-per-cell", self.cpus_per_cell)):
+            if value is not None and value < 1:
+                raise GslbenchError(f"{option} must be at least 1, got {value}")
+        if self.address and self.name != "ray":
+            raise GslbenchError("--address needs --executor ray")
+
+    @property
+    def threads(self) -> int:
+        """The torch/faiss threads of one cell."""
+        if self.cpus_per_cell is not None:
+            return self.cpus_per_cell
+        return 1 if self.name == "ray" else max(1, cpu_count() // (self.jobs or 1))
+
+    def make(self) -> Executor:
+        """A started executor; use it as a context manager so that it shuts down."""
+        if self.name == "ray":
+            return RayExecutor(self.threads, self.address, self.jobs)
+        jobs = self.jobs or 1
+        return InlineExecutor() if jobs == 1 else LocalExecutor(jobs)
+
+
+class InlineExecutor(Executor):
+    """Runs each cell in this process when it is submitted (`-j 1`): no worker start-up cost."""
+
+    capacity = 1
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # the dispatch loop reports it as the cell's failure
+            future.set_exception(exc)
+        return future
+
+
+class LocalExecutor(ProcessPoolExecutor):
+    """`jobs` worker processes, started by spawn (forking a process that holds torch is unsafe)."""
+
+    def __init__(self, jobs: int) -> None:
+        super().__init__(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        self.capacity = jobs
+
+
+class RayExecutor(Executor):
+    """Cells as Ray tasks of `cpus_per_cell` CPUs, on the cluster at `address` or a local instance.
+
+    The workers must import gslbench and see the data and results folders at the same paths
+    (on a cluster: the same install on every node and a shared filesystem).
+    """
+
+    def __init__(self, cpus_per_cell: int, address: str | None, jobs: int | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise GslbenchError("--executor ray needs Ray: pip install 'gslbench[ray]'") from None
+        self._ray = ray
+        self._cpus_per_cell = cpus_per_cell
+        self._remote: dict[Callable, Any] = {}
+        self._started = not ray.is_initialized()
+        if self._started:
+            try:
+                if address:
+                    _check_reachable(address)
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=jobs * cpus_per_cell if jobs else None,
+                             include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise GslbenchError(f"cannot start Ray{f' at {address}' if address else ''}: "
+                                    f"{str(exc).splitlines()[0]}") from None
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.capacity = cpus // cpus_per_cell
+        if self.capacity < 1:
+            self.shutdown()
+            raise GslbenchError(f"the Ray cluster has {cpus} CPUs, fewer than --cpus-per-cell "
+                                f"{cpus_per_cell}")
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(num_cpus=self._cpus_per_cell)(fn)
+        future: Future = Future()
+        task = self._remote[fn].remote(*args, **kwargs).future()
+        task.add_done_callback(lambda done: _relay(done, future, self._ray.exceptions.RayTaskError))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT that does not answer (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", "ray://...": Ray resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise GslbenchError(f"cannot reach a Ray cluster at {address} ({exc})") from None
+
+
+def _relay(done: Future, future: Future, task_error: type[Exception]) -> None:
+    """Copy a Ray task's outcome into `future`; an error raised in the task arrives as itself."""
+    try:
+        future.set_result(done.result())
+    except task_error as exc:
+        future.set_exception(exc.cause or exc)
+    except Exception as exc:  # a worker crash and the like: the cell failed
+        future.set_exception(exc)
