@@ -80,6 +80,15 @@ def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_pat
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
 
 
+def test_results_toml_is_the_grid_of_the_two_bench_commands_it_replaced(tmp_path):
+    flags = ["-d", "digits,fashion-mnist", "--quantizers", "pq,opq", "--seeds", "0,1,2"]
+    tuned = dry_run(tmp_path, *flags, "--gsl-alpha", "0.25")[0]
+    default_gsl = dry_run(tmp_path, *flags, "--methods", "gsl")[0]
+    rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"))
+    assert sorted(rows) == sorted(tuned + default_gsl)
+    assert count.startswith("150 cells:")
+
+
 def test_hyper_parameter_lists_are_axes_only_for_the_methods_that_use_them(tmp_path):
     grid = write_toml(tmp_path, 'method = ["float", "two-step", "qloss", "gsl"]\nbits = [16, 32]\n'
                                 "qloss_lambda = [0.1, 1]\ngsl_alpha = [0.25, 1.0]\nepochs = 8\n")
