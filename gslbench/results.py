@@ -54,13 +54,19 @@ def read_runs(runs: Iterable[Path]) -> Evaluated:
     if not metrics:
         raise GslbenchError(f"no evaluated runs to report (none of the {len(missing)} run(s) given "
                             "has metrics.json; run `gslbench evaluate RUN`)")
-    results = pd.DataFrame([_result_row(record) for _, record in metrics])
-    logs = [_training_log(run_dir, record) for run_dir, record in metrics
-            if (run_dir / "train_log.csv").is_file()]
+    rows, points, logs = [], [], []
+    for run_dir, record in metrics:
+        try:
+            rows.append(_result_row(record))
+            points += _curve_rows(record)
+            if (run_dir / "train_log.csv").is_file():
+                logs.append(_training_log(run_dir, record))
+        except (KeyError, TypeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+            raise GslbenchError(f"{run_dir}: metrics.json or train_log.csv is not what gslbench "
+                                f"writes ({type(exc).__name__}: {exc})") from None
     return Evaluated(
-        results=results.sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"]),
-        curves=pd.DataFrame([point for _, record in metrics for point in _curve_rows(record)],
-                            columns=[*RUN_COLUMNS, "curve", "x", "y"]),
+        results=pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"]),
+        curves=pd.DataFrame(points, columns=[*RUN_COLUMNS, "curve", "x", "y"]),
         logs=(pd.concat(logs, ignore_index=True) if logs
               else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"])),
         configs=pd.DataFrame([record["config"] for _, record in metrics]),

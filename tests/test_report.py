@@ -266,3 +266,15 @@ def test_report_on_an_empty_results_folder_is_one_line(tmp_path):
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("gslbench: error: no evaluated runs to report: ")
         assert "holds no runs" in lines[0]
+
+
+@pytest.mark.parametrize("damage", ["metrics", "train_log"])
+def test_a_malformed_run_file_is_an_error_naming_the_run(tmp_path, damage):
+    runs = make_runs(tmp_path / "runs")
+    broken = runs[3]
+    if damage == "metrics":  # valid JSON, not a gslbench metrics record
+        (broken / "metrics.json").write_text('{"run": "x", "config": {}}')
+    else:
+        (broken / "train_log.csv").write_bytes(b'epoch,sim_loss\n1,"unterminated\n')
+    with pytest.raises(GslbenchError, match=f"{broken}: metrics.json or train_log.csv is not what"):
+        read_runs(runs)
