@@ -436,3 +436,12 @@ def test_k_smallest_matches_a_full_sort(n_values, k):
     distances[:8] = torch.round(distances[:8] * 2)  # many ties
     expected = distances.sort(dim=-1, stable=True).indices[..., :k]  # ties: the lower index first
     assert torch.equal(_k_smallest(distances, k), expected)
+
+
+def test_k_smallest_of_non_finite_distances_is_a_clear_error():
+    from gslbench.quantizers import _k_smallest
+
+    distances = torch.rand(4, 2, 256)
+    distances[1, 0] = torch.nan
+    with pytest.raises(GslbenchError, match="non-finite representations"):
+        _k_smallest(distances, 8)
