@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
-from pathlib import Path
 
 import pandas as pd
 
 from gslbench.plots import Figure
 from gslbench.results import axes_summary, key_slug, key_title
-from gslbench.storage import atomic_path, package_versions
+from gslbench.storage import package_versions
 from gslbench.tables import BEST_NOTE, PaperTable
 
 STYLE = """
@@ -85,9 +84,3 @@ def report_html(results: pd.DataFrame, tables: list[PaperTable], figures: list[F
         "",
     ])
 
-
-def write_html(path: Path, results: pd.DataFrame, tables: list[PaperTable],
-               figures: list[Figure]) -> None:
-    """Write `report_html` to `path`, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(report_html(results, tables, figures), encoding="utf-8")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from gslbench.errors import GslbenchError
-from gslbench.html_report import write_html
+from gslbench.html_report import report_html
 from gslbench.pipeline import resolve_run, runs_dir
 from gslbench.plots import write_figures
 from gslbench.results import TABLE_KEYS, Evaluated, axes_summary, ordered_variants, read_runs
@@ -87,7 +87,7 @@ def write_report(runs: list[Path], out_dir: Path, doc: Path | None = None,
     for kind in ("map", "gap"):
         _write_csv(tables_frame(tables, kind), out_dir / f"tables_{kind}.csv")
     figures = write_figures(data, out_dir)
-    write_html(out_dir / "index.html", results, tables, figures)
+    _write_text(report_html(results, tables, figures), out_dir / "index.html")
     if doc is not None:
         _write_text(results_document(data, doc_intro), doc)
     return results, markdown
