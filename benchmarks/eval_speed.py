@@ -1,4 +1,4 @@
-"""Time `gslbench.evaluation.evaluate` against a per-query baseline and a floor (not a test).
+"""Time `gslbench.evaluation.scoring.evaluate` against a per-query baseline and a floor (not a test).
 
 Two protocol shapes with random data and random 32-bit codes of gslbench's PQ (4 codebooks x 256):
 
@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 import numpy as np
 
-from gslbench import evaluation, metrics
-from gslbench.quantizers import make_quantizer
+from gslbench.evaluation import metrics, scoring
+from gslbench.quantizers import AdcSearch, make_quantizer
 
 SHAPES = {
     # name: (queries, database, classes, multilabel, map_at)
@@ -58,9 +58,9 @@ def random_labels(rng: np.random.Generator, n: int, n_classes: int, multilabel: 
     return labels
 
 
-def baseline(quantizer, queries, query_labels, codes, database_labels, map_at, block_size):
+def baseline(search, queries, query_labels, database_labels, map_at, block_size):
     """The straightforward way: distances in blocks, then one query at a time."""
-    n_db = len(codes)
+    n_db = len(search)
     sums = {"map": 0.0, "map_at": dict.fromkeys(map_at, 0.0),
             "precision_at": dict.fromkeys(PRECISION_AT, 0.0),
             "recall_at": dict.fromkeys(RECALL_AT, 0.0)}
@@ -72,7 +72,7 @@ def baseline(quantizer, queries, query_labels, codes, database_labels, map_at, b
     start_time = time.perf_counter()
     for start in range(0, len(queries), block_size):
         tick = time.perf_counter()
-        block = quantizer.adc_distances(queries[start:start + block_size], codes)
+        block = search.distances(queries[start:start + block_size])
         distance_seconds += time.perf_counter() - tick
         for i, row in enumerate(block):
             relevant = (query_labels[start + i].astype(np.float32) @ database_t) > 0
@@ -110,10 +110,10 @@ def baseline(quantizer, queries, query_labels, codes, database_labels, map_at, b
     return out, {"distances": distance_seconds, "total": time.perf_counter() - start_time}
 
 
-def floor(quantizer, queries, codes, block_size, workers):
+def floor(search, queries, block_size, workers):
     """ADC distances plus one np.argsort per block, nothing else."""
     def run(start):
-        block = quantizer.adc_distances(queries[start:start + block_size], codes)
+        block = search.distances(queries[start:start + block_size])
         return np.argsort(block, axis=1)[:, :1].copy()
 
     start_time = time.perf_counter()
@@ -160,14 +160,14 @@ def bench_shape(name: str, quick: bool, workers: int, seed: int = 0) -> None:
           f"({'multi' if multilabel else 'single'}-label, {density:.1%} of pairs relevant), "
           f"32-bit PQ, mAP@{map_at[0]}")
     options = dict(map_at=map_at, precision_at=PRECISION_AT, recall_at=RECALL_AT)
-    block_size = max(1, evaluation.BLOCK_PAIRS // n_db)
+    block_size = max(1, scoring.BLOCK_PAIRS // n_db)
     # Warm-up (allocator, page faults, faiss threads) on a few blocks of every method.
     warm = slice(0, min(n_query, 4 * block_size))
-    evaluation.evaluate(quantizer, queries[warm], query_labels[warm], codes, database_labels,
-                        workers=workers, **options)
-    baseline(quantizer, queries[warm][:8], query_labels[warm][:8], codes, database_labels, map_at,
-             block_size)
-    floor(quantizer, queries[warm], codes, block_size, workers)
+    search = AdcSearch(quantizer, codes)
+    scoring.evaluate(search, queries[warm], query_labels[warm], database_labels, workers=workers,
+                     **options)
+    baseline(search, queries[warm][:8], query_labels[warm][:8], database_labels, map_at, block_size)
+    floor(search, queries[warm], block_size, workers)
 
     def measure(function, *args, **kwargs):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -176,24 +176,24 @@ def bench_shape(name: str, quick: bool, workers: int, seed: int = 0) -> None:
 
     load_before = os.getloadavg()[0]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    data = (quantizer, queries, query_labels, codes, database_labels)
-    ours, ours_wall, ours_cpu = measure(evaluation.evaluate, *data, workers=workers, **options)
+    data = (search, queries, query_labels, database_labels)
+    ours, ours_wall, ours_cpu = measure(scoring.evaluate, *data, workers=workers, **options)
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    serial, serial_wall, serial_cpu = measure(evaluation.evaluate, *data, workers=1, **options)
+    serial, serial_wall, serial_cpu = measure(scoring.evaluate, *data, workers=1, **options)
     top_only, top_wall, top_cpu = measure(
-        evaluation.evaluate, *data, workers=workers, whole_ranking=False, **options
+        scoring.evaluate, *data, workers=workers, whole_ranking=False, **options
     )
     (theirs, their_distances), base_wall, base_cpu = measure(baseline, *data, map_at, block_size)
     assert_same(ours, theirs)
     assert_same(serial, theirs)
     for group in ("map_at", "precision_at", "recall_at"):
         assert top_only[group] == ours[group]
-    _, floor_wall, floor_cpu = measure(floor, quantizer, queries, codes, block_size, 1)
-    _, floor2_wall, floor2_cpu = measure(floor, quantizer, queries, codes, block_size, workers)
+    _, floor_wall, floor_cpu = measure(floor, search, queries, block_size, 1)
+    _, floor2_wall, floor2_cpu = measure(floor, search, queries, block_size, workers)
     load_after = os.getloadavg()[0]
 
     tracemalloc.start()
-    evaluation.evaluate(*data, workers=workers, **options)
+    scoring.evaluate(*data, workers=workers, **options)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--shape", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     args = parser.parse_args()
     print(f"numpy {np.__version__}, faiss {faiss.__version__}, workers {args.workers}, "
-          f"block_size {evaluation.BLOCK_PAIRS} pairs")
+          f"block_size {scoring.BLOCK_PAIRS} pairs")
     for name in args.shape:
         bench_shape(name, args.quick, args.workers)
 

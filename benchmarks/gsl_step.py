@@ -1,7 +1,8 @@
 """Time one training step of `gsl` against one of `qloss` (not a test; prints the ratio).
 
-Both steps use the same network, batch, loss and fitted quantizer; only the strategy differs, as in
-`gslbench.training`. Issue target: the GSL step costs at most 1.3x the qloss step.
+Both steps use the same network, batch, loss and fitted quantizer; only the strategy differs: each
+is the library's own `gslbench.methods.loop.train_step`. Target: a GSL step costs at most 1.3x a
+qloss step.
 
     python benchmarks/gsl_step.py [--quantizer pq] [--bits 32] [--batch 256] [--repeats 200]
         [--threads N]
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 
 from gslbench.config import RunConfig
-from gslbench.featurefile import FeatureSet, Split, multi_hot
-from gslbench.losses import LOSSES
+from gslbench.data.featurefile import FeatureSet, Split, multi_hot
+from gslbench.methods import METHODS
+from gslbench.methods.loop import train_step
+from gslbench.methods.losses import LOSSES
+from gslbench.methods.model import build_model, embed
 from gslbench.quantizers import make_quantizer
-from gslbench.training import METHODS, build_model, embed
 
 
 def synthetic_features(n: int, dim: int, n_classes: int, seed: int) -> FeatureSet:
@@ -54,11 +57,7 @@ class StepRunner:
     def step(self) -> tuple[float, float]:
         """Wall-clock and CPU seconds (all threads of the process) of one optimizer step."""
         wall, cpu = time.perf_counter(), time.process_time()
-        z = self.model(self.x)
-        loss = self.loss_fn(self.method.representation(z), self.labels) + self.method.penalty(z)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        train_step(self.model, self.method, self.loss_fn, self.optimizer, self.x, self.labels)
         return time.perf_counter() - wall, time.process_time() - cpu
 
 

@@ -5,26 +5,31 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TextIO
 
 import click
 from click.core import ParameterSource
 
 from gslbench import bench as bench_module
-from gslbench import datasets, pipeline
+from gslbench import data, layout
 from gslbench import report as report_module
-from gslbench.config import LOSSES, METHODS, RunConfig
+from gslbench.bench.executors import EXECUTORS, ExecutorConfig
+from gslbench.bench.grid import DEFAULT_AXES, Grid, read_grid_file
+from gslbench.config import FIELDS, RunConfig
+from gslbench.data.features import build_features
+from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
-from gslbench.executors import EXECUTORS, ExecutorConfig
-from gslbench.grid import DEFAULT_AXES, Grid, read_grid_file
-
-DEFAULTS = RunConfig()
+from gslbench.evaluation.step import evaluate_run
+from gslbench.settings import Setting
+from gslbench.train import train_run
 
 
 class Gslbench(click.Group):
     """A click group that turns user errors into one line, `gslbench: error: ...`, and exit 2."""
 
-    def main(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         verbose = any(flag in (kwargs.get("args") or sys.argv[1:]) for flag in ("-v", "--verbose"))
         try:
@@ -75,7 +80,7 @@ def download(ctx: click.Context, dataset: str, url: str | None, from_dir: Path |
 
     Example: gslbench download digits
     """
-    path = datasets.download(dataset, ctx.obj["data_dir"], url=url, from_dir=from_dir)
+    path = data.download(dataset, ctx.obj["data_dir"], url=url, from_dir=from_dir)
     click.echo(path)
 
 
@@ -92,63 +97,53 @@ def features(ctx: click.Context, dataset: str, backbone: str | None, image_size:
 
     Example: gslbench features digits
     """
-    path = datasets.build_features(dataset, ctx.obj["data_dir"], backbone=backbone,
-                                   image_size=image_size, batch_size=batch_size,
-                                   split_seed=split_seed)
+    path = build_features(dataset, ctx.obj["data_dir"], backbone=backbone, image_size=image_size,
+                          batch_size=batch_size, split_seed=split_seed)
     click.echo(path)
 
 
-def _config_options(command):  # noqa: ANN001, ANN202
-    """The RunConfig fields as options, shared by `train` and `bench`."""
-    options = [
-        click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS.loss, show_default=True),
-        click.option("--sub-bits", default=DEFAULTS.sub_bits, show_default=True,
-                     help="Bits per codebook."),
-        click.option("--dim-out", default=DEFAULTS.dim_out, show_default=True,
-                     help="Dimension of the learned representation."),
-        click.option("--hidden", default=DEFAULTS.hidden, show_default=True),
-        click.option("--epochs", default=DEFAULTS.epochs, show_default=True),
-        click.option("--warmup-epochs", default=DEFAULTS.warmup_epochs, show_default=True),
-        click.option("--epochs-per-refit", default=DEFAULTS.epochs_per_refit, show_default=True,
-                     help="Network epochs between codebook refits."),
-        click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True),
-        click.option("--lr", default=DEFAULTS.lr, show_default=True),
-        click.option("--weight-decay", default=DEFAULTS.weight_decay, show_default=True),
-        click.option("--qloss-lambda", default=DEFAULTS.qloss_lambda, show_default=True,
-                     help="Weight of the quantization loss (qloss)."),
-        click.option("--gsl-k", default=DEFAULTS.gsl_k, show_default=True,
-                     help="GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ)."),
-        click.option("--gsl-alpha", default=DEFAULTS.gsl_alpha, show_default=True,
-                     help="GSL snapping strength in [0, 1]."),
-        click.option("--margin", default=DEFAULTS.margin, show_default=True,
-                     help="Margin of the contrastive and triplet losses."),
-        click.option("--force", is_flag=True, help="Re-run steps whose results exist."),
-    ]
+# RunConfig fields that train takes as their own options (bench takes them as comma lists)
+AXIS_FIELDS = ("dataset", "feature", "method", "quantizer", "bits", "seed")
+
+
+def _setting_option(setting: Setting) -> Callable:
+    """The click option of one RunConfig setting: its type, default, choices and help."""
+    kind = click.Choice(setting.choices) if setting.choices else setting.kind
+    return click.option(setting.option, type=kind, default=setting.default, show_default=True,
+                        help=setting.help)
+
+
+def _config_options(command: Callable) -> Callable:
+    """Every RunConfig field but the grid axes as an option (shared by train and bench), and
+    --force."""
+    options = [_setting_option(setting) for name, setting in FIELDS.items()
+               if name not in AXIS_FIELDS]
+    options.append(click.option("--force", is_flag=True, help="Re-run steps whose results exist."))
     for option in reversed(options):
         command = option(command)
     return command
 
 
 @cli.command()
-@click.option("-d", "--dataset", default=DEFAULTS.dataset, show_default=True)
-@click.option("--feature", help="Feature file name (default: the data set's own).")
-@click.option("--method", type=click.Choice(METHODS), default=DEFAULTS.method, show_default=True)
-@click.option("--quantizer", default=DEFAULTS.quantizer, show_default=True,
-              help="pq, opq, rq or lsq.")
-@click.option("--bits", default=DEFAULTS.bits, show_default=True, help="Code length in bits.")
-@click.option("--seed", default=DEFAULTS.seed, show_default=True)
+@click.option("-d", "--dataset", default=FIELDS["dataset"].default, show_default=True)
+@click.option("--feature", help=FIELDS["feature"].help)
+@_setting_option(FIELDS["method"])
+@_setting_option(FIELDS["quantizer"])
+@_setting_option(FIELDS["bits"])
+@_setting_option(FIELDS["seed"])
 @_config_options
 @click.pass_context
-def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, **options) -> None:  # noqa: ANN003
+def train(ctx: click.Context, dataset: str, feature: str | None, force: bool,
+          **options: Any) -> None:
     """Train one run; prints its run directory.
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
     """
-    feature = feature or datasets.get_dataset(dataset).default_feature
+    feature = feature or data.get_dataset(dataset).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
-    run_dir = pipeline.train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"],
-                                 force=force, show_progress=_show_progress(ctx))
-    click.echo(run_dir)
+    run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
+                    show_progress=_show_progress(ctx))
+    click.echo(run.path)
 
 
 @cli.command()
@@ -160,7 +155,7 @@ def encode(ctx: click.Context, run: str, force: bool) -> None:
 
     Example: gslbench encode results/runs/0123456789ab
     """
-    click.echo(pipeline.encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force))
+    click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force))
 
 
 @cli.command()
@@ -170,12 +165,11 @@ def encode(ctx: click.Context, run: str, force: bool) -> None:
               help="Cut-offs K of mAP@K (repeatable; default: the data set's).")
 @click.pass_context
 def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...]) -> None:
-    """Search the run's codes by ADC and write RUN/metrics.json.
+    """Search the run's codes by ADC and write RUN/metrics.json (reads only RUN/codes.h5).
 
     Example: gslbench evaluate 0123456789ab
     """
-    path = pipeline.evaluate_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
-                                 map_at=map_at or None)
+    path = evaluate_run(run, ctx.obj["results_dir"], force=force, map_at=map_at or None)
     click.echo(path)
 
 
@@ -194,7 +188,7 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
 @click.pass_context
 def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
            dataset_names: tuple[str, ...], out: Path | None, doc: Path | None,
-           doc_intro) -> None:  # noqa: ANN001
+           doc_intro: TextIO | None) -> None:
     """Tabulate and plot evaluated runs: results.csv, tables (Markdown, CSV, LaTeX), figures
     (PNG, SVG) and a self-contained index.html in the report folder.
 
@@ -204,14 +198,15 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
     run_dirs = report_module.select_runs(results_dir, runs, patterns, names)
     intro = doc_intro.read() if doc_intro else ""
-    out = out or results_dir / "report"
+    out = out or layout.report_dir(results_dir)
     _, markdown = report_module.write_report(run_dirs, out, doc, intro)
     click.echo(markdown, nl=False)
     if not ctx.obj["quiet"]:
         click.echo(f"report written to {out / 'index.html'}", err=True)
 
 
-def _split(kind: type):  # noqa: ANN202
+def _split(kind: type) -> Callable:
+    """A click callback parsing a comma-separated list of `kind`."""
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
         try:
             return tuple(kind(item) for item in value.split(",") if item)
@@ -252,7 +247,7 @@ AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "qu
 @click.pass_context
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str,
           jobs: int | None, cpus_per_cell: int | None, address: str | None, dry_run: bool,
-          **options) -> None:  # noqa: ANN003
+          **options: Any) -> None:
     """Run a grid of runs, skipping finished ones, then report.
 
     \b
@@ -269,9 +264,10 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
                                    force=force, show_progress=_show_progress(ctx))
     if result.run_dirs:
-        _, markdown = report_module.write_report(list(result.run_dirs), results_dir / "report")
+        out = layout.report_dir(results_dir)
+        _, markdown = report_module.write_report(list(result.run_dirs), out)
         click.echo(markdown, nl=False)
-        click.echo(f"report written to {results_dir / 'report'}")
+        click.echo(f"report written to {out}")
     if result.failed:
         raise GslbenchError(f"{len(result.failed)} cell(s) failed (listed above); finished cells "
                             "are kept: run the same bench again to retry the others")

@@ -1,84 +1,101 @@
-"""The resolved configuration of one run and the short hash that names its directory."""
+"""The resolved configuration of one run and the short hash that names its directory.
+
+`RunConfig` is a frozen dataclass whose fields are `SETTINGS` (shared by every method) and the
+knobs of every registered method (`gslbench.methods.METHODS`), each a `Setting` that carries its
+type, default, range and help. Every value is checked here, in one place, whether it comes from
+the CLI, a grid file or a config.json.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 from gslbench.errors import GslbenchError
+from gslbench.methods import METHODS, Method
+from gslbench.quantizers import QUANTIZERS
+from gslbench.settings import Setting
 
-METHODS = ("float", "two-step", "qloss", "gsl")
 LOSSES = ("pairwise", "contrastive", "triplet", "softmax")
+MARGIN_LOSSES = ("contrastive", "triplet")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("dataset", str, "digits", "Data set."),
+    Setting("feature", str, "pixels", "Feature file name (default: the data set's own)."),
+    Setting("method", str, "gsl", "Training method.", choices=tuple(METHODS)),
+    Setting("quantizer", str, "pq", "Vector quantizer.", choices=tuple(QUANTIZERS)),
+    Setting("bits", int, 32, "Code length in bits.", low=1),
+    Setting("sub_bits", int, 8, "Bits per codebook.", low=1, high=16),
+    Setting("loss", str, "pairwise", "Similarity loss.", choices=LOSSES),
+    Setting("dim_out", int, 64, "Dimension of the learned representation.", low=1),
+    Setting("hidden", int, 256, "Width of the hidden layer.", low=1),
+    Setting("epochs", int, 40, "Training epochs.", low=1),
+    Setting("warmup_epochs", int, 5, "Plain epochs before the first codebook fit.", low=0),
+    Setting("epochs_per_refit", int, 5, "Network epochs between codebook refits.", low=1),
+    Setting("batch_size", int, 128, "Training batch size.", low=2),
+    Setting("lr", float, 1e-3, "Adam's learning rate.", low=0.0, high=1.0, low_open=True),
+    Setting("weight_decay", float, 1e-5, "Adam's weight decay.", low=0.0),
+    Setting("margin", float, 0.5, "Margin of the contrastive and triplet losses.", low=0.0,
+            low_open=True),
+    Setting("seed", int, 0, "Seed of the initialisation, batches and codebooks.", low=0),
+)
+KNOBS: tuple[Setting, ...] = tuple(knob for method in METHODS.values() for knob in method.knobs)
+FIELDS: dict[str, Setting] = {setting.name: setting for setting in (*SETTINGS, *KNOBS)}
+DEFAULTS: dict[str, Any] = {name: setting.default for name, setting in FIELDS.items()}
+QUANTIZER_FIELDS = ("quantizer", "bits", "sub_bits", "warmup_epochs", "epochs_per_refit")
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that decides a run's result; its JSON hash is the run id.
-
-    `float` runs are not quantized: their quantizer is "none" and their bits 0, so one float run
-    serves as the ceiling for every code length.
-    """
-
-    dataset: str = "digits"
-    feature: str = "pixels"
-    method: str = "gsl"
-    quantizer: str = "pq"
-    bits: int = 32
-    sub_bits: int = 8
-    loss: str = "pairwise"
-    dim_out: int = 64
-    hidden: int = 256
-    epochs: int = 40
-    warmup_epochs: int = 5
-    epochs_per_refit: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    qloss_lambda: float = 0.1
-    gsl_k: int = 8
-    gsl_alpha: float = 1.0
-    margin: float = 0.5
-    seed: int = 0
+class _RunConfigBase:
+    """The behaviour of `RunConfig` (its fields come from `FIELDS`)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise GslbenchError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.loss not in LOSSES:
-            raise GslbenchError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
-        if self.method != "float" and (self.bits <= 0 or self.bits % self.sub_bits):
+        for name, setting in FIELDS.items():
+            if self.quantized or name not in QUANTIZER_FIELDS:  # float ignores the quantizer's
+                setting.check(getattr(self, name))
+        if self.quantized and self.bits % self.sub_bits:
             raise GslbenchError(
-                f"--bits {self.bits} is not a positive multiple of --sub-bits {self.sub_bits}"
+                f"--bits {self.bits} is not a multiple of --sub-bits {self.sub_bits}"
             )
-        if not 0.0 <= self.gsl_alpha <= 1.0:
-            raise GslbenchError(f"--gsl-alpha {self.gsl_alpha} is outside [0, 1]")
-        if self.gsl_k < 1 or self.epochs_per_refit < 1 or self.epochs < 1:
-            raise GslbenchError("--gsl-k, --epochs and --epochs-per-refit must be at least 1")
-        if not 0 <= self.warmup_epochs < self.epochs:
+        if self.quantized and self.warmup_epochs >= self.epochs:
             raise GslbenchError(f"--warmup-epochs must lie in [0, --epochs={self.epochs})")
 
     @property
+    def method_spec(self) -> type[Method]:
+        """The registered training method."""
+        return METHODS[self.method]
+
+    @property
     def quantized(self) -> bool:
-        return self.method != "float"
+        return self.method_spec.quantized
+
+    @property
+    def label(self) -> str:
+        """The method with its knobs: `gsl α=1 k=8`, `qloss λ=0.1`, `float`."""
+        return self.method_spec.label(vars(self))
 
     def resolved(self) -> RunConfig:
         """The canonical form: settings a run does not use are reset to their defaults, so that
         they do not split one run into several (float runs drop every quantizer setting)."""
-        unused: dict = {}
-        if self.method != "qloss":
-            unused.update(qloss_lambda=DEFAULTS["qloss_lambda"])
-        if self.method != "gsl":
-            unused.update(gsl_k=DEFAULTS["gsl_k"], gsl_alpha=DEFAULTS["gsl_alpha"])
-        if self.loss not in ("contrastive", "triplet"):
-            unused.update(margin=DEFAULTS["margin"])
+        unused = {knob.name: knob.default for knob in KNOBS if knob not in self.method_spec.knobs}
+        if self.loss not in MARGIN_LOSSES:
+            unused["margin"] = DEFAULTS["margin"]
         if not self.quantized:
-            unused.update(quantizer="none", bits=0, sub_bits=8, warmup_epochs=0,
-                          epochs_per_refit=DEFAULTS["epochs_per_refit"])
+            unused.update({name: DEFAULTS[name] for name in QUANTIZER_FIELDS},
+                          quantizer="none", bits=0, warmup_epochs=0)
         return dataclasses.replace(self, **unused)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self.resolved())
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as config.json holds it: every shared setting and the knobs of
+        the run's own method only (so adding a method leaves other runs' ids unchanged)."""
+        own = {knob.name for knob in self.method_spec.knobs}
+        values = dataclasses.asdict(self.resolved())
+        return {name: value for name, value in values.items()
+                if name not in FIELDS or FIELDS[name] not in KNOBS or name in own}
 
     @property
     def run_id(self) -> str:
@@ -87,12 +104,24 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, values: dict) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        """A RunConfig from config.json's `config` record; unknown keys are a user error."""
+        unknown = set(values) - set(FIELDS)
         if unknown:
             raise GslbenchError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
 
 
-DEFAULTS = {field.name: field.default for field in dataclasses.fields(RunConfig)}
+def _field(setting: Setting) -> tuple[str, type, dataclasses.Field]:
+    return setting.name, setting.kind, dataclasses.field(default=setting.default)
+
+
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig", [_field(setting) for setting in FIELDS.values()], bases=(_RunConfigBase,),
+    frozen=True, namespace={"__doc__": """Everything that decides a run's result; its JSON hash is the run id.
+
+    Fields: `SETTINGS` and every method's knobs. `float` runs are not quantized: resolved, their
+    quantizer is "none" and their bits 0, so one float run serves as the ceiling for every code
+    length."""},
+)
+RunConfig.__module__ = __name__

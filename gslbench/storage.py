@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import platform
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import h5py
 
 from gslbench.errors import GslbenchError
 
+CHUNK_BYTES = 1 << 20
 PACKAGES = ("gslbench", "torch", "numpy", "faiss-cpu", "h5py", "pandas", "scikit-learn")
 
 
@@ -54,13 +57,37 @@ def read_json(path: str | Path) -> Any:
         raise GslbenchError(f"{path}: not valid JSON ({exc})") from None
 
 
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Digest:
+    """Size in bytes, md5 and sha256 of a file's content."""
+
+    size: int
+    md5: str
+    sha256: str
+
+
+def digest_file(path: str | Path, gunzip: bool = False) -> Digest:
+    """Size, md5 and sha256 of a file's bytes (or of its gunzipped bytes); one pass, in chunks.
+
+    The one file-hashing helper: `sha256_file` and `md5_file` are its parts."""
+    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+    opener = gzip.open if gunzip else open
+    with opener(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            md5.update(chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+    return Digest(size, md5.hexdigest(), sha256.hexdigest())
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return digest_file(path).sha256
+
+
+def md5_file(path: str | Path) -> str:
+    """Hex md5 of a file's bytes."""
+    return digest_file(path).md5
 
 
 def package_versions() -> dict[str, str]:

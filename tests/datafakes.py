@@ -4,7 +4,7 @@
   and scripted faults (early close, wrong body, HTTP errors, Range ignored).
 - `cifar_tarball`, `fashion_files`, `nuswide_tree`: CIFAR-10 python batches in a .tar.gz with
   the real layout, Fashion-MNIST gzipped idx files, NUS-WIDE text files; tiny.
-- `remote_for`, `cifar_source`, `fashion_source`: registry entries (gslbench.download.Source)
+- `remote_for`, `cifar_source`, `fashion_source`: registry entries (gslbench.fetch.Source)
   pointing at the fakes, with their real checksums.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gslbench.download import RemoteFile, Source
+from gslbench.data.fetch import RemoteFile, Source
 
 # --- a local HTTP server -----------------------------------------------------------------------
 

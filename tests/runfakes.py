@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gslbench.config import RunConfig
+from gslbench.layout import RunDir
 
 MAPS = {  # (method, bits) -> mAP per seed
     ("float", 0): [0.90, 0.92, 0.91],
@@ -26,28 +27,30 @@ MAPS = {  # (method, bits) -> mAP per seed
 }
 
 
-def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True) -> Path:
+def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True) -> RunDir:
     """One run directory whose metrics are simple functions of `value` (its mAP)."""
-    run = root / config.run_id
-    run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"run": config.run_id, "config": config.to_dict()}))
+    run = RunDir(root / config.run_id)
+    run.path.mkdir(parents=True)
+    run.config.write_text(json.dumps({"run": config.run_id, "config": config.to_dict(),
+                                      "label": config.label}))
     quantized = config.method != "float"
     pd.DataFrame({"epoch": [1, 2, 3], "sim_loss": [1.0, 0.6, 1 - value],
                   "quant_mse": [np.nan, 0.2, value / 10] if quantized else [np.nan] * 3,
                   "quant_mse_refit": [np.nan, 0.3, value / 5] if quantized else [np.nan] * 3,
-                  "seconds": [0.1] * 3}).to_csv(run / "train_log.csv", index=False)
+                  "seconds": [0.1] * 3}).to_csv(run.train_log, index=False)
     if evaluated:
-        metrics = {"run": config.run_id, "config": config.to_dict(), "map": value,
+        metrics = {"run": config.run_id, "config": config.to_dict(), "label": config.label,
+                   "map": value,
                    "map_top": None, "map_at": {"100": value},
                    "precision_at": {"10": value, "100": value * 0.9},
                    "recall_at": {"1": value / 10, "10": value / 2, "100": value},
                    "pr_curve": [[r, value * (1 - r / 2)] for r in np.linspace(0, 1, 11)],
                    "train_s": 1.0, "encode_s": 0.1, "eval_s": 0.2}
-        (run / "metrics.json").write_text(json.dumps(metrics))
+        run.metrics.write_text(json.dumps(metrics))
     return run
 
 
-def make_runs(root: Path, dataset: str = "digits") -> list[Path]:
+def make_runs(root: Path, dataset: str = "digits") -> list[RunDir]:
     """Every run of `MAPS` (21) on `dataset`, PQ, pairwise loss."""
     return [make_run(root, RunConfig(dataset=dataset, method=method, bits=bits or 32, seed=seed),
                      value)

@@ -11,9 +11,11 @@ import pytest
 import torch
 from datafakes import fashion_files, fashion_source
 
-from gslbench import backbones, datasets, download
+from gslbench import data as datasets
+from gslbench.data import backbones, fashion_mnist, fetch
+from gslbench.data.featurefile import read_feature_file
+from gslbench.data.features import build_features
 from gslbench.errors import GslbenchError
-from gslbench.featurefile import read_feature_file
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -86,14 +88,14 @@ def test_build_features_with_efficientnet_records_provenance(tmp_path, monkeypat
     (tmp_path / "src").mkdir()
     for name, data in files.items():
         (tmp_path / "src" / name).write_bytes(data)
-    monkeypatch.setitem(download.SOURCES, "fashion-mnist",
+    monkeypatch.setattr(fashion_mnist, "SOURCE",
                         fashion_source(files, ((tmp_path / "src").as_uri() + "/",)))
     dataset = datasets.DATASETS["fashion-mnist"]
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", dataclasses.replace(
         dataset, protocol=dataclasses.replace(dataset.protocol, query_per_class=1,
                                               train_per_class=1)))
     datasets.download("fashion-mnist", tmp_path / "data")
-    path = datasets.build_features("fashion-mnist", tmp_path / "data", image_size=32,
+    path = build_features("fashion-mnist", tmp_path / "data", image_size=32,
                                    batch_size=16)
     assert path.name == "efficientnet-lite0-32.h5"
     features = read_feature_file(path)
@@ -104,7 +106,7 @@ def test_build_features_with_efficientnet_records_provenance(tmp_path, monkeypat
         assert handle.attrs["image_size"] == 32
         assert handle.attrs["weights_sha256"] == backbones.BACKBONES[
             "efficientnet-lite0"].weights_sha256
-        assert handle.attrs["source_sha256"] == download.source_sha256(
+        assert handle.attrs["source_sha256"] == fetch.source_sha256(
             tmp_path / "data" / "fashion-mnist" / "raw", "fashion-mnist")
 
 

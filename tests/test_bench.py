@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from gslbench import bench
 from gslbench.bench import Progress, format_duration, remaining_seconds
+from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.cli import cli
-from gslbench.grid import Grid, read_grid_file
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHORT = ["--epochs", "4", "--warmup-epochs", "1", "--epochs-per-refit", "2"]

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from gslbench.cli import cli
-from gslbench.featurefile import read_feature_file
+from gslbench.data.featurefile import read_feature_file
 
 
 def invoke(tmp_path, *args):

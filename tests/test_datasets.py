@@ -21,15 +21,16 @@ from datafakes import (
     nuswide_tree,
 )
 
-from gslbench import datasets, download
-from gslbench.datasets import Protocol, split_indices
+from gslbench import data as datasets
+from gslbench.data import Protocol, cifar10, fashion_mnist, fetch, nuswide21, split_indices
+from gslbench.data.featurefile import multi_hot, read_feature_file
+from gslbench.data.features import build_features, feature_name
 from gslbench.errors import GslbenchError
-from gslbench.featurefile import multi_hot, read_feature_file
 
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(download, "RETRY", download.RetryPolicy(attempts=2, backoff_s=0.0,
+    monkeypatch.setattr(fetch, "RETRY", fetch.RetryPolicy(attempts=2, backoff_s=0.0,
                                                                 timeout_s=5.0))
 
 
@@ -86,15 +87,15 @@ def test_unknown_names_are_user_errors(tmp_path):
     with pytest.raises(GslbenchError, match="unknown data set 'mnist'"):
         datasets.get_dataset("mnist")
     with pytest.raises(GslbenchError, match="has no feature 'resnet50'"):
-        datasets.build_features("cifar10", tmp_path, backbone="resnet50")
+        build_features("cifar10", tmp_path, backbone="resnet50")
     with pytest.raises(GslbenchError, match="has no feature 'efficientnet-lite0'"):
-        datasets.build_features("nuswide21", tmp_path, backbone="efficientnet-lite0")
+        build_features("nuswide21", tmp_path, backbone="efficientnet-lite0")
 
 
 def test_feature_names_and_paths(tmp_path):
-    assert datasets.feature_name("efficientnet-lite0", 64) == "efficientnet-lite0"
-    assert datasets.feature_name("efficientnet-lite0", 224) == "efficientnet-lite0-224"
-    assert datasets.feature_name("pixels", 224) == "pixels"
+    assert feature_name("efficientnet-lite0", 64) == "efficientnet-lite0"
+    assert feature_name("efficientnet-lite0", 224) == "efficientnet-lite0-224"
+    assert feature_name("pixels", 224) == "pixels"
     assert datasets.feature_path(tmp_path, "cifar10") == tmp_path / "cifar10/efficientnet-lite0.h5"
     assert datasets.feature_path(tmp_path, "nuswide21") == tmp_path / "nuswide21/bow.h5"
 
@@ -103,7 +104,7 @@ def test_feature_names_and_paths(tmp_path):
 
 def test_digits_pixels_feature_file(tmp_path):
     datasets.download("digits", tmp_path)
-    path = datasets.build_features("digits", tmp_path)
+    path = build_features("digits", tmp_path)
     assert path == tmp_path / "digits" / "pixels.h5"
     features = read_feature_file(path)
     assert features.dim == 64 and len(features.query.indices) == 100
@@ -120,7 +121,7 @@ def test_digits_pixels_feature_file(tmp_path):
 def fake_cifar(server, monkeypatch):
     tarball, members = cifar_tarball(per_class_per_batch=2)
     source = cifar_source(tarball, members, (server.add("cifar-10-python.tar.gz", tarball),))
-    monkeypatch.setitem(download.SOURCES, "cifar10", source)
+    monkeypatch.setattr(cifar10, "SOURCE", source)
     return tarball, members
 
 
@@ -130,7 +131,7 @@ def test_cifar10_download_and_pixel_features(fake_cifar, tmp_path, monkeypatch):
     assert folder == tmp_path / "cifar10" / "raw" / "cifar-10-batches-py"
     assert (folder / "data_batch_5").read_bytes() == members["cifar-10-batches-py/data_batch_5"]
     _small_protocol(monkeypatch, "cifar10", query=2, train=3)  # 12 images per class
-    path = datasets.build_features("cifar10", tmp_path, backbone="pixels")
+    path = build_features("cifar10", tmp_path, backbone="pixels")
     assert path == tmp_path / "cifar10" / "pixels.h5"
     features = read_feature_file(path)
     assert features.label_names == CIFAR_NAMES and features.dim == 3072
@@ -166,17 +167,17 @@ def test_cifar10_batch_is_checked_before_it_is_unpickled(fake_cifar, tmp_path, m
     batch = tmp_path / "cifar10" / "raw" / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(pickle.dumps(Payload(), protocol=2))
     with pytest.raises(GslbenchError, match="data_batch_3: md5 checksum mismatch"):
-        datasets.build_features("cifar10", tmp_path, backbone="pixels")
+        build_features("cifar10", tmp_path, backbone="pixels")
     assert not marker.exists()
     # even with a matching checksum, only arrays and containers are unpickled
-    source = download.SOURCES["cifar10"]
+    source = cifar10.SOURCE
     evil_md5 = hashlib.md5(batch.read_bytes()).hexdigest()
     extracted = tuple((n, evil_md5 if n.endswith("data_batch_3") else m)
                       for n, m in source.extracted)
-    monkeypatch.setitem(download.SOURCES, "cifar10", dataclasses.replace(source,
+    monkeypatch.setattr(cifar10, "SOURCE", dataclasses.replace(source,
                                                                          extracted=extracted))
     with pytest.raises(GslbenchError, match="not a CIFAR-10 batch \\(refusing to load io.open\\)"):
-        datasets.build_features("cifar10", tmp_path, backbone="pixels")
+        build_features("cifar10", tmp_path, backbone="pixels")
     assert not marker.exists()
 
 
@@ -185,13 +186,13 @@ def test_cifar10_corrupt_tarball_leaves_nothing_valid(server, tmp_path, monkeypa
     damaged = bytearray(tarball)
     damaged[len(damaged) // 2] ^= 0xFF
     url = server.add("cifar-10-python.tar.gz", bytes(damaged))
-    monkeypatch.setitem(download.SOURCES, "cifar10", cifar_source(tarball, members, (url,)))
+    monkeypatch.setattr(cifar10, "SOURCE", cifar_source(tarball, members, (url,)))
     with pytest.raises(GslbenchError, match="checksum mismatch"):
         datasets.download("cifar10", tmp_path)
     raw = tmp_path / "cifar10" / "raw"
     assert list(raw.iterdir()) == []
     with pytest.raises(GslbenchError, match="run `gslbench download cifar10` first"):
-        datasets.build_features("cifar10", tmp_path, backbone="pixels")
+        build_features("cifar10", tmp_path, backbone="pixels")
 
 
 def test_cifar10_without_network_says_where_to_put_the_file(tmp_path, monkeypatch):
@@ -199,7 +200,7 @@ def test_cifar10_without_network_says_where_to_put_the_file(tmp_path, monkeypatc
     from datafakes import closed_port_url
 
     url = closed_port_url("cifar-10-python.tar.gz")
-    monkeypatch.setitem(download.SOURCES, "cifar10", cifar_source(tarball, members, (url,)))
+    monkeypatch.setattr(cifar10, "SOURCE", cifar_source(tarball, members, (url,)))
     with pytest.raises(GslbenchError) as info:
         datasets.download("cifar10", tmp_path)
     message = str(info.value)
@@ -212,7 +213,7 @@ def test_cifar10_import_from_folder(tmp_path, monkeypatch):
     tarball, members = cifar_tarball(per_class_per_batch=1)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "cifar-10-python.tar.gz").write_bytes(tarball)
-    monkeypatch.setitem(download.SOURCES, "cifar10",
+    monkeypatch.setattr(cifar10, "SOURCE",
                         cifar_source(tarball, members, ("http://127.0.0.1:9/unused",)))
     folder = datasets.download("cifar10", tmp_path / "data", from_dir=tmp_path / "mine")
     assert (folder / "batches.meta").is_file()
@@ -227,7 +228,7 @@ def fake_fashion(server, monkeypatch, tmp_path):
         server.add(name, data)
     missing_debian = (tmp_path / "no-debian-copy").as_uri() + "/"
     source = fashion_source(files, (missing_debian, server.url("")))
-    monkeypatch.setitem(download.SOURCES, "fashion-mnist", source)
+    monkeypatch.setattr(fashion_mnist, "SOURCE", source)
     return files
 
 
@@ -235,7 +236,7 @@ def test_fashion_mnist_download_and_pixel_features(fake_fashion, tmp_path, monke
     raw = datasets.download("fashion-mnist", tmp_path / "data")
     assert sorted(p.name for p in raw.iterdir()) == sorted([*fake_fashion, "SOURCE.json"])
     _small_protocol(monkeypatch, "fashion-mnist", query=2, train=3)  # 8 per class
-    path = datasets.build_features("fashion-mnist", tmp_path / "data", backbone="pixels")
+    path = build_features("fashion-mnist", tmp_path / "data", backbone="pixels")
     features = read_feature_file(path)
     assert features.dim == 784 and features.n_classes == 10 and not features.multilabel
     assert (len(features.query.indices), len(features.train.indices),
@@ -256,8 +257,13 @@ def test_fashion_mnist_gzip_recompressed_by_a_mirror_is_accepted(server, tmp_pat
     source = fashion_source(files, (server.url(""),))
     for name, data in files.items():  # a mirror that recompressed every file
         server.add(name, gzip.compress(gzip.decompress(data), compresslevel=1, mtime=99))
-    monkeypatch.setitem(download.SOURCES, "fashion-mnist", source)
-    datasets.download("fashion-mnist", tmp_path)
+    monkeypatch.setattr(fashion_mnist, "SOURCE", source)
+    raw = datasets.download("fashion-mnist", tmp_path)
+    for name, data in files.items():  # other bytes than the official .gz, the same content
+        assert (raw / name).read_bytes() != data
+        assert gzip.decompress((raw / name).read_bytes()) == gzip.decompress(data)
+    loaded = datasets.get_dataset("fashion-mnist").load_raw(raw)
+    assert loaded.images.shape[0] == len(loaded.labels) > 0
 
 
 def test_fashion_mnist_bad_idx_is_a_user_error(tmp_path, monkeypatch):
@@ -267,14 +273,14 @@ def test_fashion_mnist_bad_idx_is_a_user_error(tmp_path, monkeypatch):
     (tmp_path / "src").mkdir()
     for name, data in files.items():
         (tmp_path / "src" / name).write_bytes(data)
-    monkeypatch.setitem(download.SOURCES, "fashion-mnist", source)
+    monkeypatch.setattr(fashion_mnist, "SOURCE", source)
     datasets.download("fashion-mnist", tmp_path / "data")
     with pytest.raises(GslbenchError, match=r"t10k-labels-idx1-ubyte.gz: idx header says \(7,\)"):
-        datasets.build_features("fashion-mnist", tmp_path / "data", backbone="pixels")
+        build_features("fashion-mnist", tmp_path / "data", backbone="pixels")
 
 
 def test_fashion_mnist_registry_prefers_the_debian_copy():
-    for remote in download.get_source("fashion-mnist").files:
+    for remote in fashion_mnist.SOURCE.files:
         assert remote.urls[0] == f"file:///usr/share/datasets/fashion-mnist/{remote.name}"
 
 
@@ -322,7 +328,7 @@ def test_nuswide_keeps_the_21_most_frequent_concepts(fake_nuswide, tmp_path):
 
 def test_nuswide_feature_file(fake_nuswide, tmp_path, monkeypatch):
     _small_protocol(monkeypatch, "nuswide21", query=2, train=3)
-    path = datasets.build_features("nuswide21", tmp_path / "data", backbone="bow+cm55")
+    path = build_features("nuswide21", tmp_path / "data", backbone="bow+cm55")
     assert path == tmp_path / "data" / "nuswide21" / "bow+cm55.h5"
     features = read_feature_file(path)
     assert features.dim == 725 and features.n_classes == 21 and features.multilabel
@@ -330,7 +336,7 @@ def test_nuswide_feature_file(fake_nuswide, tmp_path, monkeypatch):
     assert np.isin(features.train.indices, features.database.indices).all()
     assert json.loads(features.extra_attrs["protocol"])["map_top"] == 5000
     assert features.extra_attrs["backbone"] == "bow+cm55"
-    assert features.source_sha256 == download.source_sha256(
+    assert features.source_sha256 == fetch.source_sha256(
         tmp_path / "data" / "nuswide21" / "raw", "nuswide21")
 
 
@@ -368,12 +374,12 @@ def test_nuswide_split_feature_needs_the_image_lists(fake_nuswide, tmp_path):
 def test_read_text_matrix_tolerates_a_stray_trailing_column(tmp_path):
     path = tmp_path / "m.dat"
     path.write_text("1 2 3 \n4 5 6 \n")
-    np.testing.assert_array_equal(datasets.read_text_matrix(path, 3, 2), [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(nuswide21.read_text_matrix(path, 3, 2), [[1, 2, 3], [4, 5, 6]])
     path.write_text("1 2 3 0\n4 5 6 0\n")
-    np.testing.assert_array_equal(datasets.read_text_matrix(path, 3, 2), [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(nuswide21.read_text_matrix(path, 3, 2), [[1, 2, 3], [4, 5, 6]])
     path.write_text("1 2 3 0\n4 5 6 1\n")
     with pytest.raises(GslbenchError, match="2 rows x 4 columns, expected 2 x 3"):
-        datasets.read_text_matrix(path, 3, 2)
+        nuswide21.read_text_matrix(path, 3, 2)
     path.write_text("1 2 x\n4 5 6\n")
     with pytest.raises(GslbenchError, match="m.dat"):
-        datasets.read_text_matrix(path, 3, 2)
+        nuswide21.read_text_matrix(path, 3, 2)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from datafakes import Fault, closed_port_url, make_tar, md5, remote_for
 
-from gslbench import download
-from gslbench.download import RetryPolicy, Source
+from gslbench.data import cifar10, fashion_mnist, fetch, nuswide21
+from gslbench.data.fetch import RetryPolicy, Source
 from gslbench.errors import GslbenchError
 
 PAYLOAD = bytes(range(256)) * 4000  # 1,024,000 bytes: a few chunks
@@ -19,7 +19,7 @@ PAYLOAD = bytes(range(256)) * 4000  # 1,024,000 bytes: a few chunks
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(download, "RETRY", RetryPolicy(attempts=3, backoff_s=0.0, timeout_s=5.0))
+    monkeypatch.setattr(fetch, "RETRY", RetryPolicy(attempts=3, backoff_s=0.0, timeout_s=5.0))
 
 
 def _only_files(directory: Path) -> list[str]:
@@ -28,7 +28,7 @@ def _only_files(directory: Path) -> list[str]:
 
 def test_full_download_is_verified_and_renamed(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (server.add("data.bin", PAYLOAD),))
-    digest = download.fetch_file(remote, tmp_path)
+    digest = fetch.fetch_file(remote, tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
     assert digest.sha256 == remote.sha256 and digest.size == len(PAYLOAD)
     assert _only_files(tmp_path) == ["data.bin"]
@@ -37,22 +37,22 @@ def test_full_download_is_verified_and_renamed(server, tmp_path):
 
 def test_verified_file_is_not_fetched_again(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (server.add("data.bin", PAYLOAD),))
-    download.fetch_file(remote, tmp_path)
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert len(server.requests_for("data.bin")) == 1
 
 
 def test_wrong_file_in_place_is_replaced(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (server.add("data.bin", PAYLOAD),))
     (tmp_path / "data.bin").write_bytes(b"stale")
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
 
 
 def test_resume_from_part_file_uses_range(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (server.add("data.bin", PAYLOAD),))
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:300_000])
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
     assert server.requests_for("data.bin") == ["bytes=300000-"]
     assert _only_files(tmp_path) == ["data.bin"]
@@ -62,27 +62,27 @@ def test_resume_when_server_ignores_range_starts_over(server, tmp_path):
     url = server.add("data.bin", PAYLOAD, Fault(ignore_range=True))
     remote = remote_for("data.bin", PAYLOAD, (url,))
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:1000])
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
 
 
 def test_complete_part_file_is_finished_without_transfer(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (server.add("data.bin", PAYLOAD),))
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD)  # server answers 416
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
 
 
 def test_dropped_connection_resumes_where_it_stopped(server, tmp_path):
     url = server.add("data.bin", PAYLOAD, Fault(times=1, drop_after=400_000))
-    download.fetch_file(remote_for("data.bin", PAYLOAD, (url,)), tmp_path)
+    fetch.fetch_file(remote_for("data.bin", PAYLOAD, (url,)), tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
     assert server.requests_for("data.bin") == [None, "bytes=400000-"]
 
 
 def test_server_error_is_retried(server, tmp_path):
     url = server.add("data.bin", PAYLOAD, Fault(times=2, status=503))
-    download.fetch_file(remote_for("data.bin", PAYLOAD, (url,)), tmp_path)
+    fetch.fetch_file(remote_for("data.bin", PAYLOAD, (url,)), tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
     assert len(server.requests_for("data.bin")) == 3
 
@@ -93,7 +93,7 @@ def test_checksum_mismatch_is_a_clear_error_and_keeps_nothing(server, tmp_path):
     url = server.add("data.bin", bytes(corrupt))
     remote = remote_for("data.bin", PAYLOAD, (url,))
     with pytest.raises(GslbenchError, match="checksum mismatch") as info:
-        download.fetch_file(remote, tmp_path)
+        fetch.fetch_file(remote, tmp_path)
     message = str(info.value)
     assert "\n" not in message and url in message and remote.md5 in message
     assert _only_files(tmp_path) == []  # neither data.bin nor data.bin.part
@@ -102,7 +102,7 @@ def test_checksum_mismatch_is_a_clear_error_and_keeps_nothing(server, tmp_path):
 def test_corrupt_resumed_part_is_discarded_and_fetched_again(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (server.add("data.bin", PAYLOAD),))
     (tmp_path / "data.bin.part").write_bytes(b"\xff" * 5000)  # wrong prefix
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
     assert server.requests_for("data.bin") == ["bytes=5000-", None]
 
@@ -111,7 +111,7 @@ def test_truncated_body_is_rejected_by_size(server, tmp_path):
     url = server.add("data.bin", PAYLOAD, Fault(body=PAYLOAD[:500_000]))
     remote = remote_for("data.bin", PAYLOAD, (url,))
     with pytest.raises(GslbenchError, match="500,000 bytes, expected 1,024,000") as info:
-        download.fetch_file(remote, tmp_path)
+        fetch.fetch_file(remote, tmp_path)
     assert str(info.value.args[0]).count("\n") == 0
     assert _only_files(tmp_path) == []
 
@@ -120,7 +120,7 @@ def test_connection_always_closed_early_fails_after_retries(server, tmp_path):
     url = server.add("data.bin", PAYLOAD, Fault(drop_after=1000))
     remote = remote_for("data.bin", PAYLOAD, (url,))
     with pytest.raises(GslbenchError) as info:
-        download.fetch_file(remote, tmp_path)
+        fetch.fetch_file(remote, tmp_path)
     message = str(info.value)
     assert url in message and str(tmp_path / "data.bin") in message and "\n" not in message
     assert len(server.requests_for("data.bin")) == 3
@@ -131,7 +131,7 @@ def test_refused_connection_names_url_and_where_to_put_the_file(tmp_path):
     url = closed_port_url("data.bin")
     remote = remote_for("data.bin", PAYLOAD, (url,))
     with pytest.raises(GslbenchError, match="put it at") as info:
-        download.fetch_file(remote, tmp_path)
+        fetch.fetch_file(remote, tmp_path)
     message = str(info.value)
     assert url in message and str(tmp_path / "data.bin") in message and "\n" not in message
     assert not (tmp_path / "data.bin").exists()
@@ -141,21 +141,21 @@ def test_next_mirror_after_missing_file(server, tmp_path):
     good = server.add("data.bin", PAYLOAD)
     missing = (tmp_path / "nowhere" / "data.bin").as_uri()
     remote = remote_for("data.bin", PAYLOAD, (missing, server.url("absent.bin"), good))
-    download.fetch_file(remote, tmp_path / "out")
+    fetch.fetch_file(remote, tmp_path / "out")
     assert (tmp_path / "out" / "data.bin").read_bytes() == PAYLOAD
 
 
 def test_unusable_url_is_a_user_error(tmp_path):
     remote = remote_for("data.bin", PAYLOAD, ("nonsense://host/data.bin", "no-scheme"))
     with pytest.raises(GslbenchError, match="unknown url type: nonsense.*not a usable URL"):
-        download.fetch_file(remote, tmp_path)
+        fetch.fetch_file(remote, tmp_path)
 
 
 def test_file_url(tmp_path):
     source = tmp_path / "src" / "data.bin"
     source.parent.mkdir()
     source.write_bytes(PAYLOAD)
-    download.fetch_file(remote_for("data.bin", PAYLOAD, (source.as_uri(),)), tmp_path / "out")
+    fetch.fetch_file(remote_for("data.bin", PAYLOAD, (source.as_uri(),)), tmp_path / "out")
     assert (tmp_path / "out" / "data.bin").read_bytes() == PAYLOAD
 
 
@@ -164,7 +164,7 @@ def test_gzip_files_are_checked_on_their_decompressed_bytes(server, tmp_path):
     recompressed = gzip.compress(content, compresslevel=1, mtime=123)  # another mirror's .gz
     remote = remote_for("f.gz", gzip.compress(content, mtime=0), (server.add("f.gz", recompressed),),
                         gunzip=True)
-    download.fetch_file(remote, tmp_path)
+    fetch.fetch_file(remote, tmp_path)
     assert gzip.decompress((tmp_path / "f.gz").read_bytes()) == content
 
 
@@ -172,17 +172,17 @@ def test_broken_gzip_is_rejected(server, tmp_path):
     good = gzip.compress(b"idx data " * 1000, mtime=0)
     remote = remote_for("f.gz", good, (server.add("f.gz", good[:-20]),), gunzip=True)
     with pytest.raises(GslbenchError, match="gzip"):
-        download.fetch_file(remote, tmp_path)
+        fetch.fetch_file(remote, tmp_path)
     assert _only_files(tmp_path) == []
 
 
 def test_user_url_overrides_the_mirrors(server, tmp_path):
     remote = remote_for("data.bin", PAYLOAD, (closed_port_url(),))
-    assert download.resolve_urls(remote, "http://host/dir/", 1) == ("http://host/dir/data.bin",)
-    assert download.resolve_urls(remote, "http://host/x.bin", 1) == ("http://host/x.bin",)
-    assert download.resolve_urls(remote, "http://host/dir", 4) == ("http://host/dir/data.bin",)
+    assert fetch.resolve_urls(remote, "http://host/dir/", 1) == ("http://host/dir/data.bin",)
+    assert fetch.resolve_urls(remote, "http://host/x.bin", 1) == ("http://host/x.bin",)
+    assert fetch.resolve_urls(remote, "http://host/dir", 4) == ("http://host/dir/data.bin",)
     source = Source("fake", (remote,))
-    download.fetch_source(source, tmp_path, url=server.add("mirror.bin", PAYLOAD))
+    fetch.fetch_source(source, tmp_path, url=server.add("mirror.bin", PAYLOAD))
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
 
 
@@ -190,12 +190,12 @@ def test_fetch_source_writes_the_manifest(server, tmp_path):
     a, b = b"first" * 100, b"second" * 100
     source = Source("fake", (remote_for("a.bin", a, (server.add("a.bin", a),)),
                              remote_for("b.bin", b, (server.add("b.bin", b),))))
-    download.fetch_source(source, tmp_path)
-    manifest = json.loads((tmp_path / download.MANIFEST).read_text())
+    fetch.fetch_source(source, tmp_path)
+    manifest = json.loads((tmp_path / fetch.MANIFEST).read_text())
     assert manifest["source"] == "fake"
     assert manifest["files"] == {"a.bin": source.files[0].sha256, "b.bin": source.files[1].sha256}
-    assert download.source_sha256(tmp_path, "fake") == manifest["sha256"]
-    assert download.combined_sha256({"x": "abc"}) == "abc"
+    assert fetch.source_sha256(tmp_path, "fake") == manifest["sha256"]
+    assert fetch.combined_sha256({"x": "abc"}) == "abc"
 
 
 def test_import_from_folder_is_verified(tmp_path):
@@ -203,14 +203,14 @@ def test_import_from_folder_is_verified(tmp_path):
     (tmp_path / "mine" / "data.bin").write_bytes(PAYLOAD[:-1])
     source = Source("fake", (remote_for("data.bin", PAYLOAD, (closed_port_url(),)),))
     with pytest.raises(GslbenchError, match="size 1,023,999 bytes"):
-        download.fetch_source(source, tmp_path / "raw", from_dir=tmp_path / "mine")
+        fetch.fetch_source(source, tmp_path / "raw", from_dir=tmp_path / "mine")
     with pytest.raises(GslbenchError, match="no such file"):
-        download.fetch_source(source, tmp_path / "raw", from_dir=tmp_path / "empty")
+        fetch.fetch_source(source, tmp_path / "raw", from_dir=tmp_path / "empty")
 
 
 def test_source_without_host_explains_what_to_do(tmp_path):
     with pytest.raises(GslbenchError, match="Groundtruth/AllLabels"):
-        download.fetch_source(download.get_source("nuswide21"), tmp_path)
+        fetch.fetch_source(nuswide21.SOURCE, tmp_path)
 
 
 # --- archives ----------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_archive_is_unpacked_and_members_checked(server, tmp_path):
     tarball = make_tar(members)
     source = _tar_source(tarball, (server.add("a.tar.gz", tarball),),
                          [(name, md5(data)) for name, data in members.items()])
-    download.fetch_source(source, tmp_path)
+    fetch.fetch_source(source, tmp_path)
     assert (tmp_path / "top" / "two").read_bytes() == b"2" * 20
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".extract")]
 
@@ -234,7 +234,7 @@ def test_archive_member_with_wrong_md5_is_refused(tmp_path):
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(make_tar({"top/one": b"1" * 10}))
     with pytest.raises(GslbenchError, match="top/one fails its md5"):
-        download.extract_tar(archive, tmp_path, (("top/one", "0" * 32),))
+        fetch.extract_tar(archive, tmp_path, (("top/one", "0" * 32),))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz"]
 
 
@@ -246,7 +246,7 @@ def test_archive_path_escape_is_refused(tmp_path, evil):
     archive.parent.mkdir()
     archive.write_bytes(make_tar({"top/one": b"1"}, extra=[info]))
     with pytest.raises(GslbenchError, match="unsafe member"):
-        download.extract_tar(archive, archive.parent, (("top/one", md5(b"1")),))
+        fetch.extract_tar(archive, archive.parent, (("top/one", md5(b"1")),))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inner"]
     assert sorted(p.name for p in archive.parent.iterdir()) == ["a.tar.gz"]
 
@@ -258,7 +258,7 @@ def test_archive_absolute_path_stays_inside(tmp_path):
     archive = tmp_path / "inner" / "a.tar.gz"
     archive.parent.mkdir()
     archive.write_bytes(make_tar({"top/one": b"1"}, extra=[info]))
-    download.extract_tar(archive, archive.parent, (("top/one", md5(b"1")),))
+    fetch.extract_tar(archive, archive.parent, (("top/one", md5(b"1")),))
     assert not outside.exists()
     assert sorted(p.name for p in archive.parent.iterdir()) == ["a.tar.gz", "top"]
 
@@ -270,25 +270,25 @@ def test_archive_symlink_out_of_the_folder_is_refused(tmp_path):
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(make_tar({"top/one": b"1"}, extra=[link]))
     with pytest.raises(GslbenchError, match="unsafe member"):
-        download.extract_tar(archive, tmp_path, (("top/one", md5(b"1")),))
+        fetch.extract_tar(archive, tmp_path, (("top/one", md5(b"1")),))
 
 
 def test_corrupt_archive_is_a_user_error(tmp_path):
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(gzip.compress(b"not a tar file" * 100))
     with pytest.raises(GslbenchError, match="cannot unpack"):
-        download.extract_tar(archive, tmp_path, (("top/one", md5(b"1")),))
+        fetch.extract_tar(archive, tmp_path, (("top/one", md5(b"1")),))
 
 
 # --- the real registry -------------------------------------------------------------------------
 
 def test_registry_holds_the_official_sources():
-    cifar = download.get_source("cifar10")
+    cifar = cifar10.SOURCE
     (tarball,) = cifar.files
     assert tarball.urls[0] == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert tarball.size == 170_498_071 and tarball.md5 == "c58f30108f718f92721af3b95e74349a"
     assert len(cifar.extracted) == 7 and cifar.archive == "tar"
-    fashion = download.get_source("fashion-mnist")
+    fashion = fashion_mnist.SOURCE
     assert {f.md5 for f in fashion.files} == {
         "f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
         "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"}
@@ -296,6 +296,4 @@ def test_registry_holds_the_official_sources():
         assert remote.gunzip and remote.urls[0].startswith("file:///usr/share/datasets/")
         assert any("amazonaws" in url for url in remote.urls)
         assert len(remote.sha256) == 64
-    assert not download.get_source("nuswide21").files
-    with pytest.raises(GslbenchError, match="no download source"):
-        download.get_source("imagenet")
+    assert not nuswide21.SOURCE.files

@@ -1,10 +1,10 @@
-"""gslbench.evaluation: the block loop against brute force, bounded memory, threads, errors."""
+"""gslbench.scoring.scoring: the block loop against brute force, bounded memory, threads, errors."""
 
 import numpy as np
 import pytest
 
-from gslbench import evaluation
 from gslbench.errors import GslbenchError
+from gslbench.evaluation import scoring
 
 
 class FakePQ:
@@ -28,6 +28,19 @@ class FakePQ:
         for j in range(self.m):
             out += tables[:, j, codes[:, j]]
         return out
+
+
+class FakeSearch:
+    """The search of `codes` under a FakePQ, as `gslbench.quantizers.search` objects are."""
+
+    def __init__(self, quantizer: FakePQ, codes: np.ndarray):
+        self.quantizer, self.codes = quantizer, codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def distances(self, queries: np.ndarray) -> np.ndarray:
+        return self.quantizer.adc_distances(queries, self.codes)
 
 
 def make_data(seed: int = 0, n_query: int = 23, n_db: int = 140, n_classes: int = 4):
@@ -104,20 +117,19 @@ def test_evaluate_equals_brute_force_on_full_matrix(seed):
     assert len(np.unique(full[0])) <= 9 < full.shape[1]  # 3 x 3 codes: ties in every row
     expected = brute_force_metrics(full, query_labels, database_labels, **OPTIONS)
     quantizer = FakePQ(seed=seed, max_block=4)
-    ours = evaluation.evaluate(quantizer, queries, query_labels, codes, database_labels,
+    ours = scoring.evaluate(FakeSearch(quantizer, codes), queries, query_labels, database_labels,
                                block_size=4, **OPTIONS)
     assert_metrics_equal(ours, expected)
     assert ours["n_query"] == 23 and ours["n_db"] == 140
     assert ours["map_at"]["1000"] == ours["map"]  # capped to the database, key as asked
     assert set(ours["timings_s"]) == {"distances", "ranking", "metrics", "total"}
-    assert all(t >= 0 for t in ours["timings_s"].values())
     assert sorted(quantizer.calls) == sorted([4] * 5 + [3])
 
 
 def test_block_loop_never_materialises_all_queries():
     queries, query_labels, codes, database_labels = make_data(1, n_query=30)
     quantizer = FakePQ(max_block=7)
-    evaluation.evaluate(quantizer, queries, query_labels, codes, database_labels,
+    scoring.evaluate(FakeSearch(quantizer, codes), queries, query_labels, database_labels,
                         block_size=7, workers=2, **OPTIONS)
     assert max(quantizer.calls) == 7 and sum(quantizer.calls) == 30
 
@@ -128,33 +140,32 @@ def test_block_loop_never_materialises_all_queries():
         requested.append((start, stop))
         return FakePQ().adc_distances(queries[start:stop], codes)
 
-    evaluation.evaluate_distances(blocks, query_labels, database_labels, block_size=5, **OPTIONS)
+    scoring.evaluate_distances(blocks, query_labels, database_labels, block_size=5, **OPTIONS)
     assert sorted(requested) == [(s, min(s + 5, 30)) for s in range(0, 30, 5)]
 
 
 def test_default_block_size_is_bounded_by_database_size(monkeypatch):
-    monkeypatch.setattr(evaluation, "BLOCK_PAIRS", 140 * 3)
+    monkeypatch.setattr(scoring, "BLOCK_PAIRS", 140 * 3)
     queries, query_labels, codes, database_labels = make_data(2)
     quantizer = FakePQ(max_block=3)
-    evaluation.evaluate(quantizer, queries, query_labels, codes, database_labels, **OPTIONS)
+    scoring.evaluate(FakeSearch(quantizer, codes), queries, query_labels, database_labels, **OPTIONS)
     assert max(quantizer.calls) == 3
 
 
 def test_block_size_workers_and_input_kind_do_not_change_results():
     queries, query_labels, codes, database_labels = make_data(4, n_query=41, n_db=230)
     full = FakePQ().adc_distances(queries, codes)
-    reference = evaluation.evaluate_distances(full, query_labels, database_labels,
+    reference = scoring.evaluate_distances(full, query_labels, database_labels,
                                               block_size=41, workers=1, **OPTIONS)
     reference.pop("timings_s")
     for block_size, workers in ((1, 1), (6, 2), (13, 2), (None, 2), (41, 2)):
         for source in ("matrix", "quantizer"):
             if source == "matrix":
-                ours = evaluation.evaluate_distances(
+                ours = scoring.evaluate_distances(
                     full, query_labels, database_labels, block_size=block_size,
                     workers=workers, **OPTIONS)
             else:
-                ours = evaluation.evaluate(
-                    FakePQ(), queries, query_labels, codes, database_labels,
+                ours = scoring.evaluate(FakeSearch(FakePQ(), codes), queries, query_labels, database_labels,
                     block_size=block_size, workers=workers, **OPTIONS)
             ours.pop("timings_s")
             assert ours == reference, (block_size, workers, source)
@@ -164,9 +175,9 @@ def test_top_only_ranking_gives_the_same_top_metrics():
     queries, query_labels, codes, database_labels = make_data(5, n_db=300)
     quantizer = FakePQ()
     options = dict(map_at=(5, 40), precision_at=(1, 10), recall_at=(1, 20))
-    whole = evaluation.evaluate(quantizer, queries, query_labels, codes, database_labels,
+    whole = scoring.evaluate(FakeSearch(quantizer, codes), queries, query_labels, database_labels,
                                 **options)
-    top = evaluation.evaluate(quantizer, queries, query_labels, codes, database_labels,
+    top = scoring.evaluate(FakeSearch(quantizer, codes), queries, query_labels, database_labels,
                               whole_ranking=False, **options)
     assert top["map"] is None and top["pr_curve"] is None
     for key in ("map_at", "precision_at", "recall_at", "n_query_no_relevant",
@@ -181,11 +192,10 @@ def test_single_label_protocol_defaults():
     query_labels = one_hot[rng.integers(0, 10, n_query)]
     database_labels = one_hot[rng.integers(0, 10, n_db)]
     distances = rng.random((n_query, n_db), dtype=np.float32)
-    ours = evaluation.evaluate_distances(distances, query_labels, database_labels)
-    assert list(ours["map_at"]) == ["1000", "5000"]
+    ours = scoring.evaluate_distances(distances, query_labels, database_labels)
+    assert list(ours["map_at"]) == ["100", "1000"]
     assert list(ours["precision_at"]) == ["10", "100", "1000"]
     assert list(ours["recall_at"]) == ["1", "10", "100", "1000"]
-    assert ours["map_at"]["5000"] == ours["map"]
     assert len(ours["pr_curve"]) == 101
     assert ours["n_query_no_relevant"] == 0
     # Random distances: precision is about the class frequency (1/10).
@@ -215,7 +225,7 @@ def test_bad_input_is_a_user_error(change):
     elif change == "distance_shape":
         quantizer.adc_distances = lambda q, c: np.zeros((len(q), len(c) + 1), np.float32)
     with pytest.raises(GslbenchError):
-        evaluation.evaluate(quantizer, queries, query_labels, codes, database_labels, **kwargs)
+        scoring.evaluate(FakeSearch(quantizer, codes), queries, query_labels, database_labels, **kwargs)
     with pytest.raises(GslbenchError):
-        evaluation.evaluate_distances(np.zeros((3, 4), np.float32), np.zeros((3, 2), np.uint8),
+        scoring.evaluate_distances(np.zeros((3, 4), np.float32), np.zeros((3, 2), np.uint8),
                                       np.zeros((5, 2), np.uint8))

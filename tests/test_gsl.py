@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from gslbench.errors import GslbenchError
-from gslbench.gsl import GradientSnappingLayer, snap_gradient
+from gslbench.methods.snapping import GradientSnappingLayer, snap_gradient
 
 
 def reference_snap(z, g, candidates, alpha=1.0):

@@ -23,7 +23,7 @@ from PIL import Image
 from runfakes import make_runs
 
 from gslbench.report import write_report
-from gslbench.tables import paper_tables
+from gslbench.report.tables import paper_tables
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from gslbench import metrics
+from gslbench.evaluation import metrics
 
 # ----------------------------------------------------------------------------- references
 

@@ -10,16 +10,22 @@ import torch
 
 from gslbench.errors import GslbenchError
 from gslbench.quantizers import (
-    LSQ,
-    OPQ,
-    PQ,
     QUANTIZERS,
-    RQ,
+    AdcSearch,
     Assignment,
+    FlatSearch,
+    Identity,
     Quantizer,
     load_quantizer,
     make_quantizer,
+    make_search,
+    save_quantizer,
 )
+from gslbench.quantizers.candidates import k_smallest
+from gslbench.quantizers.lsq import LSQ
+from gslbench.quantizers.opq import OPQ
+from gslbench.quantizers.pq import PQ
+from gslbench.quantizers.rq import RQ
 
 DIM, BITS = 16, 16  # 2 codebooks of 256 codewords
 NAMES = ("pq", "opq", "rq", "lsq")
@@ -149,22 +155,31 @@ def test_adc_distances_equal_brute_force_to_the_decoded_database(fitted, name, s
     tables = q.adc_tables(queries)
     assert tables.shape == (37, q.n_codebooks, q.codebook_size) and tables.dtype == np.float32
     reference = brute_force(queries, q.decode(codes))
-    distances = q.adc_distances(queries, codes)
+    distances = AdcSearch(q, codes).distances(queries)
     assert distances.shape == (37, len(TEST)) and distances.dtype == np.float32
     np.testing.assert_allclose(distances, reference, rtol=1e-4, atol=1e-4 * reference.mean())
 
 
-def test_adc_cache_is_reused_and_follows_the_codes(fitted):
+def test_adc_search_is_prepared_once_and_serves_every_query_block(fitted):
     rq = fitted["rq"]
     codes = rq.encode(TEST)
-    queries = TRAIN[:5]
-    rq.adc_distances(queries, codes)
-    prepared = rq._prepared
-    rq.adc_distances(TRAIN[5:9], codes.copy())  # same contents: cache hit
-    assert rq._prepared is prepared
-    codes[:10] = codes[10:20]  # edited in place: must not be served stale
-    reference = brute_force(queries, rq.decode(codes))
-    np.testing.assert_allclose(rq.adc_distances(queries, codes), reference, rtol=1e-4,
+    search = AdcSearch(rq, codes)
+    assert len(search) == len(TEST) and search.bags.shape == (len(TEST), rq.n_codebooks)
+    np.testing.assert_allclose(search.norms.numpy(), (rq.decode(codes) ** 2).sum(1), rtol=1e-5)
+    for queries in (TRAIN[:5], TRAIN[5:9]):
+        reference = brute_force(queries, rq.decode(codes))
+        np.testing.assert_allclose(search.distances(queries), reference, rtol=1e-4,
+                                   atol=1e-4 * reference.mean())
+
+
+def test_flat_search_is_exact_on_float_codes():
+    identity = Identity(DIM)
+    codes = identity.encode(TEST)
+    assert codes.shape == (len(TEST), 4 * DIM) and codes.dtype == np.uint8
+    search = make_search(identity, codes)
+    assert isinstance(search, FlatSearch)
+    reference = brute_force(TRAIN[:6], TEST)
+    np.testing.assert_allclose(search.distances(TRAIN[:6]), reference, rtol=1e-4,
                                atol=1e-4 * reference.mean())
 
 
@@ -174,7 +189,7 @@ def test_adc_over_many_blocks_of_the_database(fitted):
     codes = np.random.default_rng(0).integers(0, 256, (40000, 2), dtype=np.uint8)
     queries = TEST[:3]
     reference = brute_force(queries, pq.decode(codes))
-    np.testing.assert_allclose(pq.adc_distances(queries, codes), reference, rtol=1e-4,
+    np.testing.assert_allclose(AdcSearch(pq, codes).distances(queries), reference, rtol=1e-4,
                                atol=1e-4 * reference.mean())
 
 
@@ -185,7 +200,7 @@ def test_adc_over_many_blocks_of_the_database(fitted):
 def test_save_load_round_trips_bit_exactly(fitted, name, tmp_path):
     q = fitted[name]
     with h5py.File(tmp_path / "q.h5", "w") as handle:
-        q.save(handle.create_group("quantizer"))
+        save_quantizer(q, handle.create_group("quantizer"))
     with h5py.File(tmp_path / "q.h5", "r") as handle:
         group = handle["quantizer"]
         assert group.attrs["name"] == name and group["codebooks"].dtype == np.float32
@@ -197,8 +212,8 @@ def test_save_load_round_trips_bit_exactly(fitted, name, tmp_path):
     codes = q.encode(TEST)
     np.testing.assert_array_equal(loaded.encode(TEST), codes)
     np.testing.assert_array_equal(loaded.decode(codes), q.decode(codes))
-    np.testing.assert_array_equal(loaded.adc_distances(TEST[:4], codes),
-                                  q.adc_distances(TEST[:4], codes))
+    np.testing.assert_array_equal(AdcSearch(loaded, codes).distances(TEST[:4]),
+                                  AdcSearch(q, codes).distances(TEST[:4]))
 
 
 # ----------------------------------------------------------------------------- assign
@@ -350,7 +365,7 @@ def test_quantization_error_is_the_mean_squared_residual(fitted):
     ("rq", 32, 32, 8, {"beam": 4}, "unknown option 'beam' for the rq quantizer (known: beam_size"),
     ("rq", 32, 32, 8, {"beam_size": 0}, "option beam_size=0 of the rq quantizer must be a positive "
                                          "integer"),
-    ("xq", 32, 32, 8, {}, "unknown quantizer 'xq' (known: lsq, opq, pq, rq)"),
+    ("xq", 32, 32, 8, {}, "unknown quantizer 'xq'; known: lsq, opq, pq, rq"),
 ])
 def test_bad_configurations(name, dim, bits, sub_bits, options, message):
     with pytest.raises(GslbenchError, match="^" + re.escape(message)):
@@ -369,7 +384,7 @@ def test_use_before_fit(name):
     message = f"the {name} quantizer is not fitted: call fit\\(\\) first"
     for call in (lambda: q.encode(TEST), lambda: q.decode(np.zeros((1, 2), np.uint8)),
                  lambda: q.adc_tables(TEST), lambda: q.assign(torch.zeros(2, DIM)),
-                 lambda: q.save(None), lambda: q.codebooks):
+                 lambda: q.state(), lambda: q.codebooks):
         with pytest.raises(GslbenchError, match=message):
             call()
 
@@ -382,7 +397,7 @@ def test_wrong_dimension_everywhere(fitted):
                        ("vectors", lambda: pq.encode(wrong)),
                        ("vectors", lambda: pq.encode(TEST[0])),
                        ("queries", lambda: pq.adc_tables(wrong)),
-                       ("queries", lambda: pq.adc_distances(wrong, codes))):
+                       ("queries", lambda: AdcSearch(pq, codes).distances(wrong))):
         with pytest.raises(GslbenchError, match=f"^{what} of shape .* given to the pq quantizer, "
                                                 f"expected \\(n, {DIM}\\)"):
             call()
@@ -399,21 +414,21 @@ def test_codes_of_the_wrong_width_or_type(fitted):
     with pytest.raises(GslbenchError, match=message):
         rq.decode(np.zeros((4, 3), np.uint8))
     with pytest.raises(GslbenchError, match=message):
-        rq.adc_distances(TEST[:2], np.zeros((4, 3), np.uint8))
+        AdcSearch(rq, np.zeros((4, 3), np.uint8))
     with pytest.raises(GslbenchError, match=r"dtype int64 given to the rq quantizer"):
         rq.decode(np.zeros((4, 2), np.int64))
 
 
 def test_load_rejects_inconsistent_groups(fitted, tmp_path):
     with h5py.File(tmp_path / "q.h5", "w") as handle:
-        fitted["opq"].save(handle.create_group("ok"))
-        fitted["pq"].save(handle.create_group("sub_bits"))
+        save_quantizer(fitted["opq"], handle.create_group("ok"))
+        save_quantizer(fitted["pq"], handle.create_group("sub_bits"))
         handle["sub_bits"].attrs["sub_bits"] = 4
-        fitted["opq"].save(handle.create_group("no_rotation"))
+        save_quantizer(fitted["opq"], handle.create_group("no_rotation"))
         del handle["no_rotation/rotation"]
-        fitted["lsq"].save(handle.create_group("no_seed"))
+        save_quantizer(fitted["lsq"], handle.create_group("no_seed"))
         del handle["no_seed"].attrs["seed"]
-        fitted["rq"].save(handle.create_group("bad_name"))
+        save_quantizer(fitted["rq"], handle.create_group("bad_name"))
         handle["bad_name"].attrs["name"] = "xq"
     with h5py.File(tmp_path / "q.h5", "r") as handle:
         load_quantizer(handle["ok"])
@@ -429,19 +444,17 @@ def test_load_rejects_inconsistent_groups(fitted, tmp_path):
 
 @pytest.mark.parametrize("n_values, k", [(256, 8), (256, 1), (16, 8), (64, 4), (48, 5)])
 def test_k_smallest_matches_a_full_sort(n_values, k):
-    from gslbench.quantizers import _k_smallest
 
     generator = torch.Generator().manual_seed(n_values + k)
     distances = torch.randn(64, 3, n_values, generator=generator)
     distances[:8] = torch.round(distances[:8] * 2)  # many ties
     expected = distances.sort(dim=-1, stable=True).indices[..., :k]  # ties: the lower index first
-    assert torch.equal(_k_smallest(distances, k), expected)
+    assert torch.equal(k_smallest(distances, k), expected)
 
 
 def test_k_smallest_of_non_finite_distances_is_a_clear_error():
-    from gslbench.quantizers import _k_smallest
 
     distances = torch.rand(4, 2, 256)
     distances[1, 0] = torch.nan
     with pytest.raises(GslbenchError, match="non-finite representations"):
-        _k_smallest(distances, 8)
+        k_smallest(distances, 8)

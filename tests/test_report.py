@@ -15,10 +15,11 @@ from runfakes import MAPS, make_run, make_runs
 from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
-from gslbench.plots import method_colours
-from gslbench.report import gsl_verdicts, select_runs, write_report
-from gslbench.results import read_runs
-from gslbench.tables import paper_tables, tables_latex, tables_markdown
+from gslbench.report import select_runs, write_report
+from gslbench.report.document import gsl_verdicts
+from gslbench.report.frames import read_runs
+from gslbench.report.plots import method_colours
+from gslbench.report.tables import paper_tables, tables_latex, tables_markdown
 
 GSL, QLOSS = "gsl α=1 k=8", "qloss λ=0.1"
 KEY = ("digits", "pixels", "pairwise", "pq")
@@ -205,10 +206,10 @@ def test_results_document(tmp_path):
 
 def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):
     runs = make_runs(tmp_path / "runs")
-    (runs[0] / "metrics.json").unlink()
+    runs[0].metrics.unlink()
     results, _ = write_report(runs, tmp_path / "report")
-    assert len(results) == 20 and runs[0].name not in set(results.run)
-    assert f"skipping 1 run(s) without metrics.json: {runs[0].name}" in caplog.text
+    assert len(results) == 20 and runs[0].run_id not in set(results.run)
+    assert f"skipping 1 run(s) without metrics.json: {runs[0].run_id}" in caplog.text
     with pytest.raises(GslbenchError, match="no evaluated runs"):
         write_report([runs[0]], tmp_path / "report")
 
@@ -217,9 +218,9 @@ def test_select_runs_by_id_pattern_and_data_set(tmp_path):
     digits = make_runs(tmp_path / "runs")
     fashion = make_runs(tmp_path / "runs", dataset="fashion-mnist")
     assert select_runs(tmp_path) == sorted(digits + fashion)
-    first = digits[0].name
+    first = digits[0].run_id
     assert select_runs(tmp_path, patterns=[first[:6] + "*"]) == [digits[0]]
-    assert select_runs(tmp_path, patterns=[first, fashion[0].name]) == sorted([digits[0], fashion[0]])
+    assert select_runs(tmp_path, patterns=[first, fashion[0].run_id]) == sorted([digits[0], fashion[0]])
     assert select_runs(tmp_path, datasets=["fashion-mnist"]) == sorted(fashion)
     assert select_runs(tmp_path, [first], datasets=["digits"]) == [digits[0]]
     with pytest.raises(GslbenchError, match="no run id matches --runs zz"):
@@ -245,9 +246,9 @@ def test_report_command_filters_and_errors(tmp_path):
     assert set(pd.read_csv(tmp_path / "digits" / "results.csv").dataset) == {"digits"}
     result = invoke(tmp_path, "report", "-d", "digits,fashion-mnist")
     assert result.exit_code == 0, result.output
-    assert f"without metrics.json: {unevaluated.name}" in result.output
+    assert f"without metrics.json: {unevaluated.run_id}" in result.output
     assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 42
-    result = invoke(tmp_path, "report", "--runs", unevaluated.name)
+    result = invoke(tmp_path, "report", "--runs", unevaluated.run_id)
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(
         "gslbench: error: no evaluated runs to report")
     for args, message in ((["--runs", "zz*"], "no run id matches --runs zz*"),
@@ -273,8 +274,8 @@ def test_a_malformed_run_file_is_an_error_naming_the_run(tmp_path, damage):
     runs = make_runs(tmp_path / "runs")
     broken = runs[3]
     if damage == "metrics":  # valid JSON, not a gslbench metrics record
-        (broken / "metrics.json").write_text('{"run": "x", "config": {}}')
+        broken.metrics.write_text('{"run": "x", "config": {}}')
     else:
-        (broken / "train_log.csv").write_bytes(b'epoch,sim_loss\n1,"unterminated\n')
-    with pytest.raises(GslbenchError, match=f"{broken}: metrics.json or train_log.csv is not what"):
+        broken.train_log.write_bytes(b'epoch,sim_loss\n1,"unterminated\n')
+    with pytest.raises(GslbenchError, match=f"{broken.path}: metrics.json or train_log.csv is not what"):
         read_runs(runs)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from gslbench.config import RunConfig
+from gslbench.data.featurefile import FeatureSet, Split, multi_hot
 from gslbench.errors import GslbenchError
-from gslbench.featurefile import FeatureSet, Split, multi_hot
-from gslbench.losses import LOSSES, PairwiseCosineLoss
-from gslbench.training import train
+from gslbench.methods.loop import train
+from gslbench.methods.losses import LOSSES, PairwiseCosineLoss
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,68 @@ def test_unused_settings_do_not_split_runs():
 def test_bad_configs_are_user_errors(options, message):
     with pytest.raises(GslbenchError, match=message):
         RunConfig(**options)
+
+
+# --- the similarity losses against plain loops on a hand-made batch ---------------------------
+
+BATCH = torch.tensor([[0.0, 0.0], [0.3, 0.4], [1.0, 0.0], [0.0, 2.0], [0.6, 0.8]])
+BATCH_LABELS = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]])
+
+
+def _similar(i: int, j: int) -> bool:
+    return bool((BATCH_LABELS[i] * BATCH_LABELS[j]).sum() > 0)
+
+
+def _distance(i: int, j: int) -> float:
+    return float(((BATCH[i] - BATCH[j]) ** 2).sum().sqrt())
+
+
+def test_contrastive_loss_equals_a_plain_loop():
+    margin, terms = 0.7, []
+    for i in range(len(BATCH)):
+        for j in range(len(BATCH)):
+            if i != j:
+                d = _distance(i, j)
+                terms.append(d**2 if _similar(i, j) else max(0.0, margin - d) ** 2)
+    ours = LOSSES["contrastive"](3, 2, margin)(BATCH, BATCH_LABELS).item()
+    assert ours == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+
+
+def test_batch_hard_triplet_loss_equals_a_plain_loop():
+    margin, terms = 0.3, []
+    for anchor in range(len(BATCH)):
+        positives = [_distance(anchor, j) for j in range(len(BATCH)) if j != anchor and _similar(anchor, j)]
+        negatives = [_distance(anchor, j) for j in range(len(BATCH)) if not _similar(anchor, j)]
+        if positives and negatives:
+            terms.append(max(0.0, max(positives) - min(negatives) + margin))
+    assert len(terms) == 5  # every anchor has a positive and a negative in this batch
+    ours = LOSSES["triplet"](3, 2, margin)(BATCH, BATCH_LABELS).item()
+    assert ours == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+
+
+def test_softmax_loss_equals_a_plain_loop_single_and_multi_label():
+    loss = LOSSES["softmax"](3, 2, 0.0)
+    weight, bias = loss.classifier.weight.detach(), loss.classifier.bias.detach()
+    logits = [[float(BATCH[i] @ weight[c] + bias[c]) for c in range(3)] for i in range(len(BATCH))]
+    single = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]])
+    expected = np.mean([np.log(np.exp(row).sum()) - row[int(single[i].argmax())]
+                        for i, row in enumerate(logits)])
+    assert loss(BATCH, single).item() == pytest.approx(expected, rel=1e-6)
+
+    def bce(x: float, y: int) -> float:  # binary cross-entropy with logits
+        return -(y * np.log(1 / (1 + np.exp(-x))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-x))))
+
+    expected = np.mean([bce(logits[i][c], int(BATCH_LABELS[i][c]))
+                        for i in range(len(BATCH)) for c in range(3)])
+    assert loss(BATCH, BATCH_LABELS).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_pairwise_loss_equals_a_plain_loop():
+    terms = []
+    for i in range(1, len(BATCH)):  # row 0 is the zero vector: skip it, its cosine is 0 by convention
+        for j in range(1, len(BATCH)):
+            if i != j:
+                cosine = float(BATCH[i] @ BATCH[j]) / (BATCH[i].norm() * BATCH[j].norm()).item()
+                terms.append(((1.0 if _similar(i, j) else -1.0) - cosine) ** 2)
+    ours = LOSSES["pairwise"](3, 2, 0.0)(BATCH[1:], BATCH_LABELS[1:]).item()
+    assert ours == pytest.approx(sum(terms) / len(terms), rel=1e-6)

@@ -14,7 +14,6 @@ defaults to each data set's own feature.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import tomllib
 from collections.abc import Mapping
@@ -22,20 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gslbench.config import METHODS, RunConfig
-from gslbench.datasets import get_dataset
+from gslbench.config import FIELDS, RunConfig
+from gslbench.data import get_dataset
 from gslbench.errors import GslbenchError
+from gslbench.methods import METHODS
 from gslbench.quantizers import make_quantizer
 
-FIELD_TYPES: dict[str, type] = {
-    field.name: {"str": str, "int": int, "float": float}[field.type]
-    for field in dataclasses.fields(RunConfig)
-}
+FIELD_TYPES: dict[str, type] = {name: setting.kind for name, setting in FIELDS.items()}
 
 # The grid `gslbench bench` runs without arguments (benchmarks/quick.toml declares the same).
 DEFAULT_AXES: dict[str, tuple] = {
     "dataset": ("digits",),
-    "method": METHODS,
+    "method": tuple(METHODS),
     "quantizer": ("pq",),
     "bits": (16, 32, 64),
     "seed": (0,),
@@ -64,10 +61,6 @@ class Grid:
         """The fields with more than one value."""
         return {name: values for name, values in self.values if len(values) > 1}
 
-    @property
-    def datasets(self) -> tuple[str, ...]:
-        return dict(self.values).get("dataset", (RunConfig.dataset,))
-
     def cells(self) -> list[RunConfig]:
         """The distinct resolved configs of the grid, all validated (names, bits, quantizers).
 
@@ -79,7 +72,7 @@ class Grid:
         try:
             for combination in itertools.product(*(values for _, values in self.values)):
                 settings = dict(zip(names, combination, strict=True))
-                dataset = get_dataset(settings.get("dataset", RunConfig.dataset))
+                dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default))
                 settings.setdefault("feature", dataset.default_feature)
                 config = RunConfig(**settings).resolved()
                 if config.run_id not in configs and config.quantized:

@@ -18,10 +18,11 @@ printed numbers are all marked. float, the unquantized ceiling, does not compete
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from gslbench.results import TABLE_KEYS, key_slug, key_title, ordered_variants, with_float_ceiling
+from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, ordered_variants, with_float_ceiling
 
 DIGITS = 4
 MISSING = "—"
@@ -87,7 +88,8 @@ def seed_stats(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
             .agg(["mean", "std", "count"]))
 
 
-def mean_difference(mean_a, std_a, n_a, mean_b, std_b, n_b):  # noqa: ANN001, ANN201
+def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
+                    n_b: Any) -> tuple[Any, Any]:
     """Difference of means a - b and its standard error sqrt(s_a^2 / n_a + s_b^2 / n_b);
     scalars or aligned pandas objects."""
     return mean_a - mean_b, (std_a**2 / n_a + std_b**2 / n_b) ** 0.5

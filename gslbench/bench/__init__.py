@@ -28,50 +28,55 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gslbench.config import RunConfig
-from gslbench.datasets import build_features, download, feature_path, get_dataset
+from gslbench import layout
+from gslbench.bench.executors import ExecutorConfig
+from gslbench.bench.grid import Grid
+from gslbench.config import KNOBS, RunConfig
+from gslbench.data import download, feature_path, get_dataset
+from gslbench.data.features import build_features
+from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
-from gslbench.executors import ExecutorConfig
-from gslbench.grid import Grid
-from gslbench.pipeline import encode_run, evaluate_run, runs_dir, train_run
-from gslbench.results import variant
+from gslbench.evaluation.step import evaluate_run
 from gslbench.threads import limit_threads
+from gslbench.train import train_run
 
 log = logging.getLogger(__name__)
 
-# Fields that `describe` always shows (dataset, method variant, quantizer, bits, seed).
-DESCRIBED = ("dataset", "method", "qloss_lambda", "gsl_alpha", "gsl_k", "quantizer", "bits", "seed")
+# Fields that `describe` always shows (dataset, quantizer, bits, seed; the method's knobs are in
+# its label).
+DESCRIBED = ("dataset", "method", "quantizer", "bits", "seed")
 
 
 @dataclass(frozen=True)
 class BenchResult:
     """The grid's evaluated run directories and its failed cells with their one-line errors."""
 
-    run_dirs: tuple[Path, ...]
+    run_dirs: tuple[layout.RunDir, ...]
     failed: tuple[tuple[RunConfig, str], ...]
 
 
-def cell_state(run_dir: Path) -> str:
+def cell_state(run: layout.RunDir) -> str:
     """`done` (metrics.json), `partial` (trained, not evaluated) or `todo`."""
-    if (run_dir / "metrics.json").is_file():
+    if run.metrics.is_file():
         return "done"
-    return "partial" if (run_dir / "config.json").is_file() else "todo"
+    return "partial" if run.config.is_file() else "todo"
 
 
 def grid_status(grid: Grid, results_dir: str | Path) -> list[tuple[RunConfig, str]]:
     """Every cell of the grid with its state; reads only whether files exist."""
-    return [(config, cell_state(runs_dir(results_dir) / config.run_id)) for config in grid.cells()]
+    return [(config, cell_state(layout.run_dir(results_dir, config.run_id)))
+            for config in grid.cells()]
 
 
 def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
-             force: bool = False) -> Path:
+             force: bool = False) -> layout.RunDir:
     """Train, encode and evaluate one cell with `threads` torch/faiss threads; every executor runs
     this. Steps already done are skipped unless `force`. Returns the run directory."""
     with limit_threads(threads):
-        run_dir = train_run(config, data_dir, results_dir, force=force, show_progress=False)
-        encode_run(run_dir, data_dir, results_dir, force=force)
-        evaluate_run(run_dir, data_dir, results_dir, force=force)
-    return run_dir
+        run = train_run(config, data_dir, results_dir, force=force, show_progress=False)
+        encode_run(run.path, data_dir, results_dir, force=force)
+        evaluate_run(run.path, results_dir, force=force)
+    return run
 
 
 def run_grid(grid: Grid, data_dir: str | Path, results_dir: str | Path,
@@ -89,14 +94,14 @@ def run_grid(grid: Grid, data_dir: str | Path, results_dir: str | Path,
     executor = executor or ExecutorConfig()
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
     cells = grid.cells()
-    with _lock(runs_dir(results_dir)), executor.make() as pool:
+    with _lock(results_dir), executor.make() as pool:
         _prepare_features(cells, data_dir)
-        _remove_leftovers(runs_dir(results_dir), [config.run_id for config in cells])
+        _remove_leftovers([layout.run_dir(results_dir, config.run_id) for config in cells])
         todo = [config for config in cells
-                if force or cell_state(runs_dir(results_dir) / config.run_id) != "done"]
+                if force or cell_state(layout.run_dir(results_dir, config.run_id)) != "done"]
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
             failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor.threads, force)
-    run_dirs = tuple(runs_dir(results_dir) / config.run_id for config in cells)
+    run_dirs = tuple(layout.run_dir(results_dir, config.run_id) for config in cells)
     return BenchResult(tuple(run for run in run_dirs if cell_state(run) == "done"), tuple(failed))
 
 
@@ -206,11 +211,13 @@ def format_duration(seconds: float) -> str:
 def describe(config: RunConfig, fields: Iterable[str] = ()) -> str:
     """`digits gsl α=1 k=8 pq 32 bits seed 0`, then `name=value` for each other field in `fields`
     (the grid's axes); float cells have no quantizer and bits."""
-    text = f"{config.dataset} {variant(vars(config))}"
+    text = f"{config.dataset} {config.label}"
     if config.quantized:
         text += f" {config.quantizer} {config.bits} bits"
     text += f" seed {config.seed}"
-    extra = [f"{name}={getattr(config, name)}" for name in fields if name not in DESCRIBED]
+    knobs = {knob.name for knob in KNOBS}
+    extra = [f"{name}={getattr(config, name)}" for name in fields
+             if name not in DESCRIBED and name not in knobs]
     return " ".join([text, *extra])
 
 
@@ -222,10 +229,12 @@ def one_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _lock(runs: Path) -> Iterator[None]:
+def _lock(results_dir: Path) -> Iterator[None]:
     """Hold `runs/.bench.lock` (released by the OS even when the process is killed)."""
+    path = layout.lock_path(results_dir)
+    runs = path.parent
     runs.mkdir(parents=True, exist_ok=True)
-    with open(runs / ".bench.lock", "a") as handle:
+    with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -249,10 +258,10 @@ def _prepare_features(cells: list[RunConfig], data_dir: Path) -> None:
             build_features(dataset, data_dir)
 
 
-def _remove_leftovers(runs: Path, run_ids: list[str]) -> None:
+def _remove_leftovers(runs: list[layout.RunDir]) -> None:
     """Remove what killed runs of these cells left under temporary names."""
-    for run_id in run_ids:
-        for path in [*runs.glob(f".{run_id}.*"), *(runs / run_id).glob(".*.tmp")]:
+    for run in runs:
+        for path in run.leftovers():
             log.debug("removing leftover %s", path)
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

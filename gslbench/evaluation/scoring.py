@@ -1,7 +1,8 @@
-"""Evaluate a quantizer's search: ADC distances block by block, ranking, metrics (DESIGN.md 6).
+"""Score a search: distances block by block, ranking, metrics (DESIGN.md 6).
 
-`evaluate` asks the quantizer for the distances of one block of queries to every database code
-(``quantizer.adc_distances(query_block, codes) -> (b, n) float32``), ranks them and computes the
+`evaluate` asks a search object (`gslbench.quantizers.search`) for the distances of one block of
+queries to every database item (``search.distances(query_block) -> (b, n) float32``), ranks them
+and computes the
 metrics of `gslbench.metrics` (the definitions are in that module's docstring). Only a block's
 ``(b, n)`` arrays exist at any time, a few per worker thread, so NUS-WIDE (2,100 x 193,734) runs in
 bounded memory. Blocks run on a thread pool (numpy releases the GIL in the sorts and gathers).
@@ -19,10 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gslbench import metrics
 from gslbench.errors import GslbenchError
+from gslbench.evaluation import metrics
 
-MAP_AT = (1000, 5000)
+MAP_AT = (100, 1000)  # the K of mAP@K where a protocol does not fix one
 PRECISION_AT = (10, 100, 1000)
 RECALL_AT = (1, 10, 100, 1000)
 # Default block: about this many (query, database item) pairs, i.e. ~25-40 bytes each in flight.
@@ -31,54 +32,38 @@ BLOCK_PAIRS = 2**22
 DistanceBlocks = Callable[[int, int], np.ndarray]
 
 
-class AdcSearcher(Protocol):
-    """What `evaluate` needs of a quantizer."""
+class Search(Protocol):
+    """What `evaluate` needs: a database to search (`gslbench.quantizers.search`)."""
 
-    def adc_distances(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """``(b, d) float32 queries, (n, code_bytes) uint8 codes -> (b, n) float32``."""
+    def __len__(self) -> int:
+        """n, the database size."""
+        ...
+
+    def distances(self, queries: np.ndarray) -> np.ndarray:
+        """``(b, d) float32 queries -> (b, n) float32`` distances to the database."""
         ...
 
 
-def evaluate(
-    quantizer: AdcSearcher,
-    queries: np.ndarray,
-    query_labels: np.ndarray,
-    codes: np.ndarray,
-    database_labels: np.ndarray,
-    *,
-    map_at: Sequence[int] = MAP_AT,
-    precision_at: Sequence[int] = PRECISION_AT,
-    recall_at: Sequence[int] = RECALL_AT,
-    pr_points: int = metrics.PR_POINTS,
-    whole_ranking: bool = True,
-    block_size: int | None = None,
-    workers: int = 2,
-) -> dict[str, Any]:
-    """Search `codes` with `queries` by ADC and return the metrics dict (metrics.json's shape).
+def evaluate(search: Search, queries: np.ndarray, query_labels: np.ndarray,
+             database_labels: np.ndarray, **options: Any) -> dict[str, Any]:
+    """Search the database with `queries` and return the metrics dict (metrics.json's shape).
 
     queries: ``(nq, d) float32``; query_labels: ``(nq, C) uint8`` multi-hot;
-    codes: ``(n, code_bytes) uint8``; database_labels: ``(n, C) uint8`` multi-hot.
-    The other arguments are those of `evaluate_distances`.
+    database_labels: ``(n, C) uint8`` multi-hot, n = len(search).
+    options: the keyword arguments of `evaluate_distances` (map_at, precision_at, ...).
     """
     queries = np.asarray(queries)
-    codes = np.asarray(codes)
     if queries.ndim != 2:
         raise GslbenchError(f"queries must be 2-D (nq, d), got shape {queries.shape}")
-    if codes.ndim != 2:
-        raise GslbenchError(f"codes must be 2-D (n, code_bytes), got shape {codes.shape}")
     if len(queries) != len(query_labels):
         raise GslbenchError(f"{len(queries)} queries but {len(query_labels)} query labels")
-    if len(codes) != len(database_labels):
-        raise GslbenchError(f"{len(codes)} codes but {len(database_labels)} database labels")
+    if len(search) != len(database_labels):
+        raise GslbenchError(f"{len(search)} codes but {len(database_labels)} database labels")
 
     def distance_block(start: int, stop: int) -> np.ndarray:
-        return quantizer.adc_distances(queries[start:stop], codes)
+        return search.distances(queries[start:stop])
 
-    return evaluate_distances(
-        distance_block, query_labels, database_labels, map_at=map_at, precision_at=precision_at,
-        recall_at=recall_at, pr_points=pr_points, whole_ranking=whole_ranking,
-        block_size=block_size, workers=workers,
-    )
+    return evaluate_distances(distance_block, query_labels, database_labels, **options)
 
 
 def evaluate_distances(

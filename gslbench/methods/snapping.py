@@ -18,6 +18,8 @@ for RQ / LSQ the candidates are a beam of full reconstructions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -55,13 +57,14 @@ def snap_gradient(
 
 class _Snap(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, quantizer, candidates, alpha):  # noqa: ANN001 (autograd signature)
+    def forward(ctx: Any, z: torch.Tensor, quantizer: Any, candidates: torch.Tensor,
+                alpha: float) -> torch.Tensor:
         ctx.quantizer, ctx.alpha = quantizer, alpha
         ctx.save_for_backward(z.detach(), candidates)
         return z.view_as(z)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         z, candidates = ctx.saved_tensors
         to_snap, from_snap = ctx.quantizer.to_snap_space, ctx.quantizer.from_snap_space
         snapped = snap_gradient(to_snap(z), to_snap(grad), candidates, ctx.alpha)
@@ -78,7 +81,7 @@ class GradientSnappingLayer(nn.Module):
     `alpha`: snapping strength in [0, 1].
     """
 
-    def __init__(self, quantizer, k: int = 8, alpha: float = 1.0) -> None:  # noqa: ANN001
+    def __init__(self, quantizer: Any, k: int = 8, alpha: float = 1.0) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise GslbenchError(f"GSL alpha {alpha} is outside [0, 1]")

@@ -13,10 +13,10 @@ import html
 
 import pandas as pd
 
-from gslbench.plots import Figure
-from gslbench.results import axes_summary, key_slug, key_title
+from gslbench.report.frames import axes_summary, key_slug, key_title
+from gslbench.report.plots import Figure
+from gslbench.report.tables import BEST_NOTE, PaperTable
 from gslbench.storage import package_versions
-from gslbench.tables import BEST_NOTE, PaperTable
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em;

@@ -11,15 +11,15 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from gslbench.errors import GslbenchError
+from gslbench.layout import RunDir
 from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
-METHOD_ORDER = ("float", "two-step", "qloss", "gsl")
+BASELINE_ORDER = ("float", "two-step", "qloss")  # shown first, then the other methods by name
 TABLE_KEYS = ["dataset", "feature", "loss", "quantizer"]  # one paper table (and figure set) per key
 RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed"]
 
@@ -41,14 +41,14 @@ class Evaluated:
     configs: pd.DataFrame
 
 
-def read_runs(runs: Iterable[Path]) -> Evaluated:
+def read_runs(runs: Iterable[RunDir]) -> Evaluated:
     """Read the runs that have metrics.json; the others are named in a warning and skipped."""
     metrics, missing = [], []
     for run_dir in runs:
-        if (run_dir / "metrics.json").is_file():
-            metrics.append((run_dir, read_json(run_dir / "metrics.json")))
+        if run_dir.metrics.is_file():
+            metrics.append((run_dir, read_json(run_dir.metrics)))
         else:
-            missing.append(run_dir.name)
+            missing.append(run_dir.run_id)
     if missing:
         log.warning("skipping %d run(s) without metrics.json: %s", len(missing), ", ".join(missing))
     if not metrics:
@@ -59,11 +59,12 @@ def read_runs(runs: Iterable[Path]) -> Evaluated:
         try:
             rows.append(_result_row(record))
             points += _curve_rows(record)
-            if (run_dir / "train_log.csv").is_file():
+            if run_dir.train_log.is_file():
                 logs.append(_training_log(run_dir, record))
         except (KeyError, TypeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-            raise GslbenchError(f"{run_dir}: metrics.json or train_log.csv is not what gslbench "
-                                f"writes ({type(exc).__name__}: {exc})") from None
+            raise GslbenchError(f"{run_dir.path}: metrics.json or train_log.csv is not what "
+                                f"gslbench writes ({type(exc).__name__}: {exc}); run `gslbench "
+                                "evaluate RUN --force`") from None
     return Evaluated(
         results=pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"]),
         curves=pd.DataFrame(points, columns=[*RUN_COLUMNS, "curve", "x", "y"]),
@@ -73,18 +74,14 @@ def read_runs(runs: Iterable[Path]) -> Evaluated:
     )
 
 
-def variant(config: dict) -> str:
-    """A method with the settings only it uses: `qloss λ=0.1`, `gsl α=1 k=8`, `float`, `two-step`."""
-    if config["method"] == "qloss":
-        return f"qloss λ={config['qloss_lambda']:g}"
-    if config["method"] == "gsl":
-        return f"gsl α={config['gsl_alpha']:g} k={config['gsl_k']}"
-    return config["method"]
-
-
 def ordered_variants(variants: Iterable[str]) -> list[str]:
-    """Distinct variants, float first, then two-step, qloss and gsl variants."""
-    return sorted(set(variants), key=lambda v: (METHOD_ORDER.index(v.split()[0]), v))
+    """Distinct method variants (labels such as `gsl α=1 k=8`): float, two-step, qloss, then the other
+    methods by name."""
+    def key(label: str) -> tuple:
+        method = label.split()[0]
+        return (BASELINE_ORDER.index(method) if method in BASELINE_ORDER else len(BASELINE_ORDER),
+                label)
+    return sorted(set(variants), key=key)
 
 
 def key_title(key: Sequence[str]) -> str:
@@ -116,15 +113,17 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([quantized, ceiling], ignore_index=True)
 
 
-def _run_columns(config: dict) -> dict:
+def _run_columns(metrics: dict) -> dict:
+    """The run columns of a metrics.json record; `variant` is the method's label it records."""
+    config = metrics["config"]
     return {"dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
-            "variant": variant(config), "quantizer": config["quantizer"],
+            "variant": metrics["label"], "quantizer": config["quantizer"],
             "code_bits": config["bits"], "loss": config["loss"], "seed": config["seed"]}
 
 
 def _result_row(metrics: dict) -> dict:
     top = metrics.get("map_top")
-    row = _run_columns(metrics["config"])
+    row = _run_columns(metrics)
     row.update({"map": metrics["map_at"][str(top)] if top else metrics["map"], "map_all": metrics["map"]})
     for group in ("map_at", "precision_at", "recall_at"):
         row.update({f"{group}_{k}": v for k, v in metrics[group].items()})
@@ -134,13 +133,12 @@ def _result_row(metrics: dict) -> dict:
 
 
 def _curve_rows(metrics: dict) -> list[dict]:
-    run = _run_columns(metrics["config"])
+    run = _run_columns(metrics)
     points = [(curve, float(k), v) for curve in ("recall_at", "precision_at")
               for k, v in metrics[curve].items()]
     points += [("pr_curve", recall, precision) for recall, precision in metrics.get("pr_curve") or []]
     return [{**run, "curve": curve, "x": x, "y": y} for curve, x, y in points]
 
 
-def _training_log(run_dir: Path, metrics: dict) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "train_log.csv").assign(**_run_columns(metrics["config"]),
-                                                         run=metrics["run"])
+def _training_log(run: RunDir, metrics: dict) -> pd.DataFrame:
+    return pd.read_csv(run.train_log).assign(**_run_columns(metrics), run=metrics["run"])

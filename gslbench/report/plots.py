@@ -30,7 +30,7 @@ from matplotlib.ticker import (  # noqa: E402
     ScalarFormatter,
 )
 
-from gslbench.results import (  # noqa: E402
+from gslbench.report.frames import (  # noqa: E402
     TABLE_KEYS,
     Evaluated,
     key_slug,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gslbench.errors import GslbenchError
+from gslbench.errors import GslbenchError, lookup
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, for other backbones
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,12 +62,7 @@ BACKBONES: dict[str, Backbone] = {
 
 def get_backbone(name: str) -> Backbone:
     """The registered backbone called `name`; an unknown name is a user error listing the known."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise GslbenchError(
-            f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}"
-        ) from None
+    return lookup(BACKBONES, name, "backbone")
 
 
 def weights_path(name: str) -> Path:

@@ -1,0 +1,114 @@
+"""Where things live on disk: the data folder, the results folder and a run directory.
+
+Every file name gslbench writes or looks for is here, so that bench, the steps and the report agree
+on one layout (DESIGN.md section 1) and none of them spells a name itself:
+
+    DATA/NAME/raw/...                        raw files (`raw_dir`)
+    DATA/NAME/FEATURE.h5                     the feature file (`feature_path`)
+    RESULTS/runs/RUN/config.json             train: the resolved config and provenance
+    RESULTS/runs/RUN/model.pt                train: the network's weights
+    RESULTS/runs/RUN/quantizer.h5            train: the fitted quantizer (quantized methods)
+    RESULTS/runs/RUN/train_log.csv           train: one row per epoch
+    RESULTS/runs/RUN/codes.h5                encode: everything evaluate reads
+    RESULTS/runs/RUN/metrics.json            evaluate, written last: the run is done
+    RESULTS/runs/.bench.lock                 held by the one bench running on this folder
+    RESULTS/runs/.RUN.*                      a run directory being built or retired (never read)
+    RESULTS/runs/RUN/.NAME.*.tmp             a file being written (never read)
+    RESULTS/report/                          the report
+
+This module imports nothing heavy: the report side uses it to find runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gslbench.errors import GslbenchError
+
+RUNS = "runs"
+REPORT = "report"
+LOCK = ".bench.lock"
+
+
+def raw_dir(data_dir: str | Path, dataset: str) -> Path:
+    """DATA/NAME/raw: a data set's raw files."""
+    return Path(data_dir) / dataset / "raw"
+
+
+def feature_path(data_dir: str | Path, dataset: str, feature: str) -> Path:
+    """DATA/NAME/FEATURE.h5: a data set's feature file."""
+    return Path(data_dir) / dataset / f"{feature}.h5"
+
+
+def runs_dir(results_dir: str | Path) -> Path:
+    """RESULTS/runs: one directory per run."""
+    return Path(results_dir) / RUNS
+
+
+def report_dir(results_dir: str | Path) -> Path:
+    """RESULTS/report: the default report folder."""
+    return Path(results_dir) / REPORT
+
+
+def lock_path(results_dir: str | Path) -> Path:
+    """RESULTS/runs/.bench.lock."""
+    return runs_dir(results_dir) / LOCK
+
+
+class _RunFile:
+    """A file of a run directory: `run.config` is the path RUN/config.json."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDir, owner: type) -> Path:
+        return run.path / self.name
+
+
+@dataclass(frozen=True, order=True)
+class RunDir:
+    """A run directory and the paths of its files, step by step (see the module docstring)."""
+
+    path: Path
+    config = _RunFile("config.json")
+    model = _RunFile("model.pt")
+    quantizer = _RunFile("quantizer.h5")
+    train_log = _RunFile("train_log.csv")
+    codes = _RunFile("codes.h5")
+    metrics = _RunFile("metrics.json")
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def leftovers(self) -> list[Path]:
+        """What killed steps of this run left under temporary names: `.RUN.*` beside the run
+        directory and `.NAME.*.tmp` inside it."""
+        return [*self.path.parent.glob(f".{self.run_id}.*"), *self.path.glob(".*.tmp")]
+
+
+def run_dir(results_dir: str | Path, run_id: str) -> RunDir:
+    """RESULTS/runs/RUN."""
+    return RunDir(runs_dir(results_dir) / run_id)
+
+
+def staging_prefix(run_id: str) -> str:
+    """The prefix of the temporary directories a run is built or retired under."""
+    return f".{run_id}."
+
+
+def resolve_run(results_dir: str | Path, run: str | Path) -> RunDir:
+    """A run given as a directory path or as a run id under RESULTS/runs; must hold config.json."""
+    candidates = [RunDir(Path(run)), run_dir(results_dir, str(run))]
+    for candidate in candidates:
+        if candidate.config.is_file():
+            return candidate
+    raise GslbenchError(f"{run}: no such run directory (looked for config.json in "
+                        f"{' and '.join(str(c.path) for c in candidates)})")
+
+
+def list_runs(results_dir: str | Path) -> list[RunDir]:
+    """Every run directory under RESULTS/runs (temporary names excluded), sorted by id."""
+    root = runs_dir(results_dir)
+    return [RunDir(p) for p in sorted(root.glob("*")) if p.is_dir() and not p.name.startswith(".")]

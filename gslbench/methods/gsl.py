@@ -1,0 +1,32 @@
+"""`gsl`: the similarity loss back-propagated through the Gradient Snapping Layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gslbench.methods.base import Method
+from gslbench.methods.snapping import GradientSnappingLayer
+from gslbench.quantizers import Quantizer
+from gslbench.settings import Setting
+
+
+class GSLMethod(Method):
+    """Identity forward; the gradient is snapped towards a neighbouring codeword (DESIGN.md 5)."""
+
+    name = "gsl"
+    knobs = (
+        Setting("gsl_alpha", float, 1.0, "GSL snapping strength in [0, 1].", low=0.0, high=1.0,
+                symbol="α"),
+        Setting("gsl_k", int, 8, "GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ).",
+                low=1, symbol="k"),
+    )
+    summary = "similarity loss through the Gradient Snapping Layer, alternating with refits"
+
+    def __init__(self, config: Any, quantizer: Quantizer | None) -> None:
+        super().__init__(config, quantizer)
+        self.layer = GradientSnappingLayer(quantizer, k=config.gsl_k, alpha=config.gsl_alpha)
+
+    def representation(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layer(z)

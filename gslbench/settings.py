@@ -1,0 +1,68 @@
+"""A setting of a run: its name, type, default, allowed range and help, declared once.
+
+The run configuration (`gslbench.config.RunConfig`) is built from these declarations: the common
+settings of `config.py` and each training method's own knobs (`gslbench.methods`). The CLI
+options, the grid keys, the checks and the report labels all derive from them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gslbench.errors import GslbenchError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration field.
+
+    name: the field (`qloss_lambda`); the CLI option is `--qloss-lambda`.
+    kind: str, int or float. low / high: the allowed range (None: unbounded); `low_open` excludes
+    `low` itself. choices: the allowed values of a str setting. symbol: how a method's label shows
+    it (`λ`: `qloss λ=0.1`).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] = ()
+    symbol: str = ""
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """Raise a one-line user error when `value` is not of this setting's kind and range."""
+        allowed = (int, float) if self.kind is float else (self.kind,)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise GslbenchError(f"{self.option} must be a {self.kind.__name__}, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise GslbenchError(f"{self.option}: unknown {self.name} {value!r}; known: "
+                                f"{', '.join(self.choices)}")
+        if self.kind is str:
+            return
+        if not math.isfinite(value):
+            raise GslbenchError(f"{self.option} {value} is not a finite number")
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and value > self.high
+        if too_low or too_high:
+            raise GslbenchError(f"{self.option} {value:g} is outside {self.range_text()}")
+
+    def range_text(self) -> str:
+        """`[0, 1]`, `(0, inf)`, `[1, inf)`."""
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        opening = "(" if self.low_open or self.low is None else "["
+        return f"{opening}{low}, {high}{')' if self.high is None else ']'}"
+
+    def label(self, value: Any) -> str:
+        """`λ=0.1`, `k=8`: the setting in a method's label."""
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{self.symbol or self.name}={shown}"
