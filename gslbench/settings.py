@@ -21,7 +21,7 @@ class Setting:
     name: the field (`qloss_lambda`); the CLI option is `--qloss-lambda`.
     kind: str, int or float. low / high: the allowed range (None: unbounded); `low_open` excludes
     `low` itself. choices: the allowed values of a str setting. symbol: how a method's label shows
-    it (`λ`: `qloss λ=0.1`).
+    it (`λ`: `qloss λ=0.1`). tune: for a method's knob, the values `gslbench tune` may try.
     """
 
     name: str
@@ -33,6 +33,7 @@ class Setting:
     low_open: bool = False
     choices: tuple[str, ...] = ()
     symbol: str = ""
+    tune: tuple[Any, ...] = ()
 
     @property
     def option(self) -> str:

@@ -18,9 +18,9 @@ class GSLMethod(Method):
     name = "gsl"
     knobs = (
         Setting("gsl_alpha", float, 1.0, "GSL snapping strength in [0, 1].", low=0.0, high=1.0,
-                symbol="α"),
+                symbol="α", tune=(0.25, 0.5, 1.0)),
         Setting("gsl_k", int, 8, "GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ).",
-                low=1, symbol="k"),
+                low=1, symbol="k", tune=(4, 8, 16)),
     )
     summary = "similarity loss through the Gradient Snapping Layer, alternating with refits"
 

@@ -13,7 +13,7 @@ class QLossMethod(Method):
 
     name = "qloss"
     knobs = (Setting("qloss_lambda", float, 0.1, "Weight of the quantization loss (qloss).",
-                     low=0.0, symbol="λ"),)
+                     low=0.0, symbol="λ", tune=(0.01, 0.1, 1.0, 10.0)),)
     summary = "similarity loss + λ · mean ||z − q(z)||², alternating with codebook refits (DQN)"
 
     def penalty(self, z: torch.Tensor) -> torch.Tensor:
