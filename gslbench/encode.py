@@ -137,7 +137,8 @@ def check_encoded(run: layout.RunDir) -> Codes:
 def read_codes(path: Path) -> Codes:
     """Read and check a codes file: its attrs, shapes, finite query representations and
     codebooks, codes in range for their codebooks, 0/1 labels with one or more per item."""
-    with open_h5(path, FORMAT, FORMAT_VERSION, min_version=FORMAT_VERSION) as handle:
+    with open_h5(path, FORMAT, FORMAT_VERSION, min_version=FORMAT_VERSION,
+                 rewrite="run `gslbench encode RUN --force`") as handle:
         attrs = {key: _plain(value) for key, value in handle.attrs.items()}
         for name, kind in ATTRS.items():
             allowed = (int, float) if kind is float else (kind,)

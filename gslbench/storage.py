@@ -213,11 +213,12 @@ def write_h5(path: str | Path, file_format: str, version: int) -> Iterator[h5py.
 
 
 @contextlib.contextmanager
-def open_h5(path: str | Path, file_format: str, max_version: int,
-            min_version: int = 1) -> Iterator[h5py.File]:
+def open_h5(path: str | Path, file_format: str, max_version: int, min_version: int = 1,
+            rewrite: str = "write it again") -> Iterator[h5py.File]:
     """Open a gslbench HDF5 file for reading: it must exist, parse, have the right format and a
-    version in [min_version, max_version], and its content must match its `content_sha256`
-    (files of older versions without one are read as they are)."""
+    version in [min_version, max_version] (`rewrite` says how to replace an older one), and its
+    content must match its `content_sha256` (files of older versions without one are read as
+    they are)."""
     path = Path(path)
     if not path.is_file():
         raise GslbenchError(f"{path}: no such file")
@@ -228,7 +229,7 @@ def open_h5(path: str | Path, file_format: str, max_version: int,
                             f"{os_reason(exc)})") from None
     with handle:
         try:
-            _check_header(handle, path, file_format, min_version, max_version)
+            _check_header(handle, path, file_format, (min_version, max_version), rewrite)
             yield handle
         except (KeyError, OSError, ValueError, TypeError) as exc:
             raise GslbenchError(f"{path}: corrupt or incomplete file ({type(exc).__name__}: "
@@ -236,8 +237,9 @@ def open_h5(path: str | Path, file_format: str, max_version: int,
                                 ) from None
 
 
-def _check_header(handle: h5py.File, path: Path, file_format: str, min_version: int,
-                  max_version: int) -> None:
+def _check_header(handle: h5py.File, path: Path, file_format: str, versions: tuple[int, int],
+                  rewrite: str) -> None:
+    min_version, max_version = versions
     found = _plain(handle.attrs.get("format"))
     if found != file_format:
         raise GslbenchError(f"{path}: expected a {file_format!r} file, found format {found!r}")
@@ -247,8 +249,8 @@ def _check_header(handle: h5py.File, path: Path, file_format: str, min_version: 
     if version > max_version or version < 1:
         raise GslbenchError(f"{path}: unsupported format_version {version}")
     if version < min_version:
-        raise GslbenchError(f"{path}: written by an older gslbench (format_version {version}, "
-                            f"this one reads {min_version} to {max_version}); write it again")
+        raise GslbenchError(f"{path}: written by an older gslbench (format_version {version}); "
+                            f"{rewrite}")
     recorded = _plain(handle.attrs.get(DIGEST_ATTR))
     if recorded is not None and recorded != content_sha256(handle):
         raise GslbenchError(f"{path}: its content does not match its content_sha256 "
