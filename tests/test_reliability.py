@@ -1,0 +1,302 @@
+"""No silent wrong result, no traceback (issue 13): files bound to their run, stale inputs,
+corrupted content, labels, degenerate settings, OS errors, faults.
+
+Every failure case asserts exit status 2, one line `gslbench: error: ...` naming the file or the
+option, no traceback, and nothing left behind that looks like a valid result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from tampering import forged_h5
+
+from gslbench import layout, storage
+from gslbench.bench import cell_state
+from gslbench.cli import cli
+from gslbench.data.featurefile import FeatureSet, Split, multi_hot, read_feature_file, write_feature_file
+from gslbench.errors import GslbenchError
+from gslbench.methods import losses
+from gslbench.report.tables import MISSING, paper_tables
+
+SHORT = ["--epochs", "3", "--warmup-epochs", "1", "--epochs-per-refit", "1"]
+# a GSL run with 3 codebooks of 16 words (12-bit codes: 4 padding bits), a two-step run with 4
+# (16-bit codes)
+GSL = ["train", "--method", "gsl", "--bits", "12", "--sub-bits", "4", "--dim-out", "48", *SHORT]
+TWO_STEP = ["train", "--method", "two-step", "--bits", "16", "--sub-bits", "4", "--dim-out", "48",
+            *SHORT]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(root: Path, *args: str):
+    return CliRunner().invoke(cli, ["--data-dir", str(root / "data"),
+                                    "--results-dir", str(root / "results"), *args])
+
+
+def assert_error(result, *fragments: str) -> str:
+    """Exit 2, one line `gslbench: error: ...` holding every fragment, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gslbench: error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def ok(result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """digits features and two complete runs: GSL (12-bit PQ) and two-step (16-bit PQ)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    ok(invoke(root, "download", "digits"))
+    ok(invoke(root, "features", "digits"))
+    for args in (GSL, TWO_STEP):
+        run = ok(invoke(root, *args))
+        ok(invoke(root, "encode", run))
+        ok(invoke(root, "evaluate", run))
+    return root
+
+
+class Work:
+    """A private copy of the pipeline: its root, feature file and the two runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.features = root / "data" / "digits" / "pixels.h5"
+        runs = {json.loads(p.read_text())["config"]["method"]: layout.RunDir(p.parent)
+                for p in (root / "results" / "runs").glob("*/config.json")}
+        self.gsl, self.two_step = runs["gsl"], runs["two-step"]
+
+    def run(self, *args: str):
+        return invoke(self.root, *args)
+
+    def forge_record(self, run: layout.RunDir, **values) -> None:
+        """Set config.json fields (not the config itself, whose hash is the run id)."""
+        record = json.loads(run.config.read_text())
+        record.update(values)
+        run.config.write_text(json.dumps(record))
+
+
+@pytest.fixture
+def work(pipeline, tmp_path) -> Work:
+    shutil.copytree(pipeline, tmp_path / "w")
+    return Work(tmp_path / "w")
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*") if p.name != ".bench.lock"]
+
+
+# ------------------------------------------------------------------ files bound to their run
+
+
+def test_a_hand_edited_config_is_refused_by_every_step(work):
+    run = work.gsl
+    record = json.loads(run.config.read_text())
+    record["config"]["epochs"] = 40  # relabel the run
+    run.config.write_text(json.dumps(record))
+    run.metrics.unlink()
+    assert_error(work.run("evaluate", str(run.path)), str(run.codes),
+                 "made from another config.json than the run's")
+    assert not run.metrics.exists()
+    run.codes.unlink()
+    assert_error(work.run("encode", str(run.path)), str(run.config), "hashes to run id",
+                 f"not to {run.run_id}")
+    assert not run.codes.exists()
+    assert cell_state(run, None).state == "todo"
+
+
+@pytest.mark.parametrize("name", ["model", "quantizer"])
+def test_a_model_or_quantizer_copied_from_another_run_is_refused(work, name):
+    shutil.copy(getattr(work.two_step, name), getattr(work.gsl, name))
+    work.gsl.codes.unlink()
+    assert_error(work.run("encode", str(work.gsl.path)), str(getattr(work.gsl, name)),
+                 "sha256 is not the one config.json records")
+    assert not work.gsl.codes.exists()
+
+
+def test_codes_and_metrics_copied_from_another_run_are_refused(work):
+    shutil.copy(work.two_step.codes, work.gsl.codes)
+    work.gsl.metrics.unlink()
+    assert_error(work.run("evaluate", str(work.gsl.path)), str(work.gsl.codes),
+                 f"made for run {work.two_step.run_id}")
+    assert not work.gsl.metrics.exists()
+    shutil.copy(work.two_step.metrics, work.gsl.metrics)
+    assert_error(work.run("report"), str(work.gsl.metrics), f"records run {work.two_step.run_id}")
+
+
+def test_metrics_of_codes_that_changed_since_are_not_reported(work):
+    with forged_h5(work.gsl.codes) as handle:
+        handle.attrs["encode_seconds"] = 99.0
+    assert_error(work.run("report"), str(work.gsl.codes), "metrics.json records")
+
+
+# ------------------------------------------------------------------ stale inputs
+
+
+def test_cells_made_from_an_older_feature_file_are_stale_and_bench_runs_them_again(work):
+    grid = ["--methods", "gsl,two-step", "--bits", "12,16", "--sub-bits", "4", "--dim-out", "48",
+            *SHORT]
+    ok(work.run("features", "digits", "--split-seed", "1"))
+    dry = work.run("bench", "--dry-run", *grid)
+    assert dry.exit_code == 0, dry.output
+    stale = [line for line in dry.output.splitlines() if "the run is stale" in line]
+    assert len(stale) == 2 and all(" todo " in line and "pixels.h5: changed since run" in line
+                                   for line in stale)
+    assert "2 stale or damaged, to run again" in dry.output
+    # a step on a stale run refuses it
+    work.gsl.codes.unlink()
+    assert_error(work.run("encode", str(work.gsl.path)), str(work.features), "the run is stale")
+    result = work.run("bench", *grid)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("does not count") == 2
+    sha = storage.sha256_file(work.features)
+    for run in (work.gsl, work.two_step):
+        assert json.loads(run.metrics.read_text())["features_sha256"] == sha
+    assert "4 cells: 4 done" in work.run("bench", "--dry-run", *grid).output
+
+
+# ------------------------------------------------------------------ corrupted content
+
+
+def test_flipped_code_bytes_are_caught_by_the_digest(work):
+    with storage.open_h5(work.gsl.codes, "gslbench.codes", 3) as handle:
+        offset = handle["codes"].id.get_offset()
+    data = bytearray(work.gsl.codes.read_bytes())
+    data[offset] ^= 0xFF
+    work.gsl.codes.write_bytes(bytes(data))
+    work.gsl.metrics.unlink()
+    assert_error(work.run("evaluate", str(work.gsl.path)), str(work.gsl.codes),
+                 "does not match its content_sha256")
+    assert not work.gsl.metrics.exists()
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda h: h["codes"].__setitem__((0, 1), 0xF0), "/codes are out of range"),
+    (lambda h: h["labels"].__setitem__(slice(None), 0), "/labels: 1697 of 1697 items have no label"),
+    (lambda h: h["query/representations"].__setitem__((3, 0), np.nan),
+     "/query/representations hold non-finite values"),
+    (lambda h: h["quantizer/codebooks"].__setitem__((0, 0, 0), np.inf), "non-finite values"),
+    (lambda h: h.attrs.__delitem__("run"), "attribute 'run' is None"),
+    (lambda h: h.attrs.__setitem__("config", "{"), "corrupt or incomplete file"),
+])
+def test_forged_codes_content_is_refused(work, edit, fragment):
+    with forged_h5(work.gsl.codes) as handle:
+        edit(handle)
+    work.gsl.metrics.unlink()
+    assert_error(work.run("evaluate", str(work.gsl.path)), str(work.gsl.codes), fragment)
+    assert not work.gsl.metrics.exists()
+
+
+def test_nan_codebooks_and_weights_are_refused_even_with_forged_checksums(work):
+    run = work.gsl
+    run.codes.unlink()
+    with forged_h5(run.quantizer) as handle:
+        handle["quantizer/codebooks"][0, 0, 0] = np.nan
+    work.forge_record(run, quantizer_sha256=storage.sha256_file(run.quantizer))
+    assert_error(work.run("encode", str(run.path)), "quantizer.h5", "non-finite values")
+    saved = torch.load(run.model, weights_only=True)
+    next(iter(saved["state_dict"].values()))[0] = float("nan")
+    torch.save(saved, run.model)
+    work.forge_record(run, model_sha256=storage.sha256_file(run.model))
+    assert_error(work.run("encode", str(run.path)), str(run.model), "non-finite")
+    assert not run.codes.exists()
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"garbage, not a zip", "garbage"),
+    (None, "a plain tensor"),
+    (None, "a pickle weights_only refuses"),
+])
+def test_a_model_that_is_not_a_gslbench_model_is_one_line(work, content, kind):
+    run = work.two_step
+    if kind == "a plain tensor":
+        torch.save(torch.zeros(3), run.model)
+    elif kind == "a pickle weights_only refuses":
+        torch.save({"state_dict": {}, "dim_in": 64, "hook": Work}, run.model)
+    else:
+        run.model.write_bytes(content)
+    work.forge_record(run, model_sha256=storage.sha256_file(run.model))
+    run.codes.unlink()
+    line = assert_error(work.run("encode", str(run.path)), str(run.model), "not a gslbench model")
+    assert "weights_only" not in line
+    assert not run.codes.exists()
+
+
+def test_nan_or_huge_features_in_the_feature_file_are_refused(work):
+    with forged_h5(work.features) as handle:
+        handle["database/features"][5, 3] = np.inf
+    assert_error(work.run("train", "--force"), str(work.features), "/database/features",
+                 "1 non-finite")
+    with forged_h5(work.features) as handle:
+        handle["database/features"][5, 3] = 1e30
+    assert_error(work.run("train", "--force"), "/database/features", "as large as 1e+30")
+
+
+# ------------------------------------------------------------------ labels
+
+
+def feature_set(labels: np.ndarray, features: np.ndarray | None = None) -> FeatureSet:
+    n, rng = len(labels), np.random.default_rng(0)
+    features = rng.normal(size=(n, 4)).astype(np.float32) if features is None else features
+    split = Split(features, labels, np.arange(n))
+    return FeatureSet("digits", "pixels", split, split, split, ["a", "b"], 0, "")
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (np.eye(2, dtype=np.float32)[[0, 1, 0, 1]], "float32; labels are multi-hot 0/1"),
+    (np.array([[1, 0], [0, -1], [1, 0], [0, 1]], np.int8), "values other than 0 and 1"),
+    (np.array([[1, 0], [0, 0], [1, 0], [0, 1]], np.uint8), "1 of 4 items have no label"),
+    (np.zeros((4, 2), np.uint8), "4 of 4 items have no label"),
+])
+def test_bad_labels_are_refused_when_written_and_when_read(tmp_path, labels, fragment):
+    path = tmp_path / "pixels.h5"
+    with pytest.raises(GslbenchError, match="/train/labels"):
+        write_feature_file(path, feature_set(labels))
+    assert not path.exists() and not leftovers(tmp_path)
+    write_feature_file(path, feature_set(multi_hot(np.array([0, 1, 0, 1]), 2)))
+    with forged_h5(path) as handle:
+        for name in ("train", "query", "database"):
+            del handle[f"{name}/labels"]
+            handle[f"{name}/labels"] = labels
+    with pytest.raises(GslbenchError, match=fragment):
+        read_feature_file(path)
+
+
+def test_constant_features_are_refused(tmp_path):
+    labels = multi_hot(np.array([0, 1, 0, 1]), 2)
+    with pytest.raises(GslbenchError, match="constant: every item has the same feature vector"):
+        write_feature_file(tmp_path / "x.h5", feature_set(labels, np.ones((4, 3), np.float32)))
+
+
+def test_queries_without_a_relevant_item_are_counted_and_warned_about(work):
+    run = work.two_step
+    with forged_h5(run.codes) as handle:  # no database item of class 9 any more
+        labels = handle["labels"][()]
+        labels[labels[:, 9] == 1] = np.eye(10, dtype=np.uint8)[8]
+        handle["labels"][...] = labels
+    result = work.run("evaluate", str(run.path), "--force")
+    assert result.exit_code == 0, result.output
+    assert "10 of 100 queries have no relevant item in the database" in result.output
+    assert json.loads(run.metrics.read_text())["n_query_no_relevant"] == 10
+    with forged_h5(run.codes) as handle:  # no label in common at all
+        handle["query/labels"][...] = np.eye(10, dtype=np.uint8)[9]
+    run.metrics.unlink()
+    assert_error(work.run("evaluate", str(run.path)), str(run.codes), "no query has a relevant item")
+    assert not run.metrics.exists()
