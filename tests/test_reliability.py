@@ -300,3 +300,202 @@ def test_queries_without_a_relevant_item_are_counted_and_warned_about(work):
     run.metrics.unlink()
     assert_error(work.run("evaluate", str(run.path)), str(run.codes), "no query has a relevant item")
     assert not run.metrics.exists()
+
+
+# ------------------------------------------------------------------ degenerate settings
+
+SETTING_CASES = [  # (field, value, the one error every entry point gives)
+    ("batch_size", "1", "--batch-size 1 is outside [2, 65536]"),
+    ("batch_size", "0", "--batch-size 0 is outside [2, 65536]"),
+    ("hidden", "0", "--hidden 0 is outside [1, 16384]"),
+    ("lr", "1e10", "--lr 1e+10 is outside (0, 1]"),
+    ("lr", "nan", "--lr nan is not a finite number"),
+    ("lr", "-inf", "--lr -inf is not a finite number"),
+    ("weight_decay", "-1", "--weight-decay -1 is outside [0, 1]"),
+    ("qloss_lambda", "-1", "--qloss-lambda -1 is outside [0, inf)"),
+    ("margin", "-1", "--margin -1 is outside (0, 2]"),
+    ("sub_bits", "0", "--sub-bits 0 is outside [1, 16]"),
+    ("seed", "-1", "--seed -1 is outside [0, 4294967295]"),
+    ("gsl_alpha", "2", "--gsl-alpha 2 is outside [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", SETTING_CASES)
+def test_a_bad_setting_is_the_same_error_from_every_entry_point(work, field, value, message):
+    option = "--" + field.replace("_", "-")
+    assert_error(work.run("train", option, value), message)
+    assert_error(work.run("bench", {"seed": "--seeds"}.get(field, option), value), message)
+    grid = work.root / "grid.toml"
+    grid.write_text(f"{field} = {value}\n")
+    for args in (("bench", str(grid)), ("bench", "--dry-run", str(grid))):
+        assert_error(work.run(*args), f"{grid}: {message}")
+    record = json.loads(work.gsl.config.read_text())
+    record["config"][field] = json.loads(value) if value not in ("nan", "-inf") else float(value)
+    work.gsl.config.write_text(json.dumps(record))
+    assert_error(work.run("encode", str(work.gsl.path), "--force"), f"{work.gsl.config}: {message}")
+    assert not (work.root / "results" / "report").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--split-seed", "-1"), "--split-seed -1 is outside [0, 4294967295]"),
+    (("--batch-size", "0"), "--batch-size 0 is outside [1, 65536]"),
+    (("--image-size", "0"), "--image-size 0 is outside [16, 1024]"),
+])
+def test_bad_features_options_are_one_line(work, args, message):
+    before = work.features.read_bytes()
+    assert_error(work.run("features", "digits", *args), message)
+    assert work.features.read_bytes() == before
+
+
+def test_a_config_json_with_missing_keys_is_one_line(work):
+    run = work.gsl
+    record = json.loads(run.config.read_text())
+    del record["config"]["hidden"]
+    run.config.write_text(json.dumps(record))
+    assert_error(work.run("encode", str(run.path), "--force"), str(run.config),
+                 "missing config keys: hidden")
+    record = json.loads(work.two_step.config.read_text())
+    del record["model_sha256"]
+    work.two_step.config.write_text(json.dumps(record))
+    assert_error(work.run("encode", str(work.two_step.path), "--force"), str(work.two_step.config),
+                 "records no sha256 of model.pt")
+
+
+def test_a_training_whose_loss_becomes_nan_stops_without_saving_a_model(work, monkeypatch):
+    class NanLoss(torch.nn.Module):
+        def __init__(self, *args) -> None:
+            super().__init__()
+
+        def forward(self, z, labels):
+            return z.sum() * float("nan")
+
+    monkeypatch.setitem(losses.LOSSES, "pairwise", NanLoss)
+    runs = sorted((work.root / "results" / "runs").iterdir())
+    assert_error(work.run("train", "--method", "qloss", *SHORT), "training diverged at epoch 1",
+                 "no model was saved")
+    assert sorted((work.root / "results" / "runs").iterdir()) == runs
+
+
+def test_a_float_run_ignores_the_quantizer_schedule(work):
+    ok(work.run("train", "--method", "float", "--epochs", "2"))  # default --warmup-epochs 5
+
+
+def test_grid_validation_checks_feature_names(work):
+    grid = work.root / "grid.toml"
+    grid.write_text('feature = "resnet"\n')
+    assert_error(work.run("bench", "--dry-run", str(grid)), f"{grid}: digits has no feature 'resnet'")
+
+
+# ------------------------------------------------------------------ OS errors
+
+
+def test_folders_that_are_files_and_files_that_are_folders_are_one_line(work):
+    a_file = work.root / "a-file"
+    a_file.write_text("x")
+    assert_error(work.run("--results-dir", str(a_file), "train"), "--results-dir", "is a file")
+    assert_error(work.run("--data-dir", str(a_file), "train"), "--data-dir", "is a file")
+    assert_error(work.run("report", "--out", str(a_file)), "--out", "is a file")
+    assert_error(work.run("report", "--doc", str(work.root)), "--doc", "is a directory")
+    assert_error(work.run("bench", str(work.root)), "GRID.toml", "is a directory")
+    (work.root / "mine").mkdir()
+    (work.root / "mine" / "notes.txt").write_text("keep me")
+    assert_error(work.run("report", "--out", str(work.root / "mine")), "not a gslbench report folder")
+    assert (work.root / "mine" / "notes.txt").read_text() == "keep me"
+    runs = work.root / "results" / "runs"
+    shutil.rmtree(runs)
+    runs.write_text("x")  # RESULTS/runs is a file
+    assert_error(work.run("train"), str(runs))
+    assert_error(work.run("bench", "--methods", "float"), str(runs))
+
+
+def test_an_injected_full_disk_fails_cleanly_in_every_writing_step(work, monkeypatch):
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", full)
+    run = work.gsl
+    run.codes.unlink()
+    run.metrics.unlink()
+    for args, path in ((("encode", str(run.path)), run.codes),
+                       (("train", "--method", "float", "--epochs", "2"), None),
+                       (("features", "digits"), work.features),
+                       (("report", work.two_step.run_id), work.root / "results" / "report")):
+        line = assert_error(work.run(*args), "No space left on device")
+        assert path is None or str(path) in line
+    assert not run.codes.exists() and not (work.root / "results" / "report").exists()
+    assert not leftovers(work.root)
+    assert len(list((work.root / "results" / "runs").iterdir())) == 2  # no float run
+
+
+def namespace_available() -> bool:
+    """Whether this test may mount file systems in a private mount namespace (root, unshare)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not namespace_available(),
+                                  reason="needs root and unshare for a private tmpfs / ro mount")
+
+
+def gslbench_in_namespace(setup: str, root: Path, *args: str, listing: Path | None = None
+                          ) -> subprocess.CompletedProcess:
+    """Run gslbench after the shell commands `setup` in a private mount namespace (its mounts
+    vanish with it); the names in the folder `listing` afterwards go to root/listing.txt."""
+    command = " ".join([sys.executable, "-c", "'from gslbench.cli import main; main()'",
+                        "--data-dir", str(root / "data"), "--results-dir", str(root / "results"),
+                        *args])
+    after = f"ls -A {listing} > {root / 'listing.txt'}" if listing else "true"
+    script = f"set -e\n{setup}\nset +e\n{command}\nstatus=$?\n{after}\nexit $status\n"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def assert_process_error(process: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert process.returncode == 2, process.stdout + process.stderr
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gslbench: error: "), process.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@needs_mounts
+def test_a_full_disk_is_one_line_without_a_crash_or_a_partial_file(work):
+    """A 4 MB tmpfs as the runs folder, filled up to its last 8 KB."""
+    run = work.gsl
+    run.codes.unlink()
+    run.metrics.unlink()
+    runs = work.root / "results" / "runs"
+    on_disk = shutil.move(runs, work.root / "runs-on-disk")
+    runs.mkdir()
+    setup = (f"mount -t tmpfs -o size=4m tmpfs {runs}\ncp -r {on_disk}/. {runs}/\n"
+             f"avail=$(df -B1 --output=avail {runs} | tail -1)\n"
+             f"head -c $((avail - 8192)) /dev/zero > {runs}/filler")
+    cases = [(("encode", str(run.path)), run.path, run.codes),
+             (("train", "--method", "float", "--epochs", "2"), runs, runs),
+             (("report", work.two_step.run_id, "--out", str(runs / "report")), runs, runs / "report")]
+    for args, listing, path in cases:
+        process = gslbench_in_namespace(setup, work.root, *args, listing=listing)
+        assert "Segmentation" not in process.stderr
+        assert_process_error(process, str(path), "No space left on device")
+        names = (work.root / "listing.txt").read_text().split()
+        assert not [name for name in names if name.startswith(".")], names
+        assert path.name not in names or path == runs
+        assert len([name for name in names if name != "filler"]) == (4 if listing == run.path else 2)
+
+
+@needs_mounts
+def test_a_read_only_results_folder_is_one_line_naming_the_file(work):
+    results = work.root / "results"
+    setup = f"mount --bind {results} {results}\nmount -o remount,ro,bind {results}"
+    run = work.gsl
+    metrics = run.metrics.read_bytes()
+    for args, path in ((("train", "--method", "float", "--epochs", "2"), results / "runs"),
+                       (("evaluate", str(run.path), "--force"), run.metrics),
+                       (("report",), results / "report"),
+                       (("bench", "--methods", "float", "--epochs", "2"), results / "runs")):
+        line = assert_process_error(gslbench_in_namespace(setup, work.root, *args), str(path))
+        assert "Read-only file system" in line
+    assert run.metrics.read_bytes() == metrics

@@ -139,6 +139,8 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         raise GslbenchError(f"{out_dir}: cannot write the report there ({os_reason(exc)})") from None
     try:
         yield staging
+    except GslbenchError as exc:  # name the report's file, not its temporary copy
+        raise GslbenchError(str(exc).replace(str(staging), str(out_dir))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
