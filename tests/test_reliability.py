@@ -499,3 +499,199 @@ def test_a_read_only_results_folder_is_one_line_naming_the_file(work):
         line = assert_process_error(gslbench_in_namespace(setup, work.root, *args), str(path))
         assert "Read-only file system" in line
     assert run.metrics.read_bytes() == metrics
+
+
+# ------------------------------------------------------------------ faults
+
+
+def start_gslbench(root: Path, *args: str, code: str = "") -> subprocess.Popen:
+    """gslbench in a new process group (its workers join it); `code` runs first (fault hooks)."""
+    command = [sys.executable, "-c", f"{code}\nfrom gslbench.cli import main; main()",
+               "--data-dir", str(root / "data"), "--results-dir", str(root / "results"), *args]
+    with open(root / "gslbench.log", "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_bench_with_workers_leaves_no_process_behind(work, signum):
+    grid = ["--methods", "two-step,qloss,gsl", "--bits", "16,32", "--epochs", "30", "-j", "2"]
+    process = start_gslbench(work.root, "bench", *grid)
+    started = work.root / "results" / "runs"
+    wait_for(lambda: len(list(started.glob(".*.*"))) >= 2 or process.poll() is not None, 300,
+             "the workers did not start training")
+    assert process.poll() is None, (work.root / "gslbench.log").read_text()
+    os.kill(process.pid, signum)  # the bench process only, not its group
+    status = process.wait(timeout=60)
+    wait_for(lambda: not group_alive(process.pid), 15, "a worker outlived the bench")
+    if signum == signal.SIGTERM:
+        assert status == 143 and "gslbench: terminated" in (work.root / "gslbench.log").read_text()
+    rerun = work.run("bench", "--dry-run", *grid)  # nothing half-written counts
+    assert rerun.exit_code == 0 and "does not count" not in rerun.output
+
+
+@pytest.mark.slow
+def test_local_workers_hold_the_bench_lock_as_long_as_they_live(tmp_path):
+    import fcntl
+
+    from gslbench.bench.executors import LocalExecutor
+
+    path = tmp_path / ".bench.lock"
+    with open(path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        pool = LocalExecutor(1, held)
+        assert pool.submit(os.getppid).result(timeout=120) == os.getpid()
+    with open(path, "a") as other:  # the bench's own handle is closed: the worker's holds it
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        pool.shutdown()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_failing_or_interrupted_report_leaves_the_previous_one_whole(work, monkeypatch):
+    import gslbench.report as report_module
+
+    report = work.root / "results" / "report"
+    ok(work.run("report"))
+    (report / "from-an-older-report.png").write_bytes(b"old")
+    before = {path.name: path.read_bytes() for path in report.iterdir()}
+    real = report_module.write_figures
+
+    def fail_halfway(data, out_dir, error=None):
+        real(data, out_dir)
+        raise error or OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module, "write_figures", fail_halfway)
+    assert_error(work.run("report"), str(report), "No space left on device")
+    monkeypatch.setattr(report_module, "write_figures",
+                        lambda data, out_dir: fail_halfway(data, out_dir, KeyboardInterrupt()))
+    assert work.run("report").exit_code == 130
+    assert {path.name: path.read_bytes() for path in report.iterdir()} == before
+    assert not leftovers(work.root / "results")
+    monkeypatch.setattr(report_module, "write_figures", real)
+    ok(work.run("report"))
+    assert not (report / "from-an-older-report.png").exists()  # replaced as a unit
+
+
+KILL_AFTER_FIRST_RENAME = """
+import os, pathlib
+_rename = pathlib.Path.rename
+def rename(self, target):
+    result = _rename(self, target)
+    os._exit(137)  # killed between train's two renames
+pathlib.Path.rename = rename
+"""
+
+
+@pytest.mark.slow
+def test_train_force_killed_between_its_renames_loses_nothing(work):
+    run = work.two_step
+    args = ("train", "--method", "two-step", "--bits", "16", "--sub-bits", "4", "--dim-out", "48",
+            *SHORT, "--force")
+    process = start_gslbench(work.root, *args, code=KILL_AFTER_FIRST_RENAME)
+    assert process.wait(timeout=300) == 137
+    assert not run.path.exists()
+    copies = list(run.path.parent.glob(f".{run.run_id}.*"))
+    new = [copy for copy in copies if (copy / "config.json").is_file()]
+    assert len(copies) == 2 and len(new) == 1  # the new run, and the old one moved aside
+    record = (new[0] / "config.json").read_text()
+    result = work.run("bench", "--methods", "two-step", "--bits", "16", "--sub-bits", "4",
+                      "--dim-out", "48", *SHORT)
+    assert result.exit_code == 0, result.output
+    assert "restored from" in result.output
+    assert run.config.read_text() == record  # the new run, not trained a third time
+    assert run.metrics.is_file() and not leftovers(work.root / "results")
+
+
+def test_bench_repairs_damaged_cells_from_the_first_invalid_step(work):
+    grid = ["--methods", "gsl,two-step", "--bits", "12,16", "--sub-bits", "4", "--dim-out", "48",
+            *SHORT]
+    cells = ("gsl α=1 k=8 pq 12 bits", "two-step pq 16 bits")
+    work.gsl.metrics.write_text("{")  # a corrupt metrics.json: re-evaluate only
+    work.two_step.model.unlink()  # a trained cell without its model: train again
+    trained = {run: run.config.read_bytes() for run in (work.gsl, work.two_step)}
+    codes = work.gsl.codes.read_bytes()
+    dry = work.run("bench", "--dry-run", *grid).output.splitlines()
+    rows = {cell: next(line for line in dry if cell in line) for cell in cells}
+    assert " partial " in rows[cells[0]] and "metrics.json: not valid JSON" in rows[cells[0]]
+    assert " todo " in rows[cells[1]] and "model.pt: no such file" in rows[cells[1]]
+    ok(work.run("bench", *grid))
+    assert work.gsl.config.read_bytes() == trained[work.gsl] and work.gsl.codes.read_bytes() == codes
+    assert json.loads(work.gsl.metrics.read_text())["run"] == work.gsl.run_id
+    assert work.two_step.model.is_file() and work.two_step.config.read_bytes() != trained[work.two_step]
+    assert "4 cells: 4 done" in work.run("bench", "--dry-run", *grid).output
+
+
+@pytest.mark.slow
+def test_the_ray_executor_on_two_nodes_survives_losing_one_mid_grid(pipeline, tmp_path):
+    from ray.cluster_utils import Cluster  # ray is in the test extra
+
+    root = tmp_path / "ray"
+    shutil.copytree(pipeline / "data", root / "data")
+    grid = ["--methods", "two-step,qloss,gsl", "--bits", "16,32", *SHORT, "--executor", "ray",
+            "--cpus-per-cell", "1"]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        process = start_gslbench(root, "bench", *grid, "--address", cluster.address)
+        runs = root / "results" / "runs"
+        wait_for(lambda: list(runs.glob("*/metrics.json")) or process.poll() is not None, 300,
+                 "no cell finished")
+        cluster.remove_node(workers[1])
+        assert process.wait(timeout=600) == 0, (root / "gslbench.log").read_text()
+        log = (root / "gslbench.log").read_text()
+        done = [line.split()[2] for line in log.splitlines() if "] done " in line]
+        assert len(done) == len(set(done)) == 6  # every cell once
+        again = invoke(root, "bench", *grid, "--address", cluster.address)
+        assert again.exit_code == 0 and "6 done already, 0 to run" in again.output
+    finally:
+        cluster.shutdown()
+
+
+# ------------------------------------------------------------------ smaller
+
+
+def test_evaluate_with_other_cut_offs_evaluates_again(work):
+    run = work.two_step
+    ok(work.run("evaluate", str(run.path), "--map-at", "5"))
+    assert json.loads(run.metrics.read_text())["map_at"].keys() == {"5"}
+    ok(work.run("evaluate", str(run.path)))
+    assert json.loads(run.metrics.read_text())["map_at"].keys() == {"100", "1000"}
+
+
+def test_a_nan_map_is_not_shown_as_a_missing_cell():
+    import pandas as pd
+
+    rows = [("float", "float", 0, 0.9), ("qloss", "qloss λ=0.1", 16, 0.8),
+            ("qloss", "qloss λ=0.1", 32, 0.85), ("gsl", "gsl α=1 k=8", 16, float("nan"))]
+    results = pd.DataFrame([{"dataset": "digits", "feature": "pixels", "loss": "pairwise",
+                             "quantizer": "none" if m == "float" else "pq", "method": m,
+                             "variant": v, "code_bits": b, "seed": 0, "map": value}
+                            for m, v, b, value in rows])
+    cells = paper_tables(results)[0].cells()
+    assert cells.loc["gsl α=1 k=8", 16] == "NaN" and cells.loc["gsl α=1 k=8", 32] == MISSING
+
+
+def test_gslbench_alone_prints_the_help_and_verbose_errors_still_exit_2(work):
+    result = CliRunner().invoke(cli, [])
+    assert result.exit_code == 0 and result.output.startswith("Usage: ")
+    verbose = work.run("-v", "train", "--hidden", "0")
+    assert verbose.exit_code == 2 and "Traceback" in verbose.output
+    assert verbose.output.strip().splitlines()[-1] == ("gslbench: error: --hidden 0 is outside "
+                                                       "[1, 16384]")

@@ -141,6 +141,8 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         yield staging
     except GslbenchError as exc:  # name the report's file, not its temporary copy
         raise GslbenchError(str(exc).replace(str(staging), str(out_dir))) from None
+    except OSError as exc:
+        raise GslbenchError(f"{out_dir}: cannot write the report ({os_reason(exc)})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
