@@ -656,7 +656,7 @@ def test_the_ray_executor_on_two_nodes_survives_losing_one_mid_grid(pipeline, tm
         cluster.remove_node(workers[1])
         assert process.wait(timeout=600) == 0, (root / "gslbench.log").read_text()
         log = (root / "gslbench.log").read_text()
-        done = [line.split()[2] for line in log.splitlines() if "] done " in line]
+        done = [line.split()[3] for line in log.splitlines() if "] done " in line]
         assert len(done) == len(set(done)) == 6  # every cell once
         again = invoke(root, "bench", *grid, "--address", cluster.address)
         assert again.exit_code == 0 and "6 done already, 0 to run" in again.output
