@@ -249,6 +249,49 @@ def test_nan_or_huge_features_in_the_feature_file_are_refused(work):
     assert_error(work.run("train", "--force"), "/database/features", "as large as 1e+30")
 
 
+def replace_dataset(handle, name: str, data: np.ndarray) -> None:
+    del handle[name]
+    handle[name] = data
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda h: replace_dataset(h, "train/features", np.full((500, 64), b"a", dtype="S1")),
+     "/train/features are |S1, not floating point numbers"),
+    (lambda h: h.attrs.__delitem__("dataset"), "attribute 'dataset' is None, expected a str"),
+    (lambda h: h.attrs.__setitem__("label_names", "[not json"), "'label_names' is not JSON"),
+    (lambda h: h.attrs.__setitem__("label_names", '["one"]'), "not a list of 10 names"),
+    (lambda h: h.attrs.__setitem__("format_version", "one"), "format_version 'one' is not an integer"),
+    (lambda h: h.attrs.__setitem__("format_version", 1.5), "format_version 1.5 is not an integer"),
+    (lambda h: h.attrs.__setitem__("split_seed", "zero"), "attribute 'split_seed' is 'zero'"),
+])
+def test_a_bad_feature_file_is_one_line_naming_it(work, edit, fragment):
+    with forged_h5(work.features) as handle:
+        edit(handle)
+    runs = sorted((work.root / "results" / "runs").iterdir())
+    assert_error(work.run("train", "--force", "--method", "float", "--epochs", "2"),
+                 str(work.features), fragment)
+    assert sorted((work.root / "results" / "runs").iterdir()) == runs
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("map", "0.7", "'map' is '0.7', expected a number in [0, 1]"),
+    ("map", 1.5, "'map' is 1.5, expected a number in [0, 1]"),
+    ("map", float("nan"), "'map' is nan, expected a number in [0, 1]"),
+    ("map_at", [0.5], "'map_at' is [0.5], expected {K: value}"),
+    ("recall_at", {"10": "high"}, "'recall_at[10]' is 'high'"),
+    ("train_s", None, "'train_s' is None, expected seconds >= 0"),
+    ("pr_curve", [[0.0]], "'pr_curve' is not a list of [recall, precision] pairs"),
+    ("map_top", 7, "'map_top' is 7, expected null or one of the K of 'map_at'"),
+    ("config", "gsl", "'config' is 'gsl', expected a dict"),
+])
+def test_a_report_over_a_metrics_json_with_wrong_types_is_one_line(work, key, value, fragment):
+    record = json.loads(work.gsl.metrics.read_text())
+    record[key] = value
+    work.gsl.metrics.write_text(json.dumps(record))
+    assert_error(work.run("report"), str(work.gsl.metrics), fragment)
+    assert not (work.root / "results" / "report").exists()
+
+
 # ------------------------------------------------------------------ labels
 
 
