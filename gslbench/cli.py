@@ -144,12 +144,9 @@ AXIS_FIELDS = ("dataset", "feature", "method", "quantizer", "bits", "seed")
 def _config_options(command: Callable) -> Callable:
     """Every RunConfig field but the grid axes as an option (shared by train and bench), and
     --force."""
-    options = [_setting_option(setting) for name, setting in FIELDS.items()
-               if name not in AXIS_FIELDS]
-    options.append(click.option("--force", is_flag=True, help="Re-run steps whose results exist."))
-    for option in reversed(options):
-        command = option(command)
-    return command
+    force = click.option("--force", is_flag=True, help="Re-run steps whose results exist.")
+    settings = tuple(setting for name, setting in FIELDS.items() if name not in AXIS_FIELDS)
+    return _options(settings)(force(command))
 
 
 @cli.command()
