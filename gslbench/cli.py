@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,43 +19,58 @@ from gslbench import data, layout
 from gslbench import report as report_module
 from gslbench.bench.executors import EXECUTORS, ExecutorConfig
 from gslbench.bench.grid import DEFAULT_AXES, Grid, read_grid_file
-from gslbench.config import FIELDS, RunConfig
+from gslbench.config import FEATURE_SETTINGS, FIELDS, RunConfig, check_feature_options
 from gslbench.data.features import build_features
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import evaluate_run
 from gslbench.settings import Setting
+from gslbench.storage import os_reason
 from gslbench.train import train_run
 
 
 class Gslbench(click.Group):
-    """A click group that turns user errors into one line, `gslbench: error: ...`, and exit 2."""
+    """A click group that turns user errors and OS errors (a read-only folder, a full disk) into
+    one line, `gslbench: error: ...`, and exit 2; with -v the traceback comes first."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         verbose = any(flag in (kwargs.get("args") or sys.argv[1:]) for flag in ("-v", "--verbose"))
         try:
             return super().main(*args, **kwargs)
-        except (GslbenchError, click.ClickException) as exc:
+        except (GslbenchError, click.ClickException, OSError) as exc:
             if verbose:
-                raise
-            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-            click.echo(f"gslbench: error: {message}", err=True)
+                traceback.print_exc()
+            click.echo(f"gslbench: error: {error_line(exc)}", err=True)
             sys.exit(2)
         except click.exceptions.Abort:
             click.echo("gslbench: aborted", err=True)
             sys.exit(130)
 
 
+def error_line(error: Exception) -> str:
+    """A user or OS error as one line; an OS error names its file."""
+    if isinstance(error, click.ClickException):
+        message = error.format_message()
+    elif isinstance(error, OSError):
+        message = os_reason(error)
+        message = f"{error.filename}: {message}" if error.filename else message
+    else:
+        message = str(error)
+    return " ".join(message.split()) or type(error).__name__
+
+
 def _show_progress(ctx: click.Context) -> bool:
     return not ctx.obj["quiet"] and sys.stderr.isatty()
 
 
-@click.group(cls=Gslbench, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="GSLBENCH_DATA",
+@click.group(cls=Gslbench, context_settings={"help_option_names": ["-h", "--help"]},
+             invoke_without_command=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="GSLBENCH_DATA",
               default=Path("datasets"), show_default=True, help="Root of the data sets.")
-@click.option("--results-dir", type=click.Path(path_type=Path), envvar="GSLBENCH_RESULTS",
-              default=Path("results"), show_default=True, help="Root of runs and reports.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="GSLBENCH_RESULTS", default=Path("results"), show_default=True,
+              help="Root of runs and reports.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step; show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and final results.")
 @click.pass_context
@@ -64,6 +81,9 @@ def cli(ctx: click.Context, data_dir: Path, results_dir: Path, verbose: bool, qu
     Pipeline: download -> features -> train -> encode -> evaluate -> report; bench runs a grid.
     Example: gslbench bench
     """
+    if ctx.invoked_subcommand is None:  # `gslbench` alone: the help
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"data_dir": data_dir, "results_dir": results_dir, "quiet": quiet}
@@ -84,12 +104,26 @@ def download(ctx: click.Context, dataset: str, url: str | None, from_dir: Path |
     click.echo(path)
 
 
+def _setting_option(setting: Setting) -> Callable:
+    """The click option of one setting: its type, default, choices and help."""
+    kind = click.Choice(setting.choices) if setting.choices else setting.kind
+    return click.option(setting.option, type=kind, default=setting.default, show_default=True,
+                        help=setting.help)
+
+
+def _options(settings: tuple[Setting, ...]) -> Callable:
+    """Each of `settings` as an option."""
+    def decorate(command: Callable) -> Callable:
+        for setting in reversed(settings):
+            command = _setting_option(setting)(command)
+        return command
+    return decorate
+
+
 @cli.command()
 @click.argument("dataset")
 @click.option("--backbone", help="Feature extractor (default: the data set's own).")
-@click.option("--image-size", default=64, show_default=True, help="Resize images to this side.")
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the query/train split.")
+@_options(FEATURE_SETTINGS)
 @click.pass_context
 def features(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
              batch_size: int, split_seed: int) -> None:
@@ -97,6 +131,7 @@ def features(ctx: click.Context, dataset: str, backbone: str | None, image_size:
 
     Example: gslbench features digits
     """
+    check_feature_options(image_size=image_size, batch_size=batch_size, split_seed=split_seed)
     path = build_features(dataset, ctx.obj["data_dir"], backbone=backbone, image_size=image_size,
                           batch_size=batch_size, split_seed=split_seed)
     click.echo(path)
@@ -106,22 +141,12 @@ def features(ctx: click.Context, dataset: str, backbone: str | None, image_size:
 AXIS_FIELDS = ("dataset", "feature", "method", "quantizer", "bits", "seed")
 
 
-def _setting_option(setting: Setting) -> Callable:
-    """The click option of one RunConfig setting: its type, default, choices and help."""
-    kind = click.Choice(setting.choices) if setting.choices else setting.kind
-    return click.option(setting.option, type=kind, default=setting.default, show_default=True,
-                        help=setting.help)
-
-
 def _config_options(command: Callable) -> Callable:
     """Every RunConfig field but the grid axes as an option (shared by train and bench), and
     --force."""
-    options = [_setting_option(setting) for name, setting in FIELDS.items()
-               if name not in AXIS_FIELDS]
-    options.append(click.option("--force", is_flag=True, help="Re-run steps whose results exist."))
-    for option in reversed(options):
-        command = option(command)
-    return command
+    force = click.option("--force", is_flag=True, help="Re-run steps whose results exist.")
+    settings = tuple(setting for name, setting in FIELDS.items() if name not in AXIS_FIELDS)
+    return _options(settings)(force(command))
 
 
 @cli.command()
@@ -179,9 +204,9 @@ def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...])
               help="Only runs whose id matches this glob, e.g. 'a1*' (repeatable).")
 @click.option("-d", "--dataset", "dataset_names", multiple=True, metavar="NAME",
               help="Only runs of this data set (repeatable or comma-separated).")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Report folder (default: RESULTS/report).")
-@click.option("--doc", type=click.Path(path_type=Path),
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder (default: RESULTS/report), replaced as a whole.")
+@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results document (GSL's wins, ties, losses) here.")
 @click.option("--doc-intro", type=click.File("r"),
               help="Markdown to put at the top of the results document (protocol, tuning).")
@@ -221,7 +246,8 @@ AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "qu
 
 
 @cli.command()
-@click.argument("grid_file", metavar="[GRID.toml]", required=False, type=click.Path(path_type=Path))
+@click.argument("grid_file", metavar="[GRID.toml]", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-d", "--datasets", "dataset_names", default=",".join(DEFAULT_AXES["dataset"]),
               show_default=True, callback=_split(str), help="Comma-separated data sets.")
 @click.option("--methods", default=",".join(DEFAULT_AXES["method"]), show_default=True,
@@ -259,7 +285,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address)
     results_dir = ctx.obj["results_dir"]
     if dry_run:
-        _echo_cells(grid, results_dir)
+        _echo_cells(grid, ctx.obj["data_dir"], results_dir)
         return
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
                                    force=force, show_progress=_show_progress(ctx))
@@ -285,18 +311,30 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
                              source=str(grid_file))
 
 
-def _echo_cells(grid: Grid, results_dir: Path) -> None:
-    """Print each cell's run id, state and description, then the count per state."""
-    cells = bench_module.grid_status(grid, results_dir)
+def _echo_cells(grid: Grid, data_dir: Path, results_dir: Path) -> None:
+    """Print each cell's run id, state, description and why its files do not count (stale or
+    damaged), then the count per state."""
+    cells = bench_module.grid_status(grid, data_dir, results_dir)
     fields = tuple(grid.axes())
     click.echo(f"{'RUN':<12}  {'STATE':<7}  CELL")
-    for config, state in cells:
-        click.echo(f"{config.run_id:<12}  {state:<7}  {bench_module.describe(config, fields)}")
-    counts = Counter(state for _, state in cells)
+    for config, cell in cells:
+        reason = f"  [does not count: {cell.reason}]" if cell.reason else ""
+        click.echo(f"{config.run_id:<12}  {cell.state:<7}  "
+                   f"{bench_module.describe(config, fields)}{reason}")
+    counts = Counter(cell.state for _, cell in cells)
+    rerun = sum(bool(cell.reason) for _, cell in cells)
     click.echo(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial "
-               f"(trained, not evaluated), {counts['todo']} todo")
+               f"(trained, not evaluated), {counts['todo']} todo"
+               + (f"; {rerun} stale or damaged, to run again" if rerun else ""))
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. SIGTERM ends gslbench like Ctrl-C does (temporary files removed,
+    bench's workers stopped), with exit status 143."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    sys.stderr.write("gslbench: terminated\n")
+    raise SystemExit(128 + signum)

@@ -9,38 +9,51 @@ the CLI, a grid file or a config.json.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS, Method
-from gslbench.quantizers import QUANTIZERS
+from gslbench.quantizers import QUANTIZERS, make_quantizer
 from gslbench.settings import Setting
+from gslbench.storage import config_id
 
 LOSSES = ("pairwise", "contrastive", "triplet", "softmax")
 MARGIN_LOSSES = ("contrastive", "triplet")
 
+MAX_SEED = 2**32 - 1  # numpy's and faiss's seeds are 32-bit
 SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", str, "digits", "Data set."),
     Setting("feature", str, "pixels", "Feature file name (default: the data set's own)."),
     Setting("method", str, "gsl", "Training method.", choices=tuple(METHODS)),
     Setting("quantizer", str, "pq", "Vector quantizer.", choices=tuple(QUANTIZERS)),
-    Setting("bits", int, 32, "Code length in bits.", low=1),
+    Setting("bits", int, 32, "Code length in bits.", low=1, high=4096),
     Setting("sub_bits", int, 8, "Bits per codebook.", low=1, high=16),
     Setting("loss", str, "pairwise", "Similarity loss.", choices=LOSSES),
-    Setting("dim_out", int, 64, "Dimension of the learned representation.", low=1),
-    Setting("hidden", int, 256, "Width of the hidden layer.", low=1),
-    Setting("epochs", int, 40, "Training epochs.", low=1),
-    Setting("warmup_epochs", int, 5, "Plain epochs before the first codebook fit.", low=0),
-    Setting("epochs_per_refit", int, 5, "Network epochs between codebook refits.", low=1),
-    Setting("batch_size", int, 128, "Training batch size.", low=2),
+    Setting("dim_out", int, 64, "Dimension of the learned representation.", low=1, high=4096),
+    Setting("hidden", int, 256, "Width of the hidden layer.", low=1, high=16384),
+    Setting("epochs", int, 40, "Training epochs.", low=1, high=10000),
+    Setting("warmup_epochs", int, 5, "Plain epochs before the first codebook fit.", low=0,
+            high=10000),
+    Setting("epochs_per_refit", int, 5, "Network epochs between codebook refits.", low=1,
+            high=10000),
+    Setting("batch_size", int, 128, "Training batch size.", low=2, high=65536),
     Setting("lr", float, 1e-3, "Adam's learning rate.", low=0.0, high=1.0, low_open=True),
-    Setting("weight_decay", float, 1e-5, "Adam's weight decay.", low=0.0),
+    Setting("weight_decay", float, 1e-5, "Adam's weight decay.", low=0.0, high=1.0),
+    # representations are L2-normalised: distances lie in [0, 2]
     Setting("margin", float, 0.5, "Margin of the contrastive and triplet losses.", low=0.0,
-            low_open=True),
-    Setting("seed", int, 0, "Seed of the initialisation, batches and codebooks.", low=0),
+            high=2.0, low_open=True),
+    Setting("seed", int, 0, "Seed of the initialisation, batches and codebooks.", low=0,
+            high=MAX_SEED),
+)
+# The options of `gslbench features` (the features step), checked the same way.
+FEATURE_SETTINGS: tuple[Setting, ...] = (
+    Setting("image_size", int, 64, "Resize images to this side (CNN backbones).", low=16,
+            high=1024),
+    Setting("batch_size", int, 256, "Images per batch of the feature extractor.", low=1,
+            high=65536),
+    Setting("split_seed", int, 0, "Seed of the query/train/database split.", low=0,
+            high=MAX_SEED),
 )
 KNOBS: tuple[Setting, ...] = tuple(knob for method in METHODS.values() for knob in method.knobs)
 FIELDS: dict[str, Setting] = {setting.name: setting for setting in (*SETTINGS, *KNOBS)}
@@ -63,6 +76,8 @@ class _RunConfigBase:
             )
         if self.quantized and self.warmup_epochs >= self.epochs:
             raise GslbenchError(f"--warmup-epochs must lie in [0, --epochs={self.epochs})")
+        if self.quantized:  # the quantizer's own constraints (PQ: dim_out a multiple of M, ...)
+            make_quantizer(self.quantizer, self.dim_out, self.bits, self.sub_bits)
 
     @property
     def method_spec(self) -> type[Method]:
@@ -100,16 +115,32 @@ class _RunConfigBase:
     @property
     def run_id(self) -> str:
         """12 hex digits of the sha256 of the resolved config's canonical JSON."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return config_id(self.to_dict())
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
-        """A RunConfig from config.json's `config` record; unknown keys are a user error."""
+        """A RunConfig from config.json's `config` record (`to_dict`'s form): every shared setting
+        and the method's knobs; an unknown or missing key or a bad value is a user error."""
+        if not isinstance(values, Mapping):
+            raise GslbenchError(f"the config is a {type(values).__name__}, not a mapping")
         unknown = set(values) - set(FIELDS)
         if unknown:
             raise GslbenchError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        method = values.get("method")
+        if method not in METHODS:
+            raise GslbenchError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        required = {setting.name for setting in (*SETTINGS, *METHODS[method].knobs)}
+        missing = sorted(required - set(values))
+        if missing:
+            raise GslbenchError(f"missing config keys: {', '.join(missing)}")
         return cls(**values)
+
+
+def check_feature_options(**values: Any) -> None:
+    """Check the options of the features step against `FEATURE_SETTINGS` (one-line errors)."""
+    settings = {setting.name: setting for setting in FEATURE_SETTINGS}
+    for name, value in values.items():
+        settings[name].check(value)
 
 
 def _field(setting: Setting) -> tuple[str, type, dataclasses.Field]:

@@ -1,6 +1,6 @@
 """The encode step and the codes file `RUN/codes.h5`: everything `evaluate` reads.
 
-Format `gslbench.codes`, version 2 (DESIGN.md section 3):
+Format `gslbench.codes`, version 3 (DESIGN.md section 3):
 
     /codes                    (n_db, code_bytes) uint8   packed codes of the database
     /labels                   (n_db, C) uint8            database labels (multi-hot)
@@ -9,34 +9,42 @@ Format `gslbench.codes`, version 2 (DESIGN.md section 3):
     /quantizer/...            the quantizer (`gslbench.quantizers.io`)
     attrs: run, method, label, quantizer, M, nbits, code_bits, dim, config (JSON), map_at (JSON
            list of the protocol's K), map_top (0: mAP over the whole database), train_seconds,
-           encode_seconds, features_sha256, model_sha256
+           encode_seconds, and the sha256 of the inputs it was made from: config_sha256 (the
+           run's config.json), features_sha256, model_sha256, quantizer_sha256 ("" for float);
+           content_sha256 (`gslbench.storage`): a digest of everything above
 
-Version 1 files (database codes only) are refused with the advice to encode again.
+`read_codes` checks the content (shapes, finite representations and codebooks, codes in range,
+0/1 labels); `check_encoded` also checks that the file is bound to its run directory. Files of
+older versions are refused with the advice to encode again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from gslbench import layout
-from gslbench.config import RunConfig
 from gslbench.data import get_dataset
-from gslbench.data.featurefile import read_feature_file
+from gslbench.data.featurefile import check_labels, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
 from gslbench.quantizers import Identity, Quantizer, load_quantizer, save_quantizer
-from gslbench.storage import atomic_path, open_h5, set_format_attrs, sha256_file
-from gslbench.train import load_config, load_model, load_run_quantizer
+from gslbench.storage import config_id, open_h5, sha256_file, write_h5
+from gslbench.train import check_trained, load_config, load_model, load_run_quantizer, run_features
 
 FORMAT = "gslbench.codes"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# the attrs evaluate and bench rely on, with their types
+ATTRS = {"run": str, "label": str, "config": str, "map_at": str, "map_top": int,
+         "train_seconds": float, "encode_seconds": float, "config_sha256": str,
+         "features_sha256": str, "model_sha256": str, "quantizer_sha256": str}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,26 +59,41 @@ class Codes:
     quantizer: Quantizer | Identity
     attrs: dict
 
+    @property
+    def map_at(self) -> tuple[int, ...]:
+        """The K of mAP@K the data set's protocol asks for."""
+        return tuple(json.loads(self.attrs["map_at"]))
+
 
 def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
                force: bool = False) -> Path:
-    """Encode the database and embed the queries through the run's network into RUN/codes.h5."""
+    """Encode the database and embed the queries through the run's network into RUN/codes.h5.
+
+    The run must pass `check_trained` against the current feature file. An existing codes.h5 is
+    kept (unless `force`) when `check_encoded` passes; a damaged or unbound one is written again,
+    with a warning."""
     run_dir = layout.resolve_run(results_dir, run)
+    features_file = run_features(load_config(run_dir)[0], data_dir)
+    config, record = check_trained(run_dir, features_file)
     if run_dir.codes.is_file() and not force:
-        return run_dir.codes
-    config, record = load_config(run_dir)
-    model = load_model(run_dir, config)
+        try:
+            check_encoded(run_dir)
+            return run_dir.codes
+        except GslbenchError as exc:
+            log.warning("%s; encoding run %s again", exc, run_dir.run_id)
+    features = read_feature_file(features_file.path)
+    model = load_model(run_dir, config, features.dim)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
-    features = read_feature_file(_checked_features(config, record, data_dir))
     start = time.perf_counter()
-    codes = quantizer.encode(embed(model, features.database.features))
+    database = _finite(embed(model, features.database.features), run_dir, "database")
+    codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
+    queries = _finite(embed(model, features.query.features), run_dir, "query")
     map_top = get_dataset(config.dataset).protocol.map_top
-    with atomic_path(run_dir.codes) as tmp, h5py.File(tmp, "w") as handle:
-        set_format_attrs(handle, FORMAT, FORMAT_VERSION)
+    with write_h5(run_dir.codes, FORMAT, FORMAT_VERSION) as handle:
         handle.create_dataset("codes", data=codes)
         handle.create_dataset("labels", data=features.database.labels)
-        handle.create_dataset("query/representations", data=embed(model, features.query.features))
+        handle.create_dataset("query/representations", data=queries)
         handle.create_dataset("query/labels", data=features.query.labels)
         save_quantizer(quantizer, handle.create_group("quantizer"))
         handle.attrs.update({
@@ -80,40 +103,90 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             "config": json.dumps(config.to_dict()),
             "map_at": json.dumps(list((map_top,) if map_top else MAP_AT)), "map_top": map_top or 0,
             "train_seconds": record["train_seconds"], "encode_seconds": seconds,
-            "features_sha256": record["features_sha256"], "model_sha256": sha256_file(run_dir.model),
+            "config_sha256": sha256_file(run_dir.config),
+            "features_sha256": features_file.sha256, "model_sha256": record["model_sha256"],
+            "quantizer_sha256": record.get("quantizer_sha256") or "",
         })
     return run_dir.codes
 
 
-def _checked_features(config: RunConfig, record: dict, data_dir: str | Path) -> Path:
-    """The run's feature file, checked to be the one it was trained on."""
-    path = layout.feature_path(data_dir, config.dataset, config.feature)
-    if not path.is_file():
-        raise GslbenchError(f"{path}: no such file; the run {config.run_id} was trained on it")
-    if sha256_file(path) != record["features_sha256"]:
-        raise GslbenchError(f"{path}: feature file changed since run {config.run_id} was trained "
-                            "(sha256 differs); re-train with --force")
-    return path
+def _finite(representations: np.ndarray, run: layout.RunDir, split: str) -> np.ndarray:
+    """The (n, d) representations, checked finite."""
+    if not np.isfinite(representations).all():
+        raise GslbenchError(f"{run.model}: the network gives non-finite {split} representations "
+                            "(NaN or inf)")
+    return representations
+
+
+def check_encoded(run: layout.RunDir) -> Codes:
+    """The run's codes.h5 (`read_codes`), after checking that it is bound to the run: it records
+    the run id of its directory, a config that hashes to it, and the sha256 of the run's current
+    config.json (so it was made from this run's model and quantizer, which config.json binds)."""
+    codes = read_codes(run.codes)
+    attrs = codes.attrs
+    found = config_id(json.loads(attrs["config"]))
+    if attrs["run"] != run.run_id or found != run.run_id:
+        raise GslbenchError(f"{run.codes}: made for run {attrs['run']} (config hash {found}), not "
+                            f"for run {run.run_id} of its directory (copied from another run?)")
+    if not run.config.is_file() or sha256_file(run.config) != attrs["config_sha256"]:
+        raise GslbenchError(f"{run.codes}: made from another {run.config.name} than the run's "
+                            "(sha256 differs: the run was trained again or edited since)")
+    return codes
 
 
 def read_codes(path: Path) -> Codes:
-    """Read and check a codes file (shapes, dtypes, row counts)."""
-    with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
-        if int(handle.attrs["format_version"]) < FORMAT_VERSION:
-            raise GslbenchError(f"{path}: written by an older gslbench (format_version "
-                                f"{int(handle.attrs['format_version'])}, without the queries); "
-                                "run `gslbench encode RUN --force`")
+    """Read and check a codes file: its attrs, shapes, finite query representations and
+    codebooks, codes in range for their codebooks, 0/1 labels with one or more per item."""
+    with open_h5(path, FORMAT, FORMAT_VERSION, min_version=FORMAT_VERSION,
+                 rewrite="run `gslbench encode RUN --force`") as handle:
+        attrs = {key: _plain(value) for key, value in handle.attrs.items()}
+        for name, kind in ATTRS.items():
+            allowed = (int, float) if kind is float else (kind,)
+            if isinstance(attrs.get(name), bool) or not isinstance(attrs.get(name), allowed):
+                raise GslbenchError(f"{path}: attribute {name!r} is {attrs.get(name)!r}, expected "
+                                    f"a {kind.__name__}")
         codes = Codes(handle["codes"][()], handle["labels"][()],
                       handle["query/representations"][()], handle["query/labels"][()],
-                      load_quantizer(handle["quantizer"]), dict(handle.attrs))
+                      load_quantizer(handle["quantizer"]), attrs)
+        json.loads(attrs["config"]), json.loads(attrs["map_at"])  # JSON errors: a corrupt file
+    _check_shapes(codes, path)
+    if not np.isfinite(codes.queries).all():
+        raise GslbenchError(f"{path}: /query/representations hold non-finite values (NaN or inf)")
+    _check_codes_in_range(codes, path)
+    check_labels(codes.labels, f"{path}: /labels")
+    check_labels(codes.query_labels, f"{path}: /query/labels")
+    return codes
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_shapes(codes: Codes, path: Path) -> None:
     if codes.codes.ndim != 2 or codes.codes.dtype != np.uint8 \
             or codes.codes.shape[1] != codes.quantizer.code_bytes:
         raise GslbenchError(f"{path}: /codes is {codes.codes.dtype} {codes.codes.shape}, the "
                             f"quantizer needs uint8 (n, {codes.quantizer.code_bytes})")
-    if len(codes.labels) != len(codes.codes):
-        raise GslbenchError(f"{path}: {len(codes.labels)} labels for {len(codes.codes)} codes")
+    if codes.labels.ndim != 2 or len(codes.labels) != len(codes.codes):
+        raise GslbenchError(f"{path}: labels {codes.labels.shape} for {len(codes.codes)} codes")
     if codes.queries.ndim != 2 or codes.queries.shape[1] != codes.quantizer.dim \
-            or len(codes.queries) != len(codes.query_labels):
+            or codes.query_labels.ndim != 2 or len(codes.queries) != len(codes.query_labels):
         raise GslbenchError(f"{path}: /query has representations {codes.queries.shape} and labels "
                             f"{codes.query_labels.shape}, expected (n, {codes.quantizer.dim})")
-    return codes
+    if codes.query_labels.shape[1] != codes.labels.shape[1]:
+        raise GslbenchError(f"{path}: query labels have {codes.query_labels.shape[1]} classes, "
+                            f"database labels {codes.labels.shape[1]}")
+
+
+def _check_codes_in_range(codes: Codes, path: Path) -> None:
+    """Each code must be one the quantizer can produce: the padding bits of the last byte are 0
+    (bits not a multiple of 8), and float codes (`Identity`) are finite floats."""
+    quantizer = codes.quantizer
+    if isinstance(quantizer, Identity):
+        if not np.isfinite(quantizer.decode(codes.codes)).all():
+            raise GslbenchError(f"{path}: /codes hold non-finite database vectors (NaN or inf)")
+        return
+    spare = 8 * quantizer.code_bytes - quantizer.bits
+    if spare and (codes.codes[:, -1] >> (8 - spare)).any():
+        raise GslbenchError(f"{path}: /codes are out of range for {quantizer.n_codebooks} "
+                            f"codebooks of {quantizer.codebook_size} codewords")

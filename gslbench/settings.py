@@ -54,14 +54,18 @@ class Setting:
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and value > self.high
         if too_low or too_high:
-            raise GslbenchError(f"{self.option} {value:g} is outside {self.range_text()}")
+            raise GslbenchError(f"{self.option} {self._text(value)} is outside {self.range_text()}")
 
     def range_text(self) -> str:
         """`[0, 1]`, `(0, inf)`, `[1, inf)`."""
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        low = "-inf" if self.low is None else self._text(self.low)
+        high = "inf" if self.high is None else self._text(self.high)
         opening = "(" if self.low_open or self.low is None else "["
         return f"{opening}{low}, {high}{')' if self.high is None else ']'}"
+
+    def _text(self, value: float) -> str:
+        """A bound or value as this setting shows it: integers in full, floats as %g."""
+        return str(int(value)) if self.kind is int else f"{value:g}"
 
     def label(self, value: Any) -> str:
         """`λ=0.1`, `k=8`: the setting in a method's label."""

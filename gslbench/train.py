@@ -1,63 +1,130 @@
 """The train step: train one run and write its directory (config.json, model.pt, quantizer.h5,
 train_log.csv), as a whole: the directory is built under a temporary name and renamed into place,
-so a killed step leaves nothing that looks complete (DESIGN.md sections 1 and 3)."""
+so a killed step leaves nothing that looks complete (DESIGN.md sections 1 and 3).
+
+config.json binds the run: its `run` is the hash of the config it holds and the directory's
+name, and it records the sha256 of the feature file the run was trained on and of model.pt,
+quantizer.h5 and train_log.csv. `check_trained` verifies all of it before a run is used or kept.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
+import logging
+import math
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import h5py
 import torch
 
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
-from gslbench.data.featurefile import read_feature_file
+from gslbench.data.featurefile import FeatureSet, read_feature_file
 from gslbench.errors import GslbenchError
-from gslbench.methods.loop import train
+from gslbench.methods.loop import TrainResult, train
 from gslbench.methods.model import EmbeddingNet, build_model
 from gslbench.quantizers import Quantizer, load_quantizer, save_quantizer
-from gslbench.storage import open_h5, package_versions, read_json, set_format_attrs, sha256_file, write_json
+from gslbench.storage import (
+    check_sha256,
+    config_id,
+    open_h5,
+    os_reason,
+    package_versions,
+    read_json,
+    sha256_file,
+    write_bytes,
+    write_h5,
+    write_json,
+    write_text,
+)
 from gslbench.threads import thread_counts
 
 QUANTIZER_FORMAT = "gslbench.quantizer"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """A feature file and the sha256 of its bytes (what config.json records)."""
+
+    path: Path
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> FeatureFile:
+        if not path.is_file():
+            raise GslbenchError(f"{path}: no such file; run `gslbench download {path.parent.name}` "
+                                f"and `gslbench features {path.parent.name}` first")
+        return cls(path, sha256_file(path))
+
+
+def run_features(config: RunConfig, data_dir: str | Path) -> FeatureFile:
+    """The feature file a run of `config` reads, with its sha256."""
+    return FeatureFile.of(feature_path(data_dir, config.dataset, config.feature))
 
 
 def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
               force: bool = False, show_progress: bool = True) -> layout.RunDir:
-    """Train one run and write its directory; an existing complete run is kept unless `force`."""
+    """Train one run and write its directory.
+
+    An existing run is kept (unless `force`) when `check_trained` passes: bound to its config and
+    made from the current feature file; a damaged or stale one is trained again, with a warning.
+    """
     get_dataset(config.dataset)
     run = layout.run_dir(results_dir, config.run_id)
-    if run.config.is_file() and not force:
-        return run
-    features_file = feature_path(data_dir, config.dataset, config.feature)
-    if not features_file.is_file():
-        raise GslbenchError(f"{features_file}: no such file; run `gslbench download {config.dataset}` "
-                            f"and `gslbench features {config.dataset}` first")
-    features = read_feature_file(features_file)
+    features_file = run_features(config, data_dir)
+    if not force:
+        restore_run(run)
+        if run.path.exists():
+            try:
+                check_trained(run, features_file)
+                return run
+            except GslbenchError as exc:
+                log.warning("%s; training run %s again", exc, run.run_id)
+    features = read_feature_file(features_file.path)
+    if (features.dataset, features.feature) != (config.dataset, config.feature):
+        raise GslbenchError(f"{features_file.path}: holds {features.dataset}/{features.feature}, "
+                            f"not {config.dataset}/{config.feature}")
     result = train(config.resolved(), features, show_progress=show_progress)
+    try:
+        _write_run(run, config, result, features, features_file)
+    except OSError as exc:
+        raise GslbenchError(f"{run.path}: cannot write the run ({os_reason(exc)})") from None
+    return run
+
+
+def _write_run(run: layout.RunDir, config: RunConfig, result: TrainResult, features: FeatureSet,
+               features_file: FeatureFile) -> None:
+    """Write the run under a temporary name (config.json last, with the sha256 of the other
+    files), then rename it into place, moving an older run aside first (`--force`)."""
     run.path.parent.mkdir(parents=True, exist_ok=True)
     staging = layout.RunDir(Path(tempfile.mkdtemp(prefix=layout.staging_prefix(config.run_id),
                                                   dir=run.path.parent)))
     retired = None
     try:
-        torch.save({"state_dict": result.model.state_dict(), "dim_in": features.dim}, staging.model)
+        buffer = io.BytesIO()
+        torch.save({"state_dict": result.model.state_dict(), "dim_in": features.dim}, buffer)
+        write_bytes(staging.model, buffer.getbuffer())
         if result.quantizer is not None:
-            with h5py.File(staging.quantizer, "w") as handle:
-                set_format_attrs(handle, QUANTIZER_FORMAT, 1)
+            with write_h5(staging.quantizer, QUANTIZER_FORMAT, 1) as handle:
                 save_quantizer(result.quantizer, handle.create_group("quantizer"))
-        _write_log(staging.train_log, result.log)
+        write_text(staging.train_log, _log_text(result.log))
         write_json(staging.config, {
             "run": config.run_id,
             "config": config.to_dict(),
             "label": config.label,
             "seed": config.seed,
-            "features_file": str(features_file),
-            "features_sha256": sha256_file(features_file),
+            "features_file": str(features_file.path),
+            "features_sha256": features_file.sha256,
             "source_sha256": features.source_sha256,
+            "model_sha256": sha256_file(staging.model),
+            "quantizer_sha256": sha256_file(staging.quantizer) if result.quantizer else None,
+            "train_log_sha256": sha256_file(staging.train_log),
             "map_top": get_dataset(config.dataset).protocol.map_top,
             "versions": package_versions(),
             "train_seconds": result.seconds,
@@ -68,44 +135,126 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
             retired = Path(tempfile.mkdtemp(prefix=layout.staging_prefix(config.run_id),
                                             dir=run.path.parent))
             run.path.rename(retired / run.run_id)
+        # killed here, the run is under temporary names only: `restore_run` puts it back
         staging.path.rename(run.path)
     finally:
         shutil.rmtree(staging.path, ignore_errors=True)
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
-    return run
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def _log_text(rows: list[dict]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
-def load_config(run: layout.RunDir) -> tuple[RunConfig, dict]:
-    """The run's RunConfig and the whole config.json record."""
+def restore_run(run: layout.RunDir) -> None:
+    """Put a run back in place when its directory is missing but a `train --force` killed between
+    its two renames left a complete copy under a temporary name (the new run `.RUN.*`, or the old
+    one moved aside to `.RUN.*/RUN`): the newest copy that passes `check_trained` is renamed back.
+    Called by train and by bench (under its lock) before leftovers are removed."""
+    if run.path.exists():
+        return
+    copies = []
+    for leftover in run.path.parent.glob(f"{layout.staging_prefix(run.run_id)}*"):
+        for candidate in (layout.RunDir(leftover), layout.RunDir(leftover / run.run_id)):
+            try:
+                check_trained(candidate, run_id=run.run_id)
+            except GslbenchError:
+                continue
+            copies.append(candidate)
+    if copies:
+        newest = max(copies, key=lambda copy: copy.config.stat().st_mtime_ns)
+        newest.path.rename(run.path)
+        log.warning("%s: restored from %s, left there by a killed train --force", run.path,
+                    newest.path)
+
+
+def load_config(run: layout.RunDir, run_id: str | None = None) -> tuple[RunConfig, dict]:
+    """The run's RunConfig and the whole config.json record, checked to be bound to the run: the
+    config is valid and canonical, and its hash is the recorded run id and the directory's name
+    (`run_id`, when the directory is a temporary copy)."""
+    run_id = run_id or run.run_id
     record = read_json(run.config)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise GslbenchError(f"{run.config}: not a gslbench run config (no 'config' record)")
     try:
-        return RunConfig.from_dict(record["config"]), record
-    except (KeyError, TypeError) as exc:
-        raise GslbenchError(f"{run.config}: not a gslbench run config ({exc})") from None
+        config = RunConfig.from_dict(record["config"])
+    except GslbenchError as exc:
+        raise GslbenchError(f"{run.config}: {exc}") from None
+    found = config_id(record["config"])
+    if found != run_id or config.run_id != run_id or config.to_dict() != record["config"]:
+        raise GslbenchError(f"{run.config}: its config hashes to run id {found}, not to {run_id}, "
+                            "its directory's (edited by hand, or copied from another run)")
+    if record.get("run") != run_id:
+        raise GslbenchError(f"{run.config}: records run {record.get('run')!r}, but its config and "
+                            f"directory are run {run_id}")
+    for name, kind in (("features_sha256", str), ("train_seconds", float)):
+        _check_field(record, name, kind, run.config)
+    return config, record
 
 
-def load_model(run: layout.RunDir, config: RunConfig) -> EmbeddingNet:
-    """The run's trained network from model.pt (weights only: no pickled code is executed)."""
+def _check_field(record: dict, name: str, kind: type, path: Path) -> None:
+    value = record.get(name)
+    ok = (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+          and value >= 0) if kind is float else isinstance(value, kind)
+    if not ok:
+        raise GslbenchError(f"{path}: {name!r} is {value!r}, expected a {kind.__name__}")
+
+
+def check_trained(run: layout.RunDir, features: FeatureFile | None = None,
+                  run_id: str | None = None) -> tuple[RunConfig, dict]:
+    """The run's config and config.json record, after checking that the run is complete and bound:
+    `load_config`, then model.pt, quantizer.h5 (quantized runs) and train_log.csv have the sha256
+    config.json records and, given `features`, the run was trained on that very feature file.
+    Anything else is a user error naming the file and what does not match."""
+    config, record = load_config(run, run_id)
+    files = [("model_sha256", run.model), ("train_log_sha256", run.train_log)]
+    if config.quantized:
+        files.append(("quantizer_sha256", run.quantizer))
+    for key, path in files:
+        check_sha256(path, record.get(key), run.config)
+    if features is not None and record["features_sha256"] != features.sha256:
+        raise GslbenchError(f"{features.path}: changed since run {config.run_id} was trained on it "
+                            f"(sha256 {features.sha256[:12]}, the run records "
+                            f"{record['features_sha256'][:12]}): the run is stale")
+    return config, record
+
+
+def load_model(run: layout.RunDir, config: RunConfig, dim_in: int) -> EmbeddingNet:
+    """The run's trained network from model.pt, for (n, dim_in) features. Only plain weights are
+    read (no pickled code is executed); anything else, weights that do not fit the run's network
+    and non-finite weights are user errors."""
     if not run.model.is_file():
         raise GslbenchError(f"{run.model}: no such file; the run's training did not complete")
     try:
-        saved = torch.load(run.model, map_location="cpu", weights_only=True)
-        model = build_model(config, int(saved["dim_in"]))
+        saved: Any = torch.load(run.model, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or refused content: never say how to force it
+        raise GslbenchError(f"{run.model}: not a gslbench model (not plain saved weights: "
+                            f"{type(exc).__name__})") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict)
+            and isinstance(saved.get("dim_in"), int)):
+        raise GslbenchError(f"{run.model}: not a gslbench model (no state_dict and dim_in)")
+    if saved["dim_in"] != dim_in:
+        raise GslbenchError(f"{run.model}: takes {saved['dim_in']}-d features, the feature file "
+                            f"has {dim_in}-d ones")
+    model = build_model(config, dim_in)
+    try:
         model.load_state_dict(saved["state_dict"])
-    except (RuntimeError, KeyError, EOFError, OSError) as exc:
-        raise GslbenchError(f"{run.model}: corrupt or incompatible model file ({exc})") from None
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError):
+        raise GslbenchError(f"{run.model}: its weights do not fit the run's network (hidden "
+                            f"{config.hidden}, dim_out {config.dim_out})") from None
+    if not all(torch.isfinite(value).all() for value in model.state_dict().values()):
+        raise GslbenchError(f"{run.model}: holds non-finite weights (NaN or inf)")
     return model
 
 
 def load_run_quantizer(run: layout.RunDir) -> Quantizer:
-    """The run's fitted quantizer from quantizer.h5."""
+    """The run's fitted quantizer from quantizer.h5 (codebooks checked finite)."""
     with open_h5(run.quantizer, QUANTIZER_FORMAT, 1) as handle:
+        if "quantizer" not in handle:
+            raise GslbenchError(f"{run.quantizer}: no /quantizer group")
         return load_quantizer(handle["quantizer"])

@@ -142,5 +142,4 @@ def test_evaluate_reads_only_the_codes_file(tmp_path):
     result = invoke(tmp_path, "evaluate", run.run_id, "--force")
     assert result.exit_code == 2
     assert result.output.strip() == (f"gslbench: error: {run.codes}: written by an older gslbench "
-                                     "(format_version 1, without the queries); run `gslbench "
-                                     "encode RUN --force`")
+                                     "(format_version 1); run `gslbench encode RUN --force`")

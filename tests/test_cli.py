@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from tampering import forged_h5
 
 from gslbench.cli import cli
 from gslbench.data.featurefile import read_feature_file
@@ -144,7 +145,7 @@ def test_bits_not_a_multiple_of_sub_bits(tmp_path):
 def test_feature_file_with_wrong_shapes(tmp_path):
     prepare_digits(tmp_path)
     path = tmp_path / "data" / "digits" / "pixels.h5"
-    with h5py.File(path, "a") as handle:
+    with forged_h5(path) as handle:
         del handle["query/labels"]
         handle["query/labels"] = np.zeros((7, 10), np.uint8)
     assert_user_error(invoke(tmp_path, "train"), str(path), "/query")

@@ -2,15 +2,22 @@
 
 Each cell is a run directory keyed by its config hash, `RESULTS/runs/RUN_ID`, and is
 
-- `done` when its metrics.json exists (evaluate writes it atomically, last);
-- `partial` when it is trained but not evaluated (train renames its whole directory into place,
-  config.json included): a re-run encodes and evaluates it without training again;
-- `todo` otherwise.
+- `done` when every step's output is there, valid and bound to the run, and the run was made
+  from the current feature file (`check_trained`, `check_encoded`, `check_evaluated`);
+- `partial` when it is trained (and that checks out) but its codes or metrics are missing or
+  invalid: a re-run encodes and evaluates it without training again;
+- `todo` otherwise: never trained, or trained from another feature file than the current one
+  (stale), or with a damaged or unbound training output. It is trained again.
 
-So a bench killed at any point resumes where it stopped and re-runs nothing that was complete.
-Temporary names (`.RUN_ID.*` directories, `.NAME.*.tmp` files) never count as results; a bench
-removes those of its own cells while it holds the results folder's lock (`runs/.bench.lock`),
-which keeps a second bench off the same folder.
+A cell whose files exist but do not count carries the reason, which bench logs and `--dry-run`
+shows; each step re-runs itself when its output does not check out, so the re-run repairs the
+cell from the first step whose output is missing or invalid. A bench killed at any point resumes
+where it stopped and re-runs nothing that was complete. Temporary names (`.RUN_ID.*`
+directories, `.NAME.*.tmp` files) never count as results; a bench restores a run that a killed
+`train --force` left there (`restore_run`) and removes the rest, while it holds the results
+folder's lock (`runs/.bench.lock`), which keeps a second bench off the same folder. Local worker
+processes hold that lock too and die with the bench process (`executors`), so the lock is free
+only once nothing of the bench can write any more.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -34,11 +42,12 @@ from gslbench.bench.grid import Grid
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
 from gslbench.data.features import build_features
-from gslbench.encode import encode_run
+from gslbench.encode import check_encoded, encode_run
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.step import evaluate_run
+from gslbench.evaluation.step import check_evaluated, evaluate_run
+from gslbench.storage import os_reason
 from gslbench.threads import limit_threads
-from gslbench.train import train_run
+from gslbench.train import FeatureFile, check_trained, restore_run, train_run
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +64,41 @@ class BenchResult:
     failed: tuple[tuple[RunConfig, str], ...]
 
 
-def cell_state(run: layout.RunDir) -> str:
-    """`done` (metrics.json), `partial` (trained, not evaluated) or `todo`."""
-    if run.metrics.is_file():
-        return "done"
-    return "partial" if run.config.is_file() else "todo"
+@dataclass(frozen=True)
+class CellState:
+    """A cell's state (`done`, `partial` or `todo`, see the module docstring) and, when files of
+    it exist but do not count, why (one line)."""
+
+    state: str
+    reason: str = ""
 
 
-def grid_status(grid: Grid, results_dir: str | Path) -> list[tuple[RunConfig, str]]:
-    """Every cell of the grid with its state; reads only whether files exist."""
-    return [(config, cell_state(layout.run_dir(results_dir, config.run_id)))
-            for config in grid.cells()]
+def cell_state(run: layout.RunDir, features: FeatureFile | None) -> CellState:
+    """The state of a cell's run directory, every file checked, the training against the current
+    feature file `features` (None: not known, not checked)."""
+    if not run.path.exists():
+        return CellState("todo")
+    try:
+        check_trained(run, features)
+    except GslbenchError as exc:
+        return CellState("todo", str(exc))
+    for path in (run.codes, run.metrics):
+        if not path.is_file():
+            return CellState("partial")
+    try:
+        check_evaluated(run, check_encoded(run))
+    except GslbenchError as exc:
+        return CellState("partial", str(exc))
+    return CellState("done")
+
+
+def grid_status(grid: Grid, data_dir: str | Path,
+                results_dir: str | Path) -> list[tuple[RunConfig, CellState]]:
+    """Every cell of the grid with its state (feature files that exist are hashed once)."""
+    cells = grid.cells()
+    features = _feature_files(cells, Path(data_dir), missing_ok=True)
+    return [(config, cell_state(layout.run_dir(results_dir, config.run_id),
+                                features[config.dataset, config.feature])) for config in cells]
 
 
 def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
@@ -94,15 +127,23 @@ def run_grid(grid: Grid, data_dir: str | Path, results_dir: str | Path,
     executor = executor or ExecutorConfig()
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
     cells = grid.cells()
-    with _lock(results_dir), executor.make() as pool:
+    with _lock(results_dir) as lock, executor.make(lock) as pool:
         _prepare_features(cells, data_dir)
-        _remove_leftovers([layout.run_dir(results_dir, config.run_id) for config in cells])
-        todo = [config for config in cells
-                if force or cell_state(layout.run_dir(results_dir, config.run_id)) != "done"]
+        features = _feature_files(cells, data_dir)
+        runs = {config.run_id: layout.run_dir(results_dir, config.run_id) for config in cells}
+        _remove_leftovers(list(runs.values()))
+        todo = []
+        for config in cells:
+            state = cell_state(runs[config.run_id], features[config.dataset, config.feature])
+            if state.reason:
+                log.warning("%s does not count: %s; running it again from the first step whose "
+                            "output is missing or invalid", config.run_id, state.reason)
+            if force or state.state != "done":
+                todo.append(config)
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
             failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor.threads, force)
-    run_dirs = tuple(layout.run_dir(results_dir, config.run_id) for config in cells)
-    return BenchResult(tuple(run for run in run_dirs if cell_state(run) == "done"), tuple(failed))
+    done = {config.run_id for config in cells} - {config.run_id for config, _ in failed}
+    return BenchResult(tuple(runs[run_id] for run_id in runs if run_id in done), tuple(failed))
 
 
 def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_dir: Path,
@@ -229,18 +270,23 @@ def one_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _lock(results_dir: Path) -> Iterator[None]:
-    """Hold `runs/.bench.lock` (released by the OS even when the process is killed)."""
+def _lock(results_dir: Path) -> Iterator[IO]:
+    """Hold `runs/.bench.lock` (released by the OS when the process and the workers that share
+    the open file have exited, even killed); yields the open lock file."""
     path = layout.lock_path(results_dir)
     runs = path.parent
-    runs.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:
+        raise GslbenchError(f"{path}: cannot create the bench lock ({os_reason(exc)})") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise GslbenchError(f"{runs}: another gslbench bench is running on these results "
                                 "(it holds .bench.lock); wait for it to finish") from None
-        yield
+        yield handle
 
 
 def _prepare_features(cells: list[RunConfig], data_dir: Path) -> None:
@@ -258,9 +304,21 @@ def _prepare_features(cells: list[RunConfig], data_dir: Path) -> None:
             build_features(dataset, data_dir)
 
 
+def _feature_files(cells: list[RunConfig], data_dir: Path,
+                   missing_ok: bool = False) -> dict[tuple[str, str], FeatureFile | None]:
+    """Each (data set, feature) of the cells with its feature file's sha256, hashed once (None
+    for a missing file when `missing_ok`)."""
+    needed = sorted({(config.dataset, config.feature) for config in cells})
+    paths = {key: feature_path(data_dir, *key) for key in needed}
+    return {key: None if missing_ok and not path.is_file() else FeatureFile.of(path)
+            for key, path in paths.items()}
+
+
 def _remove_leftovers(runs: list[layout.RunDir]) -> None:
-    """Remove what killed runs of these cells left under temporary names."""
+    """Put back runs that a killed `train --force` left under a temporary name, then remove what
+    killed steps of these cells left under temporary names."""
     for run in runs:
+        restore_run(run)
         for path in run.leftovers():
             log.debug("removing leftover %s", path)
             if path.is_dir():

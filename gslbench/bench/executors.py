@@ -2,16 +2,28 @@
 
 Every executor is a `concurrent.futures.Executor` with a `capacity` (how many cells it runs at
 once), so one dispatch loop (`gslbench.bench`) serves them all.
+
+Local worker processes die with the bench process, however it ends: killed, the OS kills them
+(Linux's parent-death signal, and a watchdog thread that sees the parent gone on any system);
+interrupted or terminated, the bench kills them before it exits. They share the bench's open lock
+file, so its lock stays held until the last of them has exited.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 import socket
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from multiprocessing import reduction
+from typing import IO, Any
 
 from gslbench.errors import GslbenchError
 from gslbench.threads import cpu_count
@@ -51,12 +63,13 @@ class ExecutorConfig:
             return self.cpus_per_cell
         return 1 if self.name == "ray" else max(1, cpu_count() // (self.jobs or 1))
 
-    def make(self) -> Executor:
-        """A started executor; use it as a context manager so that it shuts down."""
+    def make(self, lock: IO | None = None) -> Executor:
+        """A started executor; use it as a context manager so that it shuts down. `lock`: the
+        bench's open lock file, which local worker processes hold too."""
         if self.name == "ray":
             return RayExecutor(self.threads, self.address, self.jobs)
         jobs = self.jobs or 1
-        return InlineExecutor() if jobs == 1 else LocalExecutor(jobs)
+        return InlineExecutor() if jobs == 1 else LocalExecutor(jobs, lock)
 
 
 class InlineExecutor(Executor):
@@ -74,11 +87,58 @@ class InlineExecutor(Executor):
 
 
 class LocalExecutor(ProcessPoolExecutor):
-    """`jobs` worker processes, started by spawn (forking a process that holds torch is unsafe)."""
+    """`jobs` worker processes, started by spawn (forking a process that holds torch is unsafe).
 
-    def __init__(self, jobs: int) -> None:
-        super().__init__(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    Each worker dies with this process and holds `lock` (an open file) while it lives. Leaving the
+    `with` block on an exception (Ctrl-C, SIGTERM, an error) kills the workers instead of waiting
+    for their cells."""
+
+    def __init__(self, jobs: int, lock: IO | None = None) -> None:
+        inherited = None if lock is None else InheritedFd(lock.fileno())
+        super().__init__(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                         initializer=_init_worker, initargs=(os.getpid(), inherited))
         self.capacity = jobs
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> Any:
+        if exc_type is not None:
+            for process in list(self._processes.values()):
+                process.kill()
+        return super().__exit__(exc_type, exc, traceback)
+
+
+class InheritedFd:
+    """A file descriptor passed to a spawned worker: the worker gets the same open file (so it
+    shares an flock held on it); `fd` is the descriptor's number in the process that holds it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple:
+        # DupFd asks the process being spawned to inherit the descriptor
+        return _inherit_fd, (reduction.DupFd(self.fd),)
+
+
+def _inherit_fd(duplicate: Any) -> InheritedFd:
+    return InheritedFd(duplicate.detach())
+
+
+PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 0.5
+
+
+def _init_worker(parent: int, lock: InheritedFd | None) -> None:
+    """Set up a worker to die with the bench process `parent`. `lock`, the bench's lock file,
+    arrives open (inheriting it is the point) and stays open until the worker exits."""
+    if sys.platform.startswith("linux"):  # the kernel sends SIGKILL when the parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Kill this process as soon as its parent `parent` is gone (it is then re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RayExecutor(Executor):

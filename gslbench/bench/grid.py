@@ -15,6 +15,7 @@ defaults to each data set's own feature.
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from typing import Any
 
 from gslbench.config import FIELDS, RunConfig
 from gslbench.data import get_dataset
+from gslbench.data.features import check_feature
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
-from gslbench.quantizers import make_quantizer
 
 FIELD_TYPES: dict[str, type] = {name: setting.kind for name, setting in FIELDS.items()}
 
@@ -62,7 +63,8 @@ class Grid:
         return {name: values for name, values in self.values if len(values) > 1}
 
     def cells(self) -> list[RunConfig]:
-        """The distinct resolved configs of the grid, all validated (names, bits, quantizers).
+        """The distinct resolved configs of the grid, all validated (every setting's range,
+        names, feature names, bits, quantizers: `RunConfig`).
 
         Float cells collapse across bits and quantizers, and a setting a method does not use does
         not split its runs (`RunConfig.resolved`).
@@ -74,9 +76,9 @@ class Grid:
                 settings = dict(zip(names, combination, strict=True))
                 dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default))
                 settings.setdefault("feature", dataset.default_feature)
+                # a feature is a backbone's name, suffixed with a CNN input size (`-224`)
+                check_feature(dataset, re.sub(r"-\d+$", "", settings["feature"]))
                 config = RunConfig(**settings).resolved()
-                if config.run_id not in configs and config.quantized:
-                    make_quantizer(config.quantizer, config.dim_out, config.bits, config.sub_bits)
                 configs.setdefault(config.run_id, config)
         except GslbenchError as exc:
             raise GslbenchError(f"{self.source}: {exc}" if self.source else str(exc)) from None

@@ -1,20 +1,28 @@
-"""The feature file `datasets/DATASET/FEATURE.h5` (DESIGN.md section 3): features, labels, split."""
+"""The feature file `datasets/DATASET/FEATURE.h5` (DESIGN.md section 3): features, labels, split.
+
+Checked when written and when read (`check_feature_set`): features finite floats of magnitude at
+most `MAX_ABS_FEATURE` and not all the same vector; labels multi-hot 0/1 integers with at least
+one label per item; the attributes present and of the right types.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from gslbench.errors import GslbenchError
-from gslbench.storage import atomic_path, open_h5, set_format_attrs
+from gslbench.storage import open_h5, write_h5
 
 FORMAT = "gslbench.features"
 FORMAT_VERSION = 1
 SPLITS = ("train", "query", "database")
+MAX_ABS_FEATURE = 1e6  # larger values overflow float32 distances and standardisation
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,10 @@ def multi_hot(class_ids: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def write_feature_file(path: str | Path, features: FeatureSet) -> None:
-    """Write a feature file atomically (DESIGN.md section 3 layout)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
-        set_format_attrs(handle, FORMAT, FORMAT_VERSION)
+    """Check and write a feature file atomically (DESIGN.md section 3 layout)."""
+    for name, split in features.splits().items():
+        check_split(split, f"{path}: /{name}")
+    with write_h5(path, FORMAT, FORMAT_VERSION) as handle:
         for name, split in features.splits().items():
             group = handle.create_group(name)
             group.create_dataset("features", data=split.features.astype(np.float32))
@@ -97,19 +106,80 @@ def read_feature_file(path: str | Path) -> FeatureSet:
         raise GslbenchError(
             f"{path}: splits disagree on feature dimension {sorted(dims)} or classes {sorted(classes)}"
         )
-    if int(attrs.get("dim", -1)) not in dims:
+    if _attr(attrs, "dim", int, path) not in dims:
         raise GslbenchError(f"{path}: attr dim={attrs.get('dim')} but features have {dims.pop()}")
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
-             "n_classes", "multilabel", "format", "format_version", "created_by"}
+             "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256"}
     return FeatureSet(
-        dataset=str(attrs["dataset"]),
-        feature=str(attrs["feature"]),
+        dataset=_attr(attrs, "dataset", str, path),
+        feature=_attr(attrs, "feature", str, path),
         **splits,
-        label_names=json.loads(attrs["label_names"]),
-        split_seed=int(attrs["split_seed"]),
-        source_sha256=str(attrs["source_sha256"]),
+        label_names=_label_names(attrs, classes.pop(), path),
+        split_seed=_attr(attrs, "split_seed", int, path),
+        source_sha256=_attr(attrs, "source_sha256", str, path),
         extra_attrs={k: v for k, v in attrs.items() if k not in known},
     )
+
+
+def _attr(attrs: dict, name: str, kind: type, path: str | Path) -> Any:
+    """The attribute `name` as a plain `kind` (str or int); missing or of another type: an error."""
+    value = attrs.get(name)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise GslbenchError(f"{path}: attribute {name!r} is {value!r}, expected a {kind.__name__}")
+    return value
+
+
+def _label_names(attrs: dict, n_classes: int, path: str | Path) -> list[str]:
+    """The `label_names` attribute: a JSON list of one string per class."""
+    try:
+        names = json.loads(_attr(attrs, "label_names", str, path))
+    except json.JSONDecodeError:
+        raise GslbenchError(f"{path}: attribute 'label_names' is not JSON") from None
+    if not (isinstance(names, list) and len(names) == n_classes
+            and all(isinstance(name, str) for name in names)):
+        raise GslbenchError(f"{path}: attribute 'label_names' is not a list of {n_classes} names")
+    return names
+
+
+def check_split(split: Split, where: str) -> None:
+    """Raise a user error naming `where` unless the split's values are usable: features finite
+    floats, |x| <= MAX_ABS_FEATURE, not all one vector; labels 0/1 integers, one or more per item."""
+    check_features(split.features, f"{where}/features")
+    check_labels(split.labels, f"{where}/labels")
+
+
+def check_features(features: np.ndarray, where: str) -> None:
+    """(n, d) features: floating point, finite, |x| <= MAX_ABS_FEATURE, not all the same row.
+    Reductions only, so no copy of the features is made unless one is wrong."""
+    if features.dtype.kind != "f":
+        raise GslbenchError(f"{where} are {features.dtype}, not floating point numbers")
+    if not features.size:
+        return
+    low, high = float(features.min()), float(features.max())  # NaN propagates
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad = np.count_nonzero(~np.isfinite(features))
+        raise GslbenchError(f"{where} hold {bad} non-finite values (NaN or inf)")
+    largest = max(high, -low)
+    if largest > MAX_ABS_FEATURE:
+        raise GslbenchError(f"{where} hold values as large as {largest:.3g} (at most "
+                            f"{MAX_ABS_FEATURE:g} are accepted; rescale them)")
+    if len(features) > 1 and (features.min(axis=0) == features.max(axis=0)).all():
+        raise GslbenchError(f"{where} are constant: every item has the same feature vector")
+
+
+def check_labels(labels: np.ndarray, where: str) -> None:
+    """(n, C) multi-hot labels: integers 0 or 1 (bool or any integer dtype), at least one 1 per row."""
+    if labels.dtype.kind not in "biu":
+        raise GslbenchError(f"{where} are {labels.dtype}; labels are multi-hot 0/1 integers (uint8)")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        values = np.unique(labels[~np.isin(labels, (0, 1))])[:3].tolist()
+        raise GslbenchError(f"{where} hold values other than 0 and 1 (e.g. {values}); labels are "
+                            "multi-hot 0/1")
+    unlabelled = np.count_nonzero(~labels.any(axis=1))
+    if unlabelled:
+        raise GslbenchError(f"{where}: {unlabelled} of {len(labels)} items have no label")
 
 
 def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
@@ -129,5 +199,8 @@ def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
             f"{path}: /{name} row counts disagree or are empty: features {len(features)}, "
             f"labels {len(labels)}, split indices {len(indices)}"
         )
+    check_split(Split(features, labels, indices), f"{path}: /{name}")
+    if indices.dtype.kind not in "iu":
+        raise GslbenchError(f"{path}: /split/{name} is {indices.dtype}, not integer indices")
     return Split(features.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False),
                  indices.astype(np.int64, copy=False))

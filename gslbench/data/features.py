@@ -25,7 +25,8 @@ def feature_name(backbone: str, image_size: int = backbones.DEFAULT_IMAGE_SIZE) 
     return f"{backbone}-{image_size}"
 
 
-def _check_feature(dataset: Dataset, feature: str) -> None:
+def check_feature(dataset: Dataset, feature: str) -> None:
+    """Raise a user error unless `feature` is a backbone (or official feature) of `dataset`."""
     parts = feature.split("+") if dataset.name == "nuswide21" else [feature]
     if len(set(parts)) != len(parts) or not all(part in dataset.features for part in parts):
         combos = " (or several joined by '+')" if dataset.name == "nuswide21" else ""
@@ -51,7 +52,7 @@ def build_features(
     """
     dataset = get_dataset(name)
     backbone = backbone or dataset.default_feature
-    _check_feature(dataset, backbone)
+    check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
     indices = split_indices(raw.labels, dataset.protocol, split_seed)
     model = None

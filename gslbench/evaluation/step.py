@@ -1,44 +1,105 @@
 """The evaluate step: search a run's database codes with its queries and write RUN/metrics.json.
 
 It reads only RUN/codes.h5 (`gslbench.encode`): the codes, the query representations, the labels,
-the protocol's K values and the quantizer; metrics.json is written last, atomically.
+the protocol's K values and the quantizer, checked (`check_encoded`) to be valid and bound to the
+run; the distances are checked finite. metrics.json records the sha256 of that codes.h5 and is
+written last, atomically.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
+
 from gslbench import layout
-from gslbench.encode import read_codes
+from gslbench.encode import Codes, check_encoded
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.scoring import evaluate
+from gslbench.evaluation.record import check_metrics_record
+from gslbench.evaluation.scoring import Search, evaluate
 from gslbench.quantizers import make_search
-from gslbench.storage import package_versions, sha256_file, write_json
+from gslbench.storage import check_sha256, package_versions, read_json, sha256_file, write_json
 from gslbench.threads import thread_counts
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
                  map_at: tuple[int, ...] | None = None) -> Path:
-    """Search the database codes by ADC with the run's queries; write RUN/metrics.json last."""
+    """Search the database codes by ADC with the run's queries; write RUN/metrics.json last.
+
+    map_at: the K of mAP@K (default: the protocol's, recorded in codes.h5). An existing
+    metrics.json is kept (unless `force`) when `check_evaluated` passes for these K; otherwise
+    (damaged, unbound, made from other codes, other K) the run is evaluated again."""
     run_dir = layout.resolve_run(results_dir, run)
-    if run_dir.metrics.is_file() and not force:
-        return run_dir.metrics
     if not run_dir.codes.is_file():
         raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
-    codes = read_codes(run_dir.codes)
+    codes = check_encoded(run_dir)
+    if run_dir.metrics.is_file() and not force:
+        try:
+            check_evaluated(run_dir, codes, map_at)
+            return run_dir.metrics
+        except GslbenchError as exc:
+            log.warning("%s; evaluating run %s again", exc, run_dir.run_id)
+    search = FiniteDistances(make_search(codes.quantizer, codes.codes), run_dir.codes)
+    metrics = evaluate(search, codes.queries, codes.query_labels, codes.labels,
+                       map_at=map_at or codes.map_at)
+    _check_relevant(metrics, run_dir)
     attrs = codes.attrs
-    map_top = int(attrs["map_top"]) or None
-    metrics = evaluate(make_search(codes.quantizer, codes.codes), codes.queries,
-                       codes.query_labels, codes.labels,
-                       map_at=map_at or tuple(json.loads(attrs["map_at"])))
     metrics.update({
-        "run": str(attrs["run"]), "search": "adc", "config": json.loads(attrs["config"]),
-        "label": str(attrs["label"]), "map_top": map_top,
+        "run": attrs["run"], "search": "adc", "config": json.loads(attrs["config"]),
+        "label": attrs["label"], "map_top": attrs["map_top"] or None,
         "train_s": float(attrs["train_seconds"]), "encode_s": float(attrs["encode_seconds"]),
         "eval_s": metrics["timings_s"]["total"], "versions": package_versions(),
-        "features_sha256": str(attrs["features_sha256"]), "codes_sha256": sha256_file(run_dir.codes),
+        "features_sha256": attrs["features_sha256"], "codes_sha256": sha256_file(run_dir.codes),
         "threads": thread_counts(),
     })
+    check_metrics_record(metrics, run_dir.metrics, run_dir.run_id)
     write_json(run_dir.metrics, metrics)
     return run_dir.metrics
+
+
+def check_evaluated(run: layout.RunDir, codes: Codes, map_at: tuple[int, ...] | None = None) -> dict:
+    """The run's metrics.json, checked: a valid record bound to the run (`check_metrics_record`),
+    made from the run's codes.h5 as it is now (sha256) and holding mAP@K for the K asked
+    (default: the protocol's, `codes.map_at`)."""
+    record = read_json(run.metrics)
+    check_metrics_record(record, run.metrics, run.run_id)
+    check_sha256(run.codes, record.get("codes_sha256"), run.metrics)
+    wanted = sorted(str(k) for k in (map_at or codes.map_at))
+    if sorted(record["map_at"]) != wanted:
+        raise GslbenchError(f"{run.metrics}: holds mAP@{','.join(sorted(record['map_at']))}, not "
+                            f"the mAP@{','.join(wanted)} asked for")
+    return record
+
+
+class FiniteDistances:
+    """A search whose distance blocks are checked finite (NaN or inf would rank arbitrarily)."""
+
+    def __init__(self, search: Search, source: Path) -> None:
+        self.search, self.source = search, source
+
+    def __len__(self) -> int:
+        return len(self.search)
+
+    def distances(self, queries: np.ndarray) -> np.ndarray:
+        """(b, d) float32 queries -> (b, n) float32 distances, all finite."""
+        distances = self.search.distances(queries)
+        if not np.isfinite(distances).all():
+            raise GslbenchError(f"{self.source}: the queries' distances to the database codes are "
+                                "not all finite (NaN or inf)")
+        return distances
+
+
+def _check_relevant(metrics: dict, run: layout.RunDir) -> None:
+    """Warn about queries without a relevant item in the database (AP 0, kept in the mean); with
+    none relevant to any query, the labels are wrong and the mAP means nothing."""
+    missing, total = metrics["n_query_no_relevant"], metrics["n_query"]
+    if missing == total:
+        raise GslbenchError(f"{run.codes}: no query has a relevant item in the database (no label "
+                            "in common): the mAP would be 0 and mean nothing")
+    if missing:
+        log.warning("run %s: %d of %d queries have no relevant item in the database (AP 0, kept "
+                    "in the mean)", run.run_id, missing, total)

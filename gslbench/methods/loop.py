@@ -16,6 +16,7 @@ epochs and at the last epoch, empty in between), and the seconds of training wor
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from gslbench.config import RunConfig
 from gslbench.data.featurefile import FeatureSet
+from gslbench.errors import GslbenchError
 from gslbench.methods import Method
 from gslbench.methods.losses import LOSSES
 from gslbench.methods.model import EmbeddingNet, build_model, embed
@@ -65,6 +67,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -
             _refit(quantizer, embed(model, features.train.features))
         model.train()
         sim_loss = _train_epoch(model, method, loss_fn, optimizer, x, labels, config, generator)
+        _check_finite(model, sim_loss, epoch)
         seconds = time.perf_counter() - start
         total_seconds += seconds
         log.append(_log_row(epoch, config, sim_loss, seconds, model, features, quantizer, monitor))
@@ -73,6 +76,13 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -
         _refit(quantizer, embed(model, features.train.features))
         total_seconds += time.perf_counter() - start
     return TrainResult(model, quantizer, log, total_seconds)
+
+
+def _check_finite(model: EmbeddingNet, sim_loss: float, epoch: int) -> None:
+    """Stop a run whose loss or weights became NaN or inf: nothing it would save is a result."""
+    if not math.isfinite(sim_loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise GslbenchError(f"training diverged at epoch {epoch + 1}: the loss or the weights became "
+                            "NaN or inf (try a smaller --lr); no model was saved")
 
 
 def _new_quantizer(config: RunConfig) -> Quantizer:

@@ -19,11 +19,14 @@ ATTRS = ("name", "dim", "bits", "sub_bits", "seed", "options")
 def save_quantizer(quantizer: Quantizer | Identity, group: h5py.Group) -> None:
     """Write the trained state into `group`: its arrays as datasets (`codebooks` (M, K, dsub or
     dim) float32, and `rotation` (dim, dim) float32 for OPQ), attrs name, dim, bits, sub_bits,
-    seed and options (JSON)."""
+    seed and options (JSON). Non-finite arrays are refused."""
+    state = quantizer.state()
+    for key, array in state.items():
+        _check_finite(array, f"the {quantizer.name} quantizer's {key}")
     group.attrs.update(name=quantizer.name, dim=quantizer.dim, bits=quantizer.bits,
                        sub_bits=quantizer.sub_bits, seed=quantizer.seed,
                        options=json.dumps(quantizer.options, sort_keys=True))
-    for key, array in quantizer.state().items():
+    for key, array in state.items():
         group.create_dataset(key, data=array)
 
 
@@ -53,4 +56,10 @@ def load_quantizer(group: h5py.Group) -> Quantizer | Identity:
                 f"sub_bits {quantizer.sub_bits}) need {shape}"
             )
         arrays[key] = np.asarray(group[key], dtype=np.float32)
+        _check_finite(arrays[key], f"{where}/{key}")
     return quantizer.restore(arrays)
+
+
+def _check_finite(array: np.ndarray, where: str) -> None:
+    if not np.isfinite(array).all():
+        raise GslbenchError(f"{where} holds non-finite values (NaN or inf)")

@@ -1,24 +1,34 @@
 """`gslbench report`: the evaluated runs as results.csv, paper tables (Markdown, CSV, LaTeX),
 figures (PNG, SVG), one self-contained index.html, and optionally the results document with
 GSL's wins, ties and losses against each baseline.
+
+Every metrics.json is checked first (`check_metrics_record`: bound to its run, values of the
+right types and ranges). The report folder is written as a unit: built under a temporary name
+beside it and swapped in, so a killed or failing report leaves the previous one whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
 
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.record import check_metrics_record
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.document import results_document
 from gslbench.report.frames import read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import write_figures
 from gslbench.report.tables import paper_tables, tables_frame, tables_latex, tables_markdown
-from gslbench.storage import atomic_path, read_json
+from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
+
+INDEX = "index.html"
 
 
 def select_runs(results_dir: Path, runs: Sequence[str] = (), patterns: Sequence[str] = (),
@@ -56,39 +66,111 @@ def select_runs(results_dir: Path, runs: Sequence[str] = (), patterns: Sequence[
 
 
 def _run_dataset(run: RunDir) -> str | None:
-    return read_json(run.config)["config"]["dataset"] if run.config.is_file() else None
+    if not run.config.is_file():
+        return None
+    record = read_json(run.config)
+    config = record.get("config") if isinstance(record, dict) else None
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    if not isinstance(dataset, str):
+        raise GslbenchError(f"{run.config}: not a gslbench run config (no config.dataset)")
+    return dataset
 
 
 def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
                  doc_intro: str = "") -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
-    Writes into `out_dir`: results.csv (a row per run), tables.md, tables.tex, tables_map.csv,
-    tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG) and index.html; and the
-    results document to `doc` if given. Returns the results and the tables' Markdown.
+    Replaces `out_dir` as a whole with: results.csv (a row per run), tables.md, tables.tex,
+    tables_map.csv, tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG) and
+    index.html; `out_dir` must be new, empty or an earlier report (it holds index.html). Writes
+    the results document to `doc` if given. Returns the results and the tables' Markdown.
     """
+    _check_metrics(runs)
     data = read_runs(runs)
     results = data.results
-    out_dir.mkdir(parents=True, exist_ok=True)
     tables = paper_tables(results)
     markdown = tables_markdown(tables)
-    _write_csv(results, out_dir / "results.csv")
-    _write_text(markdown, out_dir / "tables.md")
-    _write_text(tables_latex(tables), out_dir / "tables.tex")
-    for kind in ("map", "gap"):
-        _write_csv(tables_frame(tables, kind), out_dir / f"tables_{kind}.csv")
-    figures = write_figures(data, out_dir)
-    _write_text(report_html(results, tables, figures), out_dir / "index.html")
+    _check_out_dir(out_dir)
+    with _staging(out_dir) as staging:
+        _write_csv(results, staging / "results.csv")
+        write_text(staging / "tables.md", markdown)
+        write_text(staging / "tables.tex", tables_latex(tables))
+        for kind in ("map", "gap"):
+            _write_csv(tables_frame(tables, kind), staging / f"tables_{kind}.csv")
+        figures = write_figures(data, staging)
+        write_text(staging / INDEX, report_html(results, tables, figures))
+        _swap_in(staging, out_dir)
     if doc is not None:
-        _write_text(results_document(data, doc_intro), doc)
+        write_text(doc, results_document(data, doc_intro))
     return results, markdown
+
+
+def _check_metrics(runs: list[RunDir]) -> None:
+    """Each metrics.json must be a valid record bound to its run and, where the run's codes.h5 is
+    there, computed from it as it is now (its sha256)."""
+    for run in runs:
+        if run.metrics.is_file():
+            record = read_json(run.metrics)
+            check_metrics_record(record, run.metrics, run.run_id)
+            if run.codes.is_file():
+                check_sha256(run.codes, record.get("codes_sha256"), run.metrics)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """A report folder may be new, empty or an earlier report (it holds index.html): it is
+    replaced as a whole, so a folder of other files is refused."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GslbenchError(f"{out_dir}: exists and is not a folder; choose another report folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / INDEX).is_file():
+        raise GslbenchError(f"{out_dir}: holds files but no {INDEX}, so it is not a gslbench report "
+                            "folder (a report replaces its folder); choose a new or empty folder")
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A new temporary folder beside `out_dir` (`.NAME.*.tmp`, like those killed reports left,
+    which are removed first), itself removed after the block unless `_swap_in` moved it."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = _temporary_dir(out_dir)
+    except OSError as exc:
+        raise GslbenchError(f"{out_dir}: cannot write the report there ({os_reason(exc)})") from None
+    try:
+        yield staging
+    except GslbenchError as exc:  # name the report's file, not its temporary copy
+        raise GslbenchError(str(exc).replace(str(staging), str(out_dir))) from None
+    except OSError as exc:
+        raise GslbenchError(f"{out_dir}: cannot write the report ({os_reason(exc)})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _temporary_dir(out_dir: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by the complete report in `staging`: the old folder is renamed aside,
+    the new one into place (the old one back if that fails), then the old one removed. Killed
+    between the two renames, the folder is missing (never mixed) until the next report."""
+    try:
+        staging.chmod(0o755)  # mkdtemp creates 0700
+        retired = _temporary_dir(out_dir) / out_dir.name
+        if out_dir.exists():
+            out_dir.rename(retired)
+        try:
+            staging.rename(out_dir)
+        except OSError:
+            if retired.exists():
+                retired.rename(out_dir)
+            raise
+    except OSError as exc:
+        raise GslbenchError(f"{out_dir}: cannot replace the report ({os_reason(exc)})") from None
+    shutil.rmtree(retired.parent, ignore_errors=True)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def _write_text(text: str, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")

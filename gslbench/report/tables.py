@@ -26,6 +26,7 @@ from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, ordered_vari
 
 DIGITS = 4
 MISSING = "—"
+NOT_A_NUMBER = "NaN"
 BEST_NOTE = ("Bold: the best quantized method per code length (by mean); "
              "float, the unquantized ceiling, does not compete.")
 
@@ -122,8 +123,10 @@ def _table(key: tuple[str, str, str, str], kind: str, value: pd.DataFrame, sprea
 
 
 def _cell_text(value: float, spread: float, count: float, signed: bool) -> str:
-    if pd.isna(value):
+    if pd.isna(count):  # no run of this method at this code length
         return MISSING
+    if pd.isna(value):  # runs whose mAP is not a number: not to be mistaken for a missing cell
+        return NOT_A_NUMBER
     number = f"{value:+.{DIGITS}f}".replace("-", "−") if signed else f"{value:.{DIGITS}f}"
     spread_text = "" if pd.isna(spread) else f" ± {spread:.{DIGITS}f}"
     return f"{number}{spread_text} ({int(count)})"

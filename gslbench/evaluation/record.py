@@ -1,0 +1,70 @@
+"""metrics.json: what evaluate writes, and the check that evaluate (before writing), bench (before
+counting a cell as done) and the report (before reading) apply to it.
+
+A metrics.json is accepted when it is bound to its run (its `run` is the directory's name and the
+hash of the `config` it records) and every value the report reads has its type and range: mAP,
+mAP@K, precision@K, recall@R and the PR curve are fractions in [0, 1], seconds are finite and
+non-negative. This module imports neither torch nor faiss (the report uses it).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from gslbench.errors import GslbenchError
+from gslbench.storage import config_id
+
+SECONDS = ("train_s", "encode_s", "eval_s")
+AT_K = ("map_at", "precision_at", "recall_at")  # {str(K): fraction}
+
+
+def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
+    """Raise a one-line user error naming `path` unless `record` is a metrics.json bound to the
+    run `run_id` with every value of the right type and range (see the module docstring)."""
+    if not isinstance(record, dict):
+        raise GslbenchError(f"{path}: not a gslbench metrics record (a {type(record).__name__})")
+    for name, kind in (("run", str), ("label", str), ("config", dict)):
+        if not isinstance(record.get(name), kind):
+            raise GslbenchError(f"{path}: {name!r} is {record.get(name)!r}, expected a "
+                                f"{kind.__name__}")
+    found = config_id(record["config"])
+    if record["run"] != run_id or found != run_id:
+        raise GslbenchError(f"{path}: records run {record['run']} (config hash {found}), not run "
+                            f"{run_id} of its directory (copied from another run, or edited)")
+    _fraction(record.get("map"), path, "map")
+    for name in SECONDS:
+        value = record.get(name)
+        if not _is_number(value) or value < 0:
+            raise GslbenchError(f"{path}: {name!r} is {value!r}, expected seconds >= 0")
+    for name in AT_K:
+        values = record.get(name)
+        if not isinstance(values, dict) or not all(key.isdigit() and int(key) > 0 for key in values):
+            raise GslbenchError(f"{path}: {name!r} is {values!r}, expected {{K: value}}")
+        for key, value in values.items():
+            _fraction(value, path, f"{name}[{key}]")
+    top = record.get("map_top")
+    if top is not None and (not _is_int(top) or str(top) not in record["map_at"]):
+        raise GslbenchError(f"{path}: 'map_top' is {top!r}, expected null or one of the K of "
+                            "'map_at'")
+    curve = record.get("pr_curve")
+    if curve is not None:
+        if not isinstance(curve, list) or not all(isinstance(p, list) and len(p) == 2 for p in curve):
+            raise GslbenchError(f"{path}: 'pr_curve' is not a list of [recall, precision] pairs")
+        for recall, precision in curve:
+            _fraction(recall, path, "pr_curve recall")
+            _fraction(precision, path, "pr_curve precision")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fraction(value: Any, path: Path, name: str) -> None:
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        raise GslbenchError(f"{path}: {name!r} is {value!r}, expected a number in [0, 1]")
