@@ -2,19 +2,22 @@
 
 Every method shares the network, the similarity loss, the optimizer, the schedule and the
 quantizer (`gslbench.methods.loop`); a method only says how the representation z reaches the
-similarity loss (`representation`) and what is added to that loss (`penalty`). Its knobs are
+similarity loss (`representation`) and what is added to that loss (`penalty`); both may ask the
+quantizer for the batch's `assignment`, computed once per batch. Its knobs are
 `Setting`s: they become fields of the run configuration, CLI options and grid keys, and its label
 (`gsl α=1 k=8`) names its runs in bench's output and the report.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
 from gslbench.quantizers import Quantizer
+from gslbench.quantizers.base import Assignment
 from gslbench.settings import Setting
 
 
@@ -36,6 +39,7 @@ class Method:
         """config: the run's RunConfig (the method reads its knobs from it); quantizer: the
         run's quantizer (None for float), fitted by the loop before the method uses it."""
         self.config, self.quantizer = config, quantizer
+        self._assigned: tuple[weakref.ref, int, Assignment] | None = None
 
     @classmethod
     def label(cls, settings: Mapping[str, Any]) -> str:
@@ -49,3 +53,19 @@ class Method:
     def penalty(self, z: torch.Tensor) -> torch.Tensor:
         """A scalar added to the similarity loss; 0 by default."""
         return z.new_zeros(())
+
+    def assignment(self, z: torch.Tensor, k: int = 1) -> Assignment:
+        """The quantizer's `Assignment` of the batch z (b, d) float32 with k candidates (no grad).
+
+        Computed once per batch: a step's `representation` and `penalty`, called with the same z,
+        share it (the method remembers the last batch through a weak reference)."""
+        assigned = self._assigned
+        if assigned is None or assigned[0]() is not z or assigned[1] != k:
+            assigned = self._assigned = (weakref.ref(z), k, self.quantizer.assign(z, k))
+        return assigned[2]
+
+
+def squared_error(z: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||z - reconstruction||^2: (b, d) z (with grad) and (b, d)
+    reconstruction (no grad) -> scalar; its gradient at z is 2 (z - reconstruction) / b."""
+    return ((z - reconstruction) ** 2).sum(1).mean()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gslbench.methods.base import Method
+from gslbench.methods.base import Method, squared_error
 from gslbench.settings import Setting
 
 
@@ -20,5 +20,4 @@ class QLossMethod(Method):
         """lambda * mean over the batch of ||z - q(z)||^2; 0 before the codebooks are fitted."""
         if not self.quantizer.is_fitted:
             return z.new_zeros(())
-        reconstruction = self.quantizer.assign(z.detach(), 1).reconstruction
-        return self.config.qloss_lambda * ((z - reconstruction) ** 2).sum(1).mean()
+        return self.config.qloss_lambda * squared_error(z, self.assignment(z).reconstruction)
