@@ -39,7 +39,7 @@ class Method:
         """config: the run's RunConfig (the method reads its knobs from it); quantizer: the
         run's quantizer (None for float), fitted by the loop before the method uses it."""
         self.config, self.quantizer = config, quantizer
-        self._assigned: tuple[weakref.ref, int, Assignment] | None = None
+        self._assigned: tuple[weakref.ref, tuple[int, int], Assignment] | None = None
 
     @classmethod
     def label(cls, settings: Mapping[str, Any]) -> str:
@@ -58,10 +58,12 @@ class Method:
         """The quantizer's `Assignment` of the batch z (b, d) float32 with k candidates (no grad).
 
         Computed once per batch: a step's `representation` and `penalty`, called with the same z,
-        share it (the method remembers the last batch through a weak reference)."""
+        share it. The method remembers the last batch through a weak reference and z's version
+        counter, so a new tensor, or z changed in place, is assigned afresh."""
+        key = (k, z._version)
         assigned = self._assigned
-        if assigned is None or assigned[0]() is not z or assigned[1] != k:
-            assigned = self._assigned = (weakref.ref(z), k, self.quantizer.assign(z, k))
+        if assigned is None or assigned[0]() is not z or assigned[1] != key:
+            assigned = self._assigned = (weakref.ref(z), key, self.quantizer.assign(z, k))
         return assigned[2]
 
 
