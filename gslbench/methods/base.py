@@ -5,7 +5,7 @@ quantizer (`gslbench.methods.loop`); a method only says how the representation z
 similarity loss (`representation`) and what is added to that loss (`penalty`); both may ask the
 quantizer for the batch's `assignment`, computed once per batch. Its knobs are
 `Setting`s: they become fields of the run configuration, CLI options and grid keys, and its label
-(`gsl α=1 k=8`) names its runs in bench's output and the report.
+(`gsl α=1 k=8 select=aligned`) names its runs in bench's output and the report.
 """
 
 from __future__ import annotations
