@@ -113,7 +113,7 @@ class ZeroErrorPQ(PQ):
     """A PQ of zero quantization error: every z is its own reconstruction and only candidate."""
 
     def _assign(self, z, k):
-        return Assignment(z.clone(), self.to_snap_space(z).unsqueeze(2))
+        return Assignment(z.clone(), self.to_snap_space(z).unsqueeze(2), z.new_zeros(len(z), 2, 1))
 
 
 def train_steps(name, quantizer, steps=5, **knobs):
@@ -195,12 +195,42 @@ def test_soft_with_a_large_tau_tends_to_the_candidates_mean(quantizers, name):
                                rtol=0, atol=1e-5)
 
 
-def test_soft_weights_are_differentiable_in_z(quantizers):
-    method = make_method("soft", quantizers["pq"], soft_k=4, soft_tau=0.1)
-    z = BATCH.double().requires_grad_()
-    assert torch.autograd.gradcheck(method.representation, (z,), eps=1e-6, atol=1e-5)
-    method.representation(z).sum().backward()
+def loop_relaxed_loss(quantizer, z, upstream, k, tau, noise=None):
+    """sum_i <relaxed_i, upstream_i>, the relaxed reconstruction built by loops from z (with
+    grad): per sub-space sum_j w_j r_j, w = softmax(-||z_g - r_j||^2 / tau + noise_j)."""
+    total = 0.0
+    for i in range(len(z)):
+        for m, group in enumerate(loop_candidates(quantizer, z[i].detach(), k)):
+            sub = z[i, m * 4:(m + 1) * 4]
+            scores = [torch.exp(-((sub - word) ** 2).sum() / tau
+                                + (0.0 if noise is None else noise[i, m, j]))
+                      for j, (_, word) in enumerate(group)]
+            relaxed = sum(s / sum(scores) * word for s, (_, word) in zip(scores, group, strict=True))
+            total = total + (relaxed * upstream[i, m * 4:(m + 1) * 4]).sum()
+    return total
+
+
+UPSTREAM = torch.randn(len(BATCH), DIM, generator=torch.Generator().manual_seed(9))
+
+
+def test_soft_gradient_is_that_of_the_weighted_mean_in_z(quantizers):
+    quantizer, k, tau = quantizers["pq"], 4, 0.1
+    z = BATCH.clone().requires_grad_()
+    (make_method("soft", quantizer, soft_k=k, soft_tau=tau).representation(z) * UPSTREAM).sum().backward()
+    reference = BATCH.clone().requires_grad_()
+    loop_relaxed_loss(quantizer, reference, UPSTREAM, k, tau).backward()
+    torch.testing.assert_close(z.grad, reference.grad, rtol=1e-4, atol=1e-6)
     assert z.grad.abs().max() > 0.1  # the weights carry a real gradient
+
+
+@pytest.mark.parametrize("name", ["pq", "opq", "rq", "lsq"])
+def test_assignment_distances_are_those_of_the_candidates(quantizers, name):
+    quantizer = quantizers[name]
+    assignment = quantizer.assign(BATCH, 5)
+    for i, row in enumerate(quantizer.to_snap_space(BATCH)):
+        for g, group in enumerate(assignment.candidates[i]):
+            expected = torch.stack([((row[g] - word) ** 2).sum() for word in group])
+            torch.testing.assert_close(assignment.distances[i, g], expected, rtol=0, atol=1e-6)
 
 
 # --- gumbel ----------------------------------------------------------------------------------
@@ -251,22 +281,13 @@ def test_gumbel_samples_the_candidates_with_the_soft_weights(quantizers):
 def test_gumbel_gradient_is_that_of_the_relaxed_mean_with_the_same_noise(quantizers):
     quantizer, k, tau, seed = quantizers["pq"], 4, 0.2, 5
     method = make_method("gumbel", quantizer, gumbel_k=k, gumbel_tau=tau, seed=seed)
-    upstream = torch.randn(len(BATCH), DIM, generator=torch.Generator().manual_seed(9))
     z = BATCH.clone().requires_grad_()
-    (method.representation(z) * upstream).sum().backward()
+    (method.representation(z) * UPSTREAM).sum().backward()
 
-    exponential = torch.empty(len(BATCH), 2, k).exponential_(generator=torch.Generator().manual_seed(seed))
-    noise = -exponential.log()  # Gumbel(0, 1), drawn as the run draws it
+    uniform = torch.rand(len(BATCH), 2, k, generator=torch.Generator().manual_seed(seed))
+    noise = -(-uniform.log()).log()  # Gumbel(0, 1), drawn as the run draws it
     reference = BATCH.clone().requires_grad_()
-    total = 0.0
-    for i in range(len(BATCH)):
-        for m, group in enumerate(loop_candidates(quantizer, BATCH[i], k)):
-            sub = reference[i, m * 4:(m + 1) * 4]
-            scores = [torch.exp(-((sub - word) ** 2).sum() / tau + noise[i, m, j])
-                      for j, (_, word) in enumerate(group)]
-            relaxed = sum(s / sum(scores) * word for s, (_, word) in zip(scores, group, strict=True))
-            total = total + (relaxed * upstream[i, m * 4:(m + 1) * 4]).sum()
-    total.backward()
+    loop_relaxed_loss(quantizer, reference, UPSTREAM, k, tau, noise).backward()
     torch.testing.assert_close(z.grad, reference.grad, rtol=1e-4, atol=1e-6)
 
 

@@ -14,9 +14,9 @@ from gslbench.settings import Setting
 
 
 def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
-    """(shape) float32 Gumbel(0, 1) samples, -log E with E ~ Exponential(1), on the CPU."""
-    exponential = torch.empty(shape).exponential_(generator=generator)
-    return -exponential.clamp_(min=torch.finfo(torch.float32).tiny).log_()
+    """(shape) float32 Gumbel(0, 1) samples, -log(-log U) with U ~ Uniform[tiny, 1), on the CPU."""
+    uniform = torch.rand(shape, generator=generator).clamp_(min=torch.finfo(torch.float32).tiny)
+    return uniform.log_().neg_().log_().neg_()
 
 
 class GumbelMethod(SoftMethod):

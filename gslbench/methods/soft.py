@@ -5,16 +5,36 @@ codes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gslbench.methods.base import Method
+from gslbench.quantizers.base import Assignment
 from gslbench.settings import Setting
 
 
-def candidate_logits(z_snap: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
-    """-||z_g - r_{g,j}||^2 / tau for (b, G, d/G) z in the snap space (with grad) and
-    (b, G, k, d/G) candidates (no grad) -> (b, G, k) float32, differentiable in z."""
-    return ((z_snap.unsqueeze(-2) - candidates) ** 2).sum(-1) / -tau
+class _CandidateDistances(torch.autograd.Function):
+    """||z_g - r_{g,j}||^2 forward from the assignment's values (not computed again); backward
+    the gradient in z, sum_j grad_j 2 (z_g - r_{g,j})."""
+
+    @staticmethod
+    def forward(ctx: Any, z_snap: torch.Tensor, candidates: torch.Tensor,
+                distances: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z_snap, candidates)
+        return distances.view_as(distances)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        z_snap, candidates = ctx.saved_tensors
+        weighted_candidates = torch.einsum("bgk,bgkd->bgd", grad, candidates)
+        return 2 * (z_snap * grad.sum(-1, keepdim=True) - weighted_candidates), None, None
+
+
+def candidate_logits(z_snap: torch.Tensor, assignment: Assignment, tau: float) -> torch.Tensor:
+    """-||z_g - r_{g,j}||^2 / tau for (b, G, d/G) z in the snap space (with grad) and the
+    assignment's (b, G, k, d/G) candidates -> (b, G, k) float32, differentiable in z."""
+    return _CandidateDistances.apply(z_snap, assignment.candidates, assignment.distances) / -tau
 
 
 def weighted_mean(weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -45,9 +65,9 @@ class SoftMethod(Method):
         if not self.quantizer.is_fitted:
             return z
         tau, k = (getattr(self.config, knob.name) for knob in self.knobs)
-        candidates = self.assignment(z, k).candidates
-        logits = candidate_logits(self.quantizer.to_snap_space(z), candidates, tau)
-        return self.quantizer.from_snap_space(self.relax(logits, candidates))
+        assignment = self.assignment(z, k)
+        logits = candidate_logits(self.quantizer.to_snap_space(z), assignment, tau)
+        return self.quantizer.from_snap_space(self.relax(logits, assignment.candidates))
 
     def relax(self, logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(b, G, k) logits and (b, G, k, d/G) candidates -> (b, G, d/G): the softmax-weighted
