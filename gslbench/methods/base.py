@@ -66,8 +66,3 @@ class Method:
             assigned = self._assigned = (weakref.ref(z), key, self.quantizer.assign(z, k))
         return assigned[2]
 
-
-def squared_error(z: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ||z - reconstruction||^2: (b, d) z (with grad) and (b, d)
-    reconstruction (no grad) -> scalar; its gradient at z is 2 (z - reconstruction) / b."""
-    return ((z - reconstruction) ** 2).sum(1).mean()

@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 
-from gslbench.methods.soft import SoftMethod, weighted_mean
+from gslbench.methods.soft import SoftMethod, relaxation_knobs, weighted_mean
 from gslbench.quantizers import Quantizer
-from gslbench.settings import Setting
 
 
 def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
@@ -25,12 +24,7 @@ class GumbelMethod(SoftMethod):
     comes from a generator seeded with the run's seed, so a run is reproducible."""
 
     name = "gumbel"
-    knobs = (
-        Setting("gumbel_tau", float, 0.01, "Temperature of Gumbel-softmax, on squared distances.",
-                low=0.0, low_open=True, symbol="τ", tune=(0.001, 0.01, 0.1)),
-        Setting("gumbel_k", int, 8, "Gumbel-softmax's candidates per sub-space (PQ/OPQ) or beam "
-                "width (RQ/LSQ).", low=1, symbol="k", tune=(4, 8, 16)),
-    )
+    knobs = relaxation_knobs("gumbel", "Gumbel-softmax")
     summary = "similarity loss at a Gumbel-softmax sample of k candidates, hard forward (ST)"
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:

@@ -37,6 +37,17 @@ def candidate_logits(z_snap: torch.Tensor, assignment: Assignment, tau: float) -
     return _CandidateDistances.apply(z_snap, assignment.candidates, assignment.distances) / -tau
 
 
+def relaxation_knobs(prefix: str, what: str) -> tuple[Setting, Setting]:
+    """The knobs (τ, k) of a method that weighs k candidates at temperature τ: `{prefix}_tau` and
+    `{prefix}_k`. τ divides squared distances between unit-norm vectors (see README, Methods)."""
+    return (
+        Setting(f"{prefix}_tau", float, 0.01, f"Temperature of {what}, on squared distances.",
+                low=0.0, low_open=True, symbol="τ", tune=(0.001, 0.01, 0.1)),
+        Setting(f"{prefix}_k", int, 8, f"Candidates of {what} per sub-space (PQ/OPQ) or beam width "
+                "(RQ/LSQ).", low=1, symbol="k", tune=(4, 8, 16)),
+    )
+
+
 def weighted_mean(weights: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """sum_j w_{g,j} r_{g,j}: (b, G, k) weights and (b, G, k, d/G) candidates -> (b, G, d/G)."""
     return (weights.unsqueeze(-1) * candidates).sum(-2)
@@ -47,16 +58,11 @@ class SoftMethod(Method):
     gradient (the candidates are fixed codewords).
 
     Subclasses change how the weights become what the loss sees (`relax`) and their own knobs,
-    which are always (τ, k) in that order.
+    `relaxation_knobs` under another prefix.
     """
 
     name = "soft"
-    knobs = (
-        Setting("soft_tau", float, 0.01, "Temperature of soft assignment, on squared distances.",
-                low=0.0, low_open=True, symbol="τ", tune=(0.001, 0.01, 0.1)),
-        Setting("soft_k", int, 8, "Soft assignment's candidates per sub-space (PQ/OPQ) or beam "
-                "width (RQ/LSQ).", low=1, symbol="k", tune=(4, 8, 16)),
-    )
+    knobs = relaxation_knobs("soft", "soft assignment")
     summary = "similarity loss at the softmax(−||z − r||²/τ)-weighted mean of k candidates (PQN)"
 
     def representation(self, z: torch.Tensor) -> torch.Tensor:
