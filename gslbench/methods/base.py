@@ -65,4 +65,3 @@ class Method:
         if assigned is None or assigned[0]() is not z or assigned[1] != key:
             assigned = self._assigned = (weakref.ref(z), key, self.quantizer.assign(z, k))
         return assigned[2]
-

@@ -51,11 +51,11 @@ class RQ(AdditiveQuantizer):
             residuals = (z[:, None] - reconstructions)[:, :, None]  # (b, B, 1, dim)
             distances = squared_distances(residuals, codebooks[m : m + 1], norms[m : m + 1])
             flat = distances.flatten(1)  # (b, B * K)
-            distances, best = flat.topk(min(width, flat.shape[1]), dim=1, largest=False)
+            beam_distances, best = flat.topk(min(width, flat.shape[1]), dim=1, largest=False)
             parents = torch.div(best, self.codebook_size, rounding_mode="floor")
             reconstructions = torch.take_along_dim(reconstructions, parents[..., None], 1)
             reconstructions = reconstructions + codebooks[m, best % self.codebook_size]
-        return reconstructions, distances
+        return reconstructions, beam_distances
 
     def _assign(self, z: torch.Tensor, k: int) -> Assignment:
         beam_size = self.options["beam_size"]
