@@ -63,7 +63,7 @@ def assert_user_error(result, *fragments):
 
 def test_quick_toml_gives_exactly_the_cells_of_bench_without_arguments(tmp_path):
     assert dry_run(tmp_path) == dry_run(tmp_path, str(BENCHMARKS / "quick.toml"))
-    assert len(dry_run(tmp_path)[0]) == 10
+    assert len(dry_run(tmp_path)[0]) == 19  # float 1 + 6 quantized methods x 3 code lengths
 
 
 def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_path):
@@ -86,7 +86,7 @@ def test_results_toml_is_the_grid_of_the_two_bench_commands_it_replaced(tmp_path
     default_gsl = dry_run(tmp_path, *flags, "--methods", "gsl")[0]
     rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"))
     assert sorted(rows) == sorted(tuned + default_gsl)
-    assert count.startswith("150 cells:")
+    assert count.startswith("258 cells:")  # per data set: float 3 + 6 methods x 18 + 18 for gsl α=1
 
 
 def test_hyper_parameter_lists_are_axes_only_for_the_methods_that_use_them(tmp_path):
@@ -108,7 +108,8 @@ def test_flags_given_override_the_file_and_the_file_overrides_the_defaults(tmp_p
     rows, _ = dry_run(tmp_path, str(grid), "--bits", "32", "--epochs", "12")
     assert sorted(row[2] for row in rows) == [
         "digits float seed 0", "digits float seed 1",
-        "digits gsl α=1 k=8 pq 32 bits seed 0", "digits gsl α=1 k=8 pq 32 bits seed 1",
+        "digits gsl α=1 k=8 select=aligned pq 32 bits seed 0",
+        "digits gsl α=1 k=8 select=aligned pq 32 bits seed 1",
     ]
     same, _ = dry_run(tmp_path, "--methods", "gsl,float", "--bits", "32", "--seeds", "0,1",
                       "--epochs", "12", "--warmup-epochs", "2")

@@ -45,7 +45,7 @@ def run_dirs(root):
 def test_bench_writes_every_file_and_reasonable_maps(bench_dir):
     root, output = bench_dir
     runs = run_dirs(root)
-    assert len(runs) == 1 + 3 * 3  # one float ceiling, three quantized methods x three code lengths
+    assert len(runs) == 1 + 6 * 3  # one float ceiling, six quantized methods x three code lengths
     for run in runs:
         config = json.loads((run / "config.json").read_text())
         assert config["run"] == run.name and config["features_sha256"] and config["versions"]["torch"]
@@ -63,7 +63,7 @@ def test_bench_writes_every_file_and_reasonable_maps(bench_dir):
             assert codes_bits(run) == config["config"]["bits"]
     report = root / "results" / "report"
     results = pd.read_csv(report / "results.csv")
-    assert len(results) == 10 and results["map"].between(0, 1, inclusive="right").all()
+    assert len(results) == 19 and results["map"].between(0, 1, inclusive="right").all()
     tables = (report / "tables.md").read_text()
     assert "16 bits" in tables and "gsl" in tables and tables.strip() in output
     assert (report / "map_vs_bits.png").read_bytes()[:4] == b"\x89PNG"

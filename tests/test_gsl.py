@@ -91,6 +91,21 @@ def test_snapped_gradient_descends_and_points_at_the_best_codeword(seed):
                                (g.norm(dim=1) * cosine.amax(1))[ahead])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_nearest_rule_snaps_towards_the_first_candidate_only(seed):
+    z, g, candidates = random_case(seed, batch=128)
+    snapped = snap_gradient(z, g, candidates, alpha=0.6, select="nearest")
+    for i in range(len(z)):
+        torch.testing.assert_close(snapped[i], reference_snap(z[i], g[i], candidates[i, :1], 0.6))
+    assert not torch.allclose(snapped, snap_gradient(z, g, candidates, alpha=0.6))
+
+
+def test_unknown_rule_is_rejected():
+    z, g, candidates = random_case(0)
+    with pytest.raises(ValueError, match="select"):
+        snap_gradient(z, g, candidates, select="farthest")
+
+
 def test_alpha_interpolates_between_g_and_the_snapped_gradient():
     z, g, candidates = random_case(7)
     torch.testing.assert_close(snap_gradient(z, g, candidates, alpha=0.0), g)
@@ -143,6 +158,7 @@ class RotatedGridQuantizer:
     is_fitted = True
 
     def __init__(self, dim=4, seed=0):
+        self.asked = []  # the k of every assign call
         gen = torch.Generator().manual_seed(seed)
         self.rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
         offsets = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
@@ -155,6 +171,7 @@ class RotatedGridQuantizer:
         return x.reshape(len(x), 4) @ self.rotation
 
     def assign(self, z, k):
+        self.asked.append(k)
         sub = self.to_snap_space(z)
         distance = ((sub.unsqueeze(2) - self.grid) ** 2).sum(-1)
         nearest = distance.topk(k, dim=-1, largest=False).indices
@@ -177,6 +194,22 @@ def test_layer_is_identity_forward_and_snaps_backward_in_the_rotated_space():
     assert ((z.grad * weights).sum(1) >= -1e-12).all()  # still a descent direction
 
 
+def test_layer_with_the_nearest_rule_snaps_towards_the_nearest_grid_point():
+    quantizer = RotatedGridQuantizer()
+    layer = GradientSnappingLayer(quantizer, k=5, alpha=1.0, select="nearest")
+    z = torch.randn(32, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(32, 4, dtype=torch.float64)
+    (layer(z) * weights).sum().backward()
+    assert quantizer.asked == [1]  # only the assigned codeword is needed
+    sub, g = quantizer.to_snap_space(z.detach()), quantizer.to_snap_space(weights)
+    expected = torch.empty_like(sub)
+    for i in range(len(sub)):
+        for m in range(2):
+            nearest = min(quantizer.grid, key=lambda point: float(((sub[i, m] - point) ** 2).sum()))
+            expected[i, m] = reference_snap(sub[i, m], g[i, m], nearest[None])
+    torch.testing.assert_close(z.grad, quantizer.from_snap_space(expected))
+
+
 def test_layer_is_plain_identity_in_eval_mode_and_before_the_quantizer_is_fitted():
     quantizer = RotatedGridQuantizer()
     layer = GradientSnappingLayer(quantizer).eval()
@@ -190,7 +223,7 @@ def test_layer_is_plain_identity_in_eval_mode_and_before_the_quantizer_is_fitted
     torch.testing.assert_close(z.grad, torch.ones_like(z))
 
 
-@pytest.mark.parametrize("options", [{"alpha": 1.5}, {"alpha": -0.1}, {"k": 0}])
+@pytest.mark.parametrize("options", [{"alpha": 1.5}, {"alpha": -0.1}, {"k": 0}, {"select": "far"}])
 def test_layer_rejects_bad_knobs(options):
     with pytest.raises(GslbenchError):
         GradientSnappingLayer(RotatedGridQuantizer(), **options)

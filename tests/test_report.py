@@ -21,7 +21,7 @@ from gslbench.report.frames import read_runs
 from gslbench.report.plots import method_colours
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown
 
-GSL, QLOSS = "gsl α=1 k=8", "qloss λ=0.1"
+GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=0.1"
 KEY = ("digits", "pixels", "pairwise", "pq")
 SLUG = "digits-pixels-pairwise-pq"
 
@@ -110,7 +110,7 @@ def test_latex_tables_are_booktabs_with_a_row_per_method(report):
         assert text.count(rule) == 2
     map_table, gap_table = text.split(r"\end{table}")[:2]
     assert re.findall(r"^(.*?) & ", map_table, re.M) == [
-        "Method", "float", "two-step", r"qloss $\lambda$=0.1", r"gsl $\alpha$=1 k=8"]
+        "Method", "float", "two-step", r"qloss $\lambda$=0.1", r"gsl $\alpha$=1 k=8 select=aligned"]
     assert map_table.count(r"\midrule") == 2  # under the header, and under the float ceiling
     assert gap_table.count(r"\midrule") == 1 and gap_table.count(r"\\") == 4
     assert r"\textbf{0.8000 $\pm$ 0.0200 (3)}" in map_table and map_table.count(r"\textbf") == 3

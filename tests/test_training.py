@@ -164,3 +164,41 @@ def test_pairwise_loss_equals_a_plain_loop():
                 terms.append(((1.0 if _similar(i, j) else -1.0) - cosine) ** 2)
     ours = LOSSES["pairwise"](3, 2, 0.0)(BATCH[1:], BATCH_LABELS[1:]).item()
     assert ours == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+
+
+# --- the trainable-quantizer baselines (ste, soft, gumbel) and GSL's codeword rule -------------
+
+NEW_METHODS = [("ste", {}), ("soft", {}), ("gumbel", {}), ("gsl", {"gsl_select": "nearest"})]
+
+
+@pytest.fixture(scope="module")
+def two_step_losses(features):
+    return sim_losses(train(dataclasses.replace(BASE, method="two-step"), features, show_progress=False))
+
+
+@pytest.mark.parametrize("method, knobs", NEW_METHODS)
+def test_new_methods_train_after_a_plain_warm_up(features, two_step_losses, method, knobs):
+    config = dataclasses.replace(BASE, method=method, **knobs)
+    result = train(config, features, show_progress=False)
+    losses = sim_losses(result)
+    assert np.isfinite(losses).all() and result.quantizer.is_fitted
+    np.testing.assert_allclose(losses[:2], two_step_losses[:2], rtol=1e-6)  # warm-up: plain training
+    assert losses[2:] != pytest.approx(two_step_losses[2:], rel=1e-6)
+
+
+def test_gumbel_same_seed_same_model(features):
+    config = dataclasses.replace(BASE, method="gumbel", gumbel_tau=0.1)
+    first, again = (train(config, features, show_progress=False) for _ in range(2))
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "ste", "ste_beta": -0.1}, "--ste-beta"), ({"method": "soft", "soft_k": 0}, "--soft-k"),
+    ({"method": "soft", "soft_tau": 0.0}, "--soft-tau"), ({"method": "gumbel", "gumbel_k": 0}, "--gumbel-k"),
+    ({"method": "gumbel", "gumbel_tau": -1.0}, "--gumbel-tau"),
+    ({"method": "gsl", "gsl_select": "far"}, "--gsl-select"),
+])
+def test_bad_knobs_of_the_new_methods_are_user_errors(options, message):
+    with pytest.raises(GslbenchError, match=message):
+        RunConfig(**options)

@@ -7,11 +7,16 @@ behaviour) and one line in `METHODS`; its knobs become config fields, CLI option
 from gslbench.methods.base import Method
 from gslbench.methods.float import FloatMethod
 from gslbench.methods.gsl import GSLMethod
+from gslbench.methods.gumbel import GumbelMethod
 from gslbench.methods.qloss import QLossMethod
+from gslbench.methods.soft import SoftMethod
+from gslbench.methods.ste import STEMethod
 from gslbench.methods.two_step import TwoStepMethod
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (FloatMethod, TwoStepMethod, QLossMethod, GSLMethod)
+    method.name: method
+    for method in (FloatMethod, TwoStepMethod, QLossMethod, GSLMethod, STEMethod, SoftMethod,
+                   GumbelMethod)
 }
 
 __all__ = ["METHODS", "Method"]

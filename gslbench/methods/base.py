@@ -2,19 +2,22 @@
 
 Every method shares the network, the similarity loss, the optimizer, the schedule and the
 quantizer (`gslbench.methods.loop`); a method only says how the representation z reaches the
-similarity loss (`representation`) and what is added to that loss (`penalty`). Its knobs are
+similarity loss (`representation`) and what is added to that loss (`penalty`); both may ask the
+quantizer for the batch's `assignment`, computed once per batch. Its knobs are
 `Setting`s: they become fields of the run configuration, CLI options and grid keys, and its label
-(`gsl α=1 k=8`) names its runs in bench's output and the report.
+(`gsl α=1 k=8 select=aligned`) names its runs in bench's output and the report.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
 from gslbench.quantizers import Quantizer
+from gslbench.quantizers.base import Assignment
 from gslbench.settings import Setting
 
 
@@ -36,6 +39,7 @@ class Method:
         """config: the run's RunConfig (the method reads its knobs from it); quantizer: the
         run's quantizer (None for float), fitted by the loop before the method uses it."""
         self.config, self.quantizer = config, quantizer
+        self._assigned: tuple[weakref.ref, tuple[int, int], Assignment] | None = None
 
     @classmethod
     def label(cls, settings: Mapping[str, Any]) -> str:
@@ -49,3 +53,15 @@ class Method:
     def penalty(self, z: torch.Tensor) -> torch.Tensor:
         """A scalar added to the similarity loss; 0 by default."""
         return z.new_zeros(())
+
+    def assignment(self, z: torch.Tensor, k: int = 1) -> Assignment:
+        """The quantizer's `Assignment` of the batch z (b, d) float32 with k candidates (no grad).
+
+        Computed once per batch: a step's `representation` and `penalty`, called with the same z,
+        share it. The method remembers the last batch through a weak reference and z's version
+        counter, so a new tensor, or z changed in place, is assigned afresh."""
+        key = (k, z._version)
+        assigned = self._assigned
+        if assigned is None or assigned[0]() is not z or assigned[1] != key:
+            assigned = self._assigned = (weakref.ref(z), key, self.quantizer.assign(z, k))
+        return assigned[2]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from gslbench.methods.base import Method
-from gslbench.methods.snapping import GradientSnappingLayer
+from gslbench.methods.snapping import SELECT_RULES, GradientSnappingLayer
 from gslbench.quantizers import Quantizer
 from gslbench.settings import Setting
 
@@ -19,14 +19,18 @@ class GSLMethod(Method):
     knobs = (
         Setting("gsl_alpha", float, 1.0, "GSL snapping strength in [0, 1].", low=0.0, high=1.0,
                 symbol="α", tune=(0.25, 0.5, 1.0)),
-        Setting("gsl_k", int, 8, "GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ).",
-                low=1, symbol="k", tune=(4, 8, 16)),
+        Setting("gsl_k", int, 8, "GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ); "
+                "unused by gsl_select nearest.", low=1, symbol="k", tune=(4, 8, 16)),
+        Setting("gsl_select", str, "aligned", "GSL's codeword: the candidate best aligned with the "
+                "gradient (aligned) or the one z is assigned to (nearest).", choices=SELECT_RULES,
+                symbol="select", tune=SELECT_RULES),
     )
     summary = "similarity loss through the Gradient Snapping Layer, alternating with refits"
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:
         super().__init__(config, quantizer)
-        self.layer = GradientSnappingLayer(quantizer, k=config.gsl_k, alpha=config.gsl_alpha)
+        self.layer = GradientSnappingLayer(quantizer, k=config.gsl_k, alpha=config.gsl_alpha,
+                                           select=config.gsl_select)
 
     def representation(self, z: torch.Tensor) -> torch.Tensor:
         return self.layer(z)

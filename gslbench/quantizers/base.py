@@ -32,10 +32,13 @@ class Assignment:
     reconstruction: (b, dim) float32, q(z) = decode(encode(z)) in the original space, no grad.
     candidates: (b, G, k, dim // G) float32, for each of the G snap groups the k candidate codewords
         nearest to z, in the snap space (`Quantizer.to_snap_space`), sorted by increasing distance.
+    distances: (b, G, k) float32, the squared distance of z's group to each candidate, as the
+        search computed it (||x||^2 - 2 <x, c> + ||c||^2: exact up to float32 rounding).
     """
 
     reconstruction: torch.Tensor
     candidates: torch.Tensor
+    distances: torch.Tensor
 
 
 
@@ -202,8 +205,9 @@ class Quantizer(ABC):
     def assign(self, z: torch.Tensor, k: int = 8) -> Assignment:
         """(b, dim) float tensor z -> Assignment for the training loop, 1 <= k <= K.
 
-        reconstruction (b, dim) and candidates (b, G, k, dim // G), float32 on z's device, no grad
-        (see `Assignment` and each subclass for what the candidates are).
+        reconstruction (b, dim), candidates (b, G, k, dim // G) and their squared distances
+        (b, G, k), float32 on z's device, no grad (see `Assignment` and each subclass for what the
+        candidates are).
         """
         self._check_fitted()
         if z.ndim != 2 or z.shape[1] != self.dim:

@@ -62,11 +62,11 @@ class LSQ(AdditiveQuantizer):
         distances = squared_distances(z[:, None] - others, codebooks, norms)  # (b, M, K)
         distances.scatter_(2, indices[..., None], torch.inf)  # the reconstruction: counted once
         own = ((z - reconstruction) ** 2).sum(-1, keepdim=True)
-        nearest = torch.cat([own, distances.flatten(1)], dim=1).topk(k, largest=False).indices
+        nearest_distances, nearest = torch.cat([own, distances.flatten(1)], dim=1).topk(k, largest=False)
         changed = (nearest - 1).clamp(min=0)  # (b, k) flat index into (M, K), for nearest > 0
         m = torch.div(changed, self.codebook_size, rounding_mode="floor")
         swapped = torch.take_along_dim(others, m[..., None], 1)
         swapped = swapped + codebooks[m, changed % self.codebook_size]  # (b, k, dim)
         candidates = torch.where((nearest == 0)[..., None], reconstruction[:, None], swapped)
-        return Assignment(reconstruction, candidates[:, None])
+        return Assignment(reconstruction, candidates[:, None], nearest_distances[:, None])
 

@@ -80,5 +80,6 @@ class PQ(Quantizer):
         nearest = k_smallest(distances, k)  # (b, M, k), nearest first
         offsets = torch.arange(self.n_codebooks, device=z.device)[:, None] * self.codebook_size
         candidates = F.embedding(nearest + offsets, codebooks.flatten(0, 1))  # (b, M, k, dsub)
-        return Assignment(self.from_snap_space(candidates[:, :, 0]), candidates)
+        return Assignment(self.from_snap_space(candidates[:, :, 0]), candidates,
+                          distances.gather(-1, nearest))
 

@@ -41,8 +41,9 @@ class RQ(AdditiveQuantizer):
         else:
             self._faiss.train(x)
 
-    def _beam_search(self, z: torch.Tensor, width: int) -> torch.Tensor:
-        """(b, dim) -> (b, min(width, K**M), dim) reconstructions, best first (faiss's search)."""
+    def _beam_search(self, z: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, dim) -> (b, B, dim) reconstructions, best first (faiss's search), and their (b, B)
+        squared distances to z; B = min(width, K**M)."""
         codebooks = self._codebooks_t.to(z.device)
         norms = self._codeword_norms_t.to(z.device)
         reconstructions = z.new_zeros(len(z), 1, self.dim)  # (b, B, dim), B grows to width
@@ -50,15 +51,15 @@ class RQ(AdditiveQuantizer):
             residuals = (z[:, None] - reconstructions)[:, :, None]  # (b, B, 1, dim)
             distances = squared_distances(residuals, codebooks[m : m + 1], norms[m : m + 1])
             flat = distances.flatten(1)  # (b, B * K)
-            best = flat.topk(min(width, flat.shape[1]), dim=1, largest=False).indices
+            beam_distances, best = flat.topk(min(width, flat.shape[1]), dim=1, largest=False)
             parents = torch.div(best, self.codebook_size, rounding_mode="floor")
             reconstructions = torch.take_along_dim(reconstructions, parents[..., None], 1)
             reconstructions = reconstructions + codebooks[m, best % self.codebook_size]
-        return reconstructions
+        return reconstructions, beam_distances
 
     def _assign(self, z: torch.Tensor, k: int) -> Assignment:
         beam_size = self.options["beam_size"]
-        beam = self._beam_search(z, max(k, beam_size))
-        encoded = beam if k <= beam_size else self._beam_search(z, beam_size)
-        return Assignment(encoded[:, 0], beam[:, None, :k])
+        beam, distances = self._beam_search(z, max(k, beam_size))
+        encoded = beam if k <= beam_size else self._beam_search(z, beam_size)[0]
+        return Assignment(encoded[:, 0], beam[:, None, :k], distances[:, None, :k])
 

@@ -1,16 +1,20 @@
-"""Time one training step of `gsl` against one of `qloss` (not a test; prints the ratio).
+"""Time one training step of every method that trains against codebooks, as a ratio to a qloss
+step (not a test; prints the ratios).
 
-Both steps use the same network, batch, loss and fitted quantizer; only the strategy differs: each
-is the library's own `gslbench.methods.loop.train_step`. Target: a GSL step costs at most 1.3x a
-qloss step.
+For each quantizer, every method gets the same network (same initialisation), batch, loss and
+fitted quantizer; only the strategy differs: each step is the library's own
+`gslbench.methods.loop.train_step`. Steps are interleaved across the methods so that all see the
+same machine; the medians of wall-clock and CPU time are compared. Target: each method's step
+costs at most 1.3x a qloss step.
 
-    python benchmarks/gsl_step.py [--quantizer pq] [--bits 32] [--batch 256] [--repeats 200]
-        [--threads N]
+    python benchmarks/step_cost.py [--quantizers pq,opq,rq,lsq] [--bits 32] [--batch 256]
+        [--repeats 200] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 # isort: off
@@ -25,7 +29,10 @@ from gslbench.methods import METHODS
 from gslbench.methods.loop import train_step
 from gslbench.methods.losses import LOSSES
 from gslbench.methods.model import build_model, embed
-from gslbench.quantizers import make_quantizer
+from gslbench.quantizers import Quantizer, make_quantizer
+
+BASELINE = "qloss"
+TARGET = 1.3
 
 
 def synthetic_features(n: int, dim: int, n_classes: int, seed: int) -> FeatureSet:
@@ -38,16 +45,23 @@ def synthetic_features(n: int, dim: int, n_classes: int, seed: int) -> FeatureSe
                       seed, "")
 
 
+def variants(base: RunConfig) -> list[RunConfig]:
+    """qloss first, then every other method that trains against the codebooks at its defaults,
+    and GSL with the nearest-codeword rule."""
+    names = [BASELINE, *(name for name, method in METHODS.items()
+                         if method.trains_against_codebooks and name != BASELINE)]
+    configs = [dataclasses.replace(base, method=name) for name in names]
+    return [*configs, dataclasses.replace(base, method="gsl", gsl_select="nearest")]
+
+
 class StepRunner:
     """One method's model, optimizer and fixed batch, ready to take optimizer steps."""
 
-    def __init__(self, method_name: str, config: RunConfig, features: FeatureSet) -> None:
+    def __init__(self, config: RunConfig, features: FeatureSet, quantizer: Quantizer) -> None:
         torch.manual_seed(0)
         self.model = build_model(config, features.dim)
         self.model.set_standardisation(features.train.features)
-        quantizer = make_quantizer(config.quantizer, config.dim_out, config.bits, seed=0)
-        quantizer.fit(embed(self.model, features.train.features))
-        self.method = METHODS[method_name](config, quantizer)
+        self.method = config.method_spec(config, quantizer)
         self.loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.x = torch.from_numpy(features.train.features[: config.batch_size])
@@ -62,8 +76,9 @@ class StepRunner:
 
 
 def median_step_seconds(runners: dict[str, StepRunner], repeats: int) -> dict[str, np.ndarray]:
-    """Median (wall, CPU) seconds of each runner's step, steps interleaved so that both see the
-    same machine. CPU time counts the work done, so it is less disturbed by other processes."""
+    """Median (wall, CPU) seconds of each runner's step, steps interleaved so that all see the
+    same machine; the first 10 rounds warm up. CPU time counts the work done, so it is less
+    disturbed by other processes."""
     seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     for repeat in range(repeats + 10):
         for name, runner in runners.items():
@@ -73,9 +88,28 @@ def median_step_seconds(runners: dict[str, StepRunner], repeats: int) -> dict[st
     return {name: np.median(values, axis=0) for name, values in seconds.items()}
 
 
+def quantizer_costs(quantizer_name: str, args: argparse.Namespace, features: FeatureSet) -> None:
+    """Print each variant's median step and its ratio to qloss's for one quantizer."""
+    base = RunConfig(quantizer=quantizer_name, bits=args.bits, batch_size=args.batch)
+    configs = variants(base)
+    torch.manual_seed(0)
+    quantizer = make_quantizer(quantizer_name, base.dim_out, base.bits, seed=0)
+    quantizer.fit(embed(build_model(base, features.dim), features.train.features))
+    runners = {config.label: StepRunner(config, features, quantizer) for config in configs}
+    times = median_step_seconds(runners, args.repeats)
+    baseline = times[configs[0].label]
+    print(f"\n{quantizer_name} {args.bits} bits, batch {args.batch}, dim_in {args.dim_in}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'method':<28} {'wall ms':>8} {'cpu ms':>8} {'wall ratio':>11} {'cpu ratio':>10}")
+    for label, (wall, cpu) in times.items():
+        flag = "" if wall / baseline[0] <= TARGET else f"  (over {TARGET}x)"
+        print(f"{label:<28} {wall * 1e3:8.3f} {cpu * 1e3:8.3f} {wall / baseline[0]:10.2f}x "
+              f"{cpu / baseline[1]:9.2f}x{flag}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quantizer", default="pq")
+    parser.add_argument("--quantizers", default="pq,opq,rq,lsq")
     parser.add_argument("--bits", type=int, default=32)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim-in", type=int, default=512)
@@ -84,15 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = RunConfig(quantizer=args.quantizer, bits=args.bits, batch_size=args.batch)
     features = synthetic_features(4096, args.dim_in, 10, seed=0)
-    runners = {name: StepRunner(name, config, features) for name in ("qloss", "gsl")}
-    times = median_step_seconds(runners, args.repeats)
-    print(f"{args.quantizer} {args.bits} bits, batch {args.batch}, dim_in {args.dim_in}, "
-          f"torch threads {torch.get_num_threads()}")
-    for clock, qloss, gsl in zip(("wall", "cpu"), times["qloss"], times["gsl"], strict=True):
-        print(f"{clock:>4}: qloss step {qloss * 1e3:.3f} ms, gsl step {gsl * 1e3:.3f} ms, "
-              f"gsl/qloss = {gsl / qloss:.2f}x (target <= 1.30x)")
+    for quantizer_name in args.quantizers.split(","):
+        quantizer_costs(quantizer_name, args, features)
 
 
 if __name__ == "__main__":
