@@ -113,7 +113,8 @@ class ZeroErrorPQ(PQ):
     """A PQ of zero quantization error: every z is its own reconstruction and only candidate."""
 
     def _assign(self, z, k):
-        return Assignment(z.clone(), self.to_snap_space(z).unsqueeze(2), z.new_zeros(len(z), 2, 1))
+        no_distance = z.new_zeros(len(z), self.n_groups, 1)
+        return Assignment(z.clone(), self.to_snap_space(z).unsqueeze(2), no_distance)
 
 
 def train_steps(name, quantizer, steps=5, **knobs):
