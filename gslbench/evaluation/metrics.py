@@ -75,8 +75,11 @@ def relevance(query_labels: np.ndarray, database_labels: np.ndarray) -> np.ndarr
     Relevant = at least one shared label (``query_labels @ database_labels.T > 0``).
     """
     _check_labels(query_labels, database_labels)
-    query_packed = pack_labels(query_labels)
-    database_packed = pack_labels(database_labels)
+    return packed_relevance(pack_labels(query_labels), pack_labels(database_labels))
+
+
+def packed_relevance(query_packed: np.ndarray, database_packed: np.ndarray) -> np.ndarray:
+    """`relevance` of packed labels (`pack_labels`): ``(b, W), (n, W) -> (b, n) bool``."""
     out = np.zeros((len(query_packed), len(database_packed)), dtype=bool)
     for word in range(query_packed.shape[1]):
         out |= (query_packed[:, word, None] & database_packed[None, :, word]) != 0
@@ -141,10 +144,12 @@ def _check_labels(query_labels: np.ndarray, database_labels: np.ndarray) -> None
 def _order_keys(distances: np.ndarray) -> np.ndarray:
     """``(b, n) float32 -> (b, n) uint32`` keys whose unsigned order is the distances' order."""
     distances = np.asarray(distances, dtype=np.float32) + np.float32(0.0)  # -0.0 -> +0.0
-    bits = distances.view(np.uint32)
-    negative = bits >= np.uint32(0x80000000)
+    bits = distances.view(np.int32)
     # negatives: flip every bit (larger magnitude -> smaller key); others: set the sign bit.
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000))
+    keys = bits >> 31  # -1 (all bits) for negatives, 0 otherwise
+    keys |= np.int32(-(2**31))
+    keys ^= bits
+    return keys.view(np.uint32)
 
 
 def rank(distances: np.ndarray, top: int | None = None) -> np.ndarray:
@@ -176,6 +181,46 @@ def rank(distances: np.ndarray, top: int | None = None) -> np.ndarray:
         order = _radix_order(keys)
         return order[:, :top] if top < n else order
     return _partial_order(keys, top)
+
+
+def rank_relevance(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """Relevance in rank order over the whole database, without the ranking:
+    ``(b, n) float32 distances, (b, n) bool relevance in database order -> (b, n) bool``,
+    ``out[i, k] = relevant[i, rank(distances)[i, k]]`` (ascending distance, ties by index).
+
+    The metrics need only this, so the sort carries the relevance bit instead of the indices: an
+    LSD radix sort of the order keys minus each row's smallest (the float bits themselves when no
+    distance is negative), in two stable 16-bit passes of
+    numpy's radix argsort, the first on the low 16 bits, the second on the rest with the bit
+    packed above it (stable, so ties keep index order). Keys spanning 2**31 or more (distances
+    from -inf to inf, NaN) go through `rank`.
+    """
+    distances = np.asarray(distances)
+    relevant = np.asarray(relevant, dtype=bool)
+    if distances.ndim != 2 or relevant.shape != distances.shape:
+        raise ValueError(f"distances {distances.shape} and relevance {relevant.shape} must be "
+                         "the same (b, n) shape")
+    if distances.size == 0:
+        return relevant.copy()
+    bits = np.ascontiguousarray(distances, dtype=np.float32).view(np.int32)
+    lowest = bits.min(axis=1, keepdims=True)
+    if lowest.min() >= 0:  # no negative distance, no -0.0: the float bits are in order already
+        keys = (bits - lowest).view(np.uint32)
+    else:
+        keys = _order_keys(distances)
+        keys -= keys.min(axis=1, keepdims=True)
+    if keys.max() >= 2**31:
+        return np.take_along_axis(relevant, rank(distances), axis=1)
+    packed = (keys >> np.uint32(16)).astype(np.uint16)
+    packed |= relevant.astype(np.uint16) << np.uint16(15)
+    first = np.argsort(keys.astype(np.uint16), axis=1, kind="stable")
+    for row, order in zip(packed, first, strict=True):  # row by row: 1-D takes are fastest
+        row[:] = row.take(order)
+    second = np.argsort(packed & np.uint16(0x7FFF), axis=1, kind="stable")
+    out = np.empty(relevant.shape, dtype=bool)
+    for target, row, order in zip(out, packed, second, strict=True):
+        target[:] = row.take(order) >> np.uint16(15)
+    return out
 
 
 def _radix_order(keys: np.ndarray) -> np.ndarray:

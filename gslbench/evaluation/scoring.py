@@ -94,8 +94,8 @@ def evaluate_distances(
 
     Returns ``{"map", "map_at", "precision_at", "recall_at", "pr_curve", "n_query", "n_db",
     "n_query_no_relevant", "n_query_no_relevant_at", "timings_s"}``; ``timings_s`` has the
-    ``distances``, ``ranking`` and ``metrics`` seconds summed over blocks (over all workers, so
-    they can add up to more than the wall-clock ``total``).
+    ``distances``, ``ranking`` (relevance in rank order) and ``metrics`` seconds summed over
+    blocks (over all workers, so they can add up to more than the wall-clock ``total``).
     """
     start_time = time.perf_counter()
     query_labels = np.asarray(query_labels)
@@ -156,13 +156,16 @@ def evaluate_distances(
             )
         clock[0] = time.perf_counter() - tick
         tick = time.perf_counter()
-        ranking = metrics.rank(block_distances, depth)
+        block_packed = query_packed[start:stop]
+        if whole_ranking:  # the relevance sorted along, no ranking materialised
+            relevant = metrics.packed_relevance(block_packed, database_packed)
+            relevant = metrics.rank_relevance(block_distances, relevant)
+        else:
+            ranking = metrics.rank(block_distances, depth)
+            relevant = metrics.ranked_relevance(block_packed, database_packed, ranking)
         del block_distances
         clock[1] = time.perf_counter() - tick
         tick = time.perf_counter()
-        block_packed = query_packed[start:stop]
-        relevant = metrics.ranked_relevance(block_packed, database_packed, ranking)
-        del ranking
         block = metrics.query_metrics(
             relevant,
             metrics.count_relevant(block_packed, patterns, pattern_counts),
