@@ -1,9 +1,12 @@
 """The encode step and the codes file `RUN/codes.h5`: everything `evaluate` reads.
 
-Format `gslbench.codes`, version 2 (DESIGN.md section 3):
+Format `gslbench.codes`, version 3 (DESIGN.md section 3):
 
     /codes                    (n_db, code_bytes) uint8   packed codes of the database
     /labels                   (n_db, C) uint8            database labels (multi-hot)
+    /database/representations (n_db, d) float32          the database through the run's network
+                                                         (version 3; search-bench's true
+                                                         neighbours, export)
     /query/representations    (n_query, d) float32       the queries through the run's network
     /query/labels             (n_query, C) uint8
     /quantizer/...            the quantizer (`gslbench.quantizers.io`)
@@ -11,7 +14,9 @@ Format `gslbench.codes`, version 2 (DESIGN.md section 3):
            list of the protocol's K), map_top (0: mAP over the whole database), train_seconds,
            encode_seconds, features_sha256, model_sha256
 
-Version 1 files (database codes only) are refused with the advice to encode again.
+Version 1 files (database codes only) are refused with the advice to encode again; version 2
+files (no database representations) serve evaluate, and search-bench and export ask to encode
+again.
 """
 
 from __future__ import annotations
@@ -36,13 +41,15 @@ from gslbench.storage import atomic_path, open_h5, set_format_attrs, sha256_file
 from gslbench.train import load_config, load_model, load_run_quantizer
 
 FORMAT = "gslbench.codes"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+QUERIES_VERSION = 2  # the first version with the queries: what evaluate needs
 
 
 @dataclass(frozen=True)
 class Codes:
     """A codes file's content: database codes (n, code_bytes) uint8 and labels (n, C) uint8,
-    query representations (nq, d) float32 and labels (nq, C) uint8, the quantizer, the attrs."""
+    query representations (nq, d) float32 and labels (nq, C) uint8, the quantizer, the attrs,
+    and the database representations (n, d) float32 (None in a version 2 file)."""
 
     codes: np.ndarray
     labels: np.ndarray
@@ -50,6 +57,7 @@ class Codes:
     query_labels: np.ndarray
     quantizer: Quantizer | Identity
     attrs: dict
+    database: np.ndarray | None = None
 
 
 def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
@@ -63,13 +71,15 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
     features = read_feature_file(_checked_features(config, record, data_dir))
     start = time.perf_counter()
-    codes = quantizer.encode(embed(model, features.database.features))
+    database = embed(model, features.database.features)
+    codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
     map_top = get_dataset(config.dataset).protocol.map_top
     with atomic_path(run_dir.codes) as tmp, h5py.File(tmp, "w") as handle:
         set_format_attrs(handle, FORMAT, FORMAT_VERSION)
         handle.create_dataset("codes", data=codes)
         handle.create_dataset("labels", data=features.database.labels)
+        handle.create_dataset("database/representations", data=database)
         handle.create_dataset("query/representations", data=embed(model, features.query.features))
         handle.create_dataset("query/labels", data=features.query.labels)
         save_quantizer(quantizer, handle.create_group("quantizer"))
@@ -99,13 +109,14 @@ def _checked_features(config: RunConfig, record: dict, data_dir: str | Path) -> 
 def read_codes(path: Path) -> Codes:
     """Read and check a codes file (shapes, dtypes, row counts)."""
     with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
-        if int(handle.attrs["format_version"]) < FORMAT_VERSION:
+        if int(handle.attrs["format_version"]) < QUERIES_VERSION:
             raise GslbenchError(f"{path}: written by an older gslbench (format_version "
                                 f"{int(handle.attrs['format_version'])}, without the queries); "
                                 "run `gslbench encode RUN --force`")
         codes = Codes(handle["codes"][()], handle["labels"][()],
                       handle["query/representations"][()], handle["query/labels"][()],
-                      load_quantizer(handle["quantizer"]), dict(handle.attrs))
+                      load_quantizer(handle["quantizer"]), dict(handle.attrs),
+                      handle["database/representations"][()] if "database" in handle else None)
     if codes.codes.ndim != 2 or codes.codes.dtype != np.uint8 \
             or codes.codes.shape[1] != codes.quantizer.code_bytes:
         raise GslbenchError(f"{path}: /codes is {codes.codes.dtype} {codes.codes.shape}, the "
@@ -116,4 +127,17 @@ def read_codes(path: Path) -> Codes:
             or len(codes.queries) != len(codes.query_labels):
         raise GslbenchError(f"{path}: /query has representations {codes.queries.shape} and labels "
                             f"{codes.query_labels.shape}, expected (n, {codes.quantizer.dim})")
+    if codes.database is not None and codes.database.shape != (len(codes.codes), codes.quantizer.dim):
+        raise GslbenchError(f"{path}: /database/representations is {codes.database.shape}, expected "
+                            f"({len(codes.codes)}, {codes.quantizer.dim})")
     return codes
+
+
+def database_representations(codes: Codes, path: Path) -> np.ndarray:
+    """The database representations of a codes file read from `path`; a user error for a file
+    written before they were stored (format_version 2)."""
+    if codes.database is None:
+        raise GslbenchError(f"{path}: no /database/representations (format_version "
+                            f"{int(codes.attrs['format_version'])}); run `gslbench encode RUN "
+                            "--force`")
+    return codes.database

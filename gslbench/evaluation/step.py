@@ -1,7 +1,10 @@
 """The evaluate step: search a run's database codes with its queries and write RUN/metrics.json.
 
 It reads only RUN/codes.h5 (`gslbench.encode`): the codes, the query representations, the labels,
-the protocol's K values and the quantizer; metrics.json is written last, atomically.
+the protocol's K values and the quantizer; metrics.json is written last, atomically. Another
+search mode or metric (`--search sdc`, `--metric ip`; `gslbench.quantizers.search`) writes its
+own file beside it, RUN/metrics-SEARCH-METRIC.json (`layout.RunDir.metrics_file`), so metrics.json
+always holds the default ADC / L2 numbers that bench and the paper tables compare.
 """
 
 from __future__ import annotations
@@ -14,31 +17,36 @@ from gslbench.encode import read_codes
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import evaluate
 from gslbench.quantizers import make_search
+from gslbench.quantizers.search import check_mode
 from gslbench.storage import package_versions, sha256_file, write_json
 from gslbench.threads import thread_counts
 
 
 def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
-                 map_at: tuple[int, ...] | None = None) -> Path:
-    """Search the database codes by ADC with the run's queries; write RUN/metrics.json last."""
+                 map_at: tuple[int, ...] | None = None, search: str = "adc",
+                 metric: str = "l2") -> Path:
+    """Search the database codes with the run's queries (`search` adc or sdc, `metric` l2 or
+    ip); write RUN/metrics.json (adc/l2) or RUN/metrics-SEARCH-METRIC.json last."""
+    check_mode(search, metric)
     run_dir = layout.resolve_run(results_dir, run)
-    if run_dir.metrics.is_file() and not force:
-        return run_dir.metrics
+    out = run_dir.metrics_file(search, metric)
+    if out.is_file() and not force:
+        return out
     if not run_dir.codes.is_file():
         raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
     codes = read_codes(run_dir.codes)
     attrs = codes.attrs
     map_top = int(attrs["map_top"]) or None
-    metrics = evaluate(make_search(codes.quantizer, codes.codes), codes.queries,
+    metrics = evaluate(make_search(codes.quantizer, codes.codes, search, metric), codes.queries,
                        codes.query_labels, codes.labels,
                        map_at=map_at or tuple(json.loads(attrs["map_at"])))
     metrics.update({
-        "run": str(attrs["run"]), "search": "adc", "config": json.loads(attrs["config"]),
+        "run": str(attrs["run"]), "search": search, "metric": metric, "config": json.loads(attrs["config"]),
         "label": str(attrs["label"]), "map_top": map_top,
         "train_s": float(attrs["train_seconds"]), "encode_s": float(attrs["encode_seconds"]),
         "eval_s": metrics["timings_s"]["total"], "versions": package_versions(),
         "features_sha256": str(attrs["features_sha256"]), "codes_sha256": sha256_file(run_dir.codes),
         "threads": thread_counts(),
     })
-    write_json(run_dir.metrics, metrics)
-    return run_dir.metrics
+    write_json(out, metrics)
+    return out
