@@ -22,7 +22,7 @@ from gslbench.report.plots import method_colours
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown
 
 GSL, QLOSS = "gsl α=1 k=8", "qloss λ=0.1"
-KEY = ("digits", "pixels", "pairwise", "pq")
+KEY = ("digits", "pixels", "pairwise", "pq", "adc", "l2")  # the default mode goes unsaid
 SLUG = "digits-pixels-pairwise-pq"
 
 
@@ -277,5 +277,6 @@ def test_a_malformed_run_file_is_an_error_naming_the_run(tmp_path, damage):
         broken.metrics.write_text('{"run": "x", "config": {}}')
     else:
         broken.train_log.write_bytes(b'epoch,sim_loss\n1,"unterminated\n')
-    with pytest.raises(GslbenchError, match=f"{broken.path}: metrics.json or train_log.csv is not what"):
+    name = "metrics.json" if damage == "metrics" else "train_log.csv"
+    with pytest.raises(GslbenchError, match=f"{broken.path}: {name} is not what"):
         read_runs(runs)

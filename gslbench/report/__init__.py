@@ -16,8 +16,15 @@ from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.document import results_document
 from gslbench.report.frames import read_runs
 from gslbench.report.page import report_html
-from gslbench.report.plots import write_figures
-from gslbench.report.tables import paper_tables, tables_frame, tables_latex, tables_markdown
+from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
+from gslbench.report.tables import (
+    paper_tables,
+    search_markdown,
+    search_table,
+    tables_frame,
+    tables_latex,
+    tables_markdown,
+)
 from gslbench.storage import atomic_path, read_json
 
 
@@ -63,9 +70,11 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
                  doc_intro: str = "") -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
-    Writes into `out_dir`: results.csv (a row per run), tables.md, tables.tex, tables_map.csv,
-    tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG) and index.html; and the
-    results document to `doc` if given. Returns the results and the tables' Markdown.
+    Writes into `out_dir`: results.csv (a row per run and evaluation mode), tables.md, tables.tex,
+    tables_map.csv, tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG), for runs
+    that went through search-bench search.csv, search.md and search_recall_qps.{png,svg}, and
+    index.html; and the results document to `doc` if given. Returns the results and the tables'
+    Markdown.
     """
     data = read_runs(runs)
     results = data.results
@@ -78,7 +87,14 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     for kind in ("map", "gap"):
         _write_csv(tables_frame(tables, kind), out_dir / f"tables_{kind}.csv")
     figures = write_figures(data, out_dir)
-    _write_text(report_html(results, tables, figures), out_dir / "index.html")
+    search = None
+    speed = search_table(data.searches, results)
+    if not speed.empty:  # some run went through search-bench
+        _write_csv(speed, out_dir / "search.csv")
+        _write_text(search_markdown(speed), out_dir / "search.md")
+        colours = method_colours(results.variant)
+        search = (speed, plot_recall_qps(speed, colours, out_dir / "search_recall_qps"))
+    _write_text(report_html(results, tables, figures, search), out_dir / "index.html")
     if doc is not None:
         _write_text(results_document(data, doc_intro), doc)
     return results, markdown
