@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_cli import assert_user_error
 
 from gslbench.cli import cli
 from gslbench.encode import read_codes
@@ -25,14 +26,6 @@ def ok(root, *args) -> str:
     result = invoke(root, *args)
     assert result.exit_code == 0, result.output
     return result.output.strip()
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gslbench: error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def plain_neighbours(queries, database, k, metric):
