@@ -8,7 +8,8 @@ references):
   through the same code: relevant = ``query_labels @ database_labels.T > 0``.
 - **Ranking**: the database sorted by ascending distance to the query; ties are broken by database
   index (a stable sort on the distance: the order of the pair (distance, index)). ``-0.0`` equals
-  ``0.0``; a NaN distance ranks after every number.
+  ``0.0``; a NaN distance ranks after every number. Inner-product search hands in the distance
+  ``-<q, x>`` (`gslbench.quantizers.search`): descending inner product, equal products by index.
 - **AP** of one query over a ranking of length N (N = the whole database for ``map``, N = K for
   mAP@K): the mean, over the relevant items within the first N, of the precision at each such
   item's rank (precision at rank k = relevant items in the first k / k). A query with no relevant
