@@ -296,9 +296,8 @@ class _Hits:
 def _hits(ranked_relevance: np.ndarray) -> _Hits:
     b, depth = ranked_relevance.shape
     flat = np.flatnonzero(ranked_relevance)  # row-major: row by row, rank order within a row
-    counts = np.count_nonzero(ranked_relevance, axis=1).astype(np.int64)
-    starts = np.zeros(b, dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
+    bounds = np.searchsorted(flat, np.arange(b + 1, dtype=np.int64) * depth)  # flat is sorted
+    starts, counts = bounds[:-1], np.diff(bounds)
     # The g-th hit overall, in row r at column c, is the j-th of its row: j = g - starts[r] + 1,
     # and its rank is c + 1 = flat[g] - r * depth + 1; precision there = j / rank.
     found = np.arange(1, len(flat) + 1, dtype=np.float64)
