@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 
 PR_POINTS = 101
@@ -191,7 +192,7 @@ def rank_relevance(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
 
     The metrics need only this, so the sort carries the relevance bit instead of the indices: an
     LSD radix sort of the order keys minus each row's smallest (the float bits themselves when no
-    distance is negative), in two stable 16-bit passes of
+    distance is negative), row by row (the arrays stay in cache), in two stable 16-bit passes of
     numpy's radix argsort, the first on the low 16 bits, the second on the rest with the bit
     packed above it (stable, so ties keep index order). Keys spanning 2**31 or more (distances
     from -inf to inf, NaN) go through `rank`.
@@ -212,15 +213,18 @@ def rank_relevance(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
         keys -= keys.min(axis=1, keepdims=True)
     if keys.max() >= 2**31:
         return np.take_along_axis(relevant, rank(distances), axis=1)
-    packed = (keys >> np.uint32(16)).astype(np.uint16)
-    packed |= relevant.astype(np.uint16) << np.uint16(15)
-    first = np.argsort(keys.astype(np.uint16), axis=1, kind="stable")
-    for row, order in zip(packed, first, strict=True):  # row by row: 1-D takes are fastest
-        row[:] = row.take(order)
-    second = np.argsort(packed & np.uint16(0x7FFF), axis=1, kind="stable")
+    halves = keys.view(np.uint16)  # little-endian (numpy on every platform faiss supports)
+    low, high = (halves[:, 0::2], halves[:, 1::2]) if np.little_endian else (halves[:, 1::2],
+                                                                            halves[:, 0::2])
+    bit, rest = np.uint16(15), np.uint16(0x7FFF)
+    buckets = int(high.max()) + 1
     out = np.empty(relevant.shape, dtype=bool)
-    for target, row, order in zip(out, packed, second, strict=True):
-        target[:] = row.take(order) >> np.uint16(15)
+    for target, row_low, row_high, row_relevant in zip(out, low, high, relevant, strict=True):
+        packed = row_high | (row_relevant.view(np.uint8).astype(np.uint16) << bit)
+        packed = packed.take(np.argsort(row_low, kind="stable"))
+        # the high parts take few values: faiss's counting sort (stable) beats numpy's there
+        _, order = faiss.bucket_sort((packed & rest).astype(np.uint64), buckets)
+        target[:] = packed.take(order) >> bit
     return out
 
 
