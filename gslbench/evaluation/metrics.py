@@ -192,10 +192,11 @@ def rank_relevance(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
 
     The metrics need only this, so the sort carries the relevance bit instead of the indices: an
     LSD radix sort of the order keys minus each row's smallest (the float bits themselves when no
-    distance is negative), row by row (the arrays stay in cache), in two stable 16-bit passes of
-    numpy's radix argsort, the first on the low 16 bits, the second on the rest with the bit
-    packed above it (stable, so ties keep index order). Keys spanning 2**31 or more (distances
-    from -inf to inf, NaN) go through `rank`.
+    distance is negative), row by row (the arrays stay in cache), in two stable passes: numpy's
+    radix argsort on the low 16 bits, then faiss's counting sort (`faiss.bucket_sort`) on the
+    rest, which takes few values, with the relevance bit packed above it. Both passes are stable,
+    so ties keep index order. Keys spanning 2**31 or more (distances from -inf to inf, NaN) go
+    through `rank`.
     """
     distances = np.asarray(distances)
     relevant = np.asarray(relevant, dtype=bool)
