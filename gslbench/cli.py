@@ -23,7 +23,10 @@ from gslbench.config import FEATURE_SETTINGS, FIELDS, RunConfig, check_feature_o
 from gslbench.data.features import build_features
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
 from gslbench.evaluation.step import evaluate_run
+from gslbench.export import export_ann_benchmarks, export_faiss
+from gslbench.quantizers.search import METRICS, SEARCHES
 from gslbench.settings import Setting
 from gslbench.storage import os_reason
 from gslbench.train import train_run
@@ -137,6 +140,16 @@ def features(ctx: click.Context, dataset: str, backbone: str | None, image_size:
     click.echo(path)
 
 
+def _split(kind: type) -> Callable:
+    """A click callback parsing a comma-separated list of `kind`."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in value.split(",") if item)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
+    return parse
+
+
 # RunConfig fields that train takes as their own options (bench takes them as comma lists)
 AXIS_FIELDS = ("dataset", "feature", "method", "quantizer", "bits", "seed")
 
@@ -183,19 +196,77 @@ def encode(ctx: click.Context, run: str, force: bool) -> None:
     click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force))
 
 
+def _metric_option(command: Callable) -> Callable:
+    return click.option("--metric", type=click.Choice(tuple(METRICS)), default="l2",
+                        show_default=True,
+                        help="l2: squared Euclidean distance; ip: inner product (descending).")(command)
+
+
 @cli.command()
 @click.argument("run")
-@click.option("--force", is_flag=True, help="Re-evaluate even if metrics.json exists.")
+@click.option("--force", is_flag=True, help="Re-evaluate even if the metrics file exists.")
 @click.option("--map-at", "map_at", multiple=True, type=int,
               help="Cut-offs K of mAP@K (repeatable; default: the data set's).")
+@click.option("--search", type=click.Choice(SEARCHES), default="adc", show_default=True,
+              help="adc: float queries against the codes; sdc: the queries quantized too.")
+@_metric_option
 @click.pass_context
-def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...]) -> None:
-    """Search the run's codes by ADC and write RUN/metrics.json (reads only RUN/codes.h5).
+def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...], search: str,
+             metric: str) -> None:
+    """Search the run's codes and write RUN/metrics.json (adc, l2) or
+    RUN/metrics-SEARCH-METRIC.json (reads only RUN/codes.h5).
 
-    Example: gslbench evaluate 0123456789ab
+    Example: gslbench evaluate 0123456789ab --search sdc --metric ip
     """
-    path = evaluate_run(run, ctx.obj["results_dir"], force=force, map_at=map_at or None)
+    path = evaluate_run(run, ctx.obj["results_dir"], force=force, map_at=map_at or None,
+                        search=search, metric=metric)
     click.echo(path)
+
+
+@cli.command("search-bench")
+@click.argument("runs", nargs=-1, required=True)
+@_metric_option
+@click.option("--k", default=100, show_default=True, help="Neighbours each search returns.")
+@click.option("--recall-at", default=",".join(map(str, RECALL_AT)), show_default=True,
+              callback=_split(int), help="Comma-separated R of recall@R of the true neighbours.")
+@click.option("--single-queries", default=SINGLE_QUERIES, show_default=True,
+              help="Queries searched one at a time for the batch-1 QPS.")
+@click.option("--repeats", default=REPEATS, show_default=True, help="Timings; the best is kept.")
+@click.option("--threads", type=click.IntRange(min=1), help="faiss threads (default: all).")
+@click.option("--force", is_flag=True, help="Measure again even if the result file exists.")
+@click.pass_context
+def search_bench(ctx: click.Context, runs: tuple[str, ...], force: bool,
+                 **options: Any) -> None:
+    """Time each run's codes as a faiss index against the exact float search: QPS (batch 1 and
+    batched), bytes per vector, recall@R of the true neighbours; writes RUN/search.json.
+
+    Example: gslbench search-bench 0123456789ab 3f2e1d0c9b8a --threads 1
+    """
+    for run in runs:
+        click.echo(search_bench_run(run, ctx.obj["results_dir"], force=force, **options))
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--faiss", "faiss_path", type=click.Path(path_type=Path),
+              help="Write the database codes as a faiss index here.")
+@click.option("--ann-benchmarks", "ann_path", type=click.Path(path_type=Path),
+              help="Write the representations and true neighbours as ann-benchmarks HDF5 here.")
+@_metric_option
+@click.pass_context
+def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path | None,
+           metric: str) -> None:
+    """Export a run's codes (faiss index) or representations (ann-benchmarks HDF5).
+
+    Example: gslbench export 0123456789ab --faiss run.index --ann-benchmarks run.hdf5
+    """
+    if faiss_path is None and ann_path is None:
+        raise click.UsageError("give --faiss FILE.index, --ann-benchmarks FILE.hdf5 or both")
+    results_dir = ctx.obj["results_dir"]
+    if faiss_path is not None:
+        click.echo(export_faiss(run, results_dir, faiss_path, metric))
+    if ann_path is not None:
+        click.echo(export_ann_benchmarks(run, results_dir, ann_path, metric))
 
 
 @cli.command()
@@ -228,16 +299,6 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     click.echo(markdown, nl=False)
     if not ctx.obj["quiet"]:
         click.echo(f"report written to {out / 'index.html'}", err=True)
-
-
-def _split(kind: type) -> Callable:
-    """A click callback parsing a comma-separated list of `kind`."""
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
-        try:
-            return tuple(kind(item) for item in value.split(",") if item)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
-    return parse
 
 
 # bench's axis flags and the RunConfig fields they set

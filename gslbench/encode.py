@@ -4,6 +4,9 @@ Format `gslbench.codes`, version 3 (DESIGN.md section 3):
 
     /codes                    (n_db, code_bytes) uint8   packed codes of the database
     /labels                   (n_db, C) uint8            database labels (multi-hot)
+    /database/representations (n_db, d) float32          the database through the run's network
+                                                         (version 3; search-bench's true
+                                                         neighbours, export)
     /query/representations    (n_query, d) float32       the queries through the run's network
     /query/labels             (n_query, C) uint8
     /quantizer/...            the quantizer (`gslbench.quantizers.io`)
@@ -50,7 +53,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Codes:
     """A codes file's content: database codes (n, code_bytes) uint8 and labels (n, C) uint8,
-    query representations (nq, d) float32 and labels (nq, C) uint8, the quantizer, the attrs."""
+    query representations (nq, d) float32 and labels (nq, C) uint8, the quantizer, the attrs,
+    and the database representations (n, d) float32."""
 
     codes: np.ndarray
     labels: np.ndarray
@@ -58,6 +62,7 @@ class Codes:
     query_labels: np.ndarray
     quantizer: Quantizer | Identity
     attrs: dict
+    database: np.ndarray
 
     @property
     def map_at(self) -> tuple[int, ...]:
@@ -93,6 +98,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     with write_h5(run_dir.codes, FORMAT, FORMAT_VERSION) as handle:
         handle.create_dataset("codes", data=codes)
         handle.create_dataset("labels", data=features.database.labels)
+        handle.create_dataset("database/representations", data=database)
         handle.create_dataset("query/representations", data=queries)
         handle.create_dataset("query/labels", data=features.query.labels)
         save_quantizer(quantizer, handle.create_group("quantizer"))
@@ -147,7 +153,8 @@ def read_codes(path: Path) -> Codes:
                                     f"a {kind.__name__}")
         codes = Codes(handle["codes"][()], handle["labels"][()],
                       handle["query/representations"][()], handle["query/labels"][()],
-                      load_quantizer(handle["quantizer"]), attrs)
+                      load_quantizer(handle["quantizer"]), attrs,
+                      handle["database/representations"][()])
         json.loads(attrs["config"]), json.loads(attrs["map_at"])  # JSON errors: a corrupt file
     _check_shapes(codes, path)
     if not np.isfinite(codes.queries).all():
@@ -173,6 +180,9 @@ def _check_shapes(codes: Codes, path: Path) -> None:
             or codes.query_labels.ndim != 2 or len(codes.queries) != len(codes.query_labels):
         raise GslbenchError(f"{path}: /query has representations {codes.queries.shape} and labels "
                             f"{codes.query_labels.shape}, expected (n, {codes.quantizer.dim})")
+    if codes.database.shape != (len(codes.codes), codes.quantizer.dim):
+        raise GslbenchError(f"{path}: /database/representations is {codes.database.shape}, expected "
+                            f"({len(codes.codes)}, {codes.quantizer.dim})")
     if codes.query_labels.shape[1] != codes.labels.shape[1]:
         raise GslbenchError(f"{path}: query labels have {codes.query_labels.shape[1]} classes, "
                             f"database labels {codes.labels.shape[1]}")

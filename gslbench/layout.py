@@ -10,7 +10,11 @@ on one layout (DESIGN.md section 1) and none of them spells a name itself:
     RESULTS/runs/RUN/quantizer.h5            train: the fitted quantizer (quantized methods)
     RESULTS/runs/RUN/train_log.csv           train: one row per epoch
     RESULTS/runs/RUN/codes.h5                encode: everything evaluate reads
-    RESULTS/runs/RUN/metrics.json            evaluate, written last: the run is done
+    RESULTS/runs/RUN/metrics.json            evaluate (ADC, L2: the default), written last: the
+                                             run is done
+    RESULTS/runs/RUN/metrics-SEARCH-METRIC.json  evaluate --search/--metric other than adc/l2
+                                             (e.g. metrics-sdc-ip.json); never a run's "done"
+    RESULTS/runs/RUN/search.json             search-bench (L2; search-ip.json for --metric ip)
     RESULTS/runs/.bench.lock                 held by the one bench running on this folder
     RESULTS/runs/.RUN.*                      a run directory being built or retired (never read)
     RESULTS/runs/RUN/.NAME.*.tmp             a file being written (never read)
@@ -81,6 +85,27 @@ class RunDir:
     @property
     def run_id(self) -> str:
         return self.path.name
+
+    def metrics_file(self, search: str = "adc", metric: str = "l2") -> Path:
+        """The metrics of one evaluation mode: metrics.json for adc/l2, else
+        metrics-SEARCH-METRIC.json."""
+        if (search, metric) == ("adc", "l2"):
+            return self.metrics
+        return self.path / f"metrics-{search}-{metric}.json"
+
+    def evaluations(self) -> list[Path]:
+        """The metrics files present: metrics.json first, then the other modes by name."""
+        others = sorted(self.path.glob("metrics-*-*.json"))
+        return [self.metrics, *others] if self.metrics.is_file() else others
+
+    def search_file(self, metric: str = "l2") -> Path:
+        """search-bench's result: search.json for l2, search-METRIC.json otherwise."""
+        return self.path / ("search.json" if metric == "l2" else f"search-{metric}.json")
+
+    def search_benches(self) -> list[Path]:
+        """The search-bench result files present, search.json first."""
+        return sorted(self.path.glob("search*.json"), key=lambda path: (path.name != "search.json",
+                                                                          path.name))
 
     def leftovers(self) -> list[Path]:
         """What killed steps of this run left under temporary names: `.RUN.*` beside the run

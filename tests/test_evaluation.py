@@ -39,6 +39,9 @@ class FakeSearch:
     def __len__(self) -> int:
         return len(self.codes)
 
+    def prepare(self, queries: np.ndarray) -> np.ndarray:
+        return queries
+
     def distances(self, queries: np.ndarray) -> np.ndarray:
         return self.quantizer.adc_distances(queries, self.codes)
 

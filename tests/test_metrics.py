@@ -122,6 +122,27 @@ def test_rank_breaks_ties_by_index_whole_and_partial(seed):
         assert np.array_equal(ranked, truth[:, :top]), top
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_rank_relevance_is_the_relevance_of_the_ranking(seed):
+    rng = np.random.default_rng(seed)
+    n = 70000  # keys spanning more than 16 bits: both radix passes matter
+    distances = np.empty((6, n), dtype=np.float32)
+    distances[0] = rng.integers(0, 5, n)  # heavy ties, non-negative: the float bits as keys
+    distances[1] = rng.random(n) * 3 + 0.5  # 25-bit span of keys
+    distances[2] = rng.standard_normal(n)  # negatives: order keys
+    distances[3, ::2], distances[3, 1::2] = -0.0, 0.0  # -0.0 ties with 0.0
+    distances[4] = rng.standard_normal(n) * 1e30  # keys spanning > 2**31: through rank
+    distances[5] = np.float32(1.0) + rng.integers(0, 3, n) * np.float32(2**-23)  # 1-ulp steps
+    relevant = rng.random((6, n)) < 0.3
+    expected = np.take_along_axis(relevant, reference_ranking(distances), axis=1)
+    got = metrics.rank_relevance(distances, relevant)
+    assert got.dtype == bool and np.array_equal(got, expected)
+    empty = np.zeros((0, 4), np.float32)
+    assert metrics.rank_relevance(empty, empty.astype(bool)).shape == (0, 4)
+    with pytest.raises(ValueError, match="same"):
+        metrics.rank_relevance(distances, relevant[:, :5])
+
+
 def test_rank_partial_with_ties_at_the_boundary():
     # The 10th smallest distance is shared by many items on both sides of the cut.
     distances = np.full((2, 1000), 5.0, dtype=np.float32)

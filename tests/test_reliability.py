@@ -664,7 +664,7 @@ def test_train_force_killed_between_its_renames_loses_nothing(work):
 def test_bench_repairs_damaged_cells_from_the_first_invalid_step(work):
     grid = ["--methods", "gsl,two-step", "--bits", "12,16", "--sub-bits", "4", "--dim-out", "48",
             *SHORT]
-    cells = ("gsl α=1 k=8 pq 12 bits", "two-step pq 16 bits")
+    cells = ("gsl α=1 k=8 select=aligned pq 12 bits", "two-step pq 16 bits")
     work.gsl.metrics.write_text("{")  # a corrupt metrics.json: re-evaluate only
     work.two_step.model.unlink()  # a trained cell without its model: train again
     trained = {run: run.config.read_bytes() for run in (work.gsl, work.two_step)}
@@ -725,7 +725,8 @@ def test_a_nan_map_is_not_shown_as_a_missing_cell():
             ("qloss", "qloss λ=0.1", 32, 0.85), ("gsl", "gsl α=1 k=8", 16, float("nan"))]
     results = pd.DataFrame([{"dataset": "digits", "feature": "pixels", "loss": "pairwise",
                              "quantizer": "none" if m == "float" else "pq", "method": m,
-                             "variant": v, "code_bits": b, "seed": 0, "map": value}
+                             "variant": v, "code_bits": b, "seed": 0, "map": value,
+                             "search": "adc", "metric": "l2"}
                             for m, v, b, value in rows])
     cells = paper_tables(results)[0].cells()
     assert cells.loc["gsl α=1 k=8", 16] == "NaN" and cells.loc["gsl α=1 k=8", 32] == MISSING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import xml.etree.ElementTree as ElementTree
 
@@ -22,7 +23,7 @@ from gslbench.report.plots import method_colours
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown
 
 GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=0.1"
-KEY = ("digits", "pixels", "pairwise", "pq")
+KEY = ("digits", "pixels", "pairwise", "pq", "adc", "l2")  # the default mode goes unsaid
 SLUG = "digits-pixels-pairwise-pq"
 
 
@@ -277,5 +278,49 @@ def test_a_malformed_run_file_is_an_error_naming_the_run(tmp_path, damage):
         broken.metrics.write_text('{"run": "x", "config": {}}')
     else:
         broken.train_log.write_bytes(b'epoch,sim_loss\n1,"unterminated\n')
-    with pytest.raises(GslbenchError, match=f"{broken.path}: metrics.json or train_log.csv is not what"):
+    name = "metrics.json" if damage == "metrics" else "train_log.csv"
+    with pytest.raises(GslbenchError, match=f"{broken.path}: {name} is not what"):
         read_runs(runs)
+
+
+def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tmp_path):
+    runs = make_runs(tmp_path / "runs")
+    for run in runs:  # every run evaluated by SDC / inner product too, 0.1 lower
+        record = json.loads(run.metrics.read_text())
+        record.update(search="sdc", metric="ip", map=record["map"] - 0.1)
+        run.metrics_file("sdc", "ip").write_text(json.dumps(record))
+    for index, run in enumerate([runs[0], *runs[3:6]]):  # a float run, two-step 16 bits x 3 seeds
+        record = json.loads(run.metrics.read_text())
+        measured = {"index": "IndexPQ", "bytes_per_vector": 4, "index_bytes": 1000,
+                    "qps_batch1": 1000.0 * (index + 1), "qps_batched": 5000.0 * (index + 1),
+                    "recall_at": {"1": 0.5, "10": 0.25 * index}, "nn_recall_at": {"1": 0.5, "10": 0.9}}
+        reference = {**measured, "index": "IndexFlatL2", "bytes_per_vector": 256,
+                     "recall_at": {"1": 1.0, "10": 1.0}, "nn_recall_at": {"1": 1.0, "10": 1.0}}
+        indexes = {"codes": measured} if index == 0 else {"codes": measured, "float": reference}
+        run.search_file().write_text(json.dumps({
+            "run": record["run"], "label": record["label"], "config": record["config"],
+            "metric": "l2", "indexes": indexes}))
+    folder = tmp_path / "report"
+    results, markdown = write_report(runs, folder)
+    assert len(results) == 42 and set(results.search) == {"adc", "sdc"}
+    tables = tables_of(results)
+    sdc_key = (*KEY[:4], "sdc", "ip")
+    np.testing.assert_allclose(tables[(sdc_key, "map")].value.loc[GSL],
+                               tables[(KEY, "map")].value.loc[GSL] - 0.1)
+    assert f"## {KEY[0]} (pixels), PQ, pairwise loss: mAP" in markdown  # the default title
+    assert "PQ, pairwise loss, SDC, inner product: mAP" in markdown
+    assert (folder / f"{SLUG}-sdc-ip-recall_at.png").is_file()
+    speed = pd.read_csv(folder / "search.csv")
+    float_runs = speed[speed.variant == "float"]
+    assert len(float_runs) == 1 and float_runs.quantizer.item() == "none"  # a float run's codes
+    assert float_runs.code_bits.item() == 32 and float_runs.bytes_per_vector.item() == 4
+    two_step = speed[speed.variant == "two-step"]
+    assert two_step.n.item() == 3 and two_step.qps_batched.item() == pytest.approx(15000.0)
+    assert two_step["map"].item() == pytest.approx(np.mean(MAPS[("two-step", 16)]))
+    assert two_step.recall_at_10.item() == pytest.approx(0.5)  # (0.25 + 0.5 + 0.75) / 3
+    reference = speed[speed.variant == "exact search (reference)"]
+    assert reference.n.item() == 3 and reference.qps_batched.item() == pytest.approx(15000.0)
+    assert reference["map"].isna().all() and list(speed.variant)[-1] == "exact search (reference)"
+    assert "| exact search (reference) | none |" in (folder / "search.md").read_text()
+    page = (folder / "index.html").read_text()
+    assert 'id="search-table"' in page and "search_recall_qps.png" in page

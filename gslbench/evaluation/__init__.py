@@ -1,2 +1,3 @@
 """Evaluation: retrieval metrics as plain functions (`metrics`), scoring a search block by block
-(`scoring`), and the evaluate step over a run's codes.h5 (`step`)."""
+(`scoring`), the evaluate step over a run's codes.h5 (`step`) and search-bench, the codes as a
+faiss index against the exact float search (`speed`)."""

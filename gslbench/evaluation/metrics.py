@@ -8,7 +8,8 @@ references):
   through the same code: relevant = ``query_labels @ database_labels.T > 0``.
 - **Ranking**: the database sorted by ascending distance to the query; ties are broken by database
   index (a stable sort on the distance: the order of the pair (distance, index)). ``-0.0`` equals
-  ``0.0``; a NaN distance ranks after every number.
+  ``0.0``; a NaN distance ranks after every number. Inner-product search hands in the distance
+  ``-<q, x>`` (`gslbench.quantizers.search`): descending inner product, equal products by index.
 - **AP** of one query over a ranking of length N (N = the whole database for ``map``, N = K for
   mAP@K): the mean, over the relevant items within the first N, of the precision at each such
   item's rank (precision at rank k = relevant items in the first k / k). A query with no relevant
@@ -41,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 
 PR_POINTS = 101
@@ -75,8 +77,11 @@ def relevance(query_labels: np.ndarray, database_labels: np.ndarray) -> np.ndarr
     Relevant = at least one shared label (``query_labels @ database_labels.T > 0``).
     """
     _check_labels(query_labels, database_labels)
-    query_packed = pack_labels(query_labels)
-    database_packed = pack_labels(database_labels)
+    return packed_relevance(pack_labels(query_labels), pack_labels(database_labels))
+
+
+def packed_relevance(query_packed: np.ndarray, database_packed: np.ndarray) -> np.ndarray:
+    """`relevance` of packed labels (`pack_labels`): ``(b, W), (n, W) -> (b, n) bool``."""
     out = np.zeros((len(query_packed), len(database_packed)), dtype=bool)
     for word in range(query_packed.shape[1]):
         out |= (query_packed[:, word, None] & database_packed[None, :, word]) != 0
@@ -141,10 +146,12 @@ def _check_labels(query_labels: np.ndarray, database_labels: np.ndarray) -> None
 def _order_keys(distances: np.ndarray) -> np.ndarray:
     """``(b, n) float32 -> (b, n) uint32`` keys whose unsigned order is the distances' order."""
     distances = np.asarray(distances, dtype=np.float32) + np.float32(0.0)  # -0.0 -> +0.0
-    bits = distances.view(np.uint32)
-    negative = bits >= np.uint32(0x80000000)
+    bits = distances.view(np.int32)
     # negatives: flip every bit (larger magnitude -> smaller key); others: set the sign bit.
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000))
+    keys = bits >> 31  # -1 (all bits) for negatives, 0 otherwise
+    keys |= np.int32(-(2**31))
+    keys ^= bits
+    return keys.view(np.uint32)
 
 
 def rank(distances: np.ndarray, top: int | None = None) -> np.ndarray:
@@ -176,6 +183,50 @@ def rank(distances: np.ndarray, top: int | None = None) -> np.ndarray:
         order = _radix_order(keys)
         return order[:, :top] if top < n else order
     return _partial_order(keys, top)
+
+
+def rank_relevance(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """Relevance in rank order over the whole database, without the ranking:
+    ``(b, n) float32 distances, (b, n) bool relevance in database order -> (b, n) bool``,
+    ``out[i, k] = relevant[i, rank(distances)[i, k]]`` (ascending distance, ties by index).
+
+    The metrics need only this, so the sort carries the relevance bit instead of the indices: an
+    LSD radix sort of the order keys minus each row's smallest (the float bits themselves when no
+    distance is negative), row by row (the arrays stay in cache), in two stable passes: numpy's
+    radix argsort on the low 16 bits, then faiss's counting sort (`faiss.bucket_sort`) on the
+    rest, which takes few values, with the relevance bit packed above it. Both passes are stable,
+    so ties keep index order. Keys spanning 2**31 or more (distances from -inf to inf, NaN) go
+    through `rank`.
+    """
+    distances = np.asarray(distances)
+    relevant = np.asarray(relevant, dtype=bool)
+    if distances.ndim != 2 or relevant.shape != distances.shape:
+        raise ValueError(f"distances {distances.shape} and relevance {relevant.shape} must be "
+                         "the same (b, n) shape")
+    if distances.size == 0:
+        return relevant.copy()
+    bits = np.ascontiguousarray(distances, dtype=np.float32).view(np.int32)
+    lowest = bits.min(axis=1, keepdims=True)
+    if lowest.min() >= 0:  # no negative distance, no -0.0: the float bits are in order already
+        keys = (bits - lowest).view(np.uint32)
+    else:
+        keys = _order_keys(distances)
+        keys -= keys.min(axis=1, keepdims=True)
+    if keys.max() >= 2**31:
+        return np.take_along_axis(relevant, rank(distances), axis=1)
+    halves = keys.view(np.uint16)  # little-endian (numpy on every platform faiss supports)
+    low, high = (halves[:, 0::2], halves[:, 1::2]) if np.little_endian else (halves[:, 1::2],
+                                                                            halves[:, 0::2])
+    bit, rest = np.uint16(15), np.uint16(0x7FFF)
+    buckets = int(high.max()) + 1
+    out = np.empty(relevant.shape, dtype=bool)
+    for target, row_low, row_high, row_relevant in zip(out, low, high, relevant, strict=True):
+        packed = row_high | (row_relevant.view(np.uint8).astype(np.uint16) << bit)
+        packed = packed.take(np.argsort(row_low, kind="stable"))
+        # the high parts take few values: faiss's counting sort (stable) beats numpy's there
+        _, order = faiss.bucket_sort((packed & rest).astype(np.uint64), buckets)
+        target[:] = packed.take(order) >> bit
+    return out
 
 
 def _radix_order(keys: np.ndarray) -> np.ndarray:
@@ -250,9 +301,8 @@ class _Hits:
 def _hits(ranked_relevance: np.ndarray) -> _Hits:
     b, depth = ranked_relevance.shape
     flat = np.flatnonzero(ranked_relevance)  # row-major: row by row, rank order within a row
-    counts = np.count_nonzero(ranked_relevance, axis=1).astype(np.int64)
-    starts = np.zeros(b, dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
+    bounds = np.searchsorted(flat, np.arange(b + 1, dtype=np.int64) * depth)  # flat is sorted
+    starts, counts = bounds[:-1], np.diff(bounds)
     # The g-th hit overall, in row r at column c, is the j-th of its row: j = g - starts[r] + 1,
     # and its rank is c + 1 = flat[g] - r * depth + 1; precision there = j / rank.
     found = np.arange(1, len(flat) + 1, dtype=np.float64)

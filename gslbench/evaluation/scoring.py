@@ -1,9 +1,11 @@
 """Score a search: distances block by block, ranking, metrics (DESIGN.md 6).
 
-`evaluate` asks a search object (`gslbench.quantizers.search`) for the distances of one block of
-queries to every database item (``search.distances(query_block) -> (b, n) float32``), ranks them
-and computes the
-metrics of `gslbench.metrics` (the definitions are in that module's docstring). Only a block's
+`evaluate` prepares the queries once (``search.prepare(queries)``: themselves, or their codes for
+SDC), asks a search object (`gslbench.quantizers.search`) for the distances of one block of them
+to every database item (``search.distances(block) -> (b, n) float32``), ranks them and computes
+the metrics of `gslbench.evaluation.metrics` (the definitions are in that module's docstring;
+the whole ranking is never materialised: the relevance is sorted along with the distances,
+`metrics.rank_relevance`). Only a block's
 ``(b, n)`` arrays exist at any time, a few per worker thread, so NUS-WIDE (2,100 x 193,734) runs in
 bounded memory. Blocks run on a thread pool (numpy releases the GIL in the sorts and gathers).
 `evaluate_distances` is the same loop over a precomputed distance matrix or any callable that
@@ -39,8 +41,13 @@ class Search(Protocol):
         """n, the database size."""
         ...
 
+    def prepare(self, queries: np.ndarray) -> np.ndarray:
+        """``(nq, d) float32`` queries -> what `distances` takes for them (the queries, or their
+        codes for SDC), computed once for all of them."""
+        ...
+
     def distances(self, queries: np.ndarray) -> np.ndarray:
-        """``(b, d) float32 queries -> (b, n) float32`` distances to the database."""
+        """A block of `prepare`'s rows -> ``(b, n) float32`` distances to the database."""
         ...
 
 
@@ -60,8 +67,10 @@ def evaluate(search: Search, queries: np.ndarray, query_labels: np.ndarray,
     if len(search) != len(database_labels):
         raise GslbenchError(f"{len(search)} codes but {len(database_labels)} database labels")
 
+    prepared = search.prepare(queries)
+
     def distance_block(start: int, stop: int) -> np.ndarray:
-        return search.distances(queries[start:stop])
+        return search.distances(prepared[start:stop])
 
     return evaluate_distances(distance_block, query_labels, database_labels, **options)
 
@@ -94,8 +103,8 @@ def evaluate_distances(
 
     Returns ``{"map", "map_at", "precision_at", "recall_at", "pr_curve", "n_query", "n_db",
     "n_query_no_relevant", "n_query_no_relevant_at", "timings_s"}``; ``timings_s`` has the
-    ``distances``, ``ranking`` and ``metrics`` seconds summed over blocks (over all workers, so
-    they can add up to more than the wall-clock ``total``).
+    ``distances``, ``ranking`` (relevance in rank order) and ``metrics`` seconds summed over
+    blocks (over all workers, so they can add up to more than the wall-clock ``total``).
     """
     start_time = time.perf_counter()
     query_labels = np.asarray(query_labels)
@@ -156,13 +165,16 @@ def evaluate_distances(
             )
         clock[0] = time.perf_counter() - tick
         tick = time.perf_counter()
-        ranking = metrics.rank(block_distances, depth)
+        block_packed = query_packed[start:stop]
+        if whole_ranking:  # the relevance sorted along, no ranking materialised
+            relevant = metrics.packed_relevance(block_packed, database_packed)
+            relevant = metrics.rank_relevance(block_distances, relevant)
+        else:
+            ranking = metrics.rank(block_distances, depth)
+            relevant = metrics.ranked_relevance(block_packed, database_packed, ranking)
         del block_distances
         clock[1] = time.perf_counter() - tick
         tick = time.perf_counter()
-        block_packed = query_packed[start:stop]
-        relevant = metrics.ranked_relevance(block_packed, database_packed, ranking)
-        del ranking
         block = metrics.query_metrics(
             relevant,
             metrics.count_relevant(block_packed, patterns, pattern_counts),

@@ -3,7 +3,10 @@
 It reads only RUN/codes.h5 (`gslbench.encode`): the codes, the query representations, the labels,
 the protocol's K values and the quantizer, checked (`check_encoded`) to be valid and bound to the
 run; the distances are checked finite. metrics.json records the sha256 of that codes.h5 and is
-written last, atomically.
+written last, atomically. Another search mode or metric (`--search sdc`, `--metric ip`;
+`gslbench.quantizers.search`) writes its own file beside it, RUN/metrics-SEARCH-METRIC.json
+(`layout.RunDir.metrics_file`), so metrics.json always holds the default ADC / L2 numbers that
+bench and the paper tables compare.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.evaluation.scoring import Search, evaluate
 from gslbench.quantizers import make_search
+from gslbench.quantizers.search import check_mode
 from gslbench.storage import check_sha256, package_versions, read_json, sha256_file, write_json
 from gslbench.threads import thread_counts
 
@@ -27,50 +31,57 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
-                 map_at: tuple[int, ...] | None = None) -> Path:
-    """Search the database codes by ADC with the run's queries; write RUN/metrics.json last.
+                 map_at: tuple[int, ...] | None = None, search: str = "adc",
+                 metric: str = "l2") -> Path:
+    """Search the database codes with the run's queries (`search` adc or sdc, `metric` l2 or
+    ip); write RUN/metrics.json (adc/l2) or RUN/metrics-SEARCH-METRIC.json last.
 
-    map_at: the K of mAP@K (default: the protocol's, recorded in codes.h5). An existing
-    metrics.json is kept (unless `force`) when `check_evaluated` passes for these K; otherwise
-    (damaged, unbound, made from other codes, other K) the run is evaluated again."""
+    map_at: the K of mAP@K (default: the protocol's, recorded in codes.h5). An existing metrics
+    file is kept (unless `force`) when `check_evaluated` passes for these K; otherwise (damaged,
+    unbound, made from other codes, other K) the run is evaluated again."""
+    check_mode(search, metric)
     run_dir = layout.resolve_run(results_dir, run)
+    out = run_dir.metrics_file(search, metric)
     if not run_dir.codes.is_file():
         raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
     codes = check_encoded(run_dir)
-    if run_dir.metrics.is_file() and not force:
+    if out.is_file() and not force:
         try:
-            check_evaluated(run_dir, codes, map_at)
-            return run_dir.metrics
+            check_evaluated(run_dir, codes, map_at, out)
+            return out
         except GslbenchError as exc:
             log.warning("%s; evaluating run %s again", exc, run_dir.run_id)
-    search = FiniteDistances(make_search(codes.quantizer, codes.codes), run_dir.codes)
-    metrics = evaluate(search, codes.queries, codes.query_labels, codes.labels,
+    finite = FiniteDistances(make_search(codes.quantizer, codes.codes, search, metric), run_dir.codes)
+    metrics = evaluate(finite, codes.queries, codes.query_labels, codes.labels,
                        map_at=map_at or codes.map_at)
     _check_relevant(metrics, run_dir)
     attrs = codes.attrs
     metrics.update({
-        "run": attrs["run"], "search": "adc", "config": json.loads(attrs["config"]),
-        "label": attrs["label"], "map_top": attrs["map_top"] or None,
+        "run": attrs["run"], "search": search, "metric": metric,
+        "config": json.loads(attrs["config"]), "label": attrs["label"],
+        "map_top": attrs["map_top"] or None,
         "train_s": float(attrs["train_seconds"]), "encode_s": float(attrs["encode_seconds"]),
         "eval_s": metrics["timings_s"]["total"], "versions": package_versions(),
         "features_sha256": attrs["features_sha256"], "codes_sha256": sha256_file(run_dir.codes),
         "threads": thread_counts(),
     })
-    check_metrics_record(metrics, run_dir.metrics, run_dir.run_id)
-    write_json(run_dir.metrics, metrics)
-    return run_dir.metrics
+    check_metrics_record(metrics, out, run_dir.run_id)
+    write_json(out, metrics)
+    return out
 
 
-def check_evaluated(run: layout.RunDir, codes: Codes, map_at: tuple[int, ...] | None = None) -> dict:
-    """The run's metrics.json, checked: a valid record bound to the run (`check_metrics_record`),
-    made from the run's codes.h5 as it is now (sha256) and holding mAP@K for the K asked
-    (default: the protocol's, `codes.map_at`)."""
-    record = read_json(run.metrics)
-    check_metrics_record(record, run.metrics, run.run_id)
-    check_sha256(run.codes, record.get("codes_sha256"), run.metrics)
+def check_evaluated(run: layout.RunDir, codes: Codes, map_at: tuple[int, ...] | None = None,
+                    path: Path | None = None) -> dict:
+    """The run's metrics file (default: metrics.json), checked: a valid record bound to the run
+    (`check_metrics_record`), made from the run's codes.h5 as it is now (sha256) and holding
+    mAP@K for the K asked (default: the protocol's, `codes.map_at`)."""
+    path = path or run.metrics
+    record = read_json(path)
+    check_metrics_record(record, path, run.run_id)
+    check_sha256(run.codes, record.get("codes_sha256"), path)
     wanted = sorted(str(k) for k in (map_at or codes.map_at))
     if sorted(record["map_at"]) != wanted:
-        raise GslbenchError(f"{run.metrics}: holds mAP@{','.join(sorted(record['map_at']))}, not "
+        raise GslbenchError(f"{path}: holds mAP@{','.join(sorted(record['map_at']))}, not "
                             f"the mAP@{','.join(wanted)} asked for")
     return record
 
@@ -84,8 +95,12 @@ class FiniteDistances:
     def __len__(self) -> int:
         return len(self.search)
 
+    def prepare(self, queries: np.ndarray) -> np.ndarray:
+        """The wrapped search's prepared queries (`Search.prepare`)."""
+        return self.search.prepare(queries)
+
     def distances(self, queries: np.ndarray) -> np.ndarray:
-        """(b, d) float32 queries -> (b, n) float32 distances, all finite."""
+        """A block of prepared queries -> (b, n) float32 distances, all finite."""
         distances = self.search.distances(queries)
         if not np.isfinite(distances).all():
             raise GslbenchError(f"{self.source}: the queries' distances to the database codes are "

@@ -34,11 +34,20 @@ class AdditiveQuantizer(Quantizer):
     def adc_tables(self, queries: np.ndarray) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = -2 <q, c_{m,i}>, plus
         ||q||^2 for m = 0; add the item's squared norm to get ||q - decode(code)||^2."""
-        self._check_fitted()
         queries = self._check_vectors(queries, "queries")
-        tables = np.empty((len(queries), self.n_codebooks, self.codebook_size), dtype=np.float32)
-        self._faiss.compute_LUT(len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables), -2.0)
+        tables = self._lut(queries, -2.0)
         tables[:, 0, :] += np.sum(queries**2, axis=1, keepdims=True)
+        return tables
+
+    def ip_tables(self, queries: np.ndarray) -> np.ndarray:
+        """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = <q, c_{m,i}>."""
+        return self._lut(self._check_vectors(queries, "queries"), 1.0)
+
+    def _lut(self, queries: np.ndarray, alpha: float) -> np.ndarray:
+        """(nq, dim) float32 -> (nq, M, K) float32 alpha * <q, c_{m,i}> (faiss's compute_LUT)."""
+        self._check_fitted()
+        tables = np.empty((len(queries), self.n_codebooks, self.codebook_size), dtype=np.float32)
+        self._faiss.compute_LUT(len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables), alpha)
         return tables
 
     def item_norms(self, codes: np.ndarray) -> np.ndarray:

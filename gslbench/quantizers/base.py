@@ -155,6 +155,14 @@ class Quantizer(ABC):
         decoded item's squared norm for additive quantizers.
         """
 
+    @abstractmethod
+    def ip_tables(self, queries: np.ndarray) -> np.ndarray:
+        """(nq, dim) float32 queries -> (nq, M, K) float32 inner-product tables.
+
+        The inner product of a query with a decoded code (i_1..i_M) is
+        <q, decode(code)> = sum_m tables[q, m, i_m].
+        """
+
     # -- the shared interface ------------------------------------------------------------------
 
     @property
@@ -165,6 +173,14 @@ class Quantizer(ABC):
     def code_bytes(self) -> int:
         """Bytes per packed code, faiss's code_size: ceil(bits / 8)."""
         return int(self._faiss.code_size)
+
+    @property
+    def faiss_quantizer(self) -> faiss.Quantizer:
+        """The faiss object that encodes (faiss.ProductQuantizer, ResidualQuantizer or
+        LocalSearchQuantizer; for OPQ the PQ after the rotation), to copy into a faiss index
+        (`gslbench.quantizers.search.faiss_index`); read it, never change it."""
+        self._check_fitted()
+        return self._faiss
 
     @property
     def codebooks(self) -> np.ndarray:

@@ -65,12 +65,21 @@ class PQ(Quantizer):
     def adc_tables(self, queries: np.ndarray) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = ||q_m - c_{m,i}||^2,
         faiss's compute_distance_tables (on the rotated queries for OPQ)."""
+        return self._tables(queries, self._faiss.compute_distance_tables)
+
+    def ip_tables(self, queries: np.ndarray) -> np.ndarray:
+        """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = <q_m, c_{m,i}>, faiss's
+        compute_inner_prod_tables (on the rotated queries for OPQ: the rotation is orthonormal,
+        so <R q, y> = <q, R^T y>)."""
+        return self._tables(queries, self._faiss.compute_inner_prod_tables)
+
+    def _tables(self, queries: np.ndarray, compute) -> np.ndarray:
+        """(nq, dim) float32 -> (nq, M, K) float32 tables of faiss's `compute` (a
+        ProductQuantizer method filling them for the queries in code space)."""
         self._check_fitted()
         queries = self._to_code_space(self._check_vectors(queries, "queries"))
         tables = np.empty((len(queries), self.n_codebooks, self.codebook_size), dtype=np.float32)
-        self._faiss.compute_distance_tables(
-            len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables)
-        )
+        compute(len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables))
         return tables
 
     def _assign(self, z: torch.Tensor, k: int) -> Assignment:

@@ -24,8 +24,15 @@ from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.document import results_document
 from gslbench.report.frames import read_runs
 from gslbench.report.page import report_html
-from gslbench.report.plots import write_figures
-from gslbench.report.tables import paper_tables, tables_frame, tables_latex, tables_markdown
+from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
+from gslbench.report.tables import (
+    paper_tables,
+    search_markdown,
+    search_table,
+    tables_frame,
+    tables_latex,
+    tables_markdown,
+)
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
@@ -80,10 +87,12 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
                  doc_intro: str = "") -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
-    Replaces `out_dir` as a whole with: results.csv (a row per run), tables.md, tables.tex,
-    tables_map.csv, tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG) and
-    index.html; `out_dir` must be new, empty or an earlier report (it holds index.html). Writes
-    the results document to `doc` if given. Returns the results and the tables' Markdown.
+    Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation mode),
+    tables.md, tables.tex, tables_map.csv, tables_gap.csv, the figures (`plots.write_figures`, PNG
+    and SVG), for runs that went through search-bench search.csv, search.md and
+    search_recall_qps.{png,svg}, and index.html; `out_dir` must be new, empty or an earlier report
+    (it holds index.html). Writes the results document to `doc` if given. Returns the results and
+    the tables' Markdown.
     """
     _check_metrics(runs)
     data = read_runs(runs)
@@ -98,7 +107,14 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
         for kind in ("map", "gap"):
             _write_csv(tables_frame(tables, kind), staging / f"tables_{kind}.csv")
         figures = write_figures(data, staging)
-        write_text(staging / INDEX, report_html(results, tables, figures))
+        search = None
+        speed = search_table(data.searches, results)
+        if not speed.empty:  # some run went through search-bench
+            _write_csv(speed, staging / "search.csv")
+            write_text(staging / "search.md", search_markdown(speed))
+            colours = method_colours(results.variant)
+            search = (speed, plot_recall_qps(speed, colours, staging / "search_recall_qps"))
+        write_text(staging / INDEX, report_html(results, tables, figures, search))
         _swap_in(staging, out_dir)
     if doc is not None:
         write_text(doc, results_document(data, doc_intro))

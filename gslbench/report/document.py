@@ -7,21 +7,23 @@ import itertools
 
 import pandas as pd
 
-from gslbench.report.frames import TABLE_KEYS, Evaluated, axes_summary, ordered_variants
+from gslbench.report.frames import DEFAULT_MODE, TABLE_KEYS, Evaluated, axes_summary, ordered_variants
 from gslbench.report.tables import frame_markdown, mean_difference, paper_tables, seed_stats, tables_markdown
 
 BASELINES = ("qloss", "two-step")
 
 
 def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
-    """GSL against each baseline per (data set, quantizer, code bits): mean difference and verdict.
+    """GSL against each baseline per (data set, quantizer, evaluation mode, code bits): mean
+    difference and verdict.
 
     Verdict: `win` / `loss` when the difference of means exceeds twice its standard error
     sqrt(s1^2/n1 + s2^2/n2) over seeds, `tie` otherwise; `n/a` with fewer than 2 seeds a side.
     """
     rows = []
     stats = seed_stats(results[results.method != "float"], value)
-    for (dataset, _, loss, quantizer, bits), cell in stats.groupby(level=[*TABLE_KEYS, "code_bits"]):
+    for (dataset, _, loss, quantizer, search, metric, bits), cell in stats.groupby(
+            level=[*TABLE_KEYS, "code_bits"]):
         cell = cell.droplevel([*TABLE_KEYS, "code_bits"])
         variants = ordered_variants(cell.index)
         gsl_variants = [v for v in variants if v.startswith("gsl")]
@@ -32,7 +34,8 @@ def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
             verdict = "n/a" if min(gsl["count"], other["count"]) < 2 else (
                 "win" if diff > 2 * se else "loss" if diff < -2 * se else "tie")
             rows.append({"dataset": dataset, "loss": loss, "quantizer": quantizer,
-                         "code_bits": bits, "gsl_variant": gsl_variant, "baseline": baseline,
+                         "search": search, "metric": metric, "code_bits": bits,
+                         "gsl_variant": gsl_variant, "baseline": baseline,
                          "gsl": gsl["mean"], "baseline_map": other["mean"],
                          "difference": diff, "std_error": se, "verdict": verdict})
     return pd.DataFrame(rows)
@@ -79,7 +82,11 @@ def results_document(data: Evaluated, intro: str = "") -> str:
         "",
     ]
     if not verdicts.empty:
-        counts = verdicts.groupby(["gsl_variant", "baseline", "verdict"]).size().unstack(fill_value=0)
+        modes = ["search", "metric"]
+        if set(zip(verdicts.search, verdicts.metric, strict=True)) == {DEFAULT_MODE}:
+            verdicts, modes = verdicts.drop(columns=modes), []  # the default mode goes unsaid
+        counts = (verdicts.groupby([*modes, "gsl_variant", "baseline", "verdict"]).size()
+                  .unstack(fill_value=0))
         lines += [frame_markdown(counts.reset_index()), ""]
         shown = verdicts.assign(**{c: verdicts[c].map("{:+.4f}".format) for c in ("difference",)},
                                 **{c: verdicts[c].map("{:.4f}".format)

@@ -1,8 +1,13 @@
-"""Evaluated runs as data frames: one row per run, per curve point and per training epoch.
+"""Evaluated runs as data frames: one row per evaluation, per curve point, per training epoch
+and per search-bench index.
 
-The report reads each run directory once (metrics.json, train_log.csv); its tables, figures and
-page are built from these frames only. Every frame carries the same run columns (`RUN_COLUMNS`),
-so one function (`with_float_ceiling`) places the float ceiling beside any of them.
+The report reads each run directory once (its metrics files, train_log.csv, search-bench's
+search*.json); its tables, figures and page are built from these frames only. Every frame carries
+the same run columns (`RUN_COLUMNS`), so one function (`with_float_ceiling`) places the float
+ceiling beside any of them. A run evaluated in several modes (`gslbench evaluate --search sdc
+--metric ip`) has a row per mode: `search` and `metric` are run columns and part of the table key,
+and titles name a mode other than ADC / L2, so runs evaluated differently never share a table and
+a report of adc/l2 runs only looks as it always did.
 """
 
 from __future__ import annotations
@@ -20,57 +25,78 @@ from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
 BASELINE_ORDER = ("float", "two-step", "qloss")  # shown first, then the other methods by name
-TABLE_KEYS = ["dataset", "feature", "loss", "quantizer"]  # one paper table (and figure set) per key
-RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed"]
+# one paper table (and figure set) per key
+TABLE_KEYS = ["dataset", "feature", "loss", "quantizer", "search", "metric"]
+RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed",
+               "search", "metric"]
+DEFAULT_MODE = ("adc", "l2")
 
 
 @dataclass(frozen=True)
 class Evaluated:
     """What the report reads of the evaluated runs.
 
-    results: one row per run (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R, seconds, run id);
+    results: one row per run and evaluation mode (`RUN_COLUMNS`, mAP, mAP@K, precision@K,
+        recall@R, seconds, run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
-    logs: one row per run and training epoch (`RUN_COLUMNS`, run id, the columns of train_log.csv);
-    configs: one row per run, its whole configuration.
+    logs: one row per run and training epoch (`RUN_COLUMNS` of the run's first evaluation, run id,
+        the columns of train_log.csv);
+    configs: one row per run, its whole configuration;
+    searches: one row per search-bench index of a run (`RUN_COLUMNS`, `role` "codes" or "float",
+        the index, bytes_per_vector, index_bytes, qps_batch1, qps_batched, recall_at_R,
+        nn_recall_at_R, run id); empty when no run has been through search-bench.
     """
 
     results: pd.DataFrame
     curves: pd.DataFrame
     logs: pd.DataFrame
     configs: pd.DataFrame
+    searches: pd.DataFrame
 
 
 def read_runs(runs: Iterable[RunDir]) -> Evaluated:
-    """Read the runs that have metrics.json; the others are named in a warning and skipped."""
-    metrics, missing = [], []
+    """Read the runs that have metrics files (metrics.json or metrics-SEARCH-METRIC.json); the
+    others are named in a warning and skipped."""
+    evaluated, missing = [], []
     for run_dir in runs:
-        if run_dir.metrics.is_file():
-            metrics.append((run_dir, read_json(run_dir.metrics)))
+        files = run_dir.evaluations()
+        if files:
+            evaluated.append((run_dir, [read_json(path) for path in files]))
         else:
             missing.append(run_dir.run_id)
     if missing:
         log.warning("skipping %d run(s) without metrics.json: %s", len(missing), ", ".join(missing))
-    if not metrics:
+    if not evaluated:
         raise GslbenchError(f"no evaluated runs to report (none of the {len(missing)} run(s) given "
                             "has metrics.json; run `gslbench evaluate RUN`)")
-    rows, points, logs = [], [], []
-    for run_dir, record in metrics:
+    rows, points, logs, searches = [], [], [], []
+    for run_dir, records in evaluated:
+        reading = run_dir.evaluations()[0]
         try:
-            rows.append(_result_row(record))
-            points += _curve_rows(record)
+            for path, record in zip(run_dir.evaluations(), records, strict=True):
+                reading = path
+                rows.append(_result_row(record))
+                points += _curve_rows(record)
             if run_dir.train_log.is_file():
-                logs.append(_training_log(run_dir, record))
+                reading = run_dir.train_log
+                logs.append(_training_log(run_dir, records[0]))
+            for path in run_dir.search_benches():
+                reading = path
+                searches += _search_rows(read_json(path))
         except (KeyError, TypeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-            raise GslbenchError(f"{run_dir.path}: metrics.json or train_log.csv is not what "
-                                f"gslbench writes ({type(exc).__name__}: {exc}); run `gslbench "
-                                "evaluate RUN --force`") from None
+            step = "search-bench" if reading.name.startswith("search") else "evaluate"
+            raise GslbenchError(f"{run_dir.path}: {reading.name} is not what gslbench writes "
+                                f"({type(exc).__name__}: {exc}); run `gslbench {step} RUN "
+                                "--force`") from None
     return Evaluated(
-        results=pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed"]),
+        results=pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed",
+                                                "search", "metric"]),
         curves=pd.DataFrame(points, columns=[*RUN_COLUMNS, "curve", "x", "y"]),
         logs=(pd.concat(logs, ignore_index=True) if logs
               else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"])),
-        configs=pd.DataFrame([record["config"] for _, record in metrics]),
+        configs=pd.DataFrame([records[0]["config"] for _, records in evaluated]),
+        searches=pd.DataFrame(searches, columns=None if searches else [*RUN_COLUMNS, "role", "run"]),
     )
 
 
@@ -84,21 +110,35 @@ def ordered_variants(variants: Iterable[str]) -> list[str]:
     return sorted(set(variants), key=key)
 
 
+def mode_title(search: str, metric: str) -> str:
+    """`SDC, inner product` for an evaluation mode; empty for the default, ADC / L2."""
+    if (search, metric) == DEFAULT_MODE:
+        return ""
+    return f"{search.upper()}, {'inner product' if metric == 'ip' else 'L2'}"
+
+
 def key_title(key: Sequence[str]) -> str:
-    """`digits (pixels), PQ, pairwise loss` for a (dataset, feature, loss, quantizer) key."""
-    dataset, feature, loss, quantizer = key
-    return f"{dataset} ({feature}), {quantizer.upper()}, {loss} loss"
+    """`digits (pixels), PQ, pairwise loss` for a (dataset, feature, loss, quantizer, search,
+    metric) key, with `, SDC, inner product` after it for a mode other than ADC / L2."""
+    dataset, feature, loss, quantizer, search, metric = key
+    mode = mode_title(search, metric)
+    return f"{dataset} ({feature}), {quantizer.upper()}, {loss} loss" + (f", {mode}" if mode else "")
 
 
 def key_slug(key: Sequence[str]) -> str:
-    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(key)).strip("-")
+    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`, and
+    `digits-pixels-pairwise-pq-sdc-ip` for a mode other than ADC / L2."""
+    parts = list(key[:4]) if tuple(key[4:]) == DEFAULT_MODE else list(key)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(parts)).strip("-")
 
 
 def axes_summary(results: pd.DataFrame) -> str:
     """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes."""
+    columns = ["dataset", "method", "quantizer", "code_bits", "seed"]
+    if not results.empty and set(zip(results.search, results.metric, strict=True)) != {DEFAULT_MODE}:
+        columns += ["search", "metric"]  # named only when some run was evaluated otherwise
     return ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
-                     for column in ("dataset", "method", "quantizer", "code_bits", "seed"))
+                     for column in columns)
 
 
 def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +148,8 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     floats = frame[frame.method == "float"]
     quantized = frame[frame.method != "float"]
     cells = quantized[[*TABLE_KEYS, "code_bits"]].drop_duplicates()
-    keys = ["dataset", "feature", "loss"]  # the float ceiling of the same data and loss
+    keys = ["dataset", "feature", "loss", "search", "metric"]  # the float ceiling of the same
+    # data, loss and evaluation mode
     ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
 
@@ -118,7 +159,9 @@ def _run_columns(metrics: dict) -> dict:
     config = metrics["config"]
     return {"dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
             "variant": metrics["label"], "quantizer": config["quantizer"],
-            "code_bits": config["bits"], "loss": config["loss"], "seed": config["seed"]}
+            "code_bits": config["bits"], "loss": config["loss"], "seed": config["seed"],
+            "search": metrics.get("search", DEFAULT_MODE[0]),
+            "metric": metrics.get("metric", DEFAULT_MODE[1])}
 
 
 def _result_row(metrics: dict) -> dict:
@@ -142,3 +185,18 @@ def _curve_rows(metrics: dict) -> list[dict]:
 
 def _training_log(run: RunDir, metrics: dict) -> pd.DataFrame:
     return pd.read_csv(run.train_log).assign(**_run_columns(metrics), run=metrics["run"])
+
+
+def _search_rows(record: dict) -> list[dict]:
+    """One row per index of a search-bench record (search.json): the codes' and the float
+    reference's."""
+    run = {**_run_columns(record), "run": record["run"]}
+    rows = []
+    for role, measured in record["indexes"].items():
+        row = {**run, "role": role}
+        row.update({name: measured[name] for name in ("index", "bytes_per_vector", "index_bytes",
+                                                      "qps_batch1", "qps_batched")})
+        for group in ("recall_at", "nn_recall_at"):
+            row.update({f"{group}_{r}": value for r, value in measured[group].items()})
+        rows.append(row)
+    return rows

@@ -1,6 +1,6 @@
 """The report's figures, each written as PNG and SVG: mAP against code length, the retrieval
-curves of metrics.json (recall@R, precision@K, precision-recall) and the training curves of
-train_log.csv.
+curves of metrics.json (recall@R, precision@K, precision-recall), the training curves of
+train_log.csv, and search-bench's recall against queries per second.
 
 Every figure colours a method variant the same way (`method_colours`, decided once over all the
 runs reported); float, the unquantized ceiling, is a dashed black line. Curves are means over
@@ -170,6 +170,44 @@ def plot_training(logs: pd.DataFrame, key: tuple[str, ...], colours: dict[str, s
         grid[-1, column].set_xlabel("epoch")
         grid[-1, column].xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, f"training: {key_title(key)} (mean over seeds)", stem, key)
+
+
+QUANTIZER_MARKERS = {"pq": "o", "opq": "s", "rq": "^", "lsq": "D", "none": "*"}
+SEARCH_AXES = {"qps_batched": "queries per second, batched", "qps_batch1": "queries per second, batch 1"}
+
+
+@plt.rc_context(STYLE)
+def plot_recall_qps(table: pd.DataFrame, colours: dict[str, str], stem: Path) -> Figure:
+    """search-bench's trade-off: recall@R of the true neighbours (R = 10, or the smallest R
+    measured) against queries per second, batched (top row) and at batch 1 (bottom row), a
+    column per (data set, feature, metric); a point per method variant, quantizer (marker) and
+    code length (labelled), the exact float search as black stars.
+
+    table: `tables.search_table`'s frame (means over seeds)."""
+    recalls = sorted(int(c.rsplit("_", 1)[1]) for c in table.columns if c.startswith("recall_at_"))
+    recall = 10 if 10 in recalls else recalls[0]
+    panels = list(table.groupby(["dataset", "feature", "metric"], sort=True))
+    fig, grid = _grid(len(SEARCH_AXES), len(panels))
+    for column, ((dataset, feature, metric), panel) in enumerate(panels):
+        for row, (speed, label) in enumerate(SEARCH_AXES.items()):
+            ax = grid[row, column]
+            for point in panel.itertuples():
+                reference = point.variant not in colours
+                ax.scatter(getattr(point, speed), getattr(point, f"recall_at_{recall}"),
+                           marker=QUANTIZER_MARKERS.get(point.quantizer, "o"),
+                           color="#000000" if reference else colours[point.variant],
+                           label=None if reference else point.variant, s=60 if reference else 30,
+                           zorder=3)
+                text = "float" if point.quantizer == "none" else f"{point.quantizer} {point.code_bits:.0f}"
+                ax.annotate(text, (getattr(point, speed),
+                            getattr(point, f"recall_at_{recall}")), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set(xlabel=label, ylabel=f"recall@{recall} of the true neighbours", ylim=(0, 1.05),
+                   title=f"{dataset} ({feature}), {metric}" if row == 0 else "")
+            ax.grid(alpha=0.3)
+    title = "search-bench: recall against queries per second (stars: exact float search)"
+    return _save(fig, title, stem, key=None)
 
 
 def _grid(rows: int, columns: int, **options) -> tuple[plt.Figure, np.ndarray]:

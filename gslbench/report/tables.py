@@ -208,3 +208,58 @@ def tables_latex(tables: list[PaperTable]) -> str:
             "",
         ]
     return "\n".join(parts)
+
+
+SEARCH_GROUP = ["dataset", "feature", "metric", "variant", "quantizer", "code_bits", "index"]
+REFERENCE = "exact search (reference)"
+
+
+def search_table(searches: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """search-bench's measures, a row per (data set, feature, metric, method variant, quantizer,
+    code bits) with their means over seeds (`n`), then per data set, feature and metric the exact
+    float search every quantized run measured beside its codes (mean over those runs), with
+    each run's mAP by ADC and that metric (from evaluate, blank when not evaluated so).
+
+    Columns: SEARCH_GROUP, bytes_per_vector, qps_batch1, qps_batched, recall_at_R...,
+    nn_recall_at_R..., map, n. A float run's codes are float32: quantizer `none`, code bits 32 x
+    dim. Empty when no run went through search-bench."""
+    if searches.empty:
+        return pd.DataFrame()
+    maps = results[results.search == "adc"][["run", "metric", "map"]]
+    frame = searches.merge(maps, on=["run", "metric"], how="left")
+    exact = (frame.role == "float") | (frame.method == "float")
+    frame.loc[exact, "quantizer"] = "none"
+    frame.loc[exact, "code_bits"] = 8 * frame.loc[exact, "bytes_per_vector"]
+    frame.loc[frame.role == "float", ["variant", "map"]] = [REFERENCE, float("nan")]
+    measures = [column for column in frame.columns if column.startswith(("qps_", "recall_at_",
+                                                                         "nn_recall_at_"))]
+    grouped = frame.groupby(SEARCH_GROUP, sort=False)
+    table = grouped[["bytes_per_vector", *measures, "map"]].mean()
+    table["n"] = grouped.size()
+    table = table.reset_index()
+    order = {name: i for i, name in enumerate(ordered_variants(table.variant))}
+    table["order"] = table.variant.map(order)
+    table["reference"] = table.variant == REFERENCE  # last in its data set and metric
+    return (table.sort_values(["dataset", "feature", "metric", "reference", "quantizer",
+                               "code_bits", "order"])
+            .drop(columns=["order", "reference"]).reset_index(drop=True))
+
+
+def search_markdown(table: pd.DataFrame) -> str:
+    """The search table as Markdown (`search_cells`); empty without search-bench results."""
+    return frame_markdown(search_cells(table)) + "\n" if not table.empty else ""
+
+
+def search_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The search table as text: QPS as whole numbers, recalls to 3 decimals, mAP to 4 (`—`
+    where the run was not evaluated with that metric), `method` for the variant."""
+    shown = table.copy()
+    for column in shown.columns:
+        if column.startswith("qps_"):
+            shown[column] = shown[column].map("{:,.0f}".format)
+        elif column.startswith(("recall_at_", "nn_recall_at_")):
+            shown[column] = shown[column].map("{:.3f}".format)
+    shown["map"] = shown["map"].map(lambda value: MISSING if pd.isna(value) else f"{value:.4f}")
+    shown["bytes_per_vector"] = shown["bytes_per_vector"].map("{:.0f}".format)
+    shown["code_bits"] = shown["code_bits"].map("{:.0f}".format)
+    return shown.rename(columns={"variant": "method"}).astype(str)

@@ -1,0 +1,164 @@
+"""`gslbench search-bench`: what a run's codes buy at search time (DESIGN.md section 6).
+
+For a run, from RUN/codes.h5 only (its database codes and representations, query
+representations and quantizer), it builds the faiss index of the codes
+(`gslbench.quantizers.search.faiss_index`: the learned codebooks copied in, the codes added as
+they are) and the exact float reference (`IndexFlatL2` / `IndexFlatIP` over the database
+representations), and measures for each, by `metric` (l2 or ip):
+
+- **QPS batched**: queries per second of one `index.search(all queries, k)`;
+- **QPS at batch 1**: queries per second of `index.search(one query, k)` over the first
+  `single_queries` queries, one at a time; both the best of `repeats` timings after a warm-up,
+  with the faiss threads given (recorded);
+- **bytes per vector**: `index.sa_code_size()`, what one database vector costs in the index, and
+  `index_bytes`, the whole serialized index (codebooks, rotation included);
+- **recall of the true neighbours** (the ann-benchmarks view): the true neighbours are the exact
+  k nearest of the run's float database representations to its float query representations by
+  the metric, ties by database index (`exact_neighbours`). `recall_at[R]` = mean over queries of
+  |returned top R ∩ true top R| / R (ann-benchmarks' k-NN recall with k = R);
+  `nn_recall_at[R]` = the fraction of queries whose true nearest neighbour is in the returned
+  top R (faiss's 1-recall@R).
+
+mAP is evaluate's (metrics.json); the report puts the two side by side. Results go to
+RUN/search.json (RUN/search-ip.json for ip), with the threads, versions and codes.h5's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from gslbench import layout
+from gslbench.encode import check_encoded
+from gslbench.errors import GslbenchError
+from gslbench.evaluation import metrics
+from gslbench.evaluation.scoring import BLOCK_PAIRS
+from gslbench.quantizers import Identity
+from gslbench.quantizers.search import check_mode, faiss_index, make_search
+from gslbench.storage import package_versions, sha256_file, write_json
+from gslbench.threads import limit_threads, thread_counts
+
+RECALL_AT = (1, 10, 100)
+SINGLE_QUERIES = 1000
+REPEATS = 3
+
+
+def exact_neighbours(queries: np.ndarray, database: np.ndarray, metric: str,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact k nearest database vectors of each query: ``(nq, d), (n, d) float32 ->
+    (nq, k) int64 indices, (nq, k) float32 distances`` (squared L2, or -inner product for ip),
+    nearest first, ties by database index; in blocks of queries (bounded memory)."""
+    identity = Identity(database.shape[1])
+    search = make_search(identity, identity.encode(database), metric=metric)
+    k = min(k, len(database))
+    block = max(1, BLOCK_PAIRS // max(len(database), 1))
+    indices, distances = [], []
+    for start in range(0, len(queries), block):
+        block_distances = search.distances(queries[start : start + block])
+        ranking = metrics.rank(block_distances, k)
+        indices.append(ranking)
+        distances.append(np.take_along_axis(block_distances, ranking, axis=1))
+    return np.concatenate(indices), np.concatenate(distances)
+
+
+def neighbour_recalls(found: np.ndarray, truth: np.ndarray,
+                      recall_at: Sequence[int]) -> tuple[dict[str, float], dict[str, float]]:
+    """``(nq, >= R) found, (nq, >= R) true`` neighbour indices -> (recall_at, nn_recall_at), each
+    ``{str(R): float}`` (the module docstring's definitions)."""
+    recall, nn_recall = {}, {}
+    for r in recall_at:
+        found_r, truth_r = found[:, :r], truth[:, :r]
+        shared = (found_r[:, :, None] == truth_r[:, None, :]).any(axis=2).sum(axis=1)
+        recall[str(r)] = float(np.mean(shared / truth_r.shape[1]))
+        nn_recall[str(r)] = float(np.mean((found_r == truth[:, :1]).any(axis=1)))
+    return recall, nn_recall
+
+
+def index_name(index: faiss.Index) -> str:
+    """`IndexPQ`, `IndexPreTransform(OPQMatrix, IndexPQ)`, ...: what the index is."""
+    if isinstance(index, faiss.IndexPreTransform):
+        inner = type(faiss.downcast_index(index.index)).__name__
+        return f"IndexPreTransform(OPQMatrix, {inner})"
+    return type(index).__name__
+
+
+def measure_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int,
+                  recall_at: Sequence[int], single_queries: int, repeats: int) -> dict:
+    """QPS (batched and at batch 1), bytes per vector, recalls of one index (module docstring).
+
+    queries: (nq, d) float32; truth: (nq, >= max(recall_at)) int64 true neighbours."""
+    index.search(queries[:16], k)  # warm-up: threads, pages
+    batched = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _, found = index.search(queries, k)
+        batched.append(time.perf_counter() - start)
+    singles = queries[:single_queries]
+    one_by_one = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for row in range(len(singles)):
+            index.search(singles[row : row + 1], k)
+        one_by_one.append(time.perf_counter() - start)
+    recall, nn_recall = neighbour_recalls(found, truth, recall_at)
+    return {
+        "index": index_name(index),
+        "bytes_per_vector": int(index.sa_code_size()),
+        "index_bytes": int(faiss.serialize_index(index).nbytes),
+        "qps_batched": len(queries) / min(batched),
+        "qps_batch1": len(singles) / min(one_by_one),
+        "seconds_batched": min(batched),
+        "seconds_batch1": min(one_by_one),
+        "batch1_queries": len(singles),
+        "recall_at": recall,
+        "nn_recall_at": nn_recall,
+    }
+
+
+def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = "l2",
+                     k: int = 100, recall_at: Sequence[int] = RECALL_AT,
+                     single_queries: int = SINGLE_QUERIES, repeats: int = REPEATS,
+                     threads: int | None = None, force: bool = False) -> Path:
+    """Measure a run's codes as a faiss index against the exact float search; write
+    RUN/search.json (search-ip.json for ip) and return its path (the module docstring)."""
+    check_mode("adc", metric)
+    recall_at = metrics.positive_ints(recall_at, "recall_at") if recall_at else []
+    for name, value in (("--k", k), ("--single-queries", single_queries), ("--repeats", repeats),
+                        ("--threads", threads or 1)):
+        if value < 1:
+            raise GslbenchError(f"{name} {value}: must be a positive integer")
+    if recall_at and max(recall_at) > k:
+        raise GslbenchError(f"--recall-at {max(recall_at)} is above --k {k}")
+    run_dir = layout.resolve_run(results_dir, run)
+    out = run_dir.search_file(metric)
+    if out.is_file() and not force:
+        return out
+    if not run_dir.codes.is_file():
+        raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
+    codes = check_encoded(run_dir)
+    database = codes.database
+    k = min(k, len(database))
+    truth, _ = exact_neighbours(codes.queries, database, metric, k)
+    indexes = {"codes": faiss_index(codes.quantizer, codes.codes, metric)}
+    if not isinstance(codes.quantizer, Identity):  # a float run's codes are the reference
+        indexes["float"] = faiss_index(Identity(codes.quantizer.dim),
+                                       Identity(codes.quantizer.dim).encode(database), metric)
+    with limit_threads(threads or faiss.omp_get_max_threads()):
+        measured = {name: measure_index(index, codes.queries, truth, k, recall_at,
+                                        single_queries, repeats)
+                    for name, index in indexes.items()}
+        used_threads = thread_counts()
+    attrs = codes.attrs
+    write_json(out, {
+        "run": str(attrs["run"]), "label": str(attrs["label"]), "metric": metric, "k": k,
+        "n_query": len(codes.queries), "n_db": len(database), "dim": codes.quantizer.dim,
+        "indexes": measured, "threads": used_threads, "repeats": repeats,
+        "config": json.loads(attrs["config"]), "versions": package_versions(),
+        "codes_sha256": sha256_file(run_dir.codes),
+    })
+    return out
