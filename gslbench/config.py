@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gslbench.data.featurefile import RUN_SPLITS
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS, Method
 from gslbench.quantizers import QUANTIZERS
@@ -41,6 +42,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("margin", float, 0.5, "Margin of the contrastive and triplet losses.", low=0.0,
             low_open=True),
     Setting("seed", int, 0, "Seed of the initialisation, batches and codebooks.", low=0),
+    Setting("split", str, "test", "What the run trains and is scored on: test (the protocol's "
+            "training pool, queries and database) or validation (tuning: the training pool minus "
+            "the validation queries; scored on the validation split).", choices=RUN_SPLITS),
 )
 KNOBS: tuple[Setting, ...] = tuple(knob for method in METHODS.values() for knob in method.knobs)
 FIELDS: dict[str, Setting] = {setting.name: setting for setting in (*SETTINGS, *KNOBS)}

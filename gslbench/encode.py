@@ -9,7 +9,9 @@ Format `gslbench.codes`, version 2 (DESIGN.md section 3):
     /quantizer/...            the quantizer (`gslbench.quantizers.io`)
     attrs: run, method, label, quantizer, M, nbits, code_bits, dim, config (JSON), map_at (JSON
            list of the protocol's K), map_top (0: mAP over the whole database), train_seconds,
-           encode_seconds, features_sha256, model_sha256
+           encode_seconds, features_sha256, model_sha256, database_quant_mse and query_quant_mse
+           (mean squared quantization error of the database and of the query representations),
+           items (JSON: count and sha256 of the source indices of the queries and the database)
 
 Version 1 files (database codes only) are refused with the advice to encode again.
 """
@@ -27,7 +29,7 @@ import numpy as np
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import get_dataset
-from gslbench.data.featurefile import read_feature_file
+from gslbench.data.featurefile import items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
@@ -61,16 +63,18 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     config, record = load_config(run_dir)
     model = load_model(run_dir, config)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
-    features = read_feature_file(_checked_features(config, record, data_dir))
+    features = read_feature_file(_checked_features(config, record, data_dir), config.split)
     start = time.perf_counter()
-    codes = quantizer.encode(embed(model, features.database.features))
+    database = embed(model, features.database.features)
+    codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
+    queries = embed(model, features.query.features)
     map_top = get_dataset(config.dataset).protocol.map_top
     with atomic_path(run_dir.codes) as tmp, h5py.File(tmp, "w") as handle:
         set_format_attrs(handle, FORMAT, FORMAT_VERSION)
         handle.create_dataset("codes", data=codes)
         handle.create_dataset("labels", data=features.database.labels)
-        handle.create_dataset("query/representations", data=embed(model, features.query.features))
+        handle.create_dataset("query/representations", data=queries)
         handle.create_dataset("query/labels", data=features.query.labels)
         save_quantizer(quantizer, handle.create_group("quantizer"))
         handle.attrs.update({
@@ -81,8 +85,17 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             "map_at": json.dumps(list((map_top,) if map_top else MAP_AT)), "map_top": map_top or 0,
             "train_seconds": record["train_seconds"], "encode_seconds": seconds,
             "features_sha256": record["features_sha256"], "model_sha256": sha256_file(run_dir.model),
+            "database_quant_mse": squared_error(database, quantizer.decode(codes)),
+            "query_quant_mse": squared_error(queries, quantizer.decode(quantizer.encode(queries))),
+            "items": json.dumps({"query": items_record(features.query),
+                                 "database": items_record(features.database)}),
         })
     return run_dir.codes
+
+
+def squared_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
+    """Mean over the rows of (n, d) float32 x of ||x - reconstruction||^2 (float64 sums)."""
+    return float(np.mean(np.sum((x.astype(np.float64) - reconstruction) ** 2, axis=1)))
 
 
 def _checked_features(config: RunConfig, record: dict, data_dir: str | Path) -> Path:

@@ -15,7 +15,7 @@ import torch
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
-from gslbench.data.featurefile import read_feature_file
+from gslbench.data.featurefile import items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import train
 from gslbench.methods.model import EmbeddingNet, build_model
@@ -37,7 +37,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     if not features_file.is_file():
         raise GslbenchError(f"{features_file}: no such file; run `gslbench download {config.dataset}` "
                             f"and `gslbench features {config.dataset}` first")
-    features = read_feature_file(features_file)
+    features = read_feature_file(features_file, config.split)
     result = train(config.resolved(), features, show_progress=show_progress)
     run.path.parent.mkdir(parents=True, exist_ok=True)
     staging = layout.RunDir(Path(tempfile.mkdtemp(prefix=layout.staging_prefix(config.run_id),
@@ -58,6 +58,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
             "features_file": str(features_file),
             "features_sha256": sha256_file(features_file),
             "source_sha256": features.source_sha256,
+            "train_items": items_record(features.train),
             "map_top": get_dataset(config.dataset).protocol.map_top,
             "versions": package_versions(),
             "train_seconds": result.seconds,
