@@ -17,7 +17,7 @@ from gslbench.report.document import results_document
 from gslbench.report.frames import read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import write_figures
-from gslbench.report.tables import paper_tables, tables_frame, tables_latex, tables_markdown
+from gslbench.report.tables import KINDS, paper_tables, tables_frame, tables_latex, tables_markdown
 from gslbench.storage import atomic_path, read_json
 
 
@@ -75,7 +75,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     _write_csv(results, out_dir / "results.csv")
     _write_text(markdown, out_dir / "tables.md")
     _write_text(tables_latex(tables), out_dir / "tables.tex")
-    for kind in ("map", "gap"):
+    for kind in KINDS:
         _write_csv(tables_frame(tables, kind), out_dir / f"tables_{kind}.csv")
     figures = write_figures(data, out_dir)
     _write_text(report_html(results, tables, figures), out_dir / "index.html")

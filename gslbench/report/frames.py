@@ -20,15 +20,18 @@ from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
 BASELINE_ORDER = ("float", "two-step", "qloss")  # shown first, then the other methods by name
-TABLE_KEYS = ["dataset", "feature", "loss", "quantizer"]  # one paper table (and figure set) per key
-RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed"]
+# one paper table (and figure set) per key; sub_bits: 16-word and 256-word codebooks apart
+TABLE_KEYS = ["dataset", "feature", "loss", "quantizer", "sub_bits"]
+RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "sub_bits",
+               "loss", "seed"]
 
 
 @dataclass(frozen=True)
 class Evaluated:
     """What the report reads of the evaluated runs.
 
-    results: one row per run (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R, seconds, run id);
+    results: one row per run (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R, the database's and
+        the queries' quantization MSE (`quant_mse_database`, `quant_mse_query`), seconds, run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
     logs: one row per run and training epoch (`RUN_COLUMNS`, run id, the columns of train_log.csv);
@@ -84,32 +87,35 @@ def ordered_variants(variants: Iterable[str]) -> list[str]:
     return sorted(set(variants), key=key)
 
 
-def key_title(key: Sequence[str]) -> str:
-    """`digits (pixels), PQ, pairwise loss` for a (dataset, feature, loss, quantizer) key."""
-    dataset, feature, loss, quantizer = key
-    return f"{dataset} ({feature}), {quantizer.upper()}, {loss} loss"
+def key_title(key: Sequence) -> str:
+    """`digits (pixels), PQ, 256-word codebooks, pairwise loss` for a (dataset, feature, loss,
+    quantizer, sub_bits) key."""
+    dataset, feature, loss, quantizer, sub_bits = key
+    return f"{dataset} ({feature}), {quantizer.upper()}, {2 ** int(sub_bits)}-word codebooks, {loss} loss"
 
 
-def key_slug(key: Sequence[str]) -> str:
-    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(key)).strip("-")
+def key_slug(key: Sequence) -> str:
+    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq-256w`."""
+    *names, sub_bits = key
+    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join([*names, f"{2 ** int(sub_bits)}w"])).strip("-")
 
 
 def axes_summary(results: pd.DataFrame) -> str:
     """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes."""
     return ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
-                     for column in ("dataset", "method", "quantizer", "code_bits", "seed"))
+                     for column in ("dataset", "method", "quantizer", "code_bits", "sub_bits", "seed"))
 
 
 def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
-    """Repeat each data set's float rows under every (quantizer, code_bits) it was compared at.
+    """Repeat each data set's float rows under every (quantizer, sub_bits, code_bits) it was
+    compared at.
 
     Works on any frame with the run columns (results, curves, training logs)."""
     floats = frame[frame.method == "float"]
     quantized = frame[frame.method != "float"]
     cells = quantized[[*TABLE_KEYS, "code_bits"]].drop_duplicates()
     keys = ["dataset", "feature", "loss"]  # the float ceiling of the same data and loss
-    ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
+    ceiling = floats.drop(columns=["quantizer", "code_bits", "sub_bits"]).merge(cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
 
 
@@ -118,7 +124,8 @@ def _run_columns(metrics: dict) -> dict:
     config = metrics["config"]
     return {"dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
             "variant": metrics["label"], "quantizer": config["quantizer"],
-            "code_bits": config["bits"], "loss": config["loss"], "seed": config["seed"]}
+            "code_bits": config["bits"], "sub_bits": config["sub_bits"], "loss": config["loss"],
+            "seed": config["seed"]}
 
 
 def _result_row(metrics: dict) -> dict:
@@ -127,6 +134,10 @@ def _result_row(metrics: dict) -> dict:
     row.update({"map": metrics["map_at"][str(top)] if top else metrics["map"], "map_all": metrics["map"]})
     for group in ("map_at", "precision_at", "recall_at"):
         row.update({f"{group}_{k}": v for k, v in metrics[group].items()})
+    errors = metrics.get("quant_mse") or {}  # encode's; absent from older metrics.json
+    for part in ("database", "query"):
+        value = errors.get(part)
+        row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
     row["run"] = metrics["run"]
     return row
