@@ -29,7 +29,7 @@ import numpy as np
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import get_dataset
-from gslbench.data.featurefile import items_record, read_feature_file
+from gslbench.data.featurefile import feature_file_sha256, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
@@ -103,7 +103,7 @@ def _checked_features(config: RunConfig, record: dict, data_dir: str | Path) -> 
     path = layout.feature_path(data_dir, config.dataset, config.feature)
     if not path.is_file():
         raise GslbenchError(f"{path}: no such file; the run {config.run_id} was trained on it")
-    if sha256_file(path) != record["features_sha256"]:
+    if feature_file_sha256(path) != record["features_sha256"]:
         raise GslbenchError(f"{path}: feature file changed since run {config.run_id} was trained "
                             "(sha256 differs); re-train with --force")
     return path

@@ -15,12 +15,12 @@ import torch
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
-from gslbench.data.featurefile import items_record, read_feature_file
+from gslbench.data.featurefile import feature_file_sha256, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import train
 from gslbench.methods.model import EmbeddingNet, build_model
 from gslbench.quantizers import Quantizer, load_quantizer, save_quantizer
-from gslbench.storage import open_h5, package_versions, read_json, set_format_attrs, sha256_file, write_json
+from gslbench.storage import open_h5, package_versions, read_json, set_format_attrs, write_json
 from gslbench.threads import thread_counts
 
 QUANTIZER_FORMAT = "gslbench.quantizer"
@@ -56,7 +56,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
             "label": config.label,
             "seed": config.seed,
             "features_file": str(features_file),
-            "features_sha256": sha256_file(features_file),
+            "features_sha256": feature_file_sha256(features_file),
             "source_sha256": features.source_sha256,
             "train_items": items_record(features.train),
             "map_top": get_dataset(config.dataset).protocol.map_top,

@@ -83,6 +83,26 @@ class Grid:
         return list(configs.values())
 
 
+@dataclass(frozen=True)
+class Cells:
+    """Run configs given one by one (tune's runs, a grid with tuned knobs), which bench runs like
+    a grid's cells: `cells()` (distinct by run id, in order) and `axes()` (`shown`, else the
+    fields that take more than one value among the cells)."""
+
+    configs: tuple[RunConfig, ...]
+    shown: tuple[tuple[str, tuple], ...] | None = None
+
+    def cells(self) -> list[RunConfig]:
+        return list({config.run_id: config for config in self.configs}.values())
+
+    def axes(self) -> dict[str, tuple]:
+        if self.shown is not None:
+            return dict(self.shown)
+        values = {name: tuple(dict.fromkeys(getattr(c, name) for c in self.configs))
+                  for name in FIELD_TYPES}
+        return {name: found for name, found in values.items() if len(found) > 1}
+
+
 def read_grid_file(path: str | Path) -> dict[str, Any]:
     """The settings of a grid TOML file; a missing, unreadable or invalid file is a user error."""
     path = Path(path)

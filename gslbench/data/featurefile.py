@@ -8,6 +8,7 @@ Version 1 files (without it) are still read; `tune` needs version 2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import h5py
 import numpy as np
 
 from gslbench.errors import GslbenchError
-from gslbench.storage import atomic_path, open_h5, set_format_attrs
+from gslbench.storage import atomic_path, open_h5, set_format_attrs, sha256_file
 
 FORMAT = "gslbench.features"
 FORMAT_VERSION = 2
@@ -132,7 +133,39 @@ def read_feature_file(path: str | Path, split: str = "test") -> FeatureSet:
     """Read and validate a feature file; any inconsistency is a one-line user error.
 
     split: `test` (the whole file) or `validation` (`FeatureSet.for_split`; a version 1 file has
-    no validation split: a user error saying to run `gslbench features` again)."""
+    no validation split: a user error saying to run `gslbench features` again). An unchanged file
+    (same inode, size and mtime) is read once per process: a bench cell's train and encode, and
+    the cells of one worker, share it (its arrays are shared too: do not modify them)."""
+    features = _read_unchanged(Path(path).absolute(), _stamp(Path(path)))
+    try:
+        return features.for_split(split)
+    except GslbenchError as exc:
+        raise GslbenchError(f"{path}: {exc}") from None
+
+
+def feature_file_sha256(path: str | Path) -> str:
+    """The sha256 of a feature file's bytes, computed once per process while it is unchanged."""
+    return _sha256_unchanged(Path(path).absolute(), _stamp(Path(path)))
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of a file, None if it cannot be stat'ed: what marks it as
+    unchanged for the caches (a rewrite is a rename: another inode)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)
+def _sha256_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> str:
+    return sha256_file(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSet:
+    """The whole file (test split) at `path` with this stamp; errors are not cached."""
     with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
         names = SPLITS + (VALIDATION_SPLITS if int(handle.attrs["format_version"]) >= 2 else ())
         splits = {name: _read_split(handle, name, path) for name in names}
@@ -148,7 +181,7 @@ def read_feature_file(path: str | Path, split: str = "test") -> FeatureSet:
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
              "n_classes", "multilabel", "format", "format_version", "created_by"}
     _check_validation(splits, path)
-    features = FeatureSet(
+    return FeatureSet(
         dataset=str(attrs["dataset"]),
         feature=str(attrs["feature"]),
         train=splits["train"], query=splits["query"], database=splits["database"],
@@ -159,10 +192,6 @@ def read_feature_file(path: str | Path, split: str = "test") -> FeatureSet:
         validation_query=splits.get("validation/query"),
         validation_database=splits.get("validation/database"),
     )
-    try:
-        return features.for_split(split)
-    except GslbenchError as exc:
-        raise GslbenchError(f"{path}: {exc}") from None
 
 
 def _check_validation(splits: dict[str, Split], path: str | Path) -> None:

@@ -34,13 +34,15 @@ BEST_NOTE = ("Bold: the best quantized method per code length (by mean); "
 
 @dataclass(frozen=True)
 class TableKind:
-    """How one kind of table reads: its title, the names of its numbers, and which way is better."""
+    """How one kind of table reads: its title, the names of its numbers, which way is better, and
+    the note under its title (what bold means)."""
 
     title: str
     value: str
     spread: str
     higher_is_better: bool
     signed: bool
+    note: str = BEST_NOTE
 
 
 KINDS = {
@@ -49,6 +51,9 @@ KINDS = {
                      "gap", "se", False, True),
     "qerr": TableKind("database quantization MSE, mean ± std over seeds (n)", "mean", "std", False,
                       False),
+    "tuning": TableKind("validation mAP of every setting tried, mean ± std over seeds (n)", "mean",
+                        "std", True, False, "Bold: each method's choice per code length (the "
+                        "highest mean; ties: the first tried)."),
 }
 ERROR_COLUMN = "quant_mse_database"  # the results column of the `qerr` tables
 
@@ -107,7 +112,7 @@ def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
     quantized = results[(results.method != "float") & results[ERROR_COLUMN].notna()]
     errors = dict(list(seed_stats(quantized, ERROR_COLUMN).groupby(level=TABLE_KEYS)))
     for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
-        mean, std, count = _wide(stats)
+        mean, std, count = wide_stats(stats)
         tables.append(_table(key, "map", mean, std, count))
         if "float" in mean.index and len(mean) > 1:
             others = mean.index[1:]
@@ -115,11 +120,11 @@ def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
                                       mean.loc[others], std.loc[others], count.loc[others])
             tables.append(_table(key, "gap", gap, se, count.loc[others]))
         if key in errors:
-            tables.append(_table(key, "qerr", *_wide(errors[key])))
+            tables.append(_table(key, "qerr", *wide_stats(errors[key])))
     return tables
 
 
-def _wide(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def wide_stats(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One key's `seed_stats` rows -> mean, std and count frames (method variants in report order
     x code bits)."""
     stats = stats.droplevel(TABLE_KEYS)
@@ -152,7 +157,7 @@ def tables_markdown(tables: list[PaperTable]) -> str:
         cells = table.cells()
         cells = cells.mask(table.best, "**" + cells + "**")
         frame = cells.set_axis(table.headers, axis=1).rename_axis(index="method").reset_index()
-        parts += [f"## {table.title}\n", BEST_NOTE + "\n", frame_markdown(frame), ""]
+        parts += [f"## {table.title}\n", KINDS[table.kind].note + "\n", frame_markdown(frame), ""]
     return "\n".join(parts) + "\n"
 
 
