@@ -302,8 +302,8 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
         return Grid.from_mapping(settings)
     given = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
              if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
-    return Grid.from_mapping({**settings, **read_grid_file(grid_file), **given},
-                             source=str(grid_file))
+    return Grid.from_mapping({**settings, **read_grid_file(grid_file)}, source=str(grid_file),
+                             overrides=given)
 
 
 @cli.command()

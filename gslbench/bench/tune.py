@@ -84,7 +84,7 @@ def plan(grid: Grid, budget: int | None = None) -> Plan:
     has fewer than 2 seeds or no method with knobs is a user error. budget: default, the
     smallest number of settings any of the grid's tuned methods offers."""
     source = grid.source or "grid"
-    decided = sorted({name for name, _ in grid.values} & ({k.name for k in KNOBS} | {"split"}))
+    decided = sorted(grid.fields() & ({k.name for k in KNOBS} | {"split"}))
     if decided:
         raise GslbenchError(f"{source}: {decided[0]} is chosen by tune, not by the grid "
                             "(it tries each knob's tune values on the validation split)")
