@@ -132,7 +132,7 @@ def test_features_rewrites_the_split_of_an_existing_file_without_extracting(tmp_
     assert not np.array_equal(after.query.indices, before.query.indices)
     by_index = {i: row for part in before.splits().values()
                 for i, row in zip(part.indices, part.features, strict=True)}
-    for part in after.splits().values():
+    for part in after.parts().values():
         np.testing.assert_array_equal(part.features, np.stack([by_index[i] for i in part.indices]))
 
 

@@ -69,12 +69,16 @@ class FeatureSet:
         return bool(any((s.labels.sum(axis=1) > 1).any() for s in self.splits().values()))
 
     def splits(self) -> dict[str, Split]:
-        """Every part the file holds, by its group: train, query, database and (version 2)
+        """The test protocol's parts: train, query, database."""
+        return {"train": self.train, "query": self.query, "database": self.database}
+
+    def parts(self) -> dict[str, Split]:
+        """Every part the file holds, by its group: the `splits` and (format_version 2)
         validation/query, validation/database."""
         validation = {"validation/query": self.validation_query,
                       "validation/database": self.validation_database}
-        return {"train": self.train, "query": self.query, "database": self.database,
-                **{name: part for name, part in validation.items() if part is not None}}
+        return {**self.splits(), **{name: part for name, part in validation.items()
+                                    if part is not None}}
 
     def for_split(self, split: str) -> FeatureSet:
         """What a run of `split` trains on and is scored on: `test`, the file as it is;
@@ -110,7 +114,7 @@ def write_feature_file(path: str | Path, features: FeatureSet) -> None:
     """Write a feature file atomically (DESIGN.md section 3 layout)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         set_format_attrs(handle, FORMAT, FORMAT_VERSION)
-        for name, split in features.splits().items():
+        for name, split in features.parts().items():
             group = handle.create_group(name)
             group.create_dataset("features", data=split.features.astype(np.float32))
             group.create_dataset("labels", data=split.labels.astype(np.uint8))
