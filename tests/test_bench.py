@@ -18,8 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from gslbench import bench
-from gslbench.bench import Progress, format_duration, remaining_seconds
-from gslbench.bench import tune
+from gslbench.bench import Progress, format_duration, remaining_seconds, tune
 from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.cli import cli
 from gslbench.config import RunConfig

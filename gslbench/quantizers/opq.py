@@ -16,13 +16,13 @@ class OPQ(PQ):
     rotation update (its PQ is this quantizer's PQ, so sub_bits other than 8 work), then the PQ
     is refined for kmeans_iters (25) k-means iterations on the rotated vectors, starting from the
     centroids OPQ left (faiss's alternation centres the data; the encoder does not). Warm start:
-    warm_iters (5) alternations from the current rotation and centroids (each with faiss's 4
+    warm_iters (20) alternations from the current rotation and centroids (each with faiss's 4
     k-means iterations, the first too), then the same refinement. The snap space is the rotated
     space, cut into M sub-vectors; queries are rotated before the ADC tables are built.
     """
 
     name = "opq"
-    OPTIONS = {"kmeans_iters": 25, "opq_iters": 50, "warm_iters": 5}
+    OPTIONS = {"kmeans_iters": 25, "opq_iters": 50, "warm_iters": 20}
 
     @property
     def rotation(self) -> np.ndarray:
