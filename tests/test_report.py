@@ -290,3 +290,17 @@ def test_a_malformed_run_file_is_an_error_naming_the_run(tmp_path, damage):
         broken.train_log.write_bytes(b'epoch,sim_loss\n1,"unterminated\n')
     with pytest.raises(GslbenchError, match=f"{broken.path}: metrics.json or train_log.csv is not what"):
         read_runs(runs)
+
+
+def test_codebook_sizes_get_tables_of_their_own(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="float", seed=0), 0.9),
+            make_run(tmp_path, RunConfig(method="two-step", bits=16, sub_bits=4, seed=0), 0.7),
+            make_run(tmp_path, RunConfig(method="two-step", bits=16, sub_bits=8, seed=0), 0.8)]
+    results, markdown = write_report(runs, tmp_path / "report")
+    tables = tables_of(results)
+    small, large = tables[((*KEY[:4], 4), "map")], tables[((*KEY[:4], 8), "map")]
+    assert small.value.at["two-step", 16] == 0.7 and large.value.at["two-step", 16] == 0.8
+    assert small.value.at["float", 16] == large.value.at["float", 16] == 0.9  # one ceiling
+    assert "## digits (pixels), PQ, 16-word codebooks, pairwise loss: mAP" in markdown
+    assert sorted(results.sub_bits) == [4, 8, 8]
+    assert (tmp_path / "report" / "digits-pixels-pairwise-pq-16w-pr_curve.png").is_file()
