@@ -74,6 +74,9 @@ def test_the_validation_split_is_carved_from_the_training_pool_only(inside):
     assert all(np.array_equal(split[k], again[k]) for k in split)  # seeded by the split seed
     other = split_indices(labels, protocol, seed=5)
     assert not np.array_equal(other["validation_query"], vq)
+    with pytest.raises(GslbenchError, match="4 validation queries per class leave no validation"):
+        split_indices(labels, dataclasses.replace(protocol, train_per_class=4,
+                                                  validation_query_per_class=4), seed=4)
     # the test parts are those drawn before validation splits existed (drawn first)
     unchanged = split_indices(labels, dataclasses.replace(protocol, validation_query_per_class=7), 4)
     for part in ("query", "train", "database"):

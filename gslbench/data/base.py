@@ -95,6 +95,9 @@ def split_indices(labels: np.ndarray, protocol: Protocol, seed: int) -> dict[str
     train = _draw_per_class(labels, in_database, protocol.train_per_class, rng)
     if not protocol.train_in_database:
         in_database[train] = False
+    if protocol.validation_queries >= protocol.train_per_class:
+        raise GslbenchError(f"{protocol.validation_queries} validation queries per class leave no "
+                            f"validation database in a training pool of {protocol.train_per_class}")
     in_train = np.zeros(len(labels), bool)
     in_train[train] = True
     validation_query = _draw_per_class(labels, in_train, protocol.validation_queries, rng)
