@@ -304,3 +304,12 @@ def test_codebook_sizes_get_tables_of_their_own(tmp_path):
     assert "## digits (pixels), PQ, 16-word codebooks, pairwise loss: mAP" in markdown
     assert sorted(results.sub_bits) == [4, 8, 8]
     assert (tmp_path / "report" / "digits-pixels-pairwise-pq-16w-pr_curve.png").is_file()
+
+
+def test_validation_runs_are_never_reported_with_test_runs(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="qloss", bits=16, seed=0), 0.8),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, seed=0, split="validation"), 0.7)]
+    assert runs[0].run_id != runs[1].run_id
+    with pytest.raises(GslbenchError, match="the runs mix the test and validation splits"):
+        read_runs(runs)
+    assert read_runs(runs[1:]).results["map"].tolist() == [0.7]

@@ -45,7 +45,9 @@ class Evaluated:
 
 
 def read_runs(runs: Iterable[RunDir]) -> Evaluated:
-    """Read the runs that have metrics.json; the others are named in a warning and skipped."""
+    """Read the runs that have metrics.json; the others are named in a warning and skipped. Runs
+    of the test and the validation split together are a user error (their mAPs are not
+    comparable)."""
     metrics, missing = [], []
     for run_dir in runs:
         if run_dir.metrics.is_file():
@@ -57,6 +59,10 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
     if not metrics:
         raise GslbenchError(f"no evaluated runs to report (none of the {len(missing)} run(s) given "
                             "has metrics.json; run `gslbench evaluate RUN`)")
+    splits = {record.get("config", {}).get("split", "test") for _, record in metrics}
+    if len(splits) > 1:  # validation-split (tuning) runs are scored on other items
+        raise GslbenchError("the runs mix the test and validation splits (tuning runs); report "
+                            "them apart (tune's runs are under RESULTS/tuning)")
     rows, points, logs = [], [], []
     for run_dir, record in metrics:
         try:
