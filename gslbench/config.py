@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from gslbench.data.featurefile import RUN_SPLITS
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS, Method
 from gslbench.quantizers import QUANTIZERS, make_quantizer
@@ -45,6 +46,9 @@ SETTINGS: tuple[Setting, ...] = (
             high=2.0, low_open=True),
     Setting("seed", int, 0, "Seed of the initialisation, batches and codebooks.", low=0,
             high=MAX_SEED),
+    Setting("split", str, "test", "What the run trains and is scored on: test (the protocol's "
+            "training pool, queries and database) or validation (tuning: the training pool minus "
+            "the validation queries; scored on the validation split).", choices=RUN_SPLITS),
 )
 # The options of `gslbench features` (the features step), checked the same way.
 FEATURE_SETTINGS: tuple[Setting, ...] = (

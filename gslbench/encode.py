@@ -14,7 +14,10 @@ Format `gslbench.codes`, version 3 (DESIGN.md section 3):
            list of the protocol's K), map_top (0: mAP over the whole database), train_seconds,
            encode_seconds, and the sha256 of the inputs it was made from: config_sha256 (the
            run's config.json), features_sha256, model_sha256, quantizer_sha256 ("" for float);
-           content_sha256 (`gslbench.storage`): a digest of everything above
+           database_quant_mse and query_quant_mse (mean squared quantization error of the
+           database and of the query representations), items (JSON: count and sha256 of the
+           source indices of the queries and the database); content_sha256
+           (`gslbench.storage`): a digest of everything above
 
 `read_codes` checks the content (shapes, finite representations and codebooks, codes in range,
 0/1 labels); `check_encoded` also checks that the file is bound to its run directory. Files of
@@ -33,7 +36,7 @@ import numpy as np
 
 from gslbench import layout
 from gslbench.data import get_dataset
-from gslbench.data.featurefile import check_labels, read_feature_file
+from gslbench.data.featurefile import check_labels, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
@@ -86,7 +89,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             return run_dir.codes
         except GslbenchError as exc:
             log.warning("%s; encoding run %s again", exc, run_dir.run_id)
-    features = read_feature_file(features_file.path)
+    features = read_feature_file(features_file.path, config.split)
     model = load_model(run_dir, config, features.dim)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
     start = time.perf_counter()
@@ -112,8 +115,17 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             "config_sha256": sha256_file(run_dir.config),
             "features_sha256": features_file.sha256, "model_sha256": record["model_sha256"],
             "quantizer_sha256": record.get("quantizer_sha256") or "",
+            "database_quant_mse": squared_error(database, quantizer.decode(codes)),
+            "query_quant_mse": squared_error(queries, quantizer.decode(quantizer.encode(queries))),
+            "items": json.dumps({"query": items_record(features.query),
+                                 "database": items_record(features.database)}),
         })
     return run_dir.codes
+
+
+def squared_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
+    """Mean over the rows of (n, d) float32 x of ||x - reconstruction||^2 (float64 sums)."""
+    return float(np.mean(np.sum((x.astype(np.float64) - reconstruction) ** 2, axis=1)))
 
 
 def _finite(representations: np.ndarray, run: layout.RunDir, split: str) -> np.ndarray:

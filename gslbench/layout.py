@@ -19,6 +19,9 @@ on one layout (DESIGN.md section 1) and none of them spells a name itself:
     RESULTS/runs/.RUN.*                      a run directory being built or retired (never read)
     RESULTS/runs/RUN/.NAME.*.tmp             a file being written (never read)
     RESULTS/report/                          the report
+    RESULTS/tuning/runs/RUN/...              `gslbench tune`'s runs (split "validation"), as above
+    RESULTS/tuning/tuned.toml                tune: the chosen knob values (`bench --tuned`)
+    RESULTS/tuning/tuning.md                 tune: every setting tried and its validation mAP
 
 This module imports nothing heavy: the report side uses it to find runs.
 """
@@ -33,6 +36,7 @@ from gslbench.errors import GslbenchError
 RUNS = "runs"
 REPORT = "report"
 LOCK = ".bench.lock"
+TUNING = "tuning"
 
 
 def raw_dir(data_dir: str | Path, dataset: str) -> Path:
@@ -53,6 +57,21 @@ def runs_dir(results_dir: str | Path) -> Path:
 def report_dir(results_dir: str | Path) -> Path:
     """RESULTS/report: the default report folder."""
     return Path(results_dir) / REPORT
+
+
+def tuning_dir(results_dir: str | Path) -> Path:
+    """RESULTS/tuning: tune's results folder (its runs under runs/, like RESULTS')."""
+    return Path(results_dir) / TUNING
+
+
+def tuned_path(results_dir: str | Path) -> Path:
+    """RESULTS/tuning/tuned.toml: tune's choices."""
+    return tuning_dir(results_dir) / "tuned.toml"
+
+
+def tuning_table_path(results_dir: str | Path) -> Path:
+    """RESULTS/tuning/tuning.md: tune's table of every setting tried."""
+    return tuning_dir(results_dir) / "tuning.md"
 
 
 def lock_path(results_dir: str | Path) -> Path:

@@ -24,7 +24,7 @@ import torch
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
-from gslbench.data.featurefile import FeatureSet, read_feature_file
+from gslbench.data.featurefile import FeatureSet, feature_file_sha256, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import TrainResult, train
 from gslbench.methods.model import EmbeddingNet, build_model
@@ -60,7 +60,7 @@ class FeatureFile:
         if not path.is_file():
             raise GslbenchError(f"{path}: no such file; run `gslbench download {path.parent.name}` "
                                 f"and `gslbench features {path.parent.name}` first")
-        return cls(path, sha256_file(path))
+        return cls(path, feature_file_sha256(path))
 
 
 def run_features(config: RunConfig, data_dir: str | Path) -> FeatureFile:
@@ -86,7 +86,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
                 return run
             except GslbenchError as exc:
                 log.warning("%s; training run %s again", exc, run.run_id)
-    features = read_feature_file(features_file.path)
+    features = read_feature_file(features_file.path, config.split)
     if (features.dataset, features.feature) != (config.dataset, config.feature):
         raise GslbenchError(f"{features_file.path}: holds {features.dataset}/{features.feature}, "
                             f"not {config.dataset}/{config.feature}")
@@ -122,6 +122,7 @@ def _write_run(run: layout.RunDir, config: RunConfig, result: TrainResult, featu
             "features_file": str(features_file.path),
             "features_sha256": features_file.sha256,
             "source_sha256": features.source_sha256,
+            "train_items": items_record(features.train),
             "model_sha256": sha256_file(staging.model),
             "quantizer_sha256": sha256_file(staging.quantizer) if result.quantizer else None,
             "train_log_sha256": sha256_file(staging.train_log),

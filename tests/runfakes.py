@@ -3,6 +3,7 @@ train_log.csv, in the formats the pipeline writes.
 
 `MAPS` holds the mAP of every (method, bits) per seed; float (bits 0) is the ceiling. At 16 bits
 qloss and gsl tie on mean (0.80), at 32 bits qloss is best; float beats every quantized method.
+A quantized run's encode errors are (1 - mAP) / 10 (database) and (1 - mAP) / 5 (queries).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True
                    "precision_at": {"10": value, "100": value * 0.9},
                    "recall_at": {"1": value / 10, "10": value / 2, "100": value},
                    "pr_curve": [[r, value * (1 - r / 2)] for r in np.linspace(0, 1, 11)],
-                   "train_s": 1.0, "encode_s": 0.1, "eval_s": 0.2}
+                   "train_s": 1.0, "encode_s": 0.1, "eval_s": 0.2,
+                   "quant_mse": {"database": (1 - value) / 10 if quantized else 0.0,
+                                 "query": (1 - value) / 5 if quantized else 0.0}}
         run.metrics.write_text(json.dumps(metrics))
     return run
 

@@ -93,14 +93,14 @@ def test_build_features_with_efficientnet_records_provenance(tmp_path, monkeypat
     dataset = datasets.DATASETS["fashion-mnist"]
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", dataclasses.replace(
         dataset, protocol=dataclasses.replace(dataset.protocol, query_per_class=1,
-                                              train_per_class=1)))
+                                              train_per_class=2)))  # 1 validation query
     datasets.download("fashion-mnist", tmp_path / "data")
     path = build_features("fashion-mnist", tmp_path / "data", image_size=32,
                                    batch_size=16)
     assert path.name == "efficientnet-lite0-32.h5"
     features = read_feature_file(path)
     assert features.dim == 1280 and features.feature == "efficientnet-lite0-32"
-    assert len(features.database.indices) == 40 - 20
+    assert len(features.database.indices) == 40 - 30
     with h5py.File(path) as handle:
         assert handle.attrs["backbone"] == "efficientnet-lite0"
         assert handle.attrs["image_size"] == 32

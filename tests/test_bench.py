@@ -18,9 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from gslbench import bench
-from gslbench.bench import Progress, format_duration, remaining_seconds
+from gslbench.bench import Progress, format_duration, remaining_seconds, tune
 from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.cli import cli
+from gslbench.config import RunConfig
+from gslbench.methods import METHODS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHORT = ["--epochs", "4", "--warmup-epochs", "1", "--epochs-per-refit", "2"]
@@ -80,13 +82,63 @@ def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_pat
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
 
 
-def test_results_toml_is_the_grid_of_the_two_bench_commands_it_replaced(tmp_path):
-    flags = ["-d", "digits,fashion-mnist", "--quantizers", "pq,opq", "--seeds", "0,1,2"]
-    tuned = dry_run(tmp_path, *flags, "--gsl-alpha", "0.25")[0]
-    default_gsl = dry_run(tmp_path, *flags, "--methods", "gsl")[0]
-    rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"))
-    assert sorted(rows) == sorted(tuned + default_gsl)
-    assert count.startswith("258 cells:")  # per data set: float 3 + 6 methods x 18 + 18 for gsl α=1
+def registered(name: str) -> tuple[dict, list[RunConfig]]:
+    """A benchmarks grid file's settings and its cells for the methods registered here (the
+    results grid also names methods that other branches register)."""
+    settings = read_grid_file(BENCHMARKS / name)
+    methods = [m for m in settings["method"] if m in METHODS]
+    return settings, Grid.from_mapping(settings, overrides={"method": methods}).cells()
+
+
+def test_results_toml_covers_both_pressure_regimes_for_every_registered_method(tmp_path):
+    settings, cells = registered("results.toml")
+    assert set(METHODS) <= set(settings["method"])
+    regimes = {(c.dataset, c.quantizer, c.bits, c.sub_bits, c.seed) for c in cells if c.quantized}
+    five, three = range(5), range(3)
+    assert regimes == {  # 16-word codebooks from 8 bits, 256-word ones from 16, 5 seeds
+        *(("fashion-mnist", q, b, 4, s) for q in ("pq", "opq") for b in (8, 16, 32, 64) for s in five),
+        *(("fashion-mnist", q, b, 8, s) for q in ("pq", "opq") for b in (16, 32, 64) for s in five),
+        # one code length per regime, 3 seeds: RQ and LSQ, and digits
+        *(("fashion-mnist", q, b, w, s) for q in ("rq", "lsq") for b, w in ((8, 4), (16, 8)) for s in three),
+        *(("digits", q, b, w, s) for q in ("pq", "opq") for b, w in ((8, 4), (16, 8)) for s in three),
+    }
+    quantized = len([m for m in settings["method"] if m in METHODS]) - 1  # all but float
+    floats = 5 + 3  # a float run per data set and seed
+    assert len(cells) == quantized * len(regimes) + floats
+    rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"), "--methods", ",".join(METHODS))
+    assert sorted(row[0] for row in rows) == sorted(c.run_id for c in cells)
+    assert count.startswith(f"{len(cells)} cells:")
+
+
+def test_tuning_toml_tunes_exactly_the_cells_of_results_toml():
+    results_settings, results = registered("results.toml")
+    settings, tuning = registered("tuning.toml")
+    with_knobs = [m for m in results_settings["method"] if m not in ("float", "two-step")]
+    assert settings["method"] == with_knobs
+    tuned = {m for m in METHODS if METHODS[m].knobs}
+
+    def cells(configs):
+        return {(c.dataset, c.feature, c.quantizer, c.bits, c.sub_bits, c.method) for c in configs
+                if c.method in tuned}
+    assert cells(tuning) == cells(results)
+    assert len(set(settings["seed"])) >= 2 and not {c.seed for c in tuning} & {c.seed for c in results}
+    plan = tune.plan(Grid.from_mapping(settings, overrides={"method": sorted(tuned)}))
+    assert len(plan.runs) == len(cells(tuning)) * plan.budget * 2
+
+
+def test_grid_parts_are_a_union_and_flags_override_every_part(tmp_path):
+    grid = write_toml(tmp_path, 'method = "two-step"\nseed = [0, 1]\n[[grid]]\nbits = [8, 16]\n'
+                                "sub_bits = 4\n[[grid]]\nbits = 16\nseed = 5\n")
+    rows, _ = dry_run(tmp_path, str(grid))
+    assert sorted(row[2] for row in rows) == sorted([
+        "digits two-step pq 8 bits seed 0 sub_bits=4", "digits two-step pq 8 bits seed 1 sub_bits=4",
+        "digits two-step pq 16 bits seed 0 sub_bits=4", "digits two-step pq 16 bits seed 1 sub_bits=4",
+        "digits two-step pq 16 bits seed 5 sub_bits=8"])
+    rows, _ = dry_run(tmp_path, str(grid), "--seeds", "3")
+    assert {row[2].split(" seed ")[1].split()[0] for row in rows} == {"3"} and len(rows) == 3
+    for text, fragment in (("grid = 3\n", "grid must be a list of tables"),
+                           ("[[grid]]\nbitz = 8\n", "unknown key 'bitz'")):
+        assert_user_error(invoke(tmp_path, "bench", str(write_toml(tmp_path, text))), fragment)
 
 
 def test_hyper_parameter_lists_are_axes_only_for_the_methods_that_use_them(tmp_path):

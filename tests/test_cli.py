@@ -191,7 +191,7 @@ def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
                     "pq,opq,rq,lsq", "--bits", "16", "--epochs", "3", "--warmup-epochs", "1")
     assert result.exit_code == 0, result.output
     for quantizer in ("PQ", "OPQ", "RQ", "LSQ"):
-        assert f"## digits (pixels), {quantizer}, pairwise loss" in result.output
+        assert f"## digits (pixels), {quantizer}, 256-word codebooks, pairwise loss" in result.output
     assert len(run_dirs(tmp_path)) == 8
 
 

@@ -726,7 +726,8 @@ def test_a_nan_map_is_not_shown_as_a_missing_cell():
     results = pd.DataFrame([{"dataset": "digits", "feature": "pixels", "loss": "pairwise",
                              "quantizer": "none" if m == "float" else "pq", "method": m,
                              "variant": v, "code_bits": b, "seed": 0, "map": value,
-                             "search": "adc", "metric": "l2"}
+                             "search": "adc", "metric": "l2", "sub_bits": 8,
+                             "quant_mse_database": 0.0 if m == "float" else 0.1}
                             for m, v, b, value in rows])
     cells = paper_tables(results)[0].cells()
     assert cells.loc["gsl α=1 k=8", 16] == "NaN" and cells.loc["gsl α=1 k=8", 32] == MISSING

@@ -17,14 +17,14 @@ from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.report import select_runs, write_report
-from gslbench.report.document import gsl_verdicts
 from gslbench.report.frames import read_runs
 from gslbench.report.plots import method_colours
+from gslbench.report.stats import comparisons
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown
 
 GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=0.1"
-KEY = ("digits", "pixels", "pairwise", "pq", "adc", "l2")  # the default mode goes unsaid
-SLUG = "digits-pixels-pairwise-pq"
+KEY = ("digits", "pixels", "pairwise", "pq", 8, "adc", "l2")  # the default mode goes unsaid
+SLUG = "digits-pixels-pairwise-pq-256w"
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_missing_cells_and_variants_of_one_method(tmp_path):
     assert list(map_table.value.index) == ["float", QLOSS, "qloss λ=1"]
     assert map_table.cells().at[QLOSS, 32] == "—" and not map_table.best.at[QLOSS, 32]
     assert map_table.best[32].tolist() == [False, False, True]
-    assert tables_markdown(tables).count("| — |") == 2  # in the mAP and the gap table
+    assert tables_markdown(tables).count("| — |") == 3  # in the mAP, gap and error tables
     assert tables[1].cells().at[QLOSS, 16] == "+0.1500 (1)"  # no spread from single seeds
     assert r"qloss $\lambda$=0.1 & \textbf{0.7500 (1)} & --- \\" in tables_latex(tables)  # one seed
     assert set(method_colours(map_table.value.index).values()) == {"#000000", "#1f77b4", "#ff7f0e"}
@@ -106,17 +106,18 @@ def test_latex_tables_are_booktabs_with_a_row_per_method(report):
     unescaped = re.sub(r"\\[{}]", "", text)
     assert unescaped.count("{") == unescaped.count("}")
     assert text.isascii()  # ± α λ − written as LaTeX
-    assert text.count(r"\begin{table}") == text.count(r"\end{table}") == 2
+    assert text.count(r"\begin{table}") == text.count(r"\end{table}") == 3  # mAP, gap, error
     for rule in (r"\toprule", r"\bottomrule"):
-        assert text.count(rule) == 2
+        assert text.count(rule) == 3
     map_table, gap_table = text.split(r"\end{table}")[:2]
     assert re.findall(r"^(.*?) & ", map_table, re.M) == [
         "Method", "float", "two-step", r"qloss $\lambda$=0.1", r"gsl $\alpha$=1 k=8 select=aligned"]
     assert map_table.count(r"\midrule") == 2  # under the header, and under the float ceiling
     assert gap_table.count(r"\midrule") == 1 and gap_table.count(r"\\") == 4
     assert r"\textbf{0.8000 $\pm$ 0.0200 (3)}" in map_table and map_table.count(r"\textbf") == 3
-    assert r"\label{tab:digits-pixels-pairwise-pq-gap}" in gap_table
-    assert r"\caption{digits (pixels), PQ, pairwise loss: gap to float (float mAP $-$ mAP)" in gap_table
+    assert r"\label{tab:digits-pixels-pairwise-pq-256w-gap}" in gap_table
+    assert (r"\caption{digits (pixels), PQ, 256-word codebooks, pairwise loss: gap to float "
+            r"(float mAP $-$ mAP)") in gap_table
     for line in map_table.splitlines():
         if line.endswith(r"\\"):
             assert line.count("&") == 2  # method + two code lengths
@@ -177,7 +178,7 @@ def test_index_html_is_self_contained(report):
     folder, _, _ = report
     page = (folder / "index.html").read_text()
     assert page.count("<img ") == len(FIGURES) == page.count('src="data:image/png;base64,')
-    assert page.count('<table class="paper"') == 2
+    assert page.count('<table class="paper"') == 3  # mAP, gap to float, database error
     assert not re.search(r'(src|href)="(?!data:|#)', page)  # no file or network reference
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)".*?<code>([^<]+)</code>', page)
     assert [name for _, name in embedded] == [f"{stem}.png" for stem in FIGURES]
@@ -185,13 +186,19 @@ def test_index_html_is_self_contained(report):
         assert base64.b64decode(data) == (folder / name).read_bytes()
 
 
-def test_verdicts_need_twice_the_standard_error(report):
+def test_paired_verdicts_on_the_made_up_seeds(report):
     _, results, _ = report
-    verdicts = gsl_verdicts(results).set_index(["code_bits", "baseline"])["verdict"]
-    assert verdicts[(16, "two-step")] == "win"
-    assert verdicts[(16, QLOSS)] == "tie"
-    assert verdicts[(32, QLOSS)] == "loss"
-    assert verdicts[(32, "two-step")] == "tie"
+    table = comparisons(results).set_index(["code_bits", "method", "against"])
+    # gsl 16 - two-step 16 per seed: 0.11, 0.08, 0.11: t(0.975, 2) = 4.303 (a t table)
+    row = table.loc[(16, GSL, "two-step")]
+    half = 4.303 * np.std([0.11, 0.08, 0.11], ddof=1) / np.sqrt(3)
+    assert row["mean"] == pytest.approx(0.10) and row.n == 3 and row.positive == 3
+    assert row.low == pytest.approx(0.10 - half, abs=1e-4) and row.verdict == "win"
+    assert table.loc[(16, GSL, QLOSS)].verdict == "tie"  # 0.01, 0.01, -0.02
+    assert table.loc[(32, GSL, QLOSS)].verdict == "loss"  # -0.10, -0.12, -0.08
+    assert table.loc[(32, GSL, "two-step")].verdict == "tie"  # 0, -0.02, 0.02
+    assert table.loc[(16, QLOSS, "two-step")].verdict == "win"
+    assert len(table) == 6  # per code length: qloss and gsl against two-step, gsl against qloss
 
 
 def test_results_document(tmp_path):
@@ -200,9 +207,13 @@ def test_results_document(tmp_path):
     text = doc.read_text()
     assert text.startswith("# gslbench results\n\nTuning: none.\n")
     assert "gsl_alpha=1.0" in text and "method=float/gsl/qloss/two-step" in text
-    assert f"| {GSL} | {QLOSS} | 1 | 1 |" in text  # one loss, one tie against qloss
-    assert "gap to float" in text
-    assert "quant_mse_refit" in text and f"| digits | pq | 16 | {GSL} | 0.2000 | 0.16000 |" in text
+    assert f"| {GSL} | {QLOSS} | 0 | 1 | 1 | 0 |" in text  # one tie, one loss against qloss
+    assert "gap to float" in text and "database quantization MSE" in text
+    assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
+            f"mAP below float; {GSL} ties two-step (+0.0000, 95% CI [-0.0497, +0.0497], 1/3 seeds "
+            f"above); loses to {QLOSS} (-0.1000, 95% CI [-0.1497, -0.0503], 0/3 seeds above).") in text
+    # the training set's last-epoch error beside encode's database and query errors
+    assert f"| digits | pq | 256 | 16 | {GSL} | 0.2000 | 0.16000 | 0.02000 | 0.04000 |" in text
 
 
 def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):
@@ -304,11 +315,11 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     results, markdown = write_report(runs, folder)
     assert len(results) == 42 and set(results.search) == {"adc", "sdc"}
     tables = tables_of(results)
-    sdc_key = (*KEY[:4], "sdc", "ip")
+    sdc_key = (*KEY[:5], "sdc", "ip")
     np.testing.assert_allclose(tables[(sdc_key, "map")].value.loc[GSL],
                                tables[(KEY, "map")].value.loc[GSL] - 0.1)
-    assert f"## {KEY[0]} (pixels), PQ, pairwise loss: mAP" in markdown  # the default title
-    assert "PQ, pairwise loss, SDC, inner product: mAP" in markdown
+    assert f"## {KEY[0]} (pixels), PQ, 256-word codebooks, pairwise loss: mAP" in markdown
+    assert "PQ, 256-word codebooks, pairwise loss, SDC, inner product: mAP" in markdown
     assert (folder / f"{SLUG}-sdc-ip-recall_at.png").is_file()
     speed = pd.read_csv(folder / "search.csv")
     float_runs = speed[speed.variant == "float"]
@@ -324,3 +335,26 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     assert "| exact search (reference) | none |" in (folder / "search.md").read_text()
     page = (folder / "index.html").read_text()
     assert 'id="search-table"' in page and "search_recall_qps.png" in page
+
+
+def test_codebook_sizes_get_tables_of_their_own(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="float", seed=0), 0.9),
+            make_run(tmp_path, RunConfig(method="two-step", bits=16, sub_bits=4, seed=0), 0.7),
+            make_run(tmp_path, RunConfig(method="two-step", bits=16, sub_bits=8, seed=0), 0.8)]
+    results, markdown = write_report(runs, tmp_path / "report")
+    tables = tables_of(results)
+    small, large = tables[((*KEY[:4], 4, *KEY[5:]), "map")], tables[((*KEY[:4], 8, *KEY[5:]), "map")]
+    assert small.value.at["two-step", 16] == 0.7 and large.value.at["two-step", 16] == 0.8
+    assert small.value.at["float", 16] == large.value.at["float", 16] == 0.9  # one ceiling
+    assert "## digits (pixels), PQ, 16-word codebooks, pairwise loss: mAP" in markdown
+    assert sorted(results.sub_bits) == [4, 8, 8]
+    assert (tmp_path / "report" / "digits-pixels-pairwise-pq-16w-pr_curve.png").is_file()
+
+
+def test_validation_runs_are_never_reported_with_test_runs(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method="qloss", bits=16, seed=0), 0.8),
+            make_run(tmp_path, RunConfig(method="qloss", bits=16, seed=0, split="validation"), 0.7)]
+    assert runs[0].run_id != runs[1].run_id
+    with pytest.raises(GslbenchError, match="the runs mix the test and validation splits"):
+        read_runs(runs)
+    assert read_runs(runs[1:]).results["map"].tolist() == [0.7]

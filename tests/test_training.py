@@ -13,6 +13,8 @@ from gslbench.data.featurefile import FeatureSet, Split, multi_hot
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import train
 from gslbench.methods.losses import LOSSES, PairwiseCosineLoss
+from gslbench.methods.model import embed
+from gslbench.quantizers import make_quantizer
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +38,23 @@ def test_log_has_one_row_per_epoch_with_the_documented_columns(features):
     result = train(dataclasses.replace(BASE, method="gsl"), features, show_progress=False)
     assert [row["epoch"] for row in result.log] == list(range(1, 7))
     assert set(result.log[0]) == {"epoch", "sim_loss", "quant_mse", "quant_mse_refit", "seconds"}
-    assert np.isnan(result.log[0]["quant_mse"])  # warm-up: no codebooks yet
-    assert all(row["quant_mse"] > 0 for row in result.log[2:])
-    monitored = [row["epoch"] for row in result.log if not np.isnan(row["quant_mse_refit"])]
-    assert monitored == [2, 4, 6]  # end of warm-up, every epochs_per_refit, last
+    refits = [row["epoch"] for row in result.log if not np.isnan(row["quant_mse_refit"])]
+    assert refits == [2, 4, 6]  # end of warm-up, every epochs_per_refit, last
+    in_use = [row["epoch"] for row in result.log if not np.isnan(row["quant_mse"])]
+    assert in_use == [4, 6]  # at a refit, under the codebooks of the one before
+    assert all(row["quant_mse"] > row["quant_mse_refit"] > 0 for row in result.log[3::2])
     assert result.quantizer.is_fitted
+
+
+@pytest.mark.parametrize("method", ["gsl", "qloss", "two-step"])
+def test_the_final_codebooks_are_fitted_on_the_final_representations(features, method):
+    result = train(dataclasses.replace(BASE, method=method), features, show_progress=False)
+    final = embed(result.model, features.train.features)
+    assert result.quantizer.quantization_error(final) == pytest.approx(
+        result.log[-1]["quant_mse_refit"], rel=1e-6)
+    if method == "two-step":  # its one fit, from scratch, on the trained network
+        fresh = make_quantizer("pq", 16, 16, seed=BASE.seed).fit(final)
+        np.testing.assert_array_equal(result.quantizer.codebooks, fresh.codebooks)
 
 
 def test_two_step_trains_the_float_network(features):

@@ -38,7 +38,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gslbench import layout
 from gslbench.bench.executors import ExecutorConfig
-from gslbench.bench.grid import Grid
+from gslbench.bench.grid import Cells, Grid
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
 from gslbench.data.features import build_features
@@ -92,7 +92,7 @@ def cell_state(run: layout.RunDir, features: FeatureFile | None) -> CellState:
     return CellState("done")
 
 
-def grid_status(grid: Grid, data_dir: str | Path,
+def grid_status(grid: Grid | Cells, data_dir: str | Path,
                 results_dir: str | Path) -> list[tuple[RunConfig, CellState]]:
     """Every cell of the grid with its state (feature files that exist are hashed once)."""
     cells = grid.cells()
@@ -112,7 +112,7 @@ def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
     return run
 
 
-def run_grid(grid: Grid, data_dir: str | Path, results_dir: str | Path,
+def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
              executor: ExecutorConfig | None = None, force: bool = False,
              show_progress: bool = True) -> BenchResult:
     """Run every cell that is not done (all with `force`) on `executor` (default: local, one
@@ -179,7 +179,7 @@ class Progress:
     is always logged as an error line.
     """
 
-    def __init__(self, total: int, done: int, grid: Grid, bar: bool) -> None:
+    def __init__(self, total: int, done: int, grid: Grid | Cells, bar: bool) -> None:
         self.total, self.done, self.finished_here = total, done, 0
         self.fields = tuple(grid.axes())
         self.start = time.monotonic()

@@ -9,7 +9,16 @@ A grid is declared in a TOML file (`gslbench bench GRID.toml`) whose keys are Ru
     epochs = 40                            # a scalar is a setting shared by every cell
 
 or given by bench's flags. A field left out takes its RunConfig default, except `feature`, which
-defaults to each data set's own feature.
+defaults to each data set's own feature. A grid may be a union of products: each `[[grid]]` table
+is one part, its keys over the file's top-level ones:
+
+    method = ["float", "two-step", "qloss", "gsl"]
+    [[grid]]                               # 16-word codebooks at 8 to 64 bits
+    sub_bits = 4
+    bits = [8, 16, 32, 64]
+    [[grid]]                               # 256-word codebooks at 16 to 64 bits
+    sub_bits = 8
+    bits = [16, 32, 64]
 """
 
 from __future__ import annotations
@@ -42,25 +51,39 @@ DEFAULT_AXES: dict[str, tuple] = {
 
 @dataclass(frozen=True)
 class Grid:
-    """The values of each given RunConfig field, in field order; `source` names the TOML file."""
+    """The values of each given RunConfig field (in field order) per part; the grid's cells are
+    the union of its parts' products. `source` names the TOML file."""
 
-    values: tuple[tuple[str, tuple], ...]
+    parts: tuple[tuple[tuple[str, tuple], ...], ...]
     source: str = ""
 
     @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any], source: str = "") -> Grid:
-        """A grid from {field: value or list of values}; unknown fields and wrong types are errors."""
-        unknown = sorted(set(settings) - set(FIELD_TYPES))
-        if unknown:
-            raise GslbenchError(f"{source or 'grid'}: unknown key {unknown[0]!r}; "
-                                f"known: {', '.join(FIELD_TYPES)}")
-        values = tuple((name, _field_values(name, settings[name], source))
-                       for name in FIELD_TYPES if name in settings)
-        return cls(values, source)
+    def from_mapping(cls, settings: Mapping[str, Any], source: str = "",
+                     overrides: Mapping[str, Any] | None = None) -> Grid:
+        """A grid from {field: value or list of values}; unknown fields and wrong types are errors.
+
+        A `grid` key holding a list of tables (TOML `[[grid]]`) makes one part per table, its
+        keys over the others; `overrides` (the flags given on bench's command line) go over all.
+        """
+        settings = dict(settings)
+        tables = settings.pop("grid", [{}])
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            raise GslbenchError(f"{source or 'grid'}: grid must be a list of tables ([[grid]]), "
+                                f"got {tables!r}")
+        return cls(tuple(_part({**settings, **table, **(overrides or {})}, source)
+                         for table in tables), source)
+
+    def fields(self) -> set[str]:
+        """The fields the grid sets (in any part)."""
+        return {name for part in self.parts for name, _ in part}
 
     def axes(self) -> dict[str, tuple]:
-        """The fields with more than one value."""
-        return {name: values for name, values in self.values if len(values) > 1}
+        """The fields with more than one value (within a part or across parts)."""
+        found: dict[str, dict] = {}
+        for part in self.parts:
+            for name, values in part:
+                found.setdefault(name, {}).update(dict.fromkeys(values))
+        return {name: tuple(values) for name, values in found.items() if len(values) > 1}
 
     def cells(self) -> list[RunConfig]:
         """The distinct resolved configs of the grid, all validated (every setting's range,
@@ -69,20 +92,54 @@ class Grid:
         Float cells collapse across bits and quantizers, and a setting a method does not use does
         not split its runs (`RunConfig.resolved`).
         """
-        names = [name for name, _ in self.values]
         configs: dict[str, RunConfig] = {}
         try:
-            for combination in itertools.product(*(values for _, values in self.values)):
-                settings = dict(zip(names, combination, strict=True))
-                dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default))
-                settings.setdefault("feature", dataset.default_feature)
-                # a feature is a backbone's name, suffixed with a CNN input size (`-224`)
-                check_feature(dataset, re.sub(r"-\d+$", "", settings["feature"]))
-                config = RunConfig(**settings).resolved()
-                configs.setdefault(config.run_id, config)
+            for part in self.parts:
+                names = [name for name, _ in part]
+                for combination in itertools.product(*(values for _, values in part)):
+                    config = _config(dict(zip(names, combination, strict=True)))
+                    configs.setdefault(config.run_id, config)
         except GslbenchError as exc:
             raise GslbenchError(f"{self.source}: {exc}" if self.source else str(exc)) from None
         return list(configs.values())
+
+
+def _part(settings: Mapping[str, Any], source: str) -> tuple[tuple[str, tuple], ...]:
+    unknown = sorted(set(settings) - set(FIELD_TYPES))
+    if unknown:
+        raise GslbenchError(f"{source or 'grid'}: unknown key {unknown[0]!r}; "
+                            f"known: {', '.join(FIELD_TYPES)}")
+    return tuple((name, _field_values(name, settings[name], source))
+                 for name in FIELD_TYPES if name in settings)
+
+
+def _config(settings: dict[str, Any]) -> RunConfig:
+    """The resolved RunConfig of one combination; `feature` defaults to the data set's own."""
+    dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default))
+    settings.setdefault("feature", dataset.default_feature)
+    # a feature is a backbone's name, suffixed with a CNN input size (`-224`)
+    check_feature(dataset, re.sub(r"-\d+$", "", settings["feature"]))
+    return RunConfig(**settings).resolved()
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Run configs given one by one (tune's runs, a grid with tuned knobs), which bench runs like
+    a grid's cells: `cells()` (distinct by run id, in order) and `axes()` (`shown`, else the
+    fields that take more than one value among the cells)."""
+
+    configs: tuple[RunConfig, ...]
+    shown: tuple[tuple[str, tuple], ...] | None = None
+
+    def cells(self) -> list[RunConfig]:
+        return list({config.run_id: config for config in self.configs}.values())
+
+    def axes(self) -> dict[str, tuple]:
+        if self.shown is not None:
+            return dict(self.shown)
+        values = {name: tuple(dict.fromkeys(getattr(c, name) for c in self.configs))
+                  for name in FIELD_TYPES}
+        return {name: found for name, found in values.items() if len(found) > 1}
 
 
 def read_grid_file(path: str | Path) -> dict[str, Any]:

@@ -25,12 +25,22 @@ class Protocol:
 
     `train_in_database`: training items are drawn from the database (digits, NUS-WIDE) or kept out
     of it (CIFAR-10, Fashion-MNIST: database = everything but the queries and the training set).
+    `validation_query_per_class`: validation queries drawn per class from the training pool (the
+    rest of the pool is the validation database); None: a tenth of `train_per_class`, at least 1.
     """
 
     query_per_class: int
     train_per_class: int
     map_top: int | None  # None: mAP over the whole database
     train_in_database: bool = True
+    validation_query_per_class: int | None = None
+
+    @property
+    def validation_queries(self) -> int:
+        """Validation queries per class."""
+        if self.validation_query_per_class is not None:
+            return self.validation_query_per_class
+        return max(1, self.train_per_class // 10)
 
 
 @dataclass(frozen=True)
@@ -68,11 +78,15 @@ class Dataset:
 
 
 def split_indices(labels: np.ndarray, protocol: Protocol, seed: int) -> dict[str, np.ndarray]:
-    """(n, C) multi-hot labels -> sorted int64 indices for query, train and database.
+    """(n, C) multi-hot labels -> sorted int64 indices for query, train, database,
+    validation_query and validation_database.
 
     Per class: draw `query_per_class` queries among the items not drawn yet; then draw
     `train_per_class` training items per class among the non-queries. The database is every item
     that is not a query, minus the training items when `protocol.train_in_database` is false.
+    Then, from the training pool only, `protocol.validation_queries` validation queries per class;
+    the validation database is the rest of the training pool. The validation draws come last, so
+    the first three parts are those of a file written before validation splits existed.
     """
     rng = np.random.default_rng(seed)
     query = _draw_per_class(labels, np.ones(len(labels), bool), protocol.query_per_class, rng)
@@ -81,7 +95,15 @@ def split_indices(labels: np.ndarray, protocol: Protocol, seed: int) -> dict[str
     train = _draw_per_class(labels, in_database, protocol.train_per_class, rng)
     if not protocol.train_in_database:
         in_database[train] = False
-    return {"query": query, "train": train, "database": np.flatnonzero(in_database)}
+    if protocol.validation_queries >= protocol.train_per_class:
+        raise GslbenchError(f"{protocol.validation_queries} validation queries per class leave no "
+                            f"validation database in a training pool of {protocol.train_per_class}")
+    in_train = np.zeros(len(labels), bool)
+    in_train[train] = True
+    validation_query = _draw_per_class(labels, in_train, protocol.validation_queries, rng)
+    in_train[validation_query] = False
+    return {"query": query, "train": train, "database": np.flatnonzero(in_database),
+            "validation_query": validation_query, "validation_database": np.flatnonzero(in_train)}
 
 
 def _draw_per_class(

@@ -3,10 +3,17 @@
 Checked when written and when read (`check_feature_set`): features finite floats of magnitude at
 most `MAX_ABS_FEATURE` and not all the same vector; labels multi-hot 0/1 integers with at least
 one label per item; the attributes present and of the right types.
+
+Format version 2 adds the validation split, carved from the training pool only:
+/validation/{query,database}/{features,labels} and /split/{validation_query,validation_database}.
+Version 1 files (without it) are still read; `tune` needs version 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,12 +24,14 @@ import h5py
 import numpy as np
 
 from gslbench.errors import GslbenchError
-from gslbench.storage import open_h5, write_h5
+from gslbench.storage import open_h5, sha256_file, write_h5
 
 FORMAT = "gslbench.features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "query", "database")
 MAX_ABS_FEATURE = 1e6  # larger values overflow float32 distances and standardisation
+VALIDATION_SPLITS = ("validation/query", "validation/database")  # format_version 2
+RUN_SPLITS = ("test", "validation")  # what a run trains and is scored on (`FeatureSet.for_split`)
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,11 @@ class Split:
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """A data set's features, split into train / query / database, with its provenance attrs."""
+    """A data set's features, split into train / query / database, with its provenance attrs.
+
+    validation_query / validation_database: the validation split, both drawn from the training
+    pool (None in a format_version 1 file).
+    """
 
     dataset: str
     feature: str
@@ -47,6 +60,8 @@ class FeatureSet:
     split_seed: int
     source_sha256: str
     extra_attrs: dict = field(default_factory=dict)
+    validation_query: Split | None = None
+    validation_database: Split | None = None
 
     @property
     def dim(self) -> int:
@@ -61,7 +76,38 @@ class FeatureSet:
         return bool(any((s.labels.sum(axis=1) > 1).any() for s in self.splits().values()))
 
     def splits(self) -> dict[str, Split]:
+        """The test protocol's parts: train, query, database."""
         return {"train": self.train, "query": self.query, "database": self.database}
+
+    def parts(self) -> dict[str, Split]:
+        """Every part the file holds, by its group: the `splits` and (format_version 2)
+        validation/query, validation/database."""
+        validation = {"validation/query": self.validation_query,
+                      "validation/database": self.validation_database}
+        return {**self.splits(), **{name: part for name, part in validation.items()
+                                    if part is not None}}
+
+    def for_split(self, split: str) -> FeatureSet:
+        """What a run of `split` trains on and is scored on: `test`, the file as it is;
+        `validation`, train = database = the validation database (the training pool minus the
+        validation queries), query = the validation queries, so no query or database item of the
+        test protocol is seen."""
+        if split == "test":
+            return self
+        if split != "validation":
+            raise GslbenchError(f"unknown split {split!r}; known: {', '.join(RUN_SPLITS)}")
+        if self.validation_query is None or self.validation_database is None:
+            raise GslbenchError("no validation split (feature file format_version 1); run "
+                                f"`gslbench features {self.dataset}` again to add it")
+        return dataclasses.replace(self, train=self.validation_database, query=self.validation_query,
+                                   database=self.validation_database)
+
+
+def items_record(split: Split) -> dict:
+    """What a run records of the items it used: {"n": count, "indices_sha256": sha256 of the
+    source indices as little-endian int64}, so a record can be checked against a feature file."""
+    indices = np.ascontiguousarray(split.indices, dtype="<i8")
+    return {"n": len(indices), "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
 
 
 def multi_hot(class_ids: np.ndarray, n_classes: int) -> np.ndarray:
@@ -73,14 +119,14 @@ def multi_hot(class_ids: np.ndarray, n_classes: int) -> np.ndarray:
 
 def write_feature_file(path: str | Path, features: FeatureSet) -> None:
     """Check and write a feature file atomically (DESIGN.md section 3 layout)."""
-    for name, split in features.splits().items():
+    for name, split in features.parts().items():
         check_split(split, f"{path}: /{name}")
     with write_h5(path, FORMAT, FORMAT_VERSION) as handle:
-        for name, split in features.splits().items():
+        for name, split in features.parts().items():
             group = handle.create_group(name)
             group.create_dataset("features", data=split.features.astype(np.float32))
             group.create_dataset("labels", data=split.labels.astype(np.uint8))
-            handle.create_dataset(f"split/{name}", data=split.indices.astype(np.int64))
+            handle.create_dataset(_index_key(name), data=split.indices.astype(np.int64))
         attrs = {
             "dataset": features.dataset,
             "feature": features.feature,
@@ -95,10 +141,46 @@ def write_feature_file(path: str | Path, features: FeatureSet) -> None:
         handle.attrs.update(attrs)
 
 
-def read_feature_file(path: str | Path) -> FeatureSet:
-    """Read and validate a feature file; any inconsistency is a one-line user error."""
+def read_feature_file(path: str | Path, split: str = "test") -> FeatureSet:
+    """Read and validate a feature file; any inconsistency is a one-line user error.
+
+    split: `test` (the whole file) or `validation` (`FeatureSet.for_split`; a version 1 file has
+    no validation split: a user error saying to run `gslbench features` again). An unchanged file
+    (same inode, size and mtime) is read once per process: a bench cell's train and encode, and
+    the cells of one worker, share it (its arrays are shared too: do not modify them)."""
+    features = _read_unchanged(Path(path).absolute(), _stamp(Path(path)))
+    try:
+        return features.for_split(split)
+    except GslbenchError as exc:
+        raise GslbenchError(f"{path}: {exc}") from None
+
+
+def feature_file_sha256(path: str | Path) -> str:
+    """The sha256 of a feature file's bytes, computed once per process while it is unchanged."""
+    return _sha256_unchanged(Path(path).absolute(), _stamp(Path(path)))
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of a file, None if it cannot be stat'ed: what marks it as
+    unchanged for the caches (a rewrite is a rename: another inode)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)
+def _sha256_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> str:
+    return sha256_file(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSet:
+    """The whole file (test split) at `path` with this stamp; errors are not cached."""
     with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
-        splits = {name: _read_split(handle, name, path) for name in SPLITS}
+        names = SPLITS + (VALIDATION_SPLITS if int(handle.attrs["format_version"]) >= 2 else ())
+        splits = {name: _read_split(handle, name, path) for name in names}
         attrs = dict(handle.attrs)
     dims = {s.features.shape[1] for s in splits.values()}
     classes = {s.labels.shape[1] for s in splits.values()}
@@ -110,14 +192,17 @@ def read_feature_file(path: str | Path) -> FeatureSet:
         raise GslbenchError(f"{path}: attr dim={attrs.get('dim')} but features have {dims.pop()}")
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
              "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256"}
+    _check_validation(splits, path)
     return FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
         feature=_attr(attrs, "feature", str, path),
-        **splits,
+        train=splits["train"], query=splits["query"], database=splits["database"],
         label_names=_label_names(attrs, classes.pop(), path),
         split_seed=_attr(attrs, "split_seed", int, path),
         source_sha256=_attr(attrs, "source_sha256", str, path),
         extra_attrs={k: v for k, v in attrs.items() if k not in known},
+        validation_query=splits.get("validation/query"),
+        validation_database=splits.get("validation/database"),
     )
 
 
@@ -182,13 +267,37 @@ def check_labels(labels: np.ndarray, where: str) -> None:
         raise GslbenchError(f"{where}: {unlabelled} of {len(labels)} items have no label")
 
 
+def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
+    """The validation queries and database must partition the training pool."""
+    if "validation/query" not in splits:
+        return
+    train = splits["train"].indices
+    query, database = splits["validation/query"].indices, splits["validation/database"].indices
+    together = np.concatenate([query, database])
+    if len(together) != len(train) or not np.array_equal(np.sort(together), np.sort(train)):
+        raise GslbenchError(f"{path}: /split/validation_query and /split/validation_database do "
+                            "not partition the training pool /split/train")
+
+
+def has_validation_split(path: str | Path) -> bool:
+    """Whether the feature file at `path` (which must exist) holds a validation split; reads only
+    its attrs."""
+    with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
+        return int(handle.attrs["format_version"]) >= 2
+
+
+def _index_key(name: str) -> str:
+    """The index array of a part: train -> split/train, validation/query -> split/validation_query."""
+    return "split/" + name.replace("/", "_")
+
+
 def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
-    for key in (f"{name}/features", f"{name}/labels", f"split/{name}"):
+    for key in (f"{name}/features", f"{name}/labels", _index_key(name)):
         if key not in handle:
             raise GslbenchError(f"{path}: missing dataset /{key}")
     features = handle[f"{name}/features"][()]
     labels = handle[f"{name}/labels"][()]
-    indices = handle[f"split/{name}"][()]
+    indices = handle[_index_key(name)][()]
     if features.ndim != 2 or labels.ndim != 2 or indices.ndim != 1:
         raise GslbenchError(
             f"{path}: /{name} has wrong shapes: features {features.shape} (want 2-d), "

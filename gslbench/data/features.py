@@ -1,17 +1,22 @@
-"""The features step: split a data set by its protocol, extract its features, write the feature
-file (`gslbench features DATASET`)."""
+"""The features step: split a data set by its protocol (test and validation parts), extract its
+features, write the feature file (`gslbench features DATASET`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
+
+import numpy as np
 
 from gslbench import layout
 from gslbench.data import backbones, feature_path, get_dataset
 from gslbench.data.base import Dataset, RawData, split_indices
-from gslbench.data.featurefile import FeatureSet, Split, write_feature_file
+from gslbench.data.featurefile import FeatureSet, Split, read_feature_file, write_feature_file
 from gslbench.errors import GslbenchError
+
+log = logging.getLogger(__name__)
 
 
 def feature_name(backbone: str, image_size: int = backbones.DEFAULT_IMAGE_SIZE) -> str:
@@ -49,20 +54,34 @@ def build_features(
     its official low-level features ("bow", "cm55", ..., or e.g. "bow+cm55"); default: the data
     set's own. Writes DATA_DIR/NAME/FEATURE.h5 (FEATURE = `feature_name(backbone, image_size)`)
     with attrs backbone, image_size, weights_sha256, protocol and source_sha256; returns its path.
+    When that file exists with the same source and extractor (any format version or split seed),
+    its features are reused and only the split is written anew: no CNN runs again.
     """
     dataset = get_dataset(name)
     backbone = backbone or dataset.default_feature
     check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
     indices = split_indices(raw.labels, dataset.protocol, split_seed)
-    model = None
     spec = backbones.BACKBONES.get(backbone)
-    if raw.images is not None and spec is not None and spec.dim is not None:
-        model = backbones.load_model(backbone, image_size)
+    cnn = raw.images is not None and spec is not None and spec.dim is not None
+    feature = feature_name(backbone, image_size) if raw.images is not None else backbone
+    attrs = {
+        "backbone": backbone,
+        "image_size": image_size if cnn else _native_size(raw),
+        "weights_sha256": spec.weights_sha256 if spec is not None else "",
+        "protocol": json.dumps({**asdict(dataset.protocol),
+                                "validation_query_per_class": dataset.protocol.validation_queries}),
+    }
+    path = feature_path(data_dir, name, feature)
+    known = _existing_features(path, raw, attrs)
+    model = backbones.load_model(backbone, image_size) if cnn and known is None else None
     vectors = raw.vectors(backbone) if raw.vectors is not None else None
     splits = {}
-    for part, idx in indices.items():
-        if vectors is not None:
+    for part in ("train", "query", "database"):
+        idx = indices[part]
+        if known is not None:
+            features = known[idx]
+        elif vectors is not None:
             features = vectors[idx]
         else:
             features = backbones.extract_features(
@@ -70,19 +89,36 @@ def build_features(
                 pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model,
             )
         splits[part] = Split(features, raw.labels[idx], idx)
-    feature = feature_name(backbone, image_size) if raw.images is not None else backbone
-    attrs = {
-        "backbone": backbone,
-        "image_size": image_size if model is not None else _native_size(raw),
-        "weights_sha256": spec.weights_sha256 if spec is not None else "",
-        "protocol": json.dumps(asdict(dataset.protocol)),
-    }
+    for part in ("validation_query", "validation_database"):  # rows of the training pool
+        idx = indices[part]
+        rows = np.searchsorted(indices["train"], idx)
+        splits[part] = Split(splits["train"].features[rows], raw.labels[idx], idx)
     feature_set = FeatureSet(dataset=name, feature=feature, **splits, label_names=raw.label_names,
                              split_seed=split_seed, source_sha256=raw.source_sha256,
                              extra_attrs=attrs)
-    path = feature_path(data_dir, name, feature)
     write_feature_file(path, feature_set)
     return path
+
+
+def _existing_features(path: Path, raw: RawData, attrs: dict) -> np.ndarray | None:
+    """The features of every item of `raw`, (n, d) float32 in source order, from an existing
+    feature file made from the same source by the same extractor; None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        old = read_feature_file(path)
+    except GslbenchError:
+        return None  # unreadable or of another format: extract again
+    if old.source_sha256 != raw.source_sha256 or any(
+            str(old.extra_attrs.get(key)) != str(attrs[key])
+            for key in ("backbone", "image_size", "weights_sha256")):
+        return None
+    parts = [old.query, old.database, old.train]
+    indices, first = np.unique(np.concatenate([part.indices for part in parts]), return_index=True)
+    if not np.array_equal(indices, np.arange(len(raw.labels))):
+        return None  # not every item of the source: extract again
+    log.debug("%s: reusing its features (same source and extractor); writing the split anew", path)
+    return np.concatenate([part.features for part in parts])[first]
 
 
 def _native_size(raw: RawData) -> int:

@@ -5,13 +5,16 @@ L2-normalised. Each method says how the representation reaches the similarity lo
 added to it (`Method.representation`, `Method.penalty`); everything else is shared here.
 
 Quantized methods share one schedule: `warmup_epochs` of plain similarity training, then the
-codebooks are (re)fitted on the training representations every `epochs_per_refit` epochs
-(warm-started after the first fit) and once more at the end. `two-step` trains against no codebooks,
-so for it the refits only serve the log. Every epoch's log row holds the similarity loss, the mean
-squared quantization error of the training representations under the codebooks in use
-(`quant_mse`), under a monitor quantizer refitted on them (`quant_mse_refit`: the error they would
-have if quantized now, comparable across methods; at the end of warm-up, every `epochs_per_refit`
-epochs and at the last epoch, empty in between), and the seconds of training work.
+codebooks are (re)fitted on the training representations after every `epochs_per_refit` epochs
+(warm-started after the first fit) and after the last epoch, so the final codebooks are fitted on
+the final representations. `two-step` trains against no codebooks: for it the refits only serve
+the log, and the last one is its one fit on the trained network, from scratch. At each refit the log row of
+that epoch holds the mean squared quantization error of the training representations under the
+codebooks of the previous refit (`quant_mse`: those qloss and gsl trained against; empty before
+the first fit) and under the codebooks just refitted on them (`quant_mse_refit`: the error they
+would have if quantized now, comparable across methods); rows between refits leave both empty
+(computing them would cost a pass over the training set each epoch). Every row holds the epoch's
+similarity loss and the seconds of training work.
 """
 
 from __future__ import annotations
@@ -57,31 +60,32 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -
         [*model.parameters(), *loss_fn.parameters()], lr=config.lr, weight_decay=config.weight_decay
     )
     quantizer = _new_quantizer(config) if config.quantized else None
-    monitor = _new_quantizer(config) if config.quantized else None
     method = config.method_spec(config, quantizer)
-    log, total_seconds = [], 0.0
-    for epoch in tqdm(range(config.epochs), desc=f"train {config.method}", leave=False,
+    start = time.perf_counter()
+    if quantizer is not None and _refit_due(config, 0):  # no warm-up: fit the untrained network
+        quantizer.fit(embed(model, features.train.features))
+    log, total_seconds = [], time.perf_counter() - start
+    for epoch in tqdm(range(1, config.epochs + 1), desc=f"train {config.method}", leave=False,
                       disable=not show_progress):
         start = time.perf_counter()
-        if method.trains_against_codebooks and _refit_due(config, epoch):
-            _refit(quantizer, embed(model, features.train.features))
         model.train()
         sim_loss = _train_epoch(model, method, loss_fn, optimizer, x, labels, config, generator)
         _check_finite(model, sim_loss, epoch)
-        seconds = time.perf_counter() - start
-        total_seconds += seconds
-        log.append(_log_row(epoch, config, sim_loss, seconds, model, features, quantizer, monitor))
-    if quantizer is not None:
-        start = time.perf_counter()
-        _refit(quantizer, embed(model, features.train.features))
-        total_seconds += time.perf_counter() - start
+        row = {"epoch": epoch, "sim_loss": sim_loss, "quant_mse": float("nan"),
+               "quant_mse_refit": float("nan")}
+        if quantizer is not None and _refit_due(config, epoch):
+            warm = method.trains_against_codebooks or epoch < config.epochs
+            row.update(_refit_and_measure(quantizer, embed(model, features.train.features), warm))
+        row["seconds"] = time.perf_counter() - start
+        total_seconds += row["seconds"]
+        log.append(row)
     return TrainResult(model, quantizer, log, total_seconds)
 
 
 def _check_finite(model: EmbeddingNet, sim_loss: float, epoch: int) -> None:
     """Stop a run whose loss or weights became NaN or inf: nothing it would save is a result."""
     if not math.isfinite(sim_loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise GslbenchError(f"training diverged at epoch {epoch + 1}: the loss or the weights became "
+        raise GslbenchError(f"training diverged at epoch {epoch}: the loss or the weights became "
                             "NaN or inf (try a smaller --lr); no model was saved")
 
 
@@ -91,18 +95,22 @@ def _new_quantizer(config: RunConfig) -> Quantizer:
     )
 
 
-def _refit_due(config: RunConfig, epoch: int) -> bool:
-    since_warmup = epoch - config.warmup_epochs
-    return since_warmup >= 0 and since_warmup % config.epochs_per_refit == 0
+def _refit_due(config: RunConfig, epochs_done: int) -> bool:
+    """Whether the codebooks are (re)fitted once `epochs_done` epochs are trained: at the end of
+    warm-up, every `epochs_per_refit` epochs after it, and at the end."""
+    since_warmup = epochs_done - config.warmup_epochs
+    return epochs_done == config.epochs or (since_warmup >= 0
+                                            and since_warmup % config.epochs_per_refit == 0)
 
 
-def _monitor_due(config: RunConfig, epoch: int) -> bool:
-    """The monitor refits after every epoch that a codebook refit follows, and after the last."""
-    return epoch + 1 == config.epochs or _refit_due(config, epoch + 1)
-
-
-def _refit(quantizer: Quantizer, representations: np.ndarray) -> None:
-    quantizer.fit(representations, warm_start=quantizer.is_fitted)
+def _refit_and_measure(quantizer: Quantizer, representations: np.ndarray,
+                       warm: bool) -> dict[str, float]:
+    """Refit on (n, d) float32 representations (warm-started from the current codebooks if
+    `warm` and fitted); their quantization error under the codebooks before (`quant_mse`, NaN
+    before the first fit) and after (`quant_mse_refit`)."""
+    before = quantizer.quantization_error(representations) if quantizer.is_fitted else float("nan")
+    quantizer.fit(representations, warm_start=warm)
+    return {"quant_mse": before, "quant_mse_refit": quantizer.quantization_error(representations)}
 
 
 def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
@@ -129,18 +137,3 @@ def _train_epoch(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
     losses = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
               for batch in order.split(config.batch_size) if len(batch) >= 2]
     return float(np.mean(losses))
-
-
-def _log_row(epoch: int, config: RunConfig, sim_loss: float, seconds: float, model: EmbeddingNet,
-             features: FeatureSet, quantizer: Quantizer | None, monitor: Quantizer | None) -> dict:
-    row = {"epoch": epoch + 1, "sim_loss": sim_loss, "quant_mse": float("nan"),
-           "quant_mse_refit": float("nan"), "seconds": seconds}
-    if quantizer is None:
-        return row
-    representations = embed(model, features.train.features)
-    if quantizer.is_fitted:
-        row["quant_mse"] = quantizer.quantization_error(representations)
-    if _monitor_due(config, epoch):
-        _refit(monitor, representations)
-        row["quant_mse_refit"] = monitor.quantization_error(representations)
-    return row

@@ -16,12 +16,13 @@ class OPQ(PQ):
     rotation update (its PQ is this quantizer's PQ, so sub_bits other than 8 work), then the PQ
     is refined for kmeans_iters (25) k-means iterations on the rotated vectors, starting from the
     centroids OPQ left (faiss's alternation centres the data; the encoder does not). Warm start:
-    the same, starting from the current rotation and centroids. The snap space is the rotated
+    warm_iters (20) alternations from the current rotation and centroids (each with faiss's 4
+    k-means iterations, the first too), then the same refinement. The snap space is the rotated
     space, cut into M sub-vectors; queries are rotated before the ADC tables are built.
     """
 
     name = "opq"
-    OPTIONS = {"kmeans_iters": 25, "opq_iters": 50}
+    OPTIONS = {"kmeans_iters": 25, "opq_iters": 50, "warm_iters": 20}
 
     @property
     def rotation(self) -> np.ndarray:
@@ -38,6 +39,9 @@ class OPQ(PQ):
     def _fit(self, x: np.ndarray, warm_start: bool) -> None:
         pq = self._faiss
         pq.train_type = pq.Train_hot_start if warm_start else pq.Train_default
+        if warm_start:  # a cold fit comes after _reset, with faiss's and opq_iters' counts
+            self._opq.niter = self.options["warm_iters"]
+            self._opq.niter_pq_0 = self._opq.niter_pq
         self._opq.train(x)
         self._train_pq(self._opq.apply(x), hot_start=True)
 

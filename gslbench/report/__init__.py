@@ -26,6 +26,7 @@ from gslbench.report.frames import read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
 from gslbench.report.tables import (
+    KINDS,
     paper_tables,
     search_markdown,
     search_table,
@@ -104,7 +105,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
         _write_csv(results, staging / "results.csv")
         write_text(staging / "tables.md", markdown)
         write_text(staging / "tables.tex", tables_latex(tables))
-        for kind in ("map", "gap"):
+        for kind in KINDS:
             _write_csv(tables_frame(tables, kind), staging / f"tables_{kind}.csv")
         figures = write_figures(data, staging)
         search = None

@@ -25,10 +25,11 @@ from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
 BASELINE_ORDER = ("float", "two-step", "qloss")  # shown first, then the other methods by name
-# one paper table (and figure set) per key
-TABLE_KEYS = ["dataset", "feature", "loss", "quantizer", "search", "metric"]
-RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "loss", "seed",
-               "search", "metric"]
+# one paper table (and figure set) per key; sub_bits: 16-word and 256-word codebooks apart;
+# search and metric: each evaluation mode apart
+TABLE_KEYS = ["dataset", "feature", "loss", "quantizer", "sub_bits", "search", "metric"]
+RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "sub_bits",
+               "loss", "seed", "search", "metric"]
 DEFAULT_MODE = ("adc", "l2")
 
 
@@ -37,7 +38,8 @@ class Evaluated:
     """What the report reads of the evaluated runs.
 
     results: one row per run and evaluation mode (`RUN_COLUMNS`, mAP, mAP@K, precision@K,
-        recall@R, seconds, run id);
+        recall@R, the database's and the queries' quantization MSE (`quant_mse_database`,
+        `quant_mse_query`), seconds, run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
     logs: one row per run and training epoch (`RUN_COLUMNS` of the run's first evaluation, run id,
@@ -57,7 +59,8 @@ class Evaluated:
 
 def read_runs(runs: Iterable[RunDir]) -> Evaluated:
     """Read the runs that have metrics files (metrics.json or metrics-SEARCH-METRIC.json); the
-    others are named in a warning and skipped."""
+    others are named in a warning and skipped. Runs of the test and the validation split together
+    are a user error (their mAPs are not comparable)."""
     evaluated, missing = [], []
     for run_dir in runs:
         files = run_dir.evaluations()
@@ -70,6 +73,10 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
     if not evaluated:
         raise GslbenchError(f"no evaluated runs to report (none of the {len(missing)} run(s) given "
                             "has metrics.json; run `gslbench evaluate RUN`)")
+    splits = {_split_of(records[0]) for _, records in evaluated}
+    if len(splits) > 1:  # validation-split (tuning) runs are scored on other items
+        raise GslbenchError("the runs mix the test and validation splits (tuning runs); report "
+                            "them apart (tune's runs are under RESULTS/tuning)")
     rows, points, logs, searches = [], [], [], []
     for run_dir, records in evaluated:
         reading = run_dir.evaluations()[0]
@@ -100,6 +107,12 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
     )
 
 
+def _split_of(record: object) -> str:
+    """The split a metrics record's run was scored on (`test` when it does not say)."""
+    config = record.get("config") if isinstance(record, dict) else None
+    return str(config.get("split", "test")) if isinstance(config, dict) else "test"
+
+
 def ordered_variants(variants: Iterable[str]) -> list[str]:
     """Distinct method variants (labels such as `gsl α=1 k=8`): float, two-step, qloss, then the other
     methods by name."""
@@ -117,18 +130,23 @@ def mode_title(search: str, metric: str) -> str:
     return f"{search.upper()}, {'inner product' if metric == 'ip' else 'L2'}"
 
 
-def key_title(key: Sequence[str]) -> str:
-    """`digits (pixels), PQ, pairwise loss` for a (dataset, feature, loss, quantizer, search,
-    metric) key, with `, SDC, inner product` after it for a mode other than ADC / L2."""
-    dataset, feature, loss, quantizer, search, metric = key
+def key_title(key: Sequence) -> str:
+    """`digits (pixels), PQ, 256-word codebooks, pairwise loss` for a (dataset, feature, loss,
+    quantizer, sub_bits, search, metric) key, with `, SDC, inner product` after it for a mode other
+    than ADC / L2."""
+    dataset, feature, loss, quantizer, sub_bits, search, metric = key
     mode = mode_title(search, metric)
-    return f"{dataset} ({feature}), {quantizer.upper()}, {loss} loss" + (f", {mode}" if mode else "")
+    return (f"{dataset} ({feature}), {quantizer.upper()}, {2 ** int(sub_bits)}-word codebooks, "
+            f"{loss} loss" + (f", {mode}" if mode else ""))
 
 
-def key_slug(key: Sequence[str]) -> str:
-    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq`, and
-    `digits-pixels-pairwise-pq-sdc-ip` for a mode other than ADC / L2."""
-    parts = list(key[:4]) if tuple(key[4:]) == DEFAULT_MODE else list(key)
+def key_slug(key: Sequence) -> str:
+    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq-256w`, and
+    `digits-pixels-pairwise-pq-256w-sdc-ip` for a mode other than ADC / L2."""
+    *names, sub_bits, search, metric = key
+    parts = [*names, f"{2 ** int(sub_bits)}w"]
+    if (search, metric) != DEFAULT_MODE:
+        parts += [search, metric]
     return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(parts)).strip("-")
 
 
@@ -142,7 +160,8 @@ def axes_summary(results: pd.DataFrame) -> str:
 
 
 def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
-    """Repeat each data set's float rows under every (quantizer, code_bits) it was compared at.
+    """Repeat each data set's float rows under every (quantizer, sub_bits, code_bits) it was
+    compared at.
 
     Works on any frame with the run columns (results, curves, training logs)."""
     floats = frame[frame.method == "float"]
@@ -150,7 +169,7 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     cells = quantized[[*TABLE_KEYS, "code_bits"]].drop_duplicates()
     keys = ["dataset", "feature", "loss", "search", "metric"]  # the float ceiling of the same
     # data, loss and evaluation mode
-    ceiling = floats.drop(columns=["quantizer", "code_bits"]).merge(cells, on=keys)
+    ceiling = floats.drop(columns=["quantizer", "code_bits", "sub_bits"]).merge(cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
 
 
@@ -159,8 +178,8 @@ def _run_columns(metrics: dict) -> dict:
     config = metrics["config"]
     return {"dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
             "variant": metrics["label"], "quantizer": config["quantizer"],
-            "code_bits": config["bits"], "loss": config["loss"], "seed": config["seed"],
-            "search": metrics.get("search", DEFAULT_MODE[0]),
+            "code_bits": config["bits"], "sub_bits": config["sub_bits"], "loss": config["loss"],
+            "seed": config["seed"], "search": metrics.get("search", DEFAULT_MODE[0]),
             "metric": metrics.get("metric", DEFAULT_MODE[1])}
 
 
@@ -170,6 +189,10 @@ def _result_row(metrics: dict) -> dict:
     row.update({"map": metrics["map_at"][str(top)] if top else metrics["map"], "map_all": metrics["map"]})
     for group in ("map_at", "precision_at", "recall_at"):
         row.update({f"{group}_{k}": v for k, v in metrics[group].items()})
+    errors = metrics.get("quant_mse") or {}  # encode's; absent from older metrics.json
+    for part in ("database", "query"):
+        value = errors.get(part)
+        row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
     row["run"] = metrics["run"]
     return row

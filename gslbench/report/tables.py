@@ -1,17 +1,19 @@
 """The paper's tables: rows = methods, columns = code lengths, one table per (data set, feature,
-loss, quantizer); built once (`paper_tables`) and written as Markdown, CSV and LaTeX here, as
-HTML by `gslbench.html_report`.
+loss, quantizer, sub_bits); built once (`paper_tables`) and written as Markdown, CSV and LaTeX
+here, as HTML by `gslbench.report.page`.
 
-Two kinds of table:
+Three kinds of table:
 
 - `map`: mean ± std of mAP over seeds (std with ddof 1), with the float ceiling as the first row;
 - `gap`: what quantization costs, float's mean mAP minus the method's, ± the standard error of
-  that difference of means, sqrt(s_float^2 / n_float + s^2 / n).
+  that difference of means, sqrt(s_float^2 / n_float + s^2 / n);
+- `qerr`: the database's mean squared quantization error (encode's, `quant_mse_database`), mean ±
+  std over seeds, quantized methods only.
 
 A cell with a single seed (on either side, for a gap) has no spread and shows `mean (1)`.
 
-In both, the best quantized method of each code length is marked (bold): the highest mAP, the
-smallest gap, compared by mean at the printed precision (`DIGITS` decimals), so that equal
+In each, the best quantized method of each code length is marked (bold): the highest mAP, the
+smallest gap or error, compared by mean at the printed precision (`DIGITS` decimals), so that equal
 printed numbers are all marked. float, the unquantized ceiling, does not compete.
 """
 
@@ -33,27 +35,35 @@ BEST_NOTE = ("Bold: the best quantized method per code length (by mean); "
 
 @dataclass(frozen=True)
 class TableKind:
-    """How one kind of table reads: its title, the names of its numbers, and which way is better."""
+    """How one kind of table reads: its title, the names of its numbers, which way is better, and
+    the note under its title (what bold means)."""
 
     title: str
     value: str
     spread: str
     higher_is_better: bool
     signed: bool
+    note: str = BEST_NOTE
 
 
 KINDS = {
     "map": TableKind("mAP, mean ± std over seeds (n)", "mean", "std", True, False),
     "gap": TableKind("gap to float (float mAP − mAP), difference of means ± its standard error (n)",
                      "gap", "se", False, True),
+    "qerr": TableKind("database quantization MSE, mean ± std over seeds (n)", "mean", "std", False,
+                      False),
+    "tuning": TableKind("validation mAP of every setting tried, mean ± std over seeds (n)", "mean",
+                        "std", True, False, "Bold: each method's choice per code length (the "
+                        "highest mean; ties: the first tried)."),
 }
+ERROR_COLUMN = "quant_mse_database"  # the results column of the `qerr` tables
 
 
 @dataclass(frozen=True)
 class PaperTable:
     """One table: frames indexed by method variant, columns the code lengths (int bits)."""
 
-    key: tuple[str, str, str, str]  # (dataset, feature, loss, quantizer)
+    key: tuple  # (dataset, feature, loss, quantizer, sub_bits)
     kind: str  # a key of KINDS
     value: pd.DataFrame  # mean mAP, or gap to float
     spread: pd.DataFrame  # std over seeds, or standard error of the gap
@@ -97,23 +107,34 @@ def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
 
 
 def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
-    """Per table key, its `map` table and (when float runs exist for it) its `gap` table."""
+    """Per table key, its `map` table, (when float runs exist for it) its `gap` table and (when
+    its runs recorded encode's quantization error) its `qerr` table."""
     tables = []
+    quantized = results[(results.method != "float") & results[ERROR_COLUMN].notna()]
+    errors = dict(list(seed_stats(quantized, ERROR_COLUMN).groupby(level=TABLE_KEYS)))
     for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
-        stats = stats.droplevel(TABLE_KEYS)
-        mean, std, count = (stats[name].unstack("code_bits") for name in ("mean", "std", "count"))
-        order = ordered_variants(mean.index)
-        mean, std, count = (frame.loc[order] for frame in (mean, std, count))
+        mean, std, count = wide_stats(stats)
         tables.append(_table(key, "map", mean, std, count))
-        if "float" in mean.index and len(order) > 1:
-            quantized = order[1:]
+        if "float" in mean.index and len(mean) > 1:
+            others = mean.index[1:]
             gap, se = mean_difference(mean.loc["float"], std.loc["float"], count.loc["float"],
-                                      mean.loc[quantized], std.loc[quantized], count.loc[quantized])
-            tables.append(_table(key, "gap", gap, se, count.loc[quantized]))
+                                      mean.loc[others], std.loc[others], count.loc[others])
+            tables.append(_table(key, "gap", gap, se, count.loc[others]))
+        if key in errors:
+            tables.append(_table(key, "qerr", *wide_stats(errors[key])))
     return tables
 
 
-def _table(key: tuple[str, str, str, str], kind: str, value: pd.DataFrame, spread: pd.DataFrame,
+def wide_stats(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One key's `seed_stats` rows -> mean, std and count frames (method variants in report order
+    x code bits)."""
+    stats = stats.droplevel(TABLE_KEYS)
+    mean, std, count = (stats[name].unstack("code_bits") for name in ("mean", "std", "count"))
+    order = ordered_variants(mean.index)
+    return mean.loc[order], std.loc[order], count.loc[order]
+
+
+def _table(key: tuple, kind: str, value: pd.DataFrame, spread: pd.DataFrame,
            count: pd.DataFrame) -> PaperTable:
     """The table with its best quantized cell per column marked (at the printed precision)."""
     shown = value.round(DIGITS).drop(index="float", errors="ignore")
@@ -139,7 +160,7 @@ def tables_markdown(tables: list[PaperTable]) -> str:
         cells = table.cells()
         cells = cells.mask(table.best, "**" + cells + "**")
         frame = cells.set_axis(table.headers, axis=1).rename_axis(index="method").reset_index()
-        parts += [f"## {table.title}\n", BEST_NOTE + "\n", frame_markdown(frame), ""]
+        parts += [f"## {table.title}\n", KINDS[table.kind].note + "\n", frame_markdown(frame), ""]
     return "\n".join(parts) + "\n"
 
 
