@@ -19,6 +19,7 @@ from gslbench.bench.executors import EXECUTORS, ExecutorConfig
 from gslbench.bench.grid import DEFAULT_AXES, Grid, read_grid_file
 from gslbench.config import FIELDS, RunConfig
 from gslbench.data.features import build_features
+from gslbench.devices import DEVICES, resolve_device
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import evaluate_run
@@ -84,22 +85,89 @@ def download(ctx: click.Context, dataset: str, url: str | None, from_dir: Path |
     click.echo(path)
 
 
-@cli.command()
+def _device_option(command: Callable) -> Callable:
+    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                        help="Where torch runs (auto: a GPU when torch sees one, else the CPU); "
+                             "faiss stays on the CPU.")(command)
+
+
+class FeaturesGroup(click.Group):
+    """`gslbench features DATASET ...` is `gslbench features extract DATASET ...`; `import` is
+    the other subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["extract", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=FeaturesGroup)
+def features() -> None:
+    """Write a data set's feature file: extract it (`gslbench features DATASET`) or import your
+    own (`gslbench features import NAME --from FILE`).
+    """
+
+
+@features.command()
 @click.argument("dataset")
 @click.option("--backbone", help="Feature extractor (default: the data set's own).")
 @click.option("--image-size", default=64, show_default=True, help="Resize images to this side.")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the query/train split.")
+@_device_option
 @click.pass_context
-def features(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
-             batch_size: int, split_seed: int) -> None:
-    """Split a data set by its protocol and write its feature file.
+def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
+            batch_size: int, split_seed: int, device: str) -> None:
+    """Split a data set by its protocol and write its feature file (the default subcommand).
 
     Example: gslbench features digits
     """
     path = build_features(dataset, ctx.obj["data_dir"], backbone=backbone, image_size=image_size,
-                          batch_size=batch_size, split_seed=split_seed)
+                          batch_size=batch_size, split_seed=split_seed,
+                          device=resolve_device(device))
     click.echo(path)
+
+
+@features.command("import")
+@click.argument("name")
+@click.option("--from", "source", required=True, type=click.Path(path_type=Path),
+              help="The features: .npz, .npy, .h5/.hdf5 or MATLAB .mat (v5 to v7.3).")
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path),
+              help="With a .npy --from: the labels' .npy file.")
+@click.option("--split", "split_path", type=click.Path(path_type=Path),
+              help="With a .npy --from: the split's .npy file.")
+@click.option("--feature", default="imported", show_default=True, help="The feature's name.")
+@click.option("--features-key", default="features", show_default=True)
+@click.option("--labels-key", default="labels", show_default=True)
+@click.option("--split-key", default="split", show_default=True,
+              help="Per item: 0 database, 1 query, 2 train, 3 train and database.")
+@click.option("--query-per-class", type=click.IntRange(min=1),
+              help="Queries drawn per class when the file has no split [100].")
+@click.option("--train-per-class", type=click.IntRange(min=1),
+              help="Training items drawn per class when the file has no split [500].")
+@click.option("--train-in-database", is_flag=True,
+              help="Drawn training items stay in the database.")
+@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--map-at", "map_top", type=click.IntRange(min=1),
+              help="Score mAP@K (default: mAP over the whole database).")
+@click.option("--classes", "n_classes", type=click.IntRange(min=1),
+              help="Number of classes of class-id labels (default: the largest id + 1).")
+@click.pass_context
+def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | None,
+            split_path: Path | None, feature: str, features_key: str, labels_key: str,
+            split_key: str, query_per_class: int | None, train_per_class: int | None,
+            train_in_database: bool, split_seed: int, map_top: int | None,
+            n_classes: int | None) -> None:
+    """Import your own features, labels and split as data set NAME.
+
+    Example: gslbench features import cifar-vgg --from cifar10_vgg.mat --map-at 1000
+    """
+    arrays = data.ImportSource(source, labels_path, split_path, features_key, labels_key,
+                               split_key)
+    protocol = data.ImportProtocol(query_per_class, train_per_class, train_in_database, map_top,
+                                   split_seed)
+    click.echo(data.import_features(name, arrays, ctx.obj["data_dir"], protocol=protocol,
+                                    feature=feature, n_classes=n_classes))
 
 
 # RunConfig fields that train takes as their own options (bench takes them as comma lists)
@@ -132,30 +200,33 @@ def _config_options(command: Callable) -> Callable:
 @_setting_option(FIELDS["bits"])
 @_setting_option(FIELDS["seed"])
 @_config_options
+@_device_option
 @click.pass_context
-def train(ctx: click.Context, dataset: str, feature: str | None, force: bool,
+def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, device: str,
           **options: Any) -> None:
     """Train one run; prints its run directory.
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
     """
-    feature = feature or data.get_dataset(dataset).default_feature
+    feature = feature or data.get_dataset(dataset, ctx.obj["data_dir"]).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
     run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
-                    show_progress=_show_progress(ctx))
+                    show_progress=_show_progress(ctx), device=device)
     click.echo(run.path)
 
 
 @cli.command()
 @click.argument("run")
 @click.option("--force", is_flag=True, help="Re-encode even if codes.h5 exists.")
+@_device_option
 @click.pass_context
-def encode(ctx: click.Context, run: str, force: bool) -> None:
+def encode(ctx: click.Context, run: str, force: bool, device: str) -> None:
     """Encode a run's database into RUN/codes.h5.
 
     Example: gslbench encode results/runs/0123456789ab
     """
-    click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force))
+    click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
+                          device=device))
 
 
 @cli.command()
@@ -244,10 +315,11 @@ AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "qu
 @click.option("--address", help="Ray cluster to use (e.g. auto or HOST:6379; default: start a "
                                 "local Ray instance).")
 @click.option("--dry-run", is_flag=True, help="List the cells and which are done; run nothing.")
+@_device_option
 @click.pass_context
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str,
           jobs: int | None, cpus_per_cell: int | None, address: str | None, dry_run: bool,
-          **options: Any) -> None:
+          device: str, **options: Any) -> None:
     """Run a grid of runs, skipping finished ones, then report.
 
     \b
@@ -256,10 +328,10 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, executor: str
     Example: gslbench bench benchmarks/paper.toml --dry-run
     """
     grid = _bench_grid(ctx, grid_file, options)
-    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     results_dir = ctx.obj["results_dir"]
     if dry_run:
-        _echo_cells(grid, results_dir)
+        _echo_cells(grid, results_dir, ctx.obj["data_dir"])
         return
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
                                    force=force, show_progress=_show_progress(ctx))
@@ -285,9 +357,9 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
                              source=str(grid_file))
 
 
-def _echo_cells(grid: Grid, results_dir: Path) -> None:
+def _echo_cells(grid: Grid, results_dir: Path, data_dir: Path) -> None:
     """Print each cell's run id, state and description, then the count per state."""
-    cells = bench_module.grid_status(grid, results_dir)
+    cells = bench_module.grid_status(grid, results_dir, data_dir)
     fields = tuple(grid.axes())
     click.echo(f"{'RUN':<12}  {'STATE':<7}  CELL")
     for config, state in cells:

@@ -9,7 +9,8 @@ Format `gslbench.codes`, version 2 (DESIGN.md section 3):
     /quantizer/...            the quantizer (`gslbench.quantizers.io`)
     attrs: run, method, label, quantizer, M, nbits, code_bits, dim, config (JSON), map_at (JSON
            list of the protocol's K), map_top (0: mAP over the whole database), train_seconds,
-           encode_seconds, features_sha256, model_sha256
+           encode_seconds, features_sha256, model_sha256, devices (JSON: {"train", "encode"},
+           each as config.json's "device"); a fine-tuned run also activations_sha256
 
 Version 1 files (database codes only) are refused with the advice to encode again.
 """
@@ -27,7 +28,9 @@ import numpy as np
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import get_dataset
+from gslbench.data.activations import open_activations
 from gslbench.data.featurefile import read_feature_file
+from gslbench.devices import describe_device, resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
@@ -53,24 +56,35 @@ class Codes:
 
 
 def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
-               force: bool = False) -> Path:
-    """Encode the database and embed the queries through the run's network into RUN/codes.h5."""
+               force: bool = False, device: str = "auto") -> Path:
+    """Encode the database and embed the queries through the run's network, on `device`, into
+    RUN/codes.h5. A fine-tuned run embeds the trunk's cached activations through its top."""
     run_dir = layout.resolve_run(results_dir, run)
     if run_dir.codes.is_file() and not force:
         return run_dir.codes
     config, record = load_config(run_dir)
-    model = load_model(run_dir, config)
+    torch_device = resolve_device(device)
+    model = load_model(run_dir, config).to(torch_device)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
-    features = read_feature_file(_checked_features(config, record, data_dir))
+    path = layout.feature_path(data_dir, config.dataset, config.feature)
+    features = read_feature_file(_checked_input(path, record["features_sha256"], config))
     start = time.perf_counter()
-    codes = quantizer.encode(embed(model, features.database.features))
+    if config.train_blocks:
+        path = layout.activations_path(data_dir, config.dataset, config.feature, config.train_blocks)
+        _checked_input(path, record["activations_sha256"], config)
+        with open_activations(path, features, config.train_blocks) as parts:
+            database, queries = embed(model, parts["database"]), embed(model, parts["query"])
+    else:
+        database = embed(model, features.database.features)
+        queries = embed(model, features.query.features)
+    codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
-    map_top = get_dataset(config.dataset).protocol.map_top
+    map_top = get_dataset(config.dataset, data_dir).protocol.map_top
     with atomic_path(run_dir.codes) as tmp, h5py.File(tmp, "w") as handle:
         set_format_attrs(handle, FORMAT, FORMAT_VERSION)
         handle.create_dataset("codes", data=codes)
         handle.create_dataset("labels", data=features.database.labels)
-        handle.create_dataset("query/representations", data=embed(model, features.query.features))
+        handle.create_dataset("query/representations", data=queries)
         handle.create_dataset("query/labels", data=features.query.labels)
         save_quantizer(quantizer, handle.create_group("quantizer"))
         handle.attrs.update({
@@ -81,17 +95,19 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             "map_at": json.dumps(list((map_top,) if map_top else MAP_AT)), "map_top": map_top or 0,
             "train_seconds": record["train_seconds"], "encode_seconds": seconds,
             "features_sha256": record["features_sha256"], "model_sha256": sha256_file(run_dir.model),
+            "devices": json.dumps({"train": record.get("device"),
+                                   "encode": describe_device(torch_device)}),
+            **({"activations_sha256": record["activations_sha256"]} if config.train_blocks else {}),
         })
     return run_dir.codes
 
 
-def _checked_features(config: RunConfig, record: dict, data_dir: str | Path) -> Path:
-    """The run's feature file, checked to be the one it was trained on."""
-    path = layout.feature_path(data_dir, config.dataset, config.feature)
+def _checked_input(path: Path, sha256: str, config: RunConfig) -> Path:
+    """The run's feature file or activation cache, checked to be the one it was trained on."""
     if not path.is_file():
         raise GslbenchError(f"{path}: no such file; the run {config.run_id} was trained on it")
-    if sha256_file(path) != record["features_sha256"]:
-        raise GslbenchError(f"{path}: feature file changed since run {config.run_id} was trained "
+    if sha256_file(path) != sha256:
+        raise GslbenchError(f"{path}: changed since run {config.run_id} was trained "
                             "(sha256 differs); re-train with --force")
     return path
 

@@ -33,7 +33,9 @@ from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Grid
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
+from gslbench.data.activations import ensure_activations
 from gslbench.data.features import build_features
+from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import evaluate_run
@@ -62,19 +64,22 @@ def cell_state(run: layout.RunDir) -> str:
     return "partial" if run.config.is_file() else "todo"
 
 
-def grid_status(grid: Grid, results_dir: str | Path) -> list[tuple[RunConfig, str]]:
+def grid_status(grid: Grid, results_dir: str | Path,
+                data_dir: str | Path | None = None) -> list[tuple[RunConfig, str]]:
     """Every cell of the grid with its state; reads only whether files exist."""
     return [(config, cell_state(layout.run_dir(results_dir, config.run_id)))
-            for config in grid.cells()]
+            for config in grid.cells(data_dir)]
 
 
 def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
-             force: bool = False) -> layout.RunDir:
-    """Train, encode and evaluate one cell with `threads` torch/faiss threads; every executor runs
-    this. Steps already done are skipped unless `force`. Returns the run directory."""
+             force: bool = False, device: str = "auto") -> layout.RunDir:
+    """Train, encode and evaluate one cell with `threads` torch/faiss threads, torch on `device`;
+    every executor runs this. Steps already done are skipped unless `force`. Returns the run
+    directory."""
     with limit_threads(threads):
-        run = train_run(config, data_dir, results_dir, force=force, show_progress=False)
-        encode_run(run.path, data_dir, results_dir, force=force)
+        run = train_run(config, data_dir, results_dir, force=force, show_progress=False,
+                        device=device)
+        encode_run(run.path, data_dir, results_dir, force=force, device=device)
         evaluate_run(run.path, results_dir, force=force)
     return run
 
@@ -93,20 +98,21 @@ def run_grid(grid: Grid, data_dir: str | Path, results_dir: str | Path,
     """
     executor = executor or ExecutorConfig()
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
-    cells = grid.cells()
+    cells = grid.cells(data_dir)
     with _lock(results_dir), executor.make() as pool:
-        _prepare_features(cells, data_dir)
+        _prepare_features(cells, data_dir, executor.device)
         _remove_leftovers([layout.run_dir(results_dir, config.run_id) for config in cells])
         todo = [config for config in cells
                 if force or cell_state(layout.run_dir(results_dir, config.run_id)) != "done"]
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
-            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor.threads, force)
+            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor, force)
     run_dirs = tuple(layout.run_dir(results_dir, config.run_id) for config in cells)
     return BenchResult(tuple(run for run in run_dirs if cell_state(run) == "done"), tuple(failed))
 
 
 def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_dir: Path,
-              results_dir: Path, threads: int, force: bool) -> list[tuple[RunConfig, str]]:
+              results_dir: Path, executor: ExecutorConfig,
+              force: bool) -> list[tuple[RunConfig, str]]:
     """Keep up to `pool.capacity` cells running until every cell has finished or failed."""
     waiting = iter(todo)
     running: dict[Future, RunConfig] = {}
@@ -115,7 +121,8 @@ def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_di
         while len(running) < pool.capacity and (config := next(waiting, None)) is not None:
             progress.running([*running.values(), config])
             try:
-                running[pool.submit(run_cell, config, data_dir, results_dir, threads, force)] = config
+                running[pool.submit(run_cell, config, data_dir, results_dir, executor.threads,
+                                    force, executor.device)] = config
             except Exception as exc:  # a broken pool refuses work: the cell failed
                 failed.append((config, progress.finished(config, exc)))
         if not running:
@@ -243,19 +250,23 @@ def _lock(results_dir: Path) -> Iterator[None]:
         yield
 
 
-def _prepare_features(cells: list[RunConfig], data_dir: Path) -> None:
-    """Download and extract each data set's default feature file if missing; another feature
-    must have been extracted beforehand (checked for all before any download)."""
+def _prepare_features(cells: list[RunConfig], data_dir: Path, device: str) -> None:
+    """Download and extract each data set's default feature file if missing (another feature
+    must have been extracted beforehand: checked for all before any download), then compute the
+    trunk activations that fine-tuning cells read, once each, torch on `device`."""
     needed = {(config.dataset, config.feature) for config in cells}
     for dataset, feature in sorted(needed):
-        if (feature != get_dataset(dataset).default_feature
+        if (feature != get_dataset(dataset, data_dir).default_feature
                 and not feature_path(data_dir, dataset, feature).is_file()):
             raise GslbenchError(f"{feature_path(data_dir, dataset, feature)}: no such file; run "
                                 f"`gslbench features {dataset} --backbone ...` first")
     for dataset, feature in sorted(needed):
         if not feature_path(data_dir, dataset, feature).is_file():
             download(dataset, data_dir)
-            build_features(dataset, data_dir)
+            build_features(dataset, data_dir, device=resolve_device(device))
+    for dataset, feature, blocks in sorted({(config.dataset, config.feature, config.train_blocks)
+                                            for config in cells if config.train_blocks}):
+        ensure_activations(data_dir, dataset, feature, blocks, resolve_device(device))
 
 
 def _remove_leftovers(runs: list[layout.RunDir]) -> None:

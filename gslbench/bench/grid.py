@@ -61,8 +61,9 @@ class Grid:
         """The fields with more than one value."""
         return {name: values for name, values in self.values if len(values) > 1}
 
-    def cells(self) -> list[RunConfig]:
-        """The distinct resolved configs of the grid, all validated (names, bits, quantizers).
+    def cells(self, data_dir: str | Path | None = None) -> list[RunConfig]:
+        """The distinct resolved configs of the grid, all validated (names, bits, quantizers);
+        `data_dir` holds the data sets imported there.
 
         Float cells collapse across bits and quantizers, and a setting a method does not use does
         not split its runs (`RunConfig.resolved`).
@@ -72,7 +73,7 @@ class Grid:
         try:
             for combination in itertools.product(*(values for _, values in self.values)):
                 settings = dict(zip(names, combination, strict=True))
-                dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default))
+                dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default), data_dir)
                 settings.setdefault("feature", dataset.default_feature)
                 config = RunConfig(**settings).resolved()
                 if config.run_id not in configs and config.quantized:

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from gslbench import layout
 from gslbench.data import backbones, feature_path, get_dataset
 from gslbench.data.base import Dataset, RawData, split_indices
@@ -41,15 +43,17 @@ def build_features(
     image_size: int = 64,
     batch_size: int = 256,
     split_seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> Path:
     """Split data set `name` by its protocol, compute its features and write the feature file.
 
     `backbone`: "pixels", "efficientnet-lite0" (images resized to `image_size`), or for nuswide21
     its official low-level features ("bow", "cm55", ..., or e.g. "bow+cm55"); default: the data
-    set's own. Writes DATA_DIR/NAME/FEATURE.h5 (FEATURE = `feature_name(backbone, image_size)`)
-    with attrs backbone, image_size, weights_sha256, protocol and source_sha256; returns its path.
+    set's own. The CNN runs on `device`. Writes DATA_DIR/NAME/FEATURE.h5 (FEATURE =
+    `feature_name(backbone, image_size)`) with attrs backbone, image_size, weights_sha256,
+    protocol and source_sha256; returns its path.
     """
-    dataset = get_dataset(name)
+    dataset = get_dataset(name, data_dir)
     backbone = backbone or dataset.default_feature
     _check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
@@ -66,7 +70,7 @@ def build_features(
         else:
             features = backbones.extract_features(
                 raw.images[idx], backbone, image_size=image_size, batch_size=batch_size,
-                pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model,
+                pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model, device=device,
             )
         splits[part] = Split(features, raw.labels[idx], idx)
     feature = feature_name(backbone, image_size) if raw.images is not None else backbone

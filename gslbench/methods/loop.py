@@ -1,8 +1,10 @@
 """One training loop for every method of `gslbench.methods.METHODS` (DESIGN.md section 4).
 
 The network (`gslbench.methods.model`) is an MLP head on frozen features whose output is
-L2-normalised. Each method says how the representation reaches the similarity loss and what is
-added to it (`Method.representation`, `Method.penalty`); everything else is shared here.
+L2-normalised, or, when fine-tuning, the CNN's top on cached trunk activations under that head;
+it trains on the run's device (`gslbench.devices`; faiss fits the codebooks on the CPU). Each
+method says how the representation reaches the similarity loss and what is added to it
+(`Method.representation`, `Method.penalty`); everything else is shared here.
 
 Quantized methods share one schedule: `warmup_epochs` of plain similarity training, then the
 codebooks are (re)fitted on the training representations every `epochs_per_refit` epochs
@@ -28,7 +30,7 @@ from gslbench.config import RunConfig
 from gslbench.data.featurefile import FeatureSet
 from gslbench.methods import Method
 from gslbench.methods.losses import LOSSES
-from gslbench.methods.model import EmbeddingNet, build_model, embed
+from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model, embed
 from gslbench.quantizers import Quantizer, make_quantizer
 
 
@@ -36,21 +38,29 @@ from gslbench.quantizers import Quantizer, make_quantizer
 class TrainResult:
     """A trained model, its fitted quantizer (None for float), the per-epoch log and the time."""
 
-    model: EmbeddingNet
+    model: EmbeddingNet | FineTunedNet
     quantizer: Quantizer | None
     log: list[dict]
     seconds: float
 
 
-def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -> TrainResult:
-    """Train `config.method` on `features.train`; deterministic for a given config and seed."""
+def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
+          top: nn.Module | None = None, inputs: np.ndarray | None = None,
+          device: torch.device | str = "cpu") -> TrainResult:
+    """Train `config.method` on `features.train` on `device`; deterministic for a given config,
+    seed and device.
+
+    Fine-tuning: `top` is the CNN's trainable top and `inputs` the training items' (n, C, H, W)
+    float32 trunk activations, row for row with `features.train`."""
+    inputs = features.train.features if inputs is None else inputs
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    x = torch.from_numpy(features.train.features)
-    labels = torch.from_numpy(features.train.labels)
-    model = build_model(config, features.dim)
+    x = torch.from_numpy(inputs).to(device)
+    labels = torch.from_numpy(features.train.labels).to(device)
+    model = build_model(config, features.dim, top)
     model.set_standardisation(features.train.features)
-    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin)
+    model.to(device)
+    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin).to(device)
     optimizer = torch.optim.Adam(
         [*model.parameters(), *loss_fn.parameters()], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -62,15 +72,15 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -
                       disable=not show_progress):
         start = time.perf_counter()
         if method.trains_against_codebooks and _refit_due(config, epoch):
-            _refit(quantizer, embed(model, features.train.features))
+            _refit(quantizer, embed(model, inputs))
         model.train()
         sim_loss = _train_epoch(model, method, loss_fn, optimizer, x, labels, config, generator)
         seconds = time.perf_counter() - start
         total_seconds += seconds
-        log.append(_log_row(epoch, config, sim_loss, seconds, model, features, quantizer, monitor))
+        log.append(_log_row(epoch, config, sim_loss, seconds, model, inputs, quantizer, monitor))
     if quantizer is not None:
         start = time.perf_counter()
-        _refit(quantizer, embed(model, features.train.features))
+        _refit(quantizer, embed(model, inputs))
         total_seconds += time.perf_counter() - start
     return TrainResult(model, quantizer, log, total_seconds)
 
@@ -115,19 +125,19 @@ def _train_epoch(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                  config: RunConfig, generator: torch.Generator) -> float:
     """One epoch of shuffled batches; the mean similarity loss. A last batch of one item is
     skipped (pairwise losses need two)."""
-    order = torch.randperm(len(x), generator=generator)
+    order = torch.randperm(len(x), generator=generator).to(x.device)
     losses = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
               for batch in order.split(config.batch_size) if len(batch) >= 2]
     return float(np.mean(losses))
 
 
-def _log_row(epoch: int, config: RunConfig, sim_loss: float, seconds: float, model: EmbeddingNet,
-             features: FeatureSet, quantizer: Quantizer | None, monitor: Quantizer | None) -> dict:
+def _log_row(epoch: int, config: RunConfig, sim_loss: float, seconds: float, model: nn.Module,
+             inputs: np.ndarray, quantizer: Quantizer | None, monitor: Quantizer | None) -> dict:
     row = {"epoch": epoch + 1, "sim_loss": sim_loss, "quant_mse": float("nan"),
            "quant_mse_refit": float("nan"), "seconds": seconds}
     if quantizer is None:
         return row
-    representations = embed(model, features.train.features)
+    representations = embed(model, inputs)
     if quantizer.is_fitted:
         row["quant_mse"] = quantizer.quantization_error(representations)
     if _monitor_due(config, epoch):
