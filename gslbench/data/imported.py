@@ -127,7 +127,7 @@ def imported_dataset(data_dir: str | Path, name: str) -> Dataset:
             raise GslbenchError(f"{path}: not a {RECORD_FORMAT} record (version {RECORD_VERSION})")
         protocol = _as_protocol(record["protocol"])
         features = tuple(record["features"])
-        default = features[0]
+        default = record["default_feature"]
     except (KeyError, TypeError, IndexError) as exc:
         raise GslbenchError(f"{path}: not a gslbench import record ({exc})") from None
     return Dataset(name=name, protocol=protocol, default_feature=default,
@@ -162,7 +162,7 @@ def _register(data_dir: str | Path, name: str, feature: str, protocol: dict, sha
     path = layout.imported_path(data_dir, name)
     record = (read_json(path) if path.is_file() else
               {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, "name": name,
-               "protocol": protocol, "features": {}})
+               "protocol": protocol, "default_feature": feature, "features": {}})
     if record.get("protocol") != protocol:
         raise GslbenchError(f"{path}: {name} was imported with another protocol "
                             f"({record.get('protocol')}); import under another name")
@@ -264,7 +264,8 @@ def checked_features(features: np.ndarray, path: Path) -> np.ndarray:
                             f"{features.shape}")
     if features.dtype.kind not in "biuf":
         raise GslbenchError(f"{path}: features must be real numbers, got dtype {features.dtype}")
-    features = features.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported below
+        features = features.astype(np.float32)
     bad = ~np.isfinite(features)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
