@@ -8,7 +8,8 @@
     /split/{train,query,database}  int64: the feature file's split indices (row i of a part is
                             the image split[part][i] of the data set's raw images)
     attrs: dataset, feature, backbone, image_size, train_blocks, weights_sha256, source_sha256,
-           features_sha256 (the feature file whose split and images it follows)
+           features_sha256 (the feature file whose split and images it follows), computed_from
+           ("images", or the deeper cache it was computed from)
 
 The trunk is the CNN below its last N blocks (`gslbench.data.backbones.split_network`): computed
 once per (data set, feature = backbone and image size, N), every run that fine-tunes those
@@ -16,7 +17,9 @@ blocks reads it. For EfficientNet-Lite0 at 64 px and N = 1 to 4 a row is 192 x 2
 215 MB for Fashion-MNIST's 70,000 images). It is computed batch by batch into
 `DATA/NAME/.FILE.partial`, which records after each batch how many rows of each part are done,
 so a killed build resumes where it stopped; the finished file is renamed into place. It follows
-one feature file: when that file changes (its sha256 differs), the cache is computed again.
+one feature file: when that file changes (its sha256 differs), the cache is computed again. When
+a cache for a larger N of the same feature file exists, the smaller N's is computed from it (a
+few blocks over the cached rows instead of the whole trunk over the images).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -47,7 +50,9 @@ BINDING = ("dataset", "feature", "backbone", "image_size", "train_blocks", "weig
 def ensure_activations(data_dir: str | Path, dataset: str, feature: str, train_blocks: int,
                        device: torch.device | str = "cpu", batch_size: int = 256) -> Path:
     """The activation cache of (dataset, feature, N): computed, or resumed, unless it exists and
-    follows the current feature file. Returns its path."""
+    follows the current feature file. Computed from a deeper cache of the same feature file
+    (N' > N: only blocks N' to N+1 from the top run) when there is one, else from the images.
+    Returns its path."""
     features_file = layout.feature_path(data_dir, dataset, feature)
     if not features_file.is_file():
         raise GslbenchError(f"{features_file}: no such file; run `gslbench features {dataset}` "
@@ -58,25 +63,73 @@ def ensure_activations(data_dir: str | Path, dataset: str, feature: str, train_b
         return path
     features = read_feature_file(features_file)
     attrs = _binding(features, features_sha256, train_blocks)
-    raw = get_dataset(dataset, data_dir).load_raw(layout.raw_dir(data_dir, dataset))
-    if raw.images is None:
-        raise GslbenchError(f"--train-blocks {train_blocks}: {dataset} has no images to fine-tune on")
-    if raw.source_sha256 != features.source_sha256:
-        raise GslbenchError(f"{features_file}: extracted from other raw files than "
-                            f"{layout.raw_dir(data_dir, dataset)} holds now; run `gslbench "
-                            f"features {dataset}` again")
-    log.info("caching the trunk's activations below the last %d block(s) of %s in %s",
-             train_blocks, attrs["backbone"], path)
-    trunk, _ = backbones.split_network(attrs["backbone"], attrs["image_size"], train_blocks)
-    trunk.to(device)
-    partial = layout.partial_path(path)
-    with _partial_file(partial, attrs) as handle:
-        for part in SPLITS:
-            split = features.splits()[part]
-            _fill_part(handle, part, raw.images[split.indices], split.indices, trunk, attrs,
-                       raw.pixel_max, device, batch_size)
+    deeper = _deeper_cache(data_dir, attrs)
+    with contextlib.ExitStack() as stack:
+        if deeper is None:
+            batches = _image_batches(data_dir, features, attrs, device, batch_size)
+            trunk, _ = backbones.split_network(attrs["backbone"], attrs["image_size"], train_blocks)
+        else:
+            deeper_path, deeper_blocks = deeper
+            rows = stack.enter_context(open_activations(deeper_path, features, deeper_blocks))
+            batches = _row_batches(rows, device, batch_size)
+            blocks = backbones.get_backbone(attrs["backbone"]).blocks
+            trunk, _ = backbones.split_network(attrs["backbone"], attrs["image_size"], train_blocks,
+                                               trunk_from=blocks - deeper_blocks)
+        log.info("caching the trunk's activations below the last %d block(s) of %s in %s, "
+                 "from %s", train_blocks, attrs["backbone"], path,
+                 deeper[0] if deeper else "the images")
+        trunk.to(device)
+        partial = layout.partial_path(path)
+        with _partial_file(partial, attrs) as handle:
+            handle.attrs["computed_from"] = deeper[0].name if deeper else "images"
+            for part in SPLITS:
+                _fill_part(handle, part, features.splits()[part].indices, trunk, batches)
     os.replace(partial, path)
     return path
+
+
+Batches = Callable[[str, int], Iterator[tuple[int, torch.Tensor]]]
+
+
+def _image_batches(data_dir: str | Path, features: FeatureSet, attrs: dict,
+                   device: torch.device | str, batch_size: int) -> Batches:
+    """(part, first row) -> the batches of that part's images from that row on, as network input."""
+    dataset = features.dataset
+    raw = get_dataset(dataset, data_dir).load_raw(layout.raw_dir(data_dir, dataset))
+    if raw.images is None:
+        raise GslbenchError(f"--train-blocks {attrs['train_blocks']}: {dataset} has no images to "
+                            "fine-tune on")
+    if raw.source_sha256 != features.source_sha256:
+        raise GslbenchError(f"{features.dataset}/{features.feature}: extracted from other raw "
+                            f"files than {layout.raw_dir(data_dir, dataset)} holds now; run "
+                            f"`gslbench features {dataset}` again")
+    spec = backbones.get_backbone(attrs["backbone"])
+
+    def batches(part: str, start: int) -> Iterator[tuple[int, torch.Tensor]]:
+        images = raw.images[features.splits()[part].indices]
+        return backbones.network_inputs(images, spec, attrs["image_size"], batch_size,
+                                        raw.pixel_max, device, f"trunk {part}", start=start)
+    return batches
+
+
+def _row_batches(rows: dict[str, h5py.Dataset], device: torch.device | str,
+                 batch_size: int) -> Batches:
+    """(part, first row) -> the batches of that part's rows of a deeper cache from that row on."""
+    def batches(part: str, start: int) -> Iterator[tuple[int, torch.Tensor]]:
+        for first in range(start, len(rows[part]), batch_size):
+            yield first, torch.from_numpy(rows[part][first:first + batch_size]).to(device)
+    return batches
+
+
+def _deeper_cache(data_dir: str | Path, attrs: dict) -> tuple[Path, int] | None:
+    """The finished cache of the same feature file nearest below N (N' > N), if any."""
+    blocks = backbones.get_backbone(attrs["backbone"]).blocks
+    for deeper in range(attrs["train_blocks"] + 1, blocks + 1):
+        path = layout.activations_path(data_dir, attrs["dataset"], attrs["feature"], deeper)
+        stored = _stored_attrs(path) if path.is_file() else {}
+        if stored and all(_same(stored.get(k), v) for k, v in attrs.items() if k != "train_blocks"):
+            return path, deeper
+    return None
 
 
 def _binding(features: FeatureSet, features_sha256: str, train_blocks: int) -> dict:
@@ -132,31 +185,25 @@ def _same(stored: object, wanted: object) -> bool:
     return stored is not None and (stored.item() if hasattr(stored, "item") else stored) == wanted
 
 
-def _fill_part(handle: h5py.File, part: str, images: np.ndarray, indices: np.ndarray,
-               trunk: backbones.Trunk, attrs: dict, pixel_max: float,
-               device: torch.device | str, batch_size: int) -> None:
+def _fill_part(handle: h5py.File, part: str, indices: np.ndarray, trunk: backbones.Trunk,
+               batches: Batches) -> None:
     """Compute the rows of `part` not done yet, flushing and recording progress after each batch."""
-    spec = backbones.get_backbone(attrs["backbone"])
-    size = attrs["image_size"]
-    with torch.no_grad():
-        shape = tuple(trunk(torch.zeros(1, 3, size, size, device=device)).shape[1:])
     if f"split/{part}" not in handle:
         handle.create_dataset(f"split/{part}", data=indices.astype(np.int64))
-    rows = handle.require_dataset(f"{part}/activations", shape=(len(images), *shape),
-                                  dtype=np.float32, chunks=(min(256, len(images)), *shape))
     done_key = f"{part}_rows_done"
     start = int(handle.attrs.get(done_key, 0))
     if start:
-        log.info("%s: resuming %s at row %d of %d", handle.filename, part, start, len(images))
-    batches = backbones.network_inputs(images, spec, size, batch_size, pixel_max, device,
-                                       f"trunk {part}", start=start)
+        log.info("%s: resuming %s at row %d of %d", handle.filename, part, start, len(indices))
     with torch.no_grad():
-        for first, inputs in batches:
+        for first, inputs in batches(part, start):
             out = trunk(inputs).contiguous().cpu().numpy()
             if not np.isfinite(out).all():
                 raise GslbenchError(f"{handle.filename}: the trunk gave non-finite activations "
                                     f"for {part} rows {first} to {first + len(out) - 1}")
-            rows[first:first + len(out)] = out
+            if f"{part}/activations" not in handle:
+                handle.create_dataset(f"{part}/activations", shape=(len(indices), *out.shape[1:]),
+                                      dtype=np.float32, chunks=(min(256, len(indices)), *out.shape[1:]))
+            handle[f"{part}/activations"][first:first + len(out)] = out
             handle.flush()
             handle.attrs[done_key] = first + len(out)
             handle.flush()

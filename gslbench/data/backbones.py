@@ -221,15 +221,17 @@ def network_inputs(
 
 
 class Trunk(nn.Module):
-    """The frozen bottom of an EfficientNet: the stem and the blocks before `cut`.
+    """The frozen bottom of an EfficientNet: the stem and the blocks before `cut`, or only the
+    blocks from `start` to `cut` (their input: the activations below block `start`).
 
     (b, 3, S, S) network input -> (b, C, H, W) activations (192 x 2 x 2 for efficientnet-lite0 at
     64 px below its last 1 to 4 blocks), channels-last inside (10% faster on the CPU)."""
 
-    def __init__(self, network: nn.Module, cut: int) -> None:
+    def __init__(self, network: nn.Module, cut: int, start: int = 0) -> None:
         super().__init__()
-        self.stem = nn.Sequential(network._conv_stem, network._bn0, network._swish)
-        self.blocks = nn.ModuleList(network._blocks[:cut])
+        self.stem = (nn.Sequential(network._conv_stem, network._bn0, network._swish) if start == 0
+                     else nn.Identity())
+        self.blocks = nn.ModuleList(network._blocks[start:cut])
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,9 +268,11 @@ class Top(nn.Module):
         return super().train(False)
 
 
-def split_network(name: str, image_size: int, train_blocks: int) -> tuple[Trunk, Top]:
+def split_network(name: str, image_size: int, train_blocks: int,
+                  trunk_from: int = 0) -> tuple[Trunk, Top]:
     """The CNN `name` at `image_size` cut below its last `train_blocks` blocks: the frozen trunk
-    (no gradients) and the top, whose parameters require gradients."""
+    (no gradients; from block `trunk_from` on, when its input is the activations below that
+    block rather than the image) and the top, whose parameters require gradients."""
     spec = get_backbone(name)
     if not spec.blocks:
         raise GslbenchError(f"--train-blocks {train_blocks}: {name} is not a CNN to fine-tune")
@@ -279,4 +283,4 @@ def split_network(name: str, image_size: int, train_blocks: int) -> tuple[Trunk,
     cut = spec.blocks - train_blocks
     top = Top(network, cut)
     top.requires_grad_(True)
-    return Trunk(network, cut).eval(), top
+    return Trunk(network, cut, trunk_from).eval(), top
