@@ -103,8 +103,11 @@ class FeaturesGroup(click.Group):
 
 @cli.group(cls=FeaturesGroup)
 def features() -> None:
-    """Write a data set's feature file: extract it (`gslbench features DATASET`) or import your
-    own (`gslbench features import NAME --from FILE`).
+    """Write a data set's feature file: extract it (`gslbench features DATASET`, the same as
+    `gslbench features extract DATASET`) or import your own (`gslbench features import NAME
+    --from FILE`).
+
+    Example: gslbench features digits
     """
 
 
