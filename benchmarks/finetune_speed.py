@@ -120,8 +120,8 @@ def main() -> None:
     for blocks in (int(b) for b in args.blocks.split(",")):
         s = measure(blocks, features, images, image_size, args.epochs, device)
         print(f"| {blocks} | {s['cache_wall']:.1f} (CPU {s['cache_cpu']:.1f}) "
-              f"| {s['epoch_wall']:.2f} | {s['epoch_cpu']:.2f} | {s['pass_wall']:.2f} "
-              f"| {projection(s, len(images), args.share):.0f} |", flush=True)
+              f"| {s['epoch_wall']:.2f} | {s['epoch_cpu']:.2f} | {s['pass_wall']:.2f} (CPU "
+              f"{s['pass_cpu']:.2f}) | {projection(s, len(images), args.share):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

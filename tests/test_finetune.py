@@ -18,7 +18,7 @@ from gslbench import devices, layout
 from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.data import activations, backbones, fashion_mnist
-from gslbench.data.featurefile import read_feature_file
+from gslbench.data.featurefile import FeatureSet, read_feature_file
 from gslbench.data.features import build_features
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import train
@@ -149,7 +149,10 @@ def test_the_cache_follows_its_feature_file_and_feeds_smaller_ones(tiny_fashion,
     (data / "fashion-mnist" / "raw").symlink_to(tiny_fashion / "data" / "fashion-mnist" / "raw")
     feature_file = data / "fashion-mnist" / f"{CONFIG.feature}.h5"
     feature_file.write_bytes((tiny_fashion / "data" / "fashion-mnist" / feature_file.name).read_bytes())
+    garbled = layout.partial_path(layout.activations_path(data, "fashion-mnist", CONFIG.feature, 3))
+    garbled.write_bytes(b"what a kill mid-write can leave")  # unreadable: started afresh
     path = activations.ensure_activations(data, "fashion-mnist", CONFIG.feature, 3)
+    assert not garbled.exists()
     built = path.stat().st_mtime_ns
     assert activations.ensure_activations(data, "fashion-mnist", CONFIG.feature, 3) == path
     assert path.stat().st_mtime_ns == built  # found, not computed again
@@ -171,12 +174,17 @@ def test_the_cache_follows_its_feature_file_and_feeds_smaller_ones(tiny_fashion,
                                    rtol=1e-5, atol=1e-4)
 
 
-def test_fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones(tiny_fashion):
-    data = tiny_fashion / "data"
+def training_inputs(root: Path) -> tuple[FeatureSet, Path, np.ndarray]:
+    """The tiny set's features, its activation cache for BLOCKS and the training activations."""
+    data = root / "data"
     features = read_feature_file(layout.feature_path(data, "fashion-mnist", CONFIG.feature))
     path = activations.ensure_activations(data, "fashion-mnist", CONFIG.feature, BLOCKS)
     with activations.open_activations(path, features, BLOCKS) as parts:
-        inputs = parts["train"][()]
+        return features, path, parts["train"][()]
+
+
+def test_fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones(tiny_fashion):
+    features, path, inputs = training_inputs(tiny_fashion)
     trunk, top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
     before_top = {name: value.clone() for name, value in top.state_dict().items()}
     before_trunk = {name: value.clone() for name, value in trunk.state_dict().items()}
@@ -239,9 +247,12 @@ def test_train_encode_evaluate_a_fine_tuned_run(tiny_fashion):
 
 
 def test_fine_tuning_needs_a_cnn_feature(tiny_fashion):
-    result = invoke(tiny_fashion, "train", "-d", "digits", "--train-blocks", "1")
-    assert result.exit_code == 2
-    assert "no such file" in result.output  # digits' features are not extracted here
+    build_features("fashion-mnist", tiny_fashion / "data", backbone="pixels")
+    result = invoke(tiny_fashion, "train", "-d", "fashion-mnist", "--feature", "pixels",
+                    "--train-blocks", "1")
+    assert result.output.strip() == (
+        "gslbench: error: --train-blocks 1 fine-tunes a CNN, but the feature 'pixels' of "
+        "fashion-mnist comes from pixels; use an efficientnet-lite0 feature")
     result = invoke(tiny_fashion, "train", "-d", "fashion-mnist", "--feature", CONFIG.feature,
                     "--train-blocks", "17")
     assert result.output.strip() == "gslbench: error: --train-blocks 17 is outside [0, 16]"
@@ -265,11 +276,7 @@ def test_device_selection(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU")
 def test_training_on_cuda_matches_the_cpu_closely(tiny_fashion):
-    data = tiny_fashion / "data"
-    features = read_feature_file(layout.feature_path(data, "fashion-mnist", CONFIG.feature))
-    path = activations.ensure_activations(data, "fashion-mnist", CONFIG.feature, BLOCKS)
-    with activations.open_activations(path, features, BLOCKS) as parts:
-        inputs = parts["train"][()]
+    features, _, inputs = training_inputs(tiny_fashion)
     results = {}
     for name in ("cpu", "cuda"):
         _, top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)

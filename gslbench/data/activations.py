@@ -43,8 +43,7 @@ from gslbench.storage import open_h5, set_format_attrs, sha256_file
 log = logging.getLogger(__name__)
 FORMAT = "gslbench.activations"
 FORMAT_VERSION = 1
-BINDING = ("dataset", "feature", "backbone", "image_size", "train_blocks", "weights_sha256",
-           "source_sha256", "features_sha256")
+Batches = Callable[[str, int], Iterator[tuple[int, torch.Tensor]]]  # (part, first row) -> batches
 
 
 def ensure_activations(data_dir: str | Path, dataset: str, feature: str, train_blocks: int,
@@ -63,32 +62,34 @@ def ensure_activations(data_dir: str | Path, dataset: str, feature: str, train_b
         return path
     features = read_feature_file(features_file)
     attrs = _binding(features, features_sha256, train_blocks)
-    deeper = _deeper_cache(data_dir, attrs)
+    partial = layout.partial_path(path)
     with contextlib.ExitStack() as stack:
-        if deeper is None:
-            batches = _image_batches(data_dir, features, attrs, device, batch_size)
-            trunk, _ = backbones.split_network(attrs["backbone"], attrs["image_size"], train_blocks)
-        else:
-            deeper_path, deeper_blocks = deeper
-            rows = stack.enter_context(open_activations(deeper_path, features, deeper_blocks))
-            batches = _row_batches(rows, device, batch_size)
-            blocks = backbones.get_backbone(attrs["backbone"]).blocks
-            trunk, _ = backbones.split_network(attrs["backbone"], attrs["image_size"], train_blocks,
-                                               trunk_from=blocks - deeper_blocks)
-        log.info("caching the trunk's activations below the last %d block(s) of %s in %s, "
-                 "from %s", train_blocks, attrs["backbone"], path,
-                 deeper[0] if deeper else "the images")
+        trunk, batches, source = _source(stack, data_dir, features, attrs, device, batch_size)
         trunk.to(device)
-        partial = layout.partial_path(path)
+        log.info("caching the trunk's activations below the last %d block(s) of %s in %s, "
+                 "from %s", train_blocks, attrs["backbone"], path, source)
         with _partial_file(partial, attrs) as handle:
-            handle.attrs["computed_from"] = deeper[0].name if deeper else "images"
+            handle.attrs["computed_from"] = source
             for part in SPLITS:
                 _fill_part(handle, part, features.splits()[part].indices, trunk, batches)
     os.replace(partial, path)
     return path
 
 
-Batches = Callable[[str, int], Iterator[tuple[int, torch.Tensor]]]
+def _source(stack: contextlib.ExitStack, data_dir: str | Path, features: FeatureSet, attrs: dict,
+            device: torch.device | str, batch_size: int) -> tuple[backbones.Trunk, Batches, str]:
+    """What computes the cache: the trunk, its input batches and their source ("images", or the
+    name of the deeper cache of the same feature file nearest below N, opened on `stack`)."""
+    name, size, blocks = attrs["backbone"], attrs["image_size"], attrs["train_blocks"]
+    deeper = _deeper_cache(data_dir, attrs)
+    if deeper is None:
+        trunk, _ = backbones.split_network(name, size, blocks)
+        return trunk, _image_batches(data_dir, features, attrs, device, batch_size), "images"
+    path, deeper_blocks = deeper
+    rows = stack.enter_context(open_activations(path, features, deeper_blocks))
+    trunk, _ = backbones.split_network(name, size, blocks, trunk_from=backbones.get_backbone(
+        name).blocks - deeper_blocks)
+    return trunk, _row_batches(rows, device, batch_size), path.name
 
 
 def _image_batches(data_dir: str | Path, features: FeatureSet, attrs: dict,
@@ -126,7 +127,7 @@ def _deeper_cache(data_dir: str | Path, attrs: dict) -> tuple[Path, int] | None:
     blocks = backbones.get_backbone(attrs["backbone"]).blocks
     for deeper in range(attrs["train_blocks"] + 1, blocks + 1):
         path = layout.activations_path(data_dir, attrs["dataset"], attrs["feature"], deeper)
-        stored = _stored_attrs(path) if path.is_file() else {}
+        stored = _stored_attrs(path)
         if stored and all(_same(stored.get(k), v) for k, v in attrs.items() if k != "train_blocks"):
             return path, deeper
     return None
@@ -159,26 +160,32 @@ def _stored_attrs(path: Path) -> dict:
 def _partial_file(partial: Path, attrs: dict) -> Iterator[h5py.File]:
     """The partial cache, opened to resume when it was started with the same binding, else
     started afresh (also when a kill left it unreadable)."""
-    handle = None
-    if partial.is_file():
-        try:
-            handle = h5py.File(partial, "a")
-        except OSError as exc:
-            if "lock" in str(exc).lower():
-                raise GslbenchError(f"{partial}: another gslbench process is computing this "
-                                    "cache; wait for it to finish") from None
-            log.info("%s is unreadable (%s): starting it afresh", partial, exc)
-        if handle is not None and not all(_same(handle.attrs.get(k), v)
-                                          for k, v in attrs.items()):
-            handle.close()
-            handle = None
+    handle = _open_partial(partial, "a") if partial.is_file() else None
+    if handle is not None and not all(_same(handle.attrs.get(k), v) for k, v in attrs.items()):
+        handle.close()
+        handle = None
     if handle is None:
         partial.unlink(missing_ok=True)
-        handle = h5py.File(partial, "w")
+        handle = _open_partial(partial, "w")
         set_format_attrs(handle, FORMAT, FORMAT_VERSION)
         handle.attrs.update(attrs)
     with handle:
         yield handle
+
+
+def _open_partial(partial: Path, mode: str) -> h5py.File | None:
+    """The partial cache opened in `mode`; None when a kill left it unreadable. HDF5's file lock
+    keeps a second process off it: a one-line error."""
+    try:
+        return h5py.File(partial, mode)
+    except OSError as exc:
+        if "lock" in str(exc).lower():
+            raise GslbenchError(f"{partial}: another gslbench process is computing this cache; "
+                                "wait for it to finish") from None
+        if mode == "w":
+            raise GslbenchError(f"{partial}: cannot write ({exc})") from None
+        log.info("%s is unreadable (%s): starting it afresh", partial, exc)
+        return None
 
 
 def _same(stored: object, wanted: object) -> bool:
