@@ -22,7 +22,7 @@ from gslbench.data.featurefile import FeatureSet, read_feature_file
 from gslbench.data.features import build_features
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import train
-from gslbench.methods.model import embed
+from gslbench.methods.model import build_model, embed
 from gslbench.storage import sha256_file
 from gslbench.train import load_config, load_model
 
@@ -256,6 +256,19 @@ def test_fine_tuning_needs_a_cnn_feature(tiny_fashion):
     result = invoke(tiny_fashion, "train", "-d", "fashion-mnist", "--feature", CONFIG.feature,
                     "--train-blocks", "17")
     assert result.output.strip() == "gslbench: error: --train-blocks 17 is outside [0, 16]"
+
+
+def test_a_channel_dead_on_the_training_features_is_not_blown_up_when_it_wakes():
+    features = np.random.default_rng(0).random((50, 4), dtype=np.float32)
+    features[:, 2] = 0.0  # a ReLU6 channel the frozen network never wakes
+    model = build_model(RunConfig(hidden=8, dim_out=4), 4, top=torch.nn.Identity())
+    model.set_standardisation(features)
+    np.testing.assert_allclose(model.head.scale.numpy(), features.std(0) + [1e-6, 1e-6, 1, 1e-6],
+                               rtol=1e-6)
+    woken = torch.from_numpy(features[:5]).clone()
+    woken[:, 2] = 0.01  # fine-tuning woke it a little: its input to the MLP is 0.01, not 1e4
+    standardised = (woken - model.head.mean) / model.head.scale
+    assert standardised[:, 2].tolist() == pytest.approx([0.01] * 5)
 
 
 def test_device_selection(monkeypatch):

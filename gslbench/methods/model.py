@@ -50,8 +50,12 @@ class FineTunedNet(nn.Module):
         self.top, self.head = top, head
 
     def set_standardisation(self, features: np.ndarray) -> None:
-        """Standardise the head's (n, 1280) float32 input by the training features."""
+        """Standardise the head's (n, 1280) float32 input by the training features; a channel
+        constant on them (a ReLU6 channel the frozen network never wakes: std 0) is divided by 1,
+        not by the head's 1e-6, since fine-tuning may wake it: divided by 1e-6, it collapsed
+        every Fashion-MNIST run within 3 batches. Either way it is 0 at the start."""
         self.head.set_standardisation(features)
+        self.head.scale[torch.from_numpy(features.std(0) == 0)] = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.top(x))
