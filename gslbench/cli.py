@@ -23,6 +23,7 @@ from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
 from gslbench.bench.tune import Tuned
 from gslbench.config import FEATURE_SETTINGS, FIELDS, RunConfig, check_feature_options
 from gslbench.data.features import build_features
+from gslbench.devices import DEVICES, resolve_device
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
@@ -125,20 +126,48 @@ def _options(settings: tuple[Setting, ...]) -> Callable:
     return decorate
 
 
-@cli.command()
+def _device_option(command: Callable) -> Callable:
+    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                        help="Where torch runs (auto: a GPU when torch sees one, else the CPU); "
+                             "faiss stays on the CPU.")(command)
+
+
+class FeaturesGroup(click.Group):
+    """`gslbench features DATASET ...` is `gslbench features extract DATASET ...`; `import` is
+    the other subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["extract", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=FeaturesGroup)
+def features() -> None:
+    """Write a data set's feature file: extract it (`gslbench features DATASET`, the same as
+    `gslbench features extract DATASET`) or import your own (`gslbench features import NAME
+    --from FILE`).
+
+    Example: gslbench features digits
+    """
+
+
+@features.command()
 @click.argument("dataset")
 @click.option("--backbone", help="Feature extractor (default: the data set's own).")
 @_options(FEATURE_SETTINGS)
+@_device_option
 @click.pass_context
-def features(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
-             batch_size: int, split_seed: int) -> None:
-    """Split a data set by its protocol and write its feature file.
+def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
+            batch_size: int, split_seed: int, device: str) -> None:
+    """Split a data set by its protocol and write its feature file (the default subcommand).
 
     Example: gslbench features digits
     """
     check_feature_options(image_size=image_size, batch_size=batch_size, split_seed=split_seed)
     path = build_features(dataset, ctx.obj["data_dir"], backbone=backbone, image_size=image_size,
-                          batch_size=batch_size, split_seed=split_seed)
+                          batch_size=batch_size, split_seed=split_seed,
+                          device=resolve_device(device))
     click.echo(path)
 
 
@@ -150,6 +179,48 @@ def _split(kind: type) -> Callable:
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
     return parse
+
+
+@features.command("import")
+@click.argument("name")
+@click.option("--from", "source", required=True, type=click.Path(path_type=Path),
+              help="The features: .npz, .npy, .h5/.hdf5 or MATLAB .mat (v5 to v7.3).")
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path),
+              help="With a .npy --from: the labels' .npy file.")
+@click.option("--split", "split_path", type=click.Path(path_type=Path),
+              help="With a .npy --from: the split's .npy file.")
+@click.option("--feature", default="imported", show_default=True, help="The feature's name.")
+@click.option("--features-key", default="features", show_default=True)
+@click.option("--labels-key", default="labels", show_default=True)
+@click.option("--split-key", default="split", show_default=True,
+              help="Per item: 0 database, 1 query, 2 train, 3 train and database.")
+@click.option("--query-per-class", type=click.IntRange(min=1),
+              help="Queries drawn per class when the file has no split [100].")
+@click.option("--train-per-class", type=click.IntRange(min=1),
+              help="Training items drawn per class when the file has no split [500].")
+@click.option("--train-in-database", is_flag=True,
+              help="Drawn training items stay in the database.")
+@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--map-at", "map_top", type=click.IntRange(min=1),
+              help="Score mAP@K (default: mAP over the whole database).")
+@click.option("--classes", "n_classes", type=click.IntRange(min=1),
+              help="Number of classes of class-id labels (default: the largest id + 1).")
+@click.pass_context
+def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | None,
+            split_path: Path | None, feature: str, features_key: str, labels_key: str,
+            split_key: str, query_per_class: int | None, train_per_class: int | None,
+            train_in_database: bool, split_seed: int, map_top: int | None,
+            n_classes: int | None) -> None:
+    """Import your own features, labels and split as data set NAME.
+
+    Example: gslbench features import cifar-vgg --from cifar10_vgg.mat --map-at 1000
+    """
+    arrays = data.ImportSource(source, labels_path, split_path, features_key, labels_key,
+                               split_key)
+    protocol = data.ImportProtocol(query_per_class, train_per_class, train_in_database, map_top,
+                                   split_seed)
+    click.echo(data.import_features(name, arrays, ctx.obj["data_dir"], protocol=protocol,
+                                    feature=feature, n_classes=n_classes))
 
 
 # RunConfig fields that train takes as their own options (bench takes them as comma lists)
@@ -172,30 +243,33 @@ def _config_options(command: Callable) -> Callable:
 @_setting_option(FIELDS["bits"])
 @_setting_option(FIELDS["seed"])
 @_config_options
+@_device_option
 @click.pass_context
-def train(ctx: click.Context, dataset: str, feature: str | None, force: bool,
+def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, device: str,
           **options: Any) -> None:
     """Train one run; prints its run directory.
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
     """
-    feature = feature or data.get_dataset(dataset).default_feature
+    feature = feature or data.get_dataset(dataset, ctx.obj["data_dir"]).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
     run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
-                    show_progress=_show_progress(ctx))
+                    show_progress=_show_progress(ctx), device=device)
     click.echo(run.path)
 
 
 @cli.command()
 @click.argument("run")
 @click.option("--force", is_flag=True, help="Re-encode even if codes.h5 exists.")
+@_device_option
 @click.pass_context
-def encode(ctx: click.Context, run: str, force: bool) -> None:
+def encode(ctx: click.Context, run: str, force: bool, device: str) -> None:
     """Encode a run's database into RUN/codes.h5.
 
     Example: gslbench encode results/runs/0123456789ab
     """
-    click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force))
+    click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
+                          device=device))
 
 
 def _metric_option(command: Callable) -> Callable:
@@ -310,7 +384,7 @@ AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "qu
 
 def _executor_options(command: Callable) -> Callable:
     """The options of where cells run (bench and tune): --executor, -j, --cpus-per-cell,
-    --address, and --dry-run."""
+    --address, --device and --dry-run."""
     options = [
         click.option("--executor", type=click.Choice(EXECUTORS), default="local",
                      show_default=True,
@@ -326,6 +400,7 @@ def _executor_options(command: Callable) -> Callable:
                                         "start a local Ray instance)."),
         click.option("--dry-run", is_flag=True,
                      help="List the cells and which are done; run nothing."),
+        _device_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -353,7 +428,7 @@ def _executor_options(command: Callable) -> Callable:
 @click.pass_context
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path | None,
           executor: str, jobs: int | None, cpus_per_cell: int | None, address: str | None,
-          dry_run: bool, **options: Any) -> None:
+          dry_run: bool, device: str, **options: Any) -> None:
     """Run a grid of runs, skipping finished ones, then report.
 
     \b
@@ -364,7 +439,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     grid = _bench_grid(ctx, grid_file, options)
     if tuned is not None:
         grid = Tuned.read(tuned).cells(grid)
-    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     results_dir = ctx.obj["results_dir"]
     if dry_run:
         _echo_cells(grid, ctx.obj["data_dir"], results_dir)
@@ -409,7 +484,7 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
 def tune(ctx: click.Context, grid_file: Path, budget: int | None, out: Path | None,
          doc: Path | None, doc_intro: TextIO | None, force: bool, executor: str,
          jobs: int | None, cpus_per_cell: int | None, address: str | None,
-         dry_run: bool) -> None:
+         dry_run: bool, device: str) -> None:
     """Choose each method's knobs on the validation split, with the same budget for every method.
 
     \b
@@ -426,7 +501,7 @@ def tune(ctx: click.Context, grid_file: Path, budget: int | None, out: Path | No
         tuning = tune_module.plan(grid, budget)
         _echo_cells(Cells(tuning.runs), ctx.obj["data_dir"], layout.tuning_dir(results_dir))
         return
-    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     tuning, results, failed = tune_module.tune(grid, ctx.obj["data_dir"], results_dir, budget,
                                                executor_config, force=force,
                                                show_progress=_show_progress(ctx))

@@ -33,6 +33,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("loss", str, "pairwise", "Similarity loss.", choices=LOSSES),
     Setting("dim_out", int, 64, "Dimension of the learned representation.", low=1, high=4096),
     Setting("hidden", int, 256, "Width of the hidden layer.", low=1, high=16384),
+    # 16: EfficientNet-Lite0's blocks (gslbench.data.backbones checks the network's own count)
+    Setting("train_blocks", int, 0, "Fine-tune the CNN's last N blocks and head convolution "
+            "with the MLP head (0: the MLP head on frozen features).", low=0, high=16),
     Setting("epochs", int, 40, "Training epochs.", low=1, high=10000),
     Setting("warmup_epochs", int, 5, "Plain epochs before the first codebook fit.", low=0,
             high=10000),

@@ -17,7 +17,8 @@ Format `gslbench.codes`, version 3 (DESIGN.md section 3):
            database_quant_mse and query_quant_mse (mean squared quantization error of the
            database and of the query representations), items (JSON: count and sha256 of the
            source indices of the queries and the database); content_sha256
-           (`gslbench.storage`): a digest of everything above
+           (`gslbench.storage`): a digest of everything above; devices (JSON: {"train", "encode"},
+           each as config.json's "device"); a fine-tuned run also activations_sha256
 
 `read_codes` checks the content (shapes, finite representations and codebooks, codes in range,
 0/1 labels); `check_encoded` also checks that the file is bound to its run directory. Files of
@@ -33,15 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gslbench import layout
+from gslbench.config import RunConfig
 from gslbench.data import get_dataset
-from gslbench.data.featurefile import check_labels, items_record, read_feature_file
+from gslbench.data.activations import open_activations
+from gslbench.data.featurefile import FeatureSet, check_labels, items_record, read_feature_file
+from gslbench.devices import describe_device, resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
 from gslbench.quantizers import Identity, Quantizer, load_quantizer, save_quantizer
-from gslbench.storage import config_id, open_h5, sha256_file, write_h5
+from gslbench.storage import check_sha256, config_id, open_h5, sha256_file, write_h5
 from gslbench.train import check_trained, load_config, load_model, load_run_quantizer, run_features
 
 FORMAT = "gslbench.codes"
@@ -74,8 +79,9 @@ class Codes:
 
 
 def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
-               force: bool = False) -> Path:
-    """Encode the database and embed the queries through the run's network into RUN/codes.h5.
+               force: bool = False, device: str = "auto") -> Path:
+    """Encode the database and embed the queries through the run's network, on `device`, into
+    RUN/codes.h5. A fine-tuned run embeds the trunk's cached activations through its top.
 
     The run must pass `check_trained` against the current feature file. An existing codes.h5 is
     kept (unless `force`) when `check_encoded` passes; a damaged or unbound one is written again,
@@ -90,14 +96,14 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
         except GslbenchError as exc:
             log.warning("%s; encoding run %s again", exc, run_dir.run_id)
     features = read_feature_file(features_file.path, config.split)
-    model = load_model(run_dir, config, features.dim)
+    torch_device = resolve_device(device)
+    model = load_model(run_dir, config, features.dim).to(torch_device)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
     start = time.perf_counter()
-    database = _finite(embed(model, features.database.features), run_dir, "database")
+    database, queries = _embed_parts(run_dir, config, record, model, features, data_dir)
     codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
-    queries = _finite(embed(model, features.query.features), run_dir, "query")
-    map_top = get_dataset(config.dataset).protocol.map_top
+    map_top = get_dataset(config.dataset, data_dir).protocol.map_top
     with write_h5(run_dir.codes, FORMAT, FORMAT_VERSION) as handle:
         handle.create_dataset("codes", data=codes)
         handle.create_dataset("labels", data=features.database.labels)
@@ -119,6 +125,9 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             "query_quant_mse": squared_error(queries, quantizer.decode(quantizer.encode(queries))),
             "items": json.dumps({"query": items_record(features.query),
                                  "database": items_record(features.database)}),
+            "devices": json.dumps({"train": record.get("device"),
+                                   "encode": describe_device(torch_device)}),
+            **({"activations_sha256": record["activations_sha256"]} if config.train_blocks else {}),
         })
     return run_dir.codes
 
@@ -126,6 +135,20 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
 def squared_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
     """Mean over the rows of (n, d) float32 x of ||x - reconstruction||^2 (float64 sums)."""
     return float(np.mean(np.sum((x.astype(np.float64) - reconstruction) ** 2, axis=1)))
+
+
+def _embed_parts(run: layout.RunDir, config: RunConfig, record: dict, model: torch.nn.Module,
+                 features: FeatureSet, data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (n_db, d) database and (n_query, d) query representations, checked finite: through
+    the network from the features, or for a fine-tuned run from the trunk's cached activations
+    (checked to be the cache the run was trained on)."""
+    if not config.train_blocks:
+        parts = {"database": features.database.features, "query": features.query.features}
+        return tuple(_finite(embed(model, parts[name]), run, name) for name in ("database", "query"))
+    path = layout.activations_path(data_dir, config.dataset, config.feature, config.train_blocks)
+    check_sha256(path, record.get("activations_sha256"), run.config)
+    with open_activations(path, features, config.train_blocks) as parts:
+        return tuple(_finite(embed(model, parts[name]), run, name) for name in ("database", "query"))
 
 
 def _finite(representations: np.ndarray, run: layout.RunDir, split: str) -> np.ndarray:

@@ -5,6 +5,10 @@ on one layout (DESIGN.md section 1) and none of them spells a name itself:
 
     DATA/NAME/raw/...                        raw files (`raw_dir`)
     DATA/NAME/FEATURE.h5                     the feature file (`feature_path`)
+    DATA/NAME/FEATURE.train-blocks-N.h5      the trunk's activations for fine-tuning the last N
+                                             CNN blocks (`activations_path`)
+    DATA/NAME/.FEATURE.train-blocks-N.h5.partial   the same, being computed (resumable)
+    DATA/NAME/imported.json                  the record of an imported data set (`imported_path`)
     RESULTS/runs/RUN/config.json             train: the resolved config and provenance
     RESULTS/runs/RUN/model.pt                train: the network's weights
     RESULTS/runs/RUN/quantizer.h5            train: the fitted quantizer (quantized methods)
@@ -47,6 +51,21 @@ def raw_dir(data_dir: str | Path, dataset: str) -> Path:
 def feature_path(data_dir: str | Path, dataset: str, feature: str) -> Path:
     """DATA/NAME/FEATURE.h5: a data set's feature file."""
     return Path(data_dir) / dataset / f"{feature}.h5"
+
+
+def activations_path(data_dir: str | Path, dataset: str, feature: str, train_blocks: int) -> Path:
+    """DATA/NAME/FEATURE.train-blocks-N.h5: the cached trunk activations for fine-tuning."""
+    return Path(data_dir) / dataset / f"{feature}.train-blocks-{train_blocks}.h5"
+
+
+def partial_path(path: Path) -> Path:
+    """DIR/.NAME.partial: a file being computed under a fixed name, so that it can resume."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def imported_path(data_dir: str | Path, dataset: str) -> Path:
+    """DATA/NAME/imported.json: what `gslbench features import` registered."""
+    return Path(data_dir) / dataset / "imported.json"
 
 
 def runs_dir(results_dir: str | Path) -> Path:

@@ -5,6 +5,8 @@ so a killed step leaves nothing that looks complete (DESIGN.md sections 1 and 3)
 config.json binds the run: its `run` is the hash of the config it holds and the directory's
 name, and it records the sha256 of the feature file the run was trained on and of model.pt,
 quantizer.h5 and train_log.csv. `check_trained` verifies all of it before a run is used or kept.
+A run that fine-tunes the CNN's last N blocks reads the trunk's cached activations, computed
+here first when missing (`gslbench.data.activations`), and config.json records their sha256.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gslbench import layout
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
+from gslbench.data.activations import ensure_activations, open_activations
+from gslbench.data.backbones import Top, split_network
 from gslbench.data.featurefile import FeatureSet, feature_file_sha256, items_record, read_feature_file
+from gslbench.devices import describe_device, resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import TrainResult, train
-from gslbench.methods.model import EmbeddingNet, build_model
+from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model
 from gslbench.quantizers import Quantizer, load_quantizer, save_quantizer
 from gslbench.storage import (
     check_sha256,
@@ -69,13 +75,15 @@ def run_features(config: RunConfig, data_dir: str | Path) -> FeatureFile:
 
 
 def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
-              force: bool = False, show_progress: bool = True) -> layout.RunDir:
-    """Train one run and write its directory.
+              force: bool = False, show_progress: bool = True,
+              device: str = "auto") -> layout.RunDir:
+    """Train one run on `device` (`gslbench.devices`) and write its directory.
 
     An existing run is kept (unless `force`) when `check_trained` passes: bound to its config and
     made from the current feature file; a damaged or stale one is trained again, with a warning.
     """
-    get_dataset(config.dataset)
+    get_dataset(config.dataset, data_dir)
+    torch_device = resolve_device(device)
     run = layout.run_dir(results_dir, config.run_id)
     features_file = run_features(config, data_dir)
     if not force:
@@ -90,25 +98,38 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     if (features.dataset, features.feature) != (config.dataset, config.feature):
         raise GslbenchError(f"{features_file.path}: holds {features.dataset}/{features.feature}, "
                             f"not {config.dataset}/{config.feature}")
-    result = train(config.resolved(), features, show_progress=show_progress)
+    extra = {"device": describe_device(torch_device),
+             "map_top": get_dataset(config.dataset, data_dir).protocol.map_top}
+    saved = {"dim_in": features.dim}
+    top, inputs = None, None
+    if config.train_blocks:
+        activations, top, inputs = _fine_tuning_inputs(config, data_dir, features, torch_device)
+        extra.update(activations_file=str(activations), activations_sha256=sha256_file(activations))
+        saved.update(backbone=str(features.extra_attrs["backbone"]),
+                     image_size=int(features.extra_attrs["image_size"]))
+    result = train(config.resolved(), features, show_progress=show_progress, top=top,
+                   inputs=inputs, device=torch_device)
     try:
-        _write_run(run, config, result, features, features_file)
+        _write_run(run, config, result, features, features_file, saved, extra)
     except OSError as exc:
         raise GslbenchError(f"{run.path}: cannot write the run ({os_reason(exc)})") from None
     return run
 
 
 def _write_run(run: layout.RunDir, config: RunConfig, result: TrainResult, features: FeatureSet,
-               features_file: FeatureFile) -> None:
+               features_file: FeatureFile, saved: dict, extra: dict) -> None:
     """Write the run under a temporary name (config.json last, with the sha256 of the other
-    files), then rename it into place, moving an older run aside first (`--force`)."""
+    files and `extra`), then rename it into place, moving an older run aside first (`--force`).
+    saved: what model.pt holds beside the weights (dim_in; backbone and image size when
+    fine-tuned)."""
     run.path.parent.mkdir(parents=True, exist_ok=True)
     staging = layout.RunDir(Path(tempfile.mkdtemp(prefix=layout.staging_prefix(config.run_id),
                                                   dir=run.path.parent)))
     retired = None
     try:
         buffer = io.BytesIO()
-        torch.save({"state_dict": result.model.state_dict(), "dim_in": features.dim}, buffer)
+        state = {name: tensor.cpu() for name, tensor in result.model.state_dict().items()}
+        torch.save({"state_dict": state, **saved}, buffer)
         write_bytes(staging.model, buffer.getbuffer())
         if result.quantizer is not None:
             with write_h5(staging.quantizer, QUANTIZER_FORMAT, 1) as handle:
@@ -126,7 +147,7 @@ def _write_run(run: layout.RunDir, config: RunConfig, result: TrainResult, featu
             "model_sha256": sha256_file(staging.model),
             "quantizer_sha256": sha256_file(staging.quantizer) if result.quantizer else None,
             "train_log_sha256": sha256_file(staging.train_log),
-            "map_top": get_dataset(config.dataset).protocol.map_top,
+            **extra,
             "versions": package_versions(),
             "train_seconds": result.seconds,
             "threads": thread_counts(),
@@ -142,6 +163,18 @@ def _write_run(run: layout.RunDir, config: RunConfig, result: TrainResult, featu
         shutil.rmtree(staging.path, ignore_errors=True)
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
+
+
+def _fine_tuning_inputs(config: RunConfig, data_dir: str | Path, features: FeatureSet,
+                        device: torch.device) -> tuple[Path, Top, np.ndarray]:
+    """The activation cache (computed if missing), the CNN's trainable top, and the training
+    items' (n_train, C, H, W) float32 activations."""
+    path = ensure_activations(data_dir, config.dataset, config.feature, config.train_blocks, device)
+    with open_activations(path, features, config.train_blocks) as parts:
+        inputs = parts["train"][()]
+    _, top = split_network(str(features.extra_attrs["backbone"]),
+                           int(features.extra_attrs["image_size"]), config.train_blocks)
+    return path, top, inputs
 
 
 def _log_text(rows: list[dict]) -> str:
@@ -225,8 +258,9 @@ def check_trained(run: layout.RunDir, features: FeatureFile | None = None,
     return config, record
 
 
-def load_model(run: layout.RunDir, config: RunConfig, dim_in: int) -> EmbeddingNet:
-    """The run's trained network from model.pt, for (n, dim_in) features. Only plain weights are
+def load_model(run: layout.RunDir, config: RunConfig, dim_in: int) -> EmbeddingNet | FineTunedNet:
+    """The run's trained network from model.pt, for (n, dim_in) features; for a fine-tuned run,
+    the CNN's top rebuilt for its backbone and image size under the head. Only plain weights are
     read (no pickled code is executed); anything else, weights that do not fit the run's network
     and non-finite weights are user errors."""
     if not run.model.is_file():
@@ -242,7 +276,13 @@ def load_model(run: layout.RunDir, config: RunConfig, dim_in: int) -> EmbeddingN
     if saved["dim_in"] != dim_in:
         raise GslbenchError(f"{run.model}: takes {saved['dim_in']}-d features, the feature file "
                             f"has {dim_in}-d ones")
-    model = build_model(config, dim_in)
+    top = None
+    if config.train_blocks:
+        if not (isinstance(saved.get("backbone"), str) and isinstance(saved.get("image_size"), int)):
+            raise GslbenchError(f"{run.model}: not a fine-tuned gslbench model (no backbone and "
+                                "image_size)")
+        top = split_network(saved["backbone"], saved["image_size"], config.train_blocks)[1]
+    model = build_model(config, dim_in, top)
     try:
         model.load_state_dict(saved["state_dict"])
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError):

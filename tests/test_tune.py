@@ -188,7 +188,8 @@ def test_the_tuned_file_round_trips_and_refuses_cells_it_did_not_tune(tmp_path):
     config = RunConfig(method="gsl", bits=32, epochs=8, gsl_alpha=0.9)
     assert tuned.apply(config) == dataclasses.replace(config, **plan.settings["gsl"][1])
     assert tuned.apply(RunConfig(method="two-step", epochs=9)) == RunConfig(method="two-step", epochs=9)
-    with pytest.raises(GslbenchError, match="no tuned choice for digits gsl α=1 k=8 select=aligned pq 64 bits"):
+    with pytest.raises(GslbenchError,
+                       match="no tuned choice for digits gsl α=1 k=8 select=aligned pq 64 bits"):
         tuned.apply(RunConfig(method="gsl", bits=64, epochs=8))
     with pytest.raises(GslbenchError, match=r"tuned with epochs=8 \(this grid: 40\)"):
         tuned.apply(RunConfig(method="gsl", bits=32))

@@ -41,7 +41,9 @@ from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Cells, Grid
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
+from gslbench.data.activations import ensure_activations
 from gslbench.data.features import build_features
+from gslbench.devices import resolve_device
 from gslbench.encode import check_encoded, encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import check_evaluated, evaluate_run
@@ -95,19 +97,21 @@ def cell_state(run: layout.RunDir, features: FeatureFile | None) -> CellState:
 def grid_status(grid: Grid | Cells, data_dir: str | Path,
                 results_dir: str | Path) -> list[tuple[RunConfig, CellState]]:
     """Every cell of the grid with its state (feature files that exist are hashed once)."""
-    cells = grid.cells()
+    cells = grid.cells(data_dir)
     features = _feature_files(cells, Path(data_dir), missing_ok=True)
     return [(config, cell_state(layout.run_dir(results_dir, config.run_id),
                                 features[config.dataset, config.feature])) for config in cells]
 
 
 def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
-             force: bool = False) -> layout.RunDir:
-    """Train, encode and evaluate one cell with `threads` torch/faiss threads; every executor runs
-    this. Steps already done are skipped unless `force`. Returns the run directory."""
+             force: bool = False, device: str = "auto") -> layout.RunDir:
+    """Train, encode and evaluate one cell with `threads` torch/faiss threads, torch on `device`;
+    every executor runs this. Steps already done are skipped unless `force`. Returns the run
+    directory."""
     with limit_threads(threads):
-        run = train_run(config, data_dir, results_dir, force=force, show_progress=False)
-        encode_run(run.path, data_dir, results_dir, force=force)
+        run = train_run(config, data_dir, results_dir, force=force, show_progress=False,
+                        device=device)
+        encode_run(run.path, data_dir, results_dir, force=force, device=device)
         evaluate_run(run.path, results_dir, force=force)
     return run
 
@@ -126,9 +130,9 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
     """
     executor = executor or ExecutorConfig()
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
-    cells = grid.cells()
+    cells = grid.cells(data_dir)
     with _lock(results_dir) as lock, executor.make(lock) as pool:
-        _prepare_features(cells, data_dir)
+        _prepare_features(cells, data_dir, executor.device)
         features = _feature_files(cells, data_dir)
         runs = {config.run_id: layout.run_dir(results_dir, config.run_id) for config in cells}
         _remove_leftovers(list(runs.values()))
@@ -141,13 +145,14 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
             if force or state.state != "done":
                 todo.append(config)
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
-            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor.threads, force)
+            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor, force)
     done = {config.run_id for config in cells} - {config.run_id for config, _ in failed}
     return BenchResult(tuple(runs[run_id] for run_id in runs if run_id in done), tuple(failed))
 
 
 def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_dir: Path,
-              results_dir: Path, threads: int, force: bool) -> list[tuple[RunConfig, str]]:
+              results_dir: Path, executor: ExecutorConfig,
+              force: bool) -> list[tuple[RunConfig, str]]:
     """Keep up to `pool.capacity` cells running until every cell has finished or failed."""
     waiting = iter(todo)
     running: dict[Future, RunConfig] = {}
@@ -156,7 +161,8 @@ def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_di
         while len(running) < pool.capacity and (config := next(waiting, None)) is not None:
             progress.running([*running.values(), config])
             try:
-                running[pool.submit(run_cell, config, data_dir, results_dir, threads, force)] = config
+                running[pool.submit(run_cell, config, data_dir, results_dir, executor.threads,
+                                    force, executor.device)] = config
             except Exception as exc:  # a broken pool refuses work: the cell failed
                 failed.append((config, progress.finished(config, exc)))
         if not running:
@@ -289,19 +295,23 @@ def _lock(results_dir: Path) -> Iterator[IO]:
         yield handle
 
 
-def _prepare_features(cells: list[RunConfig], data_dir: Path) -> None:
-    """Download and extract each data set's default feature file if missing; another feature
-    must have been extracted beforehand (checked for all before any download)."""
+def _prepare_features(cells: list[RunConfig], data_dir: Path, device: str) -> None:
+    """Download and extract each data set's default feature file if missing (another feature
+    must have been extracted beforehand: checked for all before any download), then compute the
+    trunk activations that fine-tuning cells read, once each, torch on `device`."""
     needed = {(config.dataset, config.feature) for config in cells}
     for dataset, feature in sorted(needed):
-        if (feature != get_dataset(dataset).default_feature
+        if (feature != get_dataset(dataset, data_dir).default_feature
                 and not feature_path(data_dir, dataset, feature).is_file()):
             raise GslbenchError(f"{feature_path(data_dir, dataset, feature)}: no such file; run "
                                 f"`gslbench features {dataset} --backbone ...` first")
     for dataset, feature in sorted(needed):
         if not feature_path(data_dir, dataset, feature).is_file():
             download(dataset, data_dir)
-            build_features(dataset, data_dir)
+            build_features(dataset, data_dir, device=resolve_device(device))
+    for dataset, feature, blocks in sorted({(config.dataset, config.feature, config.train_blocks)
+                                            for config in cells if config.train_blocks}):
+        ensure_activations(data_dir, dataset, feature, blocks, resolve_device(device))
 
 
 def _feature_files(cells: list[RunConfig], data_dir: Path,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import IO, Any
 
+from gslbench.devices import resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.threads import cpu_count
 
@@ -40,12 +41,14 @@ class ExecutorConfig:
     ray: each cell a Ray task that asks for `cpus_per_cell` CPUs (default 1) and uses that many
     threads, on the cluster at `address`, or on a local Ray instance with jobs x cpus_per_cell
     CPUs (all of this machine's when `jobs` is None).
+    device: where each cell's torch steps run (`gslbench.devices`: auto, cpu, cuda, mps).
     """
 
     name: str = "local"
     jobs: int | None = None
     cpus_per_cell: int | None = None
     address: str | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.name not in EXECUTORS:
@@ -55,6 +58,7 @@ class ExecutorConfig:
                 raise GslbenchError(f"{option} must be at least 1, got {value}")
         if self.address and self.name != "ray":
             raise GslbenchError("--address needs --executor ray")
+        resolve_device(self.device)  # a device torch does not see fails here, before any cell
 
     @property
     def threads(self) -> int:

@@ -85,9 +85,10 @@ class Grid:
                 found.setdefault(name, {}).update(dict.fromkeys(values))
         return {name: tuple(values) for name, values in found.items() if len(values) > 1}
 
-    def cells(self) -> list[RunConfig]:
+    def cells(self, data_dir: str | Path | None = None) -> list[RunConfig]:
         """The distinct resolved configs of the grid, all validated (every setting's range,
-        names, feature names, bits, quantizers: `RunConfig`).
+        names, feature names, bits, quantizers: `RunConfig`); `data_dir` holds the data sets
+        imported there.
 
         Float cells collapse across bits and quantizers, and a setting a method does not use does
         not split its runs (`RunConfig.resolved`).
@@ -97,7 +98,7 @@ class Grid:
             for part in self.parts:
                 names = [name for name, _ in part]
                 for combination in itertools.product(*(values for _, values in part)):
-                    config = _config(dict(zip(names, combination, strict=True)))
+                    config = _config(dict(zip(names, combination, strict=True)), data_dir)
                     configs.setdefault(config.run_id, config)
         except GslbenchError as exc:
             raise GslbenchError(f"{self.source}: {exc}" if self.source else str(exc)) from None
@@ -113,9 +114,10 @@ def _part(settings: Mapping[str, Any], source: str) -> tuple[tuple[str, tuple], 
                  for name in FIELD_TYPES if name in settings)
 
 
-def _config(settings: dict[str, Any]) -> RunConfig:
-    """The resolved RunConfig of one combination; `feature` defaults to the data set's own."""
-    dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default))
+def _config(settings: dict[str, Any], data_dir: str | Path | None = None) -> RunConfig:
+    """The resolved RunConfig of one combination; `feature` defaults to the data set's own (an
+    imported data set's is read from `data_dir`)."""
+    dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default), data_dir)
     settings.setdefault("feature", dataset.default_feature)
     # a feature is a backbone's name, suffixed with a CNN input size (`-224`)
     check_feature(dataset, re.sub(r"-\d+$", "", settings["feature"]))
@@ -131,7 +133,8 @@ class Cells:
     configs: tuple[RunConfig, ...]
     shown: tuple[tuple[str, tuple], ...] | None = None
 
-    def cells(self) -> list[RunConfig]:
+    def cells(self, data_dir: str | Path | None = None) -> list[RunConfig]:
+        """The configs, distinct by run id, in order (`data_dir`: as `Grid.cells`, unused)."""
         return list({config.run_id: config for config in self.configs}.values())
 
     def axes(self) -> dict[str, tuple]:

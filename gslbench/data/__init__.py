@@ -1,32 +1,53 @@
-"""Data sets, one module each (source, checksums, reader, protocol), registered in `DATASETS`;
-`fetch` (resumable checked downloads), `featurefile` (the feature file), `backbones` (feature
-extractors) and `features` (the features step) beside them."""
+"""Data sets, one module each (source, checksums, reader, protocol), registered in `DATASETS`,
+and the data sets a user imported (`imported`: a record under DATA/NAME that `get_dataset`
+reads); `fetch` (resumable checked downloads), `featurefile` (the feature file), `backbones`
+(feature extractors and the CNN's trunk and top), `activations` (the trunk's cached activations
+for fine-tuning) and `features` (the features step) beside them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gslbench import layout
 from gslbench.data.base import Dataset, Protocol, RawData, split_indices
 from gslbench.data.cifar10 import CIFAR10
 from gslbench.data.digits import DIGITS
 from gslbench.data.fashion_mnist import FASHION_MNIST
+from gslbench.data.imported import ImportProtocol, ImportSource, imported_dataset
+from gslbench.data.imported import import_features as _import_features
 from gslbench.data.nuswide21 import NUSWIDE21
-from gslbench.errors import lookup
+from gslbench.errors import GslbenchError
 
 DATASETS: dict[str, Dataset] = {
     dataset.name: dataset for dataset in (DIGITS, FASHION_MNIST, CIFAR10, NUSWIDE21)
 }
 
 
-def get_dataset(name: str) -> Dataset:
-    """The registered data set called `name`; an unknown name is a user error listing the known."""
-    return lookup(DATASETS, name, "data set")
+def get_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """The built-in data set called `name`, else the one imported under DATA_DIR/NAME (when
+    `data_dir` is given); an unknown name is a user error listing the known ones."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if data_dir is not None and layout.imported_path(data_dir, name).is_file():
+        return imported_dataset(data_dir, name)
+    where = f" or imported under {data_dir}" if data_dir is not None else ""
+    raise GslbenchError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}{where} "
+                        "(`gslbench features import NAME --from FILE` imports your own)")
 
 
 def feature_path(data_dir: str | Path, name: str, feature: str | None = None) -> Path:
     """Where the feature file of data set `name` with feature `feature` (default: its own) lives."""
-    return layout.feature_path(data_dir, name, feature or get_dataset(name).default_feature)
+    return layout.feature_path(data_dir, name,
+                               feature or get_dataset(name, data_dir).default_feature)
+
+
+def import_features(name: str, source: ImportSource, data_dir: str | Path, **options: Any) -> Path:
+    """Import a user's features as data set `name` (`gslbench.data.imported.import_features`,
+    which takes the `options`); a built-in name is refused. Returns the feature file's path."""
+    if name in DATASETS:
+        raise GslbenchError(f"{name} is a built-in data set; import under another name")
+    return _import_features(name, source, data_dir, **options)
 
 
 def download(
@@ -38,11 +59,11 @@ def download(
     `from_dir` imports files placed by hand (verified the same way). Returns the raw file
     (digits.npz), the unpacked folder (cifar10) or the raw folder (fashion-mnist, nuswide21).
     """
-    dataset = get_dataset(name)
+    dataset = get_dataset(name, data_dir)
     directory = layout.raw_dir(data_dir, name)
     directory.mkdir(parents=True, exist_ok=True)
     return dataset.download(directory, url, Path(from_dir) if from_dir is not None else None)
 
 
-__all__ = ["DATASETS", "Dataset", "Protocol", "RawData", "download", "feature_path", "get_dataset",
-           "split_indices"]
+__all__ = ["DATASETS", "Dataset", "ImportProtocol", "ImportSource", "Protocol", "RawData",
+           "download", "feature_path", "get_dataset", "import_features", "split_indices"]

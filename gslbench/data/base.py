@@ -98,12 +98,19 @@ def split_indices(labels: np.ndarray, protocol: Protocol, seed: int) -> dict[str
     if protocol.validation_queries >= protocol.train_per_class:
         raise GslbenchError(f"{protocol.validation_queries} validation queries per class leave no "
                             f"validation database in a training pool of {protocol.train_per_class}")
+    return {"query": query, "train": train, "database": np.flatnonzero(in_database),
+            **carve_validation(labels, train, protocol.validation_queries, rng)}
+
+
+def carve_validation(labels: np.ndarray, train: np.ndarray, per_class: int,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """From the training pool `train` (int64 indices into the (n, C) labels) only: `per_class`
+    validation queries per class, the rest of the pool the validation database (sorted int64)."""
     in_train = np.zeros(len(labels), bool)
     in_train[train] = True
-    validation_query = _draw_per_class(labels, in_train, protocol.validation_queries, rng)
+    validation_query = _draw_per_class(labels, in_train, per_class, rng)
     in_train[validation_query] = False
-    return {"query": query, "train": train, "database": np.flatnonzero(in_database),
-            "validation_query": validation_query, "validation_database": np.flatnonzero(in_train)}
+    return {"validation_query": validation_query, "validation_database": np.flatnonzero(in_train)}
 
 
 def _draw_per_class(

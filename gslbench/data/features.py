@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gslbench import layout
 from gslbench.data import backbones, feature_path, get_dataset
@@ -47,17 +48,19 @@ def build_features(
     image_size: int = 64,
     batch_size: int = 256,
     split_seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> Path:
     """Split data set `name` by its protocol, compute its features and write the feature file.
 
     `backbone`: "pixels", "efficientnet-lite0" (images resized to `image_size`), or for nuswide21
     its official low-level features ("bow", "cm55", ..., or e.g. "bow+cm55"); default: the data
-    set's own. Writes DATA_DIR/NAME/FEATURE.h5 (FEATURE = `feature_name(backbone, image_size)`)
-    with attrs backbone, image_size, weights_sha256, protocol and source_sha256; returns its path.
-    When that file exists with the same source and extractor (any format version or split seed),
-    its features are reused and only the split is written anew: no CNN runs again.
+    set's own. The CNN runs on `device`. Writes DATA_DIR/NAME/FEATURE.h5 (FEATURE =
+    `feature_name(backbone, image_size)`) with attrs backbone, image_size, weights_sha256,
+    protocol and source_sha256; returns its path. When that file exists with the same source and
+    extractor (any format version or split seed), its features are reused and only the split is
+    written anew: no CNN runs again.
     """
-    dataset = get_dataset(name)
+    dataset = get_dataset(name, data_dir)
     backbone = backbone or dataset.default_feature
     check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
@@ -86,7 +89,7 @@ def build_features(
         else:
             features = backbones.extract_features(
                 raw.images[idx], backbone, image_size=image_size, batch_size=batch_size,
-                pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model,
+                pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model, device=device,
             )
         splits[part] = Split(features, raw.labels[idx], idx)
     for part in ("validation_query", "validation_database"):  # rows of the training pool

@@ -63,7 +63,7 @@ def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
         "train_s": float(attrs["train_seconds"]), "encode_s": float(attrs["encode_seconds"]),
         "eval_s": metrics["timings_s"]["total"], "versions": package_versions(),
         "features_sha256": attrs["features_sha256"], "codes_sha256": sha256_file(run_dir.codes),
-        "threads": thread_counts(),
+        "threads": thread_counts(), "devices": json.loads(attrs.get("devices", "{}")),
         "quant_mse": {part: float(attrs[name]) if name in attrs else None  # None: an older codes.h5
                       for part, name in (("database", "database_quant_mse"),
                                          ("query", "query_quant_mse"))},

@@ -1,8 +1,10 @@
 """One training loop for every method of `gslbench.methods.METHODS` (DESIGN.md section 4).
 
 The network (`gslbench.methods.model`) is an MLP head on frozen features whose output is
-L2-normalised. Each method says how the representation reaches the similarity loss and what is
-added to it (`Method.representation`, `Method.penalty`); everything else is shared here.
+L2-normalised, or, when fine-tuning, the CNN's top on cached trunk activations under that head;
+it trains on the run's device (`gslbench.devices`; faiss fits the codebooks on the CPU). Each
+method says how the representation reaches the similarity loss and what is added to it
+(`Method.representation`, `Method.penalty`); everything else is shared here.
 
 Quantized methods share one schedule: `warmup_epochs` of plain similarity training, then the
 codebooks are (re)fitted on the training representations after every `epochs_per_refit` epochs
@@ -33,7 +35,7 @@ from gslbench.data.featurefile import FeatureSet
 from gslbench.errors import GslbenchError
 from gslbench.methods import Method
 from gslbench.methods.losses import LOSSES
-from gslbench.methods.model import EmbeddingNet, build_model, embed
+from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model, embed
 from gslbench.quantizers import Quantizer, make_quantizer
 
 
@@ -41,21 +43,29 @@ from gslbench.quantizers import Quantizer, make_quantizer
 class TrainResult:
     """A trained model, its fitted quantizer (None for float), the per-epoch log and the time."""
 
-    model: EmbeddingNet
+    model: EmbeddingNet | FineTunedNet
     quantizer: Quantizer | None
     log: list[dict]
     seconds: float
 
 
-def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -> TrainResult:
-    """Train `config.method` on `features.train`; deterministic for a given config and seed."""
+def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
+          top: nn.Module | None = None, inputs: np.ndarray | None = None,
+          device: torch.device | str = "cpu") -> TrainResult:
+    """Train `config.method` on `features.train` on `device`; deterministic for a given config,
+    seed and device.
+
+    Fine-tuning: `top` is the CNN's trainable top and `inputs` the training items' (n, C, H, W)
+    float32 trunk activations, row for row with `features.train`."""
+    inputs = features.train.features if inputs is None else inputs
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    x = torch.from_numpy(features.train.features)
-    labels = torch.from_numpy(features.train.labels)
-    model = build_model(config, features.dim)
+    x = torch.from_numpy(inputs).to(device)
+    labels = torch.from_numpy(features.train.labels).to(device)
+    model = build_model(config, features.dim, top)
     model.set_standardisation(features.train.features)
-    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin)
+    model.to(device)
+    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin).to(device)
     optimizer = torch.optim.Adam(
         [*model.parameters(), *loss_fn.parameters()], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -63,7 +73,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -
     method = config.method_spec(config, quantizer)
     start = time.perf_counter()
     if quantizer is not None and _refit_due(config, 0):  # no warm-up: fit the untrained network
-        quantizer.fit(embed(model, features.train.features))
+        quantizer.fit(embed(model, inputs))
     log, total_seconds = [], time.perf_counter() - start
     for epoch in tqdm(range(1, config.epochs + 1), desc=f"train {config.method}", leave=False,
                       disable=not show_progress):
@@ -75,7 +85,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True) -
                "quant_mse_refit": float("nan")}
         if quantizer is not None and _refit_due(config, epoch):
             warm = method.trains_against_codebooks or epoch < config.epochs
-            row.update(_refit_and_measure(quantizer, embed(model, features.train.features), warm))
+            row.update(_refit_and_measure(quantizer, embed(model, inputs), warm))
         row["seconds"] = time.perf_counter() - start
         total_seconds += row["seconds"]
         log.append(row)
@@ -133,7 +143,7 @@ def _train_epoch(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                  config: RunConfig, generator: torch.Generator) -> float:
     """One epoch of shuffled batches; the mean similarity loss. A last batch of one item is
     skipped (pairwise losses need two)."""
-    order = torch.randperm(len(x), generator=generator)
+    order = torch.randperm(len(x), generator=generator).to(x.device)
     losses = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
               for batch in order.split(config.batch_size) if len(batch) >= 2]
     return float(np.mean(losses))

@@ -174,9 +174,14 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _run_columns(metrics: dict) -> dict:
-    """The run columns of a metrics.json record; `variant` is the method's label it records."""
+    """The run columns of a metrics.json record; `variant` is the method's label it records. A
+    run that fine-tuned the CNN's last N blocks has the feature `FEATURE, last N blocks trained`,
+    so that it gets tables of its own."""
     config = metrics["config"]
-    return {"dataset": config["dataset"], "feature": config["feature"], "method": config["method"],
+    blocks = config.get("train_blocks", 0)
+    trained = f"last {blocks} block{'s' if blocks > 1 else ''} trained"
+    feature = f"{config['feature']}, {trained}" if blocks else config["feature"]
+    return {"dataset": config["dataset"], "feature": feature, "method": config["method"],
             "variant": metrics["label"], "quantizer": config["quantizer"],
             "code_bits": config["bits"], "sub_bits": config["sub_bits"], "loss": config["loss"],
             "seed": config["seed"], "search": metrics.get("search", DEFAULT_MODE[0]),

@@ -1,0 +1,46 @@
+"""Where torch runs: `--device auto|cpu|cuda|mps`, resolved and described in one place.
+
+The device is how a result is computed, not what it is: like the thread counts it is recorded in
+config.json, codes.h5 and metrics.json, and is not part of the run id. Results computed on a GPU
+may differ from CPU ones in their last digits (other kernels, other summation orders). faiss (the
+quantizers' fit, encode and search) always runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gslbench.errors import GslbenchError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The device kinds torch can use here: always "cpu", then "cuda" and "mps" when present."""
+    return ["cpu", *(["cuda"] if torch.cuda.is_available() else []),
+            *(["mps"] if _mps_available() else [])]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: the first GPU torch sees (CUDA, else Apple's MPS), else the CPU; `cpu`, `cuda`,
+    `mps`: that device, a user error when torch does not see it."""
+    if name not in DEVICES:
+        raise GslbenchError(f"--device: unknown device {name!r}; known: {', '.join(DEVICES)}")
+    available = available_devices()
+    if name == "auto":
+        return torch.device(available[1] if len(available) > 1 else "cpu")
+    if name not in available:
+        raise GslbenchError(f"--device {name}: torch sees no {name.upper()} device here "
+                            f"(available: {', '.join(available)}); use --device cpu or auto")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> dict[str, str]:
+    """What result files record: {"type": "cpu"} or {"type": "cuda", "name": "NVIDIA H100 ..."}."""
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
+    return {"type": device.type}
