@@ -1,0 +1,132 @@
+"""The `gslbench` click group, its one-line errors, and the option helpers every command uses: a
+RunConfig setting as an option, --device, comma lists."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gslbench.config import FIELDS
+from gslbench.devices import DEVICES
+from gslbench.errors import GslbenchError
+from gslbench.quantizers.search import METRICS
+from gslbench.settings import Setting
+from gslbench.storage import os_reason
+
+
+class Gslbench(click.Group):
+    """A click group that turns user errors and OS errors (a read-only folder, a full disk) into
+    one line, `gslbench: error: ...`, and exit 2; with -v the traceback comes first."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        verbose = any(flag in (kwargs.get("args") or sys.argv[1:]) for flag in ("-v", "--verbose"))
+        try:
+            return super().main(*args, **kwargs)
+        except (GslbenchError, click.ClickException, OSError) as exc:
+            if verbose:
+                traceback.print_exc()
+            click.echo(f"gslbench: error: {error_line(exc)}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("gslbench: aborted", err=True)
+            sys.exit(130)
+
+
+def error_line(error: Exception) -> str:
+    """A user or OS error as one line; an OS error names its file."""
+    if isinstance(error, click.ClickException):
+        message = error.format_message()
+    elif isinstance(error, OSError):
+        message = os_reason(error)
+        message = f"{error.filename}: {message}" if error.filename else message
+    else:
+        message = str(error)
+    return " ".join(message.split()) or type(error).__name__
+
+
+def show_progress(ctx: click.Context) -> bool:
+    return not ctx.obj["quiet"] and sys.stderr.isatty()
+
+
+@click.group(cls=Gslbench, context_settings={"help_option_names": ["-h", "--help"]},
+             invoke_without_command=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="GSLBENCH_DATA",
+              default=Path("datasets"), show_default=True, help="Root of the data sets.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="GSLBENCH_RESULTS", default=Path("results"), show_default=True,
+              help="Root of runs and reports.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step; show tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and final results.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path, results_dir: Path, verbose: bool, quiet: bool) -> None:
+    """Benchmark the Gradient Snapping Layer against quantization-loss training.
+
+    \b
+    Pipeline: download -> features -> train -> encode -> evaluate -> report; bench runs a grid.
+    Example: gslbench bench
+    """
+    if ctx.invoked_subcommand is None:  # `gslbench` alone: the help
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr, force=True)
+    ctx.obj = {"data_dir": data_dir, "results_dir": results_dir, "quiet": quiet}
+
+
+def setting_option(setting: Setting) -> Callable:
+    """The click option of one setting: its type, default, choices and help."""
+    kind = click.Choice(setting.choices) if setting.choices else setting.kind
+    return click.option(setting.option, type=kind, default=setting.default, show_default=True,
+                        help=setting.help)
+
+
+def options(settings: tuple[Setting, ...]) -> Callable:
+    """Each of `settings` as an option."""
+    def decorate(command: Callable) -> Callable:
+        for setting in reversed(settings):
+            command = setting_option(setting)(command)
+        return command
+    return decorate
+
+
+def device_option(command: Callable) -> Callable:
+    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                        help="Where torch runs (auto: a GPU when torch sees one, else the CPU); "
+                             "faiss stays on the CPU.")(command)
+
+
+def split(kind: type) -> Callable:
+    """A click callback parsing a comma-separated list of `kind`."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in value.split(",") if item)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
+    return parse
+
+
+# RunConfig fields that train takes as their own options (bench takes them as comma lists)
+AXIS_FIELDS = ("dataset", "feature", "method", "quantizer", "bits", "seed")
+
+
+def config_options(command: Callable) -> Callable:
+    """Every RunConfig field but the grid axes as an option (shared by train and bench), and
+    --force."""
+    force = click.option("--force", is_flag=True, help="Re-run steps whose results exist.")
+    settings = tuple(setting for name, setting in FIELDS.items() if name not in AXIS_FIELDS)
+    return options(settings)(force(command))
+
+
+def metric_option(command: Callable) -> Callable:
+    return click.option("--metric", type=click.Choice(tuple(METRICS)), default="l2",
+                        show_default=True,
+                        help="l2: squared Euclidean distance; ip: inner product (descending).")(command)
+
+

@@ -1,0 +1,185 @@
+"""Grids: bench (a resumable grid of runs) and tune (knobs chosen on the validation split)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from click.core import ParameterSource
+
+from gslbench import bench as bench_module
+from gslbench import layout
+from gslbench import report as report_module
+from gslbench.bench import tune as tune_module
+from gslbench.bench.executors import EXECUTORS, ExecutorConfig
+from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
+from gslbench.bench.tune import Tuned
+from gslbench.cli.base import (
+    cli,
+    config_options,
+    device_option,
+    show_progress,
+    split,
+)
+from gslbench.errors import GslbenchError
+
+# bench's axis flags and the RunConfig fields they set
+AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "quantizer",
+              "bits": "bits", "seeds": "seed"}
+
+
+def _executor_options(command: Callable) -> Callable:
+    """The options of where cells run (bench and tune): --executor, -j, --cpus-per-cell,
+    --address, --device and --dry-run."""
+    options = [
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local",
+                     show_default=True,
+                     help="local: processes on this machine; ray: tasks on a Ray cluster."),
+        click.option("-j", "--jobs", type=click.IntRange(min=1),
+                     help="Cells at once: local worker processes (default 1, in this process); "
+                          "with ray and no --address, the local Ray instance gets jobs x "
+                          "cpus-per-cell CPUs."),
+        click.option("--cpus-per-cell", type=click.IntRange(min=1),
+                     help="torch/faiss threads of a cell, and its Ray CPU request "
+                          "(default: CPUs // jobs for local, 1 for ray)."),
+        click.option("--address", help="Ray cluster to use (e.g. auto or HOST:6379; default: "
+                                        "start a local Ray instance)."),
+        click.option("--dry-run", is_flag=True,
+                     help="List the cells and which are done; run nothing."),
+        device_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("grid_file", metavar="[GRID.toml]", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-d", "--datasets", "dataset_names", default=",".join(DEFAULT_AXES["dataset"]),
+              show_default=True, callback=split(str), help="Comma-separated data sets.")
+@click.option("--methods", default=",".join(DEFAULT_AXES["method"]), show_default=True,
+              callback=split(str))
+@click.option("--quantizers", default=",".join(DEFAULT_AXES["quantizer"]), show_default=True,
+              callback=split(str))
+@click.option("--bits", default=",".join(map(str, DEFAULT_AXES["bits"])), show_default=True,
+              callback=split(int))
+@click.option("--seeds", default=",".join(map(str, DEFAULT_AXES["seed"])), show_default=True,
+              callback=split(int))
+@config_options
+@click.option("--tuned", type=click.Path(path_type=Path),
+              help="A choice file of `gslbench tune`: its knob values replace the grid's for "
+                   "each tuned method and cell.")
+@_executor_options
+@click.pass_context
+def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path | None,
+          executor: str, jobs: int | None, cpus_per_cell: int | None, address: str | None,
+          dry_run: bool, device: str, **options: Any) -> None:
+    """Run a grid of runs, skipping finished ones, then report.
+
+    \b
+    The grid is GRID.toml (keys: RunConfig fields; a list is an axis) or the flags;
+    flags given on the command line override the file's keys. A killed bench resumes.
+    Example: gslbench bench benchmarks/paper.toml --dry-run
+    """
+    grid = _bench_grid(ctx, grid_file, options)
+    if tuned is not None:
+        grid = Tuned.read(tuned).cells(grid)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
+    results_dir = ctx.obj["results_dir"]
+    if dry_run:
+        _echo_cells(grid, ctx.obj["data_dir"], results_dir)
+        return
+    result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
+                                   force=force, show_progress=show_progress(ctx))
+    if result.run_dirs:
+        out = layout.report_dir(results_dir)
+        _, markdown = report_module.write_report(list(result.run_dirs), out)
+        click.echo(markdown, nl=False)
+        click.echo(f"report written to {out}")
+    if result.failed:
+        raise GslbenchError(f"{len(result.failed)} cell(s) failed (listed above); finished cells "
+                            "are kept: run the same bench again to retry the others")
+
+
+def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Grid:
+    """The grid of the flags, or GRID.toml's keys over the flags' defaults and under the flags
+    given on the command line."""
+    settings = {AXIS_FLAGS.get(name, name): value for name, value in options.items()}
+    if grid_file is None:
+        return Grid.from_mapping(settings)
+    given = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    return Grid.from_mapping({**settings, **read_grid_file(grid_file)}, source=str(grid_file),
+                             overrides=given)
+
+
+@cli.command()
+@click.argument("grid_file", metavar="GRID.toml", type=click.Path(path_type=Path))
+@click.option("--budget", type=click.IntRange(min=1),
+              help="Settings tried per method and cell, the same for every method (default: "
+                   "the fewest any tuned method's knobs offer).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="The choices, for bench --tuned (default: RESULTS/tuning/tuned.toml).")
+@click.option("--doc", type=click.Path(path_type=Path),
+              help="The table of every setting tried (default: RESULTS/tuning/tuning.md).")
+@click.option("--doc-intro", type=click.File("r"), help="Markdown to put at the top of --doc.")
+@click.option("--force", is_flag=True, help="Re-run tuning runs whose results exist.")
+@_executor_options
+@click.pass_context
+def tune(ctx: click.Context, grid_file: Path, budget: int | None, out: Path | None,
+         doc: Path | None, doc_intro: TextIO | None, force: bool, executor: str,
+         jobs: int | None, cpus_per_cell: int | None, address: str | None,
+         dry_run: bool, device: str) -> None:
+    """Choose each method's knobs on the validation split, with the same budget for every method.
+
+    \b
+    For every (data set, quantizer, bits, sub-bits) cell of GRID.toml and every method with
+    knobs: BUDGET settings of its knobs, each trained at every seed of the grid (at least 2) on
+    the training pool minus the validation queries, scored by validation mAP. Runs go to
+    RESULTS/tuning/runs (resumable); the choices to --out, every setting tried to --doc.
+    Example: gslbench tune benchmarks/tuning.toml -j 2 && gslbench bench benchmarks/results.toml
+    --tuned results/tuning/tuned.toml
+    """
+    grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
+    results_dir = ctx.obj["results_dir"]
+    if dry_run:
+        tuning = tune_module.plan(grid, budget)
+        _echo_cells(Cells(tuning.runs), ctx.obj["data_dir"], layout.tuning_dir(results_dir))
+        return
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
+    tuning, results, failed = tune_module.tune(grid, ctx.obj["data_dir"], results_dir, budget,
+                                               executor_config, force=force,
+                                               show_progress=show_progress(ctx))
+    chosen = tune_module.choose(tuning, results)
+    if not chosen.empty:
+        out = out or layout.tuned_path(results_dir)
+        doc = doc or layout.tuning_table_path(results_dir)
+        tune_module.write_outputs(tuning, results, chosen, grid_file, out, doc,
+                                  doc_intro.read() if doc_intro else "")
+        click.echo(f"{len(chosen)} choices written to {out}; every setting tried in {doc}")
+    if failed:
+        raise GslbenchError(f"{failed} tuning run(s) failed (listed above); their cells have "
+                            "no choice: run the same tune again to retry them")
+
+
+def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path) -> None:
+    """Print each cell's run id, state, description and why its files do not count (stale or
+    damaged), then the count per state."""
+    cells = bench_module.grid_status(grid, data_dir, results_dir)
+    fields = tuple(grid.axes())
+    click.echo(f"{'RUN':<12}  {'STATE':<7}  CELL")
+    for config, cell in cells:
+        reason = f"  [does not count: {cell.reason}]" if cell.reason else ""
+        click.echo(f"{config.run_id:<12}  {cell.state:<7}  "
+                   f"{bench_module.describe(config, fields)}{reason}")
+    counts = Counter(cell.state for _, cell in cells)
+    rerun = sum(bool(cell.reason) for _, cell in cells)
+    click.echo(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial "
+               f"(trained, not evaluated), {counts['todo']} todo"
+               + (f"; {rerun} stale or damaged, to run again" if rerun else ""))
+
+

@@ -1,0 +1,98 @@
+"""What the codes and runs give: search-bench, export, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from gslbench import layout
+from gslbench import report as report_module
+from gslbench.cli.base import (
+    cli,
+    metric_option,
+    split,
+)
+from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
+from gslbench.export import export_ann_benchmarks, export_faiss
+
+
+@cli.command("search-bench")
+@click.argument("runs", nargs=-1, required=True)
+@metric_option
+@click.option("--k", default=100, show_default=True, help="Neighbours each search returns.")
+@click.option("--recall-at", default=",".join(map(str, RECALL_AT)), show_default=True,
+              callback=split(int), help="Comma-separated R of recall@R of the true neighbours.")
+@click.option("--single-queries", default=SINGLE_QUERIES, show_default=True,
+              help="Queries searched one at a time for the batch-1 QPS.")
+@click.option("--repeats", default=REPEATS, show_default=True, help="Timings; the best is kept.")
+@click.option("--threads", type=click.IntRange(min=1), help="faiss threads (default: all).")
+@click.option("--force", is_flag=True, help="Measure again even if the result file exists.")
+@click.pass_context
+def search_bench(ctx: click.Context, runs: tuple[str, ...], force: bool,
+                 **options: Any) -> None:
+    """Time each run's codes as a faiss index against the exact float search: QPS (batch 1 and
+    batched), bytes per vector, recall@R of the true neighbours; writes RUN/search.json.
+
+    Example: gslbench search-bench 0123456789ab 3f2e1d0c9b8a --threads 1
+    """
+    for run in runs:
+        click.echo(search_bench_run(run, ctx.obj["results_dir"], force=force, **options))
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--faiss", "faiss_path", type=click.Path(path_type=Path),
+              help="Write the database codes as a faiss index here.")
+@click.option("--ann-benchmarks", "ann_path", type=click.Path(path_type=Path),
+              help="Write the representations and true neighbours as ann-benchmarks HDF5 here.")
+@metric_option
+@click.pass_context
+def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path | None,
+           metric: str) -> None:
+    """Export a run's codes (faiss index) or representations (ann-benchmarks HDF5).
+
+    Example: gslbench export 0123456789ab --faiss run.index --ann-benchmarks run.hdf5
+    """
+    if faiss_path is None and ann_path is None:
+        raise click.UsageError("give --faiss FILE.index, --ann-benchmarks FILE.hdf5 or both")
+    results_dir = ctx.obj["results_dir"]
+    if faiss_path is not None:
+        click.echo(export_faiss(run, results_dir, faiss_path, metric))
+    if ann_path is not None:
+        click.echo(export_ann_benchmarks(run, results_dir, ann_path, metric))
+
+
+@cli.command()
+@click.argument("runs", nargs=-1)
+@click.option("--runs", "patterns", multiple=True, metavar="PATTERN",
+              help="Only runs whose id matches this glob, e.g. 'a1*' (repeatable).")
+@click.option("-d", "--dataset", "dataset_names", multiple=True, metavar="NAME",
+              help="Only runs of this data set (repeatable or comma-separated).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder (default: RESULTS/report), replaced as a whole.")
+@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results document (GSL's wins, ties, losses) here.")
+@click.option("--doc-intro", type=click.File("r"),
+              help="Markdown to put at the top of the results document (protocol, tuning).")
+@click.pass_context
+def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
+           dataset_names: tuple[str, ...], out: Path | None, doc: Path | None,
+           doc_intro: TextIO | None) -> None:
+    """Tabulate and plot evaluated runs: results.csv, tables (Markdown, CSV, LaTeX), figures
+    (PNG, SVG) and a self-contained index.html in the report folder.
+
+    Example: gslbench report --dataset digits --runs 'a1*' --doc docs/results.md
+    """
+    results_dir = ctx.obj["results_dir"]
+    names = tuple(name for value in dataset_names for name in value.split(",") if name)
+    run_dirs = report_module.select_runs(results_dir, runs, patterns, names)
+    intro = doc_intro.read() if doc_intro else ""
+    out = out or layout.report_dir(results_dir)
+    _, markdown = report_module.write_report(run_dirs, out, doc, intro)
+    click.echo(markdown, nl=False)
+    if not ctx.obj["quiet"]:
+        click.echo(f"report written to {out / 'index.html'}", err=True)
+
+
