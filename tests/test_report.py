@@ -323,6 +323,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     assert float_runs.speedup_batched.isna().all()  # a float run has no reference
     reference = speed[speed.variant == "exact search (reference)"]
     assert reference.n.item() == 3 and reference.qps_batched.item() == pytest.approx(2500.0)
+    assert reference.speedup_batched.isna().all()
     assert reference["map"].isna().all() and list(speed.variant)[-1] == "exact search (reference)"
     assert "| exact search (reference) | none |" in (folder / "search.md").read_text()
     page = (folder / "index.html").read_text()

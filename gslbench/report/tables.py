@@ -20,9 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, ordered_variants, with_float_ceiling
+from gslbench.report.frames import (
+    DEFAULT_MODE,
+    TABLE_KEYS,
+    key_slug,
+    key_title,
+    ordered_variants,
+    with_float_ceiling,
+)
 
 DIGITS = 4
 MISSING = "—"
@@ -96,9 +104,12 @@ def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
 
 
 def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
-    """Per table key, its `map` table and (when float runs exist for it) its `gap` table."""
+    """Per table key, its `map` table and (when float runs exist for it) its `gap` table; the
+    default mode (ADC, L2) first among the modes of the same data set, loss and quantizer."""
     tables = []
-    for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
+    groups = sorted(seed_stats(results).groupby(level=TABLE_KEYS),
+                    key=lambda group: (group[0][:4], tuple(group[0][4:]) != DEFAULT_MODE, group[0]))
+    for key, stats in groups:
         stats = stats.droplevel(TABLE_KEYS)
         mean, std, count = (stats[name].unstack("code_bits") for name in ("mean", "std", "count"))
         order = ordered_variants(mean.index)
@@ -230,7 +241,8 @@ def search_table(searches: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
                  [["qps_batch1", "qps_batched"]])
     for column in ("qps_batch1", "qps_batched"):  # measured back to back in one search-bench
         exact = reference[column].reindex(pd.MultiIndex.from_frame(frame[["run", "metric"]]))
-        frame[f"speedup_{column[4:]}"] = frame[column].to_numpy() / exact.to_numpy()
+        frame[f"speedup_{column[4:]}"] = np.where(frame.role == "float", np.nan,
+                                                  frame[column].to_numpy() / exact.to_numpy())
     exact = (frame.role == "float") | (frame.method == "float")
     frame.loc[exact, "quantizer"] = "none"
     frame.loc[exact, "code_bits"] = 8 * frame.loc[exact, "bytes_per_vector"]
