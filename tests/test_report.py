@@ -306,6 +306,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
                     "qps_batch1": 1000.0 * (index + 1), "qps_batched": 5000.0 * (index + 1),
                     "recall_at": {"1": 0.5, "10": 0.25 * index}, "nn_recall_at": {"1": 0.5, "10": 0.9}}
         reference = {**measured, "index": "IndexFlatL2", "bytes_per_vector": 256,
+                     "qps_batched": 2500.0,
                      "recall_at": {"1": 1.0, "10": 1.0}, "nn_recall_at": {"1": 1.0, "10": 1.0}}
         indexes = {"codes": measured} if index == 0 else {"codes": measured, "float": reference}
         run.search_file().write_text(json.dumps({
@@ -329,8 +330,11 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     assert two_step.n.item() == 3 and two_step.qps_batched.item() == pytest.approx(15000.0)
     assert two_step["map"].item() == pytest.approx(np.mean(MAPS[("two-step", 16)]))
     assert two_step.recall_at_10.item() == pytest.approx(0.5)  # (0.25 + 0.5 + 0.75) / 3
+    assert two_step.speedup_batched.item() == pytest.approx(6.0)  # (4 + 6 + 8) / 3, run by run
+    assert float_runs.speedup_batched.isna().all()  # a float run has no reference
     reference = speed[speed.variant == "exact search (reference)"]
-    assert reference.n.item() == 3 and reference.qps_batched.item() == pytest.approx(15000.0)
+    assert reference.n.item() == 3 and reference.qps_batched.item() == pytest.approx(2500.0)
+    assert reference.speedup_batched.isna().all()
     assert reference["map"].isna().all() and list(speed.variant)[-1] == "exact search (reference)"
     assert "| exact search (reference) | none |" in (folder / "search.md").read_text()
     page = (folder / "index.html").read_text()

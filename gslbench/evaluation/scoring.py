@@ -166,7 +166,7 @@ def evaluate_distances(
         clock[0] = time.perf_counter() - tick
         tick = time.perf_counter()
         block_packed = query_packed[start:stop]
-        if whole_ranking:  # the relevance sorted along, no ranking materialised
+        if depth == n_db:  # the relevance sorted along, no ranking materialised
             relevant = metrics.packed_relevance(block_packed, database_packed)
             relevant = metrics.rank_relevance(block_distances, relevant)
         else:

@@ -22,9 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, ordered_variants, with_float_ceiling
+from gslbench.report.frames import (
+    DEFAULT_MODE,
+    TABLE_KEYS,
+    key_slug,
+    key_title,
+    ordered_variants,
+    with_float_ceiling,
+)
 
 DIGITS = 4
 MISSING = "—"
@@ -108,11 +116,14 @@ def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
 
 def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
     """Per table key, its `map` table, (when float runs exist for it) its `gap` table and (when
-    its runs recorded encode's quantization error) its `qerr` table."""
+    its runs recorded encode's quantization error) its `qerr` table; the default mode (ADC, L2)
+    first among the modes of the same data set, loss, quantizer and codebook size."""
     tables = []
     quantized = results[(results.method != "float") & results[ERROR_COLUMN].notna()]
     errors = dict(list(seed_stats(quantized, ERROR_COLUMN).groupby(level=TABLE_KEYS)))
-    for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
+    groups = sorted(seed_stats(results).groupby(level=TABLE_KEYS),
+                    key=lambda group: (group[0][:5], tuple(group[0][5:]) != DEFAULT_MODE, group[0]))
+    for key, stats in groups:
         mean, std, count = wide_stats(stats)
         tables.append(_table(key, "map", mean, std, count))
         if "float" in mean.index and len(mean) > 1:
@@ -241,19 +252,27 @@ def search_table(searches: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     float search every quantized run measured beside its codes (mean over those runs), with
     each run's mAP by ADC and that metric (from evaluate, blank when not evaluated so).
 
-    Columns: SEARCH_GROUP, bytes_per_vector, qps_batch1, qps_batched, recall_at_R...,
+    Columns: SEARCH_GROUP, bytes_per_vector, qps_batch1, qps_batched, speedup_batch1,
+    speedup_batched (the codes' QPS over the exact search's, measured back to back in the same
+    search-bench: steadier than QPS on a shared machine; blank for float runs), recall_at_R...,
     nn_recall_at_R..., map, n. A float run's codes are float32: quantizer `none`, code bits 32 x
     dim. Empty when no run went through search-bench."""
     if searches.empty:
         return pd.DataFrame()
     maps = results[results.search == "adc"][["run", "metric", "map"]]
     frame = searches.merge(maps, on=["run", "metric"], how="left")
+    reference = (searches[searches.role == "float"].set_index(["run", "metric"])
+                 [["qps_batch1", "qps_batched"]])
+    for column in ("qps_batch1", "qps_batched"):  # measured back to back in one search-bench
+        exact = reference[column].reindex(pd.MultiIndex.from_frame(frame[["run", "metric"]]))
+        frame[f"speedup_{column[4:]}"] = np.where(frame.role == "float", np.nan,
+                                                  frame[column].to_numpy() / exact.to_numpy())
     exact = (frame.role == "float") | (frame.method == "float")
     frame.loc[exact, "quantizer"] = "none"
     frame.loc[exact, "code_bits"] = 8 * frame.loc[exact, "bytes_per_vector"]
     frame.loc[frame.role == "float", ["variant", "map"]] = [REFERENCE, float("nan")]
-    measures = [column for column in frame.columns if column.startswith(("qps_", "recall_at_",
-                                                                         "nn_recall_at_"))]
+    measures = [column for prefix in ("qps_", "speedup_", "recall_at_", "nn_recall_at_")
+                for column in frame.columns if column.startswith(prefix)]
     grouped = frame.groupby(SEARCH_GROUP, sort=False)
     table = grouped[["bytes_per_vector", *measures, "map"]].mean()
     table["n"] = grouped.size()
@@ -278,6 +297,9 @@ def search_cells(table: pd.DataFrame) -> pd.DataFrame:
     for column in shown.columns:
         if column.startswith("qps_"):
             shown[column] = shown[column].map("{:,.0f}".format)
+        elif column.startswith("speedup_"):
+            shown[column] = shown[column].map(lambda value: MISSING if pd.isna(value)
+                                              else f"{value:.1f}x")
         elif column.startswith(("recall_at_", "nn_recall_at_")):
             shown[column] = shown[column].map("{:.3f}".format)
     shown["map"] = shown["map"].map(lambda value: MISSING if pd.isna(value) else f"{value:.4f}")
