@@ -201,7 +201,7 @@ def test_results_document(tmp_path):
     assert "gsl_alpha=1.0" in text and "method=float/gsl/qloss/two-step" in text
     assert f"| {GSL} | {QLOSS} | 1 | 1 |" in text  # one loss, one tie against qloss
     assert "gap to float" in text
-    assert "quant_mse_refit" in text and f"| digits | pq | 16 | {GSL} | 0.2000 | 0.16000 |" in text
+    assert "quant_mse_refit" in text and f"| digits | pixels | pq | 16 | {GSL} | 0.2000 | 0.16000 |" in text
 
 
 def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):

@@ -21,7 +21,7 @@ def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
     """
     rows = []
     stats = seed_stats(results[results.method != "float"], value)
-    for (dataset, _, loss, quantizer, bits), cell in stats.groupby(level=[*TABLE_KEYS, "code_bits"]):
+    for (dataset, feature, loss, quantizer, bits), cell in stats.groupby(level=[*TABLE_KEYS, "code_bits"]):
         cell = cell.droplevel([*TABLE_KEYS, "code_bits"])
         variants = ordered_variants(cell.index)
         gsl_variants = [v for v in variants if v.startswith("gsl")]
@@ -31,7 +31,7 @@ def gsl_verdicts(results: pd.DataFrame, value: str = "map") -> pd.DataFrame:
             diff, se = mean_difference(*gsl[["mean", "std", "count"]], *other[["mean", "std", "count"]])
             verdict = "n/a" if min(gsl["count"], other["count"]) < 2 else (
                 "win" if diff > 2 * se else "loss" if diff < -2 * se else "tie")
-            rows.append({"dataset": dataset, "loss": loss, "quantizer": quantizer,
+            rows.append({"dataset": dataset, "feature": feature, "loss": loss, "quantizer": quantizer,
                          "code_bits": bits, "gsl_variant": gsl_variant, "baseline": baseline,
                          "gsl": gsl["mean"], "baseline_map": other["mean"],
                          "difference": diff, "std_error": se, "verdict": verdict})
@@ -45,7 +45,8 @@ def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     last = logs.sort_values("epoch").groupby("run").tail(1)
     return last.drop(columns="method").rename(columns={"variant": "method", "epoch": "epochs"})[
-        ["dataset", "quantizer", "code_bits", "method", "epochs", "sim_loss", "quant_mse_refit"]]
+        ["dataset", "feature", "quantizer", "code_bits", "method", "epochs", "sim_loss",
+         "quant_mse_refit"]]
 
 
 def shared_settings(configs: pd.DataFrame) -> str:
@@ -87,7 +88,7 @@ def results_document(data: Evaluated, intro: str = "") -> str:
         lines += [frame_markdown(shown), ""]
     state = final_training_state(data.logs)
     if not state.empty:
-        summary = (state.groupby(["dataset", "quantizer", "code_bits", "method"])
+        summary = (state.groupby(["dataset", "feature", "quantizer", "code_bits", "method"])
                    [["sim_loss", "quant_mse_refit"]].mean().reset_index())
         lines += [
             "## The training logs at the last epoch",
