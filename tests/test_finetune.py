@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from datafakes import fashion_files, fashion_source
+from runfakes import make_run
 from tampering import forged_h5
 
 from gslbench import data as datasets
@@ -24,6 +25,8 @@ from gslbench.data.features import build_features
 from gslbench.errors import GslbenchError
 from gslbench.methods.loop import train
 from gslbench.methods.model import build_model, embed
+from gslbench.report.document import results_document
+from gslbench.report.frames import read_runs
 from gslbench.storage import sha256_file
 from gslbench.train import load_config, load_model
 
@@ -270,6 +273,21 @@ def test_a_channel_dead_on_the_training_features_is_not_blown_up_when_it_wakes()
     woken[:, 2] = 0.01  # fine-tuning woke it a little: its input to the MLP is 0.01, not 1e4
     standardised = (woken - model.head.mean) / model.head.scale
     assert standardised[:, 2].tolist() == pytest.approx([0.01] * 5)
+
+
+def test_the_report_keeps_fine_tuned_runs_apart(tmp_path):
+    runs = [make_run(tmp_path, RunConfig(method=method, bits=16, seed=seed, train_blocks=blocks),
+                     0.5 + 0.1 * blocks + 0.01 * seed)
+            for method in ("float", "two-step", "gsl") for blocks in (0, 1) for seed in (0, 1)]
+    data = read_runs(runs)
+    assert sorted(set(data.results.feature)) == ["pixels", "pixels, last 1 block trained"]
+    document = results_document(data)
+    assert ("## digits (pixels, last 1 block trained), PQ, 256-word codebooks, pairwise loss: mAP"
+            in document)
+    assert "| float | 0.6050 ± 0.0071 (2) |" in document  # N = 1's two seeds, not N = 0's
+    # the paired comparisons and the error table per feature too
+    assert "**digits (pixels, last 1 block trained), PQ, 16 bits = 2 × 256 words" in document
+    assert "| digits | pixels, last 1 block trained | pq | 256 | 16 | two-step | 0.3950 |" in document
 
 
 def test_device_selection(monkeypatch):

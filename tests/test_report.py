@@ -213,7 +213,7 @@ def test_results_document(tmp_path):
             f"mAP below float; {GSL} ties two-step (+0.0000, 95% CI [-0.0497, +0.0497], 1/3 seeds "
             f"above); loses to {QLOSS} (-0.1000, 95% CI [-0.1497, -0.0503], 0/3 seeds above).") in text
     # the training set's last-epoch error beside encode's database and query errors
-    assert f"| digits | pq | 256 | 16 | {GSL} | 0.2000 | 0.16000 | 0.02000 | 0.04000 |" in text
+    assert f"| digits | pixels | pq | 256 | 16 | {GSL} | 0.2000 | 0.16000 | 0.02000 | 0.04000 |" in text
 
 
 def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):

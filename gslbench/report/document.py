@@ -93,8 +93,8 @@ def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     last = logs.sort_values("epoch").groupby("run").tail(1)
     return last.drop(columns="method").rename(columns={"variant": "method", "epoch": "epochs"})[
-        ["run", "dataset", "quantizer", "sub_bits", "code_bits", "method", "epochs", "sim_loss",
-         "quant_mse_refit"]]
+        ["run", "dataset", "feature", "quantizer", "sub_bits", "code_bits", "method", "epochs",
+         "sim_loss", "quant_mse_refit"]]
 
 
 def error_section(data: Evaluated) -> list[str]:
@@ -106,7 +106,7 @@ def error_section(data: Evaluated) -> list[str]:
     errors = data.results[["run", "quant_mse_database", "quant_mse_query"]]
     columns = ["sim_loss", "quant_mse_refit", "quant_mse_database", "quant_mse_query"]
     summary = (state.merge(errors, on="run", how="left")
-               .groupby(["dataset", "quantizer", "sub_bits", "code_bits", "method"])[columns]
+               .groupby(["dataset", "feature", "quantizer", "sub_bits", "code_bits", "method"])[columns]
                .mean().reset_index())
     words = (2 ** summary.sub_bits).astype(str).where(summary.quantizer != "none", "—")
     shown = summary.assign(words=words, sim_loss=summary.sim_loss.map("{:.4f}".format),
@@ -119,7 +119,8 @@ def error_section(data: Evaluated) -> list[str]:
         "on them (see gslbench/methods/loop.py). `quant_mse_database` and `quant_mse_query` are",
         "encode's: the error of the database and of the queries under the run's final codebooks.",
         "",
-        frame_markdown(shown[["dataset", "quantizer", "words", "code_bits", "method", *columns]]),
+        frame_markdown(shown[["dataset", "feature", "quantizer", "words", "code_bits", "method",
+                              *columns]]),
         "",
     ]
 
