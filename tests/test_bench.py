@@ -90,6 +90,16 @@ def registered(name: str) -> tuple[dict, list[RunConfig]]:
     return settings, Grid.from_mapping(settings, overrides={"method": methods}).cells()
 
 
+def test_the_core_grids_are_parts_of_the_full_ones():
+    """results_core.toml (what docs/results.md holds now) and its tuning are subsets of
+    results.toml and tuning.toml: running the full grid later re-uses their cells."""
+    for core, full in (("results_core.toml", "results.toml"), ("tuning_core.toml", "tuning.toml")):
+        core_settings, core_cells = registered(core)
+        assert set(core_settings["method"]) == set(registered(full)[0]["method"])
+        full_ids = {config.run_id for config in registered(full)[1]}
+        assert core_cells and {config.run_id for config in core_cells} <= full_ids
+
+
 def test_results_toml_covers_both_pressure_regimes_for_every_registered_method(tmp_path):
     settings, cells = registered("results.toml")
     assert set(METHODS) <= set(settings["method"])
