@@ -1,9 +1,20 @@
-"""Fixtures shared by the data and download tests."""
+"""Fixtures shared by several test modules."""
 
 from __future__ import annotations
 
 import pytest
 from datafakes import FileServer
+
+from gslbench.threads import limit_threads
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch and one faiss thread for a module's tests: faiss's OpenMP threads stall when
+    other processes share the cores (10x slower on a busy 2-core machine), and small torch
+    batches run fastest on one thread; it keeps the tests fast and deterministic."""
+    with limit_threads(1):
+        yield
 
 
 @pytest.fixture

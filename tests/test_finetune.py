@@ -37,13 +37,7 @@ CONFIG = RunConfig(dataset="fashion-mnist", feature="efficientnet-lite0-32", met
                    epochs_per_refit=1, batch_size=10, lr=1e-2, train_blocks=BLOCKS)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small batches on a shared 2-core machine run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -48,18 +48,11 @@ def fitted_quantizer(name: str, sub_bits: int = 8, seed: int = 0, **options) -> 
     return make_quantizer(name, DIM, BITS, sub_bits, seed, **{**FAST[name], **options}).fit(TRAIN)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_threaded_faiss():
-    """faiss's OpenMP threads stall when other processes share the cores (10x slower on a busy
-    2-core machine): one thread keeps the tests fast and deterministic."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def fitted(single_threaded_faiss) -> dict:
+def fitted(one_thread) -> dict:
     return {name: fitted_quantizer(name) for name in NAMES}
 
 

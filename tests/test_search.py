@@ -11,17 +11,11 @@ from gslbench.evaluation import scoring, speed
 from gslbench.quantizers import FlatSearch, Identity, make_quantizer, make_search
 from gslbench.quantizers.search import AdcSearch, SdcSearch, faiss_index
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_threaded_faiss():
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def fitted(single_threaded_faiss) -> dict:
+def fitted(one_thread) -> dict:
     return {name: fitted_quantizer(name) for name in NAMES}
 
 
