@@ -46,6 +46,7 @@ from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
 from gslbench.methods.model import embed
 from gslbench.quantizers import Identity, Quantizer, load_quantizer, save_quantizer
+from gslbench.quantizers.base import squared_error
 from gslbench.storage import check_sha256, config_id, open_h5, sha256_file, write_h5
 from gslbench.train import check_trained, load_config, load_model, load_run_quantizer, run_features
 
@@ -122,7 +123,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             "features_sha256": features_file.sha256, "model_sha256": record["model_sha256"],
             "quantizer_sha256": record.get("quantizer_sha256") or "",
             "database_quant_mse": squared_error(database, quantizer.decode(codes)),
-            "query_quant_mse": squared_error(queries, quantizer.decode(quantizer.encode(queries))),
+            "query_quant_mse": quantizer.quantization_error(queries),
             "items": json.dumps({"query": items_record(features.query),
                                  "database": items_record(features.database)}),
             "devices": json.dumps({"train": record.get("device"),
@@ -130,11 +131,6 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             **({"activations_sha256": record["activations_sha256"]} if config.train_blocks else {}),
         })
     return run_dir.codes
-
-
-def squared_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
-    """Mean over the rows of (n, d) float32 x of ||x - reconstruction||^2 (float64 sums)."""
-    return float(np.mean(np.sum((x.astype(np.float64) - reconstruction) ** 2, axis=1)))
 
 
 def _embed_parts(run: layout.RunDir, config: RunConfig, record: dict, model: torch.nn.Module,

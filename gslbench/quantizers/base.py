@@ -25,6 +25,11 @@ from gslbench.errors import GslbenchError
 
 MAX_SUB_BITS = 16
 
+
+def squared_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
+    """Mean over the rows of (n, d) float32 x of ||x - reconstruction||^2 (float64 sums)."""
+    return float(np.mean(np.sum((x.astype(np.float64) - reconstruction) ** 2, axis=1)))
+
 @dataclass(frozen=True)
 class Assignment:
     """The quantizer's view of a training batch z, (b, dim) float32.
@@ -247,8 +252,7 @@ class Quantizer(ABC):
     def quantization_error(self, x: np.ndarray) -> float:
         """Mean over the rows of (n, dim) float32 x of ||x - decode(encode(x))||^2."""
         x = self._check_vectors(x, "vectors")
-        residuals = x.astype(np.float64) - self.decode(self.encode(x))
-        return float(np.mean(np.sum(residuals**2, axis=1)))
+        return squared_error(x, self.decode(self.encode(x)))
 
     # -- helpers ---------------------------------------------------------------------------
 
