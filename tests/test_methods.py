@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from gslbench.config import RunConfig
+from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
 from gslbench.methods.loop import train_step
 from gslbench.methods.losses import PairwiseCosineLoss
@@ -321,3 +322,24 @@ def test_gsl_nearest_snaps_towards_the_assigned_codeword(quantizers, name):
         expected.append(rot.T @ torch.cat(parts))
     torch.testing.assert_close(grads["nearest"], torch.stack(expected), rtol=1e-4, atol=1e-6)
     assert not torch.allclose(grads["nearest"], grads["aligned"])  # the rule matters here
+
+
+@pytest.mark.parametrize("method, knobs, option", [
+    ("gsl", {"gsl_k": 17}, "--gsl-k 17"),
+    ("soft", {"soft_k": 17}, "--soft-k 17"),
+    ("gumbel", {"gumbel_k": 17}, "--gumbel-k 17"),
+])
+@pytest.mark.parametrize("quantizer", ["pq", "rq"])
+def test_more_candidates_than_codewords_is_refused_naming_the_option(method, knobs, option,
+                                                                      quantizer):
+    with pytest.raises(GslbenchError, match=f"^{option} exceeds the codebook size 16 "):
+        RunConfig(dataset="digits", method=method, quantizer=quantizer, bits=8, sub_bits=4,
+                  **knobs)
+    RunConfig(dataset="digits", method=method, quantizer=quantizer, bits=8, sub_bits=4,
+              **{name: 16 for name in knobs})  # every codeword: accepted
+
+
+def test_gsl_nearest_ignores_its_k():
+    config = RunConfig(dataset="digits", method="gsl", quantizer="pq", bits=8, sub_bits=4,
+                       gsl_k=32, gsl_select="nearest")
+    assert config.gsl_k == 32

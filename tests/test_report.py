@@ -17,6 +17,7 @@ from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.report import select_runs, write_report
+from gslbench.report.document import shared_settings
 from gslbench.report.frames import read_runs
 from gslbench.report.plots import method_colours
 from gslbench.report.stats import comparisons
@@ -362,3 +363,9 @@ def test_validation_runs_are_never_reported_with_test_runs(tmp_path):
     with pytest.raises(GslbenchError, match="the runs mix the test and validation splits"):
         read_runs(runs)
     assert read_runs(runs[1:]).results["map"].tolist() == [0.7]
+
+
+def test_settings_line_prints_whole_knob_values_as_integers():
+    configs = pd.DataFrame({"method": ["gsl", "gsl", "qloss"], "gsl_k": [8.0, 16.0, None],
+                            "qloss_lambda": [None, None, 0.1], "lr": [0.001, 0.001, 0.001]})
+    assert shared_settings(configs) == "method=gsl/qloss, gsl_k=8/16, qloss_lambda=0.1, lr=0.001"

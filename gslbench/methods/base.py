@@ -42,6 +42,13 @@ class Method:
         self._assigned: tuple[weakref.ref, tuple[int, int], Assignment] | None = None
 
     @classmethod
+    def candidates(cls, settings: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The knob that counts the codewords the method weighs per sub-space (or the beam width)
+        and its value in `settings`, or None where the method weighs none; a run's
+        configuration refuses a value above the codebook size."""
+        return None
+
+    @classmethod
     def label(cls, settings: Mapping[str, Any]) -> str:
         """The method with its knobs' values taken from `settings`: `qloss λ=0.1`, `two-step`."""
         return " ".join([cls.name, *(knob.label(settings[knob.name]) for knob in cls.knobs)])

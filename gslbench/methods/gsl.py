@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,6 +27,11 @@ class GSLMethod(Method):
                 symbol="select", tune=SELECT_RULES),
     )
     summary = "similarity loss through the Gradient Snapping Layer, alternating with refits"
+
+    @classmethod
+    def candidates(cls, settings: Mapping[str, Any]) -> tuple[str, int] | None:
+        """`gsl_k`, unless `gsl_select` is nearest (which weighs only the assigned codeword)."""
+        return None if settings["gsl_select"] == "nearest" else ("gsl_k", settings["gsl_k"])
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:
         super().__init__(config, quantizer)

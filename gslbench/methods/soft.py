@@ -5,6 +5,7 @@ codes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -64,6 +65,12 @@ class SoftMethod(Method):
     name = "soft"
     knobs = relaxation_knobs("soft", "soft assignment")
     summary = "similarity loss at the softmax(−||z − r||²/τ)-weighted mean of k candidates (PQN)"
+
+    @classmethod
+    def candidates(cls, settings: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The `k` knob of `relaxation_knobs`."""
+        name = cls.knobs[1].name
+        return name, settings[name]
 
     def representation(self, z: torch.Tensor) -> torch.Tensor:
         """(b, d) -> (b, d): `relax` of the candidates, mapped back from the snap space; z itself

@@ -127,8 +127,12 @@ def error_section(data: Evaluated) -> list[str]:
 
 def shared_settings(configs: pd.DataFrame) -> str:
     """The run settings, each with every value it takes across the evaluated runs (a method's
-    knobs over that method's runs)."""
-    return ", ".join(f"{column}={'/'.join(map(str, sorted(configs[column].dropna().unique())))}"
+    knobs over that method's runs). A whole float prints as an integer: a knob column holds its
+    integers as floats beside the other methods' NaN."""
+    def shown(value: object) -> str:
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+    return ", ".join(f"{column}={'/'.join(map(shown, sorted(configs[column].dropna().unique())))}"
                      for column in configs.columns)
 
 
