@@ -207,7 +207,7 @@ def test_results_document(tmp_path):
     write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc, "Tuning: none.\n")
     text = doc.read_text()
     assert text.startswith("# gslbench results\n\nTuning: none.\n")
-    assert "gsl_alpha=1.0" in text and "method=float/gsl/qloss/two-step" in text
+    assert "gsl_alpha=1," in text and "method=float/gsl/qloss/two-step" in text
     assert f"| {GSL} | {QLOSS} | 0 | 1 | 1 | 0 |" in text  # one tie, one loss against qloss
     assert "gap to float" in text and "database quantization MSE" in text
     assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
