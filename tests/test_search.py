@@ -4,7 +4,7 @@
 import faiss
 import numpy as np
 import pytest
-from test_quantizers import FAST, NAMES, TEST, TRAIN, brute_force, fitted_quantizer
+from test_quantizers import DIM, FAST, NAMES, TEST, TRAIN, brute_force, fitted_quantizer
 
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import scoring, speed
@@ -51,6 +51,24 @@ def test_every_mode_equals_brute_force_on_decoded_vectors(fitted, name, sub_bits
         distances = searcher.distances(searcher.prepare(queries))
         assert distances.shape == (29, len(TEST)) and distances.dtype == np.float32
         assert_close(distances, reference)
+
+
+@pytest.mark.parametrize("name", ["pq", "opq"])
+@pytest.mark.parametrize("sub_bits", [1, 2])
+def test_two_dimensional_sub_vectors_with_few_words_search_exactly(name, sub_bits):
+    """faiss's table kernel for 2-d sub-vectors asserts a multiple of 8 words: with 2 or 4 the
+    tables come from numpy, and the faiss index, which would crash, is refused naming the option."""
+    q = make_quantizer(name, DIM, DIM // 2 * sub_bits, sub_bits, 0, **FAST[name]).fit(TRAIN)
+    assert q.codebook_shape == (DIM // 2, 2**sub_bits, 2) and not q.faiss_searchable
+    codes = q.encode(TEST)
+    database = q.decode(codes)
+    for metric, reference in (("l2", brute_force(TRAIN[:29], database)),
+                              ("ip", -brute_inner(TRAIN[:29], database))):
+        searcher = make_search(q, codes, "adc", metric)
+        assert_close(searcher.distances(searcher.prepare(TRAIN[:29])), reference)
+        with pytest.raises(GslbenchError, match=f"^--sub-bits {sub_bits}: faiss's IndexPQ cannot"):
+            faiss_index(q, codes, metric)
+    assert fitted_quantizer(name, sub_bits=4).faiss_searchable  # 4-d sub-vectors
 
 
 def test_ip_tables_give_the_inner_product_with_the_decoded_vector(fitted):

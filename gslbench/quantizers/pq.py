@@ -62,22 +62,38 @@ class PQ(Quantizer):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         faiss.copy_array_to_vector(arrays["codebooks"].ravel(), self._faiss.centroids)
 
+    @property
+    def faiss_searchable(self) -> bool:
+        """Whether faiss can compute this quantizer's distance tables: its kernel for 2-d
+        sub-vectors needs a multiple of 8 words per codebook (it asserts ksub % 8 == 0), so
+        2-d sub-vectors with --sub-bits 1 or 2 are not (the tables are then numpy's)."""
+        return self.codebook_shape[2] != 2 or self.codebook_size % 8 == 0
+
     def adc_tables(self, queries: np.ndarray) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = ||q_m - c_{m,i}||^2,
         faiss's compute_distance_tables (on the rotated queries for OPQ)."""
-        return self._tables(queries, self._faiss.compute_distance_tables)
+        return self._tables(queries, self._faiss.compute_distance_tables, l2=True)
 
     def ip_tables(self, queries: np.ndarray) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = <q_m, c_{m,i}>, faiss's
         compute_inner_prod_tables (on the rotated queries for OPQ: the rotation is orthonormal,
         so <R q, y> = <q, R^T y>)."""
-        return self._tables(queries, self._faiss.compute_inner_prod_tables)
+        return self._tables(queries, self._faiss.compute_inner_prod_tables, l2=False)
 
-    def _tables(self, queries: np.ndarray, compute) -> np.ndarray:
+    def _tables(self, queries: np.ndarray, compute, l2: bool) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32 tables of faiss's `compute` (a
-        ProductQuantizer method filling them for the queries in code space)."""
+        ProductQuantizer method filling them for the queries in code space), or the same
+        squared distances (l2) or inner products in numpy where faiss cannot
+        (`faiss_searchable`)."""
         self._check_fitted()
         queries = self._to_code_space(self._check_vectors(queries, "queries"))
+        if not self.faiss_searchable:
+            sub = queries.reshape(len(queries), self.n_codebooks, -1)  # (nq, M, dsub)
+            tables = np.einsum("qmd,mkd->qmk", sub, self.codebooks)
+            if l2:
+                tables = ((sub**2).sum(-1)[..., None] - 2 * tables
+                          + (self.codebooks**2).sum(-1)[None])
+            return tables.astype(np.float32, copy=False)
         tables = np.empty((len(queries), self.n_codebooks, self.codebook_size), dtype=np.float32)
         compute(len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables))
         return tables

@@ -167,6 +167,10 @@ def faiss_index(quantizer: Quantizer | Identity, codes: np.ndarray,
     codes = quantizer.check_codes(codes)
     if quantizer.name in ADDITIVE_INDEXES:
         return _additive_index(quantizer, codes, metric)
+    if not quantizer.faiss_searchable:
+        raise GslbenchError(f"--sub-bits {quantizer.sub_bits}: faiss's IndexPQ cannot search "
+                            f"{quantizer.codebook_size}-word codebooks of 2-d sub-vectors (it "
+                            "needs a multiple of 8 words); gslbench evaluate can")
     index = faiss.IndexPQ(quantizer.dim, quantizer.n_codebooks, quantizer.sub_bits, METRICS[metric])
     index.pq = quantizer.faiss_quantizer  # a copy
     index.is_trained = True
