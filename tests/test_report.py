@@ -21,7 +21,7 @@ from gslbench.report.document import shared_settings
 from gslbench.report.frames import read_runs
 from gslbench.report.plots import method_colours
 from gslbench.report.stats import comparisons
-from gslbench.report.tables import paper_tables, tables_latex, tables_markdown
+from gslbench.report.tables import paper_tables, tables_latex, tables_markdown, tuned_rows
 
 GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=0.1"
 KEY = ("digits", "pixels", "pairwise", "pq", 8, "adc", "l2")  # the default mode goes unsaid
@@ -369,3 +369,32 @@ def test_settings_line_prints_whole_knob_values_as_integers():
     configs = pd.DataFrame({"method": ["gsl", "gsl", "qloss"], "gsl_k": [8.0, 16.0, None],
                             "qloss_lambda": [None, None, 0.1], "lr": [0.001, 0.001, 0.001]})
     assert shared_settings(configs) == "method=gsl/qloss, gsl_k=8/16, qloss_lambda=0.1, lr=0.001"
+
+
+def _tuned_results() -> pd.DataFrame:
+    """qloss tuned per code length (λ=1 at 8 bits, λ=10 at 16 and 32), gsl with two variants at
+    one code length (a knob comparison), two-step, float; 2 seeds each."""
+    key = {"dataset": "digits", "feature": "pixels", "loss": "pairwise", "quantizer": "pq",
+           "sub_bits": 4, "search": "adc", "metric": "l2"}
+    runs = [("float", "float", 0), ("two-step", "two-step", 8), ("two-step", "two-step", 16),
+            ("qloss", "qloss λ=1", 8), ("qloss", "qloss λ=10", 16), ("qloss", "qloss λ=10", 32),
+            ("gsl", "gsl α=1", 8), ("gsl", "gsl α=0.5", 8)]
+    return pd.DataFrame([{**key, "method": m, "variant": v, "code_bits": b, "seed": s,
+                          "map": 0.5 + b / 100 + s / 1000 + 0.001 * len(v),
+                          "quant_mse_database": np.nan if m == "float" else 0.1}
+                         for m, v, b in runs for s in (0, 1)])
+
+
+def test_a_method_tuned_per_code_length_is_one_row_with_its_knobs_in_the_note():
+    results = _tuned_results()
+    merged, notes = tuned_rows(results)
+    assert set(merged.variant) == {"float", "two-step", "qloss", "gsl α=1", "gsl α=0.5"}
+    assert list(notes.values()) == ["Knobs per code length: qloss λ=1 (8 bits), λ=10 (16, 32 bits)."]
+    table = paper_tables(results)[0]
+    assert table.kind == "map" and list(table.value.index) == [
+        "float", "two-step", "qloss", "gsl α=0.5", "gsl α=1"]
+    qloss = results[results.method == "qloss"].groupby("code_bits")["map"].mean()
+    assert table.value.loc["qloss"].dropna().to_dict() == pytest.approx(qloss.to_dict())
+    assert table.note.endswith(notes[next(iter(notes))])
+    assert "qloss λ=1 (8 bits)" in tables_markdown([table])
+    assert r"$\lambda$=10 (16, 32 bits)" in tables_latex([table])

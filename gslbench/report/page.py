@@ -16,7 +16,7 @@ import pandas as pd
 
 from gslbench.report.frames import axes_summary, key_slug, key_title
 from gslbench.report.plots import Figure
-from gslbench.report.tables import BEST_NOTE, PaperTable, search_cells
+from gslbench.report.tables import PaperTable, search_cells
 from gslbench.storage import package_versions
 
 STYLE = """
@@ -45,7 +45,7 @@ def table_html(table: PaperTable) -> str:
         for method in cells.index
     )
     return (f'<table class="paper" id="{table.slug}" data-kind="{table.kind}">'
-            f"<caption>{html.escape(table.title)}. {html.escape(BEST_NOTE)}</caption>"
+            f"<caption>{html.escape(table.title)}. {html.escape(table.note)}</caption>"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 

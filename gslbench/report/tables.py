@@ -77,6 +77,7 @@ class PaperTable:
     spread: pd.DataFrame  # std over seeds, or standard error of the gap
     count: pd.DataFrame  # seeds per cell
     best: pd.DataFrame  # bool: the marked cells
+    knobs: str = ""  # which knobs a row of several variants used where (`tuned_rows`)
 
     @property
     def title(self) -> str:
@@ -85,6 +86,11 @@ class PaperTable:
     @property
     def slug(self) -> str:
         return f"{key_slug(self.key)}-{self.kind}"
+
+    @property
+    def note(self) -> str:
+        """What bold means in this kind of table, then the knobs note, if any."""
+        return " ".join(filter(None, [KINDS[self.kind].note, self.knobs]))
 
     def cells(self) -> pd.DataFrame:
         """The cells as text: `0.9100 ± 0.0100 (3)`, `0.9100 (1)` for a single seed, `—` where a
@@ -114,10 +120,35 @@ def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
     return mean_a - mean_b, (std_a**2 / n_a + std_b**2 / n_b) ** 0.5
 
 
+def tuned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """The results with one variant per method where a tuned grid chose its knobs per code
+    length: within a table key, a method whose variants are several but never two at one code
+    length becomes one row named by the method, and the key's note (`Knobs per code length: qloss
+    λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length used. Variants that
+    meet at a code length (a grid comparing knob values) stay apart."""
+    results = results.reset_index(drop=True)
+    notes = {}
+    for key, group in results.groupby(TABLE_KEYS):
+        parts = []
+        for method, runs in group.groupby("method"):
+            if runs.variant.nunique() < 2 or (runs.groupby("code_bits").variant.nunique() > 1).any():
+                continue
+            results.loc[runs.index, "variant"] = method
+            used = runs.groupby("variant").code_bits.unique()
+            parts.append(f"{method} " + ", ".join(
+                f"{variant.split(' ', 1)[1]} ({', '.join(map(str, sorted(bits)))} bits)"
+                for variant, bits in sorted(used.items(), key=lambda item: min(item[1]))))
+        if parts:
+            notes[key] = f"Knobs per code length: {'; '.join(parts)}."
+    return results, notes
+
+
 def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
     """Per table key, its `map` table, (when float runs exist for it) its `gap` table and (when
     its runs recorded encode's quantization error) its `qerr` table; the default mode (ADC, L2)
-    first among the modes of the same data set, loss, quantizer and codebook size."""
+    first among the modes of the same data set, loss, quantizer and codebook size. A method tuned
+    per code length is one row (`tuned_rows`)."""
+    results, notes = tuned_rows(results)
     tables = []
     quantized = results[(results.method != "float") & results[ERROR_COLUMN].notna()]
     errors = dict(list(seed_stats(quantized, ERROR_COLUMN).groupby(level=TABLE_KEYS)))
@@ -125,14 +156,15 @@ def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
                     key=lambda group: (group[0][:5], tuple(group[0][5:]) != DEFAULT_MODE, group[0]))
     for key, stats in groups:
         mean, std, count = wide_stats(stats)
-        tables.append(_table(key, "map", mean, std, count))
+        knobs = notes.get(key, "")
+        tables.append(_table(key, "map", mean, std, count, knobs))
         if "float" in mean.index and len(mean) > 1:
             others = mean.index[1:]
             gap, se = mean_difference(mean.loc["float"], std.loc["float"], count.loc["float"],
                                       mean.loc[others], std.loc[others], count.loc[others])
-            tables.append(_table(key, "gap", gap, se, count.loc[others]))
+            tables.append(_table(key, "gap", gap, se, count.loc[others], knobs))
         if key in errors:
-            tables.append(_table(key, "qerr", *wide_stats(errors[key])))
+            tables.append(_table(key, "qerr", *wide_stats(errors[key]), knobs))
     return tables
 
 
@@ -146,12 +178,12 @@ def wide_stats(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
 
 
 def _table(key: tuple, kind: str, value: pd.DataFrame, spread: pd.DataFrame,
-           count: pd.DataFrame) -> PaperTable:
+           count: pd.DataFrame, knobs: str = "") -> PaperTable:
     """The table with its best quantized cell per column marked (at the printed precision)."""
     shown = value.round(DIGITS).drop(index="float", errors="ignore")
     target = shown.max() if KINDS[kind].higher_is_better else shown.min()
     best = (shown == target).reindex(value.index, fill_value=False)
-    return PaperTable(key, kind, value, spread, count, best)
+    return PaperTable(key, kind, value, spread, count, best, knobs)
 
 
 def _cell_text(value: float, spread: float, count: float, signed: bool) -> str:
@@ -171,7 +203,7 @@ def tables_markdown(tables: list[PaperTable]) -> str:
         cells = table.cells()
         cells = cells.mask(table.best, "**" + cells + "**")
         frame = cells.set_axis(table.headers, axis=1).rename_axis(index="method").reset_index()
-        parts += [f"## {table.title}\n", KINDS[table.kind].note + "\n", frame_markdown(frame), ""]
+        parts += [f"## {table.title}\n", table.note + "\n", frame_markdown(frame), ""]
     return "\n".join(parts) + "\n"
 
 
@@ -206,11 +238,12 @@ def tables_frame(tables: list[PaperTable], kind: str) -> pd.DataFrame:
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}", "±": r"$\pm$", "α": r"$\alpha$", "λ": r"$\lambda$",
+                 "β": r"$\beta$", "τ": r"$\tau$",
                  "−": r"$-$", "—": "---"}
 
 
 def latex_escape(text: str) -> str:
-    """Text for LaTeX: its special characters escaped, ± α λ − as math, — as an em dash."""
+    """Text for LaTeX: its special characters escaped, ± α λ β τ − as math, — as an em dash."""
     return "".join(LATEX_ESCAPES.get(char, char) for char in str(text))
 
 
@@ -227,7 +260,7 @@ def tables_latex(tables: list[PaperTable]) -> str:
         parts += [
             r"\begin{table}[t]",
             r"\centering",
-            rf"\caption{{{latex_escape(table.title)}. {latex_escape(BEST_NOTE)}}}",
+            rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.note)}}}",
             rf"\label{{tab:{table.slug}}}",
             rf"\begin{{tabular}}{{l{'c' * len(table.value.columns)}}}",
             r"\toprule",
