@@ -18,7 +18,7 @@ from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.report import select_runs, write_report
 from gslbench.report.document import shared_settings
-from gslbench.report.frames import read_runs
+from gslbench.report.frames import read_runs, tuned_figures_data
 from gslbench.report.plots import method_colours
 from gslbench.report.stats import comparisons
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown, tuned_rows
@@ -398,3 +398,16 @@ def test_a_method_tuned_per_code_length_is_one_row_with_its_knobs_in_the_note():
     assert table.note.endswith(notes[next(iter(notes))])
     assert "qloss λ=1 (8 bits)" in tables_markdown([table])
     assert r"$\lambda$=10 (16, 32 bits)" in tables_latex([table])
+
+
+def test_figures_draw_a_method_tuned_per_code_length_as_one_line(tmp_path):
+    runs = [make_run(tmp_path / "runs", RunConfig(dataset="digits", method=method, bits=bits,
+                                                  seed=seed, **knobs), 0.7 + bits / 1000)
+            for method, bits, knobs in [("two-step", 16, {}), ("two-step", 32, {}),
+                                        ("qloss", 16, {"qloss_lambda": 1.0}),
+                                        ("qloss", 32, {"qloss_lambda": 10.0})]
+            for seed in (0, 1)]
+    data = tuned_figures_data(read_runs(runs))
+    for frame in (data.results, data.curves, data.logs):
+        assert set(frame.variant) == {"two-step", "qloss"}
+    assert len(data.results) == 8 and len(data.logs) == len(read_runs(runs).logs)

@@ -12,6 +12,7 @@ a report of adc/l2 runs only looks as it always did.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -111,6 +112,47 @@ def _split_of(record: object) -> str:
     """The split a metrics record's run was scored on (`test` when it does not say)."""
     config = record.get("config") if isinstance(record, dict) else None
     return str(config.get("split", "test")) if isinstance(config, dict) else "test"
+
+
+def tuned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """The results with one variant per method where a tuned grid chose its knobs per code
+    length: within a table key, a method whose variants are several but never two at one code
+    length becomes one row named by the method, and the key's note (`Knobs per code length: qloss
+    λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length used. Variants that
+    meet at a code length (a grid comparing knob values) stay apart."""
+    results = results.reset_index(drop=True)
+    notes = {}
+    for key, group in results.groupby(TABLE_KEYS):
+        parts = []
+        for method, runs in group.groupby("method"):
+            if runs.variant.nunique() < 2 or (runs.groupby("code_bits").variant.nunique() > 1).any():
+                continue
+            results.loc[runs.index, "variant"] = method
+            used = runs.groupby("variant").code_bits.unique()
+            parts.append(f"{method} " + ", ".join(
+                f"{variant.split(' ', 1)[1]} ({', '.join(map(str, sorted(bits)))} bits)"
+                for variant, bits in sorted(used.items(), key=lambda item: min(item[1]))))
+        if parts:
+            notes[key] = f"Knobs per code length: {'; '.join(parts)}."
+    return results, notes
+
+
+def tuned_figures_data(data: Evaluated) -> Evaluated:
+    """`data` with the variants of `tuned_rows` in its results, curves and logs (the figures
+    draw a method tuned per code length as one line)."""
+    merged, _ = tuned_rows(data.results)
+    keys = [*TABLE_KEYS, "variant"]
+    rows = (data.results.reset_index(drop=True)[keys].assign(row=merged.variant)
+            .drop_duplicates(keys))
+
+    def relabel(frame: pd.DataFrame) -> pd.DataFrame:
+        if frame.empty:
+            return frame
+        joined = frame.merge(rows, on=keys, how="left")
+        return joined.assign(variant=joined.row.fillna(joined.variant)).drop(columns="row")
+
+    return dataclasses.replace(data, results=relabel(data.results), curves=relabel(data.curves),
+                               logs=relabel(data.logs))
 
 
 def ordered_variants(variants: Iterable[str]) -> list[str]:

@@ -36,6 +36,7 @@ from gslbench.report.frames import (  # noqa: E402
     key_slug,
     key_title,
     ordered_variants,
+    tuned_figures_data,
     with_float_ceiling,
 )
 from gslbench.storage import atomic_path  # noqa: E402
@@ -90,7 +91,9 @@ def method_colours(variants: Iterable[str]) -> dict[str, str]:
 
 
 def write_figures(data: Evaluated, out_dir: Path) -> list[Figure]:
-    """Write every figure of the report into `out_dir`; return them, the mAP figure first."""
+    """Write every figure of the report into `out_dir`; return them, the mAP figure first. A
+    method tuned per code length is one line (`tuned_figures_data`)."""
+    data = tuned_figures_data(data)
     colours = method_colours(data.results.variant)
     results = with_float_ceiling(data.results)
     if results.empty:

@@ -31,6 +31,7 @@ from gslbench.report.frames import (
     key_slug,
     key_title,
     ordered_variants,
+    tuned_rows,
     with_float_ceiling,
 )
 
@@ -118,29 +119,6 @@ def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
     """Difference of means a - b and its standard error sqrt(s_a^2 / n_a + s_b^2 / n_b);
     scalars or aligned pandas objects."""
     return mean_a - mean_b, (std_a**2 / n_a + std_b**2 / n_b) ** 0.5
-
-
-def tuned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
-    """The results with one variant per method where a tuned grid chose its knobs per code
-    length: within a table key, a method whose variants are several but never two at one code
-    length becomes one row named by the method, and the key's note (`Knobs per code length: qloss
-    λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length used. Variants that
-    meet at a code length (a grid comparing knob values) stay apart."""
-    results = results.reset_index(drop=True)
-    notes = {}
-    for key, group in results.groupby(TABLE_KEYS):
-        parts = []
-        for method, runs in group.groupby("method"):
-            if runs.variant.nunique() < 2 or (runs.groupby("code_bits").variant.nunique() > 1).any():
-                continue
-            results.loc[runs.index, "variant"] = method
-            used = runs.groupby("variant").code_bits.unique()
-            parts.append(f"{method} " + ", ".join(
-                f"{variant.split(' ', 1)[1]} ({', '.join(map(str, sorted(bits)))} bits)"
-                for variant, bits in sorted(used.items(), key=lambda item: min(item[1]))))
-        if parts:
-            notes[key] = f"Knobs per code length: {'; '.join(parts)}."
-    return results, notes
 
 
 def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
