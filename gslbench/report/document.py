@@ -61,7 +61,9 @@ def comparison_section(results: pd.DataFrame) -> list[str]:
     gaps = float_gaps(results)
     sentences = [f"- {regime_sentence(dict(zip(REGIME_KEYS, regime, strict=True)), rows, gaps.get(regime))}"
                  for regime, rows in table.groupby(REGIME_KEYS, sort=False)]
-    counts = (table.groupby(["method", "against", "verdict"]).size().unstack(fill_value=0)
+    names = table.assign(method=table.method.str.split().str[0],
+                         against=table.against.str.split().str[0])
+    counts = (names.groupby(["method", "against", "verdict"]).size().unstack(fill_value=0)
               .reindex(columns=list(VERDICTS), fill_value=0).reset_index())
     shown = table.assign(
         words=2 ** table.sub_bits, difference=table["mean"].map("{:+.4f}".format),
@@ -78,6 +80,8 @@ def comparison_section(results: pd.DataFrame) -> list[str]:
         "seeds where it is positive. Win or loss: the interval excludes 0; otherwise a tie.",
         "",
         *sentences,
+        "",
+        "Verdicts over the regimes, by method (with the knobs each regime ran with):",
         "",
         frame_markdown(counts),
         "",
