@@ -84,16 +84,16 @@ class _RunConfigBase:
         if self.quantized and self.warmup_epochs >= self.epochs:
             raise GslbenchError(f"--warmup-epochs must lie in [0, --epochs={self.epochs})")
         if self.quantized:  # the quantizer's own constraints (PQ: dim_out a multiple of M, ...)
-            make_quantizer(self.quantizer, self.dim_out, self.bits, self.sub_bits)
-            self._check_candidates()
+            quantizer = make_quantizer(self.quantizer, self.dim_out, self.bits, self.sub_bits)
+            self._check_candidates(quantizer.codebook_size)
 
-    def _check_candidates(self) -> None:
-        """A method weighs at most a codebook's 2^sub_bits codewords (`Method.candidates`)."""
+    def _check_candidates(self, codebook_size: int) -> None:
+        """A method weighs at most a codebook's codewords (`Method.candidates`)."""
         candidates = self.method_spec.candidates(vars(self))
-        if candidates is not None and candidates[1] > 2**self.sub_bits:
+        if candidates is not None and candidates[1] > codebook_size:
             option = "--" + candidates[0].replace("_", "-")
             raise GslbenchError(f"{option} {candidates[1]} exceeds the codebook size "
-                                f"{2**self.sub_bits} (2^--sub-bits {self.sub_bits})")
+                                f"{codebook_size} (2^--sub-bits {self.sub_bits})")
 
     @property
     def method_spec(self) -> type[Method]:

@@ -72,28 +72,27 @@ class PQ(Quantizer):
     def adc_tables(self, queries: np.ndarray) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = ||q_m - c_{m,i}||^2,
         faiss's compute_distance_tables (on the rotated queries for OPQ)."""
-        return self._tables(queries, self._faiss.compute_distance_tables, l2=True)
+        return self._tables(queries, l2=True)
 
     def ip_tables(self, queries: np.ndarray) -> np.ndarray:
         """(nq, dim) float32 -> (nq, M, K) float32: tables[q, m, i] = <q_m, c_{m,i}>, faiss's
         compute_inner_prod_tables (on the rotated queries for OPQ: the rotation is orthonormal,
         so <R q, y> = <q, R^T y>)."""
-        return self._tables(queries, self._faiss.compute_inner_prod_tables, l2=False)
+        return self._tables(queries, l2=False)
 
-    def _tables(self, queries: np.ndarray, compute, l2: bool) -> np.ndarray:
-        """(nq, dim) float32 -> (nq, M, K) float32 tables of faiss's `compute` (a
-        ProductQuantizer method filling them for the queries in code space), or the same
-        squared distances (l2) or inner products in numpy where faiss cannot
-        (`faiss_searchable`)."""
+    def _tables(self, queries: np.ndarray, l2: bool) -> np.ndarray:
+        """(nq, dim) float32 -> (nq, M, K) float32 tables of the queries in code space: squared
+        distances (l2) or inner products, from faiss's ProductQuantizer or, where faiss cannot
+        (`faiss_searchable`), from the training step's torch distances."""
         self._check_fitted()
         queries = self._to_code_space(self._check_vectors(queries, "queries"))
         if not self.faiss_searchable:
-            sub = queries.reshape(len(queries), self.n_codebooks, -1)  # (nq, M, dsub)
-            tables = np.einsum("qmd,mkd->qmk", sub, self.codebooks)
-            if l2:
-                tables = ((sub**2).sum(-1)[..., None] - 2 * tables
-                          + (self.codebooks**2).sum(-1)[None])
-            return tables.astype(np.float32, copy=False)
+            sub = torch.from_numpy(queries).reshape(len(queries), self.n_codebooks, -1)
+            tables = (squared_distances(sub, self._codebooks_t, self._codeword_norms_t) if l2
+                      else torch.einsum("qgd,gkd->qgk", sub, self._codebooks_t))
+            return tables.numpy()
+        compute = (self._faiss.compute_distance_tables if l2
+                   else self._faiss.compute_inner_prod_tables)
         tables = np.empty((len(queries), self.n_codebooks, self.codebook_size), dtype=np.float32)
         compute(len(queries), faiss.swig_ptr(queries), faiss.swig_ptr(tables))
         return tables
