@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,12 +52,16 @@ class TrainResult:
 
 def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
           top: nn.Module | None = None, inputs: np.ndarray | None = None,
-          device: torch.device | str = "cpu") -> TrainResult:
+          device: torch.device | str = "cpu",
+          on_refit: Callable[[int, nn.Module, Quantizer], None] | None = None) -> TrainResult:
     """Train `config.method` on `features.train` on `device`; deterministic for a given config,
     seed and device.
 
     Fine-tuning: `top` is the CNN's trainable top and `inputs` the training items' (n, C, H, W)
-    float32 trunk activations, row for row with `features.train`."""
+    float32 trunk activations, row for row with `features.train`.
+    on_refit: called as `on_refit(epoch, model, quantizer)` after each codebook refit of a
+    quantized run (tuning reports its validation mAP there; an exception it raises stops the
+    run)."""
     inputs = features.train.features if inputs is None else inputs
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -86,6 +91,8 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
         if quantizer is not None and _refit_due(config, epoch):
             warm = method.trains_against_codebooks or epoch < config.epochs
             row.update(_refit_and_measure(quantizer, embed(model, inputs), warm))
+            if on_refit is not None:
+                on_refit(epoch, model, quantizer)
         row["seconds"] = time.perf_counter() - start
         total_seconds += row["seconds"]
         log.append(row)
