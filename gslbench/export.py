@@ -13,11 +13,17 @@
   unit-norm vectors (gslbench's networks end with an L2 normalisation, checked to 1e-3), so that
   the angular order is the inner product's.
 
-Both read only RUN/codes.h5 and write atomically.
+Both read only the run's codes file of the fit asked (`gslbench.codes`: RUN/codes.h5, or
+RUN/codes-database.h5 for `--codebooks database`), checked like evaluate's, and write atomically,
+built in memory first (faiss and HDF5 never write to the disk themselves, so a full disk or a
+read-only folder is one line and leaves no temporary file). `export_run` writes only where it
+may: never into a run directory, never onto an existing file unless `force`, never two outputs
+to one path.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import faiss
@@ -25,50 +31,79 @@ import h5py
 import numpy as np
 
 from gslbench import layout
-from gslbench.encode import Codes, check_encoded
+from gslbench.codes import Codes, check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.speed import exact_neighbours
 from gslbench.quantizers.search import check_mode, faiss_index
-from gslbench.storage import atomic_path, package_versions, sha256_file
+from gslbench.storage import package_versions, write_bytes
 
 ANN_DISTANCES = {"l2": "euclidean", "ip": "angular"}
 UNIT_NORM_TOLERANCE = 1e-3
 NEIGHBOURS = 100  # ann-benchmarks' count
 
 
-def _read(run: str | Path, results_dir: str | Path) -> tuple[layout.RunDir, Codes]:
-    run_dir = layout.resolve_run(results_dir, run)
-    if not run_dir.codes.is_file():
-        raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
-    return run_dir, check_encoded(run_dir)
-
-
-def export_faiss(run: str | Path, results_dir: str | Path, path: str | Path,
-                 metric: str = "l2") -> Path:
-    """Write the run's database codes as a faiss index file at `path`; return it."""
+def export_run(run: str | Path, results_dir: str | Path, faiss_path: str | Path | None = None,
+               ann_path: str | Path | None = None, metric: str = "l2", codebooks: str = "train",
+               force: bool = False) -> list[Path]:
+    """Write the run's faiss index (`faiss_path`) and ann-benchmarks file (`ann_path`), those
+    given; return their paths. Every target is checked before anything is read or written
+    (`check_targets`)."""
     check_mode("adc", metric)
-    _, codes = _read(run, results_dir)
+    targets = [Path(path) for path in (faiss_path, ann_path) if path is not None]
+    check_targets(targets, results_dir, force)
+    run_dir = layout.resolve_run(results_dir, run)
+    codes = check_encoded(run_dir, codebooks)
+    codes_sha256 = check_codes_use(run_dir, codes, codebooks)
+    written = []
+    if faiss_path is not None:
+        written.append(export_faiss(codes, faiss_path, metric))
+    if ann_path is not None:
+        written.append(export_ann_benchmarks(codes, ann_path, metric,
+                                             source=run_dir.codes_file(codebooks),
+                                             codes_sha256=codes_sha256))
+    return written
+
+
+def check_targets(paths: list[Path], results_dir: str | Path, force: bool) -> None:
+    """Export targets must be distinct paths, outside every run directory (a folder holding a
+    run's config.json, or RESULTS/runs), and new files unless `force`."""
+    resolved = [path.resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise GslbenchError(f"{paths[index]}: given for two exports (--faiss and "
+                                "--ann-benchmarks); give each its own file")
+        runs = layout.runs_dir(results_dir).resolve()
+        for folder in path.parents:
+            if folder == runs or layout.RunDir(folder).config.is_file():
+                raise GslbenchError(f"{paths[index]}: inside {folder}, where gslbench keeps "
+                                    "its runs; export outside it")
+        if path.is_dir():
+            raise GslbenchError(f"{paths[index]}: is a folder, cannot write a file there")
+        if path.exists() and not force:
+            raise GslbenchError(f"{paths[index]}: exists; choose a new file, or give --force to "
+                                "replace it")
+
+
+def export_faiss(codes: Codes, path: str | Path, metric: str = "l2") -> Path:
+    """Write the database codes as a faiss index file at `path`; return it."""
     index = faiss_index(codes.quantizer, codes.codes, metric)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+    write_bytes(path, faiss.serialize_index(index).data)
     return path
 
 
-def export_ann_benchmarks(run: str | Path, results_dir: str | Path, path: str | Path,
-                          metric: str = "l2", k: int = NEIGHBOURS) -> Path:
+def export_ann_benchmarks(codes: Codes, path: str | Path, metric: str = "l2",
+                          k: int = NEIGHBOURS, *, source: Path, codes_sha256: str) -> Path:
     """Write the run's representations and their exact neighbours as an ann-benchmarks HDF5 file
-    at `path` (module docstring); return it."""
-    check_mode("adc", metric)
+    at `path` (module docstring); return it. `source` is the codes file, with its sha256."""
     if k < 1:
         raise GslbenchError(f"--k {k}: must be a positive integer")
-    run_dir, codes = _read(run, results_dir)
     train = codes.database
     test = np.ascontiguousarray(codes.queries, dtype=np.float32)
     if metric == "ip":
         norms = np.linalg.norm(np.concatenate([train, test]), axis=1)
         if np.max(np.abs(norms - 1)) > UNIT_NORM_TOLERANCE:
-            raise GslbenchError(f"{run_dir.codes}: --metric ip exports as ann-benchmarks' "
+            raise GslbenchError(f"{source}: --metric ip exports as ann-benchmarks' "
                                 "angular distance, which ranks like the inner product only for "
                                 f"unit-norm vectors (norms here from {norms.min():.4g} to "
                                 f"{norms.max():.4g}); export with --metric l2")
@@ -79,16 +114,18 @@ def export_ann_benchmarks(run: str | Path, results_dir: str | Path, path: str | 
     else:
         neighbours, distances = exact_neighbours(test, train, "l2", k)
         distances = np.sqrt(np.maximum(distances, 0))
-    path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
         handle.create_dataset("train", data=train)
         handle.create_dataset("test", data=test)
         handle.create_dataset("neighbors", data=neighbours.astype(np.int32))
         handle.create_dataset("distances", data=distances.astype(np.float32))
         handle.attrs.update({
             "distance": ANN_DISTANCES[metric], "dimension": train.shape[1], "point_type": "float",
-            "type": "dense", "run": str(codes.attrs["run"]),
-            "codes_sha256": sha256_file(run_dir.codes),
+            "type": "dense", "run": str(codes.attrs["run"]), "codebooks": codes.codebooks,
+            "codes_sha256": codes_sha256,
             "created_by": f"gslbench {package_versions()['gslbench']}",
         })
+    path = Path(path)
+    write_bytes(path, buffer.getbuffer())
     return path

@@ -13,12 +13,19 @@ on one layout (DESIGN.md section 1) and none of them spells a name itself:
     RESULTS/runs/RUN/model.pt                train: the network's weights
     RESULTS/runs/RUN/quantizer.h5            train: the fitted quantizer (quantized methods)
     RESULTS/runs/RUN/train_log.csv           train: one row per epoch
-    RESULTS/runs/RUN/codes.h5                encode: everything evaluate reads
+    RESULTS/runs/RUN/codes.h5                encode: everything evaluate reads (the final
+                                             codebooks fitted on the training representations)
     RESULTS/runs/RUN/metrics.json            evaluate (ADC, L2: the default), written last: the
                                              run is done
     RESULTS/runs/RUN/metrics-SEARCH-METRIC.json  evaluate --search/--metric other than adc/l2
                                              (e.g. metrics-sdc-ip.json); never a run's "done"
     RESULTS/runs/RUN/search.json             search-bench (L2; search-ip.json for --metric ip)
+    RESULTS/runs/RUN/codes-database.h5       encode --codebooks database: the final codebooks
+                                             fitted on the database representations; its
+                                             evaluations and search-bench results beside it as
+                                             metrics-database.json, metrics-database-SEARCH-
+                                             METRIC.json, search-database.json,
+                                             search-database-ip.json
     RESULTS/runs/.bench.lock                 held by the one bench running on this folder
     RESULTS/runs/.RUN.*                      a run directory being built or retired (never read)
     RESULTS/runs/RUN/.NAME.*.tmp             a file being written (never read)
@@ -38,6 +45,9 @@ from pathlib import Path
 from gslbench.errors import GslbenchError
 
 RUNS = "runs"
+# Where a run's final codebooks are fitted: on the training representations (as trained) or on
+# the database representations (as an indexer would); each fit has its own codes and results.
+CODEBOOKS = ("train", "database")
 REPORT = "report"
 LOCK = ".bench.lock"
 TUNING = "tuning"
@@ -124,31 +134,61 @@ class RunDir:
     def run_id(self) -> str:
         return self.path.name
 
-    def metrics_file(self, search: str = "adc", metric: str = "l2") -> Path:
-        """The metrics of one evaluation mode: metrics.json for adc/l2, else
-        metrics-SEARCH-METRIC.json."""
-        if (search, metric) == ("adc", "l2"):
-            return self.metrics
-        return self.path / f"metrics-{search}-{metric}.json"
+    def codes_file(self, codebooks: str = "train") -> Path:
+        """The codes of one codebook fit: codes.h5 (train) or codes-database.h5."""
+        return self.path / f"codes{_fit_suffix(codebooks)}.h5"
+
+    def metrics_file(self, search: str = "adc", metric: str = "l2",
+                     codebooks: str = "train") -> Path:
+        """The metrics of one evaluation mode and codebook fit: metrics.json for adc/l2 and train
+        codebooks, else metrics[-database][-SEARCH-METRIC].json."""
+        mode = "" if (search, metric) == ("adc", "l2") else f"-{search}-{metric}"
+        return self.path / f"metrics{_fit_suffix(codebooks)}{mode}.json"
 
     def evaluations(self) -> list[Path]:
-        """The metrics files present: metrics.json first, then the other modes by name."""
-        others = sorted(self.path.glob("metrics-*-*.json"))
+        """The metrics files present, of every fit: metrics.json first, then the others by name."""
+        others = sorted(self.path.glob("metrics-*.json"))
         return [self.metrics, *others] if self.metrics.is_file() else others
 
-    def search_file(self, metric: str = "l2") -> Path:
-        """search-bench's result: search.json for l2, search-METRIC.json otherwise."""
-        return self.path / ("search.json" if metric == "l2" else f"search-{metric}.json")
+    def search_file(self, metric: str = "l2", codebooks: str = "train") -> Path:
+        """search-bench's result: search.json for l2 and train codebooks, else
+        search[-database][-METRIC].json."""
+        return self.path / (f"search{_fit_suffix(codebooks)}"
+                            f"{'' if metric == 'l2' else '-' + metric}.json")
 
     def search_benches(self) -> list[Path]:
-        """The search-bench result files present, search.json first."""
+        """The search-bench result files present, of every fit, search.json first."""
         return sorted(self.path.glob("search*.json"), key=lambda path: (path.name != "search.json",
                                                                           path.name))
+
+    def results_of(self, codebooks: str) -> list[Path]:
+        """The metrics and search-bench files present that were made from one fit's codes."""
+        check_codebooks(codebooks)
+        return [path for path in [*self.evaluations(), *self.search_benches()]
+                if _fit_of(path.stem) == codebooks]
 
     def leftovers(self) -> list[Path]:
         """What killed steps of this run left under temporary names: `.RUN.*` beside the run
         directory and `.NAME.*.tmp` inside it."""
         return [*self.path.parent.glob(f".{self.run_id}.*"), *self.path.glob(".*.tmp")]
+
+
+def check_codebooks(codebooks: str) -> str:
+    """`codebooks`, checked to be one of `CODEBOOKS` (a user error naming --codebooks otherwise)."""
+    if codebooks not in CODEBOOKS:
+        raise GslbenchError(f"--codebooks {codebooks!r}: expected one of {', '.join(CODEBOOKS)}")
+    return codebooks
+
+
+def _fit_suffix(codebooks: str) -> str:
+    return "" if check_codebooks(codebooks) == "train" else f"-{codebooks}"
+
+
+def _fit_of(stem: str) -> str:
+    """The fit a result file's name (without .json) belongs to: metrics-database-sdc-ip ->
+    database, metrics-sdc-ip -> train."""
+    parts = stem.split("-")
+    return parts[1] if len(parts) > 1 and parts[1] in CODEBOOKS else "train"
 
 
 def run_dir(results_dir: str | Path, run_id: str) -> RunDir:

@@ -5,8 +5,9 @@ succeeded, so a killed or failing step leaves nothing that looks finished. An OS
 writing (read-only folder, a parent that is a file, a full disk) is a one-line user error naming
 the file. HDF5 files are built in memory and written with plain file I/O: HDF5 never writes to
 disk itself, so a full disk cannot leave it with open handles on a deleted file (which crashed
-h5py). Each HDF5 file carries `content_sha256`, a digest of its datasets and attributes, checked
-when it is read, so an edited or damaged file is refused.
+h5py). Each HDF5 file written whole carries `content_sha256`, a digest of its datasets and
+attributes, checked when it is read, so an edited or damaged file is refused; a file of a format
+version that carries one is refused without it (removing it does not switch the check off).
 """
 
 from __future__ import annotations
@@ -214,11 +215,11 @@ def write_h5(path: str | Path, file_format: str, version: int) -> Iterator[h5py.
 
 @contextlib.contextmanager
 def open_h5(path: str | Path, file_format: str, max_version: int, min_version: int = 1,
-            rewrite: str = "write it again") -> Iterator[h5py.File]:
+            rewrite: str = "write it again", sealed_since: int | None = 1) -> Iterator[h5py.File]:
     """Open a gslbench HDF5 file for reading: it must exist, parse, have the right format and a
     version in [min_version, max_version] (`rewrite` says how to replace an older one), and its
-    content must match its `content_sha256` (files of older versions without one are read as
-    they are)."""
+    content must match its `content_sha256`, which files of format_version `sealed_since` and
+    later must carry (None: a format written in pieces, without one)."""
     path = Path(path)
     if not path.is_file():
         raise GslbenchError(f"{path}: no such file")
@@ -230,6 +231,7 @@ def open_h5(path: str | Path, file_format: str, max_version: int, min_version: i
     with handle:
         try:
             _check_header(handle, path, file_format, (min_version, max_version), rewrite)
+            _check_digest(handle, path, sealed_since, rewrite)
             yield handle
         except (KeyError, OSError, ValueError, TypeError) as exc:
             raise GslbenchError(f"{path}: corrupt or incomplete file ({type(exc).__name__}: "
@@ -251,7 +253,15 @@ def _check_header(handle: h5py.File, path: Path, file_format: str, versions: tup
     if version < min_version:
         raise GslbenchError(f"{path}: written by an older gslbench (format_version {version}); "
                             f"{rewrite}")
+
+
+def _check_digest(handle: h5py.File, path: Path, sealed_since: int | None, rewrite: str) -> None:
+    """The file's content must match its `content_sha256`, required from version `sealed_since`."""
     recorded = _plain(handle.attrs.get(DIGEST_ATTR))
+    version = _plain(handle.attrs["format_version"])
+    if recorded is None and sealed_since is not None and version >= sealed_since:
+        raise GslbenchError(f"{path}: has no {DIGEST_ATTR} (every file of format_version "
+                            f"{version} carries one: removed, or not written by gslbench); {rewrite}")
     if recorded is not None and recorded != content_sha256(handle):
         raise GslbenchError(f"{path}: its content does not match its content_sha256 "
                             "(edited or damaged since it was written)")

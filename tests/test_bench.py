@@ -26,7 +26,8 @@ from gslbench.methods import METHODS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHORT = ["--epochs", "4", "--warmup-epochs", "1", "--epochs-per-refit", "2"]
-RUN_FILES = ("config.json", "model.pt", "train_log.csv", "quantizer.h5", "codes.h5", "metrics.json")
+RUN_FILES = ("config.json", "model.pt", "train_log.csv", "quantizer.h5", "codes.h5", "metrics.json",
+             "codes-database.h5", "metrics-database.json")  # both codebook fits, bench's default
 
 
 def invoke(tmp_path, *args):
@@ -298,7 +299,8 @@ def wait_until_gone(group: int, seconds: float = 10.0) -> None:
 
 
 def finished_runs(runs: Path) -> dict[str, tuple[int, bytes]]:
-    return {p.parent.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in runs.glob("*/metrics.json")}
+    return {p.parent.name: (p.stat().st_mtime_ns, p.read_bytes())  # the last fit's, written last
+            for p in runs.glob("*/metrics-database.json")}
 
 
 @pytest.mark.slow
@@ -337,7 +339,7 @@ def test_bench_killed_mid_grid_finishes_on_the_next_run_and_redoes_nothing(tmp_p
     for run in runs.iterdir():
         if not run.name.startswith("."):
             assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
-    assert len(pd.read_csv(tmp_path / "results" / "report" / "results.csv")) == 12
+    assert len(pd.read_csv(tmp_path / "results" / "report" / "results.csv")) == 24  # 2 fits
     report = invoke(tmp_path, "report")
     assert report.exit_code == 0 and "gsl α=1 k=8" in report.output
 

@@ -1,7 +1,9 @@
 """Through the CLI on short digits runs: evaluate's search modes, search-bench, and the exports
 (faiss index, ann-benchmarks HDF5) against brute force on the run's own arrays."""
 
+import errno
 import json
+import os
 import shutil
 
 import faiss
@@ -13,9 +15,10 @@ from tampering import forged_h5
 from test_cli import assert_user_error
 
 from gslbench.cli import cli
-from gslbench.encode import read_codes
+from gslbench.codes import read_codes
 from gslbench.layout import RunDir
-from gslbench.quantizers import make_search
+from gslbench.quantizers import load_quantizer, make_search
+from gslbench.storage import sha256_file
 
 
 def invoke(root, *args):
@@ -136,13 +139,21 @@ def test_ann_benchmarks_export_has_the_layout_and_exact_neighbours(digits_runs, 
     np.testing.assert_array_equal(arrays["neighbors"][isolated], neighbours[isolated])
 
 
+def codes_of(handle: h5py.File, database: np.ndarray) -> np.ndarray:
+    """What the quantizer stored in an open codes file assigns to `database`."""
+    return load_quantizer(handle["quantizer"]).encode(database)
+
+
 def test_older_codes_files_and_non_unit_vectors_are_user_errors(digits_runs, tmp_path):
     root, runs = digits_runs
     source = root / "results" / "runs" / runs["pq"].split("/")[-1]
     copy = tmp_path / "results" / "runs" / source.name
     shutil.copytree(source, copy)
-    with forged_h5(copy / "codes.h5") as handle:
+    for path in RunDir(copy).results_of("train"):  # made from the codes before the edit
+        path.unlink()
+    with forged_h5(copy / "codes.h5") as handle:  # representations and codes made consistent
         handle["database/representations"][...] *= 2
+        handle["codes"][...] = codes_of(handle, handle["database/representations"][()])
     assert_user_error(invoke(tmp_path, "export", str(copy), "--ann-benchmarks",
                              str(tmp_path / "x.hdf5"), "--metric", "ip"), "unit-norm")
     with forged_h5(copy / "codes.h5") as handle:
@@ -150,3 +161,87 @@ def test_older_codes_files_and_non_unit_vectors_are_user_errors(digits_runs, tmp
         handle.attrs["format_version"] = 2
     assert_user_error(invoke(tmp_path, "search-bench", str(copy), "--force"), "encode RUN --force")
     assert not (tmp_path / "x.hdf5").exists()
+
+
+@pytest.fixture
+def copied_pq(digits_runs, tmp_path):
+    """(root of the session's runs, a private copy of its PQ run under tmp_path/results)."""
+    root, runs = digits_runs
+    copy = tmp_path / "results" / "runs" / runs["pq"].split("/")[-1]
+    shutil.copytree(runs["pq"], copy)
+    return root, RunDir(copy)
+
+
+def export(root, run, *args):
+    return CliRunner().invoke(cli, ["--data-dir", str(root / "data"), "--results-dir",
+                                    str(run.path.parent.parent), "export", str(run.path), *args])
+
+
+def test_export_never_writes_into_a_run_directory(copied_pq, tmp_path):
+    root, run = copied_pq
+    codes = run.codes.read_bytes()
+    for target in (run.codes, run.path / "new.index", run.path.parent / "x.index"):
+        assert_user_error(export(root, run, "--faiss", str(target), "--force"), str(target),
+                          "where gslbench keeps its runs")
+    assert run.codes.read_bytes() == codes and not (run.path / "new.index").exists()
+    assert read_codes(run.codes).codes.shape[0] > 0  # still a codes file
+
+
+def test_export_writes_two_outputs_to_two_files_and_replaces_only_with_force(copied_pq, tmp_path):
+    root, run = copied_pq
+    same = tmp_path / "out" / "x.bin"
+    assert_user_error(export(root, run, "--faiss", str(same), "--ann-benchmarks",
+                             str(tmp_path / "out" / ".." / "out" / "x.bin")),
+                      "given for two exports", "--faiss and --ann-benchmarks")
+    assert not (tmp_path / "out").exists()
+    index, ann = tmp_path / "x.index", tmp_path / "x.hdf5"
+    index.write_bytes(b"mine")
+    assert_user_error(export(root, run, "--faiss", str(index), "--ann-benchmarks", str(ann)),
+                      str(index), "exists", "--force")
+    assert index.read_bytes() == b"mine" and not ann.exists()
+    result = export(root, run, "--faiss", str(index), "--ann-benchmarks", str(ann), "--force")
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(index), str(ann)]
+    assert faiss.read_index(str(index)).ntotal == len(read_codes(run.codes).codes)
+    with h5py.File(ann) as handle:
+        assert handle.attrs["codebooks"] == "train"
+        assert handle.attrs["codes_sha256"] == sha256_file(run.codes)
+
+
+@pytest.mark.parametrize("fault", ["full disk", "read-only"])
+@pytest.mark.parametrize("kind", ["--faiss", "--ann-benchmarks"])
+def test_a_full_disk_or_read_only_target_is_one_line_and_leaves_nothing(copied_pq, tmp_path,
+                                                                         monkeypatch, fault, kind):
+    root, run = copied_pq
+    out = tmp_path / "out"
+    out.mkdir()
+    if fault == "full disk":  # the data reach the disk at fsync at the latest
+        def fail(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(os, "fsync", fail)
+        reason = "No space left on device"
+    else:  # a read-only file system refuses the rename onto the target
+        def fail(source, target):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        monkeypatch.setattr(os, "replace", fail)
+        reason = "Read-only file system"
+    target = out / "x.out"
+    result = export(root, run, kind, str(target))
+    assert_user_error(result, str(target), "cannot write", reason)
+    assert "Traceback" not in result.output and list(out.iterdir()) == []
+
+
+def test_export_of_the_database_fit(copied_pq, tmp_path):
+    root, run = copied_pq
+    assert_user_error(export(root, run, "--faiss", str(tmp_path / "x.index"), "--codebooks",
+                             "database"), str(run.codes_file("database")), "no such file",
+                      "--codebooks database")
+    ok_result = CliRunner().invoke(cli, ["--data-dir", str(root / "data"), "--results-dir",
+                                         str(tmp_path / "results"), "encode", str(run.path),
+                                         "--codebooks", "database"])
+    assert ok_result.exit_code == 0, ok_result.output
+    result = export(root, run, "--faiss", str(tmp_path / "x.index"), "--codebooks", "database")
+    assert result.exit_code == 0, result.output
+    index = faiss.read_index(str(tmp_path / "x.index"))
+    stored = faiss.vector_to_array(index.codes).reshape(index.ntotal, -1)
+    np.testing.assert_array_equal(stored, read_codes(run.codes_file("database")).codes)

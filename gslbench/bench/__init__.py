@@ -3,7 +3,8 @@
 Each cell is a run directory keyed by its config hash, `RESULTS/runs/RUN_ID`, and is
 
 - `done` when every step's output is there, valid and bound to the run, and the run was made
-  from the current feature file (`check_trained`, `check_encoded`, `check_evaluated`);
+  from the current feature file (`check_trained`, `check_encoded`, `check_evaluated`), the codes
+  and metrics of every codebook fit the grid lists (`Grid.codebooks`, `gslbench.codes.fits`);
 - `partial` when it is trained (and that checks out) but its codes or metrics are missing or
   invalid: a re-run encodes and evaluates it without training again;
 - `todo` otherwise: never trained, or trained from another feature file than the current one
@@ -39,12 +40,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from gslbench import layout
 from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Cells, Grid
+from gslbench.codes import check_encoded, fits
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
 from gslbench.data.activations import ensure_activations
 from gslbench.data.features import build_features
 from gslbench.devices import resolve_device
-from gslbench.encode import check_encoded, encode_run
+from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import check_evaluated, evaluate_run
 from gslbench.storage import os_reason
@@ -75,22 +77,24 @@ class CellState:
     reason: str = ""
 
 
-def cell_state(run: layout.RunDir, features: FeatureFile | None) -> CellState:
+def cell_state(run: layout.RunDir, features: FeatureFile | None,
+               codebooks: tuple[str, ...] = layout.CODEBOOKS) -> CellState:
     """The state of a cell's run directory, every file checked, the training against the current
-    feature file `features` (None: not known, not checked)."""
+    feature file `features` (None: not known, not checked), the codes and metrics of each fit of
+    `codebooks` the run has (`fits`)."""
     if not run.path.exists():
         return CellState("todo")
     try:
-        check_trained(run, features)
+        config, _ = check_trained(run, features)
     except GslbenchError as exc:
         return CellState("todo", str(exc))
-    for path in (run.codes, run.metrics):
-        if not path.is_file():
+    for fit in fits(config.quantized, codebooks):
+        if not (run.codes_file(fit).is_file() and run.metrics_file(codebooks=fit).is_file()):
             return CellState("partial")
-    try:
-        check_evaluated(run, check_encoded(run))
-    except GslbenchError as exc:
-        return CellState("partial", str(exc))
+        try:
+            check_evaluated(run, check_encoded(run, fit))
+        except GslbenchError as exc:
+            return CellState("partial", str(exc))
     return CellState("done")
 
 
@@ -100,19 +104,22 @@ def grid_status(grid: Grid | Cells, data_dir: str | Path,
     cells = grid.cells(data_dir)
     features = _feature_files(cells, Path(data_dir), missing_ok=True)
     return [(config, cell_state(layout.run_dir(results_dir, config.run_id),
-                                features[config.dataset, config.feature])) for config in cells]
+                                features[config.dataset, config.feature], grid.codebooks))
+            for config in cells]
 
 
 def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
-             force: bool = False, device: str = "auto") -> layout.RunDir:
-    """Train, encode and evaluate one cell with `threads` torch/faiss threads, torch on `device`;
-    every executor runs this. Steps already done are skipped unless `force`. Returns the run
-    directory."""
+             force: bool = False, device: str = "auto",
+             codebooks: tuple[str, ...] = layout.CODEBOOKS) -> layout.RunDir:
+    """Train one cell, then encode and evaluate each of its codebook fits (`fits`), with
+    `threads` torch/faiss threads, torch on `device`; every executor runs this. Steps already
+    done are skipped unless `force`. Returns the run directory."""
     with limit_threads(threads):
         run = train_run(config, data_dir, results_dir, force=force, show_progress=False,
                         device=device)
-        encode_run(run.path, data_dir, results_dir, force=force, device=device)
-        evaluate_run(run.path, results_dir, force=force)
+        for fit in fits(config.quantized, codebooks):
+            encode_run(run.path, data_dir, results_dir, force=force, device=device, codebooks=fit)
+            evaluate_run(run.path, results_dir, force=force, codebooks=fit)
     return run
 
 
@@ -138,21 +145,23 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
         _remove_leftovers(list(runs.values()))
         todo = []
         for config in cells:
-            state = cell_state(runs[config.run_id], features[config.dataset, config.feature])
+            state = cell_state(runs[config.run_id], features[config.dataset, config.feature],
+                               grid.codebooks)
             if state.reason:
                 log.warning("%s does not count: %s; running it again from the first step whose "
                             "output is missing or invalid", config.run_id, state.reason)
             if force or state.state != "done":
                 todo.append(config)
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
-            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor, force)
+            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor, force,
+                               grid.codebooks)
     done = {config.run_id for config in cells} - {config.run_id for config, _ in failed}
     return BenchResult(tuple(runs[run_id] for run_id in runs if run_id in done), tuple(failed))
 
 
 def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_dir: Path,
-              results_dir: Path, executor: ExecutorConfig,
-              force: bool) -> list[tuple[RunConfig, str]]:
+              results_dir: Path, executor: ExecutorConfig, force: bool,
+              codebooks: tuple[str, ...]) -> list[tuple[RunConfig, str]]:
     """Keep up to `pool.capacity` cells running until every cell has finished or failed."""
     waiting = iter(todo)
     running: dict[Future, RunConfig] = {}
@@ -162,7 +171,7 @@ def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_di
             progress.running([*running.values(), config])
             try:
                 running[pool.submit(run_cell, config, data_dir, results_dir, executor.threads,
-                                    force, executor.device)] = config
+                                    force, executor.device, codebooks)] = config
             except Exception as exc:  # a broken pool refuses work: the cell failed
                 failed.append((config, progress.finished(config, exc)))
         if not running:

@@ -8,9 +8,11 @@ A grid is declared in a TOML file (`gslbench bench GRID.toml`) whose keys are Ru
     gsl_alpha = [0.25, 1.0]                # hyper-parameters are axes too
     epochs = 40                            # a scalar is a setting shared by every cell
 
-or given by bench's flags. A field left out takes its RunConfig default, except `feature`, which
-defaults to each data set's own feature. A grid may be a union of products: each `[[grid]]` table
-is one part, its keys over the file's top-level ones:
+or given by bench's flags. The key `codebooks` (bench's --codebooks) lists the codebook fits each
+quantized cell is encoded and evaluated with (`layout.CODEBOOKS`, default both: "train" and
+"database"); float cells have only their train codes. A field left out takes its RunConfig
+default, except `feature`, which defaults to each data set's own feature. A grid may be a union
+of products: each `[[grid]]` table is one part, its keys over the file's top-level ones:
 
     method = ["float", "two-step", "qloss", "gsl"]
     [[grid]]                               # 16-word codebooks at 8 to 64 bits
@@ -35,6 +37,7 @@ from gslbench.config import FIELDS, RunConfig
 from gslbench.data import get_dataset
 from gslbench.data.features import check_feature
 from gslbench.errors import GslbenchError
+from gslbench.layout import CODEBOOKS, check_codebooks
 from gslbench.methods import METHODS
 
 FIELD_TYPES: dict[str, type] = {name: setting.kind for name, setting in FIELDS.items()}
@@ -52,10 +55,12 @@ DEFAULT_AXES: dict[str, tuple] = {
 @dataclass(frozen=True)
 class Grid:
     """The values of each given RunConfig field (in field order) per part; the grid's cells are
-    the union of its parts' products. `source` names the TOML file."""
+    the union of its parts' products. `source` names the TOML file; `codebooks` are the fits
+    each quantized cell is encoded and evaluated with."""
 
     parts: tuple[tuple[tuple[str, tuple], ...], ...]
     source: str = ""
+    codebooks: tuple[str, ...] = CODEBOOKS
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any], source: str = "",
@@ -65,13 +70,15 @@ class Grid:
         A `grid` key holding a list of tables (TOML `[[grid]]`) makes one part per table, its
         keys over the others; `overrides` (the flags given on bench's command line) go over all.
         """
-        settings = dict(settings)
+        settings, overrides = dict(settings), dict(overrides or {})
         tables = settings.pop("grid", [{}])
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
             raise GslbenchError(f"{source or 'grid'}: grid must be a list of tables ([[grid]]), "
                                 f"got {tables!r}")
-        return cls(tuple(_part({**settings, **table, **(overrides or {})}, source)
-                         for table in tables), source)
+        codebooks = _codebooks(overrides.pop("codebooks", settings.pop("codebooks", CODEBOOKS)),
+                               source)
+        return cls(tuple(_part({**settings, **table, **overrides}, source) for table in tables),
+                   source, codebooks)
 
     def fields(self) -> set[str]:
         """The fields the grid sets (in any part)."""
@@ -127,11 +134,12 @@ def _config(settings: dict[str, Any], data_dir: str | Path | None = None) -> Run
 @dataclass(frozen=True)
 class Cells:
     """Run configs given one by one (tune's runs, a grid with tuned knobs), which bench runs like
-    a grid's cells: `cells()` (distinct by run id, in order) and `axes()` (`shown`, else the
-    fields that take more than one value among the cells)."""
+    a grid's cells: `cells()` (distinct by run id, in order), `axes()` (`shown`, else the
+    fields that take more than one value among the cells) and the codebook fits (`Grid`'s)."""
 
     configs: tuple[RunConfig, ...]
     shown: tuple[tuple[str, tuple], ...] | None = None
+    codebooks: tuple[str, ...] = CODEBOOKS
 
     def cells(self, data_dir: str | Path | None = None) -> list[RunConfig]:
         """The configs, distinct by run id, in order (`data_dir`: as `Grid.cells`, unused)."""
@@ -156,6 +164,18 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
         raise GslbenchError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise GslbenchError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _codebooks(value: Any, source: str) -> tuple[str, ...]:
+    """The grid's codebook fits: a non-empty list of `layout.CODEBOOKS`, duplicates dropped."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not items or not all(isinstance(item, str) for item in items):
+        raise GslbenchError(f"{source or 'grid'}: codebooks must be a non-empty list of "
+                            f"{', '.join(CODEBOOKS)}, got {value!r}")
+    try:
+        return tuple(check_codebooks(item) for item in dict.fromkeys(items))
+    except GslbenchError as exc:
+        raise GslbenchError(f"{source or 'grid'}: {exc}") from None
 
 
 def _field_values(name: str, value: Any, source: str) -> tuple:

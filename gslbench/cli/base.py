@@ -15,6 +15,7 @@ import click
 from gslbench.config import FIELDS
 from gslbench.devices import DEVICES
 from gslbench.errors import GslbenchError
+from gslbench.layout import CODEBOOKS
 from gslbench.quantizers.search import METRICS
 from gslbench.settings import Setting
 from gslbench.storage import os_reason
@@ -122,6 +123,14 @@ def config_options(command: Callable) -> Callable:
     force = click.option("--force", is_flag=True, help="Re-run steps whose results exist.")
     settings = tuple(setting for name, setting in FIELDS.items() if name not in AXIS_FIELDS)
     return options(settings)(force(command))
+
+
+def codebooks_option(command: Callable) -> Callable:
+    return click.option("--codebooks", type=click.Choice(CODEBOOKS), default="train",
+                        show_default=True,
+                        help="The codes of which fit: train (the final codebooks fitted on the "
+                             "training representations) or database (fitted on the database's, "
+                             "as an indexer would).")(command)
 
 
 def metric_option(command: Callable) -> Callable:

@@ -25,6 +25,7 @@ from gslbench.cli.base import (
     split,
 )
 from gslbench.errors import GslbenchError
+from gslbench.layout import CODEBOOKS
 
 # bench's axis flags and the RunConfig fields they set
 AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "quantizer",
@@ -69,6 +70,9 @@ def _executor_options(command: Callable) -> Callable:
               callback=split(int))
 @click.option("--seeds", default=",".join(map(str, DEFAULT_AXES["seed"])), show_default=True,
               callback=split(int))
+@click.option("--codebooks", default=",".join(CODEBOOKS), show_default=True, callback=split(str),
+              help="Comma-separated codebook fits each quantized cell is encoded and evaluated "
+                   "with (float cells: train only).")
 @config_options
 @click.option("--tuned", type=click.Path(path_type=Path),
               help="A choice file of `gslbench tune`: its knob values replace the grid's for "

@@ -11,11 +11,12 @@ from gslbench import layout
 from gslbench import report as report_module
 from gslbench.cli.base import (
     cli,
+    codebooks_option,
     metric_option,
     split,
 )
 from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
-from gslbench.export import export_ann_benchmarks, export_faiss
+from gslbench.export import export_run
 
 
 @cli.command("search-bench")
@@ -29,6 +30,7 @@ from gslbench.export import export_ann_benchmarks, export_faiss
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timings; the best is kept.")
 @click.option("--threads", type=click.IntRange(min=1), help="faiss threads (default: all).")
 @click.option("--force", is_flag=True, help="Measure again even if the result file exists.")
+@codebooks_option
 @click.pass_context
 def search_bench(ctx: click.Context, runs: tuple[str, ...], force: bool,
                  **options: Any) -> None:
@@ -48,20 +50,20 @@ def search_bench(ctx: click.Context, runs: tuple[str, ...], force: bool,
 @click.option("--ann-benchmarks", "ann_path", type=click.Path(path_type=Path),
               help="Write the representations and true neighbours as ann-benchmarks HDF5 here.")
 @metric_option
+@codebooks_option
+@click.option("--force", is_flag=True, help="Replace an existing file (never one of a run).")
 @click.pass_context
 def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path | None,
-           metric: str) -> None:
+           metric: str, codebooks: str, force: bool) -> None:
     """Export a run's codes (faiss index) or representations (ann-benchmarks HDF5).
 
     Example: gslbench export 0123456789ab --faiss run.index --ann-benchmarks run.hdf5
     """
     if faiss_path is None and ann_path is None:
         raise click.UsageError("give --faiss FILE.index, --ann-benchmarks FILE.hdf5 or both")
-    results_dir = ctx.obj["results_dir"]
-    if faiss_path is not None:
-        click.echo(export_faiss(run, results_dir, faiss_path, metric))
-    if ann_path is not None:
-        click.echo(export_ann_benchmarks(run, results_dir, ann_path, metric))
+    for path in export_run(run, ctx.obj["results_dir"], faiss_path, ann_path, metric, codebooks,
+                           force):
+        click.echo(path)
 
 
 @cli.command()

@@ -11,6 +11,7 @@ import click
 from gslbench import data
 from gslbench.cli.base import (
     cli,
+    codebooks_option,
     config_options,
     device_option,
     metric_option,
@@ -148,16 +149,18 @@ def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, de
 
 @cli.command()
 @click.argument("run")
-@click.option("--force", is_flag=True, help="Re-encode even if codes.h5 exists.")
+@click.option("--force", is_flag=True, help="Re-encode even if the codes file exists.")
+@codebooks_option
 @device_option
 @click.pass_context
-def encode(ctx: click.Context, run: str, force: bool, device: str) -> None:
-    """Encode a run's database into RUN/codes.h5.
+def encode(ctx: click.Context, run: str, force: bool, codebooks: str, device: str) -> None:
+    """Encode a run's database into RUN/codes.h5 (RUN/codes-database.h5 with --codebooks
+    database: codebooks fitted again on the database, from scratch, with the run's seed).
 
-    Example: gslbench encode results/runs/0123456789ab
+    Example: gslbench encode results/runs/0123456789ab --codebooks database
     """
     click.echo(encode_run(run, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
-                          device=device))
+                          device=device, codebooks=codebooks))
 
 
 @cli.command()
@@ -168,16 +171,17 @@ def encode(ctx: click.Context, run: str, force: bool, device: str) -> None:
 @click.option("--search", type=click.Choice(SEARCHES), default="adc", show_default=True,
               help="adc: float queries against the codes; sdc: the queries quantized too.")
 @metric_option
+@codebooks_option
 @click.pass_context
 def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...], search: str,
-             metric: str) -> None:
+             metric: str, codebooks: str) -> None:
     """Search the run's codes and write RUN/metrics.json (adc, l2) or
     RUN/metrics-SEARCH-METRIC.json (reads only RUN/codes.h5).
 
     Example: gslbench evaluate 0123456789ab --search sdc --metric ip
     """
     path = evaluate_run(run, ctx.obj["results_dir"], force=force, map_at=map_at or None,
-                        search=search, metric=metric)
+                        search=search, metric=metric, codebooks=codebooks)
     click.echo(path)
 
 

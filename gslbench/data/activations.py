@@ -150,7 +150,7 @@ def _binding(features: FeatureSet, features_sha256: str, train_blocks: int) -> d
 def _stored_attrs(path: Path) -> dict:
     """The attrs of a finished cache, {} when it is not readable as one (it is then rebuilt)."""
     try:
-        with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
+        with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=None) as handle:
             return dict(handle.attrs)
     except GslbenchError:
         return {}
@@ -221,7 +221,7 @@ def open_activations(path: str | Path, features: FeatureSet, train_blocks: int
                      ) -> Iterator[dict[str, h5py.Dataset]]:
     """The cache's activations by part, (n, C, H, W) float32 h5py datasets read in slices, after
     checking that it fine-tunes `train_blocks` blocks and follows `features`' split row by row."""
-    with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
+    with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=None) as handle:
         if int(handle.attrs["train_blocks"]) != train_blocks:
             raise GslbenchError(f"{path}: cached for --train-blocks "
                                 f"{int(handle.attrs['train_blocks'])}, not {train_blocks}")

@@ -178,7 +178,7 @@ def _sha256_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> str:
 @functools.lru_cache(maxsize=2)
 def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSet:
     """The whole file (test split) at `path` with this stamp; errors are not cached."""
-    with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
+    with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=2) as handle:
         names = SPLITS + (VALIDATION_SPLITS if int(handle.attrs["format_version"]) >= 2 else ())
         splits = {name: _read_split(handle, name, path) for name in names}
         attrs = dict(handle.attrs)
@@ -282,7 +282,7 @@ def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
 def has_validation_split(path: str | Path) -> bool:
     """Whether the feature file at `path` (which must exist) holds a validation split; reads only
     its attrs."""
-    with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
+    with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=2) as handle:
         return int(handle.attrs["format_version"]) >= 2
 
 

@@ -4,7 +4,9 @@ counting a cell as done) and the report (before reading) apply to it.
 A metrics.json is accepted when it is bound to its run (its `run` is the directory's name and the
 hash of the `config` it records) and every value the report reads has its type and range: mAP,
 mAP@K, precision@K, recall@R and the PR curve are fractions in [0, 1], seconds are finite and
-non-negative. This module imports neither torch nor faiss (the report uses it).
+non-negative, `codebooks` (where the codes' codebooks were fitted, `layout.CODEBOOKS`; absent in
+records written before it existed, which are of the train fit) is "train" or "database". This
+module imports neither torch nor faiss (the report uses it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gslbench.errors import GslbenchError
+from gslbench.layout import CODEBOOKS
 from gslbench.storage import config_id
 
 SECONDS = ("train_s", "encode_s", "eval_s")
@@ -33,6 +36,9 @@ def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
     if record["run"] != run_id or found != run_id:
         raise GslbenchError(f"{path}: records run {record['run']} (config hash {found}), not run "
                             f"{run_id} of its directory (copied from another run, or edited)")
+    if record.get("codebooks", "train") not in CODEBOOKS:
+        raise GslbenchError(f"{path}: 'codebooks' is {record['codebooks']!r}, expected one of "
+                            f"{', '.join(CODEBOOKS)}")
     _fraction(record.get("map"), path, "map")
     for name in SECONDS:
         value = record.get(name)

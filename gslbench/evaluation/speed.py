@@ -1,7 +1,7 @@
 """`gslbench search-bench`: what a run's codes buy at search time (DESIGN.md section 6).
 
-For a run, from RUN/codes.h5 only (its database codes and representations, query
-representations and quantizer), it builds the faiss index of the codes
+For a run, from its codes file only (`gslbench.codes`, checked like evaluate's; its database
+codes and representations, query representations and quantizer), it builds the faiss index of the codes
 (`gslbench.quantizers.search.faiss_index`: the learned codebooks copied in, the codes added as
 they are) and the exact float reference (`IndexFlatL2` / `IndexFlatIP` over the database
 representations), and measures for each, by `metric` (l2 or ip):
@@ -20,7 +20,9 @@ representations), and measures for each, by `metric` (l2 or ip):
   top R (faiss's 1-recall@R).
 
 mAP is evaluate's (metrics.json); the report puts the two side by side. Results go to
-RUN/search.json (RUN/search-ip.json for ip), with the threads, versions and codes.h5's sha256.
+RUN/search.json (RUN/search-ip.json for ip; search-database[-ip].json for the codes of codebooks
+fitted on the database, `--codebooks database`), with the threads, versions, the fit
+(`codebooks`) and the codes file's sha256.
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ import faiss
 import numpy as np
 
 from gslbench import layout
-from gslbench.encode import check_encoded
+from gslbench.codes import check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import metrics
 from gslbench.evaluation.scoring import BLOCK_PAIRS
 from gslbench.quantizers import Identity
 from gslbench.quantizers.search import check_mode, faiss_index, make_search
-from gslbench.storage import package_versions, sha256_file, write_json
+from gslbench.storage import package_versions, write_json
 from gslbench.threads import limit_threads, thread_counts
 
 RECALL_AT = (1, 10, 100)
@@ -123,9 +125,11 @@ def measure_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k:
 def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = "l2",
                      k: int = 100, recall_at: Sequence[int] = RECALL_AT,
                      single_queries: int = SINGLE_QUERIES, repeats: int = REPEATS,
-                     threads: int | None = None, force: bool = False) -> Path:
-    """Measure a run's codes as a faiss index against the exact float search; write
-    RUN/search.json (search-ip.json for ip) and return its path (the module docstring)."""
+                     threads: int | None = None, force: bool = False,
+                     codebooks: str = "train") -> Path:
+    """Measure a run's codes of the fit `codebooks` as a faiss index against the exact float
+    search; write RUN/search.json (search-ip.json for ip, search-database*.json for the database
+    fit) and return its path (the module docstring)."""
     check_mode("adc", metric)
     recall_at = metrics.positive_ints(recall_at, "recall_at") if recall_at else []
     for name, value in (("--k", k), ("--single-queries", single_queries), ("--repeats", repeats),
@@ -135,12 +139,11 @@ def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = 
     if recall_at and max(recall_at) > k:
         raise GslbenchError(f"--recall-at {max(recall_at)} is above --k {k}")
     run_dir = layout.resolve_run(results_dir, run)
-    out = run_dir.search_file(metric)
+    out = run_dir.search_file(metric, codebooks)
+    codes = check_encoded(run_dir, codebooks)
+    codes_sha256 = check_codes_use(run_dir, codes, codebooks)
     if out.is_file() and not force:
         return out
-    if not run_dir.codes.is_file():
-        raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
-    codes = check_encoded(run_dir)
     database = codes.database
     k = min(k, len(database))
     truth, _ = exact_neighbours(codes.queries, database, metric, k)
@@ -156,9 +159,10 @@ def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = 
     attrs = codes.attrs
     write_json(out, {
         "run": str(attrs["run"]), "label": str(attrs["label"]), "metric": metric, "k": k,
+        "codebooks": codebooks,
         "n_query": len(codes.queries), "n_db": len(database), "dim": codes.quantizer.dim,
         "indexes": measured, "threads": used_threads, "repeats": repeats,
         "config": json.loads(attrs["config"]), "versions": package_versions(),
-        "codes_sha256": sha256_file(run_dir.codes),
+        "codes_sha256": codes_sha256,
     })
     return out

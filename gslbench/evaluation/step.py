@@ -1,12 +1,14 @@
 """The evaluate step: search a run's database codes with its queries and write RUN/metrics.json.
 
-It reads only RUN/codes.h5 (`gslbench.encode`): the codes, the query representations, the labels,
-the protocol's K values and the quantizer, checked (`check_encoded`) to be valid and bound to the
-run; the distances are checked finite. metrics.json records the sha256 of that codes.h5 and is
-written last, atomically. Another search mode or metric (`--search sdc`, `--metric ip`;
-`gslbench.quantizers.search`) writes its own file beside it, RUN/metrics-SEARCH-METRIC.json
-(`layout.RunDir.metrics_file`), so metrics.json always holds the default ADC / L2 numbers that
-bench and the paper tables compare.
+It reads only the run's codes file (`gslbench.codes`): the codes, the query representations, the
+labels, the protocol's K values and the quantizer, checked (`check_encoded`) to be valid and bound
+to the run and the codes checked to be the quantizer's (`check_codes_use`); the distances are
+checked finite. metrics.json records the sha256 of that codes file and its fit (`codebooks`) and
+is written last, atomically. Another search mode or metric (`--search sdc`, `--metric ip`;
+`gslbench.quantizers.search`) writes its own file beside it, RUN/metrics-SEARCH-METRIC.json, and
+the codes of codebooks fitted on the database (`--codebooks database`) theirs,
+RUN/metrics-database[-SEARCH-METRIC].json (`layout.RunDir.metrics_file`), so metrics.json always
+holds the default ADC / L2 numbers of the train fit that bench and the paper tables compare.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from gslbench import layout
-from gslbench.encode import Codes, check_encoded
+from gslbench.codes import Codes, check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.evaluation.scoring import Search, evaluate
 from gslbench.quantizers import make_search
 from gslbench.quantizers.search import check_mode
-from gslbench.storage import check_sha256, package_versions, read_json, sha256_file, write_json
+from gslbench.storage import check_sha256, package_versions, read_json, write_json
 from gslbench.threads import thread_counts
 
 log = logging.getLogger(__name__)
@@ -32,37 +34,39 @@ log = logging.getLogger(__name__)
 
 def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
                  map_at: tuple[int, ...] | None = None, search: str = "adc",
-                 metric: str = "l2") -> Path:
-    """Search the database codes with the run's queries (`search` adc or sdc, `metric` l2 or
-    ip); write RUN/metrics.json (adc/l2) or RUN/metrics-SEARCH-METRIC.json last.
+                 metric: str = "l2", codebooks: str = "train") -> Path:
+    """Search the database codes of the fit `codebooks` with the run's queries (`search` adc or
+    sdc, `metric` l2 or ip); write the metrics file of that mode and fit last
+    (`layout.RunDir.metrics_file`: RUN/metrics.json for adc/l2/train).
 
-    map_at: the K of mAP@K (default: the protocol's, recorded in codes.h5). An existing metrics
-    file is kept (unless `force`) when `check_evaluated` passes for these K; otherwise (damaged,
-    unbound, made from other codes, other K) the run is evaluated again."""
+    map_at: the K of mAP@K (default: the protocol's, recorded in the codes file). An existing
+    metrics file is kept (unless `force`) when `check_evaluated` passes for these K; otherwise
+    (damaged, unbound, other K) the run is evaluated again. A result of the fit made from codes
+    with another sha256 is an error (`check_codes_use`): the codes file is not the run's."""
     check_mode(search, metric)
     run_dir = layout.resolve_run(results_dir, run)
-    out = run_dir.metrics_file(search, metric)
-    if not run_dir.codes.is_file():
-        raise GslbenchError(f"{run_dir.codes}: no such file; run `gslbench encode {run_dir.path}` first")
-    codes = check_encoded(run_dir)
+    out = run_dir.metrics_file(search, metric, codebooks)
+    codes = check_encoded(run_dir, codebooks)
+    codes_sha256 = check_codes_use(run_dir, codes, codebooks)
     if out.is_file() and not force:
         try:
             check_evaluated(run_dir, codes, map_at, out)
             return out
         except GslbenchError as exc:
             log.warning("%s; evaluating run %s again", exc, run_dir.run_id)
-    finite = FiniteDistances(make_search(codes.quantizer, codes.codes, search, metric), run_dir.codes)
+    codes_path = run_dir.codes_file(codebooks)
+    finite = FiniteDistances(make_search(codes.quantizer, codes.codes, search, metric), codes_path)
     metrics = evaluate(finite, codes.queries, codes.query_labels, codes.labels,
                        map_at=map_at or codes.map_at)
-    _check_relevant(metrics, run_dir)
+    _check_relevant(metrics, codes_path)
     attrs = codes.attrs
     metrics.update({
-        "run": attrs["run"], "search": search, "metric": metric,
+        "run": attrs["run"], "search": search, "metric": metric, "codebooks": codebooks,
         "config": json.loads(attrs["config"]), "label": attrs["label"],
         "map_top": attrs["map_top"] or None,
         "train_s": float(attrs["train_seconds"]), "encode_s": float(attrs["encode_seconds"]),
         "eval_s": metrics["timings_s"]["total"], "versions": package_versions(),
-        "features_sha256": attrs["features_sha256"], "codes_sha256": sha256_file(run_dir.codes),
+        "features_sha256": attrs["features_sha256"], "codes_sha256": codes_sha256,
         "threads": thread_counts(), "devices": json.loads(attrs.get("devices", "{}")),
         "quant_mse": {part: float(attrs[name]) if name in attrs else None  # None: an older codes.h5
                       for part, name in (("database", "database_quant_mse"),
@@ -75,13 +79,17 @@ def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
 
 def check_evaluated(run: layout.RunDir, codes: Codes, map_at: tuple[int, ...] | None = None,
                     path: Path | None = None) -> dict:
-    """The run's metrics file (default: metrics.json), checked: a valid record bound to the run
-    (`check_metrics_record`), made from the run's codes.h5 as it is now (sha256) and holding
-    mAP@K for the K asked (default: the protocol's, `codes.map_at`)."""
-    path = path or run.metrics
+    """A metrics file of the run (default: the default mode's of the fit of `codes`), checked: a
+    valid record bound to the run (`check_metrics_record`), of the codes' fit, made from the
+    codes file as it is now (sha256) and holding mAP@K for the K asked (default: the protocol's,
+    `codes.map_at`)."""
+    path = path or run.metrics_file(codebooks=codes.codebooks)
     record = read_json(path)
     check_metrics_record(record, path, run.run_id)
-    check_sha256(run.codes, record.get("codes_sha256"), path)
+    if record.get("codebooks") != codes.codebooks:
+        raise GslbenchError(f"{path}: records codebooks {record.get('codebooks')!r}, not the "
+                            f"{codes.codebooks!r} fit its name says")
+    check_sha256(run.codes_file(codes.codebooks), record.get("codes_sha256"), path)
     wanted = sorted(str(k) for k in (map_at or codes.map_at))
     if sorted(record["map_at"]) != wanted:
         raise GslbenchError(f"{path}: holds mAP@{','.join(sorted(record['map_at']))}, not "
@@ -111,13 +119,13 @@ class FiniteDistances:
         return distances
 
 
-def _check_relevant(metrics: dict, run: layout.RunDir) -> None:
+def _check_relevant(metrics: dict, codes_path: Path) -> None:
     """Warn about queries without a relevant item in the database (AP 0, kept in the mean); with
     none relevant to any query, the labels are wrong and the mAP means nothing."""
     missing, total = metrics["n_query_no_relevant"], metrics["n_query"]
     if missing == total:
-        raise GslbenchError(f"{run.codes}: no query has a relevant item in the database (no label "
-                            "in common): the mAP would be 0 and mean nothing")
+        raise GslbenchError(f"{codes_path}: no query has a relevant item in the database (no "
+                            "label in common): the mAP would be 0 and mean nothing")
     if missing:
-        log.warning("run %s: %d of %d queries have no relevant item in the database (AP 0, kept "
-                    "in the mean)", run.run_id, missing, total)
+        log.warning("%s: %d of %d queries have no relevant item in the database (AP 0, kept "
+                    "in the mean)", codes_path, missing, total)

@@ -58,6 +58,9 @@ class Quantizer(ABC):
 
     name: ClassVar[str]
     OPTIONS: ClassVar[dict[str, int]]
+    # Whether an item's code may depend on the other items encoded with it (then only encoding
+    # the same batch again gives the same codes).
+    codes_depend_on_batch: ClassVar[bool] = False
 
     def __init__(self, dim: int, bits: int, sub_bits: int = 8, seed: int = 0, **options: int):
         if not 1 <= sub_bits <= MAX_SUB_BITS:

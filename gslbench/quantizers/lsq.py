@@ -28,6 +28,7 @@ class LSQ(AdditiveQuantizer):
 
     name = "lsq"
     OPTIONS = {"train_iters": 25, "train_ils_iters": 8, "encode_ils_iters": 16, "warm_iters": 2}
+    codes_depend_on_batch = True
 
     def _config_error(self) -> str | None:
         if self.bits % 8 == 0:
