@@ -65,8 +65,8 @@ def export_run(run: str | Path, results_dir: str | Path, faiss_path: str | Path 
 
 
 def check_targets(paths: list[Path], results_dir: str | Path, force: bool) -> None:
-    """Export targets must be distinct paths, outside every run directory (a folder holding a
-    run's config.json, or RESULTS/runs), and new files unless `force`."""
+    """Export targets must be distinct paths, outside RESULTS/runs and every run directory, and
+    new files unless `force`."""
     resolved = [path.resolve() for path in paths]
     for index, path in enumerate(resolved):
         if path in resolved[:index]:
@@ -74,7 +74,7 @@ def check_targets(paths: list[Path], results_dir: str | Path, force: bool) -> No
                                 "--ann-benchmarks); give each its own file")
         runs = layout.runs_dir(results_dir).resolve()
         for folder in path.parents:
-            if folder == runs or layout.RunDir(folder).config.is_file():
+            if folder == runs or _is_run_dir(layout.RunDir(folder)):
                 raise GslbenchError(f"{paths[index]}: inside {folder}, where gslbench keeps "
                                     "its runs; export outside it")
         if path.is_dir():
@@ -82,6 +82,11 @@ def check_targets(paths: list[Path], results_dir: str | Path, force: bool) -> No
         if path.exists() and not force:
             raise GslbenchError(f"{paths[index]}: exists; choose a new file, or give --force to "
                                 "replace it")
+
+
+def _is_run_dir(folder: layout.RunDir) -> bool:
+    """Whether a folder is a run directory: it holds a run's config.json and model.pt."""
+    return folder.config.is_file() and folder.model.is_file()
 
 
 def export_faiss(codes: Codes, path: str | Path, metric: str = "l2") -> Path:

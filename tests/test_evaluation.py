@@ -2,9 +2,13 @@
 
 import numpy as np
 import pytest
+from runfakes import make_run
 
+from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import scoring
+from gslbench.evaluation.record import check_metrics_record
+from gslbench.storage import read_json
 
 
 class FakePQ:
@@ -232,3 +236,15 @@ def test_bad_input_is_a_user_error(change):
     with pytest.raises(GslbenchError):
         scoring.evaluate_distances(np.zeros((3, 4), np.float32), np.zeros((3, 2), np.uint8),
                                       np.zeros((5, 2), np.uint8))
+
+
+def test_a_metrics_record_names_a_known_codebook_fit(tmp_path):
+    run = make_run(tmp_path, RunConfig(method="gsl", bits=16), 0.8)
+    record = read_json(run.metrics)
+    check_metrics_record(record, run.metrics, run.run_id)  # older records: no key, the train fit
+    for fit in ("train", "database"):
+        check_metrics_record({**record, "codebooks": fit}, run.metrics, run.run_id)
+    for bad in ("test", None, 1):
+        with pytest.raises(GslbenchError, match=f"metrics.json: 'codebooks' is {bad!r}, "
+                                                "expected one of train, database"):
+            check_metrics_record({**record, "codebooks": bad}, run.metrics, run.run_id)

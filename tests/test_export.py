@@ -185,6 +185,14 @@ def test_export_never_writes_into_a_run_directory(copied_pq, tmp_path):
                           "where gslbench keeps its runs")
     assert run.codes.read_bytes() == codes and not (run.path / "new.index").exists()
     assert read_codes(run.codes).codes.shape[0] > 0  # still a codes file
+    elsewhere = tmp_path / "elsewhere"  # a run directory outside the results folder
+    shutil.copytree(run.path, elsewhere)
+    assert_user_error(export(root, run, "--faiss", str(elsewhere / "sub" / "x.index")),
+                      "where gslbench keeps its runs")
+    project = tmp_path / "project"  # a folder with a config.json of its own is no run
+    project.mkdir()
+    (project / "config.json").write_text("{}")
+    assert export(root, run, "--faiss", str(project / "x.index")).exit_code == 0
 
 
 def test_export_writes_two_outputs_to_two_files_and_replaces_only_with_force(copied_pq, tmp_path):
