@@ -1,6 +1,6 @@
 """The encode step and the codes file `RUN/codes.h5`: everything `evaluate` reads.
 
-Format `gslbench.codes`, version 3 (DESIGN.md section 3):
+Format `gslbench.codes`, version 3 (the design page, docs/design.md, section 3):
 
     /codes                    (n_db, code_bytes) uint8   packed codes of the database
     /labels                   (n_db, C) uint8            database labels (multi-hot)
