@@ -85,11 +85,13 @@ def test_import_loads_neither_torch_nor_faiss():
 
 
 @pytest.mark.slow
-def test_load_results_loads_neither_torch_nor_faiss(example):
+def test_load_results_and_report_load_neither_torch_nor_faiss(example):
     root, _ = example
-    out = _python(f"import sys, gslbench; print(len(gslbench.load_results({str(root / 'results')!r})),"
-                  " sorted(m for m in ('torch', 'faiss') if m in sys.modules))")
-    assert out.stdout.strip() == "3 []"
+    results, out = str(root / "results"), str(root / "light_report")
+    code = (f"import sys, gslbench; n = len(gslbench.load_results({results!r})); "
+            f"gslbench.report(results_dir={results!r}, out={out!r}); "
+            "print(n, sorted(m for m in ('torch', 'faiss') if m in sys.modules))")
+    assert _python(code).stdout.strip() == "3 []"
 
 
 def test_exports():

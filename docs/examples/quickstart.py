@@ -1,7 +1,7 @@
 """Train, encode and evaluate a few digits runs with the Python API, then read the results.
 
 Run it from anywhere: `python docs/examples/quickstart.py [RESULTS_DIR]` (default: a temporary
-folder). It downloads nothing: digits ships with scikit-learn. About half a minute on one core.
+folder). It downloads nothing: digits ships with scikit-learn. About 10 s on one core.
 """
 
 from __future__ import annotations
