@@ -1,9 +1,10 @@
 """The documentation names only what the repository holds: every file path that a docstring, a
-comment, a documentation page or the README names exists, and the README stays the front door
+documentation page or the README names exists, and the README stays the front door
 (under 10,000 characters). The site's own links are checked by `mkdocs build --strict`."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def _pages() -> list[Path]:
     return [README, ROOT / "mkdocs.yml", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+def _docstrings(path: Path) -> str:
+    """The module's, its classes' and its functions' docstrings, one after the other."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = [tree, *(node for node in ast.walk(tree) if isinstance(
+        node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))]
+    return "\n".join(filter(None, (ast.get_docstring(node) for node in nodes)))
+
+
 def _named_paths(text: str) -> set[str]:
     return set(REPO_PATH.findall(text)) | set(TOP_DOCUMENT.findall(text))
 
@@ -42,8 +51,8 @@ def _exists(name: str) -> bool:
 
 @pytest.mark.parametrize("path", [*_sources(), *_pages()], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_named_file_exists(path):
-    missing = sorted(name for name in _named_paths(path.read_text(encoding="utf-8"))
-                     if not _exists(name))
+    text = _docstrings(path) if path.suffix == ".py" else path.read_text(encoding="utf-8")
+    missing = sorted(name for name in _named_paths(text) if not _exists(name))
     assert not missing, f"{path.relative_to(ROOT)} names files the repository lacks: {missing}"
 
 
