@@ -122,3 +122,24 @@ def test_step_modules_are_callable_and_stay_modules():
     assert train_module.train_run and report_module.write_report and gslbench.bench.run_grid
     with pytest.raises(GslbenchError, match="not both"):
         gslbench.train(gslbench.RunConfig(), dataset="digits")
+
+
+@pytest.mark.slow
+def test_tune_then_bench_with_the_choice(example):
+    """tune's choice is the setting of highest mean validation mAP, and bench applies it."""
+    root, _ = example
+    results = root / "tuned"  # apart from the example's runs, which other tests count
+    dirs = {"data_dir": root / "datasets", "results_dir": results}
+    grid = {"dataset": "digits", "method": ["two-step", "qloss"], "quantizer": "pq", "bits": 16,
+            "seed": [0, 1], "epochs": 3, "warmup_epochs": 1, "epochs_per_refit": 2}
+    chosen = gslbench.tune(grid, budget=2, **dirs)
+    assert list(chosen.method) == ["qloss"]  # two-step has no knobs
+    tuned = results / "tuning" / "tuned.toml"
+    assert tuned.is_file() and (results / "tuning" / "tuning.md").is_file()
+    runs = gslbench.load_results(results / "tuning")
+    means = runs[runs.method == "qloss"].groupby("variant")["map"].mean()
+    assert set(runs.seed) == {0, 1} and len(means) == 2
+    assert chosen.variant.iloc[0] == means.idxmax()
+    assert chosen.validation_map.iloc[0] == pytest.approx(means.max())
+    frame = gslbench.bench({**grid, "seed": 0}, tuned=tuned, **dirs)
+    assert set(frame.variant) == {"two-step", chosen.variant.iloc[0]}
