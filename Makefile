@@ -1,11 +1,12 @@
 # Quick start targets (see README.md). Each creates .venv itself on a fresh machine.
+# docs and docs-serve build and serve the documentation site (mkdocs.yml, docs/) from the test extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-test system-deps bench test lint
+.PHONY: install install-test system-deps bench test lint docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +35,14 @@ bench: install
 
 test: install-test system-deps
 	$(BIN)/ruff check gslbench tests benchmarks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/pytest -q
+
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: install-test
 	$(BIN)/ruff check gslbench tests benchmarks

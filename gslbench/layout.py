@@ -1,7 +1,7 @@
 """Where things live on disk: the data folder, the results folder and a run directory.
 
 Every file name gslbench writes or looks for is here, so that bench, the steps and the report agree
-on one layout (DESIGN.md section 1) and none of them spells a name itself:
+on one layout (docs/design.md, section 1) and none of them spells a name itself:
 
     DATA/NAME/raw/...                        raw files (`raw_dir`)
     DATA/NAME/FEATURE.h5                     the feature file (`feature_path`)

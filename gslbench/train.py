@@ -1,6 +1,6 @@
 """The train step: train one run and write its directory (config.json, model.pt, quantizer.h5,
 train_log.csv), as a whole: the directory is built under a temporary name and renamed into place,
-so a killed step leaves nothing that looks complete (DESIGN.md sections 1 and 3).
+so a killed step leaves nothing that looks complete (docs/design.md, sections 1 and 3).
 
 config.json binds the run: its `run` is the hash of the config it holds and the directory's
 name, and it records the sha256 of the feature file the run was trained on and of model.pt,

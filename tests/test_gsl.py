@@ -1,4 +1,4 @@
-"""The Gradient Snapping Layer against DESIGN.md section 5, on hand-made and random cases."""
+"""The Gradient Snapping Layer against docs/design.md, section 5, on hand-made and random cases."""
 
 from __future__ import annotations
 

@@ -296,7 +296,7 @@ def test_gumbel_gradient_is_that_of_the_relaxed_mean_with_the_same_noise(quantiz
 # --- gsl_select ------------------------------------------------------------------------------
 
 def loop_snap_towards(z, g, target, alpha):
-    """Steps 3-5 of DESIGN.md section 5 towards one given codeword, for one sub-vector."""
+    """Steps 3-5 of docs/design.md, section 5, towards one given codeword, for one sub-vector."""
     v = z - target
     if v.norm() <= 1e-6 or float(g @ v) <= 0:
         return g

@@ -1,4 +1,4 @@
-"""A benchmark grid run cell by cell, resumable, on any executor (DESIGN.md section 7).
+"""A benchmark grid run cell by cell, resumable, on any executor (docs/design.md, section 7).
 
 Each cell is a run directory keyed by its config hash, `RESULTS/runs/RUN_ID`, and is
 

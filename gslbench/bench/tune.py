@@ -1,5 +1,5 @@
 """`gslbench tune GRID`: each method's knobs chosen on the validation split, with the same budget
-for every method (DESIGN.md sections 2 and 6).
+for every method (the design page, docs/design.md, sections 2 and 6).
 
 For every cell of the grid (all its settings but the method, the knobs, the seed and the split:
 data set, quantizer, code length, sub-bits, ...) and every method of the grid that has knobs,

@@ -1,4 +1,4 @@
-"""The feature file `datasets/DATASET/FEATURE.h5` (DESIGN.md section 3): features, labels, split.
+"""The feature file `datasets/DATASET/FEATURE.h5` (docs/design.md, section 3): features, labels, split.
 
 Checked when written and when read (`check_feature_set`): features finite floats of magnitude at
 most `MAX_ABS_FEATURE` and not all the same vector; labels multi-hot 0/1 integers with at least
@@ -118,7 +118,7 @@ def multi_hot(class_ids: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def write_feature_file(path: str | Path, features: FeatureSet) -> None:
-    """Check and write a feature file atomically (DESIGN.md section 3 layout)."""
+    """Check and write a feature file atomically (the layout of docs/design.md, section 3)."""
     for name, split in features.parts().items():
         check_split(split, f"{path}: /{name}")
     with write_h5(path, FORMAT, FORMAT_VERSION) as handle:

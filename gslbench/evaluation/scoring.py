@@ -1,4 +1,4 @@
-"""Score a search: distances block by block, ranking, metrics (DESIGN.md 6).
+"""Score a search: distances block by block, ranking, metrics (the design page, docs/design.md, section 6).
 
 `evaluate` prepares the queries once (``search.prepare(queries)``: themselves, or their codes for
 SDC), asks a search object (`gslbench.quantizers.search`) for the distances of one block of them

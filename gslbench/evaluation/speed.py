@@ -1,4 +1,4 @@
-"""`gslbench search-bench`: what a run's codes buy at search time (DESIGN.md section 6).
+"""`gslbench search-bench`: what a run's codes buy at search time (docs/design.md, section 6).
 
 For a run, from its codes file only (`gslbench.codes`, checked like evaluate's; its database
 codes and representations, query representations and quantizer), it builds the faiss index of the codes

@@ -1,4 +1,4 @@
-"""Training methods, one module each, picked by name from `METHODS` (DESIGN.md section 4).
+"""Training methods, one module each, picked by name from `METHODS` (docs/design.md, section 4).
 
 Adding a method is one new module with a `Method` subclass (its name, knobs, label and training
 behaviour) and one line in `METHODS`; its knobs become config fields, CLI options and grid keys.

@@ -14,7 +14,7 @@ from gslbench.settings import Setting
 
 
 class GSLMethod(Method):
-    """Identity forward; the gradient is snapped towards a neighbouring codeword (DESIGN.md 5)."""
+    """Identity forward; the gradient is snapped towards a neighbouring codeword (docs/design.md, sec. 5)."""
 
     name = "gsl"
     knobs = (

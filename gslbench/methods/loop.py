@@ -1,4 +1,4 @@
-"""One training loop for every method of `gslbench.methods.METHODS` (DESIGN.md section 4).
+"""One training loop for every method of `gslbench.methods.METHODS` (docs/design.md, section 4).
 
 The network (`gslbench.methods.model`) is an MLP head on frozen features whose output is
 L2-normalised, or, when fine-tuning, the CNN's top on cached trunk activations under that head;

@@ -1,4 +1,4 @@
-"""The Gradient Snapping Layer (GSL; Liu & Lu 2016), as stated in DESIGN.md section 5.
+"""The Gradient Snapping Layer (GSL; Liu & Lu 2016), as stated in the design page, docs/design.md, section 5.
 
 Forward is the identity on the representation z, so the similarity loss sees the float vector.
 Backward bends the similarity loss's gradient g at z towards a neighbouring codeword:

@@ -1,4 +1,4 @@
-"""The quantizer interface (DESIGN.md sections 4-6): `fit`, `encode`, `decode`, `adc_tables` and
+"""The quantizer interface (docs/design.md, sections 4-6): `fit`, `encode`, `decode`, `adc_tables` and
 a batched torch `assign` for the training loop.
 
 faiss trains, encodes and decodes; the base adds what faiss does not expose: a torch `assign`

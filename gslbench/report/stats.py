@@ -1,4 +1,4 @@
-"""Paired comparisons of methods over seeds (DESIGN.md section 6).
+"""Paired comparisons of methods over seeds (the design page, docs/design.md, section 6).
 
 A seed fixes a run's initialisation, batch order and k-means seeds for every method alike, so two
 methods' runs of one seed are paired. A comparison of method A against method B in one regime

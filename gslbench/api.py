@@ -1,0 +1,215 @@
+"""The Python API: each pipeline step as one function, and the results as a pandas DataFrame.
+
+    import gslbench
+
+    config = gslbench.RunConfig(dataset="digits", method="gsl", quantizer="pq", bits=16, epochs=5)
+    run = gslbench.train(config)           # results/runs/RUN: config.json, model.pt, ...
+    gslbench.encode(run)                    # RUN/codes.h5
+    gslbench.evaluate(run)["map"]           # RUN/metrics.json, returned as a dict
+    frame = gslbench.load_results()         # one row per run and evaluation mode
+
+Every function does what the command of the same name does (`gslbench train`, ...), with the
+same checks, files and one-line `GslbenchError`s; paths default to the CLI's (`datasets`,
+`results` under the current folder). This module imports nothing heavy itself: torch and faiss
+load when a step runs, and `load_results` and `report` never load them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from gslbench.config import RunConfig
+
+DATA_DIR = Path("datasets")
+RESULTS_DIR = Path("results")
+GridSpec = Mapping[str, Any] | str | Path | None
+
+
+def train(config: RunConfig | None = None, *, data_dir: str | Path = DATA_DIR,
+          results_dir: str | Path = RESULTS_DIR, force: bool = False, device: str = "auto",
+          show_progress: bool = False, **settings: Any) -> Path:
+    """Train one run and return its directory, RESULTS/runs/RUN (`gslbench train`).
+
+    config: the run's `RunConfig`; or leave it out and give its fields as keywords
+        (`train(dataset="digits", method="gsl", bits=16)`; `feature` defaults to the data
+        set's own). When the data set's default feature file is missing it is downloaded and
+        extracted first, as `gslbench bench` does.
+    force: train again even when a valid run of this config exists (else it is reused).
+    device: `auto`, `cpu`, `cuda` or `mps` for torch (faiss stays on the CPU).
+    """
+    from gslbench.bench import _prepare_features
+    from gslbench.train import train_run
+
+    config = _config(config, data_dir, settings)
+    _prepare_features([config], Path(data_dir), device)
+    return train_run(config, data_dir, results_dir, force=force, show_progress=show_progress,
+                     device=device).path
+
+
+def encode(run: str | Path, *, data_dir: str | Path = DATA_DIR,
+           results_dir: str | Path = RESULTS_DIR, force: bool = False,
+           device: str = "auto") -> Path:
+    """Encode a trained run's database and embed its queries into RUN/codes.h5 (`gslbench
+    encode`); returns that path. run: a run id or directory."""
+    from gslbench.encode import encode_run
+
+    return encode_run(run, data_dir, results_dir, force=force, device=device)
+
+
+def evaluate(run: str | Path, *, results_dir: str | Path = RESULTS_DIR, force: bool = False,
+             map_at: Sequence[int] | None = None, search: str = "adc",
+             metric: str = "l2") -> dict[str, Any]:
+    """Search an encoded run's codes with its queries (`gslbench evaluate`) and return the
+    metrics record it wrote (metrics.json, or metrics-SEARCH-METRIC.json for another mode):
+    `map` (mAP over the whole database), `map_at` {K: mAP@K}, `precision_at`, `recall_at`,
+    `quant_mse` {"database", "query"}, timings and the run's config.
+
+    search: `adc` (float queries against the codes) or `sdc` (queries quantized too);
+    metric: `l2` or `ip` (inner product); map_at: the K of mAP@K (default: the protocol's).
+    """
+    from gslbench.evaluation.step import evaluate_run
+    from gslbench.storage import read_json
+
+    path = evaluate_run(run, results_dir, force=force, map_at=tuple(map_at) if map_at else None,
+                        search=search, metric=metric)
+    return read_json(path)
+
+
+def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
+          results_dir: str | Path = RESULTS_DIR, executor: str = "local", jobs: int | None = None,
+          cpus_per_cell: int | None = None, address: str | None = None, device: str = "auto",
+          tuned: str | Path | None = None, show_progress: bool = False,
+          **options: Any) -> pd.DataFrame:
+    """Train, encode and evaluate every cell of a grid that is not done yet (`gslbench bench`,
+    without its report: call `report` for that) and return the grid's results as
+    `load_results` does.
+
+    grid: a mapping of RunConfig fields to a value or a list of values (an axis), a grid TOML
+        file, or None for the default grid (`benchmarks/quick.toml`); keys a mapping or file
+        leaves out take bench's defaults.
+    executor, jobs, cpus_per_cell, address: as bench's `--executor` (`local` or `ray`), `-j`,
+        `--cpus-per-cell` and `--address`.
+    tuned: a choice file of `gslbench tune` whose knob values replace the grid's.
+    options: passed on to `gslbench.bench.run_grid` (e.g. `force=True`).
+    A failed cell is logged; when any failed, a `GslbenchError` says how many after the others
+    finished (they are kept).
+    """
+    from gslbench import bench as bench_module
+    from gslbench.bench.executors import ExecutorConfig
+    from gslbench.bench.tune import Tuned
+    from gslbench.errors import GslbenchError
+    from gslbench.report.frames import read_runs
+
+    cells = _grid(grid)
+    if tuned is not None:
+        cells = Tuned.read(tuned).cells(cells)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
+    result = bench_module.run_grid(cells, data_dir, results_dir, executor_config,
+                                   show_progress=show_progress, **options)
+    if result.failed:
+        raise GslbenchError(f"{len(result.failed)} cell(s) failed (logged); finished cells are "
+                            "kept: run the same bench again to retry the others")
+    return _frame(read_runs(result.run_dirs).results)
+
+
+def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DIR,
+         results_dir: str | Path = RESULTS_DIR, out: str | Path | None = None,
+         doc: str | Path | None = None, executor: str = "local", jobs: int | None = None,
+         cpus_per_cell: int | None = None, address: str | None = None, device: str = "auto",
+         show_progress: bool = False, **options: Any) -> pd.DataFrame:
+    """Choose each method's knobs on the validation split (`gslbench tune`) and return the
+    choices, one row per tuning cell and method.
+
+    grid: a tuning grid (mapping or TOML file: no knob, no split, at least 2 seeds).
+    out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning table go
+        (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md).
+    options: passed on to `gslbench.bench.tune.tune` (e.g. `budget=2`, `force=True`).
+    """
+    from gslbench import layout
+    from gslbench.bench import tune as tune_module
+    from gslbench.bench.executors import ExecutorConfig
+    from gslbench.errors import GslbenchError
+
+    cells = _grid(grid, defaults=False)
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
+    plan, results, failed = tune_module.tune(cells, data_dir, results_dir,
+                                             executor=executor_config,
+                                             show_progress=show_progress, **options)
+    chosen = tune_module.choose(plan, results)
+    if not chosen.empty:
+        tune_module.write_outputs(plan, results, chosen, cells.source or "grid",
+                                  Path(out) if out else layout.tuned_path(results_dir),
+                                  Path(doc) if doc else layout.tuning_table_path(results_dir))
+    if failed:
+        raise GslbenchError(f"{failed} tuning run(s) failed (logged); their cells have no "
+                            "choice: run the same tune again to retry them")
+    return chosen
+
+
+def report(runs: Sequence[str | Path] = (), *, results_dir: str | Path = RESULTS_DIR,
+           out: str | Path | None = None, doc: str | Path | None = None,
+           datasets: Sequence[str] = (), patterns: Sequence[str] = ()) -> Path:
+    """Write the report of the evaluated runs (`gslbench report`): results.csv, tables,
+    figures and index.html in `out` (default RESULTS/report, replaced as a whole); returns the
+    path of index.html. runs: run ids or directories (default: every run under RESULTS/runs);
+    datasets, patterns: keep only these data sets' runs, or runs whose id matches a glob.
+    doc: also write the results document (paired comparisons) there."""
+    from gslbench import layout
+    from gslbench import report as report_module
+
+    run_dirs = report_module.select_runs(Path(results_dir), runs, patterns, datasets)
+    out_dir = Path(out) if out else layout.report_dir(results_dir)
+    report_module.write_report(run_dirs, out_dir, Path(doc) if doc else None)
+    return out_dir / report_module.INDEX
+
+
+def load_results(results_dir: str | Path = RESULTS_DIR, runs: Sequence[str | Path] = (),
+                 datasets: Sequence[str] = ()) -> pd.DataFrame:
+    """The evaluated runs under RESULTS/runs as a DataFrame: one row per run and evaluation
+    mode, with the columns of the report's results.csv (dataset, feature, method, variant,
+    quantizer, code_bits, sub_bits, loss, seed, search, metric, map, map_all, map_at_K,
+    precision_at_K, recall_at_R, quant_mse_database, quant_mse_query, train_s, encode_s,
+    eval_s, run). Runs without metrics are skipped with a warning; none at all is a
+    `GslbenchError`. Imports neither torch nor faiss.
+
+    runs: run ids or directories (default: all); datasets: keep only these data sets' runs.
+    """
+    from gslbench.report import select_runs
+    from gslbench.report.frames import read_runs
+
+    return _frame(read_runs(select_runs(Path(results_dir), runs, (), datasets)).results)
+
+
+def _config(config: RunConfig | None, data_dir: str | Path, settings: dict) -> RunConfig:
+    """`config`, or a RunConfig of `settings` with the data set's own feature by default."""
+    from gslbench.config import RunConfig
+    from gslbench.data import get_dataset
+    from gslbench.errors import GslbenchError
+
+    if config is not None:
+        if settings:
+            raise GslbenchError(f"give a RunConfig or settings, not both ({', '.join(settings)})")
+        return config
+    dataset = settings.setdefault("dataset", "digits")
+    settings.setdefault("feature", get_dataset(dataset, data_dir).default_feature)
+    return RunConfig(**settings)
+
+
+def _grid(grid: GridSpec, defaults: bool = True) -> Any:
+    """A `Grid` from a mapping or a TOML file, over bench's default axes when `defaults`."""
+    from gslbench.bench.grid import DEFAULT_AXES, Grid, read_grid_file
+
+    source = ""
+    if isinstance(grid, (str, Path)):
+        source, grid = str(grid), read_grid_file(grid)
+    base = {name: list(values) for name, values in DEFAULT_AXES.items()} if defaults else {}
+    return Grid.from_mapping({**base, **(grid or {})}, source=source)
+
+
+def _frame(results: pd.DataFrame) -> pd.DataFrame:
+    return results.reset_index(drop=True)
