@@ -485,6 +485,21 @@ def test_a_method_tuned_per_code_length_is_one_row_with_its_knobs_in_the_note():
     assert r"$\lambda$=10 (16, 32 bits)" in tables_latex([table])
 
 
+def test_controls_stay_rows_of_their_own_beside_a_method_tuned_per_code_length():
+    results = _tuned_results()
+    control = results[results.variant == "gsl α=1"].assign(variant="gsl α=0")  # at 8 bits only
+    tuned_gsl = results[results.variant == "qloss λ=10"].assign(method="gsl", variant="gsl α=0.25")
+    everywhere = pd.concat([control, tuned_gsl.assign(variant="gsl α=0")])  # α=0: 8, 16, 32
+    frame = pd.concat([results[results.method != "gsl"], results[results.variant == "gsl α=1"],
+                       tuned_gsl, everywhere], ignore_index=True)
+    merged, notes = tuned_rows(frame)
+    # gsl: α=1 at 8 bits and α=0.25 at 16 and 32 are one tuned row; α=0 ran everywhere
+    assert set(merged[merged.method == "gsl"].variant) == {"gsl", "gsl α=0"}
+    assert "gsl α=1 (8 bits), α=0.25 (16, 32 bits)" in next(iter(notes.values()))
+    pairs = set(zip(comparisons(frame).method, comparisons(frame).against, strict=True))
+    assert ("gsl", "gsl α=0") in pairs  # the control is compared with the tuned method
+
+
 def test_figures_draw_a_method_tuned_per_code_length_as_one_line(tmp_path):
     runs = [make_run(tmp_path / "runs", RunConfig(dataset="digits", method=method, bits=bits,
                                                   seed=seed, **knobs), 0.7 + bits / 1000)

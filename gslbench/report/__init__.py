@@ -147,14 +147,15 @@ def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.Data
 
 
 def _check_metrics(runs: list[RunDir]) -> None:
-    """Each metrics.json must be a valid record bound to its run and, where the run's codes.h5 is
-    there, computed from it as it is now (its sha256)."""
+    """Each metrics file (every evaluation mode and codebook fit) must be a valid record bound to
+    its run; one made from the run's codes.h5 (codebooks fitted on the training set, the
+    default) must have been made from it as it is now (its sha256)."""
     for run in runs:
-        if run.metrics.is_file():
-            record = read_json(run.metrics)
-            check_metrics_record(record, run.metrics, run.run_id)
-            if run.codes.is_file():
-                check_sha256(run.codes, record.get("codes_sha256"), run.metrics)
+        for path in run.evaluations():
+            record = read_json(path)
+            check_metrics_record(record, path, run.run_id)
+            if record.get("codebooks", "train") == "train" and run.codes.is_file():
+                check_sha256(run.codes, record.get("codes_sha256"), path)
 
 
 def _check_out_dir(out_dir: Path) -> None:

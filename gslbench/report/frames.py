@@ -220,13 +220,20 @@ def _provenance_row(record: dict) -> dict:
     columns = _run_columns(record)
     versions = record.get("versions") or {}
     threads = record.get("threads") or {}
-    device = record.get("devices") or {}
+    device = record.get("devices") or {}  # evaluate's copy of the steps' devices
     return {"run": record["run"], "dataset": columns["dataset"], "feature": columns["feature"],
             "protocol": columns["protocol"], "features_sha256": record.get("features_sha256"),
             **{f"version_{name}": value for name, value in versions.items()},
             **{f"threads_{name}": value for name, value in threads.items()},
-            "device": ", ".join(f"{k}={v}" for k, v in sorted(device.items())) if isinstance(
-                device, dict) else str(device)}
+            "device": _device_text(device)}
+
+
+def _device_text(devices: object) -> str:
+    """`type=cpu`, or `encode: cpu, train: cuda NVIDIA H100` for a record's devices per step."""
+    if not isinstance(devices, dict):
+        return str(devices)
+    return ", ".join(f"{step}: {' '.join(map(str, value.values()))}" if isinstance(value, dict)
+                     else f"{step}={value}" for step, value in sorted(devices.items()))
 
 
 def _split_of(record: object) -> str:
@@ -237,17 +244,22 @@ def _split_of(record: object) -> str:
 
 def tuned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
     """The results with one variant per method where a tuned grid chose its knobs per code
-    length: within a table key, a method whose variants are several but never two at one code
-    length becomes one row named by the method, and the key's note (`Knobs per code length: qloss
-    λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length used. Variants that
-    meet at a code length (a grid comparing knob values) stay apart."""
+    length: within a table key, a method's variants that each ran at some but not all of its code
+    lengths, never two at one, become one row named by the method, and the key's note (`Knobs
+    per code length: qloss λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length
+    used. A variant at every code length of its method (a control such as GSL at α = 0 beside the
+    tuned GSL, or a grid comparing knob values) stays a row of its own, and so do variants that
+    meet at a code length."""
     results = with_key_defaults(results).reset_index(drop=True)
     notes = {}
     for key, group in results.groupby(TABLE_KEYS):
         parts = []
         for method, runs in group.groupby("method"):
-            if runs.variant.nunique() < 2 or (runs.groupby("code_bits").variant.nunique() > 1).any():
-                continue
+            spans = runs.groupby("variant").code_bits.agg(frozenset)
+            tuned = spans[spans != frozenset(runs.code_bits)]
+            if len(tuned) < 2 or sum(map(len, tuned)) > len(frozenset().union(*tuned)):
+                continue  # nothing chosen per code length, or variants that meet
+            runs = runs[runs.variant.isin(tuned.index)]
             results.loc[runs.index, "variant"] = method
             used = runs.groupby("variant").code_bits.unique()
             parts.append(f"{method} " + ", ".join(
