@@ -138,8 +138,7 @@ def run_conditions(records: Sequence[dict]) -> dict[str, str]:
     for runs of one cell that differ in a setting a condition does not name."""
     from gslbench.config import QUANTIZER_FIELDS, SETTINGS  # imports torch: only when reading runs
 
-    runs = pd.DataFrame([{**{k: v for k, v in record["config"].items() if k != "run"},
-                          "run": record["run"], "label": record["label"],
+    runs = pd.DataFrame([{**record["config"], "run": record["run"], "label": record["label"],
                           "features_sha256": record.get("features_sha256"),
                           **_scope(record["config"])} for record in records])
     _check_feature_files(runs)
@@ -148,9 +147,8 @@ def run_conditions(records: Sequence[dict]) -> dict[str, str]:
     conditions = {}
     for _, scope in runs.groupby(SCOPE_KEYS, sort=False):
         differing = [name for name in compared if scope[name].nunique(dropna=False) > 1]
-        for row in scope.itertuples(index=False):
-            values = row._asdict()
-            conditions[values["run"]] = ", ".join(f"{name}={_shown(values[name])}"
+        for values in scope.to_dict("records"):
+            conditions[values["run"]] = ", ".join(f"{name}={shown_value(values[name])}"
                                                   for name in differing)
     runs["condition"] = runs.run.map(conditions)
     cells = [*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"]
@@ -160,7 +158,7 @@ def run_conditions(records: Sequence[dict]) -> dict[str, str]:
         if others:
             raise GslbenchError(
                 f"runs of one table cell differ in more than the seed ({_cell_text(cell)}: "
-                + "; ".join(f"{name} {'/'.join(sorted(map(_shown, group[name].unique())))}"
+                + "; ".join(f"{name} {'/'.join(sorted(map(shown_value, group[name].unique())))}"
                             for name in others)
                 + "); a report never averages different experiments: report them apart, "
                 "selecting runs with --runs PATTERN or -d DATASET")
@@ -197,8 +195,9 @@ def _cell_text(cell: tuple) -> str:
     return where + (f", {names['condition']}" if names["condition"] else "")
 
 
-def _shown(value: object) -> str:
-    """A setting's value as conditions and messages print it (whole floats as integers)."""
+def shown_value(value: object) -> str:
+    """A setting's value as conditions, messages and settings tables print it: a whole float as
+    an integer (a knob column holds its integers as floats beside other methods' NaN)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gslbench.report.frames import TABLE_KEYS
+from gslbench.report.frames import TABLE_KEYS, shown_value
 from gslbench.report.stats import ALPHA, VERDICTS
 from gslbench.report.tables import MISSING, PaperTable
 from gslbench.storage import package_versions
@@ -130,7 +130,7 @@ def settings_tables(configs: pd.DataFrame, provenance: pd.DataFrame) -> tuple[pd
         values = frame[column].dropna()
         if values.empty:
             continue
-        counts = values.map(_shown).value_counts(sort=False)
+        counts = values.map(shown_value).value_counts(sort=False)
         if len(counts) == 1:
             same.append([column, counts.index[0], int(counts.iloc[0])])
         else:
@@ -138,12 +138,6 @@ def settings_tables(configs: pd.DataFrame, provenance: pd.DataFrame) -> tuple[pd
             differ.append([column, ", ".join(f"{value} ({count})" for value, count in ordered)])
     return (pd.DataFrame(same, columns=["setting", "value", "runs"]),
             pd.DataFrame(differ, columns=["setting", "values (runs)"]))
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _sort_key(text: str) -> tuple:
