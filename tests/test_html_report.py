@@ -40,7 +40,9 @@ PROBE = """<script>
 window.addEventListener("load", () => {
   const box = (element) => { const r = element.getBoundingClientRect(); return [r.width, r.height]; };
   const report = {
-    tables: [...document.querySelectorAll("table.paper")].map((table) => ({
+    found: document.getElementById("found") && box(document.getElementById("found")),
+    verdicts: document.querySelectorAll("#found table.verdict tbody tr").length,
+    tables: [...document.querySelectorAll("table.paper[data-kind]")].map((table) => ({
       id: table.id, rows: table.tBodies[0].rows.length, bold: table.querySelectorAll("strong").length,
       size: box(table),
     })),
@@ -113,6 +115,8 @@ def test_chromium_renders_the_tables_and_every_figure(tmp_path):
         assert shown["bold"] == int(table.best.to_numpy().sum())
         assert min(shown["size"]) > 0
 
+    # the verdict block opens the page and spans its width (the window less the body's margins)
+    assert report["verdicts"] == 2 and report["found"][0] > WINDOW[0] - 100
     assert len(report["images"]) == 5  # mAP vs bits, recall@R, precision@K, PR, training
     assert undecoded(report) == []
     for image in report["images"]:  # each image is its own PNG, decoded at its full width

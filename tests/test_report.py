@@ -11,20 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from runfakes import MAPS, make_run, make_runs
+from runfakes import FEATURES_SHA256, MAPS, make_run, make_runs
 
 from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.report import select_runs, write_report
-from gslbench.report.document import shared_settings
-from gslbench.report.frames import read_runs, tuned_figures_data
-from gslbench.report.plots import method_colours
+from gslbench.report.document import rebuild_tables
+from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, read_runs, tuned_figures_data
+from gslbench.report.plots import method_colours, robust_limits
 from gslbench.report.stats import comparisons
+from gslbench.report.summary import generator, settings_tables
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown, tuned_rows
 
 GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=0.1"
-KEY = ("digits", "pixels", "pairwise", "pq", 8, "adc", "l2")  # the default mode goes unsaid
+# the default protocol, codebook fit and mode, and no condition, go unsaid in titles
+KEY = ("digits", "pixels", "standard", "pairwise", "pq", 8, "train", "adc", "l2", "")
 SLUG = "digits-pixels-pairwise-pq-256w"
 
 
@@ -131,13 +133,13 @@ def test_csv_tables_round_trip_through_pandas(report):
         saved = pd.read_csv(folder / f"tables_{kind}.csv").set_index("method")
         table = tables[(KEY, kind)]
         assert list(saved.index) == list(table.value.index)
-        assert list(saved.columns[:4]) == ["dataset", "feature", "loss", "quantizer"]
+        assert list(saved.columns[:len(TABLE_KEYS)]) == TABLE_KEYS
         for bits in (16, 32):
             np.testing.assert_allclose(saved[f"{bits}_{value}"], table.value[bits])
             np.testing.assert_allclose(saved[f"{bits}_{spread}"], table.spread[bits])
             assert saved[f"{bits}_n"].tolist() == [3] * len(saved)
             assert saved[f"{bits}_best"].tolist() == table.best[bits].tolist()
-    runs = pd.read_csv(folder / "results.csv")
+    runs = pd.read_csv(folder / "results.csv", dtype={"condition": str}).fillna({"condition": ""})
     assert len(runs) == 21 and runs.run.str.fullmatch(r"[0-9a-f]{12}").all()
     assert {"dataset", "feature", "method", "variant", "quantizer", "code_bits", "seed", "map",
             "map_at_100", "precision_at_10", "recall_at_100", "train_s", "encode_s", "eval_s",
@@ -168,11 +170,14 @@ def test_method_colours_are_one_map_for_every_figure(report):
         assert all(colour in svg for colour in colours.values()), stem
 
 
-def test_the_report_is_reproducible(tmp_path, report):
-    folder, _, _ = report
-    write_report(make_runs(tmp_path / "runs"), tmp_path / "again")
-    for path in folder.iterdir():
+def test_the_report_is_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1796256000")  # the day the report says it was made
+    runs = make_runs(tmp_path / "runs")
+    write_report(runs, tmp_path / "first")
+    write_report(runs, tmp_path / "again")
+    for path in (tmp_path / "first").iterdir():
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+    assert "Generated on 2026-12-03 by gslbench " in (tmp_path / "first" / "tables.md").read_text()
 
 
 def test_index_html_is_self_contained(report):
@@ -194,11 +199,16 @@ def test_paired_verdicts_on_the_made_up_seeds(report):
     row = table.loc[(16, GSL, "two-step")]
     half = 4.303 * np.std([0.11, 0.08, 0.11], ddof=1) / np.sqrt(3)
     assert row["mean"] == pytest.approx(0.10) and row.n == 3 and row.positive == 3
-    assert row.low == pytest.approx(0.10 - half, abs=1e-4) and row.verdict == "win"
-    assert table.loc[(16, GSL, QLOSS)].verdict == "tie"  # 0.01, 0.01, -0.02
-    assert table.loc[(32, GSL, QLOSS)].verdict == "loss"  # -0.10, -0.12, -0.08
-    assert table.loc[(32, GSL, "two-step")].verdict == "tie"  # 0, -0.02, 0.02
-    assert table.loc[(16, QLOSS, "two-step")].verdict == "win"
+    assert row.low == pytest.approx(0.10 - half, abs=1e-4)
+    # t = 0.10 / (0.017321 / sqrt(3)) = 10.0, 2 degrees of freedom: p = 0.00985; the family
+    # (gsl against two-step at 16 and 32 bits) has 32 bits at p = 1: Holm doubles the smaller
+    assert row.p == pytest.approx(0.00985, abs=1e-5)
+    assert row.p_holm == pytest.approx(2 * row.p) and row.verdict == "better"
+    assert table.loc[(16, GSL, QLOSS)].verdict == "inconclusive"  # 0.01, 0.01, -0.02
+    assert table.loc[(32, GSL, QLOSS)].verdict == "worse"  # -0.10, -0.12, -0.08
+    assert table.loc[(32, GSL, "two-step")].verdict == "inconclusive"  # 0, -0.02, 0.02
+    assert table.loc[(16, QLOSS, "two-step")].verdict == "better"
+    assert (table.family_size == 2).all()
     assert len(table) == 6  # per code length: qloss and gsl against two-step, gsl against qloss
 
 
@@ -206,17 +216,98 @@ def test_results_document(tmp_path):
     doc = tmp_path / "docs" / "results.md"
     write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc, "Tuning: none.\n")
     text = doc.read_text()
-    assert text.startswith("# gslbench results\n\nTuning: none.\n")
-    assert "gsl_alpha=1," in text and "method=float/gsl/qloss/two-step" in text
-    assert "| gsl | qloss | 0 | 1 | 1 | 0 |" in text  # one tie, one loss against qloss (by name)
+    assert text.startswith("# gslbench results\n\nTuning: none.\n\nGenerated on ")
+    assert text.index("## What it found") < text.index("## Provenance") < text.index("## Settings")
+    assert "| gsl | qloss | 0 | 0 | 1 | 1 |" in text  # better, equivalent, worse, inconclusive
     assert "gap to float" in text and "database quantization MSE" in text
     assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
-            f"mAP below float; {GSL} ties two-step (+0.0000, 95% CI [-0.0497, +0.0497], 1/3 seeds "
-            f"above); loses to {QLOSS} (-0.1000, 95% CI [-0.1497, -0.0503], 0/3 seeds above).") in text
+            f"mAP below float; {GSL} is inconclusive against two-step (+0.0000, 95% CI [-0.0497, "
+            "+0.0497], 1/3 seeds above, Holm p=1); loses to "
+            f"{QLOSS} (-0.1000, 95% CI [-0.1497, -0.0503], 0/3 seeds above, Holm p=0.0261).") in text
     # the training set's last-epoch error beside encode's database and query errors
     assert f"| digits | pixels | pq | 256 | 16 | {GSL} | 0.2000 | 0.16000 | 0.02000 | 0.04000 |" in text
 
 
+def test_the_document_records_its_provenance_and_its_tables_rebuild_from_its_csv(tmp_path):
+    doc = tmp_path / "docs" / "results.md"
+    results, _ = write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc,
+                              margin=0.02)
+    text = doc.read_text()
+    assert f"| digits | pixels | standard | {FEATURES_SHA256} | 21 |" in text  # every run's file
+    assert "| torch | 2.3.0 (21) |" in text and "| threads: faiss | 2 (21) |" in text
+    assert "| numpy | 1.26.4 (21) |" in text and "| device | type=cpu (21) |" in text
+    assert "This document was made on a machine with CPU `" in text
+    cpu = re.search(r"CPU `([^`]+)`", text).group(1)
+    assert cpu and cpu != "unknown"
+    assert "`results.csv` beside it" in text and "±0.02 mAP" in text
+    rows = pd.read_csv(doc.with_suffix(".csv"))
+    assert len(rows) == len(results) == 21
+    assert set(rows.features_sha256) == {FEATURES_SHA256}
+    found, tables = rebuild_tables(doc.with_suffix(".csv"), margin=0.02)
+    assert found in text and tables in text  # the document's tables, from the CSV alone
+    assert tables.count("## digits (pixels)") == 3 and "## Paired comparisons" in tables
+    assert "### digits (pixels), PQ, 256-word codebooks, pairwise loss" in found
+    # a CSV with another number is a document with other tables
+    rows.loc[rows.variant == GSL, "map"] += 0.001
+    rows.to_csv(tmp_path / "edited.csv", index=False)
+    assert rebuild_tables(tmp_path / "edited.csv", margin=0.02)[1] not in text
+    with pytest.raises(GslbenchError, match="not a gslbench results CSV"):
+        rows.drop(columns="map").to_csv(tmp_path / "bad.csv", index=False)
+        rebuild_tables(tmp_path / "bad.csv")
+
+
+def test_the_report_opens_with_what_it_found_and_the_settings(report):
+    folder, results, markdown = report
+    assert (folder / "tables.md").read_text() == markdown
+    top = markdown[:markdown.index("## digits (pixels), PQ, 256-word codebooks, pairwise loss: mAP")]
+    made = generator()
+    assert top.startswith(f"# gslbench report\n\nGenerated on {made['date']} by gslbench "
+                          f"{made['gslbench']} (commit {made['commit']}).")
+    # 16 bits: gsl and qloss tie at 0.80 on mean (gsl ahead in the last digits); 32 bits:
+    # qloss, then two-step and gsl tie at 0.75 (two-step first in report order)
+    assert ("| 16 | gsl α=1 k=8 select=aligned (0.8000) | qloss λ=0.1 (0.8000) | +0.0000 "
+            "[-0.0430, +0.0430], p=1 (3 seeds) | inconclusive | +0.1000 [+0.0570, +0.1430], "
+            "p=0.0197 (3 seeds) | better |") in top
+    assert "| 32 | qloss λ=0.1 (0.8500) | two-step (0.7500) | +0.1000" in top
+    assert ("Best by mean mAP: gsl α=1 k=8 select=aligned at 16 bits; qloss λ=0.1 at 32 bits. "
+            "Against the runner-up: 1 better, 1 inconclusive. Against two-step: 2 better.") in top
+    assert "| epochs | 40 | 21 |" in top  # the same for every run
+    assert "| gsl_alpha | 1 | 6 |" in top  # a knob: its method's runs
+    assert "| seed | 0 (7), 1 (7), 2 (7) |" in top and "| bits | 0 (3), 16 (9), 32 (9) |" in top
+    assert f"| features_sha256 | {FEATURES_SHA256} | 21 |" in top
+    page = (folder / "index.html").read_text()
+    assert page.index('id="found"') < page.index('id="settings"') < page.index(f'id="{SLUG}"')
+    assert f"(commit {made['commit']})" in page and '<td class="better">better</td>' in page
+    assert "a positive gap is what quantization costs" in page
+    assert "max-width: 1400px" not in page
+    # captions name the table or figure, not the table set its section is titled by
+    assert "<caption>Gap to float (float mAP − mAP)" in page
+    assert "<figcaption>recall@R (mean over seeds); files" in page
+    assert "<caption>digits (pixels)" not in page and "<figcaption>recall@R: digits" not in page
+
+
+def test_the_commit_is_unknown_without_git(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert generator()["commit"] == "unknown"
+
+
+def test_settings_tables_print_whole_knob_values_as_integers():
+    configs = pd.DataFrame({"method": ["gsl", "gsl", "qloss"], "gsl_k": [8.0, 16.0, None],
+                            "qloss_lambda": [None, None, 0.1], "lr": [0.001, 0.001, 0.001]})
+    provenance = pd.DataFrame({"features_sha256": ["ab", "ab", "ab"]})
+    same, differ = settings_tables(configs, provenance)
+    assert same.values.tolist() == [["qloss_lambda", "0.1", 1], ["lr", "0.001", 3],
+                                    ["features_sha256", "ab", 3]]
+    assert differ.values.tolist() == [["method", "gsl (2), qloss (1)"], ["gsl_k", "8 (1), 16 (1)"]]
+
+
+def test_training_panels_keep_every_method_in_view():
+    calm = [np.linspace(0.5, 0.3, 40), np.linspace(0.45, 0.28, 40)]
+    assert robust_limits(calm) is None  # nothing to cut
+    spiky = np.linspace(0.6, 0.35, 40)
+    spiky[[10, 11, 25]] = [2.3, 1.9, 2.1]  # ste's loss spikes
+    low, high = robust_limits([*calm, spiky])
+    assert low < 0.28 and 0.6 < high < 0.7  # every method's curve, not the spikes
 def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):
     runs = make_runs(tmp_path / "runs")
     runs[0].metrics.unlink()
@@ -317,7 +408,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     results, markdown = write_report(runs, folder)
     assert len(results) == 42 and set(results.search) == {"adc", "sdc"}
     tables = tables_of(results)
-    sdc_key = (*KEY[:5], "sdc", "ip")
+    sdc_key = (*KEY[:7], "sdc", "ip", "")
     np.testing.assert_allclose(tables[(sdc_key, "map")].value.loc[GSL],
                                tables[(KEY, "map")].value.loc[GSL] - 0.1)
     assert f"## {KEY[0]} (pixels), PQ, 256-word codebooks, pairwise loss: mAP" in markdown
@@ -348,7 +439,7 @@ def test_codebook_sizes_get_tables_of_their_own(tmp_path):
             make_run(tmp_path, RunConfig(method="two-step", bits=16, sub_bits=8, seed=0), 0.8)]
     results, markdown = write_report(runs, tmp_path / "report")
     tables = tables_of(results)
-    small, large = tables[((*KEY[:4], 4, *KEY[5:]), "map")], tables[((*KEY[:4], 8, *KEY[5:]), "map")]
+    small, large = tables[((*KEY[:5], 4, *KEY[6:]), "map")], tables[((*KEY[:5], 8, *KEY[6:]), "map")]
     assert small.value.at["two-step", 16] == 0.7 and large.value.at["two-step", 16] == 0.8
     assert small.value.at["float", 16] == large.value.at["float", 16] == 0.9  # one ceiling
     assert "## digits (pixels), PQ, 16-word codebooks, pairwise loss: mAP" in markdown
@@ -363,12 +454,6 @@ def test_validation_runs_are_never_reported_with_test_runs(tmp_path):
     with pytest.raises(GslbenchError, match="the runs mix the test and validation splits"):
         read_runs(runs)
     assert read_runs(runs[1:]).results["map"].tolist() == [0.7]
-
-
-def test_settings_line_prints_whole_knob_values_as_integers():
-    configs = pd.DataFrame({"method": ["gsl", "gsl", "qloss"], "gsl_k": [8.0, 16.0, None],
-                            "qloss_lambda": [None, None, 0.1], "lr": [0.001, 0.001, 0.001]})
-    assert shared_settings(configs) == "method=gsl/qloss, gsl_k=8/16, qloss_lambda=0.1, lr=0.001"
 
 
 def _tuned_results() -> pd.DataFrame:
@@ -400,6 +485,21 @@ def test_a_method_tuned_per_code_length_is_one_row_with_its_knobs_in_the_note():
     assert r"$\lambda$=10 (16, 32 bits)" in tables_latex([table])
 
 
+def test_controls_stay_rows_of_their_own_beside_a_method_tuned_per_code_length():
+    results = _tuned_results()
+    control = results[results.variant == "gsl α=1"].assign(variant="gsl α=0")  # at 8 bits only
+    tuned_gsl = results[results.variant == "qloss λ=10"].assign(method="gsl", variant="gsl α=0.25")
+    everywhere = pd.concat([control, tuned_gsl.assign(variant="gsl α=0")])  # α=0: 8, 16, 32
+    frame = pd.concat([results[results.method != "gsl"], results[results.variant == "gsl α=1"],
+                       tuned_gsl, everywhere], ignore_index=True)
+    merged, notes = tuned_rows(frame)
+    # gsl: α=1 at 8 bits and α=0.25 at 16 and 32 are one tuned row; α=0 ran everywhere
+    assert set(merged[merged.method == "gsl"].variant) == {"gsl", "gsl α=0"}
+    assert "gsl α=1 (8 bits), α=0.25 (16, 32 bits)" in next(iter(notes.values()))
+    pairs = set(zip(comparisons(frame).method, comparisons(frame).against, strict=True))
+    assert ("gsl", "gsl α=0") in pairs  # the control is compared with the tuned method
+
+
 def test_figures_draw_a_method_tuned_per_code_length_as_one_line(tmp_path):
     runs = [make_run(tmp_path / "runs", RunConfig(dataset="digits", method=method, bits=bits,
                                                   seed=seed, **knobs), 0.7 + bits / 1000)
@@ -411,3 +511,104 @@ def test_figures_draw_a_method_tuned_per_code_length_as_one_line(tmp_path):
     for frame in (data.results, data.curves, data.logs):
         assert set(frame.variant) == {"two-step", "qloss"}
     assert len(data.results) == 8 and len(data.logs) == len(read_runs(runs).logs)
+
+
+def _rewrite_metrics(run, **changes):
+    """Change fields of a run's metrics.json (its `config` too: read_runs does not check the
+    binding, write_report does)."""
+    record = json.loads(run.metrics.read_text())
+    config = changes.pop("config", {})
+    record.update(changes)
+    record["config"].update(config)
+    run.metrics.write_text(json.dumps(record))
+
+
+def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_path):
+    runs = make_runs(tmp_path / "runs")
+    for run in runs[3:]:  # every quantized run: its codebooks fitted on the database too
+        record = json.loads(run.metrics.read_text())
+        record.update(codebooks="database", map=record["map"] + 0.01)
+        run.metrics_file("sdc", "l2").write_text(json.dumps(record))  # a second evaluation file
+    data = read_runs(runs)
+    results = data.results
+    assert set(results.protocol) == {"standard"}  # a config without the key: the standard one
+    assert results.groupby("codebooks").size().to_dict() == {"database": 18, "train": 21}
+    tables = tables_of(results)
+    database = (*KEY[:6], "database", *KEY[7:])
+    np.testing.assert_allclose(tables[(database, "map")].value.loc[GSL],
+                               tables[(KEY, "map")].value.loc[GSL] + 0.01)
+    assert tables[(database, "map")].value.loc["float"].tolist() == pytest.approx([0.91, 0.91])
+    assert key_title(database) == ("digits (pixels), PQ, 256-word codebooks, pairwise loss, "
+                                   "codebooks fitted on the database")
+    assert key_slug(database) == f"{SLUG}-database-fit"
+    verdicts = comparisons(results)
+    assert set(verdicts.codebooks) == {"train", "database"}  # compared within each fit
+    assert (verdicts.family_size == 2).all()  # a family per fit: 16 and 32 bits
+    unseen = make_runs(tmp_path / "unseen", dataset="digits")
+    for run in unseen:
+        _rewrite_metrics(run, config={"protocol": "unseen"})
+    both = read_runs([*runs, *unseen]).results
+    assert set(both.protocol) == {"standard", "unseen"}
+    unseen_key = (*KEY[:2], "unseen", *KEY[3:])
+    assert key_title(unseen_key).endswith("pairwise loss, unseen classes")
+    assert tables_of(both)[(unseen_key, "map")].count.loc["float"].tolist() == [3, 3]
+
+
+def test_runs_that_differ_in_a_setting_get_tables_of_their_own(tmp_path):
+    """The mix of issue 23: a bench at --epochs 10 with seed 0, another at 40 epochs with seed 1."""
+    runs = [make_run(tmp_path / "runs", RunConfig(method=method, bits=16, seed=seed,
+                                                  epochs=epochs), value)
+            for method, values in (("float", (0.97, 0.80)), ("two-step", (0.7, 0.6)),
+                                   ("gsl", (0.72, 0.65)))
+            for seed, epochs, value in ((0, 10, values[0]), (1, 40, values[1]))]
+    results, markdown = write_report(runs, tmp_path / "report")
+    assert results.groupby("condition").size().to_dict() == {"epochs=10": 3, "epochs=40": 3}
+    tables = tables_of(results)
+    for epochs in (10, 40):
+        key = (*KEY[:9], f"epochs={epochs}")
+        assert tables[(key, "map")].count.loc["float"].tolist() == [1]  # never pooled
+    assert "0.8850" not in markdown  # float's mean over the two experiments
+    assert all(table.count.eq(1).all().all() for table in tables.values())
+    assert "## digits (pixels), PQ, 256-word codebooks, pairwise loss, epochs=10: mAP" in markdown
+    assert "| float | 0.9700 (1) |" in markdown and "| float | 0.8000 (1) |" in markdown
+    assert "| epochs | 10 (3), 40 (3) |" in markdown  # the settings table says what differs
+    assert comparisons(results).n.tolist() == [1, 1]  # seed 0 with seed 0 at 10 epochs only
+    result = invoke(tmp_path, "report", "--out", str(tmp_path / "cli"))  # the CLI alike
+    assert result.exit_code == 0 and "epochs=40: mAP" in result.output
+
+
+def test_a_feature_file_of_another_split_is_refused_in_one_line(tmp_path):
+    runs = make_runs(tmp_path / "runs")
+    other = make_run(tmp_path / "runs", RunConfig(method="gsl", bits=16, seed=3), 0.7,
+                     features_sha256="ab" * 32)  # trained after the split was written again
+    with pytest.raises(GslbenchError, match=r"runs of digits \(pixels, standard protocol\) were "
+                       r"trained on 2 different feature files \(sha256 f0f0f0f0f0f0 in 21 run"):
+        write_report([*runs, other], tmp_path / "report")
+    result = invoke(tmp_path, "report")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output
+    assert lines[0].startswith("gslbench: error: runs of digits (pixels, standard protocol) were")
+    assert f"sha256 abababababab in 1 run(s) ({other.run_id})" in lines[0]
+    assert "--runs PATTERN or -d DATASET" in lines[0]
+    assert not (tmp_path / "report").exists()  # nothing written
+    assert invoke(tmp_path, "report", *(r.run_id for r in runs)).exit_code == 0  # selected apart
+
+
+def test_runs_of_one_cell_that_differ_in_a_quantizer_setting_are_refused(tmp_path):
+    runs = [make_run(tmp_path / "runs", RunConfig(method="two-step", bits=16, seed=seed,
+                                                  warmup_epochs=warmup), 0.7)
+            for seed, warmup in ((0, 5), (1, 3))]
+    with pytest.raises(GslbenchError, match=r"runs of one table cell differ in more than the seed "
+                       r"\(digits \(pixels\), two-step, PQ 16 bits: warmup_epochs 3/5\); a report "
+                       "never averages different experiments"):
+        read_runs(runs)
+
+
+def test_the_margin_option(tmp_path):
+    make_runs(tmp_path / "runs")
+    wide = invoke(tmp_path, "report", "--margin", "0.5", "--out", str(tmp_path / "wide"))
+    assert wide.exit_code == 0 and "within ±0.5 mAP" in wide.output
+    assert "| equivalent |" in wide.output  # within half a point of mAP: everything
+    bad = invoke(tmp_path, "report", "--margin", "-1")
+    assert bad.exit_code == 2 and bad.output.strip() == (
+        "gslbench: error: --margin -1.0 must be a positive mAP difference (e.g. 0.005)")

@@ -78,10 +78,13 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
               help="Also write the results document (GSL's wins, ties, losses) here.")
 @click.option("--doc-intro", type=click.File("r"),
               help="Markdown to put at the top of the results document (protocol, tuning).")
+@click.option("--margin", type=float, default=0.005, show_default=True,
+              help="Equivalence margin of the verdicts (mAP): a difference shown within ±margin "
+                   "by two one-sided tests is 'equivalent'.")
 @click.pass_context
 def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
            dataset_names: tuple[str, ...], out: Path | None, doc: Path | None,
-           doc_intro: TextIO | None) -> None:
+           doc_intro: TextIO | None, margin: float) -> None:
     """Tabulate and plot evaluated runs: results.csv, tables (Markdown, CSV, LaTeX), figures
     (PNG, SVG) and a self-contained index.html in the report folder.
 
@@ -92,7 +95,7 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     run_dirs = report_module.select_runs(results_dir, runs, patterns, names)
     intro = doc_intro.read() if doc_intro else ""
     out = out or layout.report_dir(results_dir)
-    _, markdown = report_module.write_report(run_dirs, out, doc, intro)
+    _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin)
     click.echo(markdown, nl=False)
     if not ctx.obj["quiet"]:
         click.echo(f"report written to {out / 'index.html'}", err=True)

@@ -1,6 +1,7 @@
 """`gslbench report`: the evaluated runs as results.csv, paper tables (Markdown, CSV, LaTeX),
-figures (PNG, SVG), one self-contained index.html, and optionally the results document with
-GSL's wins, ties and losses against each baseline.
+figures (PNG, SVG), one self-contained index.html, and optionally the results document with its
+per-seed rows as CSV. index.html and tables.md open with what the report found (the verdict block
+per table set), the runs' settings and what made the report (`gslbench.report.summary`).
 
 Every metrics.json is checked first (`check_metrics_record`: bound to its run, values of the
 right types and ranges). The report folder is written as a unit: built under a temporary name
@@ -21,12 +22,15 @@ import pandas as pd
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
-from gslbench.report.document import results_document
-from gslbench.report.frames import read_runs
+from gslbench.report.document import found_section, results_csv, results_document, settings_section
+from gslbench.report.frames import Evaluated, axes_summary, read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
+from gslbench.report.stats import MARGIN, comparisons
+from gslbench.report.summary import generator, generator_text
 from gslbench.report.tables import (
     KINDS,
+    PaperTable,
     paper_tables,
     search_markdown,
     search_table,
@@ -85,21 +89,26 @@ def _run_dataset(run: RunDir) -> str | None:
 
 
 def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
-                 doc_intro: str = "") -> tuple[pd.DataFrame, str]:
+                 doc_intro: str = "", margin: float = MARGIN) -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
-    Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation mode),
-    tables.md, tables.tex, tables_map.csv, tables_gap.csv, the figures (`plots.write_figures`, PNG
-    and SVG), for runs that went through search-bench search.csv, search.md and
-    search_recall_qps.{png,svg}, and index.html; `out_dir` must be new, empty or an earlier report
-    (it holds index.html). Writes the results document to `doc` if given. Returns the results and
-    the tables' Markdown.
+    Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
+    (what it found, the settings, the tables), tables.tex, tables_map.csv, tables_gap.csv, the
+    figures (`plots.write_figures`, PNG and SVG), for runs that went through search-bench
+    search.csv, search.md and search_recall_qps.{png,svg}, and index.html; `out_dir` must be new,
+    empty or an earlier report (it holds index.html). Writes the results document to `doc` if
+    given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
+    margin of the verdicts (mAP). Returns the results and tables.md's Markdown.
     """
+    if not margin > 0:
+        raise GslbenchError(f"--margin {margin} must be a positive mAP difference (e.g. 0.005)")
     _check_metrics(runs)
     data = read_runs(runs)
     results = data.results
     tables = paper_tables(results)
-    markdown = tables_markdown(tables)
+    made = generator()
+    compared = comparisons(results, margin=margin, pairs="all")
+    markdown = report_markdown(data, tables, compared, made, margin)
     _check_out_dir(out_dir)
     with _staging(out_dir) as staging:
         _write_csv(results, staging / "results.csv")
@@ -115,22 +124,38 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
             write_text(staging / "search.md", search_markdown(speed))
             colours = method_colours(results.variant)
             search = (speed, plot_recall_qps(speed, colours, staging / "search_recall_qps"))
-        write_text(staging / INDEX, report_html(results, tables, figures, search))
+        write_text(staging / INDEX, report_html(data, tables, figures, compared, made, margin,
+                                                search))
         _swap_in(staging, out_dir)
     if doc is not None:
-        write_text(doc, results_document(data, doc_intro))
+        csv = doc.with_suffix(".csv")
+        _write_csv(results_csv(results), csv)
+        write_text(doc, results_document(data, doc_intro, margin, csv.name))
     return results, markdown
 
 
+def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.DataFrame,
+                    made: dict[str, str], margin: float = MARGIN) -> str:
+    """tables.md: the title, what made the report (`summary.generator`), what it found (from
+    `compared`, `stats.comparisons(..., pairs="all")`), the settings, the tables."""
+    return "\n".join([
+        "# gslbench report", "",
+        f"{generator_text(made)} From {len(data.results)} evaluations of {len(data.configs)} runs "
+        f"({axes_summary(data.results)}).", "",
+        *found_section(tables, compared, margin), *settings_section(data),
+        tables_markdown(tables)])
+
+
 def _check_metrics(runs: list[RunDir]) -> None:
-    """Each metrics.json must be a valid record bound to its run and, where the run's codes.h5 is
-    there, computed from it as it is now (its sha256)."""
+    """Each metrics file (every evaluation mode and codebook fit) must be a valid record bound to
+    its run; one made from the run's codes.h5 (codebooks fitted on the training set, the
+    default) must have been made from it as it is now (its sha256)."""
     for run in runs:
-        if run.metrics.is_file():
-            record = read_json(run.metrics)
-            check_metrics_record(record, run.metrics, run.run_id)
-            if run.codes.is_file():
-                check_sha256(run.codes, record.get("codes_sha256"), run.metrics)
+        for path in run.evaluations():
+            record = read_json(path)
+            check_metrics_record(record, path, run.run_id)
+            if record.get("codebooks", "train") == "train" and run.codes.is_file():
+                check_sha256(run.codes, record.get("codes_sha256"), path)
 
 
 def _check_out_dir(out_dir: Path) -> None:

@@ -1,32 +1,74 @@
-"""The results document (`gslbench report --doc`): the tables, the paired comparisons of the
-methods (`gslbench.report.stats`) with one sentence per regime, and the quantization error of the
-training set (the training log's last epoch) beside those of the database and the queries."""
+"""The results document (`gslbench report --doc`): what it found (the verdict blocks), where its
+numbers come from (the feature files' sha256, the machine, versions and thread counts), the runs'
+settings, the tables, the paired comparisons (`gslbench.report.stats`) with one sentence per
+regime and the verdict counts, and the quantization error of the training set (the training log's
+last epoch) beside those of the database and the queries.
+
+Its per-seed rows are written beside it as CSV (docs/results.csv for docs/results.md,
+`CSV_COLUMNS`); `rebuild_tables` makes the document's tables and comparisons again from that CSV
+alone, so anyone can check them.
+"""
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import pandas as pd
 
-from gslbench.report.frames import Evaluated, axes_summary
-from gslbench.report.stats import CHALLENGER, CONFIDENCE, REGIME_KEYS, comparisons
-from gslbench.report.tables import frame_markdown, paper_tables, seed_stats, tables_markdown
+from gslbench.errors import GslbenchError
+from gslbench.report.frames import (
+    DEFAULT_MODE,
+    KEY_DEFAULTS,
+    RUN_COLUMNS,
+    Evaluated,
+    axes_summary,
+    key_title,
+    mode_title,
+)
+from gslbench.report.stats import CHALLENGER, CONFIDENCE, MARGIN, REGIME_KEYS, VERDICTS, comparisons
+from gslbench.report.summary import (
+    block_note,
+    found_blocks,
+    generator,
+    generator_text,
+    settings_tables,
+)
+from gslbench.report.tables import (
+    PaperTable,
+    frame_markdown,
+    paper_tables,
+    seed_stats,
+    tables_markdown,
+)
 
-VERDICTS = ("win", "tie", "loss", "n/a")
-PHRASES = {"win": "beats", "tie": "ties", "loss": "loses to", "n/a": "has too few seeds against"}
+PHRASES = {"better": "beats", "worse": "loses to", "equivalent": "is equivalent to",
+           "inconclusive": "is inconclusive against"}
+CSV_COLUMNS = [*RUN_COLUMNS, "map", "map_all", "quant_mse_database", "quant_mse_query",
+               "features_sha256", "run"]
+TEXT_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "loss",
+                "codebooks", "search", "metric", "condition", "features_sha256", "run"]
 
 
 def regime_title(regime: dict) -> str:
-    """`fashion-mnist (efficientnet-lite0), PQ, 8 bits = 2 × 16 words, pairwise loss`."""
+    """`fashion-mnist (efficientnet-lite0), PQ, 8 bits = 2 × 16 words, pairwise loss`, then what
+    is not the default (protocol, codebook fit, evaluation mode, condition)."""
     bits, sub_bits = int(regime["code_bits"]), int(regime["sub_bits"])
-    return (f"{regime['dataset']} ({regime['feature']}), {regime['quantizer'].upper()}, {bits} bits"
-            f" = {bits // sub_bits} × {2 ** sub_bits} words, {regime['loss']} loss")
+    extras = [f"{regime['protocol']} classes" if regime["protocol"] != KEY_DEFAULTS["protocol"] else "",
+              f"codebooks fitted on the {regime['codebooks']}"
+              if regime["codebooks"] != KEY_DEFAULTS["codebooks"] else "",
+              mode_title(regime["search"], regime["metric"]), regime["condition"]]
+    return ", ".join(filter(None, [
+        f"{regime['dataset']} ({regime['feature']}), {regime['quantizer'].upper()}, {bits} bits"
+        f" = {bits // sub_bits} × {2 ** sub_bits} words, {regime['loss']} loss", *extras]))
 
 
 def interval_text(row: pd.Series) -> str:
-    """`+0.0140, 95% CI [+0.0100, +0.0180], 5/5 seeds above` (a comparisons row)."""
+    """`+0.0140, 95% CI [+0.0100, +0.0180], 5/5 seeds above, Holm p=0.012` (a comparisons row)."""
     if row["n"] < 2:
         return f"{row['mean']:+.4f}, {row['n']} seed"
     return (f"{row['mean']:+.4f}, {CONFIDENCE:.0%} CI [{row['low']:+.4f}, {row['high']:+.4f}], "
-            f"{row['positive']}/{row['n']} seeds above")
+            f"{row['positive']}/{row['n']} seeds above, Holm p={row['p_holm']:.3g}")
 
 
 def regime_sentence(regime: dict, rows: pd.DataFrame, float_gap: float | None) -> str:
@@ -53,9 +95,9 @@ def float_gaps(results: pd.DataFrame) -> dict[tuple, float]:
     return (stats["float"] - stats["two-step"]).dropna().to_dict()
 
 
-def comparison_section(results: pd.DataFrame) -> list[str]:
+def comparison_section(results: pd.DataFrame, margin: float = MARGIN) -> list[str]:
     """The paired comparisons: a sentence per regime, the verdict counts, every comparison."""
-    table = comparisons(results)
+    table = comparisons(results, margin=margin)
     if table.empty:
         return []
     gaps = float_gaps(results)
@@ -65,29 +107,99 @@ def comparison_section(results: pd.DataFrame) -> list[str]:
                          against=table.against.str.split().str[0])
     counts = (names.groupby(["method", "against", "verdict"]).size().unstack(fill_value=0)
               .reindex(columns=list(VERDICTS), fill_value=0).reset_index())
+    extras = [column for column, default in (("protocol", KEY_DEFAULTS["protocol"]),
+                                             ("codebooks", KEY_DEFAULTS["codebooks"]),
+                                             ("condition", KEY_DEFAULTS["condition"]))
+              if set(table[column]) != {default}]
+    if set(zip(table.search, table.metric, strict=True)) != {DEFAULT_MODE}:
+        extras += ["search", "metric"]
     shown = table.assign(
         words=2 ** table.sub_bits, difference=table["mean"].map("{:+.4f}".format),
         interval=[f"[{low:+.4f}, {high:+.4f}]" for low, high in zip(table.low, table.high, strict=True)],
         seeds_above=[f"{p}/{n}" for p, n in zip(table.positive, table.n, strict=True)],
-    )[["dataset", "quantizer", "words", "code_bits", "method", "against", "difference", "interval",
-       "seeds_above", "verdict"]]
+        p=table.p.map("{:.3g}".format), p_holm=table.p_holm.map("{:.3g}".format),
+        p_equivalence_holm=table.p_equivalence_holm.map("{:.3g}".format),
+    )[["dataset", "quantizer", "words", "code_bits", *extras, "method", "against", "difference",
+       "interval", "seeds_above", "p", "p_holm", "p_equivalence_holm", "verdict"]]
     return [
         "## Paired comparisons",
         "",
         "Every method against two-step and against qloss, and GSL against every other method, in",
         "each regime: the mean over seeds of the paired difference in mAP (method minus the other;",
-        f"seeds are paired: same initialisation and batches), its {CONFIDENCE:.0%} t-interval and the",
-        "seeds where it is positive. Win or loss: the interval excludes 0; otherwise a tie.",
+        f"seeds are paired: same initialisation and batches), its raw {CONFIDENCE:.0%} t-interval, "
+        "the seeds where it is positive,",
+        "the paired t-test's p, and both p-values Holm-adjusted over the family.",
+        block_note(margin),
         "",
         *sentences,
         "",
-        "Verdicts over the regimes, by method (with the knobs each regime ran with):",
+        "Verdicts over the regimes, by method (the headline counts):",
         "",
         frame_markdown(counts),
         "",
         frame_markdown(shown),
         "",
     ]
+
+
+def found_section(tables: list[PaperTable], compared: pd.DataFrame, margin: float = MARGIN,
+                  level: int = 2) -> list[str]:
+    """`## What it found`: per table set, its verdict sentence and block (`summary.found_blocks`
+    of the `tables.paper_tables` and `stats.comparisons(..., pairs="all")`)."""
+    lines = ["#" * level + " What it found", "", block_note(margin), ""]
+    for key, sentence, block in found_blocks(tables, compared):
+        lines += ["#" * (level + 1) + f" {key_title(key)}", "", sentence, ""]
+        if not block.empty:
+            lines += [frame_markdown(block), ""]
+    return lines
+
+
+def settings_section(data: Evaluated, level: int = 2) -> list[str]:
+    """`## Settings`: the settings every run shares, then those that differ."""
+    same, differ = settings_tables(data.configs, data.provenance)
+    lines = ["#" * level + " Settings", "", "The same for every run (runs: how many have the "
+             "setting; a method's knob only its method's runs):", "", frame_markdown(same), ""]
+    if not differ.empty:
+        lines += ["Different among the runs (each value with its number of runs):", "",
+                  frame_markdown(differ), ""]
+    return lines
+
+
+def document_tables(results: pd.DataFrame, margin: float = MARGIN) -> tuple[str, str]:
+    """The parts of the document made from the per-seed rows alone: what it found (the verdict
+    blocks), then the tables with the paired comparisons (`rebuild_tables` makes both again from
+    docs/results.csv)."""
+    tables = paper_tables(results)
+    found = found_section(tables, comparisons(results, margin=margin, pairs="all"), margin)
+    return "\n".join(found), "\n".join([tables_markdown(tables),
+                                         *comparison_section(results, margin)])
+
+
+def results_csv(results: pd.DataFrame) -> pd.DataFrame:
+    """The per-seed rows the document's tables are made from (`CSV_COLUMNS`)."""
+    return results[[column for column in CSV_COLUMNS if column in results]]
+
+
+def read_results_csv(path: Path) -> pd.DataFrame:
+    """A results CSV (`results_csv`, e.g. docs/results.csv) as the results frame it was written
+    from: text columns as text (an empty condition stays empty)."""
+    try:
+        frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS},
+                            keep_default_na=False, na_values={"map": ["", "NaN"],
+                                                              "quant_mse_database": [""],
+                                                              "quant_mse_query": [""]})
+    except (OSError, ValueError) as exc:
+        raise GslbenchError(f"{path}: cannot read the results CSV ({exc})") from None
+    missing = [column for column in ("dataset", "method", "variant", "code_bits", "seed", "map")
+               if column not in frame]
+    if missing:
+        raise GslbenchError(f"{path}: not a gslbench results CSV (no {', '.join(missing)})")
+    return frame
+
+
+def rebuild_tables(path: Path, margin: float = MARGIN) -> tuple[str, str]:
+    """`document_tables` made again from a results CSV alone (docs/results.csv)."""
+    return document_tables(read_results_csv(path), margin)
 
 
 def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
@@ -103,11 +215,13 @@ def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
 
 def error_section(data: Evaluated) -> list[str]:
     """The similarity loss and the training set's quantization error at the last epoch, beside
-    encode's errors of the database and the queries; means over seeds."""
+    encode's errors of the database and the queries (codebooks fitted on the training set);
+    means over seeds."""
     state = final_training_state(data.logs)
     if state.empty:
         return []
-    errors = data.results[["run", "quant_mse_database", "quant_mse_query"]]
+    train_fit = data.results[data.results.codebooks == KEY_DEFAULTS["codebooks"]]
+    errors = train_fit[["run", "quant_mse_database", "quant_mse_query"]].drop_duplicates("run")
     columns = ["sim_loss", "quant_mse_refit", "quant_mse_database", "quant_mse_query"]
     summary = (state.merge(errors, on="run", how="left")
                .groupby(["dataset", "feature", "quantizer", "sub_bits", "code_bits", "method"])[columns]
@@ -129,34 +243,69 @@ def error_section(data: Evaluated) -> list[str]:
     ]
 
 
-def shared_settings(configs: pd.DataFrame) -> str:
-    """The run settings, each with every value it takes across the evaluated runs (a method's
-    knobs over that method's runs). A whole float prints as an integer: a knob column holds its
-    integers as floats beside the other methods' NaN."""
-    def shown(value: object) -> str:
-        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+def provenance_section(data: Evaluated, csv_name: str | None = None) -> list[str]:
+    """`## Provenance`: the feature files' sha256 (with their runs), the versions, thread counts
+    and devices the runs recorded (each with its number of runs), and the CPU of the machine
+    that made the document."""
+    runs = data.provenance
+    files = (runs.fillna({"features_sha256": "not recorded"})
+             .groupby(["dataset", "feature", "protocol", "features_sha256"]).size()
+             .rename("runs").reset_index())
+    recorded = [column for column in runs.columns
+                if column.startswith(("version_", "threads_")) or column == "device"]
+    environment = pd.DataFrame(
+        [[column.removeprefix("version_").replace("threads_", "threads: "),
+          ", ".join(f"{value} ({count})" for value, count in
+                    runs[column].dropna().astype(str).value_counts().sort_index().items())]
+         for column in recorded], columns=["recorded by the runs", "values (runs)"])
+    lines = ["## Provenance", "",
+             "The feature file each run was trained on (sha256 of its bytes):", "",
+             frame_markdown(files), "",
+             "What the runs' evaluations recorded (each value with its number of runs):", "",
+             frame_markdown(environment), "",
+             f"This document was made on a machine with CPU `{cpu_model()}`."]
+    if csv_name:
+        lines.append(f"Its per-seed rows are in `{csv_name}` beside it; "
+                     "`gslbench.report.document.rebuild_tables` makes the tables and comparisons "
+                     "below again from that file alone.")
+    return [*lines, ""]
 
-    return ", ".join(f"{column}={'/'.join(map(shown, sorted(configs[column].dropna().unique())))}"
-                     for column in configs.columns)
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else `platform.processor()`), or
+    `unknown`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
-def results_document(data: Evaluated, intro: str = "") -> str:
-    """docs/results.md: mAP, gap-to-float and quantization-error tables, the paired comparisons
-    and the quantization errors of the training set, database and queries.
+def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
+                     csv_name: str | None = None) -> str:
+    """docs/results.md: what it found, provenance, settings, the mAP, gap-to-float and
+    quantization-error tables, the paired comparisons and the quantization errors of the training
+    set, database and queries.
 
-    `intro` (Markdown: protocol, tuning budget) goes right after the title."""
+    `intro` (Markdown: protocol, tuning budget) goes right after the title; `csv_name` is the
+    per-seed CSV written beside the document (named in its provenance)."""
     results = data.results
+    found, tables = document_tables(results, margin)
     lines = [
         "# gslbench results",
         "",
         *([intro.strip(), ""] if intro.strip() else []),
-        f"Generated by `gslbench report --doc` from {len(results)} evaluated runs "
-        f"({axes_summary(results)}).",
-        f"Settings of the runs: {shared_settings(data.configs)}.",
+        f"{generator_text(generator())} From {len(results)} evaluations of {len(data.configs)} "
+        f"runs ({axes_summary(results)}).",
         "Cells: mean ± std of mAP over seeds (number of seeds); `float` is the unquantized ceiling.",
         "",
-        tables_markdown(paper_tables(results)),
-        *comparison_section(results),
+        found,
+        *provenance_section(data, csv_name),
+        *settings_section(data),
+        tables,
         *error_section(data),
     ]
     return "\n".join(lines) + "\n"

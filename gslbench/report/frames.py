@@ -28,19 +28,28 @@ log = logging.getLogger(__name__)
 BASELINE_ORDER = ("float", "two-step", "qloss")  # shown first, then the other methods by name
 # one paper table (and figure set) per key; sub_bits: 16-word and 256-word codebooks apart;
 # search and metric: each evaluation mode apart
-TABLE_KEYS = ["dataset", "feature", "loss", "quantizer", "sub_bits", "search", "metric"]
-RUN_COLUMNS = ["dataset", "feature", "method", "variant", "quantizer", "code_bits", "sub_bits",
-               "loss", "seed", "search", "metric"]
+# protocol, codebooks: each protocol and codebook fit apart; condition: runs of other settings
+TABLE_KEYS = ["dataset", "feature", "protocol", "loss", "quantizer", "sub_bits", "codebooks",
+              "search", "metric", "condition"]
+RUN_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "code_bits",
+               "sub_bits", "loss", "codebooks", "seed", "search", "metric", "condition"]
 DEFAULT_MODE = ("adc", "l2")
+# what a record that does not say means (runs made before protocols and codebook fits)
+KEY_DEFAULTS = {"protocol": "standard", "codebooks": "train", "condition": ""}
+# a run's scope: its runs share every setting, or get a condition each
+SCOPE_KEYS = ["dataset", "feature", "protocol", "loss"]
+# settings that are table keys or a cell's own (never a condition)
+KEYED_SETTINGS = ("dataset", "feature", "train_blocks", "protocol", "loss", "method", "quantizer",
+                  "bits", "sub_bits", "seed", "split")
 
 
 @dataclass(frozen=True)
 class Evaluated:
     """What the report reads of the evaluated runs.
 
-    results: one row per run and evaluation mode (`RUN_COLUMNS`, mAP, mAP@K, precision@K,
-        recall@R, the database's and the queries' quantization MSE (`quant_mse_database`,
-        `quant_mse_query`), seconds, run id);
+    results: one row per run and evaluation (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
+        the database's and the queries' quantization MSE (`quant_mse_database`,
+        `quant_mse_query`), seconds, the feature file's sha256 (`features_sha256`), run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
     logs: one row per run and training epoch (`RUN_COLUMNS` of the run's first evaluation, run id,
@@ -48,7 +57,10 @@ class Evaluated:
     configs: one row per run, its whole configuration;
     searches: one row per search-bench index of a run (`RUN_COLUMNS`, `role` "codes" or "float",
         the index, bytes_per_vector, index_bytes, qps_batch1, qps_batched, recall_at_R,
-        nn_recall_at_R, run id); empty when no run has been through search-bench.
+        nn_recall_at_R, run id); empty when no run has been through search-bench;
+    provenance: one row per run: run, dataset, feature, features_sha256, the versions its first
+        evaluation recorded (`version_python`, `version_torch`, ...), its thread counts
+        (`threads_torch`, `threads_faiss`) and device.
     """
 
     results: pd.DataFrame
@@ -56,12 +68,15 @@ class Evaluated:
     logs: pd.DataFrame
     configs: pd.DataFrame
     searches: pd.DataFrame
+    provenance: pd.DataFrame
 
 
 def read_runs(runs: Iterable[RunDir]) -> Evaluated:
-    """Read the runs that have metrics files (metrics.json or metrics-SEARCH-METRIC.json); the
-    others are named in a warning and skipped. Runs of the test and the validation split together
-    are a user error (their mAPs are not comparable)."""
+    """Read the runs that have metrics files (metrics.json, metrics-SEARCH-METRIC.json, the
+    database fit's); the others are named in a warning and skipped. Runs of the test and the
+    validation split together, runs of one data set trained on different feature files, and runs
+    of one table cell that differ in more than the seed (beyond a condition, see the module
+    docstring) are user errors."""
     evaluated, missing = [], []
     for run_dir in runs:
         files = run_dir.evaluations()
@@ -97,15 +112,127 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
             raise GslbenchError(f"{run_dir.path}: {reading.name} is not what gslbench writes "
                                 f"({type(exc).__name__}: {exc}); run `gslbench {step} RUN "
                                 "--force`") from None
+    firsts = [records[0] for _, records in evaluated]
+    conditions = run_conditions(firsts)
+    curves = pd.DataFrame(points, columns=[*RUN_COLUMNS, "curve", "x", "y", "run"])
     return Evaluated(
-        results=pd.DataFrame(rows).sort_values(["dataset", "quantizer", "code_bits", "variant", "seed",
-                                                "search", "metric"]),
-        curves=pd.DataFrame(points, columns=[*RUN_COLUMNS, "curve", "x", "y"]),
-        logs=(pd.concat(logs, ignore_index=True) if logs
-              else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"])),
-        configs=pd.DataFrame([records[0]["config"] for _, records in evaluated]),
-        searches=pd.DataFrame(searches, columns=None if searches else [*RUN_COLUMNS, "role", "run"]),
+        results=_with_conditions(pd.DataFrame(rows), conditions).sort_values(
+            ["dataset", "quantizer", "code_bits", "variant", "seed", "codebooks", "search",
+             "metric"]),
+        curves=_with_conditions(curves, conditions).drop(columns="run"),
+        logs=_with_conditions(pd.concat(logs, ignore_index=True) if logs
+                              else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"]), conditions),
+        configs=pd.DataFrame([record["config"] for record in firsts]),
+        searches=_with_conditions(pd.DataFrame(searches, columns=None if searches
+                                               else [*RUN_COLUMNS, "role", "run"]), conditions),
+        provenance=pd.DataFrame([_provenance_row(record) for record in firsts]),
     )
+
+
+def run_conditions(records: Sequence[dict]) -> dict[str, str]:
+    """Each run's condition (see the module docstring): run id -> `name=value, ...` of the shared
+    settings that differ among the runs of its scope (`SCOPE_KEYS`), "" where they agree.
+
+    records: one metrics record per run (its `config`, `label`, `features_sha256`). Raises a user
+    error for runs of one data set, feature and protocol trained on different feature files, and
+    for runs of one cell that differ in a setting a condition does not name."""
+    from gslbench.config import QUANTIZER_FIELDS, SETTINGS  # imports torch: only when reading runs
+
+    runs = pd.DataFrame([{**record["config"], "run": record["run"], "label": record["label"],
+                          "features_sha256": record.get("features_sha256"),
+                          **_scope(record["config"])} for record in records])
+    _check_feature_files(runs)
+    compared = [s.name for s in SETTINGS if s.name not in (*KEYED_SETTINGS, *QUANTIZER_FIELDS)
+                and s.name in runs]
+    conditions = {}
+    for _, scope in runs.groupby(SCOPE_KEYS, sort=False):
+        differing = [name for name in compared if scope[name].nunique(dropna=False) > 1]
+        for values in scope.to_dict("records"):
+            conditions[values["run"]] = ", ".join(f"{name}={shown_value(values[name])}"
+                                                  for name in differing)
+    runs["condition"] = runs.run.map(conditions)
+    cells = [*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"]
+    for cell, group in runs.groupby(cells, sort=False):
+        others = [name for name in group.columns
+                  if name not in (*cells, "run", "seed") and group[name].nunique(dropna=False) > 1]
+        if others:
+            raise GslbenchError(
+                f"runs of one table cell differ in more than the seed ({_cell_text(cell)}: "
+                + "; ".join(f"{name} {'/'.join(sorted(map(shown_value, group[name].unique())))}"
+                            for name in others)
+                + "); a report never averages different experiments: report them apart, "
+                "selecting runs with --runs PATTERN or -d DATASET")
+    return conditions
+
+
+def _scope(config: dict) -> dict:
+    """The scope columns of a run's config (the feature as `_run_columns` names it)."""
+    columns = _run_columns({"config": config, "label": ""})
+    return {name: columns[name] for name in SCOPE_KEYS}
+
+
+def _check_feature_files(runs: pd.DataFrame) -> None:
+    """Runs of one data set, feature and protocol must have been trained on one feature file."""
+    known = runs.dropna(subset=["features_sha256"])
+    for (dataset, feature, protocol), group in known.groupby(["dataset", "feature", "protocol"]):
+        files = group.groupby("features_sha256").run.agg(list).sort_values(key=lambda r: -r.str.len())
+        if len(files) > 1:
+            found = "; ".join(f"sha256 {sha[:12]} in {len(ids)} run(s) ({', '.join(ids[:3])}"
+                              f"{', ...' if len(ids) > 3 else ''})" for sha, ids in files.items())
+            raise GslbenchError(
+                f"runs of {dataset} ({feature}, {protocol} protocol) were trained on "
+                f"{len(files)} different feature files ({found}): their queries and database "
+                "differ, so a report never pools them; report them apart, selecting runs with "
+                "--runs PATTERN or -d DATASET (or train the stale runs again)")
+
+
+def _cell_text(cell: tuple) -> str:
+    names = dict(zip([*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"], cell,
+                     strict=True))
+    where = f"{names['dataset']} ({names['feature']}), {names['label']}"
+    if names["quantizer"] != "none":
+        where += f", {names['quantizer'].upper()} {names['bits']} bits"
+    return where + (f", {names['condition']}" if names["condition"] else "")
+
+
+def shown_value(value: object) -> str:
+    """A setting's value as conditions, messages and settings tables print it: a whole float as
+    an integer (a knob column holds its integers as floats beside other methods' NaN)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _with_conditions(frame: pd.DataFrame, conditions: dict[str, str]) -> pd.DataFrame:
+    """`frame` (with a `run` column) with each run's condition."""
+    return frame.assign(condition=frame.run.map(conditions).fillna("") if len(frame) else "")
+
+
+def with_key_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the key columns a frame built before protocols, codebook fits and conditions
+    lacks, set to what they then were (`KEY_DEFAULTS`)."""
+    missing = {name: value for name, value in KEY_DEFAULTS.items() if name not in frame}
+    return frame.assign(**missing) if missing else frame
+
+
+def _provenance_row(record: dict) -> dict:
+    columns = _run_columns(record)
+    versions = record.get("versions") or {}
+    threads = record.get("threads") or {}
+    device = record.get("devices") or {}  # evaluate's copy of the steps' devices
+    return {"run": record["run"], "dataset": columns["dataset"], "feature": columns["feature"],
+            "protocol": columns["protocol"], "features_sha256": record.get("features_sha256"),
+            **{f"version_{name}": value for name, value in versions.items()},
+            **{f"threads_{name}": value for name, value in threads.items()},
+            "device": _device_text(device)}
+
+
+def _device_text(devices: object) -> str:
+    """`type=cpu`, or `encode: cpu, train: cuda NVIDIA H100` for a record's devices per step."""
+    if not isinstance(devices, dict):
+        return str(devices)
+    return ", ".join(f"{step}: {' '.join(map(str, value.values()))}" if isinstance(value, dict)
+                     else f"{step}={value}" for step, value in sorted(devices.items()))
 
 
 def _split_of(record: object) -> str:
@@ -116,17 +243,22 @@ def _split_of(record: object) -> str:
 
 def tuned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
     """The results with one variant per method where a tuned grid chose its knobs per code
-    length: within a table key, a method whose variants are several but never two at one code
-    length becomes one row named by the method, and the key's note (`Knobs per code length: qloss
-    λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length used. Variants that
-    meet at a code length (a grid comparing knob values) stay apart."""
-    results = results.reset_index(drop=True)
+    length: within a table key, a method's variants that each ran at some but not all of its code
+    lengths, never two at one, become one row named by the method, and the key's note (`Knobs
+    per code length: qloss λ=1 (8, 16 bits), λ=10 (32 bits).`) says which knobs each code length
+    used. A variant at every code length of its method (a control such as GSL at α = 0 beside the
+    tuned GSL, or a grid comparing knob values) stays a row of its own, and so do variants that
+    meet at a code length."""
+    results = with_key_defaults(results).reset_index(drop=True)
     notes = {}
     for key, group in results.groupby(TABLE_KEYS):
         parts = []
         for method, runs in group.groupby("method"):
-            if runs.variant.nunique() < 2 or (runs.groupby("code_bits").variant.nunique() > 1).any():
-                continue
+            spans = runs.groupby("variant").code_bits.agg(frozenset)
+            tuned = spans[spans != frozenset(runs.code_bits)]
+            if len(tuned) < 2 or sum(map(len, tuned)) > len(frozenset().union(*tuned)):
+                continue  # nothing chosen per code length, or variants that meet
+            runs = runs[runs.variant.isin(tuned.index)]
             results.loc[runs.index, "variant"] = method
             used = runs.groupby("variant").code_bits.unique()
             parts.append(f"{method} " + ", ".join(
@@ -173,28 +305,48 @@ def mode_title(search: str, metric: str) -> str:
 
 
 def key_title(key: Sequence) -> str:
-    """`digits (pixels), PQ, 256-word codebooks, pairwise loss` for a (dataset, feature, loss,
-    quantizer, sub_bits, search, metric) key, with `, SDC, inner product` after it for a mode other
-    than ADC / L2."""
-    dataset, feature, loss, quantizer, sub_bits, search, metric = key
-    mode = mode_title(search, metric)
-    return (f"{dataset} ({feature}), {quantizer.upper()}, {2 ** int(sub_bits)}-word codebooks, "
-            f"{loss} loss" + (f", {mode}" if mode else ""))
+    """`digits (pixels), PQ, 256-word codebooks, pairwise loss` for a table key (`TABLE_KEYS`
+    values), followed by what is not the default: `, unseen classes` (the unseen-classes
+    protocol), `, codebooks fitted on the database`, `, SDC, inner product` (an evaluation mode
+    other than ADC / L2) and the condition (`, epochs=10`)."""
+    names = dict(zip(TABLE_KEYS, key, strict=True))
+    parts = [f"{names['dataset']} ({names['feature']})", names["quantizer"].upper(),
+             f"{2 ** int(names['sub_bits'])}-word codebooks", f"{names['loss']} loss"]
+    if names["protocol"] != KEY_DEFAULTS["protocol"]:
+        parts.append(f"{names['protocol']} classes")
+    if names["codebooks"] != KEY_DEFAULTS["codebooks"]:
+        parts.append(f"codebooks fitted on the {names['codebooks']}")
+    parts += [mode_title(names["search"], names["metric"]), names["condition"]]
+    return ", ".join(filter(None, parts))
 
 
 def key_slug(key: Sequence) -> str:
-    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq-256w`, and
-    `digits-pixels-pairwise-pq-256w-sdc-ip` for a mode other than ADC / L2."""
-    *names, sub_bits, search, metric = key
-    parts = [*names, f"{2 ** int(sub_bits)}w"]
-    if (search, metric) != DEFAULT_MODE:
-        parts += [search, metric]
-    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(parts)).strip("-")
+    """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq-256w`, then
+    what is not the default: `-unseen`, `-database-fit`, `-sdc-ip`, the condition
+    (`-epochs-10`)."""
+    names = dict(zip(TABLE_KEYS, key, strict=True))
+    parts = [names["dataset"], names["feature"], names["loss"], names["quantizer"],
+             f"{2 ** int(names['sub_bits'])}w"]
+    if names["protocol"] != KEY_DEFAULTS["protocol"]:
+        parts.append(names["protocol"])
+    if names["codebooks"] != KEY_DEFAULTS["codebooks"]:
+        parts.append(f"{names['codebooks']}-fit")
+    if (names["search"], names["metric"]) != DEFAULT_MODE:
+        parts += [names["search"], names["metric"]]
+    parts.append(names["condition"])
+    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(filter(None, parts))).strip("-")
 
 
 def axes_summary(results: pd.DataFrame) -> str:
-    """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes."""
+    """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes (protocol,
+    codebooks, search, metric and condition only when some run is not the default)."""
     columns = ["dataset", "method", "quantizer", "code_bits", "seed"]
+    results = with_key_defaults(results)
+    for column, default in (("protocol", KEY_DEFAULTS["protocol"]),
+                            ("codebooks", KEY_DEFAULTS["codebooks"]),
+                            ("condition", KEY_DEFAULTS["condition"])):
+        if not results.empty and set(results[column]) != {default}:
+            columns.append(column)
     if not results.empty and set(zip(results.search, results.metric, strict=True)) != {DEFAULT_MODE}:
         columns += ["search", "metric"]  # named only when some run was evaluated otherwise
     return ", ".join(f"{column}: {', '.join(map(str, sorted(results[column].unique())))}"
@@ -202,30 +354,35 @@ def axes_summary(results: pd.DataFrame) -> str:
 
 
 def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
-    """Repeat each data set's float rows under every (quantizer, sub_bits, code_bits) it was
-    compared at.
+    """Repeat each data set's float rows under every (quantizer, sub_bits, codebook fit,
+    code_bits) it was compared at: the float ceiling of the same data, protocol, loss, evaluation
+    mode and condition.
 
     Works on any frame with the run columns (results, curves, training logs)."""
+    frame = with_key_defaults(frame)
     floats = frame[frame.method == "float"]
     quantized = frame[frame.method != "float"]
     cells = quantized[[*TABLE_KEYS, "code_bits"]].drop_duplicates()
-    keys = ["dataset", "feature", "loss", "search", "metric"]  # the float ceiling of the same
-    # data, loss and evaluation mode
-    ceiling = floats.drop(columns=["quantizer", "code_bits", "sub_bits"]).merge(cells, on=keys)
+    keys = [key for key in TABLE_KEYS if key not in ("quantizer", "sub_bits", "codebooks")]
+    ceiling = floats.drop(columns=["quantizer", "code_bits", "sub_bits", "codebooks"]).merge(
+        cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
 
 
 def _run_columns(metrics: dict) -> dict:
-    """The run columns of a metrics.json record; `variant` is the method's label it records. A
-    run that fine-tuned the CNN's last N blocks has the feature `FEATURE, last N blocks trained`,
-    so that it gets tables of its own."""
+    """The run columns of a metrics.json record but its condition (`run_conditions`); `variant`
+    is the method's label it records. A run that fine-tuned the CNN's last N blocks has the
+    feature `FEATURE, last N blocks trained`, so that it gets tables of its own."""
     config = metrics["config"]
     blocks = config.get("train_blocks", 0)
     trained = f"last {blocks} block{'s' if blocks > 1 else ''} trained"
     feature = f"{config['feature']}, {trained}" if blocks else config["feature"]
-    return {"dataset": config["dataset"], "feature": feature, "method": config["method"],
-            "variant": metrics["label"], "quantizer": config["quantizer"],
-            "code_bits": config["bits"], "sub_bits": config["sub_bits"], "loss": config["loss"],
+    return {"dataset": config["dataset"], "feature": feature,
+            "protocol": config.get("protocol", KEY_DEFAULTS["protocol"]),
+            "method": config["method"], "variant": metrics["label"],
+            "quantizer": config["quantizer"], "code_bits": config["bits"],
+            "sub_bits": config["sub_bits"], "loss": config["loss"],
+            "codebooks": metrics.get("codebooks", KEY_DEFAULTS["codebooks"]),
             "seed": config["seed"], "search": metrics.get("search", DEFAULT_MODE[0]),
             "metric": metrics.get("metric", DEFAULT_MODE[1])}
 
@@ -241,12 +398,13 @@ def _result_row(metrics: dict) -> dict:
         value = errors.get(part)
         row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
+    row["features_sha256"] = metrics.get("features_sha256")
     row["run"] = metrics["run"]
     return row
 
 
 def _curve_rows(metrics: dict) -> list[dict]:
-    run = _run_columns(metrics)
+    run = {**_run_columns(metrics), "run": metrics["run"]}
     points = [(curve, float(k), v) for curve in ("recall_at", "precision_at")
               for k, v in metrics[curve].items()]
     points += [("pr_curve", recall, precision) for recall, precision in metrics.get("pr_curve") or []]

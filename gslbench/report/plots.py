@@ -12,6 +12,7 @@ loss, quantizer) there is one figure per curve, with a panel per code length, so
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ DPI = 110
 PANEL_SIZE = (4.4, 3.4)  # inches per panel
 MIN_WIDTH = 7.0  # inches: room for the title and the legend below a single panel
 MAX_COLUMNS = 4
+TITLE_CHARS_PER_INCH = 11  # a figure's title wraps at its width (figure.titlesize 11 points)
+ROBUST_QUANTILE = 0.1  # training panels: each method's 10%-90% range stays in view
 STYLE = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
          "legend.fontsize": 9, "figure.titlesize": 11,
          "svg.hashsalt": "gslbench"}  # the same SVG ids every time
@@ -75,11 +78,14 @@ TRAINING = {  # train_log.csv column -> y label
 
 @dataclass(frozen=True)
 class Figure:
-    """A written figure: `stem`.png and `stem`.svg; `key` is its table key, None for all keys."""
+    """A written figure: `stem`.png and `stem`.svg; `key` is its table key, None for all keys;
+    `title` names it in full (drawn on it), `caption` without its key (for a page whose heading
+    gives the key)."""
 
     key: tuple[str, ...] | None
     title: str
     stem: Path
+    caption: str
 
 
 def method_colours(variants: Iterable[str]) -> dict[str, str]:
@@ -125,7 +131,7 @@ def plot_map_vs_bits(results: pd.DataFrame, colours: dict[str, str], stem: Path)
         ax.set(title=key_title(key), xlabel="code length (bits)", ylabel="mAP")
         _bits_axis(ax, sorted(group.code_bits.unique()))
     title = "mAP against code length (mean ± std over seeds)"
-    return _save(fig, title, stem, key=None)
+    return _save(fig, title, stem, key=None, caption=title)
 
 
 @plt.rc_context(STYLE)
@@ -147,7 +153,8 @@ def plot_curve(points: pd.DataFrame, curve: str, key: tuple[str, ...], colours: 
             ax.set_xscale("log")
         else:
             ax.set_xlim(0, 1)
-    return _save(fig, f"{spec.title}: {key_title(key)} (mean over seeds)", stem, key)
+    return _save(fig, f"{spec.title}: {key_title(key)} (mean over seeds)", stem, key,
+                 f"{spec.title} (mean over seeds)")
 
 
 @plt.rc_context(STYLE)
@@ -155,24 +162,57 @@ def plot_training(logs: pd.DataFrame, key: tuple[str, ...], colours: dict[str, s
                   stem: Path) -> Figure:
     """The training curves of one table key: a row per logged quantity (similarity loss,
     quantization MSE under the codebooks in use and refitted), a column per code length, a line
-    per method (mean over seeds at each epoch; quantities a method does not log are left out)."""
+    per method (mean over seeds at each epoch; quantities a method does not log are left out).
+
+    Each panel's y-range keeps every method's curve in view (`robust_limits`): one method's spike
+    is cut at the panel's edge rather than flattening the others."""
     bits_list = sorted(logs.code_bits.unique())
     fig, grid = _grid(len(TRAINING), len(bits_list), sharex=True)
+    clipped = False
     for column, bits in enumerate(bits_list):
         panel = logs[logs.code_bits == bits]
         means = panel.groupby(["variant", "epoch"])[list(TRAINING)].mean()
         for row, (quantity, label) in enumerate(TRAINING.items()):
             ax = grid[row, column]
+            drawn = []
             for name in ordered_variants(panel.variant):
                 series = means.xs(name)[quantity].dropna()
                 if not series.empty:
                     ax.plot(series.index, series.to_numpy(), marker="o", markersize=2.5,
                             **_style(name, colours))
+                    drawn.append(series.to_numpy())
+            limits = robust_limits(drawn)
+            if limits is not None:
+                ax.set_ylim(*limits)
+                clipped = True
             ax.set(ylabel=label, title=f"{bits} bits" if row == 0 else "")
             ax.grid(alpha=0.3)
         grid[-1, column].set_xlabel("epoch")
         grid[-1, column].xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save(fig, f"training: {key_title(key)} (mean over seeds)", stem, key)
+    note = "; y-ranges cut to keep every method in view" if clipped else ""
+    return _save(fig, f"training: {key_title(key)} (mean over seeds{note})", stem, key,
+                 f"training curves (mean over seeds{note})")
+
+
+def robust_limits(curves: list[np.ndarray], quantile: float = ROBUST_QUANTILE,
+                  pad: float = 0.1, spread: float = 3.0) -> tuple[float, float] | None:
+    """A y-range in which every curve stays visible, or None where the default range is right.
+
+    The robust range runs from the lowest to the highest of the curves' own `quantile` and
+    1 - `quantile` quantiles; when all the points span more than `spread` times that, a few
+    points (one method's spike, the first epochs) would squeeze every curve into a line, so the
+    range is the robust one padded by `pad` of its span, and those points are cut at its edge.
+
+    curves: (n_i,) float arrays, one per method."""
+    if not curves:
+        return None
+    low = min(float(np.quantile(curve, quantile)) for curve in curves)
+    high = max(float(np.quantile(curve, 1 - quantile)) for curve in curves)
+    everything = np.concatenate(curves)
+    if everything.max() - everything.min() <= spread * (high - low):
+        return None
+    span = (high - low) or abs(high) or 1.0
+    return low - pad * span, high + pad * span
 
 
 QUANTIZER_MARKERS = {"pq": "o", "opq": "s", "rq": "^", "lsq": "D", "none": "*"}
@@ -210,7 +250,7 @@ def plot_recall_qps(table: pd.DataFrame, colours: dict[str, str], stem: Path) ->
                    title=f"{dataset} ({feature}), {metric}" if row == 0 else "")
             ax.grid(alpha=0.3)
     title = "search-bench: recall against queries per second (stars: exact float search)"
-    return _save(fig, title, stem, key=None)
+    return _save(fig, title, stem, key=None, caption=title)
 
 
 def _grid(rows: int, columns: int, **options) -> tuple[plt.Figure, np.ndarray]:
@@ -242,7 +282,8 @@ def _bits_axis(ax: plt.Axes, bits: list[int]) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def _save(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None) -> Figure:
+def _save(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None,
+          caption: str) -> Figure:
     """Give the figure its title and one legend (a method each), write PNG and SVG, close it."""
     labelled = {}
     for ax in fig.axes:
@@ -251,9 +292,9 @@ def _save(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None) 
     names = ordered_variants(labelled)
     fig.legend([labelled[name] for name in names], names, loc="outside lower center",
                ncols=min(len(names), 4), frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * TITLE_CHARS_PER_INCH)))
     for fmt in FORMATS:
         with atomic_path(stem.with_name(f"{stem.name}.{fmt}")) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
-    return Figure(key, title, stem)
+    return Figure(key, title, stem, caption)

@@ -1,12 +1,14 @@
-"""The paper's tables: rows = methods, columns = code lengths, one table per (data set, feature,
-loss, quantizer, sub_bits); built once (`paper_tables`) and written as Markdown, CSV and LaTeX
+"""The paper's tables: rows = methods, columns = code lengths, one table per table key (data set,
+feature, protocol, loss, quantizer, sub_bits, codebook fit, evaluation mode, condition: see
+`gslbench.report.frames`); built once (`paper_tables`) and written as Markdown, CSV and LaTeX
 here, as HTML by `gslbench.report.page`.
 
 Three kinds of table:
 
 - `map`: mean ± std of mAP over seeds (std with ddof 1), with the float ceiling as the first row;
 - `gap`: what quantization costs, float's mean mAP minus the method's, ± the standard error of
-  that difference of means, sqrt(s_float^2 / n_float + s^2 / n);
+  that difference of means, sqrt(s_float^2 / n_float + s^2 / n): positive when the method is
+  below float, so smaller is better;
 - `qerr`: the database's mean squared quantization error (encode's, `quant_mse_database`), mean ±
   std over seeds, quantized methods only.
 
@@ -27,6 +29,7 @@ import pandas as pd
 
 from gslbench.report.frames import (
     DEFAULT_MODE,
+    KEY_DEFAULTS,
     TABLE_KEYS,
     key_slug,
     key_title,
@@ -40,6 +43,8 @@ MISSING = "—"
 NOT_A_NUMBER = "NaN"
 BEST_NOTE = ("Bold: the best quantized method per code length (by mean); "
              "float, the unquantized ceiling, does not compete.")
+GAP_NOTE = ("Sign: float's mAP minus the method's, so a positive gap is what quantization costs "
+            "(smaller is better) and a negative one a method above float. " + BEST_NOTE)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class TableKind:
 KINDS = {
     "map": TableKind("mAP, mean ± std over seeds (n)", "mean", "std", True, False),
     "gap": TableKind("gap to float (float mAP − mAP), difference of means ± its standard error (n)",
-                     "gap", "se", False, True),
+                     "gap", "se", False, True, GAP_NOTE),
     "qerr": TableKind("database quantization MSE, mean ± std over seeds (n)", "mean", "std", False,
                       False),
     "tuning": TableKind("validation mAP of every setting tried, mean ± std over seeds (n)", "mean",
@@ -72,7 +77,7 @@ ERROR_COLUMN = "quant_mse_database"  # the results column of the `qerr` tables
 class PaperTable:
     """One table: frames indexed by method variant, columns the code lengths (int bits)."""
 
-    key: tuple  # (dataset, feature, loss, quantizer, sub_bits)
+    key: tuple  # `TABLE_KEYS` values
     kind: str  # a key of KINDS
     value: pd.DataFrame  # mean mAP, or gap to float
     spread: pd.DataFrame  # std over seeds, or standard error of the gap
@@ -83,6 +88,11 @@ class PaperTable:
     @property
     def title(self) -> str:
         return f"{key_title(self.key)}: {KINDS[self.kind].title}"
+
+    @property
+    def caption(self) -> str:
+        """The table's name without its key (where a heading already gives the key)."""
+        return KINDS[self.kind].title[0].upper() + KINDS[self.kind].title[1:]
 
     @property
     def slug(self) -> str:
@@ -123,15 +133,16 @@ def mean_difference(mean_a: Any, std_a: Any, n_a: Any, mean_b: Any, std_b: Any,
 
 def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
     """Per table key, its `map` table, (when float runs exist for it) its `gap` table and (when
-    its runs recorded encode's quantization error) its `qerr` table; the default mode (ADC, L2)
-    first among the modes of the same data set, loss, quantizer and codebook size. A method tuned
-    per code length is one row (`tuned_rows`)."""
+    its runs recorded encode's quantization error) its `qerr` table; the codebooks fitted on the
+    training set first, then the default mode (ADC, L2), among the keys of the same data set,
+    protocol, loss, quantizer and codebook size. A method tuned per code length is one row
+    (`tuned_rows`)."""
     results, notes = tuned_rows(results)
     tables = []
     quantized = results[(results.method != "float") & results[ERROR_COLUMN].notna()]
     errors = dict(list(seed_stats(quantized, ERROR_COLUMN).groupby(level=TABLE_KEYS)))
     groups = sorted(seed_stats(results).groupby(level=TABLE_KEYS),
-                    key=lambda group: (group[0][:5], tuple(group[0][5:]) != DEFAULT_MODE, group[0]))
+                    key=lambda group: key_order(group[0]))
     for key, stats in groups:
         mean, std, count = wide_stats(stats)
         knobs = notes.get(key, "")
@@ -144,6 +155,16 @@ def paper_tables(results: pd.DataFrame) -> list[PaperTable]:
         if key in errors:
             tables.append(_table(key, "qerr", *wide_stats(errors[key]), knobs))
     return tables
+
+
+def key_order(key: tuple) -> tuple:
+    """Sort key of a table key: data set, feature, protocol, loss, quantizer, codebook size, then
+    the training set's codebook fit and the default mode (ADC, L2) before the others."""
+    names = dict(zip(TABLE_KEYS, key, strict=True))
+    return (*(names[k] for k in ("dataset", "feature", "protocol", "loss", "quantizer",
+                                 "sub_bits")),
+            names["codebooks"] != KEY_DEFAULTS["codebooks"], names["codebooks"],
+            (names["search"], names["metric"]) != DEFAULT_MODE, key)
 
 
 def wide_stats(stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
