@@ -38,11 +38,11 @@ from typing import Any
 
 from gslbench.config import DEFAULTS, QUANTIZER_FIELDS, SETTINGS, RunConfig
 from gslbench.errors import GslbenchError
+from gslbench.layout import checkpoints_dir
 from gslbench.storage import os_reason, write_bytes
 
 FORMAT = "gslbench.checkpoint"
 VERSION = 1
-FOLDER = "checkpoints"
 SUFFIX = ".ckpt"
 ID_HEX = 16  # hex digits of a checkpoint id
 # Run settings that do not shape plain training: the method and the quantizer's (they act from
@@ -55,11 +55,6 @@ NOT_PLAIN = ("method", "epochs", *QUANTIZER_FIELDS)
 STATE_KEYS = ("model", "optimizer", "loss", "generator", "rng", "log")
 
 log = logging.getLogger(__name__)
-
-
-def checkpoints_dir(results_dir: str | Path) -> Path:
-    """RESULTS/checkpoints: the training states runs start from."""
-    return Path(results_dir) / FOLDER
 
 
 def plain_settings(config: RunConfig) -> dict[str, Any]:

@@ -23,16 +23,17 @@ import torch
 from click.testing import CliRunner
 
 from gslbench import bench
+from gslbench.bench import order
 from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Cells
-from gslbench.checkpoints import Checkpoints, checkpoint_epochs, checkpoints_dir, plain_epochs
+from gslbench.checkpoints import Checkpoints, checkpoint_epochs, plain_epochs
 from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.data import download
 from gslbench.data.features import build_features
 from gslbench.encode import encode_run
 from gslbench.evaluation.step import evaluate_run
-from gslbench.layout import RunDir
+from gslbench.layout import RunDir, checkpoints_dir
 from gslbench.train import run_features, train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -237,13 +238,13 @@ def test_reuse_plan_names_each_cells_producer():
     late, late2 = cell("gsl", warmup_epochs=6), cell("qloss", warmup_epochs=6)
     other = cell("gsl", lr=0.01)  # other plain settings: nobody's
     cells = [gsl, two_step, qloss, float_, gsl1, late, late2, float1, other]
-    plan = bench.reuse_plan(cells)
+    plan = order.reuse_plan(cells)
     assert plan == {two_step.run_id: (float_.run_id, 7), gsl.run_id: (float_.run_id, 5),
                     qloss.run_id: (float_.run_id, 5), gsl1.run_id: (float1.run_id, 5),
                     late.run_id: (float_.run_id, 5), late2.run_id: (late.run_id, 6)}
-    dependencies = {run_id: bench.Dependency(*producer) for run_id, producer in plan.items()}
-    order = [config.run_id for config in bench._producers_first(cells, dependencies)]
-    assert order == [float_.run_id, float1.run_id, late.run_id, gsl.run_id, two_step.run_id,
+    dependencies = {run_id: order.Dependency(*producer) for run_id, producer in plan.items()}
+    dispatched = [config.run_id for config in order.producers_first(cells, dependencies)]
+    assert dispatched == [float_.run_id, float1.run_id, late.run_id, gsl.run_id, two_step.run_id,
                      qloss.run_id, gsl1.run_id, late2.run_id, other.run_id]
 
 
@@ -261,9 +262,9 @@ def test_bench_runs_dependents_after_their_producer_without_serialising(monkeypa
 
     monkeypatch.setattr(bench, "run_cell", fake_cell)
     cells = [cell("gsl"), cell("two-step"), cell("gsl", 1), cell("float"), cell("float", 1)]
-    plan = {run_id: bench.Dependency(producer, epochs, tmp_path / f"{run_id}.ckpt")
-            for run_id, (producer, epochs) in bench.reuse_plan(cells).items()}
-    todo = bench._producers_first(cells, plan)
+    plan = {run_id: order.Dependency(producer, epochs, tmp_path / f"{run_id}.ckpt")
+            for run_id, (producer, epochs) in order.reuse_plan(cells).items()}
+    todo = order.producers_first(cells, plan)
     pool = ThreadPoolExecutor(2)
     pool.capacity = 2
     with pool, bench.Progress(len(cells), 0, Cells(tuple(cells)), bar=False) as progress:
@@ -278,7 +279,7 @@ def test_bench_runs_dependents_after_their_producer_without_serialising(monkeypa
 def test_a_dependent_starts_once_its_checkpoint_is_on_disk(monkeypatch, tmp_path):
     started = []
     producer, dependent = cell("float"), cell("gsl")
-    plan = {dependent.run_id: bench.Dependency(producer.run_id, 5, tmp_path / "warm-up.ckpt")}
+    plan = {dependent.run_id: order.Dependency(producer.run_id, 5, tmp_path / "warm-up.ckpt")}
 
     def fake_cell(config, *args):
         started.append(config.run_id)

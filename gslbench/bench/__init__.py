@@ -19,13 +19,10 @@ folder's lock (`runs/.bench.lock`), which keeps a second bench off the same fold
 processes hold that lock too and die with the bench process (`executors`), so the lock is free
 only once nothing of the bench can write any more.
 
-Reuse (`gslbench.checkpoints`): a cell whose first epochs are another cell's starts from the
-training state that cell saves in RESULTS/checkpoints/ (two-step from float's trained network,
-every other method from the warm-up). `reuse_plan` names, for each such cell, the cell that
-saves its checkpoint (its producer: float first, then two-step, then one cell per other warm-up);
-producers are dispatched first, and a dependent only once its checkpoint is on disk or its
-producer has finished (done or failed), on any executor, while the other cells keep the workers
-busy. Order is only about cost: a cell that finds no checkpoint trains those epochs itself.
+Reuse (`gslbench.checkpoints`, `gslbench.bench.order`): the cells others start from (float,
+two-step, one per other warm-up) are dispatched first, and a cell that starts from another's
+checkpoint once that checkpoint is on disk or its producer has finished, on any executor, while
+the other cells keep the workers busy.
 """
 
 from __future__ import annotations
@@ -47,16 +44,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from gslbench import layout
 from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Cells, Grid
-from gslbench.checkpoints import Checkpoints, checkpoint_epochs, plain_epochs, plain_settings
+from gslbench.bench.order import Dependency, dependencies, producers_first, ready
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
 from gslbench.data.activations import ensure_activations
 from gslbench.data.features import build_features
-from gslbench.devices import describe_device, resolve_device
+from gslbench.devices import resolve_device
 from gslbench.encode import check_encoded, encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import check_evaluated, evaluate_run
-from gslbench.storage import config_id, os_reason
+from gslbench.storage import os_reason
 from gslbench.threads import limit_threads
 from gslbench.train import FeatureFile, check_trained, restore_run, train_run
 
@@ -154,8 +151,8 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
                             "output is missing or invalid", config.run_id, state.reason)
             if force or state.state != "done":
                 todo.append(config)
-        plan = _dependencies(todo, features, results_dir, executor) if reuse else {}
-        todo = _producers_first(todo, plan)
+        plan = dependencies(todo, features, results_dir, executor) if reuse else {}
+        todo = producers_first(todo, plan)
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
             failed = _dispatch(pool, todo, plan, progress, data_dir, results_dir, executor, force,
                                reuse)
@@ -163,83 +160,11 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
     return BenchResult(tuple(runs[run_id] for run_id in runs if run_id in done), tuple(failed))
 
 
-@dataclass(frozen=True)
-class Dependency:
-    """A cell starts from the checkpoint that the cell `producer` (a run id) saves after `epochs`
-    plain epochs, at `path` (None where bench cannot name it: fine-tuning cells, whose key holds
-    the activation cache's sha256)."""
-
-    producer: str
-    epochs: int
-    path: Path | None = None
-
-
-def reuse_plan(cells: list[RunConfig]) -> dict[str, tuple[str, int]]:
-    """For each cell of `cells` that starts from a checkpoint another of them saves: its run id ->
-    (the producer's run id, the checkpoint's epochs).
-
-    Cells are taken float first (plain to the end, unquantized), then two-step (plain to the end),
-    then the others, each in the given order; each starts from the latest of its
-    `checkpoint_epochs` that an earlier cell of the same plain settings saves, and becomes the
-    producer of the later ones it saves itself."""
-    writers: dict[tuple[str, int], str] = {}
-    plan = {}
-    for config in sorted(cells, key=_producer_rank):
-        settings, marks, start = config_id(plain_settings(config)), checkpoint_epochs(config), 0
-        for epochs in reversed(marks):
-            if (settings, epochs) in writers:
-                plan[config.run_id], start = (writers[settings, epochs], epochs), epochs
-                break
-        for epochs in marks:
-            if epochs > start:
-                writers.setdefault((settings, epochs), config.run_id)
-    return plan
-
-
-def _producer_rank(config: RunConfig) -> int:
-    """0: float-like (plain to the end, no quantizer), 1: two-step-like, 2: the others."""
-    return 2 if plain_epochs(config) < config.epochs else int(config.quantized)
-
-
-def _dependencies(todo: list[RunConfig], features: dict[tuple[str, str], FeatureFile | None],
-                  results_dir: Path, executor: ExecutorConfig) -> dict[str, Dependency]:
-    """`reuse_plan` of the cells to run, with the path of each checkpoint as a cell's worker will
-    name it (its device and thread counts)."""
-    configs = {config.run_id: config for config in todo}
-    device = describe_device(resolve_device(executor.device))
-    threads = {"torch": executor.threads, "faiss": executor.threads}
-    dependencies = {}
-    for run_id, (producer, epochs) in reuse_plan(todo).items():
-        config, path = configs[run_id], None
-        if not config.train_blocks:
-            path = Checkpoints.for_run(results_dir, config,
-                                       features[config.dataset, config.feature].sha256, device,
-                                       threads).path(epochs)
-        dependencies[run_id] = Dependency(producer, epochs, path)
-    return dependencies
-
-
-def _producers_first(todo: list[RunConfig], plan: dict[str, Dependency]) -> list[RunConfig]:
-    """The cells in dispatch order: those others start from first (float, then two-step, then
-    the others: `reuse_plan`'s order), then the rest in grid order."""
-    producers = {dependency.producer for dependency in plan.values()}
-    ranked = sorted((config for config in todo if config.run_id in producers), key=_producer_rank)
-    return ranked + [config for config in todo if config.run_id not in producers]
-
-
-def _ready(config: RunConfig, plan: dict[str, Dependency], finished: set[str]) -> bool:
-    """Whether a cell may start: it starts from no other cell's checkpoint, or that checkpoint is
-    on disk, or its producer has finished (done or failed: then the cell trains from scratch)."""
-    dependency = plan.get(config.run_id)
-    return (dependency is None or dependency.producer in finished
-            or (dependency.path is not None and dependency.path.is_file()))
-
-
 def _dispatch(pool: Executor, todo: list[RunConfig], plan: dict[str, Dependency],
               progress: Progress, data_dir: Path, results_dir: Path, executor: ExecutorConfig,
               force: bool, reuse: bool) -> list[tuple[RunConfig, str]]:
     """Keep up to `pool.capacity` cells running until every cell has finished or failed, taking
-    the first ready cell of `todo` (`_ready`) for each free worker; when none is ready and none
+    the first ready cell of `todo` (`order.ready`) for each free worker; when none is ready and none
     runs, the first waiting one."""
     waiting = list(todo)
     running: dict[Future, RunConfig] = {}
@@ -247,7 +172,7 @@ def _dispatch(pool: Executor, todo: list[RunConfig], plan: dict[str, Dependency]
     failed = []
     while True:
         while len(running) < pool.capacity and waiting:
-            config = next((c for c in waiting if _ready(c, plan, finished_ids)),
+            config = next((c for c in waiting if ready(c, plan, finished_ids)),
                           None if running else waiting[0])
             if config is None:
                 break
