@@ -22,6 +22,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+# tiny_fashion: test_finetune's fixture (a 60-image Fashion-MNIST with its CNN feature file)
+from test_finetune import BLOCKS, CONFIG, IMAGE_SIZE, tiny_fashion, training_inputs  # noqa: F401
+
 from gslbench import bench
 from gslbench.bench import order
 from gslbench.bench.executors import ExecutorConfig
@@ -29,11 +32,13 @@ from gslbench.bench.grid import Cells
 from gslbench.checkpoints import Checkpoints, checkpoint_epochs, plain_epochs
 from gslbench.cli import cli
 from gslbench.config import RunConfig
-from gslbench.data import download
+from gslbench.data import backbones, download, feature_path
+from gslbench.data.featurefile import read_feature_file
 from gslbench.data.features import build_features
 from gslbench.encode import encode_run
 from gslbench.evaluation.step import evaluate_run
 from gslbench.layout import RunDir, checkpoints_dir
+from gslbench.methods.loop import train
 from gslbench.train import run_features, train_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -306,3 +311,40 @@ def test_bench_grid_reuses_float_and_the_warm_up(data_dir, tmp_path):
                for run in result.run_dirs}
     assert started["float"] is None
     assert started["two-step"]["epoch"] == 7 and started["gsl"]["epoch"] == 5
+
+
+def test_a_fine_tuned_run_started_from_the_warm_up_is_bit_identical(request, tmp_path):
+    features, _, inputs = training_inputs(request.getfixturevalue("tiny_fashion"))
+    checkpoints = Checkpoints.for_run(tmp_path, CONFIG, "features", {"type": "cpu"},
+                                      {"torch": 1, "faiss": 1}, "activations")
+
+    def fine_tuned(config, reuse):
+        top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)[1]
+        return train(config, features, show_progress=False, top=top, inputs=inputs,
+                     checkpoints=checkpoints if reuse else None)
+
+    fine_tuned(dataclasses.replace(CONFIG, qloss_lambda=1.0), True)  # saves the warm-up's state
+    reused, scratch = fine_tuned(CONFIG, True), fine_tuned(CONFIG, False)
+    assert reused.started_from == {"checkpoint": checkpoints.checkpoint_id(1), "epoch": 1}
+    first, second = reused.model.state_dict(), scratch.model.state_dict()
+    assert any(name.startswith("top.blocks.0.") for name in first)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert (reused.quantizer.codebooks == scratch.quantizer.codebooks).all()
+
+
+def test_a_forged_checkpoint_that_does_not_fit_is_not_used(data_dir, tmp_path, caplog):
+    """A checkpoint bound to this run's key and sha256-valid, but holding another network."""
+    features = read_feature_file(feature_path(data_dir, "digits", "pixels"))
+    config, wider = (dataclasses.replace(BASE, method="gsl", hidden=hidden).resolved()
+                     for hidden in (32, 48))
+    mine, theirs = (Checkpoints.for_run(tmp_path, c, "features", {"type": "cpu"},
+                                        {"torch": 1, "faiss": 1}) for c in (config, wider))
+    train(wider, features, show_progress=False, checkpoints=theirs)
+    mine.save(5, theirs.load(5))
+    with caplog.at_level(logging.WARNING):
+        forged = train(config, features, show_progress=False, checkpoints=mine)
+    assert "does not fit this run" in caplog.text and forged.started_from is None
+    scratch = train(config, features, show_progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(forged.model.state_dict().values(),
+                                                 scratch.model.state_dict().values(), strict=True))
+    assert mine.load(5)["model"]["layers.0.weight"].shape == (32, 64)  # saved again, right

@@ -34,6 +34,7 @@ refits cannot change it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -112,6 +113,8 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     training = _start(config, features, top, device)
     marks = checkpoint_epochs(config) if checkpoints is not None else []
     done, log, started_from, rejected = 0, [], None, set()
+    # the CNN's top is the caller's module: put back as it came if a checkpoint fails half-way
+    pristine_top = None if top is None or not marks else copy.deepcopy(top.state_dict())
     for epochs in reversed(marks):
         state = checkpoints.load(epochs)
         if state is None:
@@ -124,6 +127,8 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
             logger.warning("%s: does not fit this run (%s); training those %d epochs again",
                         checkpoints.path(epochs), exc, epochs)
             rejected.add(epochs)
+            if pristine_top is not None:
+                top.load_state_dict(pristine_top)
             training = _start(config, features, top, device)
             continue
         done, started_from = epochs, {"checkpoint": checkpoints.checkpoint_id(epochs),
