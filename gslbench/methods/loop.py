@@ -110,30 +110,9 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     device = torch.device(device)
     x = torch.from_numpy(inputs).to(device)
     labels = torch.from_numpy(features.train.labels).to(device)
-    training = _start(config, features, top, device)
     marks = checkpoint_epochs(config) if checkpoints is not None else []
-    done, log, started_from, rejected = 0, [], None, set()
-    # the CNN's top is the caller's module: put back as it came if a checkpoint fails half-way
-    pristine_top = None if top is None or not marks else copy.deepcopy(top.state_dict())
-    for epochs in reversed(marks):
-        state = checkpoints.load(epochs)
-        if state is None:
-            if checkpoints.path(epochs).is_file():
-                rejected.add(epochs)
-            continue
-        try:
-            log = _restore(training, state, epochs, device)
-        except (GslbenchError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("%s: does not fit this run (%s); training those %d epochs again",
-                        checkpoints.path(epochs), exc, epochs)
-            rejected.add(epochs)
-            if pristine_top is not None:
-                top.load_state_dict(pristine_top)
-            training = _start(config, features, top, device)
-            continue
-        done, started_from = epochs, {"checkpoint": checkpoints.checkpoint_id(epochs),
-                                      "epoch": epochs}
-        break
+    training, done, log, started_from, rejected = _resume(config, features, top, device,
+                                                          checkpoints, marks)
     quantizer = _new_quantizer(config) if config.quantized else None
     method = config.method_spec(config, quantizer)
     model = training.model
@@ -143,10 +122,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
         if done == 0:  # no warm-up: fit the untrained network
             quantizer.fit(embed(model, inputs))
         else:  # the refit of the checkpoint's last epoch
-            warm = method.trains_against_codebooks or done < config.epochs
-            log[-1].update(_refit_and_measure(quantizer, embed(model, inputs), warm))
-            if on_refit is not None:
-                on_refit(done, model, quantizer)
+            log[-1].update(_refit(config, method, quantizer, model, inputs, done, on_refit))
             log[-1]["seconds"] += time.perf_counter() - start
     total_seconds += time.perf_counter() - start
     for epoch in tqdm(range(done + 1, config.epochs + 1), desc=f"train {config.method}",
@@ -161,10 +137,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
         if epoch in marks and (epoch in rejected or not checkpoints.path(epoch).is_file()):
             checkpoints.save(epoch, _state(training, [*log, row], device))
         if quantizer is not None and _refit_due(config, epoch):
-            warm = method.trains_against_codebooks or epoch < config.epochs
-            row.update(_refit_and_measure(quantizer, embed(model, inputs), warm))
-            if on_refit is not None:
-                on_refit(epoch, model, quantizer)
+            row.update(_refit(config, method, quantizer, model, inputs, epoch, on_refit))
         row["seconds"] = time.perf_counter() - start
         total_seconds += row["seconds"]
         log.append(row)
@@ -172,6 +145,38 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
                and _refit_due(config, epoch)]
     return TrainResult(model, quantizer, log, total_seconds, config.epochs - done, started_from,
                        skipped)
+
+
+def _resume(config: RunConfig, features: FeatureSet, top: nn.Module | None,
+            device: torch.device, checkpoints: Checkpoints | None, marks: list[int]
+            ) -> tuple[_Training, int, list[dict], dict | None, set[int]]:
+    """The run's initial state (`_start`), or the latest plain state among `marks` saved in
+    `checkpoints` that can be used. Returns the state, the epochs it holds, their log rows, the
+    `started_from` record and the epochs whose checkpoint exists but was not used (so that the
+    run writes them again). A checkpoint that fails half-way is a warning; the CNN's `top`, the
+    caller's module, is put back as it came."""
+    training = _start(config, features, top, device)
+    pristine_top = None if top is None or not marks else copy.deepcopy(top.state_dict())
+    rejected = set()
+    for epochs in reversed(marks):
+        state = checkpoints.load(epochs)
+        if state is None:
+            if checkpoints.path(epochs).is_file():
+                rejected.add(epochs)
+            continue
+        try:
+            log = _restore(training, state, epochs, device)
+        except (GslbenchError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("%s: does not fit this run (%s); training those %d epochs again",
+                           checkpoints.path(epochs), exc, epochs)
+            rejected.add(epochs)
+            if pristine_top is not None:
+                top.load_state_dict(pristine_top)
+            training = _start(config, features, top, device)
+            continue
+        return training, epochs, log, {"checkpoint": checkpoints.checkpoint_id(epochs),
+                                       "epoch": epochs}, rejected
+    return training, 0, [], None, rejected
 
 
 def _start(config: RunConfig, features: FeatureSet, top: nn.Module | None,
@@ -246,14 +251,23 @@ def _refit_due(config: RunConfig, epochs_done: int) -> bool:
                                             and since_warmup % config.epochs_per_refit == 0)
 
 
-def _refit_and_measure(quantizer: Quantizer, representations: np.ndarray,
-                       warm: bool) -> dict[str, float]:
-    """Refit on (n, d) float32 representations (warm-started from the current codebooks if
-    `warm` and fitted); their quantization error under the codebooks before (`quant_mse`, NaN
-    before the first fit) and after (`quant_mse_refit`)."""
+def _refit(config: RunConfig, method: Method, quantizer: Quantizer, model: nn.Module,
+           inputs: np.ndarray, epoch: int,
+           on_refit: Callable[[int, nn.Module, Quantizer], None] | None) -> dict[str, float]:
+    """Refit the codebooks once `epoch` epochs are trained, on the (n, d) float32 training
+    representations, warm-started from the current codebooks when fitted (but for two-step's
+    last fit, its one fit, from scratch), then call `on_refit`. Returns the representations'
+    quantization error under the codebooks before (`quant_mse`, NaN before the first fit) and
+    after (`quant_mse_refit`)."""
+    representations = embed(model, inputs)
     before = quantizer.quantization_error(representations) if quantizer.is_fitted else float("nan")
-    quantizer.fit(representations, warm_start=warm)
-    return {"quant_mse": before, "quant_mse_refit": quantizer.quantization_error(representations)}
+    quantizer.fit(representations,
+                  warm_start=method.trains_against_codebooks or epoch < config.epochs)
+    measured = {"quant_mse": before,
+                "quant_mse_refit": quantizer.quantization_error(representations)}
+    if on_refit is not None:
+        on_refit(epoch, model, quantizer)
+    return measured
 
 
 def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
