@@ -304,13 +304,20 @@ def test_a_dependent_starts_once_its_checkpoint_is_on_disk(monkeypatch, tmp_path
 
 def test_bench_grid_reuses_float_and_the_warm_up(data_dir, tmp_path):
     cells = [cell("gsl"), cell("two-step"), cell("float")]
-    result = bench.run_grid(Cells(tuple(cells)), data_dir, tmp_path / "results",
-                            ExecutorConfig(cpus_per_cell=1, device="cpu"), show_progress=False)
+    executor = ExecutorConfig(cpus_per_cell=1, device="cpu")
+    result = bench.run_grid(Cells(tuple(cells)), data_dir, tmp_path / "results", executor,
+                            show_progress=False)
     assert result.failed == ()
     started = {record(run)["config"]["method"]: record(run)["started_from"]
                for run in result.run_dirs}
     assert started["float"] is None
     assert started["two-step"]["epoch"] == 7 and started["gsl"]["epoch"] == 5
+    # bench names each checkpoint as its workers do, so a dependent starts once it is there
+    features = {("digits", "pixels"): run_features(cells[0], data_dir)}
+    plan = order.dependencies(cells, features, tmp_path / "results", executor)
+    assert len(plan) == 2 and all(dependency.path.is_file() for dependency in plan.values())
+    assert {dependency.path.stem for dependency in plan.values()} == {
+        started["two-step"]["checkpoint"], started["gsl"]["checkpoint"]}
 
 
 def test_a_fine_tuned_run_started_from_the_warm_up_is_bit_identical(request, tmp_path):
