@@ -6,9 +6,9 @@ trains with reuse, counted from its cells.
 The grid runs on a synthetic data set of Fashion-MNIST's shape, imported with `gslbench features
 import`: 10 classes, 1,280-d features (EfficientNet-Lite0's), 5,000 training items, 1,000
 queries and a 10,000-item database; every method, PQ with 16-word codebooks at 16 bits, one
-seed, 20 epochs with the default warm-up of 5 (about 3 minutes on a busy 2-core machine);
---small: 10 epochs. Wall time on a shared machine depends on its other load: the CPU time of the
-bench process and its workers is printed too.
+seed, 20 epochs with the default warm-up of 5 (2 to 3 minutes on a busy 2-core machine);
+--epochs 40: the results grid's schedule; --small: 10 epochs. Wall time on a shared machine
+depends on its other load: the CPU time of the bench process and its workers is printed too.
 
     python benchmarks/grid_cost.py [--small] [--epochs N] [--bits 16,32] [--jobs N]
         [--cpus-per-cell N] [--work DIR]

@@ -66,7 +66,7 @@ def plain_settings(config: RunConfig) -> dict[str, Any]:
 
 
 def plain_epochs(config: RunConfig) -> int:
-    """The epochs of `config`'s training that are float's (`gslbench.checkpoints`): all of them
+    """The epochs of `config`'s training that are float's (its plain epochs): all of them
     for a method that trains no codebooks and changes nothing in the loss (float, two-step), the
     warm-up for one whose `plain_warmup` holds, else none."""
     from gslbench.methods.base import Method  # loaded with the method's class
