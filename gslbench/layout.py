@@ -29,6 +29,8 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
     RESULTS/runs/.bench.lock                 held by the one bench running on this folder
     RESULTS/runs/.RUN.*                      a run directory being built or retired (never read)
     RESULTS/runs/RUN/.NAME.*.tmp             a file being written (never read)
+    RESULTS/checkpoints/ID.ckpt              train: a plain training state other runs start
+                                             from (`checkpoints_dir`; gslbench.checkpoints)
     RESULTS/report/                          the report
     RESULTS/tuning/runs/RUN/...              `gslbench tune`'s runs (split "validation"), as above
     RESULTS/tuning/tuned.toml                tune: the chosen knob values (`bench --tuned`)
@@ -51,6 +53,7 @@ CODEBOOKS = ("train", "database")
 REPORT = "report"
 LOCK = ".bench.lock"
 TUNING = "tuning"
+CHECKPOINTS = "checkpoints"
 
 
 def raw_dir(data_dir: str | Path, dataset: str) -> Path:
@@ -81,6 +84,11 @@ def imported_path(data_dir: str | Path, dataset: str) -> Path:
 def runs_dir(results_dir: str | Path) -> Path:
     """RESULTS/runs: one directory per run."""
     return Path(results_dir) / RUNS
+
+
+def checkpoints_dir(results_dir: str | Path) -> Path:
+    """RESULTS/checkpoints: the training states runs start from (removable without harm)."""
+    return Path(results_dir) / CHECKPOINTS
 
 
 def report_dir(results_dir: str | Path) -> Path:

@@ -7,6 +7,11 @@ name, and it records the sha256 of the feature file the run was trained on and o
 quantizer.h5 and train_log.csv. `check_trained` verifies all of it before a run is used or kept.
 A run that fine-tunes the CNN's last N blocks reads the trunk's cached activations, computed
 here first when missing (`gslbench.data.activations`), and config.json records their sha256.
+It also records what the run computed: `epochs_trained` (the epochs trained here), `started_from`
+(null, or {"checkpoint": id, "epoch": n}: the first n epochs came from a checkpoint another run
+saved, `gslbench.checkpoints`) and `refits_not_computed` (two-step's log-only refits among those
+n epochs, whose train_log.csv rows hold no quantization errors); `train_seconds` is the training
+time of the whole result, the reused epochs at the time their producer measured.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from gslbench import layout
+from gslbench.checkpoints import Checkpoints
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
 from gslbench.data.activations import ensure_activations, open_activations
@@ -75,12 +83,19 @@ def run_features(config: RunConfig, data_dir: str | Path) -> FeatureFile:
 
 
 def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
-              force: bool = False, show_progress: bool = True,
-              device: str = "auto") -> layout.RunDir:
+              force: bool = False, show_progress: bool = True, device: str = "auto",
+              reuse: bool = True,
+              on_refit: Callable[[int, nn.Module, Quantizer], None] | None = None
+              ) -> layout.RunDir:
     """Train one run on `device` (`gslbench.devices`) and write its directory.
 
     An existing run is kept (unless `force`) when `check_trained` passes: bound to its config and
     made from the current feature file; a damaged or stale one is trained again, with a warning.
+    reuse: start from the plain training state another run saved under RESULTS/checkpoints/ and
+    save those this run passes through (`gslbench.checkpoints`; bit-identical results);
+    config.json records `epochs_trained` and `started_from`. on_refit: as
+    `gslbench.methods.loop.train`'s (tuning's pruning; an exception it raises stops the run,
+    which writes nothing).
     """
     get_dataset(config.dataset, data_dir)
     torch_device = resolve_device(device)
@@ -107,8 +122,11 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
         extra.update(activations_file=str(activations), activations_sha256=sha256_file(activations))
         saved.update(backbone=str(features.extra_attrs["backbone"]),
                      image_size=int(features.extra_attrs["image_size"]))
+    checkpoints = Checkpoints.for_run(
+        results_dir, config, features_file.sha256, extra["device"], thread_counts(),
+        extra.get("activations_sha256")) if reuse else None
     result = train(config.resolved(), features, show_progress=show_progress, top=top,
-                   inputs=inputs, device=torch_device)
+                   inputs=inputs, device=torch_device, on_refit=on_refit, checkpoints=checkpoints)
     try:
         _write_run(run, config, result, features, features_file, saved, extra)
     except OSError as exc:
@@ -150,6 +168,9 @@ def _write_run(run: layout.RunDir, config: RunConfig, result: TrainResult, featu
             **extra,
             "versions": package_versions(),
             "train_seconds": result.seconds,
+            "epochs_trained": result.epochs_trained,
+            "started_from": result.started_from,
+            "refits_not_computed": result.refits_not_computed,
             "threads": thread_counts(),
         })
         staging.path.chmod(0o755)  # mkdtemp creates 0700

@@ -19,6 +19,11 @@ directories, `.NAME.*.tmp` files) never count as results; a bench restores a run
 folder's lock (`runs/.bench.lock`), which keeps a second bench off the same folder. Local worker
 processes hold that lock too and die with the bench process (`executors`), so the lock is free
 only once nothing of the bench can write any more.
+
+Reuse (`gslbench.checkpoints`, `gslbench.bench.order`): the cells others start from (float,
+two-step, one per other warm-up) are dispatched first, and a cell that starts from another's
+checkpoint once that checkpoint is on disk or its producer has finished, on any executor, while
+the other cells keep the workers busy.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from gslbench import layout
 from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Cells, Grid
+from gslbench.bench.order import Dependency, dependencies, producers_first, ready
 from gslbench.codes import check_encoded, fits
 from gslbench.config import KNOBS, RunConfig
 from gslbench.data import download, feature_path, get_dataset
@@ -110,13 +116,13 @@ def grid_status(grid: Grid | Cells, data_dir: str | Path,
 
 def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
              force: bool = False, device: str = "auto",
-             codebooks: tuple[str, ...] = layout.CODEBOOKS) -> layout.RunDir:
+             codebooks: tuple[str, ...] = layout.CODEBOOKS, reuse: bool = True) -> layout.RunDir:
     """Train one cell, then encode and evaluate each of its codebook fits (`fits`), with
     `threads` torch/faiss threads, torch on `device`; every executor runs this. Steps already
-    done are skipped unless `force`. Returns the run directory."""
+    done are skipped unless `force`; `reuse`: as `train_run`'s. Returns the run directory."""
     with limit_threads(threads):
         run = train_run(config, data_dir, results_dir, force=force, show_progress=False,
-                        device=device)
+                        device=device, reuse=reuse)
         for fit in fits(config.quantized, codebooks):
             encode_run(run.path, data_dir, results_dir, force=force, device=device, codebooks=fit)
             evaluate_run(run.path, results_dir, force=force, codebooks=fit)
@@ -125,15 +131,16 @@ def run_cell(config: RunConfig, data_dir: Path, results_dir: Path, threads: int,
 
 def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
              executor: ExecutorConfig | None = None, force: bool = False,
-             show_progress: bool = True) -> BenchResult:
+             show_progress: bool = True, reuse: bool = True) -> BenchResult:
     """Run every cell that is not done (all with `force`) on `executor` (default: local, one
     cell at a time in this process) and return the outcome.
 
     The whole grid is validated first; then, holding the results folder's lock and the executor
     (a Ray connection fails here, before any download), the features of each data set are
     prepared here (downloaded and extracted once), leftovers of killed runs of the grid's cells
-    are removed, and the cells are dispatched. A failing cell does not stop the
-    others: it is logged as one line and listed in the result.
+    are removed, and the cells are dispatched, those others start from first (`reuse`: see the
+    module docstring; off, every cell trains every epoch, in grid order). A failing cell does not
+    stop the others: it is logged as one line and listed in the result.
     """
     executor = executor or ExecutorConfig()
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
@@ -152,34 +159,46 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
                             "output is missing or invalid", config.run_id, state.reason)
             if force or state.state != "done":
                 todo.append(config)
+        plan = dependencies(todo, features, results_dir, executor) if reuse else {}
+        todo = producers_first(todo, plan)
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress) as progress:
-            failed = _dispatch(pool, todo, progress, data_dir, results_dir, executor, force,
-                               grid.codebooks)
+            failed = _dispatch(pool, todo, plan, progress, data_dir, results_dir, executor, force,
+                               grid.codebooks, reuse)
     done = {config.run_id for config in cells} - {config.run_id for config, _ in failed}
     return BenchResult(tuple(runs[run_id] for run_id in runs if run_id in done), tuple(failed))
 
 
-def _dispatch(pool: Executor, todo: list[RunConfig], progress: Progress, data_dir: Path,
-              results_dir: Path, executor: ExecutorConfig, force: bool,
-              codebooks: tuple[str, ...]) -> list[tuple[RunConfig, str]]:
-    """Keep up to `pool.capacity` cells running until every cell has finished or failed."""
-    waiting = iter(todo)
+def _dispatch(pool: Executor, todo: list[RunConfig], plan: dict[str, Dependency],
+              progress: Progress, data_dir: Path, results_dir: Path, executor: ExecutorConfig,
+              force: bool, codebooks: tuple[str, ...], reuse: bool) -> list[tuple[RunConfig, str]]:
+    """Keep up to `pool.capacity` cells running until every cell has finished or failed, taking
+    the first ready cell of `todo` (`order.ready`) for each free worker; when none is ready and none
+    runs, the first waiting one."""
+    waiting = list(todo)
     running: dict[Future, RunConfig] = {}
+    finished_ids: set[str] = set()
     failed = []
     while True:
-        while len(running) < pool.capacity and (config := next(waiting, None)) is not None:
+        while len(running) < pool.capacity and waiting:
+            config = next((c for c in waiting if ready(c, plan, finished_ids)),
+                          None if running else waiting[0])
+            if config is None:
+                break
+            waiting.remove(config)
             progress.running([*running.values(), config])
             try:
                 running[pool.submit(run_cell, config, data_dir, results_dir, executor.threads,
-                                    force, executor.device, codebooks)] = config
+                                    force, executor.device, codebooks, reuse)] = config
             except Exception as exc:  # a broken pool refuses work: the cell failed
                 failed.append((config, progress.finished(config, exc)))
+                finished_ids.add(config.run_id)
         if not running:
             return failed
         progress.running(running.values())
         finished, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
         for future in finished:
             config = running.pop(future)
+            finished_ids.add(config.run_id)
             error = future.exception()
             message = progress.finished(config, error)
             if error is not None:

@@ -103,6 +103,14 @@ def device_option(command: Callable) -> Callable:
                              "faiss stays on the CPU.")(command)
 
 
+def reuse_option(command: Callable) -> Callable:
+    """--no-reuse (train, bench, tune): passes `reuse` to the command."""
+    return click.option("--no-reuse", "reuse", is_flag=True, flag_value=False, default=True,
+                        help="Train every epoch here instead of starting from the training "
+                             "state another run saved in RESULTS/checkpoints/ (the results are "
+                             "the same; for checking and timing).")(command)
+
+
 def split(kind: type) -> Callable:
     """A click callback parsing a comma-separated list of `kind`."""
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:

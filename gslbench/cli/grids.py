@@ -21,6 +21,7 @@ from gslbench.cli.base import (
     cli,
     config_options,
     device_option,
+    reuse_option,
     show_progress,
     split,
 )
@@ -78,10 +79,11 @@ def _executor_options(command: Callable) -> Callable:
               help="A choice file of `gslbench tune`: its knob values replace the grid's for "
                    "each tuned method and cell.")
 @_executor_options
+@reuse_option
 @click.pass_context
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path | None,
           executor: str, jobs: int | None, cpus_per_cell: int | None, address: str | None,
-          dry_run: bool, device: str, **options: Any) -> None:
+          dry_run: bool, device: str, reuse: bool, **options: Any) -> None:
     """Run a grid of runs, skipping finished ones, then report.
 
     \b
@@ -98,7 +100,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
         _echo_cells(grid, ctx.obj["data_dir"], results_dir)
         return
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
-                                   force=force, show_progress=show_progress(ctx))
+                                   force=force, show_progress=show_progress(ctx), reuse=reuse)
     if result.run_dirs:
         out = layout.report_dir(results_dir)
         _, markdown = report_module.write_report(list(result.run_dirs), out)

@@ -16,6 +16,7 @@ from gslbench.cli.base import (
     device_option,
     metric_option,
     options,
+    reuse_option,
     setting_option,
     show_progress,
 )
@@ -133,9 +134,10 @@ def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | Non
 @setting_option(FIELDS["seed"])
 @config_options
 @device_option
+@reuse_option
 @click.pass_context
 def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, device: str,
-          **options: Any) -> None:
+          reuse: bool, **options: Any) -> None:
     """Train one run; prints its run directory.
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
@@ -143,7 +145,7 @@ def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, de
     feature = feature or data.get_dataset(dataset, ctx.obj["data_dir"]).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
     run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
-                    show_progress=show_progress(ctx), device=device)
+                    show_progress=show_progress(ctx), device=device, reuse=reuse)
     click.echo(run.path)
 
 

@@ -26,13 +26,18 @@ class Method:
 
     Class attributes: `name` (registry key), `knobs` (its own settings), `quantized` (False only
     for the float ceiling: no quantizer at all), `trains_against_codebooks` (True: the codebooks
-    are refitted during training and the method uses them; False: fitted once, after training).
+    are refitted during training and the method uses them; False: fitted once, after training),
+    `plain_warmup` (True: until the first codebook fit the method trains exactly as float, z
+    itself to the similarity loss, no penalty, no random draws of its own, so it starts from the
+    state a float run or another method saved after the warm-up, `gslbench.checkpoints`; a
+    method that does otherwise must set it False).
     """
 
     name: ClassVar[str]
     knobs: ClassVar[tuple[Setting, ...]] = ()
     quantized: ClassVar[bool] = True
     trains_against_codebooks: ClassVar[bool] = True
+    plain_warmup: ClassVar[bool] = True
     summary: ClassVar[str] = ""
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:

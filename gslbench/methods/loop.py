@@ -17,20 +17,36 @@ the first fit) and under the codebooks just refitted on them (`quant_mse_refit`:
 would have if quantized now, comparable across methods); rows between refits leave both empty
 (computing them would cost a pass over the training set each epoch). Every row holds the epoch's
 similarity loss and the seconds of training work.
+
+Reuse (`gslbench.checkpoints`): a run's first `plain_epochs` are float's (the warm-up of every
+built-in method; the whole training of float and two-step, whose refits before the last only
+serve the log), so given its checkpoints a run starts from the latest plain state another run
+saved (network, optimizer, loss module, batch generator and torch's global RNG) and saves those
+it passes through (`checkpoint_epochs`). Nothing a method does before its first codebook fit
+draws random numbers or changes the loss (qloss's and ste's penalty is 0, ste, soft, gumbel and
+gsl pass z through while the quantizer is unfitted; gumbel's noise has its own generator, used
+only after the fit) and the refits read the network without changing it, so a run started from a
+checkpoint is bit-identical to one trained from scratch, at the same device and thread counts.
+Two-step started from float's trained network only fits its codebooks: the last fit starts from
+scratch (`Quantizer.fit` without warm start resets the faiss objects), so the earlier, skipped
+refits cannot change it.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gslbench.checkpoints import Checkpoints, checkpoint_epochs
 from gslbench.config import RunConfig
 from gslbench.data.featurefile import FeatureSet
 from gslbench.errors import GslbenchError
@@ -39,34 +55,136 @@ from gslbench.methods.losses import LOSSES
 from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model, embed
 from gslbench.quantizers import Quantizer, make_quantizer
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainResult:
-    """A trained model, its fitted quantizer (None for float), the per-epoch log and the time."""
+    """A trained model, its fitted quantizer (None for float), the per-epoch log and the time.
+
+    seconds: the training time of the whole result, the epochs taken from a checkpoint at the
+    time their producer measured (their log rows keep it). epochs_trained: the epochs this call
+    trained. started_from: None, or {"checkpoint": id, "epoch": n} when the first n epochs came
+    from a checkpoint (`gslbench.checkpoints`). refits_not_computed: epochs whose refit only
+    serves the log (two-step's before its last) and fell among those n: their log rows hold no
+    quantization errors."""
 
     model: EmbeddingNet | FineTunedNet
     quantizer: Quantizer | None
     log: list[dict]
     seconds: float
+    epochs_trained: int
+    started_from: dict | None = None
+    refits_not_computed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Training:
+    """What plain training changes: the network, the loss module (softmax's classifier), the
+    optimizer and the batch order's generator (and torch's global RNG, which the network's
+    initialisation draws from)."""
+
+    model: EmbeddingNet | FineTunedNet
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
 
 
 def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
           top: nn.Module | None = None, inputs: np.ndarray | None = None,
           device: torch.device | str = "cpu",
-          on_refit: Callable[[int, nn.Module, Quantizer], None] | None = None) -> TrainResult:
+          on_refit: Callable[[int, nn.Module, Quantizer], None] | None = None,
+          checkpoints: Checkpoints | None = None) -> TrainResult:
     """Train `config.method` on `features.train` on `device`; deterministic for a given config,
-    seed and device.
+    seed, device and thread count.
 
     Fine-tuning: `top` is the CNN's trainable top and `inputs` the training items' (n, C, H, W)
     float32 trunk activations, row for row with `features.train`.
     on_refit: called as `on_refit(epoch, model, quantizer)` after each codebook refit of a
     quantized run (tuning reports its validation mAP there; an exception it raises stops the
-    run)."""
+    run).
+    checkpoints: the run's plain training states (`gslbench.checkpoints`; None: no reuse). The
+    run starts from the latest of `checkpoint_epochs` saved there, and saves those it trains
+    through that are missing: the result is bit-identical to training from scratch."""
     inputs = features.train.features if inputs is None else inputs
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    device = torch.device(device)
     x = torch.from_numpy(inputs).to(device)
     labels = torch.from_numpy(features.train.labels).to(device)
+    marks = checkpoint_epochs(config) if checkpoints is not None else []
+    training, done, log, started_from, rejected = _resume(config, features, top, device,
+                                                          checkpoints, marks)
+    quantizer = _new_quantizer(config) if config.quantized else None
+    method = config.method_spec(config, quantizer)
+    model = training.model
+    total_seconds = sum(row["seconds"] for row in log)
+    start = time.perf_counter()
+    if quantizer is not None and _refit_due(config, done):
+        if done == 0:  # no warm-up: fit the untrained network
+            quantizer.fit(embed(model, inputs))
+        else:  # the refit of the checkpoint's last epoch
+            log[-1].update(_refit(config, method, quantizer, model, inputs, done, on_refit))
+            log[-1]["seconds"] += time.perf_counter() - start
+    total_seconds += time.perf_counter() - start
+    for epoch in tqdm(range(done + 1, config.epochs + 1), desc=f"train {config.method}",
+                      leave=False, disable=not show_progress):
+        start = time.perf_counter()
+        model.train()
+        sim_loss = _train_epoch(model, method, training.loss_fn, training.optimizer, x, labels,
+                                config, training.generator)
+        _check_finite(model, sim_loss, epoch)
+        row = {"epoch": epoch, "sim_loss": sim_loss, "quant_mse": float("nan"),
+               "quant_mse_refit": float("nan"), "seconds": time.perf_counter() - start}
+        if epoch in marks and (epoch in rejected or not checkpoints.path(epoch).is_file()):
+            checkpoints.save(epoch, _state(training, [*log, row], device))
+        if quantizer is not None and _refit_due(config, epoch):
+            row.update(_refit(config, method, quantizer, model, inputs, epoch, on_refit))
+        row["seconds"] = time.perf_counter() - start
+        total_seconds += row["seconds"]
+        log.append(row)
+    skipped = [epoch for epoch in range(1, done) if quantizer is not None
+               and _refit_due(config, epoch)]
+    return TrainResult(model, quantizer, log, total_seconds, config.epochs - done, started_from,
+                       skipped)
+
+
+def _resume(config: RunConfig, features: FeatureSet, top: nn.Module | None,
+            device: torch.device, checkpoints: Checkpoints | None, marks: list[int]
+            ) -> tuple[_Training, int, list[dict], dict | None, set[int]]:
+    """The run's initial state (`_start`), or the latest plain state among `marks` saved in
+    `checkpoints` that can be used. Returns the state, the epochs it holds, their log rows, the
+    `started_from` record and the epochs whose checkpoint exists but was not used (so that the
+    run writes them again). A checkpoint that fails half-way is a warning; the CNN's `top`, the
+    caller's module, is put back as it came."""
+    training = _start(config, features, top, device)
+    pristine_top = None if top is None or not marks else copy.deepcopy(top.state_dict())
+    rejected = set()
+    for epochs in reversed(marks):
+        state = checkpoints.load(epochs)
+        if state is None:
+            if checkpoints.path(epochs).is_file():
+                rejected.add(epochs)
+            continue
+        try:
+            log = _restore(training, state, epochs, device)
+        except (GslbenchError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("%s: does not fit this run (%s); training those %d epochs again",
+                           checkpoints.path(epochs), exc, epochs)
+            rejected.add(epochs)
+            if pristine_top is not None:
+                top.load_state_dict(pristine_top)
+            training = _start(config, features, top, device)
+            continue
+        return training, epochs, log, {"checkpoint": checkpoints.checkpoint_id(epochs),
+                                       "epoch": epochs}, rejected
+    return training, 0, [], None, rejected
+
+
+def _start(config: RunConfig, features: FeatureSet, top: nn.Module | None,
+           device: torch.device) -> _Training:
+    """The initial state: torch's global RNG seeded with the run's seed, then the network
+    (standardised by the training features), the loss module and Adam, all on `device`."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     model = build_model(config, features.dim, top)
     model.set_standardisation(features.train.features)
     model.to(device)
@@ -74,29 +192,42 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     optimizer = torch.optim.Adam(
         [*model.parameters(), *loss_fn.parameters()], lr=config.lr, weight_decay=config.weight_decay
     )
-    quantizer = _new_quantizer(config) if config.quantized else None
-    method = config.method_spec(config, quantizer)
-    start = time.perf_counter()
-    if quantizer is not None and _refit_due(config, 0):  # no warm-up: fit the untrained network
-        quantizer.fit(embed(model, inputs))
-    log, total_seconds = [], time.perf_counter() - start
-    for epoch in tqdm(range(1, config.epochs + 1), desc=f"train {config.method}", leave=False,
-                      disable=not show_progress):
-        start = time.perf_counter()
-        model.train()
-        sim_loss = _train_epoch(model, method, loss_fn, optimizer, x, labels, config, generator)
-        _check_finite(model, sim_loss, epoch)
-        row = {"epoch": epoch, "sim_loss": sim_loss, "quant_mse": float("nan"),
-               "quant_mse_refit": float("nan")}
-        if quantizer is not None and _refit_due(config, epoch):
-            warm = method.trains_against_codebooks or epoch < config.epochs
-            row.update(_refit_and_measure(quantizer, embed(model, inputs), warm))
-            if on_refit is not None:
-                on_refit(epoch, model, quantizer)
-        row["seconds"] = time.perf_counter() - start
-        total_seconds += row["seconds"]
-        log.append(row)
-    return TrainResult(model, quantizer, log, total_seconds)
+    return _Training(model, loss_fn, optimizer, generator)
+
+
+def _state(training: _Training, rows: list[dict], device: torch.device) -> dict:
+    """The checkpoint of `training` after the epochs of `rows` (`gslbench.checkpoints.STATE_KEYS`)."""
+    state = {"model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+             "loss": training.loss_fn.state_dict(), "generator": training.generator.get_state(),
+             "rng": torch.get_rng_state(),
+             "log": [[row["epoch"], row["sim_loss"], row["seconds"]] for row in rows]}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore(training: _Training, state: dict, epochs: int, device: torch.device) -> list[dict]:
+    """Put a checkpoint's state after `epochs` epochs into `training`; returns its log rows. The
+    network's and the loss module's tensors are checked to fit before anything is changed."""
+    rows = state["log"]
+    if [row[0] for row in rows] != list(range(1, epochs + 1)):
+        raise GslbenchError(f"its log does not hold epochs 1 to {epochs}")
+    for name, module in (("model", training.model), ("loss", training.loss_fn)):
+        mine, saved = module.state_dict(), state[name]
+        if set(mine) != set(saved) or any(
+                saved[key].shape != value.shape or saved[key].dtype != value.dtype
+                for key, value in mine.items()):
+            raise GslbenchError(f"its {name} tensors are not this run's")
+    training.model.load_state_dict(state["model"])
+    training.loss_fn.load_state_dict(state["loss"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.generator.set_state(state["generator"])
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return [{"epoch": int(epoch), "sim_loss": float(loss), "quant_mse": float("nan"),
+             "quant_mse_refit": float("nan"), "seconds": float(seconds)}
+            for epoch, loss, seconds in rows]
 
 
 def _check_finite(model: EmbeddingNet, sim_loss: float, epoch: int) -> None:
@@ -120,14 +251,23 @@ def _refit_due(config: RunConfig, epochs_done: int) -> bool:
                                             and since_warmup % config.epochs_per_refit == 0)
 
 
-def _refit_and_measure(quantizer: Quantizer, representations: np.ndarray,
-                       warm: bool) -> dict[str, float]:
-    """Refit on (n, d) float32 representations (warm-started from the current codebooks if
-    `warm` and fitted); their quantization error under the codebooks before (`quant_mse`, NaN
-    before the first fit) and after (`quant_mse_refit`)."""
+def _refit(config: RunConfig, method: Method, quantizer: Quantizer, model: nn.Module,
+           inputs: np.ndarray, epoch: int,
+           on_refit: Callable[[int, nn.Module, Quantizer], None] | None) -> dict[str, float]:
+    """Refit the codebooks once `epoch` epochs are trained, on the (n, d) float32 training
+    representations, warm-started from the current codebooks when fitted (but for two-step's
+    last fit, its one fit, from scratch), then call `on_refit`. Returns the representations'
+    quantization error under the codebooks before (`quant_mse`, NaN before the first fit) and
+    after (`quant_mse_refit`)."""
+    representations = embed(model, inputs)
     before = quantizer.quantization_error(representations) if quantizer.is_fitted else float("nan")
-    quantizer.fit(representations, warm_start=warm)
-    return {"quant_mse": before, "quant_mse_refit": quantizer.quantization_error(representations)}
+    quantizer.fit(representations,
+                  warm_start=method.trains_against_codebooks or epoch < config.epochs)
+    measured = {"quant_mse": before,
+                "quant_mse_refit": quantizer.quantization_error(representations)}
+    if on_refit is not None:
+        on_refit(epoch, model, quantizer)
+    return measured
 
 
 def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
