@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import h5py
 import numpy as np
 
@@ -28,8 +27,11 @@ from gslbench import layout
 from gslbench.encode import Codes, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.speed import exact_neighbours
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.search import check_mode, faiss_index
 from gslbench.storage import atomic_path, package_versions, sha256_file
+
+faiss = lazy_import("faiss")
 
 ANN_DISTANCES = {"l2": "euclidean", "ip": "angular"}
 UNIT_NORM_TOLERANCE = 1e-3

@@ -21,23 +21,32 @@ similarity loss and the seconds of training work.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from gslbench.config import RunConfig
 from gslbench.data.featurefile import FeatureSet
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
 from gslbench.methods import Method
-from gslbench.methods.losses import LOSSES
-from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model, embed
 from gslbench.quantizers import Quantizer, make_quantizer
+
+if TYPE_CHECKING:
+    from gslbench.methods.model import EmbeddingNet, FineTunedNet
+
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+# the network and the losses subclass torch's nn.Module: loaded when a run trains
+networks = lazy_import("gslbench.methods.model")
+losses = lazy_import("gslbench.methods.losses")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,10 +76,10 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     generator = torch.Generator().manual_seed(config.seed)
     x = torch.from_numpy(inputs).to(device)
     labels = torch.from_numpy(features.train.labels).to(device)
-    model = build_model(config, features.dim, top)
+    model = networks.build_model(config, features.dim, top)
     model.set_standardisation(features.train.features)
     model.to(device)
-    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin).to(device)
+    loss_fn = losses.LOSSES[config.loss](features.n_classes, config.dim_out, config.margin).to(device)
     optimizer = torch.optim.Adam(
         [*model.parameters(), *loss_fn.parameters()], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -78,8 +87,8 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     method = config.method_spec(config, quantizer)
     start = time.perf_counter()
     if quantizer is not None and _refit_due(config, 0):  # no warm-up: fit the untrained network
-        quantizer.fit(embed(model, inputs))
-    log, total_seconds = [], time.perf_counter() - start
+        quantizer.fit(networks.embed(model, inputs))
+    rows, total_seconds = [], time.perf_counter() - start
     for epoch in tqdm(range(1, config.epochs + 1), desc=f"train {config.method}", leave=False,
                       disable=not show_progress):
         start = time.perf_counter()
@@ -90,13 +99,16 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
                "quant_mse_refit": float("nan")}
         if quantizer is not None and _refit_due(config, epoch):
             warm = method.trains_against_codebooks or epoch < config.epochs
-            row.update(_refit_and_measure(quantizer, embed(model, inputs), warm))
+            row.update(_refit_and_measure(quantizer, networks.embed(model, inputs), warm))
             if on_refit is not None:
                 on_refit(epoch, model, quantizer)
         row["seconds"] = time.perf_counter() - start
         total_seconds += row["seconds"]
-        log.append(row)
-    return TrainResult(model, quantizer, log, total_seconds)
+        rows.append(row)
+        if _refit_due(config, epoch):  # the run's progress as a log line (-v; train off a TTY)
+            log.debug("train %s: epoch %d/%d, sim loss %.4f, quant mse %.4g", config.label, epoch,
+                      config.epochs, sim_loss, row["quant_mse_refit"])
+    return TrainResult(model, quantizer, rows, total_seconds)
 
 
 def _check_finite(model: EmbeddingNet, sim_loss: float, epoch: int) -> None:
