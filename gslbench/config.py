@@ -15,9 +15,12 @@ from typing import Any
 from gslbench.data.featurefile import RUN_SPLITS
 from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.methods import METHODS, Method
+from gslbench.plugins import register_plugins
 from gslbench.quantizers import QUANTIZERS
 from gslbench.settings import Setting
 from gslbench.storage import config_id
+
+register_plugins()  # the plugins' methods (their knobs), quantizers and data sets, before SETTINGS
 
 LOSSES = ("pairwise", "contrastive", "triplet", "softmax")
 MARGIN_LOSSES = ("contrastive", "triplet")

@@ -8,11 +8,13 @@ A package declares, e.g. in its setup.cfg,
 
 and once it is installed `--method mymethod` works in train, bench, tune and the report like a
 built-in method: built-ins and plugins go through one registry (`gslbench.methods.METHODS`,
-`gslbench.quantizers.QUANTIZERS`, `gslbench.data.DATASETS`), filled when the registry is first
-imported, before the command line builds its options. The entry point's name is the registered
-name and must equal the object's `name`. A plugin that cannot be used (it does not import, its
-name is a built-in's, it is not the right kind of object, a knob has no valid default) is skipped
-with one warning line naming it; the built-ins are never replaced.
+`gslbench.quantizers.QUANTIZERS`, `gslbench.data.DATASETS`). `register_plugins` adds the plugins
+to them when `gslbench.config` is first imported (before the command line builds its options),
+once the three registries' modules are loaded: a plugin module may import any of gslbench but
+`gslbench.config`, whose run configuration is being built from the knobs. The entry point's name
+is the registered name and must equal the object's `name`. A plugin that cannot be used (it does
+not import, its name is a built-in's, it is not the right kind of object, a knob has no valid
+default) is skipped with one warning line naming it; the built-ins are never replaced.
 """
 
 from __future__ import annotations
@@ -52,11 +54,28 @@ def load_plugins(group: str, builtins: Mapping[str, Any],
     return plugins
 
 
+def register_plugins() -> None:
+    """Add the usable plugins of the three groups to their registries (each group once)."""
+    from gslbench import data, methods
+    from gslbench.quantizers import registry
+
+    for group, registry_module, registered in (
+            ("gslbench.methods", methods, methods.METHODS),
+            ("gslbench.quantizers", registry, registry.QUANTIZERS),
+            ("gslbench.datasets", data, data.DATASETS)):
+        if group not in _registered:
+            _registered.add(group)
+            registered.update(load_plugins(group, registered, registry_module.plugin_problem))
+
+
+_registered: set[str] = set()
+
+
 def named_subclass(name: str, loaded: Any, base: type) -> str | None:
     """What is wrong with `loaded` as the plugin class `name`: not a subclass of `base`, or a
     `name` attribute other than the entry point's name; None when nothing is."""
     if not (isinstance(loaded, type) and issubclass(loaded, base)):
-        return f"{loaded!r} is not a subclass of {base.__module__}.{base.__qualname__}"
+        return f"it is not a subclass of {base.__module__}.{base.__qualname__}"
     if getattr(loaded, "name", None) != name:
         return f"its name is {getattr(loaded, 'name', None)!r}, not the entry point's {name!r}"
     return None

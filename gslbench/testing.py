@@ -87,6 +87,7 @@ def check_gradients_flow(method: type[Method], quantizer: str = "pq", **knobs: A
     z = _unit_rows(BATCH, seed=1).requires_grad_()
     weights = torch.randn(BATCH, DIM, generator=torch.Generator().manual_seed(2))
     loss = (built.representation(z) * weights).sum() + built.penalty(z)
+    assert loss.requires_grad, f"{method.name}: no gradient reaches z"
     loss.backward()
     assert z.grad is not None, f"{method.name}: no gradient reaches z"
     assert bool(torch.isfinite(z.grad).all()), f"{method.name}: z's gradient is not finite"

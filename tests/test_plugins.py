@@ -87,6 +87,17 @@ def test_a_bench_grid_takes_the_plugin_knob_as_an_axis(plugin_site, digits_root,
     assert listed.count("done") == 3 and "2 cells: 2 done" in listed
 
 
+def test_tune_chooses_the_plugin_knob(plugin_site, digits_root, tmp_path):
+    grid = tmp_path / "tuning.toml"
+    grid.write_text('method = "damped"\nquantizer = "coarse-pq"\nbits = 16\nseed = [0, 1]\n'
+                    "epochs = 3\nwarmup_epochs = 1\n")
+    out = tmp_path / "tuned.toml"
+    done = gslbench_command(plugin_site, digits_root, "tune", str(grid), "--budget", "2",
+                            "--out", str(out), "--doc", str(tmp_path / "tuning.md"))
+    assert done.returncode == 0, done.stderr
+    assert "damped_gamma" in out.read_text()
+
+
 def test_a_plugin_leaves_the_built_in_runs_ids_alone(plugin_site, digits_root):
     code = ("from gslbench.config import RunConfig; from gslbench.methods import METHODS; "
             "print('damped' in METHODS, RunConfig(method='gsl').run_id, "

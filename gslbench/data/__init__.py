@@ -18,24 +18,22 @@ from gslbench.data.imported import ImportProtocol, ImportSource, imported_datase
 from gslbench.data.imported import import_features as _import_features
 from gslbench.data.nuswide21 import NUSWIDE21
 from gslbench.errors import GslbenchError, did_you_mean
-from gslbench.plugins import load_plugins
 
 BUILTIN_DATASETS: dict[str, Dataset] = {
     dataset.name: dataset for dataset in (DIGITS, FASHION_MNIST, CIFAR10, NUSWIDE21)
 }
 
 
-def _plugin_problem(name: str, loaded: Any) -> str | None:
-    """A data set plugin is a `Dataset` whose name is the entry point's."""
+def plugin_problem(name: str, loaded: Any) -> str | None:
+    """What is wrong with `loaded` as the plugin data set `name`: a plugin data set is a
+    `Dataset` whose name is the entry point's."""
     if not isinstance(loaded, Dataset):
-        return f"{loaded!r} is not a gslbench.data.Dataset"
+        return "it is not a gslbench.data.Dataset"
     return None if loaded.name == name else f"its name is {loaded.name!r}, not {name!r}"
 
 
-# the built-ins, then the data sets of the entry-point group gslbench.datasets (gslbench.plugins)
-DATASETS: dict[str, Dataset] = {
-    **BUILTIN_DATASETS, **load_plugins("gslbench.datasets", BUILTIN_DATASETS, _plugin_problem)
-}
+# the built-ins, then the plugins (`gslbench.plugins.register_plugins`, run by gslbench.config)
+DATASETS: dict[str, Dataset] = dict(BUILTIN_DATASETS)
 
 
 def get_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:

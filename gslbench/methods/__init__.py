@@ -20,7 +20,7 @@ from gslbench.methods.qloss import QLossMethod
 from gslbench.methods.soft import SoftMethod
 from gslbench.methods.ste import STEMethod
 from gslbench.methods.two_step import TwoStepMethod
-from gslbench.plugins import load_plugins, named_subclass
+from gslbench.plugins import named_subclass
 from gslbench.settings import Setting
 
 BUILTIN_METHODS: dict[str, type[Method]] = {
@@ -49,13 +49,13 @@ def knob_problem(method: type[Method], taken: set[str]) -> str | None:
     return None
 
 
-def _plugin_problem(name: str, loaded: Any) -> str | None:
+def plugin_problem(name: str, loaded: Any) -> str | None:
+    """What is wrong with `loaded` as the plugin method `name` (None: nothing)."""
     taken = {knob.name for method in BUILTIN_METHODS.values() for knob in method.knobs}
     return named_subclass(name, loaded, Method) or knob_problem(loaded, taken)
 
 
-METHODS: dict[str, type[Method]] = {
-    **BUILTIN_METHODS, **load_plugins("gslbench.methods", BUILTIN_METHODS, _plugin_problem)
-}
+# the built-ins, then the plugins (`gslbench.plugins.register_plugins`, run by gslbench.config)
+METHODS: dict[str, type[Method]] = dict(BUILTIN_METHODS)
 
 __all__ = ["BUILTIN_METHODS", "METHODS", "Method"]

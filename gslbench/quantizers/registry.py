@@ -4,10 +4,10 @@ point's)."""
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 from gslbench.errors import lookup
-from gslbench.plugins import load_plugins, named_subclass
+from gslbench.plugins import named_subclass
 from gslbench.quantizers.base import Quantizer
 from gslbench.quantizers.lsq import LSQ
 from gslbench.quantizers.opq import OPQ
@@ -15,11 +15,13 @@ from gslbench.quantizers.pq import PQ
 from gslbench.quantizers.rq import RQ
 
 BUILTIN_QUANTIZERS: dict[str, type[Quantizer]] = {"pq": PQ, "opq": OPQ, "rq": RQ, "lsq": LSQ}
-QUANTIZERS: dict[str, type[Quantizer]] = {
-    **BUILTIN_QUANTIZERS,
-    **load_plugins("gslbench.quantizers", BUILTIN_QUANTIZERS,
-                   functools.partial(named_subclass, base=Quantizer)),
-}
+# the built-ins, then the plugins (`gslbench.plugins.register_plugins`, run by gslbench.config)
+QUANTIZERS: dict[str, type[Quantizer]] = dict(BUILTIN_QUANTIZERS)
+
+
+def plugin_problem(name: str, loaded: Any) -> str | None:
+    """What is wrong with `loaded` as the plugin quantizer `name` (None: nothing)."""
+    return named_subclass(name, loaded, Quantizer)
 
 
 def make_quantizer(
