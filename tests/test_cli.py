@@ -329,6 +329,22 @@ def test_evaluate_prints_the_headline_numbers_then_the_path(digits_runs):
         assert headline == f"{metrics['run']} {metrics['label']}: " + ", ".join(expected)
 
 
+def test_search_bench_prints_its_headline_numbers_then_the_path(digits_runs):
+    root, runs = digits_runs
+    result = invoke(root, "search-bench", runs["pq"], "--threads", "1", "--single-queries", "20",
+                    "--repeats", "1", "--k", "20", "--recall-at", "1,10", "--force")
+    assert result.exit_code == 0, result.output
+    headline, path = result.output.strip().splitlines()
+    record = json.loads(Path(path).read_text())
+    codes, exact = record["indexes"]["codes"], record["indexes"]["float"]
+    assert headline == (
+        f"{record['run']} {record['label']}: codes {codes['bytes_per_vector']} B/vector, "
+        f"{codes['qps_batched']:.0f} QPS batched, {codes['qps_batch1']:.0f} QPS at batch 1, "
+        f"recall@1 {codes['recall_at']['1']:.3f}, recall@10 {codes['recall_at']['10']:.3f} "
+        f"(exact float: {exact['bytes_per_vector']} B/vector, {exact['qps_batched']:.0f} QPS "
+        f"batched, {exact['qps_batch1']:.0f} QPS at batch 1, recall@1 1.000, recall@10 1.000)")
+
+
 def test_train_off_a_terminal_logs_a_line_per_refit(digits_runs, tmp_path):
     root, _ = digits_runs
     shutil.copytree(root / "data", tmp_path / "data")
