@@ -30,7 +30,7 @@ import torch
 
 from gslbench import layout
 from gslbench.config import RunConfig
-from gslbench.data import backbones, get_dataset
+from gslbench.data import backbones, finetuning, get_dataset
 from gslbench.data.featurefile import FeatureSet, read_feature_file
 from gslbench.devices import resolve_device
 from gslbench.methods.loop import train
@@ -51,7 +51,7 @@ def clocks(into: dict[str, float]) -> Iterator[None]:
 def trunk_activations(images: np.ndarray, blocks: int, image_size: int,
                       device: torch.device) -> np.ndarray:
     """(n, 28, 28) uint8 -> (n, C, H, W) float32, as the activation cache computes them."""
-    trunk, _ = backbones.split_network("efficientnet-lite0", image_size, blocks)
+    trunk, _ = finetuning.split_network("efficientnet-lite0", image_size, blocks)
     trunk.to(device)
     spec = backbones.get_backbone("efficientnet-lite0")
     parts = []
@@ -71,7 +71,7 @@ def measure(blocks: int, features: FeatureSet, images: np.ndarray, image_size: i
     if blocks:
         with clocks(cache):
             inputs = trunk_activations(images, blocks, image_size, device)
-        _, top = backbones.split_network("efficientnet-lite0", image_size, blocks)
+        _, top = finetuning.split_network("efficientnet-lite0", image_size, blocks)
     config = RunConfig(dataset="fashion-mnist", feature=features.feature, method="float",
                        epochs=epochs, train_blocks=blocks)
     run: dict[str, float] = {}

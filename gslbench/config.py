@@ -13,11 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from gslbench.data.featurefile import RUN_SPLITS
-from gslbench.errors import GslbenchError
+from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.methods import METHODS, Method
-from gslbench.quantizers import QUANTIZERS, make_quantizer
+from gslbench.plugins import register_plugins
+from gslbench.quantizers import QUANTIZERS
 from gslbench.settings import Setting
 from gslbench.storage import config_id
+
+register_plugins()  # the plugins' methods (their knobs), quantizers and data sets, before SETTINGS
 
 LOSSES = ("pairwise", "contrastive", "triplet", "softmax")
 MARGIN_LOSSES = ("contrastive", "triplet")
@@ -73,7 +76,8 @@ class _RunConfigBase:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise GslbenchError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+            raise GslbenchError(f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)}"
+                                f"; known: {', '.join(METHODS)}")
         for name, setting in FIELDS.items():
             if self.quantized or name not in QUANTIZER_FIELDS:  # float ignores the quantizer's
                 setting.check(getattr(self, name))
@@ -84,8 +88,8 @@ class _RunConfigBase:
         if self.quantized and self.warmup_epochs >= self.epochs:
             raise GslbenchError(f"--warmup-epochs must lie in [0, --epochs={self.epochs})")
         if self.quantized:  # the quantizer's own constraints (PQ: dim_out a multiple of M, ...)
-            quantizer = make_quantizer(self.quantizer, self.dim_out, self.bits, self.sub_bits)
-            self._check_candidates(quantizer.codebook_size)
+            self._check_candidates(QUANTIZERS[self.quantizer].check_config(
+                self.dim_out, self.bits, self.sub_bits))
 
     def _check_candidates(self, codebook_size: int) -> None:
         """A method weighs at most a codebook's codewords (`Method.candidates`)."""
@@ -144,7 +148,8 @@ class _RunConfigBase:
             raise GslbenchError(f"unknown config keys: {', '.join(sorted(unknown))}")
         method = values.get("method")
         if method not in METHODS:
-            raise GslbenchError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+            raise GslbenchError(f"unknown method {method!r}{did_you_mean(str(method), METHODS)}; "
+                                f"known: {', '.join(METHODS)}")
         required = {setting.name for setting in (*SETTINGS, *METHODS[method].knobs)}
         missing = sorted(required - set(values))
         if missing:

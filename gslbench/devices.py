@@ -8,9 +8,10 @@ quantizers' fit, encode and search) always runs on the CPU.
 
 from __future__ import annotations
 
-import torch
-
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
+
+torch = lazy_import("torch")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gslbench import layout
 from gslbench.codes import Codes, check_encoded, fits, write_codes
@@ -29,12 +28,14 @@ from gslbench.data.featurefile import FeatureSet, items_record, read_feature_fil
 from gslbench.devices import describe_device, resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
-from gslbench.methods.model import embed
+from gslbench.lazy import lazy_import
 from gslbench.quantizers import Identity
 from gslbench.quantizers.base import squared_error
 from gslbench.storage import check_sha256, os_reason, sha256_file
 from gslbench.train import check_trained, load_config, load_model, load_run_quantizer, run_features
 
+torch = lazy_import("torch")
+networks = lazy_import("gslbench.methods.model")  # its classes subclass torch's: loaded to embed
 log = logging.getLogger(__name__)
 
 
@@ -114,11 +115,13 @@ def _embed_parts(run: layout.RunDir, config: RunConfig, record: dict, model: tor
     (checked to be the cache the run was trained on)."""
     if not config.train_blocks:
         parts = {"database": features.database.features, "query": features.query.features}
-        return tuple(_finite(embed(model, parts[name]), run, name) for name in ("database", "query"))
+        return tuple(_finite(networks.embed(model, parts[name]), run, name)
+                     for name in ("database", "query"))
     path = layout.activations_path(data_dir, config.dataset, config.feature, config.train_blocks)
     check_sha256(path, record.get("activations_sha256"), run.config)
     with open_activations(path, features, config.train_blocks) as parts:
-        return tuple(_finite(embed(model, parts[name]), run, name) for name in ("database", "query"))
+        return tuple(_finite(networks.embed(model, parts[name]), run, name)
+                     for name in ("database", "query"))
 
 
 def _finite(representations: np.ndarray, run: layout.RunDir, split: str) -> np.ndarray:

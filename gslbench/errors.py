@@ -1,7 +1,8 @@
-"""The one exception type for user errors (the CLI prints it as one line and exits 2), and the
-lookup of a name in a registry that raises it."""
+"""The one exception type for user errors (the CLI prints it as one line and exits 2), the
+lookup of a name in a registry that raises it, and the close match it suggests."""
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -16,4 +17,12 @@ def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
     try:
         return registry[name]
     except KeyError:
-        raise GslbenchError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}") from None
+        raise GslbenchError(f"unknown {what} {name!r}{did_you_mean(name, registry)}; known: "
+                            f"{', '.join(sorted(registry))}") from None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'gsl'?)` for the known name closest to a mistyped `name`; "" when none is
+    close (difflib's ratio below 0.6)."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import faiss
 import h5py
 import numpy as np
 
@@ -34,8 +33,11 @@ from gslbench import layout
 from gslbench.codes import Codes, check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.speed import exact_neighbours
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.search import check_mode, faiss_index
 from gslbench.storage import package_versions, write_bytes
+
+faiss = lazy_import("faiss")
 
 ANN_DISTANCES = {"l2": "euclidean", "ip": "angular"}
 UNIT_NORM_TOLERANCE = 1e-3

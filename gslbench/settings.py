@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gslbench.errors import GslbenchError
+from gslbench.errors import GslbenchError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class Setting:
         if isinstance(value, bool) or not isinstance(value, allowed):
             raise GslbenchError(f"{self.option} must be a {self.kind.__name__}, got {value!r}")
         if self.choices and value not in self.choices:
-            raise GslbenchError(f"{self.option}: unknown {self.name} {value!r}; known: "
+            raise GslbenchError(f"{self.option}: unknown {self.name} {value!r}"
+                                f"{did_you_mean(value, self.choices)}; known: "
                                 f"{', '.join(self.choices)}")
         if self.kind is str:
             return

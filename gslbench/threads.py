@@ -11,8 +11,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import faiss
-import torch
+from gslbench.lazy import lazy_import
+
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
 
 
 def cpu_count() -> int:

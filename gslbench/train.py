@@ -25,23 +25,20 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from gslbench import layout
 from gslbench.checkpoints import Checkpoints
 from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
 from gslbench.data.activations import ensure_activations, open_activations
-from gslbench.data.backbones import Top, split_network
 from gslbench.data.featurefile import FeatureSet, feature_file_sha256, items_record, read_feature_file
 from gslbench.devices import describe_device, resolve_device
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
 from gslbench.methods.loop import TrainResult, train
-from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model
 from gslbench.quantizers import Quantizer, load_quantizer, save_quantizer
 from gslbench.storage import (
     check_sha256,
@@ -57,6 +54,17 @@ from gslbench.storage import (
     write_text,
 )
 from gslbench.threads import thread_counts
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from gslbench.data.finetuning import Top
+    from gslbench.methods.model import EmbeddingNet, FineTunedNet
+
+torch = lazy_import("torch")
+# modules whose classes subclass torch's: loaded when a run trains or is read
+finetuning = lazy_import("gslbench.data.finetuning")
+networks = lazy_import("gslbench.methods.model")
 
 QUANTIZER_FORMAT = "gslbench.quantizer"
 log = logging.getLogger(__name__)
@@ -193,7 +201,7 @@ def _fine_tuning_inputs(config: RunConfig, data_dir: str | Path, features: Featu
     path = ensure_activations(data_dir, config.dataset, config.feature, config.train_blocks, device)
     with open_activations(path, features, config.train_blocks) as parts:
         inputs = parts["train"][()]
-    _, top = split_network(str(features.extra_attrs["backbone"]),
+    _, top = finetuning.split_network(str(features.extra_attrs["backbone"]),
                            int(features.extra_attrs["image_size"]), config.train_blocks)
     return path, top, inputs
 
@@ -302,8 +310,8 @@ def load_model(run: layout.RunDir, config: RunConfig, dim_in: int) -> EmbeddingN
         if not (isinstance(saved.get("backbone"), str) and isinstance(saved.get("image_size"), int)):
             raise GslbenchError(f"{run.model}: not a fine-tuned gslbench model (no backbone and "
                                 "image_size)")
-        top = split_network(saved["backbone"], saved["image_size"], config.train_blocks)[1]
-    model = build_model(config, dim_in, top)
+        top = finetuning.split_network(saved["backbone"], saved["image_size"], config.train_blocks)[1]
+    model = networks.build_model(config, dim_in, top)
     try:
         model.load_state_dict(saved["state_dict"])
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
 import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import h5py
 import numpy as np
 import pandas as pd
@@ -13,7 +21,10 @@ import torch
 from click.testing import CliRunner
 from tampering import forged_h5
 
+from gslbench.bench import Progress, elide
+from gslbench.bench.grid import Cells
 from gslbench.cli import cli
+from gslbench.config import RunConfig
 from gslbench.data.featurefile import read_feature_file
 
 
@@ -198,3 +209,178 @@ def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
 def test_bench_rejects_an_unknown_method_before_fetching_anything(tmp_path):
     assert_user_error(invoke(tmp_path, "bench", "--methods", "float,sgd"), "unknown method 'sgd'")
     assert not (tmp_path / "data").exists()
+
+
+# --- a command line that starts fast, and its polish ----------------------------------------
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+# runs the command line, then reports on stderr which of torch and faiss it imported
+IMPORT_GUARD = """
+import sys
+from gslbench.cli import main
+try:
+    main()
+finally:
+    sys.stderr.write(f"\\nloaded: {sorted(n for n in ('torch', 'faiss') if n in sys.modules)}\\n")
+"""
+
+
+def command(root, *args, env=None):
+    """gslbench ARGS in a new process under the import guard, on ROOT's data and results."""
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), **(env or {})}
+    return subprocess.run([sys.executable, "-c", IMPORT_GUARD, "--data-dir", str(root / "data"),
+                           "--results-dir", str(root / "results"), *args],
+                          capture_output=True, text=True, env=env, cwd=root)
+
+
+def loaded(done):
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_importing_the_command_line_loads_neither_torch_nor_faiss():
+    code = "import gslbench.cli, sys; assert 'torch' not in sys.modules and 'faiss' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
+
+
+def test_help_version_download_report_and_a_dry_run_load_neither(digits_runs, tmp_path):
+    root, runs = digits_runs
+    assert invoke(root, "evaluate", runs["pq"]).exit_code == 0
+    assert invoke(root, "evaluate", runs["float"]).exit_code == 0
+    grid = tmp_path / "grid.toml"
+    # cells not run yet: the grid's checks and the cells' states (a cell with codes reads them,
+    # quantizer included, which loads faiss)
+    grid.write_text('method = ["qloss", "gsl"]\nquantizer = "pq"\nbits = 16\nepochs = 3\n'
+                    "warmup_epochs = 1\n")
+    for args in (["--help"], ["--version"], ["download", "digits"],
+                 ["report", "--out", str(tmp_path / "report")], ["bench", str(grid), "--dry-run"],
+                 ["bench", "--methods", "gls", "--dry-run"]):
+        done = command(root, *args)
+        assert loaded(done) == "loaded: []", (args, done.stderr)
+        assert done.returncode == (2 if "gls" in args else 0), done.stderr
+    done = command(root, "--version")
+    assert done.stdout == f"gslbench {importlib.metadata.version('gslbench')}\n"
+    assert command(root, "bench", str(grid), "--dry-run").stdout.endswith(
+        "2 cells: 0 done, 0 partial (trained, not evaluated), 2 todo\n")
+    assert command(root, "evaluate", runs["pq"], "--force").stderr.strip().endswith(
+        "loaded: ['faiss', 'torch']")  # a step loads them when it runs
+
+
+def test_commands_are_listed_in_pipeline_order_with_whole_summaries(tmp_path):
+    output = invoke(tmp_path, "--help").output
+    summaries: dict[str, str] = {}  # name -> its summary, continuation lines joined
+    for line in output[output.index("Commands:"):].splitlines()[1:]:
+        if line[2:3].strip():
+            name, _, text = line.strip().partition(" ")
+            summaries[name] = text.strip()
+        elif line.strip():
+            summaries[name] += " " + line.strip()
+    assert list(summaries) == ["download", "features", "train", "encode", "evaluate", "report",
+                               "bench", "tune", "search-bench", "export"]
+    for name, summary in summaries.items():  # each the command's first sentence, whole
+        assert summary == " ".join(cli.commands[name].help.split("\n\n")[0].split()), name
+        assert "..." not in summary
+
+
+def test_every_option_has_help_text():
+    def commands(group, path=()):
+        for name, sub in group.commands.items():
+            yield (*path, name), sub
+            if isinstance(sub, click.Group):
+                yield from commands(sub, (*path, name))
+
+    missing = [(" ".join(path), param.name) for path, sub in commands(cli)
+               for param in sub.params if isinstance(param, click.Option) and not param.help]
+    assert not missing
+
+
+@pytest.mark.parametrize("args, suggestion", [
+    (["train", "--method", "gls"], "did you mean 'gsl'?"),
+    (["train", "--quantizer", "oqp"], "did you mean 'opq'?"),
+    (["bench", "--methods", "two-step,gumbl", "--dry-run"], "did you mean 'gumbel'?"),
+    (["bench", "--quantizers", "rqq", "--dry-run"], "did you mean 'rq'?"),
+    (["download", "digts"], "did you mean 'digits'?"),
+    (["bench", "-d", "fashion_mnist", "--dry-run"], "did you mean 'fashion-mnist'?"),
+    (["bench", "GRID", "--dry-run"], "unknown key 'methods' (did you mean 'method'?)"),
+])
+def test_unknown_names_suggest_the_closest(tmp_path, args, suggestion):
+    (tmp_path / "grid.toml").write_text('methods = ["gsl"]\n')
+    args = [str(tmp_path / "grid.toml") if arg == "GRID" else arg for arg in args]
+    assert_user_error(invoke(tmp_path, *args), suggestion)
+
+
+def test_no_suggestion_when_nothing_is_close(tmp_path):
+    result = invoke(tmp_path, "train", "--method", "sgd")
+    assert_user_error(result, "'sgd'")
+    assert "did you mean" not in result.output
+
+
+def test_evaluate_prints_the_headline_numbers_then_the_path(digits_runs):
+    root, runs = digits_runs
+    for name in ("pq", "float"):
+        result = invoke(root, "evaluate", runs[name])
+        assert result.exit_code == 0, result.output
+        headline, path = result.output.strip().splitlines()
+        metrics = json.loads(Path(path).read_text())
+        expected = [f"mAP {metrics['map']:.4f}", *(f"mAP@{k} {metrics['map_at'][k]:.4f}"
+                                                   for k in ("100", "1000"))]
+        if name == "pq":
+            expected.append(f"database quantization error {metrics['quant_mse']['database']:.4g}")
+        assert headline == f"{metrics['run']} {metrics['label']}: " + ", ".join(expected)
+
+
+def test_search_bench_prints_its_headline_numbers_then_the_path(digits_runs):
+    root, runs = digits_runs
+    result = invoke(root, "search-bench", runs["pq"], "--threads", "1", "--single-queries", "20",
+                    "--repeats", "1", "--k", "20", "--recall-at", "1,10", "--force")
+    assert result.exit_code == 0, result.output
+    headline, path = result.output.strip().splitlines()
+    record = json.loads(Path(path).read_text())
+    codes, exact = record["indexes"]["codes"], record["indexes"]["float"]
+    assert headline == (
+        f"{record['run']} {record['label']}: codes {codes['bytes_per_vector']} B/vector, "
+        f"{codes['qps_batched']:.0f} QPS batched, {codes['qps_batch1']:.0f} QPS at batch 1, "
+        f"recall@1 {codes['recall_at']['1']:.3f}, recall@10 {codes['recall_at']['10']:.3f} "
+        f"(exact float: {exact['bytes_per_vector']} B/vector, {exact['qps_batched']:.0f} QPS "
+        f"batched, {exact['qps_batch1']:.0f} QPS at batch 1, recall@1 1.000, recall@10 1.000)")
+
+
+def test_train_off_a_terminal_logs_a_line_per_refit(digits_runs, tmp_path):
+    root, _ = digits_runs
+    shutil.copytree(root / "data", tmp_path / "data")
+    done = command(tmp_path, "train", "--method", "qloss", "--bits", "16", "--epochs", "5",
+                   "--warmup-epochs", "1", "--epochs-per-refit", "2")
+    assert done.returncode == 0, done.stderr
+    log = pd.read_csv(Path(tmp_path / done.stdout.strip()) / "train_log.csv")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("gslbench: train ")]
+    assert lines == [f"gslbench: train qloss λ=0.1: epoch {row.epoch}/5, sim loss {row.sim_loss:.4f}, "
+                     f"quant mse {row.quant_mse_refit:.4g}"
+                     for row in log.itertuples() if row.epoch in (1, 3, 5)]
+    quiet = command(tmp_path, "-q", "train", "--method", "qloss", "--bits", "16", "--epochs", "5",
+                    "--warmup-epochs", "1", "--epochs-per-refit", "2", "--force")
+    assert "gslbench: train" not in quiet.stderr
+
+
+def test_a_long_cell_label_is_shortened_in_the_middle():
+    label = "0123456789ab digits gsl α=1 k=8 select=aligned pq 32 bits seed 0; " * 4
+    short = elide(label, 60)
+    assert len(short) == 60 and short.startswith(label[:29]) and short.endswith(label[-30:])
+    assert "…" in short and elide("short", 60) == "short"
+
+
+def test_bench_log_lines_never_overwrite_its_progress_bar(monkeypatch):
+    """The first log line (the cell count) is written once the bar hands logging to tqdm.write,
+    which clears the bar's line first: it starts a line of its own."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("gslbench: %(message)s"))
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", [handler])
+    monkeypatch.setattr(root_logger, "level", logging.INFO)
+    grid = Cells((RunConfig(method="two-step"), RunConfig(method="gsl")))
+    with Progress(2, 0, grid, bar=True) as progress:
+        progress.finished(RunConfig(method="two-step"), None)
+    text = stream.getvalue()
+    before = text[:text.index("gslbench: 2 cells: 0 done already, 2 to run")]
+    assert before == "" or before[-1] in "\r\n", repr(text)

@@ -19,7 +19,7 @@ from gslbench import data as datasets
 from gslbench import devices, layout
 from gslbench.cli import cli
 from gslbench.config import RunConfig
-from gslbench.data import activations, backbones, fashion_mnist
+from gslbench.data import activations, backbones, fashion_mnist, finetuning
 from gslbench.data.featurefile import FeatureSet, read_feature_file
 from gslbench.data.features import build_features
 from gslbench.errors import GslbenchError
@@ -93,7 +93,7 @@ def test_cached_activations_equal_the_trunks_output_and_lead_to_the_features(tin
         every_part = {part: rows[()] for part, rows in parts.items()}
     expected = trunk_by_hand(raw.images[features.database.indices[rows]], 16 - BLOCKS)
     np.testing.assert_allclose(cached, expected, rtol=1e-5, atol=1e-4)  # float32 noise
-    _, top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
+    _, top = finetuning.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
     with torch.no_grad():  # at the ImageNet weights, top(cache) is the feature file's feature
         for part, split in features.splits().items():
             pooled = top(torch.from_numpy(every_part[part])).numpy()
@@ -111,7 +111,7 @@ def test_a_killed_cache_build_resumes_where_it_stopped(tiny_fashion, tmp_path, m
         target = data / "fashion-mnist" / name
         target.symlink_to(source, target_is_directory=source.is_dir())
     batches, killed = [], []
-    real_trunk_forward = backbones.Trunk.forward
+    real_trunk_forward = finetuning.Trunk.forward
 
     def dies_at_the_fourth_batch(self, x):
         batches.append(len(x))
@@ -120,7 +120,7 @@ def test_a_killed_cache_build_resumes_where_it_stopped(tiny_fashion, tmp_path, m
             raise KeyboardInterrupt
         return real_trunk_forward(self, x)
 
-    monkeypatch.setattr(backbones.Trunk, "forward", dies_at_the_fourth_batch)
+    monkeypatch.setattr(finetuning.Trunk, "forward", dies_at_the_fourth_batch)
     with pytest.raises(KeyboardInterrupt):
         activations.ensure_activations(data, "fashion-mnist", CONFIG.feature, 1, batch_size=8)
     path = layout.activations_path(data, "fashion-mnist", CONFIG.feature, 1)
@@ -183,7 +183,7 @@ def training_inputs(root: Path) -> tuple[FeatureSet, Path, np.ndarray]:
 
 def test_fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones(tiny_fashion):
     features, path, inputs = training_inputs(tiny_fashion)
-    trunk, top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
+    trunk, top = finetuning.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
     before_top = {name: value.clone() for name, value in top.state_dict().items()}
     before_trunk = {name: value.clone() for name, value in trunk.state_dict().items()}
     result = train(CONFIG, features, show_progress=False, top=top, inputs=inputs)
@@ -305,7 +305,7 @@ def test_training_on_cuda_matches_the_cpu_closely(tiny_fashion):
     features, _, inputs = training_inputs(tiny_fashion)
     results = {}
     for name in ("cpu", "cuda"):
-        _, top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
+        _, top = finetuning.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)
         results[name] = train(CONFIG, features, show_progress=False, top=top, inputs=inputs,
                               device=devices.resolve_device(name))
     assert next(results["cuda"].model.parameters()).device.type == "cuda"

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
-from gslbench.methods import METHODS
+from gslbench.methods import BUILTIN_METHODS, METHODS
 from gslbench.methods.loop import train_step
 from gslbench.methods.losses import PairwiseCosineLoss
 from gslbench.methods.model import build_model
 from gslbench.quantizers import make_quantizer
 from gslbench.quantizers.base import Assignment
 from gslbench.quantizers.pq import PQ
+from gslbench.testing import check_method
 
 DIM, BITS, SUB_BITS = 8, 8, 4  # PQ/OPQ: 2 sub-spaces of 4 dimensions, 16 codewords each
 LABELS = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1], [1, 1], [0, 1]], dtype=torch.uint8)
@@ -343,3 +344,9 @@ def test_gsl_nearest_ignores_its_k():
     config = RunConfig(dataset="digits", method="gsl", quantizer="pq", bits=8, sub_bits=4,
                        gsl_k=32, gsl_select="nearest")
     assert config.gsl_k == 32
+
+
+@pytest.mark.parametrize("name", BUILTIN_METHODS)
+def test_every_built_in_method_passes_the_checks_a_plugin_must_pass(name):
+    """gslbench.testing, the kit plugin authors run, on the built-ins."""
+    check_method(BUILTIN_METHODS[name])

@@ -222,10 +222,11 @@ class Progress:
                         bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}") \
             if bar else None
         self._redirect = logging_redirect_tqdm() if bar else contextlib.nullcontext()
-        log.info("%d cells: %d done already, %d to run", total, done, total - done)
 
     def __enter__(self) -> Progress:
-        self._redirect.__enter__()
+        self._redirect.__enter__()  # from here log lines go above the bar, never over it
+        log.info("%d cells: %d done already, %d to run", self.total, self.done,
+                 self.total - self.done)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -241,7 +242,11 @@ class Progress:
 
     def refresh(self) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(" | ".join(filter(None, [f"~{self._left()} left", self.current])))
+            postfix = " | ".join(filter(None, [f"~{self._left()} left", self.current]))
+            # what the line leaves to the postfix: the terminal's width less the bar's frame
+            room = shutil.get_terminal_size().columns - len(f"bench: {self.total}/{self.total} "
+                                                            "|| 00:00:00, ") - 10
+            self.bar.set_postfix_str(elide(postfix, room))
 
     def finished(self, config: RunConfig, error: BaseException | None) -> str:
         """Count a finished cell and log it; returns the error's one-line message ("" if none)."""
@@ -263,6 +268,15 @@ class Progress:
         seconds = remaining_seconds(time.monotonic() - self.start, self.finished_here,
                                     self.total - self.done)
         return "?" if seconds is None else format_duration(seconds)
+
+
+def elide(text: str, width: int) -> str:
+    """`text` shortened to `width` characters by replacing its middle with "…" (its start and
+    end, which name the cell's run and its last axes, stay); at most `width`, at least "…"."""
+    if len(text) <= width:
+        return text
+    head = max(width - 1, 0) // 2
+    return text[:head] + "…" + text[len(text) - max(width - 1 - head, 0):]
 
 
 def remaining_seconds(elapsed: float, finished: int, left: int) -> float | None:

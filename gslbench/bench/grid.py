@@ -36,7 +36,7 @@ from typing import Any
 from gslbench.config import FIELDS, RunConfig
 from gslbench.data import get_dataset
 from gslbench.data.features import check_feature
-from gslbench.errors import GslbenchError
+from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.layout import CODEBOOKS, check_codebooks
 from gslbench.methods import METHODS
 
@@ -115,7 +115,8 @@ class Grid:
 def _part(settings: Mapping[str, Any], source: str) -> tuple[tuple[str, tuple], ...]:
     unknown = sorted(set(settings) - set(FIELD_TYPES))
     if unknown:
-        raise GslbenchError(f"{source or 'grid'}: unknown key {unknown[0]!r}; "
+        raise GslbenchError(f"{source or 'grid'}: unknown key {unknown[0]!r}"
+                            f"{did_you_mean(unknown[0], FIELD_TYPES)}; "
                             f"known: {', '.join(FIELD_TYPES)}")
     return tuple((name, _field_values(name, settings[name], source))
                  for name in FIELD_TYPES if name in settings)

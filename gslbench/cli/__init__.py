@@ -20,7 +20,7 @@ def main() -> None:
     """Console entry point. SIGTERM ends gslbench like Ctrl-C does (temporary files removed,
     bench's workers stopped), with exit status 143."""
     signal.signal(signal.SIGTERM, _terminate)
-    cli()
+    cli(prog_name="gslbench")
 
 
 def _terminate(signum: int, frame: Any) -> None:

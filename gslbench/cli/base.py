@@ -1,5 +1,9 @@
 """The `gslbench` click group, its one-line errors, and the option helpers every command uses: a
-RunConfig setting as an option, --device, comma lists."""
+RunConfig setting as an option, --device, comma lists, names with a close match suggested.
+
+Importing the command line loads neither torch nor faiss (`gslbench.lazy`): `gslbench --help`,
+`--version`, `download`, `report` and a grid's checks start in a fraction of a second; a step
+loads them when it runs."""
 
 from __future__ import annotations
 
@@ -14,16 +18,32 @@ import click
 
 from gslbench.config import FIELDS
 from gslbench.devices import DEVICES
-from gslbench.errors import GslbenchError
+from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.layout import CODEBOOKS
 from gslbench.quantizers.search import METRICS
 from gslbench.settings import Setting
 from gslbench.storage import os_reason
 
+# the commands as `gslbench --help` lists them: the pipeline's order, then the grids and outputs
+COMMAND_ORDER = ("download", "features", "train", "encode", "evaluate", "report", "bench", "tune",
+                 "search-bench", "export")
+
 
 class Gslbench(click.Group):
     """A click group that turns user errors and OS errors (a read-only folder, a full disk) into
-    one line, `gslbench: error: ...`, and exit 2; with -v the traceback comes first."""
+    one line, `gslbench: error: ...`, and exit 2 (with -v the traceback comes first); it lists
+    its commands in pipeline order with their whole first sentence."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        order = {name: index for index, name in enumerate(COMMAND_ORDER)}
+        return sorted(self.commands, key=lambda name: (order.get(name, len(order)), name))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.commands[name].get_short_help_str(limit=10_000))
+                for name in self.list_commands(ctx) if not self.commands[name].hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -53,11 +73,38 @@ def error_line(error: Exception) -> str:
 
 
 def show_progress(ctx: click.Context) -> bool:
+    """Whether a step shows a progress bar: stderr is a terminal, and no -q."""
     return not ctx.obj["quiet"] and sys.stderr.isatty()
+
+
+def log_progress(ctx: click.Context) -> bool:
+    """Whether a step logs its progress as lines instead: stderr is a file or a pipe (a log, a
+    job's output), not a terminal (which shows the bar) nor an in-memory capture; and no -q."""
+    if ctx.obj["quiet"] or sys.stderr.isatty():
+        return False
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # captured in memory (click's test runner)
+        return False
+    return True
+
+
+class NameChoice(click.Choice):
+    """A choice of names (methods, quantizers, metrics...) whose error suggests the closest:
+    `'gls' is not one of ... (did you mean 'gsl'?)`."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            exc.message = exc.message.rstrip(".") + did_you_mean(str(value), self.choices)
+            raise
 
 
 @click.group(cls=Gslbench, context_settings={"help_option_names": ["-h", "--help"]},
              invoke_without_command=True)
+@click.version_option(None, "-V", "--version", package_name="gslbench",
+                      message="gslbench %(version)s", help="Print the version and exit.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="GSLBENCH_DATA",
               default=Path("datasets"), show_default=True, help="Root of the data sets.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -78,12 +125,14 @@ def cli(ctx: click.Context, data_dir: Path, results_dir: Path, verbose: bool, qu
         ctx.exit(0)
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr, force=True)
+    if not verbose:  # faiss, loaded by the first step that needs it, logs how it loaded
+        logging.getLogger("faiss").setLevel(logging.WARNING)
     ctx.obj = {"data_dir": data_dir, "results_dir": results_dir, "quiet": quiet}
 
 
 def setting_option(setting: Setting) -> Callable:
     """The click option of one setting: its type, default, choices and help."""
-    kind = click.Choice(setting.choices) if setting.choices else setting.kind
+    kind = NameChoice(setting.choices) if setting.choices else setting.kind
     return click.option(setting.option, type=kind, default=setting.default, show_default=True,
                         help=setting.help)
 
@@ -98,7 +147,7 @@ def options(settings: tuple[Setting, ...]) -> Callable:
 
 
 def device_option(command: Callable) -> Callable:
-    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+    return click.option("--device", type=NameChoice(DEVICES), default="auto", show_default=True,
                         help="Where torch runs (auto: a GPU when torch sees one, else the CPU); "
                              "faiss stays on the CPU.")(command)
 
@@ -142,7 +191,7 @@ def codebooks_option(command: Callable) -> Callable:
 
 
 def metric_option(command: Callable) -> Callable:
-    return click.option("--metric", type=click.Choice(tuple(METRICS)), default="l2",
+    return click.option("--metric", type=NameChoice(METRICS), default="l2",
                         show_default=True,
                         help="l2: squared Euclidean distance; ip: inner product (descending).")(command)
 

@@ -12,11 +12,8 @@ from click.core import ParameterSource
 
 from gslbench import bench as bench_module
 from gslbench import layout
-from gslbench import report as report_module
-from gslbench.bench import tune as tune_module
 from gslbench.bench.executors import EXECUTORS, ExecutorConfig
 from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
-from gslbench.bench.tune import Tuned
 from gslbench.cli.base import (
     cli,
     config_options,
@@ -64,13 +61,14 @@ def _executor_options(command: Callable) -> Callable:
 @click.option("-d", "--datasets", "dataset_names", default=",".join(DEFAULT_AXES["dataset"]),
               show_default=True, callback=split(str), help="Comma-separated data sets.")
 @click.option("--methods", default=",".join(DEFAULT_AXES["method"]), show_default=True,
-              callback=split(str))
+              callback=split(str),
+              help="Comma-separated training methods (built-in or plugin; float is the ceiling).")
 @click.option("--quantizers", default=",".join(DEFAULT_AXES["quantizer"]), show_default=True,
-              callback=split(str))
+              callback=split(str), help="Comma-separated quantizers (pq, opq, rq, lsq, plugins).")
 @click.option("--bits", default=",".join(map(str, DEFAULT_AXES["bits"])), show_default=True,
-              callback=split(int))
+              callback=split(int), help="Comma-separated code lengths in bits.")
 @click.option("--seeds", default=",".join(map(str, DEFAULT_AXES["seed"])), show_default=True,
-              callback=split(int))
+              callback=split(int), help="Comma-separated seeds: each cell is trained once per seed.")
 @click.option("--codebooks", default=",".join(CODEBOOKS), show_default=True, callback=split(str),
               help="Comma-separated codebook fits each quantized cell is encoded and evaluated "
                    "with (float cells: train only).")
@@ -84,7 +82,7 @@ def _executor_options(command: Callable) -> Callable:
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path | None,
           executor: str, jobs: int | None, cpus_per_cell: int | None, address: str | None,
           dry_run: bool, device: str, reuse: bool, **options: Any) -> None:
-    """Run a grid of runs, skipping finished ones, then report.
+    """Run a grid of runs (train, encode, evaluate), skipping finished ones, then report.
 
     \b
     The grid is GRID.toml (keys: RunConfig fields; a list is an axis) or the flags;
@@ -93,15 +91,19 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     """
     grid = _bench_grid(ctx, grid_file, options)
     if tuned is not None:
+        from gslbench.bench.tune import Tuned  # pandas: loaded when a choice file is read
+
         grid = Tuned.read(tuned).cells(grid)
-    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     results_dir = ctx.obj["results_dir"]
-    if dry_run:
+    if dry_run:  # before the executor, whose device check loads torch
         _echo_cells(grid, ctx.obj["data_dir"], results_dir)
         return
+    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
                                    force=force, show_progress=show_progress(ctx), reuse=reuse)
     if result.run_dirs:
+        from gslbench import report as report_module  # pandas, matplotlib: loaded to report
+
         out = layout.report_dir(results_dir)
         _, markdown = report_module.write_report(list(result.run_dirs), out)
         click.echo(markdown, nl=False)
@@ -150,6 +152,8 @@ def tune(ctx: click.Context, grid_file: Path, budget: int | None, out: Path | No
     Example: gslbench tune benchmarks/tuning.toml -j 2 && gslbench bench benchmarks/results.toml
     --tuned results/tuning/tuned.toml
     """
+    from gslbench.bench import tune as tune_module  # pandas: loaded to tune
+
     grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
     results_dir = ctx.obj["results_dir"]
     if dry_run:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
 from gslbench import layout
-from gslbench import report as report_module
 from gslbench.cli.base import (
     cli,
     codebooks_option,
@@ -34,13 +34,31 @@ from gslbench.export import export_run
 @click.pass_context
 def search_bench(ctx: click.Context, runs: tuple[str, ...], force: bool,
                  **options: Any) -> None:
-    """Time each run's codes as a faiss index against the exact float search: QPS (batch 1 and
-    batched), bytes per vector, recall@R of the true neighbours; writes RUN/search.json.
+    """Time each run's codes as a faiss index against the exact float search: prints QPS,
+    bytes per vector and recall@R.
+
+    Measures QPS at batch 1 and batched, bytes per vector and recall@R of the true neighbours;
+    writes RUN/search.json and prints each run's headline numbers, then the file's path.
 
     Example: gslbench search-bench 0123456789ab 3f2e1d0c9b8a --threads 1
     """
     for run in runs:
-        click.echo(search_bench_run(run, ctx.obj["results_dir"], force=force, **options))
+        path = search_bench_run(run, ctx.obj["results_dir"], force=force, **options)
+        click.echo(search_headline(json.loads(path.read_text())))
+        click.echo(path)
+
+
+def search_headline(record: dict[str, Any]) -> str:
+    """One line of a search.json record: `RUN LABEL: codes 8 B/vector, 51234 QPS batched, 2301
+    QPS at batch 1, recall@10 0.612 (exact float: 256 B/vector, ...)`."""
+    def numbers(measured: dict[str, Any]) -> str:
+        recalls = [f"recall@{r} {value:.3f}" for r, value in measured["recall_at"].items()]
+        return ", ".join([f"{measured['bytes_per_vector']} B/vector",
+                          f"{measured['qps_batched']:.0f} QPS batched",
+                          f"{measured['qps_batch1']:.0f} QPS at batch 1", *recalls])
+    indexes = record["indexes"]
+    exact = f" (exact float: {numbers(indexes['float'])})" if "float" in indexes else ""
+    return f"{record['run']} {record['label']}: codes {numbers(indexes['codes'])}{exact}"
 
 
 @cli.command()
@@ -55,7 +73,7 @@ def search_bench(ctx: click.Context, runs: tuple[str, ...], force: bool,
 @click.pass_context
 def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path | None,
            metric: str, codebooks: str, force: bool) -> None:
-    """Export a run's codes (faiss index) or representations (ann-benchmarks HDF5).
+    """Export a run's codes as a faiss index or its representations as ann-benchmarks HDF5.
 
     Example: gslbench export 0123456789ab --faiss run.index --ann-benchmarks run.hdf5
     """
@@ -85,11 +103,14 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
 def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
            dataset_names: tuple[str, ...], out: Path | None, doc: Path | None,
            doc_intro: TextIO | None, margin: float) -> None:
-    """Tabulate and plot evaluated runs: results.csv, tables (Markdown, CSV, LaTeX), figures
-    (PNG, SVG) and a self-contained index.html in the report folder.
+    """Tabulate and plot evaluated runs into a report folder with a self-contained index.html.
+
+    Writes results.csv, tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and index.html.
 
     Example: gslbench report --dataset digits --runs 'a1*' --doc docs/results.md
     """
+    from gslbench import report as report_module  # pandas, matplotlib: loaded to report
+
     results_dir = ctx.obj["results_dir"]
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
     run_dirs = report_module.select_runs(results_dir, runs, patterns, names)

@@ -3,6 +3,8 @@ evaluate."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from gslbench.cli.base import (
     codebooks_option,
     config_options,
     device_option,
+    log_progress,
     metric_option,
     options,
     reuse_option,
@@ -25,6 +28,7 @@ from gslbench.data.features import build_features
 from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
 from gslbench.evaluation.step import evaluate_run
+from gslbench.methods import loop
 from gslbench.quantizers.search import SEARCHES
 from gslbench.train import train_run
 
@@ -56,9 +60,10 @@ class FeaturesGroup(click.Group):
 
 @cli.group(cls=FeaturesGroup)
 def features() -> None:
-    """Write a data set's feature file: extract it (`gslbench features DATASET`, the same as
-    `gslbench features extract DATASET`) or import your own (`gslbench features import NAME
-    --from FILE`).
+    """Write a data set's feature file: extract it, or import your own features.
+
+    `gslbench features DATASET` is `gslbench features extract DATASET`; `gslbench features import
+    NAME --from FILE` imports your own.
 
     Example: gslbench features digits
     """
@@ -92,8 +97,10 @@ def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: 
 @click.option("--split", "split_path", type=click.Path(path_type=Path),
               help="With a .npy --from: the split's .npy file.")
 @click.option("--feature", default="imported", show_default=True, help="The feature's name.")
-@click.option("--features-key", default="features", show_default=True)
-@click.option("--labels-key", default="labels", show_default=True)
+@click.option("--features-key", default="features", show_default=True,
+              help="Key (or variable) of the (n, d) features in --from.")
+@click.option("--labels-key", default="labels", show_default=True,
+              help="Key of the labels in --from: (n,) class ids or (n, C) multi-hot.")
 @click.option("--split-key", default="split", show_default=True,
               help="Per item: 0 database, 1 query, 2 train, 3 train and database.")
 @click.option("--query-per-class", type=click.IntRange(min=1),
@@ -102,7 +109,8 @@ def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: 
               help="Training items drawn per class when the file has no split [500].")
 @click.option("--train-in-database", is_flag=True,
               help="Drawn training items stay in the database.")
-@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the drawn split when the file has none.")
 @click.option("--map-at", "map_top", type=click.IntRange(min=1),
               help="Score mAP@K (default: mAP over the whole database).")
 @click.option("--classes", "n_classes", type=click.IntRange(min=1),
@@ -126,7 +134,8 @@ def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | Non
 
 
 @cli.command()
-@click.option("-d", "--dataset", default=FIELDS["dataset"].default, show_default=True)
+@click.option("-d", "--dataset", default=FIELDS["dataset"].default, show_default=True,
+              help="Data set: a registered one or one imported with `features import`.")
 @click.option("--feature", help=FIELDS["feature"].help)
 @setting_option(FIELDS["method"])
 @setting_option(FIELDS["quantizer"])
@@ -138,12 +147,17 @@ def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | Non
 @click.pass_context
 def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, device: str,
           reuse: bool, **options: Any) -> None:
-    """Train one run; prints its run directory.
+    """Train one run and print its run directory.
+
+    On a terminal a progress bar shows the epochs; elsewhere (a log file, a job) each codebook
+    refit is logged as a line (epoch, similarity loss, quantization error).
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
     """
     feature = feature or data.get_dataset(dataset, ctx.obj["data_dir"]).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
+    if log_progress(ctx):  # no bar: the loop's line per refit instead
+        logging.getLogger(loop.__name__).setLevel(logging.DEBUG)
     run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
                     show_progress=show_progress(ctx), device=device, reuse=reuse)
     click.echo(run.path)
@@ -156,8 +170,9 @@ def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, de
 @device_option
 @click.pass_context
 def encode(ctx: click.Context, run: str, force: bool, codebooks: str, device: str) -> None:
-    """Encode a run's database into RUN/codes.h5 (RUN/codes-database.h5 with --codebooks
-    database: codebooks fitted again on the database, from scratch, with the run's seed).
+    """Encode a run's database and queries into RUN/codes.h5 (RUN/codes-database.h5 with
+    --codebooks database: codebooks fitted again on the database, from scratch, with the run's
+    seed).
 
     Example: gslbench encode results/runs/0123456789ab --codebooks database
     """
@@ -177,13 +192,31 @@ def encode(ctx: click.Context, run: str, force: bool, codebooks: str, device: st
 @click.pass_context
 def evaluate(ctx: click.Context, run: str, force: bool, map_at: tuple[int, ...], search: str,
              metric: str, codebooks: str) -> None:
-    """Search the run's codes and write RUN/metrics.json (adc, l2) or
-    RUN/metrics-SEARCH-METRIC.json (reads only RUN/codes.h5).
+    """Score the run's codes by searching them: prints mAP, mAP@K and the quantization error.
+
+    Writes RUN/metrics.json (adc, l2) or RUN/metrics-SEARCH-METRIC.json (metrics-database*.json
+    with --codebooks database), reading only the codes file; prints the headline numbers, then
+    the file's path.
 
     Example: gslbench evaluate 0123456789ab --search sdc --metric ip
     """
     path = evaluate_run(run, ctx.obj["results_dir"], force=force, map_at=map_at or None,
                         search=search, metric=metric, codebooks=codebooks)
+    click.echo(headline(json.loads(Path(path).read_text())))
     click.echo(path)
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line of a metrics record: `RUN LABEL: mAP 0.5123, mAP@100 0.6034, database
+    quantization error 0.0123` (the protocol's mAP@K first when it fixes one; a float run has
+    no quantization error)."""
+    map_at = metrics["map_at"]
+    first = [str(metrics["map_top"])] if str(metrics.get("map_top")) in map_at else []
+    order = first + sorted((k for k in map_at if k not in first), key=int)
+    parts = [f"mAP {metrics['map']:.4f}", *(f"mAP@{k} {map_at[k]:.4f}" for k in order)]
+    error = (metrics.get("quant_mse") or {}).get("database")
+    if error is not None and metrics["config"].get("method") != "float":
+        parts.append(f"database quantization error {error:.4g}")
+    return f"{metrics['run']} {metrics['label']}: " + ", ".join(parts)
 
 

@@ -17,22 +17,36 @@ from gslbench.data.fashion_mnist import FASHION_MNIST
 from gslbench.data.imported import ImportProtocol, ImportSource, imported_dataset
 from gslbench.data.imported import import_features as _import_features
 from gslbench.data.nuswide21 import NUSWIDE21
-from gslbench.errors import GslbenchError
+from gslbench.errors import GslbenchError, did_you_mean
 
-DATASETS: dict[str, Dataset] = {
+BUILTIN_DATASETS: dict[str, Dataset] = {
     dataset.name: dataset for dataset in (DIGITS, FASHION_MNIST, CIFAR10, NUSWIDE21)
 }
 
 
+def plugin_problem(name: str, loaded: Any) -> str | None:
+    """What is wrong with `loaded` as the plugin data set `name`: a plugin data set is a
+    `Dataset` whose name is the entry point's."""
+    if not isinstance(loaded, Dataset):
+        return "it is not a gslbench.data.Dataset"
+    return None if loaded.name == name else f"its name is {loaded.name!r}, not {name!r}"
+
+
+# the built-ins, then the plugins (`gslbench.plugins.register_plugins`, run by gslbench.config)
+DATASETS: dict[str, Dataset] = dict(BUILTIN_DATASETS)
+
+
 def get_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """The built-in data set called `name`, else the one imported under DATA_DIR/NAME (when
-    `data_dir` is given); an unknown name is a user error listing the known ones."""
+    """The registered data set called `name` (built-in or plugin), else the one imported under
+    DATA_DIR/NAME (when `data_dir` is given); an unknown name is a user error listing the known
+    ones (and the closest, when one is close)."""
     if name in DATASETS:
         return DATASETS[name]
     if data_dir is not None and layout.imported_path(data_dir, name).is_file():
         return imported_dataset(data_dir, name)
     where = f" or imported under {data_dir}" if data_dir is not None else ""
-    raise GslbenchError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}{where} "
+    raise GslbenchError(f"unknown data set {name!r}{did_you_mean(name, DATASETS)}; known: "
+                        f"{', '.join(sorted(DATASETS))}{where} "
                         "(`gslbench features import NAME --from FILE` imports your own)")
 
 

@@ -11,7 +11,7 @@
            features_sha256 (the feature file whose split and images it follows), computed_from
            ("images", or the deeper cache it was computed from)
 
-The trunk is the CNN below its last N blocks (`gslbench.data.backbones.split_network`): computed
+The trunk is the CNN below its last N blocks (`gslbench.data.finetuning.split_network`): computed
 once per (data set, feature = backbone and image size, N), every run that fine-tunes those
 blocks reads it. For EfficientNet-Lite0 at 64 px and N = 1 to 4 a row is 192 x 2 x 2 floats (3 KB;
 215 MB for Fashion-MNIST's 70,000 images). It is computed batch by batch into
@@ -32,18 +32,22 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from gslbench import layout
 from gslbench.data import backbones, get_dataset
 from gslbench.data.featurefile import SPLITS, FeatureSet, read_feature_file
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
 from gslbench.storage import open_h5, set_format_attrs, sha256_file
+
+torch = lazy_import("torch")
+# the trunk subclasses torch's nn.Module: loaded when activations are computed
+finetuning = lazy_import("gslbench.data.finetuning")
 
 log = logging.getLogger(__name__)
 FORMAT = "gslbench.activations"
 FORMAT_VERSION = 1
-Batches = Callable[[str, int], Iterator[tuple[int, torch.Tensor]]]  # (part, first row) -> batches
+Batches = Callable[[str, int], Iterator[tuple[int, "torch.Tensor"]]]  # (part, first row) -> batches
 
 
 def ensure_activations(data_dir: str | Path, dataset: str, feature: str, train_blocks: int,
@@ -77,17 +81,17 @@ def ensure_activations(data_dir: str | Path, dataset: str, feature: str, train_b
 
 
 def _source(stack: contextlib.ExitStack, data_dir: str | Path, features: FeatureSet, attrs: dict,
-            device: torch.device | str, batch_size: int) -> tuple[backbones.Trunk, Batches, str]:
+            device: torch.device | str, batch_size: int) -> tuple[finetuning.Trunk, Batches, str]:
     """What computes the cache: the trunk, its input batches and their source ("images", or the
     name of the deeper cache of the same feature file nearest below N, opened on `stack`)."""
     name, size, blocks = attrs["backbone"], attrs["image_size"], attrs["train_blocks"]
     deeper = _deeper_cache(data_dir, attrs)
     if deeper is None:
-        trunk, _ = backbones.split_network(name, size, blocks)
+        trunk, _ = finetuning.split_network(name, size, blocks)
         return trunk, _image_batches(data_dir, features, attrs, device, batch_size), "images"
     path, deeper_blocks = deeper
     rows = stack.enter_context(open_activations(path, features, deeper_blocks))
-    trunk, _ = backbones.split_network(name, size, blocks, trunk_from=backbones.get_backbone(
+    trunk, _ = finetuning.split_network(name, size, blocks, trunk_from=backbones.get_backbone(
         name).blocks - deeper_blocks)
     return trunk, _row_batches(rows, device, batch_size), path.name
 
@@ -192,7 +196,7 @@ def _same(stored: object, wanted: object) -> bool:
     return stored is not None and (stored.item() if hasattr(stored, "item") else stored) == wanted
 
 
-def _fill_part(handle: h5py.File, part: str, indices: np.ndarray, trunk: backbones.Trunk,
+def _fill_part(handle: h5py.File, part: str, indices: np.ndarray, trunk: finetuning.Trunk,
                batches: Batches) -> None:
     """Compute the rows of `part` not done yet, flushing and recording progress after each batch."""
     if f"split/{part}" not in handle:

@@ -9,13 +9,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gslbench import layout
 from gslbench.data import backbones, feature_path, get_dataset
 from gslbench.data.base import Dataset, RawData, split_indices
 from gslbench.data.featurefile import FeatureSet, Split, read_feature_file, write_feature_file
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
+
+torch = lazy_import("torch")
 
 log = logging.getLogger(__name__)
 

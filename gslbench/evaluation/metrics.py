@@ -42,8 +42,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
+
+from gslbench.lazy import lazy_import
+
+faiss = lazy_import("faiss")
 
 PR_POINTS = 101
 # Above this fraction of the database, `rank` sorts everything instead of partitioning first.

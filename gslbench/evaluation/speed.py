@@ -32,7 +32,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from gslbench import layout
@@ -40,10 +39,13 @@ from gslbench.codes import check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import metrics
 from gslbench.evaluation.scoring import BLOCK_PAIRS
+from gslbench.lazy import lazy_import
 from gslbench.quantizers import Identity
 from gslbench.quantizers.search import check_mode, faiss_index, make_search
 from gslbench.storage import package_versions, write_json
 from gslbench.threads import limit_threads, thread_counts
+
+faiss = lazy_import("faiss")
 
 RECALL_AT = (1, 10, 100)
 SINGLE_QUERIES = 1000

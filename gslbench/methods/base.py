@@ -14,11 +14,12 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import torch
-
+from gslbench.lazy import lazy_import
 from gslbench.quantizers import Quantizer
 from gslbench.quantizers.base import Assignment
 from gslbench.settings import Setting
+
+torch = lazy_import("torch")
 
 
 class Method:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
+from gslbench.lazy import lazy_import
 from gslbench.methods.base import Method
-from gslbench.methods.snapping import SELECT_RULES, GradientSnappingLayer
 from gslbench.quantizers import Quantizer
 from gslbench.settings import Setting
+
+torch = lazy_import("torch")
+
+# how the layer picks its codeword c* (`gslbench.methods.snapping`, step 2)
+SELECT_RULES = ("aligned", "nearest")
 
 
 class GSLMethod(Method):
@@ -34,6 +37,8 @@ class GSLMethod(Method):
         return None if settings["gsl_select"] == "nearest" else ("gsl_k", settings["gsl_k"])
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:
+        from gslbench.methods.snapping import GradientSnappingLayer  # torch: imported to train
+
         super().__init__(config, quantizer)
         self.layer = GradientSnappingLayer(quantizer, k=config.gsl_k, alpha=config.gsl_alpha,
                                            select=config.gsl_select)

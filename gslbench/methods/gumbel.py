@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from gslbench.lazy import lazy_import
 from gslbench.methods.soft import SoftMethod, relaxation_knobs, weighted_mean
 from gslbench.quantizers import Quantizer
+
+torch = lazy_import("torch")
 
 
 def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:

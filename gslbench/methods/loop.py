@@ -40,21 +40,27 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from gslbench.checkpoints import Checkpoints, checkpoint_epochs
 from gslbench.config import RunConfig
 from gslbench.data.featurefile import FeatureSet
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
 from gslbench.methods import Method
-from gslbench.methods.losses import LOSSES
-from gslbench.methods.model import EmbeddingNet, FineTunedNet, build_model, embed
 from gslbench.quantizers import Quantizer, make_quantizer
 
+if TYPE_CHECKING:
+    from gslbench.methods.model import EmbeddingNet, FineTunedNet
+
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+# the network and the losses subclass torch's nn.Module: loaded when a run trains
+networks = lazy_import("gslbench.methods.model")
+losses = lazy_import("gslbench.methods.losses")
 logger = logging.getLogger(__name__)
 
 
@@ -120,7 +126,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     start = time.perf_counter()
     if quantizer is not None and _refit_due(config, done):
         if done == 0:  # no warm-up: fit the untrained network
-            quantizer.fit(embed(model, inputs))
+            quantizer.fit(networks.embed(model, inputs))
         else:  # the refit of the checkpoint's last epoch
             log[-1].update(_refit(config, method, quantizer, model, inputs, done, on_refit))
             log[-1]["seconds"] += time.perf_counter() - start
@@ -138,6 +144,9 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
             checkpoints.save(epoch, _state(training, [*log, row], device))
         if quantizer is not None and _refit_due(config, epoch):
             row.update(_refit(config, method, quantizer, model, inputs, epoch, on_refit))
+            # the run's progress as a log line (-v; train off a TTY)
+            logger.debug("train %s: epoch %d/%d, sim loss %.4f, quant mse %.4g", config.label,
+                         epoch, config.epochs, sim_loss, row["quant_mse_refit"])
         row["seconds"] = time.perf_counter() - start
         total_seconds += row["seconds"]
         log.append(row)
@@ -185,10 +194,10 @@ def _start(config: RunConfig, features: FeatureSet, top: nn.Module | None,
     (standardised by the training features), the loss module and Adam, all on `device`."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_model(config, features.dim, top)
+    model = networks.build_model(config, features.dim, top)
     model.set_standardisation(features.train.features)
     model.to(device)
-    loss_fn = LOSSES[config.loss](features.n_classes, config.dim_out, config.margin).to(device)
+    loss_fn = losses.LOSSES[config.loss](features.n_classes, config.dim_out, config.margin).to(device)
     optimizer = torch.optim.Adam(
         [*model.parameters(), *loss_fn.parameters()], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -259,7 +268,7 @@ def _refit(config: RunConfig, method: Method, quantizer: Quantizer, model: nn.Mo
     last fit, its one fit, from scratch), then call `on_refit`. Returns the representations'
     quantization error under the codebooks before (`quant_mse`, NaN before the first fit) and
     after (`quant_mse_refit`)."""
-    representations = embed(model, inputs)
+    representations = networks.embed(model, inputs)
     before = quantizer.quantization_error(representations) if quantizer.is_fitted else float("nan")
     quantizer.fit(representations,
                   warm_start=method.trains_against_codebooks or epoch < config.epochs)

@@ -1,6 +1,6 @@
 """The network: an MLP head on frozen features, its output L2-normalised, so that squared L2
 distances between representations rank like their cosines; when fine-tuning (`train_blocks` > 0)
-the CNN's trainable top (`gslbench.data.backbones.Top`) comes first, on cached trunk activations."""
+the CNN's trainable top (`gslbench.data.finetuning.Top`) comes first, on cached trunk activations."""
 
 from __future__ import annotations
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-
+from gslbench.lazy import lazy_import
 from gslbench.methods.base import Method
 from gslbench.settings import Setting
+
+torch = lazy_import("torch")
 
 
 class QLossMethod(Method):

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from gslbench.errors import GslbenchError
+from gslbench.methods.gsl import SELECT_RULES  # how c* is chosen (step 2)
 
 _TINY_LENGTH = 1e-6  # |v_c| at or below this: c is on z
-SELECT_RULES = ("aligned", "nearest")  # how c* is chosen (step 2)
 
 
 def snap_gradient(

@@ -5,37 +5,44 @@ codes."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
+from gslbench.lazy import lazy_import
 from gslbench.methods.base import Method
 from gslbench.quantizers.base import Assignment
 from gslbench.settings import Setting
 
+torch = lazy_import("torch")
 
-class _CandidateDistances(torch.autograd.Function):
-    """||z_g - r_{g,j}||^2 forward from the assignment's values (not computed again); backward
-    the gradient in z, sum_j grad_j 2 (z_g - r_{g,j})."""
 
-    @staticmethod
-    def forward(ctx: Any, z_snap: torch.Tensor, candidates: torch.Tensor,
-                distances: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(z_snap, candidates)
-        return distances.view_as(distances)
+@functools.cache
+def _candidate_distances() -> type:
+    """The autograd function of `candidate_logits`, defined on first use (so that the registry
+    of methods loads without torch): ||z_g - r_{g,j}||^2 forward from the assignment's values
+    (not computed again); backward the gradient in z, sum_j grad_j 2 (z_g - r_{g,j})."""
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        z_snap, candidates = ctx.saved_tensors
-        weighted_candidates = torch.einsum("bgk,bgkd->bgd", grad, candidates)
-        return 2 * (z_snap * grad.sum(-1, keepdim=True) - weighted_candidates), None, None
+    class CandidateDistances(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, z_snap: torch.Tensor, candidates: torch.Tensor,
+                    distances: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(z_snap, candidates)
+            return distances.view_as(distances)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+            z_snap, candidates = ctx.saved_tensors
+            weighted_candidates = torch.einsum("bgk,bgkd->bgd", grad, candidates)
+            return 2 * (z_snap * grad.sum(-1, keepdim=True) - weighted_candidates), None, None
+
+    return CandidateDistances
 
 
 def candidate_logits(z_snap: torch.Tensor, assignment: Assignment, tau: float) -> torch.Tensor:
     """-||z_g - r_{g,j}||^2 / tau for (b, G, d/G) z in the snap space (with grad) and the
     assignment's (b, G, k, d/G) candidates -> (b, G, k) float32, differentiable in z."""
-    return _CandidateDistances.apply(z_snap, assignment.candidates, assignment.distances) / -tau
+    return _candidate_distances().apply(z_snap, assignment.candidates, assignment.distances) / -tau
 
 
 def relaxation_knobs(prefix: str, what: str) -> tuple[Setting, Setting]:

@@ -4,10 +4,11 @@ et al. 2017): qloss's penalty, under its own knob."""
 
 from __future__ import annotations
 
-import torch
-
+from gslbench.lazy import lazy_import
 from gslbench.methods.qloss import QLossMethod
 from gslbench.settings import Setting
+
+torch = lazy_import("torch")
 
 
 class STEMethod(QLossMethod):

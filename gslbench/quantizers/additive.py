@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.base import Quantizer
+
+faiss = lazy_import("faiss")
 
 
 class AdditiveQuantizer(Quantizer):

@@ -17,11 +17,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-import faiss
 import numpy as np
-import torch
 
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
+
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
 
 MAX_SUB_BITS = 16
 
@@ -63,6 +65,23 @@ class Quantizer(ABC):
     codes_depend_on_batch: ClassVar[bool] = False
 
     def __init__(self, dim: int, bits: int, sub_bits: int = 8, seed: int = 0, **options: int):
+        self._configure(dim, bits, sub_bits, seed, options)
+        self._fitted = False
+        self._reset()
+
+    @classmethod
+    def check_config(cls, dim: int, bits: int, sub_bits: int = 8, **options: int) -> int:
+        """Raise the user error that building this quantizer for (dim, bits, sub_bits, options)
+        would raise, without building its faiss objects (faiss is not loaded: the configuration
+        checks run before any step); returns its codebook size K = 2**sub_bits."""
+        unbuilt = cls.__new__(cls)
+        unbuilt._configure(dim, bits, sub_bits, 0, options)
+        return unbuilt.codebook_size
+
+    def _configure(self, dim: int, bits: int, sub_bits: int, seed: int,
+                   options: dict[str, int]) -> None:
+        """Check and set the configuration (no faiss object yet); a user error when it is not
+        one this quantizer can build."""
         if not 1 <= sub_bits <= MAX_SUB_BITS:
             raise GslbenchError(f"--sub-bits {sub_bits} is out of range (1 to {MAX_SUB_BITS})")
         if bits <= 0:
@@ -93,8 +112,6 @@ class Quantizer(ABC):
         error = self._config_error()
         if error:
             raise GslbenchError(error)
-        self._fitted = False
-        self._reset()
 
     def __repr__(self) -> str:
         return (

@@ -3,11 +3,13 @@ sub-vectors to codewords and the k nearest of them (faiss's heaps, ties by index
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
-import torch
 
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
+
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
 
 
 def squared_distances(

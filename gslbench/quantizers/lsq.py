@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
-import torch
 
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.additive import AdditiveQuantizer
 from gslbench.quantizers.base import Assignment
 from gslbench.quantizers.candidates import squared_distances
+
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
 
 
 class LSQ(AdditiveQuantizer):

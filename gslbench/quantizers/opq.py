@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
-import torch
 
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.pq import PQ
+
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
 
 
 class OPQ(PQ):

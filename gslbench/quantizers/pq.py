@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.base import Assignment, Quantizer
 from gslbench.quantizers.candidates import k_smallest, squared_distances
+
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 class PQ(Quantizer):

@@ -27,22 +27,26 @@ query. What depends only on the database codes (unpacked indices, item norms) is
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
 from gslbench.quantizers.base import Quantizer
 from gslbench.quantizers.identity import Identity
 
+faiss = lazy_import("faiss")
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+
 ADC_BLOCK = 16384  # database items per embedding_bag call
 SEARCHES = ("adc", "sdc")
-METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
-SEARCH_TYPES = {"l2": faiss.AdditiveQuantizer.ST_norm_float,  # the item norm stored as a float
-                "ip": faiss.AdditiveQuantizer.ST_LUT_nonorm}
-ADDITIVE_INDEXES = {"rq": (faiss.IndexResidualQuantizer, "rq"),
-                    "lsq": (faiss.IndexLocalSearchQuantizer, "lsq")}
+METRICS = ("l2", "ip")
+# faiss's names (read on use: faiss loads with the first search): the metric of each of METRICS,
+# the additive quantizers' search type (l2: the item norm stored as a float) and their indexes
+FAISS_METRICS = {"l2": "METRIC_L2", "ip": "METRIC_INNER_PRODUCT"}
+SEARCH_TYPES = {"l2": "ST_norm_float", "ip": "ST_LUT_nonorm"}
+ADDITIVE_INDEXES = {"rq": ("IndexResidualQuantizer", "rq"),
+                    "lsq": ("IndexLocalSearchQuantizer", "lsq")}
 
 
 def check_mode(search: str, metric: str) -> None:
@@ -171,7 +175,8 @@ def faiss_index(quantizer: Quantizer | Identity, codes: np.ndarray,
         raise GslbenchError(f"--sub-bits {quantizer.sub_bits}: faiss's IndexPQ cannot search "
                             f"{quantizer.codebook_size}-word codebooks of 2-d sub-vectors (it "
                             "needs a multiple of 8 words); gslbench evaluate can")
-    index = faiss.IndexPQ(quantizer.dim, quantizer.n_codebooks, quantizer.sub_bits, METRICS[metric])
+    index = faiss.IndexPQ(quantizer.dim, quantizer.n_codebooks, quantizer.sub_bits,
+                        getattr(faiss, FAISS_METRICS[metric]))
     index.pq = quantizer.faiss_quantizer  # a copy
     index.is_trained = True
     index.add_sa_codes(codes)
@@ -186,10 +191,11 @@ def faiss_index(quantizer: Quantizer | Identity, codes: np.ndarray,
 def _additive_index(quantizer: Quantizer, codes: np.ndarray, metric: str) -> faiss.Index:
     """IndexResidualQuantizer / IndexLocalSearchQuantizer holding `codes` (see `faiss_index`)."""
     index_class, member = ADDITIVE_INDEXES[quantizer.name]
-    index = index_class(quantizer.dim, quantizer.n_codebooks, quantizer.sub_bits, METRICS[metric])
+    index = getattr(faiss, index_class)(quantizer.dim, quantizer.n_codebooks, quantizer.sub_bits,
+                                        getattr(faiss, FAISS_METRICS[metric]))
     setattr(index, member, quantizer.faiss_quantizer)  # a copy
     additive = getattr(index, member)
-    additive.search_type = SEARCH_TYPES[metric]
+    additive.search_type = getattr(faiss.AdditiveQuantizer, SEARCH_TYPES[metric])
     additive.set_derived_values()  # the code size with the norm's bytes
     index.code_size = additive.code_size
     index.is_trained = True

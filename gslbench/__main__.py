@@ -1,0 +1,5 @@
+"""`python -m gslbench` is the `gslbench` command."""
+
+from gslbench.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""Methods, quantizers and data sets from other packages, found through entry points.
+
+A package declares, e.g. in its setup.cfg,
+
+    [options.entry_points]
+    gslbench.methods =
+        mymethod = mypkg.mymethod:MyMethod
+
+and once it is installed `--method mymethod` works in train, bench, tune and the report like a
+built-in method: built-ins and plugins go through one registry (`gslbench.methods.METHODS`,
+`gslbench.quantizers.QUANTIZERS`, `gslbench.data.DATASETS`). `register_plugins` adds the plugins
+to them when `gslbench.config` is first imported (before the command line builds its options),
+once the three registries' modules are loaded: a plugin module may import any of gslbench but
+`gslbench.config`, whose run configuration is being built from the knobs. The entry point's name
+is the registered name and must equal the object's `name`. A plugin that cannot be used (it does
+not import, its name is a built-in's, it is not the right kind of object, a knob has no valid
+default) is skipped with one warning line naming it; the built-ins are never replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("gslbench.methods", "gslbench.quantizers", "gslbench.datasets")
+
+
+def load_plugins(group: str, builtins: Mapping[str, Any],
+                 problem: Callable[[str, Any], str | None]) -> dict[str, Any]:
+    """The usable plugins of entry-point group `group`, by name (sorted): each loaded, and kept
+    unless its name is in `builtins`, or declared twice, or `problem(name, object)` says what is
+    wrong with it (None: nothing)."""
+    plugins: dict[str, Any] = {}
+    declared = sorted(entry_points(group=group), key=lambda entry_point: entry_point.name)
+    for entry_point in declared:
+        name = entry_point.name
+        try:
+            loaded = entry_point.load()
+        except Exception as exc:  # whatever the plugin's import raises, it is the plugin's fault
+            why = f"cannot import it: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        else:
+            why = (f"{name!r} is a built-in name" if name in builtins
+                   else f"{name!r} is declared twice" if name in plugins
+                   else problem(name, loaded))
+        if why:
+            log.warning("plugin %r (%s = %s) skipped: %s", name, group, entry_point.value, why)
+            plugins.pop(name, None)
+            continue
+        plugins[name] = loaded
+    return plugins
+
+
+def register_plugins() -> None:
+    """Add the usable plugins of the three groups to their registries (each group once)."""
+    from gslbench import data, methods
+    from gslbench.quantizers import registry
+
+    for group, registry_module, registered in (
+            ("gslbench.methods", methods, methods.METHODS),
+            ("gslbench.quantizers", registry, registry.QUANTIZERS),
+            ("gslbench.datasets", data, data.DATASETS)):
+        if group not in _registered:
+            _registered.add(group)
+            registered.update(load_plugins(group, registered, registry_module.plugin_problem))
+
+
+_registered: set[str] = set()
+
+
+def named_subclass(name: str, loaded: Any, base: type) -> str | None:
+    """What is wrong with `loaded` as the plugin class `name`: not a subclass of `base`, or a
+    `name` attribute other than the entry point's name; None when nothing is."""
+    if not (isinstance(loaded, type) and issubclass(loaded, base)):
+        return f"it is not a subclass of {base.__module__}.{base.__qualname__}"
+    if getattr(loaded, "name", None) != name:
+        return f"its name is {getattr(loaded, 'name', None)!r}, not the entry point's {name!r}"
+    return None

@@ -1,0 +1,1 @@
+"""A gslbench plugin: the `damped` training method and the `coarse-pq` quantizer."""
