@@ -39,17 +39,20 @@ def example(tmp_path_factory, one_thread):
 def test_example_returns_the_runs_with_their_map_and_gap(example):
     root, table = example
     assert isinstance(table, pd.DataFrame)
-    assert sorted(table.method) == ["float", "gsl", "two-step"]
-    assert list(table.columns) == ["method", "variant", "quantizer", "code_bits", "seed", "map",
-                                   "gap_to_float"]
+    assert sorted(zip(table.method, table.codebooks, strict=True)) == [
+        ("float", "train"), ("gsl", "database"), ("gsl", "train"), ("two-step", "database"),
+        ("two-step", "train")]
+    assert list(table.columns) == ["method", "variant", "quantizer", "code_bits", "codebooks",
+                                   "seed", "map", "gap_to_float"]
     assert table["map"].is_monotonic_decreasing
-    runs = {json.loads(path.read_text())["label"]: json.loads(path.read_text())["map"]
-            for path in (root / "results" / "runs").glob("*/metrics.json")}
-    assert len(runs) == 3  # the gsl run trained step by step was reused by bench
-    ceiling = runs["float"]
+    records = [json.loads(path.read_text())
+               for path in (root / "results" / "runs").glob("*/metrics*.json")]
+    runs = {(record["label"], record["codebooks"]): record["map"] for record in records}
+    assert len({record["run"] for record in records}) == 3  # the step-by-step gsl run reused
+    ceiling = runs["float", "train"]
     for row in table.itertuples():
-        assert row.map == pytest.approx(runs[row.variant], abs=0)
-        assert row.gap_to_float == pytest.approx(ceiling - runs[row.variant])
+        assert row.map == pytest.approx(runs[row.variant, row.codebooks], abs=0)
+        assert row.gap_to_float == pytest.approx(ceiling - runs[row.variant, row.codebooks])
     assert table.set_index("method").loc["float", "code_bits"] == 0
     assert (table.loc[table.method != "float", "code_bits"] == 16).all()
 
@@ -62,8 +65,9 @@ def test_load_results_has_the_columns_and_values_of_results_csv(example):
     assert index == root / "report" / "index.html" and index.is_file()
     csv = pd.read_csv(root / "report" / "results.csv")
     assert list(results.columns) == list(csv.columns)
-    assert len(results) == len(csv) == 3
-    merged = results.merge(csv, on="run", suffixes=("", "_csv"))
+    assert len(results) == len(csv) == 5  # float, and two quantized runs with two fits each
+    merged = results.merge(csv, on=["run", "codebooks"], suffixes=("", "_csv"))
+    assert len(merged) == 5
     assert (merged["map"] - merged["map_csv"]).abs().max() < 1e-12
     only = gslbench.load_results(root / "results", runs=[results.run.iloc[0]])
     assert list(only.run) == [results.run.iloc[0]]
@@ -91,7 +95,7 @@ def test_load_results_and_report_load_neither_torch_nor_faiss(example):
     code = (f"import sys, gslbench; n = len(gslbench.load_results({results!r})); "
             f"gslbench.report(results_dir={results!r}, out={out!r}); "
             "print(n, sorted(m for m in ('torch', 'faiss') if m in sys.modules))")
-    assert _python(code).stdout.strip() == "3 []"
+    assert _python(code).stdout.strip() == "5 []"
 
 
 def test_exports():

@@ -226,7 +226,8 @@ def test_remaining_time_and_durations():
     assert [format_duration(s) for s in (0.4, 45, 62, 3725)] == ["0s", "45s", "1m02s", "1h02m"]
 
 
-def test_the_progress_bar_names_the_running_cell_and_the_time_left(capsys):
+def test_the_progress_bar_names_the_running_cell_and_the_time_left(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # room for the whole label (a narrow one is elided)
     grid = Grid.from_mapping({"method": ["gsl", "qloss"], "bits": 16})
     first, second = grid.cells()
     with Progress(total=3, done=1, grid=grid, bar=True) as progress:

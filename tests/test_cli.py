@@ -72,9 +72,12 @@ def test_bench_writes_every_file_and_reasonable_maps(bench_dir):
         else:
             assert (run / "quantizer.h5").is_file()
             assert codes_bits(run) == config["config"]["bits"]
+            database = json.loads((run / "metrics-database.json").read_text())
+            assert database["codebooks"] == "database" and 0 < database["map"] <= 1
     report = root / "results" / "report"
     results = pd.read_csv(report / "results.csv")
-    assert len(results) == 19 and results["map"].between(0, 1, inclusive="right").all()
+    # float once, each quantized run with both codebook fits (bench's default)
+    assert len(results) == 1 + 18 * 2 and results["map"].between(0, 1, inclusive="right").all()
     tables = (report / "tables.md").read_text()
     assert "16 bits" in tables and "gsl" in tables and tables.strip() in output
     assert (report / "map_vs_bits.png").read_bytes()[:4] == b"\x89PNG"

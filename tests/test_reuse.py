@@ -32,7 +32,7 @@ from gslbench.bench.grid import Cells
 from gslbench.checkpoints import Checkpoints, checkpoint_epochs, plain_epochs
 from gslbench.cli import cli
 from gslbench.config import RunConfig
-from gslbench.data import backbones, download, feature_path
+from gslbench.data import download, feature_path, finetuning
 from gslbench.data.featurefile import read_feature_file
 from gslbench.data.features import build_features
 from gslbench.encode import encode_run
@@ -274,7 +274,7 @@ def test_bench_runs_dependents_after_their_producer_without_serialising(monkeypa
     pool.capacity = 2
     with pool, bench.Progress(len(cells), 0, Cells(tuple(cells)), bar=False) as progress:
         failed = bench._dispatch(pool, todo, plan, progress, tmp_path, tmp_path,
-                                 ExecutorConfig(jobs=2), False, True)
+                                 ExecutorConfig(jobs=2), False, ("train",), True)
     assert failed == []
     assert set(events[:2]) == {("start", cells[3].run_id), ("start", cells[4].run_id)}
     for run_id, dependency in plan.items():
@@ -298,7 +298,7 @@ def test_a_dependent_starts_once_its_checkpoint_is_on_disk(monkeypatch, tmp_path
     pool.capacity = 2
     with pool, bench.Progress(2, 0, Cells((producer, dependent)), bar=False) as progress:
         assert bench._dispatch(pool, [producer, dependent], plan, progress, tmp_path, tmp_path,
-                               ExecutorConfig(jobs=2), False, True) == []
+                               ExecutorConfig(jobs=2), False, ("train",), True) == []
     assert started == [producer.run_id, dependent.run_id]
 
 
@@ -326,7 +326,7 @@ def test_a_fine_tuned_run_started_from_the_warm_up_is_bit_identical(request, tmp
                                       {"torch": 1, "faiss": 1}, "activations")
 
     def fine_tuned(config, reuse):
-        top = backbones.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)[1]
+        top = finetuning.split_network("efficientnet-lite0", IMAGE_SIZE, BLOCKS)[1]
         return train(config, features, show_progress=False, top=top, inputs=inputs,
                      checkpoints=checkpoints if reuse else None)
 
@@ -355,3 +355,19 @@ def test_a_forged_checkpoint_that_does_not_fit_is_not_used(data_dir, tmp_path, c
     assert all(torch.equal(a, b) for a, b in zip(forged.model.state_dict().values(),
                                                  scratch.model.state_dict().values(), strict=True))
     assert mine.load(5)["model"]["layers.0.weight"].shape == (32, 64)  # saved again, right
+
+
+def test_a_checkpoint_that_cannot_be_saved_is_a_warning_and_the_run_goes_on(runs, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    checkpoints_dir(results).write_text("not a folder")  # nothing can be saved under it
+    base = ["--data-dir", str(runs.data_dir), "--results-dir", str(results)]
+    out = CliRunner().invoke(cli, [*base, "train", *CLI_SETTINGS, "--method", "float"])
+    assert out.exit_code == 0, out.output
+    warnings = [line for line in out.output.splitlines() if line.startswith("gslbench: ")]
+    assert warnings and all("the run goes on without saving this checkpoint" in line
+                            for line in warnings)
+    run = RunDir(Path(out.output.strip().splitlines()[-1]))
+    first, second = (torch.load(r.model, weights_only=True)["state_dict"]
+                     for r in (run, runs.get("float", False)))
+    assert all(torch.equal(first[name], second[name]) for name in first)

@@ -4,8 +4,8 @@ settings, the tables, the paired comparisons (`gslbench.report.stats`) with one 
 regime and the verdict counts, and the quantization error of the training set (the training log's
 last epoch) beside those of the database and the queries.
 
-Its per-seed rows are written beside it as CSV (docs/results.csv for docs/results.md,
-`CSV_COLUMNS`); `rebuild_tables` makes the document's tables and comparisons again from that CSV
+Its per-seed rows are written beside it as a CSV of the same stem (results.csv beside
+results.md, `CSV_COLUMNS`); `rebuild_tables` makes the document's tables and comparisons again from that CSV
 alone, so anyone can check them.
 """
 
@@ -168,7 +168,7 @@ def settings_section(data: Evaluated, level: int = 2) -> list[str]:
 def document_tables(results: pd.DataFrame, margin: float = MARGIN) -> tuple[str, str]:
     """The parts of the document made from the per-seed rows alone: what it found (the verdict
     blocks), then the tables with the paired comparisons (`rebuild_tables` makes both again from
-    docs/results.csv)."""
+    the document's CSV)."""
     tables = paper_tables(results)
     found = found_section(tables, comparisons(results, margin=margin, pairs="all"), margin)
     return "\n".join(found), "\n".join([tables_markdown(tables),
@@ -181,7 +181,7 @@ def results_csv(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_results_csv(path: Path) -> pd.DataFrame:
-    """A results CSV (`results_csv`, e.g. docs/results.csv) as the results frame it was written
+    """A results CSV (`results_csv`, the CSV beside a results document) as the results frame it was written
     from: text columns as text (an empty condition stays empty)."""
     try:
         frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS},
@@ -198,7 +198,7 @@ def read_results_csv(path: Path) -> pd.DataFrame:
 
 
 def rebuild_tables(path: Path, margin: float = MARGIN) -> tuple[str, str]:
-    """`document_tables` made again from a results CSV alone (docs/results.csv)."""
+    """`document_tables` made again from a results CSV alone (the one beside the document)."""
     return document_tables(read_results_csv(path), margin)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from gslbench.errors import GslbenchError
 from gslbench.layout import RunDir
+from gslbench.report import conditions
 from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,6 @@ RUN_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer
 DEFAULT_MODE = ("adc", "l2")
 # what a record that does not say means (runs made before protocols and codebook fits)
 KEY_DEFAULTS = {"protocol": "standard", "codebooks": "train", "condition": ""}
-# a run's scope: its runs share every setting, or get a condition each
-SCOPE_KEYS = ["dataset", "feature", "protocol", "loss"]
-# settings that are table keys or a cell's own (never a condition)
-KEYED_SETTINGS = ("dataset", "feature", "train_blocks", "protocol", "loss", "method", "quantizer",
-                  "bits", "sub_bits", "seed", "split")
 
 
 @dataclass(frozen=True)
@@ -130,77 +126,20 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
 
 
 def run_conditions(records: Sequence[dict]) -> dict[str, str]:
-    """Each run's condition (see the module docstring): run id -> `name=value, ...` of the shared
-    settings that differ among the runs of its scope (`SCOPE_KEYS`), "" where they agree.
+    """Each run's condition (`gslbench.report.conditions`): run id -> `name=value, ...` of the
+    shared settings that differ among the runs of its scope, "" where they agree.
 
-    records: one metrics record per run (its `config`, `label`, `features_sha256`). Raises a user
-    error for runs of one data set, feature and protocol trained on different feature files, and
-    for runs of one cell that differ in a setting a condition does not name."""
-    from gslbench.config import QUANTIZER_FIELDS, SETTINGS  # imports torch: only when reading runs
-
+    records: one metrics record per run (its `config`, `label`, `features_sha256`)."""
     runs = pd.DataFrame([{**record["config"], "run": record["run"], "label": record["label"],
                           "features_sha256": record.get("features_sha256"),
                           **_scope(record["config"])} for record in records])
-    _check_feature_files(runs)
-    compared = [s.name for s in SETTINGS if s.name not in (*KEYED_SETTINGS, *QUANTIZER_FIELDS)
-                and s.name in runs]
-    conditions = {}
-    for _, scope in runs.groupby(SCOPE_KEYS, sort=False):
-        differing = [name for name in compared if scope[name].nunique(dropna=False) > 1]
-        for values in scope.to_dict("records"):
-            conditions[values["run"]] = ", ".join(f"{name}={shown_value(values[name])}"
-                                                  for name in differing)
-    runs["condition"] = runs.run.map(conditions)
-    cells = [*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"]
-    for cell, group in runs.groupby(cells, sort=False):
-        others = [name for name in group.columns
-                  if name not in (*cells, "run", "seed") and group[name].nunique(dropna=False) > 1]
-        if others:
-            raise GslbenchError(
-                f"runs of one table cell differ in more than the seed ({_cell_text(cell)}: "
-                + "; ".join(f"{name} {'/'.join(sorted(map(shown_value, group[name].unique())))}"
-                            for name in others)
-                + "); a report never averages different experiments: report them apart, "
-                "selecting runs with --runs PATTERN or -d DATASET")
-    return conditions
+    return conditions.run_conditions(runs)
 
 
 def _scope(config: dict) -> dict:
     """The scope columns of a run's config (the feature as `_run_columns` names it)."""
     columns = _run_columns({"config": config, "label": ""})
-    return {name: columns[name] for name in SCOPE_KEYS}
-
-
-def _check_feature_files(runs: pd.DataFrame) -> None:
-    """Runs of one data set, feature and protocol must have been trained on one feature file."""
-    known = runs.dropna(subset=["features_sha256"])
-    for (dataset, feature, protocol), group in known.groupby(["dataset", "feature", "protocol"]):
-        files = group.groupby("features_sha256").run.agg(list).sort_values(key=lambda r: -r.str.len())
-        if len(files) > 1:
-            found = "; ".join(f"sha256 {sha[:12]} in {len(ids)} run(s) ({', '.join(ids[:3])}"
-                              f"{', ...' if len(ids) > 3 else ''})" for sha, ids in files.items())
-            raise GslbenchError(
-                f"runs of {dataset} ({feature}, {protocol} protocol) were trained on "
-                f"{len(files)} different feature files ({found}): their queries and database "
-                "differ, so a report never pools them; report them apart, selecting runs with "
-                "--runs PATTERN or -d DATASET (or train the stale runs again)")
-
-
-def _cell_text(cell: tuple) -> str:
-    names = dict(zip([*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"], cell,
-                     strict=True))
-    where = f"{names['dataset']} ({names['feature']}), {names['label']}"
-    if names["quantizer"] != "none":
-        where += f", {names['quantizer'].upper()} {names['bits']} bits"
-    return where + (f", {names['condition']}" if names["condition"] else "")
-
-
-def shown_value(value: object) -> str:
-    """A setting's value as conditions, messages and settings tables print it: a whole float as
-    an integer (a knob column holds its integers as floats beside other methods' NaN)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return {name: columns[name] for name in conditions.SCOPE_KEYS}
 
 
 def _with_conditions(frame: pd.DataFrame, conditions: dict[str, str]) -> pd.DataFrame:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gslbench.report.frames import TABLE_KEYS, shown_value
+from gslbench.report.conditions import shown_value
+from gslbench.report.frames import TABLE_KEYS
 from gslbench.report.stats import ALPHA, VERDICTS
 from gslbench.report.tables import MISSING, PaperTable
 from gslbench.storage import package_versions
