@@ -83,14 +83,14 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
     and the record DATA/NAME/imported.json; returns the feature file's path."""
     _check_name(name, "data set")
     _check_name(feature, "feature")
-    arrays = read_arrays(source)  # nothing read yet where the format allows it
-    n = feature_rows(arrays["features"], source.path)
-    labels = checked_labels(arrays["labels"], n, n_classes,
+    arrays = read_arrays(source)
+    features = arrays["features"]  # not read yet where the format allows: read last, in chunks
+    labels = checked_labels(arrays["labels"], feature_rows(features, source.path), n_classes,
                             source.labels_path or source.path)
     record = _record_protocol(protocol, given_split="split" in arrays,
                               path=source.split_path or source.path)
     if "split" in arrays:
-        parts = given_split(arrays["split"], n, source.split_path or source.path)
+        parts = given_split(arrays["split"], len(features), source.split_path or source.path)
         counts = labels[parts["train"]].sum(axis=0)  # a tenth of the rarest class, at least 1
         per_class = max(1, int(counts[counts > 0].min()) // 10)
         parts.update(carve_validation(labels, parts["train"], per_class,
@@ -98,7 +98,7 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
     else:
         parts = split_indices(labels, _as_protocol(record), protocol.split_seed)
     sources = [p for p in (source.path, source.labels_path, source.split_path) if p is not None]
-    features = checked_features(arrays["features"], source.path)  # read last, in chunks
+    features = checked_features(features, source.path)  # after the cheap checks
     feature_set = FeatureSet(
         dataset=name, feature=feature,
         **{part: Split(features[idx], labels[idx], idx) for part, idx in parts.items()},
@@ -240,6 +240,9 @@ class _Stored:
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype,
                  read: Callable[[tuple | slice], np.ndarray], what: str) -> None:
         self.shape, self.dtype, self._read, self._what = tuple(shape), np.dtype(dtype), read, what
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def __getitem__(self, index: tuple | slice) -> np.ndarray:
         try:
