@@ -109,8 +109,8 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     torch_device = resolve_device(device)
     run = layout.run_dir(results_dir, config.run_id)
     features_file = run_features(config, data_dir)
+    restore_run(run)  # also before --force: its restore removes the older hidden copy
     if not force:
-        restore_run(run)
         if run.path.exists():
             try:
                 check_trained(run, features_file)
@@ -217,8 +217,10 @@ def _log_text(rows: list[dict]) -> str:
 def restore_run(run: layout.RunDir) -> None:
     """Put a run back in place when its directory is missing but a `train --force` killed between
     its two renames left a complete copy under a temporary name (the new run `.RUN.*`, or the old
-    one moved aside to `.RUN.*/RUN`): the newest copy that passes `check_trained` is renamed back.
-    Called by train and by bench (under its lock) before leftovers are removed."""
+    one moved aside to `.RUN.*/RUN`): the newest copy that passes `check_trained` is renamed back
+    and the other complete copies (the run the killed --force replaced) are removed with their
+    temporary directories, so that none stays hidden. Called by train (also with --force) and by
+    bench (under its lock) before leftovers are removed."""
     if run.path.exists():
         return
     copies = []
@@ -228,12 +230,14 @@ def restore_run(run: layout.RunDir) -> None:
                 check_trained(candidate, run_id=run.run_id)
             except GslbenchError:
                 continue
-            copies.append(candidate)
+            copies.append((candidate, leftover))
     if copies:
-        newest = max(copies, key=lambda copy: copy.config.stat().st_mtime_ns)
+        newest = max(copies, key=lambda copy: copy[0].config.stat().st_mtime_ns)[0]
         newest.path.rename(run.path)
         log.warning("%s: restored from %s, left there by a killed train --force", run.path,
                     newest.path)
+        for _, leftover in copies:
+            shutil.rmtree(leftover, ignore_errors=True)  # the restored copy's is gone or empty
 
 
 def load_config(run: layout.RunDir, run_id: str | None = None) -> tuple[RunConfig, dict]:

@@ -3,7 +3,11 @@ the one-line errors for bad input."""
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -15,6 +19,7 @@ from click.testing import CliRunner
 from gslbench import data as datasets
 from gslbench import layout
 from gslbench.cli import cli
+from gslbench.data import imported
 from gslbench.data.featurefile import read_feature_file
 
 N, DIM, CLASSES = 60, 6, 3
@@ -243,3 +248,163 @@ def test_an_imported_set_trains_benches_and_reports(tmp_path):
     assert len(metrics) == 2 and all(m["map"] > 0.5 for m in metrics)  # well separated classes
     result = invoke(tmp_path, "report", "-d", "mine")
     assert result.exit_code == 0 and "mine (imported)" in result.output
+
+
+def assert_one_line_error(result, path: Path, message: str, root: Path) -> None:
+    """exit 2, one line naming `path` and saying `message`, no traceback, nothing registered."""
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"gslbench: error: {path}: "), result.output
+    assert message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (root / "data" / "mine").exists()
+
+
+def cut_source(directory: Path, kind: str, keep: int | None) -> tuple[Path, list[str]]:
+    """A valid source of `kind` whose first file is cut to `keep` bytes (None: to half, 0: empty);
+    returns the cut file and the CLI arguments."""
+    args = write_source(directory, kind, arrays())
+    path = Path(args[1])
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2 if keep is None else keep])
+    return path, args
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "h5", "mat5", "mat73"])
+def test_an_empty_file_is_a_one_line_error_not_aborted(tmp_path, kind):
+    path, args = cut_source(tmp_path, kind, keep=0)
+    result = invoke(tmp_path, "features", "import", "mine", *args)
+    assert_one_line_error(result, path, "an empty file (0 bytes)", tmp_path)
+
+
+@pytest.mark.parametrize("role", ["labels", "split"])
+def test_an_empty_companion_npy_is_a_one_line_error(tmp_path, role):
+    args = write_source(tmp_path, "npy", arrays())
+    (tmp_path / f"{role}.npy").write_bytes(b"")
+    result = invoke(tmp_path, "features", "import", "mine", *args)
+    assert_one_line_error(result, tmp_path / f"{role}.npy", "an empty file (0 bytes)", tmp_path)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("npy", "its header says shape (60, 6) float64 (2,880 bytes), but 1,"),
+    ("npz", "not a readable .npz archive"),
+    ("h5", "not a readable HDF5 file"),
+    ("mat5", "not a readable MATLAB .mat file"),
+    ("mat73", "not a readable"),
+])
+@pytest.mark.parametrize("keep", [None, 100], ids=["half", "100 bytes"])
+def test_a_truncated_file_is_a_one_line_error(tmp_path, kind, message, keep):
+    path, args = cut_source(tmp_path, kind, keep)
+    if kind == "npy" and keep == 100:  # inside the header
+        message = "not a numpy .npy array (EOF"
+    result = invoke(tmp_path, "features", "import", "mine", *args)
+    assert_one_line_error(result, path, message, tmp_path)
+
+
+def forged_npy(shape: tuple[int, ...], data: bytes) -> bytes:
+    """A .npy header claiming float32 `shape`, followed by `data`."""
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": shape})
+    return stream.getvalue() + data
+
+
+def test_an_oversized_npy_header_is_refused_before_anything_is_allocated(tmp_path):
+    path = tmp_path / "features.npy"
+    path.write_bytes(forged_npy((10**9, 64), b"\0" * 1000))  # claims 238 GiB, holds 1 KB
+    np.save(tmp_path / "labels.npy", arrays()["labels"])
+    tracemalloc.start()
+    try:
+        result = invoke(tmp_path, "features", "import", "mine", "--from", str(path),
+                        "--labels", str(tmp_path / "labels.npy"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_one_line_error(result, path, "its header says shape (1000000000, 64) float32 "
+                          "(256,000,000,000 bytes), but 1,000 bytes follow it", tmp_path)
+    assert peak < 8 * 2**20
+
+
+def test_an_oversized_header_inside_an_npz_is_refused(tmp_path):
+    path = tmp_path / "data.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("features.npy", forged_npy((10**9, 64), b"\0" * 1000))
+        archive.writestr("labels.npy", forged_npy((N,), np.zeros(N, np.float32).tobytes()))
+    result = invoke(tmp_path, "features", "import", "mine", "--from", str(path))
+    assert_one_line_error(result, path, "array 'features': its header says shape "
+                          "(1000000000, 64) float32", tmp_path)
+
+
+LARGE_ROWS, LARGE_DIM = 20_000, 128  # 20 MB of float64 features
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "h5", "mat73"])
+def test_a_large_file_failing_a_cheap_check_is_not_read(tmp_path, kind):
+    """The split's check fails before the features are read: far less than their 20 MB is ever
+    allocated (numpy reports its allocations to tracemalloc; memory-mapped pages are not
+    allocations)."""
+    rng = np.random.default_rng(0)
+    values = {"features": rng.normal(size=(LARGE_ROWS, LARGE_DIM)),
+              "labels": np.arange(LARGE_ROWS) % CLASSES,
+              "split": np.zeros(LARGE_ROWS, dtype=np.int64)}  # no query: refused
+    args = write_source(tmp_path, kind, values)
+    tracemalloc.start()
+    try:
+        result = invoke(tmp_path, "features", "import", "mine", *args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    path = Path(args[-1] if kind == "npy" else args[1])
+    assert_one_line_error(result, path, "the split has no query item", tmp_path)
+    assert peak < values["features"].nbytes / 8, peak
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "npz-compressed", "h5", "mat73"])
+def test_features_are_read_and_checked_in_chunks(tmp_path, monkeypatch, kind):
+    """With a chunk of 3 rows, every value still arrives and a non-finite value is found in any
+    chunk, its row counted from the file's start."""
+    monkeypatch.setattr(imported, "CHUNK_BYTES", 3 * DIM * 8)
+
+    def write(values: dict[str, np.ndarray]) -> list[str]:
+        if kind != "npz-compressed":
+            return write_source(tmp_path, kind, values)
+        np.savez_compressed(tmp_path / "data.npz", **values)
+        return ["--from", str(tmp_path / "data.npz")]
+
+    values = arrays()
+    result = invoke(tmp_path, "features", "import", "mine", *write(values))
+    assert result.exit_code == 0, result.output
+    features = read_feature_file(Path(result.output.strip()))
+    for split in features.splits().values():
+        np.testing.assert_array_equal(split.features,
+                                      values["features"][split.indices].astype(np.float32))
+    shutil.rmtree(tmp_path / "data")
+    values["features"][[50, 7], [1, 5]] = np.inf, np.nan
+    args = write(values)
+    result = invoke(tmp_path, "features", "import", "mine", *args)
+    assert_one_line_error(result, Path(args[1]), "features hold 2 non-finite value(s) (NaN or "
+                          "inf, or beyond float32) in 2 row(s), the first row 7", tmp_path)
+
+
+def test_an_end_of_file_anywhere_is_an_error_not_an_abort(tmp_path, monkeypatch):
+    """click takes any EOFError for Ctrl-D ("aborted", exit 130); gslbench's group makes one an
+    error line."""
+    def ends_early(source):
+        raise EOFError("No data left in file")
+    monkeypatch.setattr(imported, "read_arrays", ends_early)
+    result = invoke(tmp_path, "features", "import", "mine", "--from", "x.npz")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("gslbench: error: a file ended before its data did (No data "
+                                     "left in file); -v shows which")
+
+
+def test_a_damaged_byte_in_a_memory_mapped_npz_member_is_caught(tmp_path):
+    """A memory map skips the zip's CRC-32; the import checks it (one pass, nothing allocated)."""
+    values = {"features": np.ones((LARGE_ROWS, LARGE_DIM)), "labels": np.arange(LARGE_ROWS) % 3}
+    path = tmp_path / "data.npz"
+    np.savez(path, **values)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40  # inside the features' values: 1.0 becomes another finite number
+    path.write_bytes(bytes(data))
+    result = invoke(tmp_path, "features", "import", "mine", "--from", str(path))
+    assert_one_line_error(result, path, "not a readable .npz archive (bad CRC-32 for features.npy)",
+                          tmp_path)

@@ -12,6 +12,7 @@ file, so its lock stays held until the last of them has exited.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -165,10 +166,11 @@ class RayExecutor(Executor):
             try:
                 if address:
                     _check_reachable(address)
-                    ray.init(address=address, log_to_driver=False)
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
                 else:
                     ray.init(num_cpus=jobs * cpus_per_cell if jobs else None,
-                             include_dashboard=False, log_to_driver=False)
+                             include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)  # no INFO lines of Ray's own
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise GslbenchError(f"cannot start Ray{f' at {address}' if address else ''}: "
                                     f"{str(exc).splitlines()[0]}") from None

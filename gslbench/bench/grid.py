@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from gslbench.config import FIELDS, RunConfig
-from gslbench.data import get_dataset
+from gslbench.data import DATASETS, get_dataset
+from gslbench.data.backbones import check_fine_tunable
 from gslbench.data.features import check_feature
 from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.layout import CODEBOOKS, check_codebooks
@@ -128,7 +129,11 @@ def _config(settings: dict[str, Any], data_dir: str | Path | None = None) -> Run
     dataset = get_dataset(settings.get("dataset", FIELDS["dataset"].default), data_dir)
     settings.setdefault("feature", dataset.default_feature)
     # a feature is a backbone's name, suffixed with a CNN input size (`-224`)
-    check_feature(dataset, re.sub(r"-\d+$", "", settings["feature"]))
+    backbone = re.sub(r"-\d+$", "", settings["feature"])
+    check_feature(dataset, backbone)
+    if settings.get("train_blocks"):  # as the activation cache will (an imported set has no CNN)
+        check_fine_tunable(backbone if dataset.name in DATASETS else "imported",
+                           settings["train_blocks"], settings["feature"], dataset.name)
     return RunConfig(**settings).resolved()
 
 

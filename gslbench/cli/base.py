@@ -59,6 +59,15 @@ class Gslbench(click.Group):
             click.echo("gslbench: aborted", err=True)
             sys.exit(130)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; an EOFError is a file that ended early, not the Ctrl-D that click's
+        main takes every EOFError for ("aborted", exit 130): gslbench never prompts."""
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            raise GslbenchError(f"a file ended before its data did ({exc}); -v shows "
+                                "which") from exc
+
 
 def error_line(error: Exception) -> str:
     """A user or OS error as one line; an OS error names its file."""

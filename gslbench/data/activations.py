@@ -140,11 +140,7 @@ def _deeper_cache(data_dir: str | Path, attrs: dict) -> tuple[Path, int] | None:
 def _binding(features: FeatureSet, features_sha256: str, train_blocks: int) -> dict:
     """The attrs that tie the cache to its feature file, backbone and N."""
     backbone = str(features.extra_attrs.get("backbone", ""))
-    spec = backbones.BACKBONES.get(backbone)
-    if spec is None or not spec.blocks:
-        raise GslbenchError(f"--train-blocks {train_blocks} fine-tunes a CNN, but the feature "
-                            f"{features.feature!r} of {features.dataset} comes from "
-                            f"{backbone or 'no backbone'}; use an efficientnet-lite0 feature")
+    spec = backbones.check_fine_tunable(backbone, train_blocks, features.feature, features.dataset)
     return {"dataset": features.dataset, "feature": features.feature, "backbone": backbone,
             "image_size": int(features.extra_attrs["image_size"]), "train_blocks": train_blocks,
             "weights_sha256": spec.weights_sha256, "source_sha256": features.source_sha256,

@@ -69,6 +69,19 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+def check_fine_tunable(backbone: str, train_blocks: int, feature: str, dataset: str) -> Backbone:
+    """The backbone that feature `feature` of `dataset` comes from, when `--train-blocks` can
+    fine-tune it (a CNN with blocks); any other (pixels, an imported feature) is a user error.
+    Checked by the grid (so `bench --dry-run` refuses what bench refuses) and by the activation
+    cache (from the feature file's own record)."""
+    spec = BACKBONES.get(backbone)
+    if spec is None or not spec.blocks:
+        raise GslbenchError(f"--train-blocks {train_blocks} fine-tunes a CNN, but the feature "
+                            f"{feature!r} of {dataset} comes from {backbone or 'no backbone'}; "
+                            "use an efficientnet-lite0 feature")
+    return spec
+
+
 def get_backbone(name: str) -> Backbone:
     """The registered backbone called `name`; an unknown name is a user error listing the known."""
     return lookup(BACKBONES, name, "backbone")
