@@ -17,6 +17,7 @@ import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,13 @@ def run_features(config: RunConfig, data_dir: str | Path) -> FeatureFile:
 
 def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
               force: bool = False, show_progress: bool = True,
-              device: str = "auto") -> layout.RunDir:
+              device: str = "auto", on_refit: Callable | None = None,
+              reuse: bool = True) -> layout.RunDir:
     """Train one run on `device` (`gslbench.devices`) and write its directory.
+
+    on_refit: passed to `loop.train` (called after each codebook refit; an exception it raises
+    stops the run, which then writes nothing). reuse: whether training may start from a stored
+    checkpoint (issue 22's checkpoints; none are stored yet, so it changes nothing here).
 
     An existing run is kept (unless `force`) when `check_trained` passes: bound to its config and
     made from the current feature file; a damaged or stale one is trained again, with a warning.
@@ -94,7 +100,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
                 return run
             except GslbenchError as exc:
                 log.warning("%s; training run %s again", exc, run.run_id)
-    features = read_feature_file(features_file.path, config.split)
+    features = read_feature_file(features_file.path, config.split, config.protocol)
     if (features.dataset, features.feature) != (config.dataset, config.feature):
         raise GslbenchError(f"{features_file.path}: holds {features.dataset}/{features.feature}, "
                             f"not {config.dataset}/{config.feature}")
@@ -108,7 +114,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
         saved.update(backbone=str(features.extra_attrs["backbone"]),
                      image_size=int(features.extra_attrs["image_size"]))
     result = train(config.resolved(), features, show_progress=show_progress, top=top,
-                   inputs=inputs, device=torch_device)
+                   inputs=inputs, device=torch_device, on_refit=on_refit)
     try:
         _write_run(run, config, result, features, features_file, saved, extra)
     except OSError as exc:
