@@ -92,7 +92,10 @@ class Setting:
         else:
             raise ValueError(f"{self.name}: malformed search space {self.space!r}")
         for value in values:
-            self.check(value)
+            try:
+                self.check(value)
+            except GslbenchError as exc:
+                raise ValueError(f"{self.name}: search space {self.space!r}: {exc}") from None
         inside = (self.default in values if kind == "choice"
                   else values[0] <= self.default <= values[1])
         if not inside or (kind == "int") != (self.kind is int) or (kind == "choice") != (

@@ -213,11 +213,11 @@ def plan(grid: Grid, trials: int) -> Plan:
         raise GslbenchError(f"{source}: {other[0]} is an axis; tune's cells are those of "
                             f"{', '.join(TUNED_AXES[:-2])} (the other settings are fixed)")
     cells, controls = _tuned_and_controls(grid)
+    if not any(METHODS[config.method].knobs for config in cells):
+        raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
     seeds = tuple(sorted({config.seed for config in cells}))
     if len(seeds) < 2:
         raise GslbenchError(f"{source}: tune needs at least 2 seeds, the grid has {len(seeds)}")
-    if not any(METHODS[config.method].knobs for config in cells):
-        raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
     studies = {}
     for config in cells:
         base = dataclasses.replace(config, seed=seeds[0], split="validation").resolved()
@@ -275,8 +275,7 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
     if len(earlier) >= study.trials(trials):
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the study has its {trials} trials")
-    knobs = {name: _suggest(trial, name, distribution)
-             for name, distribution in study.distributions().items()}
+    knobs = suggest_knobs(study, trial)
     epochs = study.base.epochs
     trial.set_user_attr("epochs_planned", epochs * len(study.seeds))
     tuning = layout.tuning_dir(results_dir)
@@ -307,6 +306,12 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
     return float(np.mean(maps))
 
 
+def suggest_knobs(study: Study, trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's value of each of the study's tuned knobs (`StudySampler`)."""
+    return {name: _suggest(trial, name, distribution)
+            for name, distribution in study.distributions().items()}
+
+
 def _suggest(trial: optuna.Trial, name: str,
              distribution: optuna.distributions.BaseDistribution) -> Any:
     """A knob's value for the trial, drawn from `distribution`."""
@@ -324,14 +329,19 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS,
     for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error."""
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") \
         else {}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
-            grace_period=max(2, round(grace)),
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=None))
-    except Exception as exc:  # SQLAlchemy's and Optuna's errors for a URL they cannot open
-        raise GslbenchError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    for attempt in range(3):  # two processes creating the tables at once: the loser retries
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
+                    grace_period=max(2, round(grace)),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=None))
+        except Exception as exc:  # SQLAlchemy's and Optuna's errors for a URL they cannot open
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            time.sleep(1.0 + attempt)
+    raise GslbenchError(f"--storage {url}: cannot open it ({error})")
 
 
 def default_storage(results_dir: str | Path) -> str:
@@ -374,7 +384,6 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
                           config.protocol)
     store = open_storage(storage or default_storage(results_dir), heartbeat, grace)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for study in tuning.studies:
         _run_study(study, store, tuning.trials, prune, heartbeat,
                    lambda s, t: run_trial(s, t, data_dir, results_dir, trials, prune, reuse, device))
@@ -394,7 +403,9 @@ def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, pr
         ran.append(trial)
 
     while True:
-        optuna.storages.fail_stale_trials(optuna_study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(optuna_study)
         states = [t.state for t in optuna_study.get_trials(deepcopy=False)]
         finished = sum(state in FINISHED for state in states)
         running = states.count(TrialState.RUNNING)

@@ -59,8 +59,8 @@ def choices_markdown(chosen: pd.DataFrame) -> str:
 
 
 def agreement(chosen: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
-    """Per cell with test runs of its chosen settings: methods (how many are in both), spearman
-    (rank correlation of validation and test mAP over them; NaN under 2 methods or when one
+    """Per cell with test runs of the chosen settings of 2 methods or more: methods (how many
+    are in both), spearman (rank correlation of validation and test mAP over them; NaN when one
     side is constant), agree and pairs (methods whose difference to two-step has the same sign
     on validation as on test, of those compared)."""
     chosen_tests = tests.merge(chosen[["cell", "method", "variant"]], on=["cell", "method",
@@ -72,7 +72,7 @@ def agreement(chosen: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
         test = test_means[cell] if cell in test_means.index.get_level_values(0) \
             else pd.Series(dtype=float)
         both = [method for method in validation.index if method in test.index]
-        if not both:
+        if len(both) < 2:  # nothing to rank (float is a cell of its own)
             continue
         v, t = validation[both].to_numpy(), test[both].to_numpy()
         rho = float(spearmanr(v, t).statistic) if len(both) > 1 and np.ptp(v) and np.ptp(t) \
@@ -90,7 +90,7 @@ def agreement_markdown(table: pd.DataFrame) -> str:
     pairs, agree = int(table.pairs.sum()), int(table.agree.sum())
     rhos = table.spearman.dropna()
     finding = (f"Over {len(table)} cell(s): mean Spearman ρ {rhos.mean():+.2f}" if len(rhos)
-               else f"Over {len(table)} cell(s): no rank correlation (under 2 methods)")
+               else f"Over {len(table)} cell(s): no rank correlation (constant mAPs)")
     finding += (f"; {agree} of {pairs} differences to {REFERENCE} have the same sign on "
                 f"validation as on test ({agree / pairs:.0%})." if pairs else ".")
     if pairs and agree / pairs < 0.75 or len(rhos) and rhos.mean() < 0.5:
@@ -131,7 +131,7 @@ def tuning_document(trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFr
     (`bench.tune.choose`) and the test runs of the tuned grid (`bench.tune.test_results`, empty
     before bench ran them): the title, `intro`, `summary`, what pruning saved, the choices, how
     validation agrees with test, every trial."""
-    table = agreement(chosen, tests) if not tests.empty else pd.DataFrame()
+    table = agreement(chosen, tests)
     return "\n".join([
         "# gslbench tuning", "",
         *([intro.strip(), ""] if intro.strip() else []),
