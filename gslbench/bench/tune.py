@@ -293,7 +293,7 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
                       on_refit=score, reuse=reuse)
         except optuna.TrialPruned:
             trial.set_user_attr("epochs_trained", trained + score.epoch)
-            trial.set_user_attr("seed_maps", maps)
+            trial.set_user_attr("pruned_at", {"seed": seed, "epoch": score.epoch})
             raise
         trained += epochs
         encode_run(run.path, data_dir, tuning, device=device)
@@ -427,7 +427,8 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
     """Every complete or pruned trial of the plan's studies: cell (JSON of `CELL_FIELDS`),
     method, trial (number), knobs (dict), variant (the method's label), state (`complete` or
     `pruned`), value (mean validation mAP; for a pruned trial its last reported mAP), seed_maps
-    (list), epochs_trained, epochs_planned, pruned_step (the step it was stopped at, or NaN)."""
+    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} of the run the pruner
+    stopped, or None)."""
     rows = []
     for study in tuning.studies:
         try:
@@ -447,11 +448,11 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
                 "seed_maps": trial.user_attrs.get("seed_maps", []),
                 "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
                 "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
-                "pruned_step": last_step if trial.state is TrialState.PRUNED else float("nan"),
+                "pruned_at": trial.user_attrs.get("pruned_at"),
             })
     return pd.DataFrame(rows, columns=["cell", "method", "trial", "knobs", "variant", "state",
                                        "value", "seed_maps", "epochs_trained", "epochs_planned",
-                                       "pruned_step"])
+                                       "pruned_at"])
 
 
 def choose(trials: pd.DataFrame) -> pd.DataFrame:

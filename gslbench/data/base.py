@@ -6,6 +6,7 @@ its source, checksums, reader and protocol; `gslbench.data.DATASETS` registers t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from gslbench.data.backbones import BACKBONES
 from gslbench.data.featurefile import multi_hot
 from gslbench.errors import GslbenchError
 from gslbench.storage import sha256_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,18 +46,20 @@ class Validation:
     queries: float = 0.1
     database: float = 0.2
 
-    def per_class(self, pool_labels: np.ndarray) -> tuple[int, int]:
+    def per_class(self, pool_labels: np.ndarray) -> tuple[int, int] | None:
         """(validation queries, validation database items) per class for a training pool of
-        (n, C) multi-hot labels; a user error unless both are drawn and training items remain."""
+        (n, C) multi-hot labels; None when the pool is too small to draw both and keep items to
+        train on (the file then has no validation split; tuning refuses it)."""
         counts = pool_labels.sum(axis=0)
         smallest = int(counts[counts > 0].min())
         queries, database = (max(1, round(share * smallest)) for share in (self.queries,
                                                                           self.database))
         if queries + database >= smallest:
-            raise GslbenchError(
-                f"--validation-queries {self.queries:g} and --validation-database "
-                f"{self.database:g} take {queries} + {database} of the {smallest} training items "
-                "of the smallest class: none would be left to train on")
+            log.warning("no validation split: --validation-queries %g and --validation-database "
+                        "%g take %d + %d of the %d training items of the smallest class, none "
+                        "would be left to train on", self.queries, self.database, queries,
+                        database, smallest)
+            return None
         return queries, database
 
 
@@ -119,8 +124,12 @@ def carve_validation(labels: np.ndarray, train: np.ndarray, validation: Validati
                      rng: np.random.Generator) -> dict[str, np.ndarray]:
     """From the training pool `train` (int64 indices into the (n, C) labels) only, class by
     class (`Validation.per_class`): the validation queries, then the validation database, both
-    sorted int64 and disjoint; the rest of the pool is what tuning runs train on."""
-    queries, database = validation.per_class(labels[train])
+    sorted int64 and disjoint; the rest of the pool is what tuning runs train on. Empty when
+    the pool is too small for them."""
+    counts = validation.per_class(labels[train])
+    if counts is None:
+        return {}
+    queries, database = counts
     in_train = np.zeros(len(labels), bool)
     in_train[train] = True
     validation_query = _draw_per_class(labels, in_train, queries, rng)

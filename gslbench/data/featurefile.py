@@ -7,9 +7,10 @@ one label per item; the attributes present and of the right types.
 
 Format version 3 holds the validation split, carved class by class from the training pool only:
 /validation/{query,database}/{features,labels} and /split/{validation_query,validation_database},
-disjoint, with training items left over (what tuning runs train on: the pool minus both); the
-attr `validation` records the shares it was carved with. The attr `unseen_classes` (a JSON list,
-null for multi-label data) names the classes the `unseen` protocol holds out
+disjoint, with training items left over (what tuning runs train on: the pool minus both; the
+split is absent when the pool is too small for that); the attr `validation` records the shares
+it was carved with. The attr `unseen_classes` (a JSON list, null for multi-label data) names the
+classes the `unseen` protocol holds out
 (`FeatureSet.for_protocol`). Files of versions 1 and 2 (no validation split, or one that was the
 whole pool) are still read for test runs of the standard protocol; a validation or unseen run
 needs version 3, which `gslbench features DATASET` writes without running the CNN again.
@@ -139,7 +140,8 @@ class FeatureSet:
         if split != "validation":
             raise GslbenchError(f"unknown split {split!r}; known: {', '.join(RUN_SPLITS)}")
         if self.validation_query is None or self.validation_database is None:
-            raise GslbenchError(f"no validation split of format_version {VALIDATION_VERSION}; run "
+            raise GslbenchError(f"no validation split of format_version {VALIDATION_VERSION} (an "
+                                "older file, or a training pool too small to hold one out); run "
                                 f"`gslbench features {self.dataset}` again to add it")
         held = np.concatenate([self.validation_query.indices, self.validation_database.indices])
         rows = ~np.isin(self.train.indices, held)
@@ -229,7 +231,8 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSe
     """The whole file (test split) at `path` with this stamp; errors are not cached."""
     with open_h5(path, FORMAT, FORMAT_VERSION) as handle:
         version = int(handle.attrs["format_version"])
-        names = SPLITS + (VALIDATION_SPLITS if version >= VALIDATION_VERSION else ())
+        names = SPLITS + tuple(name for name in VALIDATION_SPLITS
+                               if version >= VALIDATION_VERSION and name in handle)
         splits = {name: _read_split(handle, name, path) for name in names}
         attrs = dict(handle.attrs)
     dims = {s.features.shape[1] for s in splits.values()}
@@ -340,6 +343,8 @@ def check_labels(labels: np.ndarray, where: str) -> None:
 def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
     """The validation queries and database must be disjoint parts of the training pool that leave
     items to train on."""
+    if ("validation/query" in splits) != ("validation/database" in splits):
+        raise GslbenchError(f"{path}: holds only one of /validation/query and /validation/database")
     if "validation/query" not in splits:
         return
     train = splits["train"].indices

@@ -96,6 +96,8 @@ def build_features(
             )
         splits[part] = Split(features, raw.labels[idx], idx)
     for part in ("validation_query", "validation_database"):  # rows of the training pool
+        if part not in indices:
+            continue  # a pool too small to hold a validation split out
         idx = indices[part]
         rows = np.searchsorted(indices["train"], idx)
         splits[part] = Split(splits["train"].features[rows], raw.labels[idx], idx)

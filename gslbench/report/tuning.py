@@ -23,11 +23,13 @@ REFERENCE = "two-step"  # the method the paired differences are taken against
 
 def cell_title(cell: str) -> str:
     """`digits (pixels), standard protocol, PQ, 16 bits, 16-word codebooks, pairwise loss` for a
-    cell's JSON."""
+    cell's JSON (`digits (pixels), standard protocol, unquantized, pairwise loss` for float's)."""
     values = json.loads(cell)
-    return (f"{values['dataset']} ({values['feature']}), {values.get('protocol', 'standard')} "
-            f"protocol, {values['quantizer'].upper()}, {values['bits']} bits, "
-            f"{2 ** values['sub_bits']}-word codebooks, {values['loss']} loss")
+    quantizer = "unquantized" if values["quantizer"] == "none" else (
+        f"{values['quantizer'].upper()}, {values['bits']} bits, {2 ** values['sub_bits']}-word "
+        "codebooks")
+    return (f"{values['dataset']} ({values['feature']}), {values['protocol']} protocol, "
+            f"{quantizer}, {values['loss']} loss")
 
 
 def pruning_markdown(trials: pd.DataFrame) -> str:
@@ -115,8 +117,9 @@ def trials_markdown(trials: pd.DataFrame, chosen: pd.DataFrame) -> str:
         rows = []
         for _, trial in group.sort_values("trial").iterrows():
             bold = "**" if (cell, method, trial.trial) in picked else ""
+            where = trial.pruned_at or {}
             state = trial.state if trial.state == "complete" else \
-                f"pruned at step {int(trial.pruned_step)}"
+                f"pruned (seed {where.get('seed')}, epoch {where.get('epoch')})"
             rows.append({"trial": trial.trial, "setting": f"{bold}{trial.variant}{bold}",
                          "state": state, "validation mAP": f"{trial.value:.4f}",
                          "per seed": ", ".join(f"{value:.4f}" for value in trial.seed_maps),
