@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from gslbench.data.featurefile import RUN_SPLITS
+from gslbench.data.featurefile import PROTOCOLS, RUN_SPLITS
 from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.methods import METHODS, Method
 from gslbench.plugins import register_plugins
@@ -54,7 +54,11 @@ SETTINGS: tuple[Setting, ...] = (
             high=MAX_SEED),
     Setting("split", str, "test", "What the run trains and is scored on: test (the protocol's "
             "training pool, queries and database) or validation (tuning: the training pool minus "
-            "the validation queries; scored on the validation split).", choices=RUN_SPLITS),
+            "the validation queries and database; scored on those).", choices=RUN_SPLITS),
+    Setting("protocol", str, "standard", "Which classes a run sees: standard (every class in "
+            "training, queries and database) or unseen (training and validation on a seeded three "
+            "quarters of the classes, queries and database on the others).", choices=PROTOCOLS,
+            recorded_at_default=False),
 )
 # The options of `gslbench features` (the features step), checked the same way.
 FEATURE_SETTINGS: tuple[Setting, ...] = (
@@ -64,6 +68,15 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
             high=65536),
     Setting("split_seed", int, 0, "Seed of the query/train/database split.", low=0,
             high=MAX_SEED),
+)
+# The validation split's shares of the training pool (`gslbench features` and `features import`).
+VALIDATION_SETTINGS: tuple[Setting, ...] = (
+    Setting("validation_queries", float, 0.1, "Share of the training pool held out as validation "
+            "queries (per class, seeded; tuning scores on them).", low=0.0, high=1.0,
+            low_open=True),
+    Setting("validation_database", float, 0.2, "Share of the training pool held out as the "
+            "validation database (tuning runs train on the rest of the pool).", low=0.0,
+            high=1.0, low_open=True),
 )
 KNOBS: tuple[Setting, ...] = tuple(knob for method in METHODS.values() for knob in method.knobs)
 FIELDS: dict[str, Setting] = {setting.name: setting for setting in (*SETTINGS, *KNOBS)}
@@ -126,11 +139,13 @@ class _RunConfigBase:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as config.json holds it: every shared setting and the knobs of
-        the run's own method only (so adding a method leaves other runs' ids unchanged)."""
+        the run's own method only (so adding a method leaves other runs' ids unchanged); a
+        setting that is not `recorded_at_default` only when it differs from its default."""
         own = {knob.name for knob in self.method_spec.knobs}
         values = dataclasses.asdict(self.resolved())
         return {name: value for name, value in values.items()
-                if name not in FIELDS or FIELDS[name] not in KNOBS or name in own}
+                if (FIELDS[name] not in KNOBS or name in own)
+                and (FIELDS[name].recorded_at_default or value != FIELDS[name].default)}
 
     @property
     def run_id(self) -> str:
@@ -150,7 +165,8 @@ class _RunConfigBase:
         if method not in METHODS:
             raise GslbenchError(f"unknown method {method!r}{did_you_mean(str(method), METHODS)}; "
                                 f"known: {', '.join(METHODS)}")
-        required = {setting.name for setting in (*SETTINGS, *METHODS[method].knobs)}
+        required = {setting.name for setting in (*SETTINGS, *METHODS[method].knobs)
+                    if setting.recorded_at_default}
         missing = sorted(required - set(values))
         if missing:
             raise GslbenchError(f"missing config keys: {', '.join(missing)}")
@@ -158,8 +174,9 @@ class _RunConfigBase:
 
 
 def check_feature_options(**values: Any) -> None:
-    """Check the options of the features step against `FEATURE_SETTINGS` (one-line errors)."""
-    settings = {setting.name: setting for setting in FEATURE_SETTINGS}
+    """Check the options of the features step against `FEATURE_SETTINGS` and
+    `VALIDATION_SETTINGS` (one-line errors)."""
+    settings = {setting.name: setting for setting in (*FEATURE_SETTINGS, *VALIDATION_SETTINGS)}
     for name, value in values.items():
         settings[name].check(value)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from gslbench.errors import GslbenchError, did_you_mean
 
+SPACE_KINDS = ("log", "float", "int", "choice")
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -21,7 +23,12 @@ class Setting:
     name: the field (`qloss_lambda`); the CLI option is `--qloss-lambda`.
     kind: str, int or float. low / high: the allowed range (None: unbounded); `low_open` excludes
     `low` itself. choices: the allowed values of a str setting. symbol: how a method's label shows
-    it (`λ`: `qloss λ=0.1`). tune: for a method's knob, the values `gslbench tune` may try.
+    it (`λ`: `qloss λ=0.1`). space: for a method's knob, the search space of `gslbench tune`
+    (`Space`): `("log", low, high)` (a float range searched on a log scale: knobs that span
+    decades), `("float", low, high)`, `("int", low, high)` or `("choice", (value, ...))`; empty: the
+    knob is not tuned (it keeps its default). recorded_at_default: False for a setting added after
+    runs existed, which config.json leaves out while it holds its default, so the older runs'
+    ids (the hash of config.json's config) stay valid.
     """
 
     name: str
@@ -33,7 +40,12 @@ class Setting:
     low_open: bool = False
     choices: tuple[str, ...] = ()
     symbol: str = ""
-    tune: tuple[Any, ...] = ()
+    space: tuple = ()
+    recorded_at_default: bool = True
+
+    def __post_init__(self) -> None:
+        if self.space:
+            self.check_space()
 
     @property
     def option(self) -> str:
@@ -67,6 +79,30 @@ class Setting:
     def _text(self, value: float) -> str:
         """A bound or value as this setting shows it: integers in full, floats as %g."""
         return str(int(value)) if self.kind is int else f"{value:g}"
+
+    def check_space(self) -> None:
+        """A declaration error (not a user error) unless `space` is a well-formed search space
+        whose values are valid values of the setting, the default among them."""
+        kind, *bounds = self.space
+        if kind == "choice":
+            values = tuple(bounds[0])
+        elif kind in SPACE_KINDS and len(bounds) == 2 and bounds[0] < bounds[1]:
+            values = tuple(bounds)
+            if kind == "log" and bounds[0] <= 0:
+                raise ValueError(f"{self.name}: a log space needs a positive lower bound")
+        else:
+            raise ValueError(f"{self.name}: malformed search space {self.space!r}")
+        for value in values:
+            try:
+                self.check(value)
+            except GslbenchError as exc:
+                raise ValueError(f"{self.name}: search space {self.space!r}: {exc}") from None
+        inside = (self.default in values if kind == "choice"
+                  else values[0] <= self.default <= values[1])
+        if not inside or (kind == "int") != (self.kind is int) or (kind == "choice") != (
+                self.kind is str):
+            raise ValueError(f"{self.name}: search space {self.space!r} does not fit a "
+                             f"{self.kind.__name__} setting whose default is {self.default!r}")
 
     def label(self, value: Any) -> str:
         """`λ=0.1`, `k=8`: the setting in a method's label."""

@@ -1,199 +1,152 @@
-"""The validation split and `gslbench tune`: no query item (nor, where the protocol keeps them
-apart, any database item) is used for a choice; the same budget for every method; tune then
-bench --tuned on digits."""
+"""`gslbench tune`: knob search spaces, one seeded Optuna study per (cell, method) with the
+default first, held-out validation runs, pruning, resumption after SIGKILL, two processes on one
+storage, controls, then bench --tuned on digits in both protocols."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gslbench import data as datasets
 from gslbench.bench import tune
 from gslbench.bench.grid import Grid
 from gslbench.cli import cli
-from gslbench.config import RunConfig
-from gslbench.data import backbones
-from gslbench.data.base import Protocol, split_indices
-from gslbench.data.featurefile import has_validation_split, items_record, multi_hot, read_feature_file
-from gslbench.data.features import build_features
+from gslbench.config import KNOBS, RunConfig
+from gslbench.data.featurefile import items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
-
-HELD_OUT = Protocol(10, 50, None, train_in_database=False)  # digits, training pool out of the database
+from gslbench.settings import Setting
 
 
 def invoke(tmp_path, *args):
     return CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "data"),
-                                    "--results-dir", str(tmp_path / "results"), *args])
+                                    "--results-dir", str(tmp_path / "results"), "-q", *args])
 
 
-def assert_user_error(result, *fragments):
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert lines[0].startswith("gslbench: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """A folder whose data/ holds the digits feature file (format 3)."""
+    root = tmp_path_factory.mktemp("digits")
+    for args in (("download", "digits"), ("features", "digits")):
+        result = invoke(root, *args)
+        assert result.exit_code == 0, result.output
+    return root
 
 
-@pytest.fixture
-def held_out_digits(monkeypatch):
-    """digits with its training pool kept out of the database (like Fashion-MNIST)."""
-    digits = datasets.get_dataset("digits")
-    monkeypatch.setitem(datasets.DATASETS, "digits", dataclasses.replace(digits, protocol=HELD_OUT))
+def copy_data(digits: Path, tmp_path: Path) -> None:
+    (tmp_path / "data").symlink_to(digits / "data", target_is_directory=True)
 
 
-def digits_features(tmp_path) -> Path:
-    assert invoke(tmp_path, "download", "digits").exit_code == 0
-    result = invoke(tmp_path, "features", "digits")
-    assert result.exit_code == 0, result.output
-    return Path(result.output.strip())
+# --- search spaces -----------------------------------------------------------------------------
+
+def test_every_knob_declares_a_search_space_that_holds_its_default():
+    for knob in KNOBS:
+        assert knob.space, knob.name
+        kind, *bounds = knob.space
+        assert (knob.default in bounds[0] if kind == "choice"
+                else bounds[0] <= knob.default <= bounds[1])
+    spaces = {knob.name: knob.space[0] for knob in KNOBS}
+    assert spaces["qloss_lambda"] == spaces["ste_beta"] == spaces["soft_tau"] == "log"
+    assert spaces["gsl_alpha"] == "float" and spaces["gsl_k"] == "int"
+    assert spaces["gsl_select"] == "choice"
+    for bad in (("log", 0.0, 1.0), ("float", 1.0, 0.0), ("int", 1.5, 2), ("grid", 1, 2),
+                ("float", 0.5, 1.0)):  # default 0.25 outside the last one
+        with pytest.raises(ValueError):
+            Setting("x", float if bad[0] != "int" else int, 0.25 if bad[0] != "int" else 1,
+                    space=bad)
 
 
-# --- the validation split ----------------------------------------------------------------------
+# --- studies -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("inside", [True, False])
-def test_the_validation_split_is_carved_from_the_training_pool_only(inside):
-    labels = multi_hot(np.repeat(np.arange(10), 80), 10)
-    protocol = Protocol(10, 40, None, train_in_database=inside)
-    split = split_indices(labels, protocol, seed=4)
-    query, train, database = split["query"], split["train"], split["database"]
-    vq, vdb = split["validation_query"], split["validation_database"]
-    assert protocol.validation_queries == 4  # a tenth of the training pool per class
-    assert (labels[vq].sum(axis=0) == 4).all()  # class-balanced
-    np.testing.assert_array_equal(np.sort(np.concatenate([vq, vdb])), train)  # a partition
-    assert not np.isin(vq, vdb).any() and not np.isin(np.concatenate([vq, vdb]), query).any()
-    assert np.isin(vdb, database).all() if inside else not np.isin(train, database).any()
-    again = split_indices(labels, protocol, seed=4)
-    assert all(np.array_equal(split[k], again[k]) for k in split)  # seeded by the split seed
-    other = split_indices(labels, protocol, seed=5)
-    assert not np.array_equal(other["validation_query"], vq)
-    with pytest.raises(GslbenchError, match="4 validation queries per class leave no validation"):
-        split_indices(labels, dataclasses.replace(protocol, train_per_class=4,
-                                                  validation_query_per_class=4), seed=4)
-    # the test parts are those drawn before validation splits existed (drawn first)
-    unchanged = split_indices(labels, dataclasses.replace(protocol, validation_query_per_class=7), 4)
-    for part in ("query", "train", "database"):
-        np.testing.assert_array_equal(unchanged[part], split[part])
+def knob_objective(draws: dict) -> callable:
+    """An objective that draws the knobs as tune does and scores them without training."""
+    def objective(study: tune.Study, trial: optuna.Trial) -> float:
+        knobs = tune.suggest_knobs(study, trial)
+        draws.setdefault(study.method, []).append(knobs)
+        return float(sum(v for v in knobs.values() if isinstance(v, int | float)))
+    return objective
 
 
-def test_the_feature_file_records_the_validation_split(tmp_path, held_out_digits):
-    path = digits_features(tmp_path)
-    features = read_feature_file(path)
-    with h5py.File(path) as handle:
-        assert int(handle.attrs["format_version"]) == 2
-        assert json.loads(handle.attrs["protocol"])["validation_query_per_class"] == 5
-        vq, vdb = handle["split/validation_query"][()], handle["split/validation_database"][()]
-        np.testing.assert_array_equal(handle["validation/query/features"][()],
-                                      features.validation_query.features)
-    assert len(vq) == 50 and len(vdb) == 450
-    test_items = np.concatenate([features.query.indices, features.database.indices])
-    assert not np.isin(np.concatenate([vq, vdb]), test_items).any()
-    rows = np.searchsorted(features.train.indices, vdb)  # the same items, the same features
-    np.testing.assert_array_equal(features.validation_database.features, features.train.features[rows])
-    validation = read_feature_file(path, "validation")
-    assert validation.train is validation.database is features.validation_database
-    assert validation.query is features.validation_query and has_validation_split(path)
+def test_two_methods_with_knobs_alike_get_different_draws_and_their_default_first(tmp_path):
+    grid = Grid.from_mapping({"method": ["soft", "gumbel", "two-step"], "bits": 16,
+                              "sub_bits": 4, "seed": [0, 1]})
+    plan = tune.plan(grid, trials=5)
+    assert [s.method for s in plan.studies] == ["soft", "gumbel", "two-step"]
+    assert plan.studies[0].sampler_seed != plan.studies[1].sampler_seed
+    distributions = plan.studies[0].distributions()
+    assert distributions["soft_k"].high == 16  # capped at the 16-word codebooks
+    assert distributions["soft_tau"].log
+    runs = []
+    for attempt in range(2):
+        store = tune.open_storage(f"sqlite:///{tmp_path}/studies-{attempt}.db", heartbeat=1,
+                                  grace=5)
+        draws: dict = {}
+        for study in plan.studies:
+            tune._run_study(study, store, plan.trials, True, 1.0, knob_objective(draws))
+        runs.append(draws)
+    soft, gumbel = runs[0]["soft"], runs[0]["gumbel"]
+    assert soft[0] == {"soft_tau": 0.01, "soft_k": 8} and gumbel[0] == {"gumbel_tau": 0.01,
+                                                                        "gumbel_k": 8}
+    assert len(soft) == len(gumbel) == 5 and runs[0]["two-step"] == [{}]  # no knobs: 1 trial
+    assert all(a["soft_tau"] != b["gumbel_tau"] for a, b in zip(soft[1:], gumbel[1:], strict=True))
+    assert len({d["soft_tau"] for d in soft}) == 5  # no draw twice
+    assert runs[1] == runs[0]  # seeded: the same draws on a fresh storage
 
 
-def test_a_version_1_feature_file_is_read_but_tune_refuses_it(tmp_path):
-    path = digits_features(tmp_path)
-    with h5py.File(path, "r+") as handle:  # what gslbench wrote before issue 15
-        for key in ("validation", "split/validation_query", "split/validation_database"):
-            del handle[key]
-        handle.attrs["format_version"] = 1
-        del handle.attrs["content_sha256"]  # version 1 files had no digest
-    features = read_feature_file(path)
-    assert features.validation_query is None and len(features.query.indices) == 100
-    assert not has_validation_split(path)
-    with pytest.raises(GslbenchError, match="no validation split .* run `gslbench features digits`"):
-        read_feature_file(path, "validation")
-    grid = tmp_path / "grid.toml"
-    grid.write_text('method = ["qloss", "gsl"]\nbits = 16\nseed = [0, 1]\nepochs = 2\n'
-                    'warmup_epochs = 1\n')
-    assert_user_error(invoke(tmp_path, "tune", str(grid)), f"{path}: no validation split",
-                      "run `gslbench features digits` again")
-    assert not (tmp_path / "results" / "tuning").exists()
+def test_a_grid_tune_cannot_serve_is_a_user_error():
+    for settings, fragment in [
+        ({"method": ["qloss", "gsl"], "seed": [0, 1], "split": "validation"}, "split is chosen by tune"),
+        ({"method": ["qloss", "gsl"], "seed": 0}, "at least 2 seeds, the grid has 1"),
+        ({"method": ["float", "two-step"], "seed": [0, 1]}, "no method of the grid has knobs"),
+        ({"method": ["qloss"], "seed": [0, 1], "lr": [0.001, 0.01]}, "lr is an axis"),
+        ({"method": "qloss", "seed": [0, 1], "qloss_lambda": 1.0}, "no method of the grid has knobs"),
+    ]:
+        with pytest.raises(GslbenchError, match=fragment):
+            tune.plan(Grid.from_mapping(settings, source="grid.toml"), trials=4)
 
 
-def test_features_rewrites_the_split_of_an_existing_file_without_extracting(tmp_path, monkeypatch):
-    path = digits_features(tmp_path)
-    before = read_feature_file(path)
+# --- the tuned file and controls ---------------------------------------------------------------
 
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("features extracted again")
-
-    monkeypatch.setattr(backbones, "extract_features", no_extraction)
-    assert build_features("digits", tmp_path / "data", split_seed=1) == path
-    after = read_feature_file(path)
-    assert after.split_seed == 1
-    assert not np.array_equal(after.query.indices, before.query.indices)
-    by_index = {i: row for part in before.splits().values()
-                for i, row in zip(part.indices, part.features, strict=True)}
-    for part in after.parts().values():
-        np.testing.assert_array_equal(part.features, np.stack([by_index[i] for i in part.indices]))
-
-
-# --- the budget --------------------------------------------------------------------------------
-
-def test_every_method_gets_the_same_number_of_settings():
-    qloss, gsl = METHODS["qloss"], METHODS["gsl"]
-    assert tune.knob_settings(qloss, 4) == [{"qloss_lambda": v} for v in qloss.knobs[0].tune]
-    sample = tune.knob_settings(gsl, 4)  # 4 of the 3 x 3 products, seeded, in product order
-    product = [{"gsl_alpha": a, "gsl_k": k, "gsl_select": "aligned"}  # no tune values: the default
-               for a in gsl.knobs[0].tune for k in gsl.knobs[1].tune]
-    assert len(sample) == 4 and sample == tune.knob_settings(gsl, 4)
-    assert sorted(product.index(s) for s in sample) == [product.index(s) for s in sample]
-    with pytest.raises(GslbenchError, match="--budget 5: qloss's knobs offer only 4 settings"):
-        tune.knob_settings(qloss, 5)
-    plan = tune.plan(Grid.from_mapping({"method": ["float", "two-step", "qloss", "gsl"],
-                                        "bits": [16, 32], "seed": [0, 1]}))
-    assert plan.budget == 4 and set(plan.settings) == {"qloss", "gsl"}  # float, two-step: no knobs
-    assert len(plan.runs) == 2 * 2 * 4 * 2  # bits x methods x budget x seeds
-    assert {c.split for c in plan.runs} == {"validation"}
-
-
-@pytest.mark.parametrize("settings, fragment", [
-    ({"method": ["qloss", "gsl"], "seed": [0, 1], "qloss_lambda": 1.0}, "qloss_lambda is chosen by tune"),
-    ({"method": ["qloss", "gsl"], "seed": [0, 1], "split": "validation"}, "split is chosen by tune"),
-    ({"method": ["qloss", "gsl"], "seed": 0}, "at least 2 seeds, the grid has 1"),
-    ({"method": ["float", "two-step"], "seed": [0, 1]}, "no method of the grid has knobs"),
-    ({"method": ["qloss"], "seed": [0, 1], "lr": [0.001, 0.01]}, "lr is an axis"),
-])
-def test_a_grid_tune_cannot_serve_is_a_user_error(settings, fragment):
-    with pytest.raises(GslbenchError, match=fragment):
-        tune.plan(Grid.from_mapping(settings, source="grid.toml"))
-
-
-# --- the tuned file ----------------------------------------------------------------------------
-
-def test_the_tuned_file_round_trips_and_refuses_cells_it_did_not_tune(tmp_path):
-    plan = tune.plan(Grid.from_mapping({"method": ["qloss", "gsl"], "bits": [16, 32],
-                                        "seed": [0, 1], "epochs": 8}))
-    cells = {tune.cell_key(c) for c in plan.runs}
-    chosen = pd.DataFrame([{"cell": cell, "method": method, "variant": "",
-                            "knobs": plan.settings[method][1], "validation_map": 0.5}
-                           for cell in sorted(cells) for method in plan.settings])
+def test_the_tuned_file_round_trips_and_controls_keep_the_knobs_their_grid_sets(tmp_path):
+    grid = Grid.from_mapping({"method": ["two-step", "qloss", "gsl"], "bits": [16, 32],
+                              "seed": [0, 1], "epochs": 8,
+                              "grid": [{}, {"method": "gsl", "gsl_alpha": 0.0},
+                                       {"method": "gsl", "gsl_select": ["aligned", "nearest"]}]})
+    plan = tune.plan(grid, trials=4)
+    assert len(plan.studies) == 2 * 3 and len(plan.controls) == 2 * 2 * 3  # bits x seeds x ...
+    chosen = pd.DataFrame([{"cell": json.dumps(s.cell, sort_keys=True), "method": s.method,
+                            "trial": 2, "variant": "",
+                            "knobs": {"gsl_alpha": 0.4, "gsl_k": 3, "gsl_select": "nearest"}
+                            if s.method == "gsl" else {"qloss_lambda": 0.02}
+                            if s.method == "qloss" else {}, "validation_map": 0.5}
+                           for s in plan.studies])
     path = tmp_path / "tuned.toml"
     tune.Tuned.from_choices(plan, chosen).write(path, header="a header")
-    assert path.read_text().startswith("# a header\nbudget = 4\nseeds = [0, 1]\n")
+    assert path.read_text().startswith("# a header\ntrials = 4\nseeds = [0, 1]\n")
     tuned = tune.Tuned.read(path)
-    assert tuned.shared["epochs"] == 8 and len(tuned.choices) == 4
-    config = RunConfig(method="gsl", bits=32, epochs=8, gsl_alpha=0.9)
-    assert tuned.apply(config) == dataclasses.replace(config, **plan.settings["gsl"][1])
-    assert tuned.apply(RunConfig(method="two-step", epochs=9)) == RunConfig(method="two-step", epochs=9)
-    with pytest.raises(GslbenchError,
-                       match="no tuned choice for digits gsl α=1 k=8 select=aligned pq 64 bits"):
+    assert tuned.shared["epochs"] == 8 and len(tuned.choices) == 6
+    labels = {(c.bits, c.label) for c in tuned.cells(grid).cells() if c.seed == 0}
+    assert {label for bits, label in labels if bits == 16} == {
+        "two-step", "qloss λ=0.02", "gsl α=0.4 k=3 select=nearest",
+        "gsl α=0 k=3 select=nearest",  # the control: α from the grid, the rest tuned
+        "gsl α=0.4 k=3 select=aligned"}  # and both select rules (nearest is the tuned row)
+    with pytest.raises(GslbenchError, match="no tuned choice for digits gsl"):
         tuned.apply(RunConfig(method="gsl", bits=64, epochs=8))
     with pytest.raises(GslbenchError, match=r"tuned with epochs=8 \(this grid: 40\)"):
         tuned.apply(RunConfig(method="gsl", bits=32))
-    path.write_text("budget = 4\n")
+    path.write_text("trials = 4\n")
     with pytest.raises(GslbenchError, match="not a gslbench tuned file"):
         tune.Tuned.read(path)
 
@@ -202,11 +155,12 @@ def test_the_tuned_file_round_trips_and_refuses_cells_it_did_not_tune(tmp_path):
 
 GRID = """method = ["float", "two-step", "qloss", "gsl"]
 dataset = "digits"
+protocol = "{protocol}"
 quantizer = "pq"
 bits = 16
 sub_bits = 4
 seed = [0, 1]
-epochs = 3
+epochs = 4
 warmup_epochs = 1
 epochs_per_refit = 1
 """
@@ -221,49 +175,166 @@ def records(run: Path) -> tuple[dict, dict, dict]:
 
 
 @pytest.mark.slow
-def test_tune_then_bench_tuned_on_digits_never_touches_a_test_item(tmp_path, held_out_digits):
-    path = digits_features(tmp_path)
-    features = read_feature_file(path)
+@pytest.mark.parametrize("protocol", ["standard", "unseen"])
+def test_tune_then_bench_tuned_on_digits_never_trains_on_what_it_scores(tmp_path, digits,
+                                                                        protocol):
+    copy_data(digits, tmp_path)
+    path = tmp_path / "data" / "digits" / "pixels.h5"
+    validation = read_feature_file(path, "validation", protocol)
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID)
-    result = invoke(tmp_path, "tune", str(grid), "--budget", "2", "--doc", str(tmp_path / "tuning.md"))
+    grid.write_text(GRID.format(protocol=protocol))
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "3")
     assert result.exit_code == 0, result.output
     runs = sorted((tmp_path / "results" / "tuning" / "runs").glob("[!.]*"))
-    assert len(runs) == 2 * 2 * 2  # methods x budget x seeds
-    validation = {"train": items_record(features.validation_database),
-                  "query": items_record(features.validation_query),
-                  "database": items_record(features.validation_database)}
-    maps = {}
-    for run in runs:
+    assert runs
+    for run in runs:  # every tuning run: trained on neither the validation queries nor database
         config, metrics, items = records(run)
-        assert config["config"]["split"] == "validation" and metrics["config"]["split"] == "validation"
-        assert config["train_items"] == validation["train"]  # trained on the validation database
-        assert items == {"query": validation["query"], "database": validation["database"]}
-        maps.setdefault((config["config"]["method"], config["label"]), []).append(metrics["map"])
-    # ... whose items the feature file shows apart from every test query and database item
-    used = np.concatenate([features.validation_query.indices, features.validation_database.indices])
-    assert not np.isin(used, np.concatenate([features.query.indices, features.database.indices])).any()
+        assert config["config"]["split"] == "validation"
+        assert config["config"].get("protocol", "standard") == protocol
+        assert config["train_items"] == items_record(validation.train)
+        assert items == {"query": items_record(validation.query),
+                         "database": items_record(validation.database)}
+    trained, scored = validation.train.indices, np.concatenate([validation.query.indices,
+                                                                validation.database.indices])
+    assert not np.isin(trained, scored).any()
+    store = tune.open_storage(tune.default_storage(tmp_path / "results"))
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    assert len(names) == 4  # float, two-step, qloss, gsl
+    for name in names:
+        trials = optuna.load_study(study_name=name, storage=store).get_trials(
+            states=tune.FINISHED)
+        assert len(trials) == (1 if name.split()[0] in ("float", "two-step") else 3)
+        method = METHODS[name.split()[0]]
+        assert trials[0].params == {k.name: k.default for k in method.knobs}  # the default first
 
-    tuned = tune.Tuned.read(tmp_path / "results" / "tuning" / "tuned.toml")
-    assert tuned.budget == 2 and tuned.seeds == (0, 1) and len(tuned.choices) == 2
-    for choice in tuned.choices:  # the highest mean validation mAP among the method's settings
-        tried = {label: np.mean(values) for (method, label), values in maps.items()
-                 if method == choice["method"]}
-        assert len(tried) == 2
-        label = METHODS[choice["method"]].label(choice)
-        assert tried[label] == max(tried.values()) == pytest.approx(choice["validation_map"])
-    table = (tmp_path / "tuning.md").read_text()
-    assert all(f"| {label} |" in table for _, label in maps) and table.count("**") == 2 * 2
-
-    result = invoke(tmp_path, "bench", str(grid), "--tuned",
-                    str(tmp_path / "results" / "tuning" / "tuned.toml"))
+    tuned_file = tmp_path / "results" / "tuning" / "tuned.toml"
+    tuned = tune.Tuned.read(tuned_file)
+    assert tuned.trials == 3 and tuned.seeds == (0, 1) and len(tuned.choices) == 4
+    result = invoke(tmp_path, "bench", str(grid), "--tuned", str(tuned_file))
     assert result.exit_code == 0, result.output
+    test = read_feature_file(path, "test", protocol)
     test_runs = sorted((tmp_path / "results" / "runs").glob("[!.]*"))
     assert len(test_runs) == 8  # float, two-step, qloss, gsl at 2 seeds
     for run in test_runs:
         config, metrics, items = records(run)
-        assert config["config"]["split"] == "test"
-        assert items["query"] == items_record(features.query)
-        if METHODS[config["config"]["method"]].knobs:
-            assert tuned.apply(RunConfig.from_dict(config["config"])) == RunConfig.from_dict(config["config"])
-    assert len(pd.read_csv(tmp_path / "results" / "report" / "results.csv")) == 8
+        assert config["config"]["split"] == "test" and config["train_items"] == items_record(test.train)
+        assert items["query"] == items_record(test.query)
+        assert tuned.apply(RunConfig.from_dict(config["config"])) == RunConfig.from_dict(config["config"])
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "3")  # nothing to run: the document
+    assert result.exit_code == 0, result.output
+    document = (tmp_path / "results" / "tuning" / "tuning.md").read_text()
+    assert f"{protocol} protocol" in document and "## What pruning saved" in document
+    compared = document.split("## Validation against test")[1].split("## Every trial")[0]
+    assert "Over 1 cell(s)" in compared and "| 3 | " in compared  # two-step, qloss, gsl
+    assert document.count("**") == 2 * 4  # each study's choice in bold
+
+
+# --- several processes, killed processes -------------------------------------------------------
+
+TUNE_SCRIPT = """
+import sys
+from gslbench.bench import tune
+from gslbench.bench.grid import Grid, read_grid_file
+from gslbench.threads import limit_threads
+grid = Grid.from_mapping(read_grid_file(sys.argv[1]), source=sys.argv[1])
+with limit_threads(1):
+    tune.tune(grid, sys.argv[2], sys.argv[3], trials=int(sys.argv[4]), prune=False, heartbeat=1,
+              grace=float(sys.argv[5]))
+"""
+SMALL_GRID = """method = ["qloss", "gsl"]
+dataset = "digits"
+quantizer = "pq"
+bits = 8
+sub_bits = 4
+seed = [0, 1]
+epochs = 3
+warmup_epochs = 1
+epochs_per_refit = 1
+"""
+
+
+def start_tune(tmp_path: Path, trials: int, grace: float) -> subprocess.Popen:
+    """tune of SMALL_GRID in a process of its own, heartbeats every second, stale after `grace`."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-c", TUNE_SCRIPT, str(grid), str(tmp_path / "data"),
+                             str(tmp_path / "results"), str(trials), str(grace)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def trial_rows(tmp_path: Path) -> list[tuple]:
+    """(study, number, state, params) of every trial in the default storage."""
+    database = tmp_path / "results" / "tuning" / "studies.db"
+    if not database.is_file():
+        return []
+    with sqlite3.connect(database, timeout=60) as connection:
+        try:
+            rows = connection.execute(
+                "SELECT s.study_name, t.number, t.state, t.trial_id FROM trials t JOIN studies s "
+                "ON s.study_id = t.study_id").fetchall()
+            params = connection.execute("SELECT trial_id, param_name, param_value FROM "
+                                        "trial_params").fetchall()
+        except sqlite3.OperationalError:  # the tables are not there yet
+            return []
+    by_trial: dict = {}
+    for trial_id, name, value in params:
+        by_trial.setdefault(trial_id, {})[name] = value
+    return [(study, number, state, tuple(sorted(by_trial.get(trial_id, {}).items())))
+            for study, number, state, trial_id in rows]
+
+
+def finished_once(rows: list[tuple], trials: int) -> None:
+    """Each study has `trials` finished trials, and no knobs finished twice."""
+    finished = [(study, params) for study, _, state, params in rows if state == "COMPLETE"]
+    for study in {row[0] for row in rows}:
+        mine = [params for name, params in finished if name == study]
+        assert len(mine) == trials and len(set(mine)) == trials, (study, mine)
+
+
+@pytest.mark.slow
+def test_a_tune_killed_mid_way_resumes_keeping_every_finished_trial(tmp_path, digits):
+    copy_data(digits, tmp_path)
+    process = start_tune(tmp_path, trials=3, grace=5)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill it once a trial finished and another runs
+        rows = trial_rows(tmp_path)
+        states = [state for _, _, state, _ in rows]
+        if "COMPLETE" in states and "RUNNING" in states:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {(study, number): params for study, number, state, params in trial_rows(tmp_path)
+              if state == "COMPLETE"}
+    interrupted = [(study, params) for study, _, state, params in trial_rows(tmp_path)
+                   if state == "RUNNING"]
+    assert before and interrupted
+    runs = tmp_path / "results" / "tuning" / "runs"
+    trained = {run.name: (run / "config.json").stat().st_mtime_ns for run in runs.glob("[!.]*")}
+    rerun = start_tune(tmp_path, trials=3, grace=5)
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read().decode()[-2000:]
+    rows = trial_rows(tmp_path)
+    finished_once(rows, 3)
+    after = {(study, number): params for study, number, state, params in rows
+             if state == "COMPLETE"}
+    assert all(after[key] == params for key, params in before.items())  # kept as they were
+    for study, params in interrupted:  # failed as stale, then run again with the same knobs
+        assert (study, params) in {(s, p) for s, _, state, p in rows if state == "FAIL"}
+        assert params in [p for (s, _), p in after.items() if s == study]
+    for run, mtime in trained.items():  # no finished run trained again
+        assert (runs / run / "config.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_two_tune_processes_on_one_storage_run_each_trial_once(tmp_path, digits):
+    copy_data(digits, tmp_path)
+    tune.open_storage(tune.default_storage(tmp_path / "results"))  # the tables, once
+    processes = [start_tune(tmp_path, trials=3, grace=120) for _ in range(2)]
+    for process in processes:
+        assert process.wait(timeout=600) == 0, process.stderr.read().decode()[-2000:]
+    rows = trial_rows(tmp_path)
+    finished_once(rows, 3)
+    assert {state for _, _, state, _ in rows} <= {"COMPLETE", "FAIL"}  # FAIL: surplus asks only
+    runs = list((tmp_path / "results" / "tuning" / "runs").glob("[!.]*"))
+    assert len(runs) == 2 * 3 * 2  # methods x trials x seeds: none trained twice

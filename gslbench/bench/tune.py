@@ -1,168 +1,481 @@
-"""`gslbench tune GRID`: each method's knobs chosen on the validation split, with the same budget
-for every method (the design page, docs/design.md, sections 2 and 6).
+"""`gslbench tune GRID`: each method's knobs chosen on the validation split by an Optuna search
+that treats every method alike (the design page, docs/design.md, sections 2 and 6).
 
-For every cell of the grid (all its settings but the method, the knobs, the seed and the split:
-data set, quantizer, code length, sub-bits, ...) and every method of the grid that has knobs,
-`budget` settings of that method's own knobs are tried: the whole product of the knobs'
-`Setting.tune` values, or, where the product holds more, a sample of `budget` of them (seeded by
-`SAMPLE_SEED`, the same in every cell). The budget is one number for every method, so it can be
-at most the smallest product. Each setting is trained at every seed of the grid (at least 2) as a
-run of split `validation`: trained on the training pool minus the validation queries, scored by
+A *cell* is every setting of the grid but the method, the knobs, the seed and the split (data set,
+protocol, quantizer, code length, sub-bits, ...). Each (cell, method) is one Optuna *study* of
+`trials` trials, the same number for every method (a method without knobs has one setting: one
+trial). Trial 0 is the method's own default; the others are drawn from the knobs' search spaces
+(`Setting.space`) by a TPE sampler seeded by the study's cell and method (`Study.sampler_seed`)
+and by the trial's number, so studies never share draws and two processes never draw alike.
+
+A trial trains its setting at every seed of the grid (at least 2) as runs of split `validation`:
+trained on the training pool minus the validation queries and the validation database, scored by
 the mAP of the validation queries against the validation database (`FeatureSet.for_split`), so
-no query or database item of the test protocol informs a choice. The runs are ordinary run
-directories under RESULTS/tuning/runs (resumable like bench; `split` is part of their run id, so
-they are never taken for test runs). The choice of a cell is the setting of highest mean
-validation mAP over the seeds (ties: the first tried).
+no item a choice is scored on was trained on and no test query or database item is seen. Its
+value is the mean validation mAP over the seeds. The runs are ordinary run directories under
+RESULTS/tuning/runs (resumable; `split` is part of their run id, so they are never taken for test
+runs). With pruning, each run reports its validation mAP after every codebook refit (step: the
+seed's position x epochs + the epoch) and a successive-halving pruner stops the weak trials; a
+pruned run writes no run directory, and the epochs it did not train are what pruning saved.
 
-The choices go to a TOML file (`Tuned`), which `gslbench bench GRID --tuned FILE` applies to its
-cells, and every setting tried with its validation mAP to the tuning table
-(`gslbench.report.tuning`).
+The studies live in one Optuna storage (default: the SQLite file RESULTS/tuning/studies.db):
+several `tune` processes, on one machine or many, share its trials and never run one twice; a
+killed tune resumes: finished trials are kept, and a trial whose process died (no heartbeat for
+`grace` seconds) is failed and run again with the same knobs (its finished seed runs are reused).
+
+The choice of a study is its complete trial of highest value (ties: the first). The choices go
+to a TOML file (`Tuned`), which `gslbench bench GRID --tuned FILE` applies to its cells, and
+every trial to the tuning document (`gslbench.report.tuning`).
+
+Controls: a grid part that sets a knob of a method (`gsl_alpha = 0.0`, `gsl_select =
+["aligned", "nearest"]`) makes that method's cells of the part controls: tune leaves them out,
+and `bench --tuned` keeps the knobs the grid sets and takes the others from the tuned choice of
+the same cell (GSL at α = 0 with the tuned k and select), so they are rows of their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
+import logging
 import textwrap
+import time
 import tomllib
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from gslbench import layout
-from gslbench.bench import describe, run_grid
-from gslbench.bench.executors import ExecutorConfig
+from gslbench.bench import _prepare_features, describe
 from gslbench.bench.grid import Cells, Grid
 from gslbench.config import FIELDS, KNOBS, RunConfig
 from gslbench.data import feature_path
-from gslbench.data.featurefile import has_validation_split
+from gslbench.data.featurefile import FeatureSet, has_validation_split, read_feature_file
+from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
-from gslbench.methods import METHODS, Method
-from gslbench.report.frames import read_runs
+from gslbench.evaluation.scoring import evaluate
+from gslbench.evaluation.step import evaluate_run
+from gslbench.methods import METHODS
+from gslbench.methods.model import embed
+from gslbench.quantizers import make_quantizer, make_search
 from gslbench.report.tuning import tuning_document
-from gslbench.storage import atomic_path
+from gslbench.settings import Setting
+from gslbench.storage import atomic_path, config_id, read_json
+from gslbench.train import train_run
 
-SAMPLE_SEED = 0
+log = logging.getLogger(__name__)
+
 # The settings that name a tuning cell: every field but the method, the knobs, the seed and the split
 CELL_FIELDS = tuple(name for name, setting in FIELDS.items()
                     if name not in ("method", "seed", "split") and setting not in KNOBS)
-KEY_FIELDS = ("dataset", "quantizer", "bits", "sub_bits")  # in every choice, even when shared
-# the axes a tuning grid may have: what names a cell in the tuning table, then method and seed
-TUNED_AXES = ("dataset", "feature", "loss", "quantizer", "bits", "sub_bits", "method", "seed")
+KEY_FIELDS = ("dataset", "protocol", "quantizer", "bits", "sub_bits")  # in every choice
+# the axes a tuning grid may have: what names a cell in the tuning document, then method and seed
+TUNED_AXES = ("dataset", "feature", "protocol", "loss", "quantizer", "bits", "sub_bits",
+              "method", "seed")
+HEARTBEAT_SECONDS = 10.0  # how often a running trial says it is alive
+GRACE_SECONDS = 60.0  # a RUNNING trial silent this long is failed (its process died) and re-run
+REDUCTION_FACTOR = 3  # successive halving keeps the best third at each rung
+SQLITE_TIMEOUT_SECONDS = 120  # how long a process waits for another's write to the SQLite file
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def knob_settings(method: type[Method], budget: int) -> list[dict[str, Any]]:
-    """`budget` settings of the method's knobs: their whole `Setting.tune` product in order, or a
-    sorted sample of it (seeded by SAMPLE_SEED) when it is larger; more is a user error."""
-    product = [dict(zip((knob.name for knob in method.knobs), values, strict=True))
-               for values in itertools.product(*(knob.tune for knob in method.knobs))]
-    if budget > len(product):
-        raise GslbenchError(f"--budget {budget}: {method.name}'s knobs offer only {len(product)} "
-                            "settings (their tune values); the budget is the same for every method")
-    if budget == len(product):
-        return product
-    chosen = np.random.default_rng(SAMPLE_SEED).choice(len(product), budget, replace=False)
-    return [product[i] for i in sorted(chosen)]
+@dataclass(frozen=True)
+class Study:
+    """One (cell, method): `base` is the cell's config at the method's default knobs, split
+    validation, at the first seed; `seeds` the seeds every trial trains."""
+
+    base: RunConfig
+    seeds: tuple[int, ...]
+
+    @property
+    def method(self) -> str:
+        return self.base.method
+
+    @property
+    def cell(self) -> dict[str, Any]:
+        """The cell's `CELL_FIELDS` values."""
+        return {name: getattr(self.base, name) for name in CELL_FIELDS}
+
+    @property
+    def key(self) -> str:
+        """12 hex digits of the hash of the cell, the method and the seeds."""
+        return config_id({"cell": self.cell, "method": self.method, "seeds": list(self.seeds)})
+
+    def name(self, prune: bool) -> str:
+        """The Optuna study's name: `gsl digits pq 16 bits sub_bits 4 standard 1a2b3c4d5e6f
+        prune` (a study tuned without pruning is another study, with the same draws)."""
+        base = self.base
+        text = f"{base.method} {base.dataset} {base.quantizer} {base.bits} bits"
+        return (f"{text} sub_bits {base.sub_bits} {base.protocol} {self.key} "
+                f"{'prune' if prune else 'no-prune'}")
+
+    @property
+    def sampler_seed(self) -> int:
+        """The sampler's seed, from the cell and the method (never shared by two studies)."""
+        return int(self.key, 16) % 2**31
+
+    @property
+    def knobs(self) -> tuple[Setting, ...]:
+        """The method's knobs that have a search space."""
+        return tuple(knob for knob in METHODS[self.method].knobs if knob.space)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Each tuned knob's Optuna distribution; the knob that counts candidates
+        (`Method.candidates`) is capped at the codebook size."""
+        candidates = METHODS[self.method].candidates(vars(self.base))
+        cap = make_quantizer(self.base.quantizer, self.base.dim_out, self.base.bits,
+                             self.base.sub_bits).codebook_size if candidates else None
+        return {knob.name: _distribution(knob, cap if candidates and knob.name == candidates[0]
+                                         else None) for knob in self.knobs}
+
+    def config(self, knobs: dict[str, Any], seed: int) -> RunConfig:
+        """The validation run of this study at `knobs` and `seed`."""
+        return dataclasses.replace(self.base, seed=seed, **knobs)
+
+    def trials(self, trials: int) -> int:
+        """The study's number of trials: `trials`, or 1 for a method without knobs to tune."""
+        return trials if self.knobs else 1
+
+    @property
+    def default(self) -> dict[str, Any]:
+        return {knob.name: knob.default for knob in self.knobs}
+
+
+def _distribution(knob: Setting, cap: int | None) -> optuna.distributions.BaseDistribution:
+    kind, *bounds = knob.space
+    if kind == "choice":
+        return optuna.distributions.CategoricalDistribution(tuple(bounds[0]))
+    if kind == "int":
+        return optuna.distributions.IntDistribution(bounds[0], min(bounds[1], cap or bounds[1]))
+    return optuna.distributions.FloatDistribution(bounds[0], bounds[1], log=kind == "log")
+
+
+class StudySampler(optuna.samplers.BaseSampler):
+    """TPE seeded per study and trial: trial 0 takes the knobs' defaults (`first`); trial n draws
+    with a TPE sampler seeded by (study seed, n), so two processes drawing at once never draw
+    alike. Enqueued trials (a killed trial run again) keep their knobs (Optuna's fixed params)."""
+
+    def __init__(self, seed: int, first: dict[str, Any]) -> None:
+        self.seed, self.first = seed, first
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._tpe = optuna.samplers.TPESampler(seed=(self.seed + 7919 * trial.number) % 2**32)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: optuna.trial.FrozenTrial) -> dict:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict) -> dict:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str,
+                           distribution: optuna.distributions.BaseDistribution) -> Any:
+        if trial.number == 0:
+            return self.first[name]
+        return self._tpe.sample_independent(study, trial, name, distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: TrialState, values: list[float] | None) -> None:
+        self._tpe.after_trial(study, trial, state, values)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What tune runs: the methods with knobs, each one's settings, the validation runs."""
+    """What tune runs: `trials` per study, the studies, the seeds, and the control cells left out."""
 
-    budget: int
-    settings: dict[str, list[dict[str, Any]]]  # method -> its settings, in the order tried
-    runs: tuple[RunConfig, ...]
+    trials: int
+    studies: tuple[Study, ...]
     seeds: tuple[int, ...]
+    controls: tuple[RunConfig, ...] = ()
 
 
-def plan(grid: Grid, budget: int | None = None) -> Plan:
-    """The tuning runs of a grid (see the module docstring); a grid that sets knobs or the split,
-    has fewer than 2 seeds or no method with knobs is a user error. budget: default, the
-    smallest number of settings any of the grid's tuned methods offers."""
+def plan(grid: Grid, trials: int) -> Plan:
+    """The studies of a grid (see the module docstring); a grid that sets the split, has an axis
+    tune cannot name a cell by, fewer than 2 seeds or no method with knobs to tune is a user
+    error."""
     source = grid.source or "grid"
-    decided = sorted(grid.fields() & ({k.name for k in KNOBS} | {"split"}))
-    if decided:
-        raise GslbenchError(f"{source}: {decided[0]} is chosen by tune, not by the grid "
-                            "(it tries each knob's tune values on the validation split)")
-    other = sorted(set(grid.axes()) - set(TUNED_AXES))
+    if "split" in grid.fields():
+        raise GslbenchError(f"{source}: split is chosen by tune, not by the grid (it tunes on the "
+                            "validation split)")
+    knob_names = {knob.name for knob in KNOBS}
+    other = sorted(set(grid.axes()) - set(TUNED_AXES) - knob_names)
     if other:
         raise GslbenchError(f"{source}: {other[0]} is an axis; tune's cells are those of "
                             f"{', '.join(TUNED_AXES[:-2])} (the other settings are fixed)")
-    cells = grid.cells()
+    cells, controls = _tuned_and_controls(grid)
+    if not any(METHODS[config.method].knobs for config in cells):
+        raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
     seeds = tuple(sorted({config.seed for config in cells}))
     if len(seeds) < 2:
         raise GslbenchError(f"{source}: tune needs at least 2 seeds, the grid has {len(seeds)}")
-    methods = [name for name in dict.fromkeys(c.method for c in cells) if METHODS[name].knobs]
-    if not methods:
-        raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
-    offered = {name: int(np.prod([len(knob.tune) for knob in METHODS[name].knobs]))
-               for name in methods}
-    budget = budget or min(offered.values())
-    settings = {name: knob_settings(METHODS[name], budget) for name in methods}
-    runs = tuple(dataclasses.replace(config, split="validation", **setting)
-                 for config in cells if config.method in settings
-                 for setting in settings[config.method])
-    return Plan(budget, settings, runs, seeds)
+    studies = {}
+    for config in cells:
+        base = dataclasses.replace(config, seed=seeds[0], split="validation").resolved()
+        study = Study(base, seeds)
+        studies.setdefault(study.key, study)
+    return Plan(trials, tuple(studies.values()), seeds, tuple(controls))
 
 
-def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, budget: int | None = None,
-         executor: ExecutorConfig | None = None, force: bool = False,
-         show_progress: bool = True) -> tuple[Plan, pd.DataFrame, int]:
-    """Run the tuning runs of `grid` under RESULTS/tuning (resumable) and read their validation
-    mAPs; returns the plan, the results frame of the evaluated runs (`frames.read_runs`, plus
-    each run's `cell_key`) and the number of failed runs (each logged as one line)."""
-    tuning = plan(grid, budget)
-    for dataset, feature in sorted({(c.dataset, c.feature) for c in tuning.runs}):
+def _tuned_and_controls(grid: Grid) -> tuple[list[RunConfig], list[RunConfig]]:
+    """The grid's cells split into those tune tunes and the controls: cells of a part that sets
+    a knob of the cell's method."""
+    tuned, controls = {}, {}
+    for part in grid.parts:
+        set_knobs = {name for name, _ in part if FIELDS[name] in KNOBS}
+        for config in Grid((part,), grid.source).cells():
+            control = set_knobs & {knob.name for knob in config.method_spec.knobs}
+            (controls if control else tuned).setdefault(config.run_id, config)
+    return list(tuned.values()), list(controls.values())
+
+
+class Surplus(Exception):
+    """A trial asked for when the study already had its trials (two processes asked at once)."""
+
+
+class RefitScore:
+    """`on_refit` of a tuning run: its validation mAP after each codebook refit, reported to the
+    trial at step `offset` + epoch; a trial the pruner stops raises `optuna.TrialPruned` (the run
+    then writes nothing). Embeds and encodes only: neither torch's global RNG nor the run's
+    generator is touched."""
+
+    def __init__(self, trial: optuna.Trial, features: FeatureSet, offset: int, prune: bool) -> None:
+        self.trial, self.features, self.offset, self.prune = trial, features, offset, prune
+        self.epoch = 0
+
+    def __call__(self, epoch: int, model: Any, quantizer: Any) -> None:
+        self.epoch = epoch
+        queries = embed(model, self.features.query.features)
+        database = embed(model, self.features.database.features)
+        search = make_search(quantizer, quantizer.encode(database))
+        value = evaluate(search, queries, self.features.query.labels,
+                         self.features.database.labels, pr_points=0)["map"]
+        self.trial.report(value, self.offset + epoch)
+        if self.prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"validation mAP {value:.4f} at epoch {epoch}")
+
+
+def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Path,
+              trials: int, prune: bool, reuse: bool, device: str) -> float:
+    """One trial: its knobs (sampled, or the default for trial 0), trained at every seed as
+    validation runs under RESULTS/tuning; returns the mean validation mAP. User attrs: the
+    per-seed mAPs, the epochs trained and planned."""
+    earlier = [t for t in trial.study.get_trials(deepcopy=False)
+               if t.number < trial.number and t.state in (*FINISHED, TrialState.RUNNING,
+                                                          TrialState.WAITING)]
+    if len(earlier) >= study.trials(trials):
+        trial.set_user_attr("surplus", True)
+        raise Surplus(f"trial {trial.number}: the study has its {trials} trials")
+    knobs = suggest_knobs(study, trial)
+    epochs = study.base.epochs
+    trial.set_user_attr("epochs_planned", epochs * len(study.seeds))
+    tuning = layout.tuning_dir(results_dir)
+    maps, trained = [], 0
+    for position, seed in enumerate(study.seeds):
+        config = study.config(knobs, seed)
+        run = layout.run_dir(tuning, config.run_id)
+        score = None
+        if config.quantized and not config.train_blocks:
+            features = read_feature_file(feature_path(data_dir, config.dataset, config.feature),
+                                         "validation", config.protocol)
+            score = RefitScore(trial, features, position * epochs, prune)
+        try:
+            train_run(config, data_dir, tuning, show_progress=False, device=device,
+                      on_refit=score, reuse=reuse)
+        except optuna.TrialPruned:
+            trial.set_user_attr("epochs_trained", trained + score.epoch)
+            trial.set_user_attr("pruned_at", {"seed": seed, "epoch": score.epoch})
+            raise
+        trained += epochs
+        encode_run(run.path, data_dir, tuning, device=device)
+        evaluate_run(run.path, tuning)
+        maps.append(float(read_json(run.metrics)["map"]))
+        trial.set_user_attr("seed_maps", maps)
+        trial.set_user_attr("epochs_trained", trained)
+        if score is None or score.epoch == 0:  # no refit reported (float, or a finished run)
+            trial.report(maps[-1], (position + 1) * epochs)
+    return float(np.mean(maps))
+
+
+def suggest_knobs(study: Study, trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's value of each of the study's tuned knobs (`StudySampler`)."""
+    return {name: _suggest(trial, name, distribution)
+            for name, distribution in study.distributions().items()}
+
+
+def _suggest(trial: optuna.Trial, name: str,
+             distribution: optuna.distributions.BaseDistribution) -> Any:
+    """A knob's value for the trial, drawn from `distribution`."""
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high)
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+    return trial.suggest_categorical(name, distribution.choices)
+
+
+def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS,
+                 grace: float = GRACE_SECONDS) -> optuna.storages.RDBStorage:
+    """The Optuna storage at `url` (any URL Optuna's RDB storage takes; SQLite waits up to
+    SQLITE_TIMEOUT_SECONDS for another process's write) with heartbeats: a RUNNING trial silent
+    for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error."""
+    engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") \
+        else {}
+    for attempt in range(3):  # two processes creating the tables at once: the loser retries
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
+                    grace_period=max(2, round(grace)),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=None))
+        except Exception as exc:  # SQLAlchemy's and Optuna's errors for a URL they cannot open
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            time.sleep(1.0 + attempt)
+    raise GslbenchError(f"--storage {url}: cannot open it ({error})")
+
+
+def default_storage(results_dir: str | Path) -> str:
+    """sqlite:///RESULTS/tuning/studies.db (the folder is created)."""
+    path = layout.tuning_dir(results_dir).resolve() / "studies.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def load_study(study: Study, storage: optuna.storages.BaseStorage, prune: bool,
+               first_refit: int) -> optuna.Study:
+    """The Optuna study of `study` (created if missing), with its sampler and pruner."""
+    pruner = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=first_refit, reduction_factor=REDUCTION_FACTOR) if prune \
+        else optuna.pruners.NopPruner()
+    return optuna.create_study(storage=storage, study_name=study.name(prune), direction="maximize",
+                               sampler=StudySampler(study.sampler_seed, study.default),
+                               pruner=pruner, load_if_exists=True)
+
+
+def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
+         storage: str | None = None, prune: bool = True, reuse: bool = True,
+         device: str = "auto", heartbeat: float = HEARTBEAT_SECONDS,
+         grace: float = GRACE_SECONDS) -> tuple[Plan, pd.DataFrame]:
+    """Run every study of `grid` to `trials` finished trials (complete or pruned) in `storage`
+    (default `default_storage`), sharing them with any other process on it; returns the plan
+    and `trial_frame`. A feature file older than format version 3 is a user error."""
+    tuning = plan(grid, trials)
+    data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
+    configs = [study.base for study in tuning.studies]
+    _prepare_features(configs, data_dir, device)
+    for dataset, feature in sorted({(c.dataset, c.feature) for c in configs}):
         path = feature_path(data_dir, dataset, feature)
-        if path.is_file() and not has_validation_split(path):
-            raise GslbenchError(f"{path}: no validation split (feature file format_version 1); "
-                                f"run `gslbench features {dataset}` again to add it")
-    outcome = run_grid(Cells(tuning.runs), data_dir, layout.tuning_dir(results_dir), executor,
-                       force=force, show_progress=show_progress)
-    if not outcome.run_dirs:
-        return tuning, pd.DataFrame(columns=["cell", "method"]), len(outcome.failed)
-    cells = {config.run_id: cell_key(config) for config in tuning.runs}
-    results = read_runs(outcome.run_dirs).results
-    return tuning, results.assign(cell=results.run.map(cells)), len(outcome.failed)
+        if not has_validation_split(path):
+            raise GslbenchError(f"{path}: older than format_version 3 (no held-out validation "
+                                f"split); run `gslbench features {dataset}` again to rewrite its "
+                                "split (the features are kept)")
+    for config in configs:  # the unseen protocol needs single-label data: fail before training
+        read_feature_file(feature_path(data_dir, config.dataset, config.feature), "validation",
+                          config.protocol)
+    store = open_storage(storage or default_storage(results_dir), heartbeat, grace)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for study in tuning.studies:
+        _run_study(study, store, tuning.trials, prune, heartbeat,
+                   lambda s, t: run_trial(s, t, data_dir, results_dir, trials, prune, reuse, device))
+    return tuning, trial_frame(tuning, store, prune)
 
 
-def cell_key(config: RunConfig) -> str:
-    """A tuning cell's name: the JSON of its `CELL_FIELDS` values."""
-    return json.dumps({name: getattr(config, name) for name in CELL_FIELDS}, sort_keys=True)
+def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, prune: bool,
+               heartbeat: float, objective: Callable[[Study, optuna.Trial], float]) -> None:
+    """Run trials of `study` until it has `trials` finished ones; wait for those other processes
+    run (or for them to go stale, when they are failed and enqueued again). A study whose trials
+    fail `trials` times (each logged) is left without a choice."""
+    first_refit = study.base.warmup_epochs or study.base.epochs_per_refit
+    optuna_study = load_study(study, store, prune, first_refit)
+    failures, ran = 0, []
+
+    def record(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial)
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(optuna_study)
+        states = [t.state for t in optuna_study.get_trials(deepcopy=False)]
+        finished = sum(state in FINISHED for state in states)
+        running = states.count(TrialState.RUNNING)
+        if finished >= study.trials(trials) or failures >= trials:
+            return
+        if finished + running >= study.trials(trials) and TrialState.WAITING not in states:
+            time.sleep(heartbeat)  # the last trials run elsewhere
+            continue
+        ran.clear()
+        optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
+                              catch=(Surplus, GslbenchError), callbacks=[record])
+        for trial in ran:
+            if trial.state is TrialState.FAIL and not trial.user_attrs.get("surplus"):
+                failures += 1
+            log.info("%s: trial %d %s", study.name(prune), trial.number, trial.state.name.lower())
 
 
-def choose(tuning: Plan, results: pd.DataFrame) -> pd.DataFrame:
-    """Per (cell, tuned method) whose every setting ran at every seed: the setting of highest
-    mean validation mAP (ties: the first tried). Columns: cell, method, variant, knobs (the
-    setting, a dict), validation_map (its mean over the seeds)."""
+def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
+    """Every complete or pruned trial of the plan's studies: cell (JSON of `CELL_FIELDS`),
+    method, trial (number), knobs (dict), variant (the method's label), state (`complete` or
+    `pruned`), value (mean validation mAP; for a pruned trial its last reported mAP), seed_maps
+    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} of the run the pruner
+    stopped, or None)."""
     rows = []
-    for (cell, method), group in results.groupby(["cell", "method"], sort=False):
-        counts = group.groupby("variant")["map"].count()
-        tried = [METHODS[method].label(setting) for setting in tuning.settings[method]]
-        if set(counts.index) != set(tried) or (counts < len(tuning.seeds)).any():
-            continue  # some run failed or is missing: no choice for this cell
-        means = group.groupby("variant")["map"].mean().reindex(tried)
-        best = tried.index(means.idxmax())
-        rows.append({"cell": cell, "method": method, "variant": tried[best],
-                     "knobs": tuning.settings[method][best],
-                     "validation_map": float(means.iloc[best])})
-    return pd.DataFrame(rows, columns=["cell", "method", "variant", "knobs", "validation_map"])
+    for study in tuning.studies:
+        try:
+            optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
+        except KeyError:
+            continue
+        for trial in optuna_study.get_trials(deepcopy=False, states=FINISHED):
+            knobs = {**study.default, **trial.params}
+            last_step = trial.last_step
+            rows.append({
+                "cell": json.dumps(study.cell, sort_keys=True), "method": study.method,
+                "trial": trial.number, "knobs": knobs,
+                "variant": METHODS[study.method].label({**vars(study.base), **knobs}),
+                "state": trial.state.name.lower(),
+                "value": trial.value if trial.state is TrialState.COMPLETE
+                else trial.intermediate_values.get(last_step, float("nan")),
+                "seed_maps": trial.user_attrs.get("seed_maps", []),
+                "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
+                "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
+                "pruned_at": trial.user_attrs.get("pruned_at"),
+            })
+    return pd.DataFrame(rows, columns=["cell", "method", "trial", "knobs", "variant", "state",
+                                       "value", "seed_maps", "epochs_trained", "epochs_planned",
+                                       "pruned_at"])
+
+
+def choose(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (cell, method): the complete trial of highest mean validation mAP (ties: the lowest
+    trial number). Columns: cell, method, trial, variant, knobs, validation_map."""
+    complete = trials[trials.state == "complete"].sort_values(["value", "trial"],
+                                                              ascending=[False, True])
+    best = complete.drop_duplicates(["cell", "method"]).sort_values(["cell", "method"])
+    return pd.DataFrame({"cell": best.cell, "method": best.method, "trial": best.trial,
+                         "variant": best.variant, "knobs": best.knobs,
+                         "validation_map": best.value.astype(float)}).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
 class Tuned:
     """The choices of a tuning run: per cell (`CELL_FIELDS` values) and method, its knob values.
 
-    File layout (TOML): `budget`, `seeds`, a `[shared]` table with the cell fields every choice
+    File layout (TOML): `trials`, `seeds`, a `[shared]` table with the cell fields every choice
     has in common, and one `[[choice]]` table per (cell, method): the other cell fields (always
-    dataset, quantizer, bits, sub_bits), `method`, the knob values, `validation_map`.
+    `KEY_FIELDS`), `method`, the knob values, `validation_map`.
     """
 
-    budget: int
+    trials: int
     seeds: tuple[int, ...]
     shared: dict[str, Any]
     choices: tuple[dict[str, Any], ...]
@@ -177,7 +490,7 @@ class Tuned:
         for cell, (_, row) in zip(cells, chosen.iterrows(), strict=True):
             choices.append({**{n: cell[n] for n in CELL_FIELDS if n not in shared},
                             "method": row.method, **row.knobs, "validation_map": row.validation_map})
-        return cls(tuning.budget, tuning.seeds, shared, tuple(choices))
+        return cls(tuning.trials, tuning.seeds, shared, tuple(choices))
 
     @classmethod
     def read(cls, path: str | Path) -> Tuned:
@@ -185,8 +498,8 @@ class Tuned:
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
-            tuned = cls(int(data["budget"]), tuple(data["seeds"]), dict(data["shared"]),
-                        tuple(dict(choice) for choice in data["choice"]), str(path))
+            tuned = cls(int(data["trials"]), tuple(data["seeds"]), dict(data["shared"]),
+                        tuple(dict(choice) for choice in data.get("choice", [])), str(path))
             for choice in tuned.choices:
                 RunConfig(**{**tuned.shared, **{k: v for k, v in choice.items()
                                                 if k != "validation_map"}})
@@ -202,36 +515,47 @@ class Tuned:
     def write(self, path: str | Path, header: str = "") -> None:
         """Write the TOML file atomically; `header` becomes its leading comment lines."""
         lines = [*(f"# {line}".rstrip() for line in header.splitlines()),
-                 f"budget = {self.budget}", f"seeds = {_toml(list(self.seeds))}", "", "[shared]",
+                 f"trials = {self.trials}", f"seeds = {_toml(list(self.seeds))}", "", "[shared]",
                  *(f"{name} = {_toml(value)}" for name, value in self.shared.items())]
         for choice in self.choices:
             lines += ["", "[[choice]]", *(f"{name} = {_toml(value)}" for name, value in choice.items())]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
 
-    def apply(self, config: RunConfig) -> RunConfig:
-        """The cell with its method's knobs set to the tuned choice; methods without knobs as
-        they are. A cell that was not tuned is a user error."""
-        knobs = config.method_spec.knobs
-        if not knobs:
+    def apply(self, config: RunConfig, keep: frozenset[str] = frozenset()) -> RunConfig:
+        """The cell with its method's knobs set to the tuned choice, except those in `keep` (a
+        control's knobs, set by the grid); methods without knobs as they are. A cell that was
+        not tuned is a user error."""
+        knobs = [knob for knob in config.method_spec.knobs if knob.name not in keep]
+        if not config.method_spec.knobs:
             return config
         cell = {name: getattr(config, name) for name in CELL_FIELDS}
         differ = [f"{name}={value!r} (this grid: {cell[name]!r})"
-                  for name, value in self.shared.items() if cell[name] != value]
+                  for name, value in self.shared.items() if name in cell and cell[name] != value]
         if differ:
             raise GslbenchError(f"{self.source}: tuned with {', '.join(differ)}; tune this grid's "
                                 "settings first")
         for choice in self.choices:
             if choice["method"] == config.method and all(
-                    cell[name] == value for name, value in choice.items() if name in cell):
+                    cell.get(name, FIELDS[name].default) == value
+                    for name, value in choice.items() if name in FIELDS and name in CELL_FIELDS):
                 return dataclasses.replace(config, **{k.name: choice[k.name] for k in knobs})
         raise GslbenchError(f"{self.source}: no tuned choice for {describe(config)} "
-                            f"(sub_bits {config.sub_bits}); tune this cell first")
+                            f"(sub_bits {config.sub_bits}, protocol {config.protocol}); tune this "
+                            "cell first")
 
     def cells(self, grid: Grid) -> Cells:
-        """The grid's cells with the tuned knobs (`apply`), as bench runs them."""
-        return Cells(tuple(self.apply(config).resolved() for config in grid.cells()),
-                     shown=tuple(grid.axes().items()))
+        """The grid's cells with the tuned knobs (`apply`), as bench runs them; a control (a
+        part that sets a knob of the cell's method) keeps the knobs its part sets."""
+        configs = []
+        for part in grid.parts:
+            set_knobs = frozenset(name for name, _ in part if FIELDS[name] in KNOBS)
+            configs += [self.apply(config, set_knobs).resolved()
+                        for config in Grid((part,), grid.source).cells()]
+        return Cells(tuple(configs), shown=tuple(grid.axes().items()),
+                     codebooks=grid.codebooks)
 
 
 def _toml(value: Any) -> str:
@@ -245,24 +569,59 @@ def _toml(value: Any) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def summary(tuning: Plan, grid_file: str | Path) -> str:
-    """What was tuned and how, in a few lines (the tuned file's header, the table's preamble)."""
-    tried = "; ".join(f"`{name}`: " + ", ".join(METHODS[name].label(s).split(" ", 1)[1]
-                                                 for s in settings)
-                      for name, settings in tuning.settings.items())
-    return (f"Generated by `gslbench tune {grid_file}`: a budget of {tuning.budget} settings of "
-            f"each method's own knobs per cell, the same for every method ({tried}); each "
-            f"trained at seeds {', '.join(map(str, tuning.seeds))} on the training pool minus "
-            "the validation queries and scored by the mAP of the validation queries against "
-            "the validation database (no test query or database item is used). The choice of a "
-            "cell: the highest mean validation mAP over the seeds.")
+def summary(tuning: Plan, grid_file: str | Path, prune: bool) -> str:
+    """What was tuned and how, in a few lines (the tuned file's header, the document's preamble)."""
+    spaces = "; ".join(
+        f"`{name}`: " + ", ".join(f"{knob.symbol or knob.name} {_space_text(knob)}"
+                                  for knob in METHODS[name].knobs if knob.space)
+        for name in dict.fromkeys(study.method for study in tuning.studies)
+        if METHODS[name].knobs)
+    return (f"Generated by `gslbench tune {grid_file} --trials {tuning.trials}"
+            f"{'' if prune else ' --no-prune'}`: one Optuna study per cell and method, "
+            f"{tuning.trials} trials for every method with knobs (one for a method without): "
+            "the method's default first, then draws of a TPE sampler seeded per study from "
+            f"the knobs' search spaces ({spaces}). Each trial trained at seeds "
+            f"{', '.join(map(str, tuning.seeds))} on the training pool minus the validation "
+            "queries and the validation database, scored by the mAP of the validation queries "
+            "against the validation database (no item is scored that was trained on, no test "
+            "query or database item is used); "
+            + ("a successive-halving pruner (reduction factor "
+               f"{REDUCTION_FACTOR}) stopped weak trials on their validation mAP after each "
+               "codebook refit. " if prune else "no trial was pruned. ")
+            + "The choice of a cell: the complete trial of highest mean validation mAP.")
 
 
-def write_outputs(tuning: Plan, results: pd.DataFrame, chosen: pd.DataFrame,
-                  grid_file: str | Path, out: str | Path, doc: str | Path, intro: str = "") -> None:
-    """Write the tuned file `out` (`Tuned`) and the tuning table `doc` (`report.tuning`)."""
-    text = summary(tuning, grid_file)
+def _space_text(knob: Setting) -> str:
+    kind, *bounds = knob.space
+    if kind == "choice":
+        return "in {" + ", ".join(map(str, bounds[0])) + "}"
+    low, high = (f"{bound:g}" for bound in bounds)
+    return f"in [{low}, {high}]" + (" (log)" if kind == "log" else "")
+
+
+def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path) -> pd.DataFrame:
+    """The test runs of the tuned grid that are evaluated under RESULTS/runs: cell (JSON), method,
+    seed, map (ADC / L2, codebooks fitted on the training representations)."""
+    rows = []
+    for config in tuned.cells(grid).cells():
+        run = layout.run_dir(results_dir, config.run_id)
+        if not run.metrics.is_file():
+            continue
+        cell = {name: getattr(config, name) for name in CELL_FIELDS}
+        rows.append({"cell": json.dumps(cell, sort_keys=True), "method": config.method,
+                     "variant": config.label, "seed": config.seed,
+                     "map": float(read_json(run.metrics)["map"])})
+    return pd.DataFrame(rows, columns=["cell", "method", "variant", "seed", "map"])
+
+
+def write_outputs(tuning: Plan, trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
+                  grid_file: str | Path, out: str | Path, doc: str | Path, prune: bool,
+                  intro: str = "") -> None:
+    """Write the tuned file `out` (`Tuned`) and the tuning document `doc` (`report.tuning`)."""
+    text = summary(tuning, grid_file, prune)
     Tuned.from_choices(tuning, chosen).write(out, header=textwrap.fill(text, 98))
+    Path(doc).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(doc) as tmp:
-        tmp.write_text(tuning_document(results, chosen, textwrap.fill(text, 98), intro),
+        tmp.write_text(tuning_document(trials, chosen, tests, textwrap.fill(text, 98), intro),
                        encoding="utf-8")
+

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
+import pandas as pd
 from click.core import ParameterSource
 
 from gslbench import bench as bench_module
@@ -115,8 +116,12 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
 
 def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Grid:
     """The grid of the flags, or GRID.toml's keys over the flags' defaults and under the flags
-    given on the command line."""
-    settings = {AXIS_FLAGS.get(name, name): value for name, value in options.items()}
+    given on the command line. A setting flag left at its default is left out (the grid takes
+    RunConfig's default, the same), so the grid sets only what the file or the command line
+    sets: a knob it sets makes a control of `bench --tuned` (`bench.tune.Tuned.cells`)."""
+    settings = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
+                if name in AXIS_FLAGS
+                or ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if grid_file is None:
         return Grid.from_mapping(settings)
     given = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
@@ -127,53 +132,59 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
 
 @cli.command()
 @click.argument("grid_file", metavar="GRID.toml", type=click.Path(path_type=Path))
-@click.option("--budget", type=click.IntRange(min=1),
-              help="Settings tried per method and cell, the same for every method (default: "
-                   "the fewest any tuned method's knobs offer).")
+@click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Trials per cell and method, the same for every method with knobs (the "
+                   "method's default first, then draws from its knobs' search spaces).")
+@click.option("--storage", help="Optuna storage URL holding the studies, shared by every tune "
+                                "process on it (default: sqlite:///RESULTS/tuning/studies.db).")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Stop weak trials on their validation mAP after each codebook refit "
+                   "(successive halving).")
+@click.option("--no-reuse", "no_reuse", is_flag=True,
+              help="Train every run from scratch, never from a stored checkpoint.")
 @click.option("--out", type=click.Path(path_type=Path),
               help="The choices, for bench --tuned (default: RESULTS/tuning/tuned.toml).")
 @click.option("--doc", type=click.Path(path_type=Path),
-              help="The table of every setting tried (default: RESULTS/tuning/tuning.md).")
+              help="The document of every trial (default: RESULTS/tuning/tuning.md).")
 @click.option("--doc-intro", type=click.File("r"), help="Markdown to put at the top of --doc.")
-@click.option("--force", is_flag=True, help="Re-run tuning runs whose results exist.")
-@_executor_options
+@device_option
 @click.pass_context
-def tune(ctx: click.Context, grid_file: Path, budget: int | None, out: Path | None,
-         doc: Path | None, doc_intro: TextIO | None, force: bool, executor: str,
-         jobs: int | None, cpus_per_cell: int | None, address: str | None,
-         dry_run: bool, device: str) -> None:
-    """Choose each method's knobs on the validation split, with the same budget for every method.
+def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, prune: bool,
+         no_reuse: bool, out: Path | None, doc: Path | None, doc_intro: TextIO | None,
+         device: str) -> None:
+    """Choose each method's knobs on the validation split: an Optuna search, the same number of
+    trials for every method.
 
     \b
-    For every (data set, quantizer, bits, sub-bits) cell of GRID.toml and every method with
-    knobs: BUDGET settings of its knobs, each trained at every seed of the grid (at least 2) on
-    the training pool minus the validation queries, scored by validation mAP. Runs go to
-    RESULTS/tuning/runs (resumable); the choices to --out, every setting tried to --doc.
-    Example: gslbench tune benchmarks/tuning.toml -j 2 && gslbench bench benchmarks/results.toml
-    --tuned results/tuning/tuned.toml
+    For every (data set, protocol, quantizer, bits, sub-bits) cell of GRID.toml and every method:
+    TRIALS settings of its knobs, each trained at every seed of the grid (at least 2) on the
+    training pool minus the validation queries and database, scored by validation mAP. Runs go
+    to RESULTS/tuning/runs, studies to --storage; several tune processes on one storage share
+    the trials, and a killed tune resumes. The choices go to --out, every trial to --doc.
+    Example: gslbench tune benchmarks/tuning.toml --trials 8 && gslbench bench
+    benchmarks/results.toml --tuned results/tuning/tuned.toml
     """
     from gslbench.bench import tune as tune_module  # pandas: loaded to tune
 
     grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
     results_dir = ctx.obj["results_dir"]
-    if dry_run:
-        tuning = tune_module.plan(grid, budget)
-        _echo_cells(Cells(tuning.runs), ctx.obj["data_dir"], layout.tuning_dir(results_dir))
-        return
-    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
-    tuning, results, failed = tune_module.tune(grid, ctx.obj["data_dir"], results_dir, budget,
-                                               executor_config, force=force,
-                                               show_progress=show_progress(ctx))
-    chosen = tune_module.choose(tuning, results)
+    tuning, trial_rows = tune_module.tune(grid, ctx.obj["data_dir"], results_dir, trials,
+                                          storage=storage, prune=prune, reuse=not no_reuse,
+                                          device=device)
+    chosen = tune_module.choose(trial_rows)
+    missing = len(tuning.studies) - len(chosen)
     if not chosen.empty:
         out = out or layout.tuned_path(results_dir)
         doc = doc or layout.tuning_table_path(results_dir)
-        tune_module.write_outputs(tuning, results, chosen, grid_file, out, doc,
+        tuned = tune_module.Tuned.from_choices(tuning, chosen)
+        tests = tune_module.test_results(tuned, grid, results_dir) if not missing \
+            else pd.DataFrame(columns=["cell", "method", "variant", "seed", "map"])
+        tune_module.write_outputs(tuning, trial_rows, chosen, tests, grid_file, out, doc, prune,
                                   doc_intro.read() if doc_intro else "")
-        click.echo(f"{len(chosen)} choices written to {out}; every setting tried in {doc}")
-    if failed:
-        raise GslbenchError(f"{failed} tuning run(s) failed (listed above); their cells have "
-                            "no choice: run the same tune again to retry them")
+        click.echo(f"{len(chosen)} choices written to {out}; every trial in {doc}")
+    if missing:
+        raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
+                            "logged above): run the same tune again to retry them")
 
 
 def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path) -> None:

@@ -23,7 +23,13 @@ from gslbench.cli.base import (
     setting_option,
     show_progress,
 )
-from gslbench.config import FEATURE_SETTINGS, FIELDS, RunConfig, check_feature_options
+from gslbench.config import (
+    FEATURE_SETTINGS,
+    FIELDS,
+    VALIDATION_SETTINGS,
+    RunConfig,
+    check_feature_options,
+)
 from gslbench.data.features import build_features
 from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
@@ -73,18 +79,23 @@ def features() -> None:
 @click.argument("dataset")
 @click.option("--backbone", help="Feature extractor (default: the data set's own).")
 @options(FEATURE_SETTINGS)
+@options(VALIDATION_SETTINGS)
 @device_option
 @click.pass_context
 def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
-            batch_size: int, split_seed: int, device: str) -> None:
+            batch_size: int, split_seed: int, validation_queries: float,
+            validation_database: float, device: str) -> None:
     """Split a data set by its protocol and write its feature file (the default subcommand).
 
     Example: gslbench features digits
     """
-    check_feature_options(image_size=image_size, batch_size=batch_size, split_seed=split_seed)
+    check_feature_options(image_size=image_size, batch_size=batch_size, split_seed=split_seed,
+                          validation_queries=validation_queries,
+                          validation_database=validation_database)
     path = build_features(dataset, ctx.obj["data_dir"], backbone=backbone, image_size=image_size,
                           batch_size=batch_size, split_seed=split_seed,
-                          device=resolve_device(device))
+                          device=resolve_device(device),
+                          validation=data.Validation(validation_queries, validation_database))
     click.echo(path)
 
 
@@ -115,12 +126,13 @@ def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: 
               help="Score mAP@K (default: mAP over the whole database).")
 @click.option("--classes", "n_classes", type=click.IntRange(min=1),
               help="Number of classes of class-id labels (default: the largest id + 1).")
+@options(VALIDATION_SETTINGS)
 @click.pass_context
 def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | None,
             split_path: Path | None, feature: str, features_key: str, labels_key: str,
             split_key: str, query_per_class: int | None, train_per_class: int | None,
             train_in_database: bool, split_seed: int, map_top: int | None,
-            n_classes: int | None) -> None:
+            n_classes: int | None, validation_queries: float, validation_database: float) -> None:
     """Import your own features, labels and split as data set NAME.
 
     Example: gslbench features import cifar-vgg --from cifar10_vgg.mat --map-at 1000
@@ -129,8 +141,12 @@ def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | Non
                                split_key)
     protocol = data.ImportProtocol(query_per_class, train_per_class, train_in_database, map_top,
                                    split_seed)
+    check_feature_options(validation_queries=validation_queries,
+                          validation_database=validation_database)
     click.echo(data.import_features(name, arrays, ctx.obj["data_dir"], protocol=protocol,
-                                    feature=feature, n_classes=n_classes))
+                                    feature=feature, n_classes=n_classes,
+                                    validation=data.Validation(validation_queries,
+                                                               validation_database)))
 
 
 @cli.command()

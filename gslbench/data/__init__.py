@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gslbench import layout
-from gslbench.data.base import Dataset, Protocol, RawData, split_indices
+from gslbench.data.base import Dataset, Protocol, RawData, Validation, split_indices
 from gslbench.data.cifar10 import CIFAR10
 from gslbench.data.digits import DIGITS
 from gslbench.data.fashion_mnist import FASHION_MNIST
@@ -80,4 +80,5 @@ def download(
 
 
 __all__ = ["DATASETS", "Dataset", "ImportProtocol", "ImportSource", "Protocol", "RawData",
-           "download", "feature_path", "get_dataset", "import_features", "split_indices"]
+           "Validation", "download", "feature_path", "get_dataset", "import_features",
+           "split_indices"]

@@ -6,6 +6,7 @@ its source, checksums, reader and protocol; `gslbench.data.DATASETS` registers t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from gslbench.data.featurefile import multi_hot
 from gslbench.errors import GslbenchError
 from gslbench.storage import sha256_file
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -25,22 +28,39 @@ class Protocol:
 
     `train_in_database`: training items are drawn from the database (digits, NUS-WIDE) or kept out
     of it (CIFAR-10, Fashion-MNIST: database = everything but the queries and the training set).
-    `validation_query_per_class`: validation queries drawn per class from the training pool (the
-    rest of the pool is the validation database); None: a tenth of `train_per_class`, at least 1.
     """
 
     query_per_class: int
     train_per_class: int
     map_top: int | None  # None: mAP over the whole database
     train_in_database: bool = True
-    validation_query_per_class: int | None = None
 
-    @property
-    def validation_queries(self) -> int:
-        """Validation queries per class."""
-        if self.validation_query_per_class is not None:
-            return self.validation_query_per_class
-        return max(1, self.train_per_class // 10)
+
+@dataclass(frozen=True)
+class Validation:
+    """The validation split's shares of the training pool (`gslbench features
+    --validation-queries`, `--validation-database`): per class, `queries` x the pool's smallest
+    class count (rounded, at least 1) become validation queries and `database` x that count the
+    validation database; tuning runs train on the rest of the pool."""
+
+    queries: float = 0.1
+    database: float = 0.2
+
+    def per_class(self, pool_labels: np.ndarray) -> tuple[int, int] | None:
+        """(validation queries, validation database items) per class for a training pool of
+        (n, C) multi-hot labels; None when the pool is too small to draw both and keep items to
+        train on (the file then has no validation split; tuning refuses it)."""
+        counts = pool_labels.sum(axis=0)
+        smallest = int(counts[counts > 0].min())
+        queries, database = (max(1, round(share * smallest)) for share in (self.queries,
+                                                                          self.database))
+        if queries + database >= smallest:
+            log.warning("no validation split: --validation-queries %g and --validation-database "
+                        "%g take %d + %d of the %d training items of the smallest class, none "
+                        "would be left to train on", self.queries, self.database, queries,
+                        database, smallest)
+            return None
+        return queries, database
 
 
 @dataclass(frozen=True)
@@ -77,16 +97,17 @@ class Dataset:
     features: tuple[str, ...] = tuple(BACKBONES)
 
 
-def split_indices(labels: np.ndarray, protocol: Protocol, seed: int) -> dict[str, np.ndarray]:
+def split_indices(labels: np.ndarray, protocol: Protocol, seed: int,
+                  validation: Validation = Validation()) -> dict[str, np.ndarray]:
     """(n, C) multi-hot labels -> sorted int64 indices for query, train, database,
     validation_query and validation_database.
 
     Per class: draw `query_per_class` queries among the items not drawn yet; then draw
     `train_per_class` training items per class among the non-queries. The database is every item
     that is not a query, minus the training items when `protocol.train_in_database` is false.
-    Then, from the training pool only, `protocol.validation_queries` validation queries per class;
-    the validation database is the rest of the training pool. The validation draws come last, so
-    the first three parts are those of a file written before validation splits existed.
+    Then, from the training pool only, the validation queries and the validation database
+    (`carve_validation`). The validation draws come last, so the first three parts are those of a
+    file written before validation splits existed.
     """
     rng = np.random.default_rng(seed)
     query = _draw_per_class(labels, np.ones(len(labels), bool), protocol.query_per_class, rng)
@@ -95,22 +116,39 @@ def split_indices(labels: np.ndarray, protocol: Protocol, seed: int) -> dict[str
     train = _draw_per_class(labels, in_database, protocol.train_per_class, rng)
     if not protocol.train_in_database:
         in_database[train] = False
-    if protocol.validation_queries >= protocol.train_per_class:
-        raise GslbenchError(f"{protocol.validation_queries} validation queries per class leave no "
-                            f"validation database in a training pool of {protocol.train_per_class}")
     return {"query": query, "train": train, "database": np.flatnonzero(in_database),
-            **carve_validation(labels, train, protocol.validation_queries, rng)}
+            **carve_validation(labels, train, validation, rng)}
 
 
-def carve_validation(labels: np.ndarray, train: np.ndarray, per_class: int,
+def carve_validation(labels: np.ndarray, train: np.ndarray, validation: Validation,
                      rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """From the training pool `train` (int64 indices into the (n, C) labels) only: `per_class`
-    validation queries per class, the rest of the pool the validation database (sorted int64)."""
+    """From the training pool `train` (int64 indices into the (n, C) labels) only, class by
+    class (`Validation.per_class`): the validation queries, then the validation database, both
+    sorted int64 and disjoint; the rest of the pool is what tuning runs train on. Empty when
+    the pool is too small for them."""
+    counts = validation.per_class(labels[train])
+    if counts is None:
+        return {}
+    queries, database = counts
     in_train = np.zeros(len(labels), bool)
     in_train[train] = True
-    validation_query = _draw_per_class(labels, in_train, per_class, rng)
+    validation_query = _draw_per_class(labels, in_train, queries, rng)
     in_train[validation_query] = False
-    return {"validation_query": validation_query, "validation_database": np.flatnonzero(in_train)}
+    return {"validation_query": validation_query,
+            "validation_database": _draw_per_class(labels, in_train, database, rng)}
+
+
+def unseen_classes(labels: np.ndarray, seed: int) -> np.ndarray | None:
+    """The classes the unseen protocol holds out, sorted int64: a quarter of the C classes
+    (C - round(3C/4), at least 1), drawn with a generator seeded by (seed, 1) so that the
+    standard split's draws are untouched. None for multi-label (n, C) labels, whose items may
+    belong to seen and held-out classes at once, or a single class."""
+    n_classes = labels.shape[1]
+    if n_classes < 2 or (labels.sum(axis=1) > 1).any():
+        return None
+    seen = min(n_classes - 1, int(np.floor(0.75 * n_classes + 0.5)))
+    rng = np.random.default_rng((seed, 1))
+    return np.sort(rng.choice(n_classes, n_classes - seen, replace=False)).astype(np.int64)
 
 
 def _draw_per_class(

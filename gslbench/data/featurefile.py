@@ -1,12 +1,19 @@
-"""The feature file `datasets/DATASET/FEATURE.h5` (docs/design.md, section 3): features, labels, split.
+"""The feature file `datasets/DATASET/FEATURE.h5` (the design page, docs/design.md): features,
+labels, split.
 
 Checked when written and when read (`check_feature_set`): features finite floats of magnitude at
 most `MAX_ABS_FEATURE` and not all the same vector; labels multi-hot 0/1 integers with at least
 one label per item; the attributes present and of the right types.
 
-Format version 2 adds the validation split, carved from the training pool only:
-/validation/{query,database}/{features,labels} and /split/{validation_query,validation_database}.
-Version 1 files (without it) are still read; `tune` needs version 2.
+Format version 3 holds the validation split, carved class by class from the training pool only:
+/validation/{query,database}/{features,labels} and /split/{validation_query,validation_database},
+disjoint, with training items left over (what tuning runs train on: the pool minus both; the
+split is absent when the pool is too small for that); the attr `validation` records the shares
+it was carved with. The attr `unseen_classes` (a JSON list, null for multi-label data) names the
+classes the `unseen` protocol holds out
+(`FeatureSet.for_protocol`). Files of versions 1 and 2 (no validation split, or one that was the
+whole pool) are still read for test runs of the standard protocol; a validation or unseen run
+needs version 3, which `gslbench features DATASET` writes without running the CNN again.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from gslbench.errors import GslbenchError
 from gslbench.storage import open_h5, sha256_file, write_h5
 
 FORMAT = "gslbench.features"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+VALIDATION_VERSION = 3  # the first version whose validation split tuning runs may use
 SPLITS = ("train", "query", "database")
 MAX_ABS_FEATURE = 1e6  # larger values overflow float32 distances and standardisation
-VALIDATION_SPLITS = ("validation/query", "validation/database")  # format_version 2
+VALIDATION_SPLITS = ("validation/query", "validation/database")  # format_version 3
 RUN_SPLITS = ("test", "validation")  # what a run trains and is scored on (`FeatureSet.for_split`)
+PROTOCOLS = ("standard", "unseen")  # which classes a run sees (`FeatureSet.for_protocol`)
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,9 @@ class FeatureSet:
     """A data set's features, split into train / query / database, with its provenance attrs.
 
     validation_query / validation_database: the validation split, both drawn from the training
-    pool (None in a format_version 1 file).
+    pool (None in a file older than format_version 3). unseen_classes: the classes the unseen
+    protocol holds out (None: no unseen protocol, multi-label data or an older file).
+    protocol: which protocol's items the parts hold (`for_protocol`).
     """
 
     dataset: str
@@ -62,6 +73,8 @@ class FeatureSet:
     extra_attrs: dict = field(default_factory=dict)
     validation_query: Split | None = None
     validation_database: Split | None = None
+    unseen_classes: tuple[int, ...] | None = None
+    protocol: str = "standard"
 
     @property
     def dim(self) -> int:
@@ -87,19 +100,53 @@ class FeatureSet:
         return {**self.splits(), **{name: part for name, part in validation.items()
                                     if part is not None}}
 
+    def for_protocol(self, protocol: str) -> FeatureSet:
+        """The parts a run of `protocol` uses: `standard`, the file as it is; `unseen`, the
+        training pool and the validation split restricted to the items of the seen classes
+        (those not in `unseen_classes`), the queries and the database to the items of the held-out
+        classes, so no query or database class is ever trained on."""
+        if protocol == "standard":
+            return self
+        if protocol not in PROTOCOLS:
+            raise GslbenchError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if self.unseen_classes is None:
+            raise GslbenchError(
+                "no unseen protocol: multi-label items can belong to seen and held-out classes "
+                "at once" if self.validation_query is not None and self.multilabel else
+                f"no unseen protocol (feature file older than format_version {FORMAT_VERSION}); "
+                f"run `gslbench features {self.dataset}` again to add it")
+        held_out = np.zeros(self.n_classes, bool)
+        held_out[list(self.unseen_classes)] = True
+
+        def keep(split: Split | None, of_held_out: bool) -> Split | None:
+            if split is None:
+                return None
+            rows = held_out[split.labels.argmax(axis=1)] == of_held_out
+            return Split(split.features[rows], split.labels[rows], split.indices[rows])
+
+        return dataclasses.replace(
+            self, train=keep(self.train, False), query=keep(self.query, True),
+            database=keep(self.database, True),
+            validation_query=keep(self.validation_query, False),
+            validation_database=keep(self.validation_database, False), protocol=protocol)
+
     def for_split(self, split: str) -> FeatureSet:
-        """What a run of `split` trains on and is scored on: `test`, the file as it is;
-        `validation`, train = database = the validation database (the training pool minus the
-        validation queries), query = the validation queries, so no query or database item of the
-        test protocol is seen."""
+        """What a run of `split` trains on and is scored on: `test`, the parts as they are;
+        `validation`, train = the training pool minus the validation queries and the validation
+        database, query = the validation queries, database = the validation database, so no item
+        a tuning run is scored on was trained on, and no test query or database item is seen."""
         if split == "test":
             return self
         if split != "validation":
             raise GslbenchError(f"unknown split {split!r}; known: {', '.join(RUN_SPLITS)}")
         if self.validation_query is None or self.validation_database is None:
-            raise GslbenchError("no validation split (feature file format_version 1); run "
+            raise GslbenchError(f"no validation split of format_version {VALIDATION_VERSION} (an "
+                                "older file, or a training pool too small to hold one out); run "
                                 f"`gslbench features {self.dataset}` again to add it")
-        return dataclasses.replace(self, train=self.validation_database, query=self.validation_query,
+        held = np.concatenate([self.validation_query.indices, self.validation_database.indices])
+        rows = ~np.isin(self.train.indices, held)
+        train = Split(self.train.features[rows], self.train.labels[rows], self.train.indices[rows])
+        return dataclasses.replace(self, train=train, query=self.validation_query,
                                    database=self.validation_database)
 
 
@@ -136,21 +183,25 @@ def write_feature_file(path: str | Path, features: FeatureSet) -> None:
             "label_names": json.dumps(features.label_names),
             "split_seed": features.split_seed,
             "source_sha256": features.source_sha256,
+            "unseen_classes": json.dumps(None if features.unseen_classes is None
+                                         else list(features.unseen_classes)),
             **features.extra_attrs,
         }
         handle.attrs.update(attrs)
 
 
-def read_feature_file(path: str | Path, split: str = "test") -> FeatureSet:
+def read_feature_file(path: str | Path, split: str = "test",
+                      protocol: str = "standard") -> FeatureSet:
     """Read and validate a feature file; any inconsistency is a one-line user error.
 
-    split: `test` (the whole file) or `validation` (`FeatureSet.for_split`; a version 1 file has
-    no validation split: a user error saying to run `gslbench features` again). An unchanged file
+    protocol: `standard` or `unseen` (`FeatureSet.for_protocol`); split: `test` or `validation`
+    (`FeatureSet.for_split`). A file older than version 3 has neither a validation split nor an
+    unseen protocol: a user error saying to run `gslbench features` again. An unchanged file
     (same inode, size and mtime) is read once per process: a bench cell's train and encode, and
     the cells of one worker, share it (its arrays are shared too: do not modify them)."""
     features = _read_unchanged(Path(path).absolute(), _stamp(Path(path)))
     try:
-        return features.for_split(split)
+        return features.for_protocol(protocol).for_split(split)
     except GslbenchError as exc:
         raise GslbenchError(f"{path}: {exc}") from None
 
@@ -179,7 +230,9 @@ def _sha256_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> str:
 def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSet:
     """The whole file (test split) at `path` with this stamp; errors are not cached."""
     with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=2) as handle:
-        names = SPLITS + (VALIDATION_SPLITS if int(handle.attrs["format_version"]) >= 2 else ())
+        version = int(handle.attrs["format_version"])
+        names = SPLITS + tuple(name for name in VALIDATION_SPLITS
+                               if version >= VALIDATION_VERSION and name in handle)
         splits = {name: _read_split(handle, name, path) for name in names}
         attrs = dict(handle.attrs)
     dims = {s.features.shape[1] for s in splits.values()}
@@ -191,19 +244,39 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSe
     if _attr(attrs, "dim", int, path) not in dims:
         raise GslbenchError(f"{path}: attr dim={attrs.get('dim')} but features have {dims.pop()}")
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
-             "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256"}
+             "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256",
+             "unseen_classes"}
     _check_validation(splits, path)
+    n_classes = classes.pop()
+    unseen = _unseen_classes(attrs, n_classes, path) if version >= VALIDATION_VERSION else None
     return FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
         feature=_attr(attrs, "feature", str, path),
         train=splits["train"], query=splits["query"], database=splits["database"],
-        label_names=_label_names(attrs, classes.pop(), path),
+        label_names=_label_names(attrs, n_classes, path),
         split_seed=_attr(attrs, "split_seed", int, path),
         source_sha256=_attr(attrs, "source_sha256", str, path),
         extra_attrs={k: v for k, v in attrs.items() if k not in known},
         validation_query=splits.get("validation/query"),
         validation_database=splits.get("validation/database"),
+        unseen_classes=unseen,
     )
+
+
+def _unseen_classes(attrs: dict, n_classes: int, path: str | Path) -> tuple[int, ...] | None:
+    """The `unseen_classes` attribute: JSON null or a list of distinct class ids, neither none nor
+    every class."""
+    try:
+        value = json.loads(_attr(attrs, "unseen_classes", str, path))
+    except json.JSONDecodeError:
+        raise GslbenchError(f"{path}: attribute 'unseen_classes' is not JSON") from None
+    if value is None:
+        return None
+    if not (isinstance(value, list) and 0 < len(set(value)) == len(value) < n_classes
+            and all(isinstance(c, int) and 0 <= c < n_classes for c in value)):
+        raise GslbenchError(f"{path}: attribute 'unseen_classes' is not a list of some of the "
+                            f"{n_classes} class ids")
+    return tuple(value)
 
 
 def _attr(attrs: dict, name: str, kind: type, path: str | Path) -> Any:
@@ -268,22 +341,28 @@ def check_labels(labels: np.ndarray, where: str) -> None:
 
 
 def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
-    """The validation queries and database must partition the training pool."""
+    """The validation queries and database must be disjoint parts of the training pool that leave
+    items to train on."""
+    if ("validation/query" in splits) != ("validation/database" in splits):
+        raise GslbenchError(f"{path}: holds only one of /validation/query and /validation/database")
     if "validation/query" not in splits:
         return
     train = splits["train"].indices
     query, database = splits["validation/query"].indices, splits["validation/database"].indices
     together = np.concatenate([query, database])
-    if len(together) != len(train) or not np.array_equal(np.sort(together), np.sort(train)):
-        raise GslbenchError(f"{path}: /split/validation_query and /split/validation_database do "
-                            "not partition the training pool /split/train")
+    if (len(np.unique(together)) != len(together) or not np.isin(together, train).all()
+            or len(together) >= len(train)):
+        raise GslbenchError(f"{path}: /split/validation_query and /split/validation_database are "
+                            "not disjoint parts of the training pool /split/train that leave "
+                            "items to train on")
 
 
 def has_validation_split(path: str | Path) -> bool:
-    """Whether the feature file at `path` (which must exist) holds a validation split; reads only
-    its attrs."""
+    """Whether the feature file at `path` (which must exist) is of format_version 3 or later,
+    with a validation split tuning may use and the unseen protocol's classes; reads only its
+    attrs."""
     with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=2) as handle:
-        return int(handle.attrs["format_version"]) >= 2
+        return int(handle.attrs["format_version"]) >= VALIDATION_VERSION
 
 
 def _index_key(name: str) -> str:

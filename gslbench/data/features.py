@@ -1,5 +1,6 @@
-"""The features step: split a data set by its protocol (test and validation parts), extract its
-features, write the feature file (`gslbench features DATASET`)."""
+"""The features step: split a data set by its protocol (test and validation parts, and the classes
+the unseen protocol holds out), extract its features, write the feature file (`gslbench features
+DATASET`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from gslbench import layout
 from gslbench.data import backbones, feature_path, get_dataset
-from gslbench.data.base import Dataset, RawData, split_indices
+from gslbench.data.base import Dataset, RawData, Validation, split_indices, unseen_classes
 from gslbench.data.featurefile import FeatureSet, Split, read_feature_file, write_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
@@ -51,6 +52,7 @@ def build_features(
     batch_size: int = 256,
     split_seed: int = 0,
     device: torch.device | str = "cpu",
+    validation: Validation | None = None,
 ) -> Path:
     """Split data set `name` by its protocol, compute its features and write the feature file.
 
@@ -66,7 +68,8 @@ def build_features(
     backbone = backbone or dataset.default_feature
     check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
-    indices = split_indices(raw.labels, dataset.protocol, split_seed)
+    validation = validation or Validation()
+    indices = split_indices(raw.labels, dataset.protocol, split_seed, validation)
     spec = backbones.BACKBONES.get(backbone)
     cnn = raw.images is not None and spec is not None and spec.dim is not None
     feature = feature_name(backbone, image_size) if raw.images is not None else backbone
@@ -74,8 +77,8 @@ def build_features(
         "backbone": backbone,
         "image_size": image_size if cnn else _native_size(raw),
         "weights_sha256": spec.weights_sha256 if spec is not None else "",
-        "protocol": json.dumps({**asdict(dataset.protocol),
-                                "validation_query_per_class": dataset.protocol.validation_queries}),
+        "protocol": json.dumps(asdict(dataset.protocol)),
+        "validation": json.dumps(asdict(validation)),
     }
     path = feature_path(data_dir, name, feature)
     known = _existing_features(path, raw, attrs)
@@ -95,12 +98,16 @@ def build_features(
             )
         splits[part] = Split(features, raw.labels[idx], idx)
     for part in ("validation_query", "validation_database"):  # rows of the training pool
+        if part not in indices:
+            continue  # a pool too small to hold a validation split out
         idx = indices[part]
         rows = np.searchsorted(indices["train"], idx)
         splits[part] = Split(splits["train"].features[rows], raw.labels[idx], idx)
+    held_out = unseen_classes(raw.labels, split_seed)
     feature_set = FeatureSet(dataset=name, feature=feature, **splits, label_names=raw.label_names,
                              split_seed=split_seed, source_sha256=raw.source_sha256,
-                             extra_attrs=attrs)
+                             extra_attrs=attrs,
+                             unseen_classes=None if held_out is None else tuple(held_out.tolist()))
     write_feature_file(path, feature_set)
     return path
 

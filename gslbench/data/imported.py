@@ -33,7 +33,7 @@ import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,7 +41,15 @@ import h5py
 import numpy as np
 
 from gslbench import layout
-from gslbench.data.base import Dataset, Protocol, RawData, carve_validation, split_indices
+from gslbench.data.base import (
+    Dataset,
+    Protocol,
+    RawData,
+    Validation,
+    carve_validation,
+    split_indices,
+    unseen_classes,
+)
 from gslbench.data.featurefile import FeatureSet, Split, multi_hot, write_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.storage import read_json, sha256_file, write_json
@@ -78,11 +86,14 @@ class ImportProtocol:
 
 def import_features(name: str, source: ImportSource, data_dir: str | Path,
                     protocol: ImportProtocol = ImportProtocol(), feature: str = "imported",
-                    n_classes: int | None = None) -> Path:
-    """Validate the arrays of `source`, split them by `protocol` and write DATA/NAME/FEATURE.h5
-    and the record DATA/NAME/imported.json; returns the feature file's path."""
+                    n_classes: int | None = None, validation: Validation | None = None) -> Path:
+    """Validate the arrays of `source`, split them by `protocol` (the validation split carved
+    from the training pool by `validation`'s shares, default `Validation()`) and write
+    DATA/NAME/FEATURE.h5 and the record DATA/NAME/imported.json; returns the feature file's
+    path."""
     _check_name(name, "data set")
     _check_name(feature, "feature")
+    validation = validation or Validation()
     arrays = read_arrays(source)
     features = arrays["features"]  # not read yet where the format allows: read last, in chunks
     labels = checked_labels(arrays["labels"], feature_rows(features, source.path), n_classes,
@@ -91,12 +102,11 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
                               path=source.split_path or source.path)
     if "split" in arrays:
         parts = given_split(arrays["split"], len(features), source.split_path or source.path)
-        counts = labels[parts["train"]].sum(axis=0)  # a tenth of the rarest class, at least 1
-        per_class = max(1, int(counts[counts > 0].min()) // 10)
-        parts.update(carve_validation(labels, parts["train"], per_class,
+        parts.update(carve_validation(labels, parts["train"], validation,
                                       np.random.default_rng(protocol.split_seed)))
     else:
-        parts = split_indices(labels, _as_protocol(record), protocol.split_seed)
+        parts = split_indices(labels, _as_protocol(record), protocol.split_seed, validation)
+    held_out = unseen_classes(labels, protocol.split_seed)
     sources = [p for p in (source.path, source.labels_path, source.split_path) if p is not None]
     features = checked_features(features, source.path)  # after the cheap checks
     feature_set = FeatureSet(
@@ -105,8 +115,9 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
         label_names=[str(c) for c in range(labels.shape[1])], split_seed=protocol.split_seed,
         source_sha256=_sources_sha256(sources),
         extra_attrs={"backbone": "imported", "image_size": 0, "weights_sha256": "",
-                     "protocol": json.dumps(record),
+                     "protocol": json.dumps(record), "validation": json.dumps(asdict(validation)),
                      "imported_from": json.dumps([str(p) for p in sources])},
+        unseen_classes=None if held_out is None else tuple(held_out.tolist()),
     )
     path = layout.feature_path(data_dir, name, feature)
     _register(data_dir, name, feature, record, feature_set.source_sha256)

@@ -22,12 +22,12 @@ class GSLMethod(Method):
     name = "gsl"
     knobs = (
         Setting("gsl_alpha", float, 1.0, "GSL snapping strength in [0, 1].", low=0.0, high=1.0,
-                symbol="α", tune=(0.25, 0.5, 1.0)),
+                symbol="α", space=("float", 0.0, 1.0)),
         Setting("gsl_k", int, 8, "GSL candidates per sub-space (PQ/OPQ) or beam width (RQ/LSQ); "
-                "unused by gsl_select nearest.", low=1, symbol="k", tune=(4, 8, 16)),
+                "unused by gsl_select nearest.", low=1, symbol="k", space=("int", 1, 16)),
         Setting("gsl_select", str, "aligned", "GSL's codeword: the candidate best aligned with the "
                 "gradient (aligned) or the one z is assigned to (nearest).", choices=SELECT_RULES,
-                symbol="select", tune=SELECT_RULES),
+                symbol="select", space=("choice", SELECT_RULES)),
     )
     summary = "similarity loss through the Gradient Snapping Layer, alternating with refits"
 

@@ -50,9 +50,9 @@ def relaxation_knobs(prefix: str, what: str) -> tuple[Setting, Setting]:
     `{prefix}_k`. τ divides squared distances between unit-norm vectors (see README, Methods)."""
     return (
         Setting(f"{prefix}_tau", float, 0.01, f"Temperature of {what}, on squared distances.",
-                low=0.0, low_open=True, symbol="τ", tune=(0.001, 0.01, 0.1)),
+                low=0.0, low_open=True, symbol="τ", space=("log", 1e-4, 1.0)),
         Setting(f"{prefix}_k", int, 8, f"Candidates of {what} per sub-space (PQ/OPQ) or beam width "
-                "(RQ/LSQ).", low=1, symbol="k", tune=(4, 8, 16)),
+                "(RQ/LSQ).", low=1, symbol="k", space=("int", 1, 16)),
     )
 
 

@@ -16,7 +16,7 @@ class STEMethod(QLossMethod):
 
     name = "ste"
     knobs = (Setting("ste_beta", float, 0.25, "Weight of STE's commitment term (0: none).",
-                     low=0.0, symbol="β", tune=(0.0, 0.1, 0.25, 1.0)),)
+                     low=0.0, symbol="β", space=("log", 1e-3, 10.0)),)
     summary = "similarity loss at q(z), gradient straight through to z, + β · commitment"
     weight_knob = "ste_beta"
 

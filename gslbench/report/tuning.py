@@ -1,61 +1,149 @@
-"""The tuning table (`gslbench tune --doc`, docs/tuning.md): every setting tune tried with its
-validation mAP (mean ± std over seeds), a table per (data set, feature, loss, quantizer,
-sub_bits) with the settings as rows and the code lengths as columns, each method's choice bold;
-then the choices."""
+"""The tuning document (`gslbench tune --doc`, docs/tuning.md): what pruning saved, the choices,
+how well validation ranked the methods as test did (once the tuned grid has test runs), and every
+trial of every study with its knobs, validation mAP and whether it was pruned.
+
+Validation against test, per cell: the Spearman rank correlation between the methods' validation
+mAPs (each method's chosen trial, mean over the tuning seeds) and their test mAPs (mean over the
+test seeds, codebooks fitted on the training representations), and the share of the methods
+whose difference to two-step has the same sign on validation as on test.
+"""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
-from gslbench.report.frames import TABLE_KEYS
-from gslbench.report.tables import PaperTable, frame_markdown, seed_stats, tables_markdown, wide_stats
+from gslbench.report.tables import frame_markdown
+
+REFERENCE = "two-step"  # the method the paired differences are taken against
 
 
-def tuning_tables(results: pd.DataFrame, chosen: pd.DataFrame) -> list[PaperTable]:
-    """One `tuning` table per table key of the tuning runs' results frame (`frames.read_runs`
-    plus `cell`); bold: the variants of `chosen` (`bench.tune.choose`) in their cells."""
-    picked = set(zip(chosen.cell, chosen.variant, strict=True))
-    cell_of = results.groupby([*TABLE_KEYS, "code_bits"])["cell"].first()
-    tables = []
-    for key, stats in seed_stats(results).groupby(level=TABLE_KEYS):
-        mean, std, count = wide_stats(stats)
-        best = pd.DataFrame({bits: [(cell_of.get((*key, bits)), variant) in picked
-                                    for variant in mean.index] for bits in mean.columns},
-                            index=mean.index)
-        tables.append(PaperTable(key, "tuning", mean, std, count, best))
-    return tables
+def cell_title(cell: str) -> str:
+    """`digits (pixels), standard protocol, PQ, 16 bits, 16-word codebooks, pairwise loss` for a
+    cell's JSON (`digits (pixels), standard protocol, unquantized, pairwise loss` for float's)."""
+    values = json.loads(cell)
+    quantizer = "unquantized" if values["quantizer"] == "none" else (
+        f"{values['quantizer'].upper()}, {values['bits']} bits, {2 ** values['sub_bits']}-word "
+        "codebooks")
+    return (f"{values['dataset']} ({values['feature']}), {values['protocol']} protocol, "
+            f"{quantizer}, {values['loss']} loss")
+
+
+def pruning_markdown(trials: pd.DataFrame) -> str:
+    """Per method: trials, pruned trials, epochs trained and planned, and the share saved."""
+    rows = []
+    for method, group in trials.groupby("method", sort=False):
+        planned, trained = int(group.epochs_planned.sum()), int(group.epochs_trained.sum())
+        rows.append({"method": method, "trials": len(group),
+                     "pruned": int((group.state == "pruned").sum()), "epochs trained": trained,
+                     "epochs planned": planned,
+                     "saved": f"{planned - trained} ({(planned - trained) / planned:.0%})"
+                     if planned else "0"})
+    frame = pd.DataFrame(rows, columns=["method", "trials", "pruned", "epochs trained",
+                                        "epochs planned", "saved"])
+    planned, trained = int(trials.epochs_planned.sum()), int(trials.epochs_trained.sum())
+    total = (f"Pruning saved {planned - trained} of {planned} planned training epochs "
+             f"({(planned - trained) / planned:.0%}); {int((trials.state == 'pruned').sum())} of "
+             f"{len(trials)} trials were pruned." if planned else "No trial was trained.")
+    return "\n".join([total, "", frame_markdown(frame)])
 
 
 def choices_markdown(chosen: pd.DataFrame) -> str:
-    """The choices as a Markdown table: data set, quantizer, words per codebook, bits, method,
-    the chosen setting and its mean validation mAP."""
-    cells = [json.loads(cell) for cell in chosen.cell]
+    """The choices: cell, method, the chosen setting, its trial and mean validation mAP."""
     frame = pd.DataFrame({
-        "dataset": [cell["dataset"] for cell in cells],
-        "quantizer": [cell["quantizer"] for cell in cells],
-        "words": [2 ** cell["sub_bits"] for cell in cells],
-        "bits": [cell["bits"] for cell in cells],
-        "method": chosen.method, "choice": chosen.variant,
-        "validation mAP": chosen.validation_map.map("{:.4f}".format),
+        "cell": chosen.cell.map(cell_title), "method": chosen.method, "choice": chosen.variant,
+        "trial": chosen.trial, "validation mAP": chosen.validation_map.map("{:.4f}".format),
     })
     return frame_markdown(frame)
 
 
-def tuning_document(results: pd.DataFrame, chosen: pd.DataFrame, summary: str,
-                    intro: str = "") -> str:
-    """docs/tuning.md: the title, `intro`, `summary` (what was tuned, how), the tables of every
-    setting tried and the choices."""
+def agreement(chosen: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """Per cell with test runs of the chosen settings of 2 methods or more: methods (how many
+    are in both), spearman (rank correlation of validation and test mAP over them; NaN when one
+    side is constant), agree and pairs (methods whose difference to two-step has the same sign
+    on validation as on test, of those compared)."""
+    chosen_tests = tests.merge(chosen[["cell", "method", "variant"]], on=["cell", "method",
+                                                                         "variant"])
+    test_means = chosen_tests.groupby(["cell", "method"])["map"].mean()
+    rows = []
+    for cell, group in chosen.groupby("cell", sort=False):
+        validation = group.set_index("method").validation_map
+        test = test_means[cell] if cell in test_means.index.get_level_values(0) \
+            else pd.Series(dtype=float)
+        both = [method for method in validation.index if method in test.index]
+        if len(both) < 2:  # nothing to rank (float is a cell of its own)
+            continue
+        v, t = validation[both].to_numpy(), test[both].to_numpy()
+        rho = float(spearmanr(v, t).statistic) if len(both) > 1 and np.ptp(v) and np.ptp(t) \
+            else float("nan")
+        others = [m for m in both if m != REFERENCE] if REFERENCE in both else []
+        agree = sum(np.sign(validation[m] - validation[REFERENCE])
+                    == np.sign(test[m] - test[REFERENCE]) for m in others)
+        rows.append({"cell": cell, "methods": len(both), "spearman": rho, "agree": int(agree),
+                     "pairs": len(others)})
+    return pd.DataFrame(rows, columns=["cell", "methods", "spearman", "agree", "pairs"])
+
+
+def agreement_markdown(table: pd.DataFrame) -> str:
+    """The agreement table with a sentence on what it finds."""
+    pairs, agree = int(table.pairs.sum()), int(table.agree.sum())
+    rhos = table.spearman.dropna()
+    finding = (f"Over {len(table)} cell(s): mean Spearman ρ {rhos.mean():+.2f}" if len(rhos)
+               else f"Over {len(table)} cell(s): no rank correlation (constant mAPs)")
+    finding += (f"; {agree} of {pairs} differences to {REFERENCE} have the same sign on "
+                f"validation as on test ({agree / pairs:.0%})." if pairs else ".")
+    if pairs and agree / pairs < 0.75 or len(rhos) and rhos.mean() < 0.5:
+        finding += (" Validation does not predict test well here: read the choices as "
+                    "settings that scored well on held-out items, not as test rankings.")
+    frame = pd.DataFrame({
+        "cell": table.cell.map(cell_title), "methods": table.methods,
+        "Spearman ρ": table.spearman.map(lambda rho: "—" if np.isnan(rho) else f"{rho:+.2f}"),
+        f"sign vs {REFERENCE} agrees": [f"{a} of {p}" if p else "—"
+                                        for a, p in zip(table.agree, table.pairs, strict=True)],
+    })
+    return "\n".join([finding, "", frame_markdown(frame)])
+
+
+def trials_markdown(trials: pd.DataFrame, chosen: pd.DataFrame) -> str:
+    """A table per study (cell and method): every finished trial with its knobs, state, mean
+    validation mAP (a pruned trial: its last reported one), per-seed mAPs and epochs trained;
+    the choice in bold."""
+    picked = set(zip(chosen.cell, chosen.method, chosen.trial, strict=True))
+    parts = []
+    for (cell, method), group in trials.groupby(["cell", "method"], sort=False):
+        rows = []
+        for _, trial in group.sort_values("trial").iterrows():
+            bold = "**" if (cell, method, trial.trial) in picked else ""
+            where = trial.pruned_at or {}
+            state = trial.state if trial.state == "complete" else \
+                f"pruned (seed {where.get('seed')}, epoch {where.get('epoch')})"
+            rows.append({"trial": trial.trial, "setting": f"{bold}{trial.variant}{bold}",
+                         "state": state, "validation mAP": f"{trial.value:.4f}",
+                         "per seed": ", ".join(f"{value:.4f}" for value in trial.seed_maps),
+                         "epochs": f"{trial.epochs_trained} of {trial.epochs_planned}"})
+        parts += [f"### {cell_title(cell)}: {method}", "", frame_markdown(pd.DataFrame(rows)), ""]
+    return "\n".join(parts)
+
+
+def tuning_document(trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
+                    summary: str, intro: str = "") -> str:
+    """docs/tuning.md from tune's trial frame (`bench.tune.trial_frame`), its choices
+    (`bench.tune.choose`) and the test runs of the tuned grid (`bench.tune.test_results`, empty
+    before bench ran them): the title, `intro`, `summary`, what pruning saved, the choices, how
+    validation agrees with test, every trial."""
+    table = agreement(chosen, tests)
     return "\n".join([
-        "# gslbench tuning",
-        "",
+        "# gslbench tuning", "",
         *([intro.strip(), ""] if intro.strip() else []),
-        summary.strip(),
-        "",
-        tables_markdown(tuning_tables(results, chosen)),
-        "## The choices",
-        "",
-        choices_markdown(chosen),
-        "",
+        summary.strip(), "",
+        "## What pruning saved", "", pruning_markdown(trials), "",
+        "## The choices", "", choices_markdown(chosen), "",
+        "## Validation against test", "",
+        agreement_markdown(table) if not table.empty else
+        "No test runs of the tuned grid yet: run `gslbench bench GRID --tuned FILE`, then this "
+        "tune again (it reruns nothing) to compare.", "",
+        "## Every trial", "", trials_markdown(trials, chosen),
     ])
