@@ -101,7 +101,7 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
     """
     from gslbench import bench as bench_module
     from gslbench.bench.executors import ExecutorConfig
-    from gslbench.bench.tune import Tuned
+    from gslbench.bench.tuned import Tuned
     from gslbench.errors import GslbenchError
     from gslbench.report.frames import read_runs
 
@@ -118,37 +118,23 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
 
 
 def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DIR,
-         results_dir: str | Path = RESULTS_DIR, out: str | Path | None = None,
-         doc: str | Path | None = None, executor: str = "local", jobs: int | None = None,
-         cpus_per_cell: int | None = None, address: str | None = None, device: str = "auto",
-         show_progress: bool = False, **options: Any) -> pd.DataFrame:
+         results_dir: str | Path = RESULTS_DIR, trials: int = 8, out: str | Path | None = None,
+         doc: str | Path | None = None, **options: Any) -> pd.DataFrame:
     """Choose each method's knobs on the validation split (`gslbench tune`) and return the
-    choices, one row per tuning cell and method.
+    choices, one row per tuning cell and method: cell (JSON), method, trial, variant, knobs,
+    validation_map.
 
-    grid: a tuning grid (mapping or TOML file: no knob, no split, at least 2 seeds).
-    out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning table go
+    grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds).
+    trials: Optuna trials per cell and method (the method's default first).
+    out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning document go
         (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md).
-    options: passed on to `gslbench.bench.tune.tune` (e.g. `budget=2`, `force=True`).
+    options: passed on to `gslbench.bench.tune.tune`: storage (an Optuna storage URL), prune,
+        reuse, device.
     """
-    from gslbench import layout
     from gslbench.bench import tune as tune_module
-    from gslbench.bench.executors import ExecutorConfig
-    from gslbench.errors import GslbenchError
 
-    cells = _grid(grid, defaults=False)
-    executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
-    plan, results, failed = tune_module.tune(cells, data_dir, results_dir,
-                                             executor=executor_config,
-                                             show_progress=show_progress, **options)
-    chosen = tune_module.choose(plan, results)
-    if not chosen.empty:
-        tune_module.write_outputs(plan, results, chosen, cells.source or "grid",
-                                  Path(out) if out else layout.tuned_path(results_dir),
-                                  Path(doc) if doc else layout.tuning_table_path(results_dir))
-    if failed:
-        raise GslbenchError(f"{failed} tuning run(s) failed (logged); their cells have no "
-                            "choice: run the same tune again to retry them")
-    return chosen
+    return tune_module.tune_and_write(_grid(grid, defaults=False), data_dir, results_dir, trials,
+                                      out, doc, **options)
 
 
 def report(runs: Sequence[str | Path] = (), *, results_dir: str | Path = RESULTS_DIR,

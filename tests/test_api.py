@@ -136,8 +136,10 @@ def test_tune_then_bench_with_the_choice(example):
     dirs = {"data_dir": root / "datasets", "results_dir": results}
     grid = {"dataset": "digits", "method": ["two-step", "qloss"], "quantizer": "pq", "bits": 16,
             "seed": [0, 1], "epochs": 3, "warmup_epochs": 1, "epochs_per_refit": 2}
-    chosen = gslbench.tune(grid, budget=2, **dirs)
-    assert list(chosen.method) == ["qloss"]  # two-step has no knobs
+    chosen = gslbench.tune(grid, trials=2, prune=False, **dirs)  # both trials run to the end
+    assert list(chosen.method) == ["qloss", "two-step"]
+    assert chosen.knobs.iloc[1] == {}  # two-step has no knobs: one trial
+    chosen = chosen[chosen.method == "qloss"]
     tuned = results / "tuning" / "tuned.toml"
     assert tuned.is_file() and (results / "tuning" / "tuning.md").is_file()
     runs = gslbench.load_results(results / "tuning")

@@ -92,7 +92,7 @@ def test_tune_chooses_the_plugin_knob(plugin_site, digits_root, tmp_path):
     grid.write_text('method = "damped"\nquantizer = "coarse-pq"\nbits = 16\nseed = [0, 1]\n'
                     "epochs = 3\nwarmup_epochs = 1\n")
     out = tmp_path / "tuned.toml"
-    done = gslbench_command(plugin_site, digits_root, "tune", str(grid), "--budget", "2",
+    done = gslbench_command(plugin_site, digits_root, "tune", str(grid), "--trials", "2",
                             "--out", str(out), "--doc", str(tmp_path / "tuning.md"))
     assert done.returncode == 0, done.stderr
     assert "damped_gamma" in out.read_text()

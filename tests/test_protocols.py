@@ -19,7 +19,7 @@ from gslbench.data.base import Protocol, Validation, split_indices, unseen_class
 from gslbench.data.featurefile import has_validation_split, multi_hot, read_feature_file
 from gslbench.data.features import build_features
 from gslbench.errors import GslbenchError
-from gslbench.storage import config_id
+from gslbench.storage import config_id, content_sha256
 
 
 def invoke(tmp_path, *args):
@@ -160,7 +160,7 @@ def test_an_older_feature_file_serves_standard_test_runs_only(tmp_path, monkeypa
     before = read_feature_file(path)
     with h5py.File(path, "r+") as handle:  # what gslbench wrote before format 3
         handle.attrs["format_version"] = 2
-        del handle.attrs["content_sha256"]
+        handle.attrs["content_sha256"] = content_sha256(handle)  # format 2 was sealed too
     old = read_feature_file(path)
     assert old.validation_query is None and old.unseen_classes is None
     np.testing.assert_array_equal(old.query.indices, before.query.indices)

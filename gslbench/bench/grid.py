@@ -86,11 +86,15 @@ class Grid:
         return {name for part in self.parts for name, _ in part}
 
     def axes(self) -> dict[str, tuple]:
-        """The fields with more than one value (within a part or across parts)."""
+        """The fields with more than one value (within a part or across parts: a part that does
+        not set a field another part sets has its default)."""
         found: dict[str, dict] = {}
         for part in self.parts:
             for name, values in part:
                 found.setdefault(name, {}).update(dict.fromkeys(values))
+        for part in self.parts:
+            for name in found.keys() - {name for name, _ in part}:
+                found[name].setdefault(FIELDS[name].default)
         return {name: tuple(values) for name, values in found.items() if len(values) > 1}
 
     def cells(self, data_dir: str | Path | None = None) -> list[RunConfig]:

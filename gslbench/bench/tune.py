@@ -23,8 +23,9 @@ several `tune` processes, on one machine or many, share its trials and never run
 killed tune resumes: finished trials are kept, and a trial whose process died (no heartbeat for
 `grace` seconds) is failed and run again with the same knobs (its finished seed runs are reused).
 
-The choice of a study is its complete trial of highest value (ties: the first). The choices go
-to a TOML file (`Tuned`), which `gslbench bench GRID --tuned FILE` applies to its cells, and
+The studies' Optuna side (sampler, pruner, storage) is `gslbench.bench.studies`. The choice of a
+study is its complete trial of highest value (ties: the first). The choices go to a TOML file
+(`gslbench.bench.tuned.Tuned`), which `gslbench bench GRID --tuned FILE` applies to its cells, and
 every trial to the tuning document (`gslbench.report.tuning`).
 
 Controls: a grid part that sets a knob of a method (`gsl_alpha = 0.0`, `gsl_select =
@@ -40,7 +41,6 @@ import json
 import logging
 import textwrap
 import time
-import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,8 +53,20 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from gslbench import layout
-from gslbench.bench import _prepare_features, describe
-from gslbench.bench.grid import Cells, Grid
+from gslbench.bench import _prepare_features
+from gslbench.bench.grid import Grid
+from gslbench.bench.studies import (
+    CELL_FIELDS,
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    REDUCTION_FACTOR,
+    Study,
+    default_storage,
+    load_study,
+    open_storage,
+    suggest_knobs,
+)
+from gslbench.bench.tuned import Tuned
 from gslbench.config import FIELDS, KNOBS, RunConfig
 from gslbench.data import feature_path
 from gslbench.data.featurefile import FeatureSet, has_validation_split, read_feature_file
@@ -64,129 +76,18 @@ from gslbench.evaluation.scoring import evaluate
 from gslbench.evaluation.step import evaluate_run
 from gslbench.methods import METHODS
 from gslbench.methods.model import embed
-from gslbench.quantizers import make_quantizer, make_search
+from gslbench.quantizers import make_search
 from gslbench.report.tuning import tuning_document
 from gslbench.settings import Setting
-from gslbench.storage import atomic_path, config_id, read_json
+from gslbench.storage import atomic_path, read_json
 from gslbench.train import train_run
 
 log = logging.getLogger(__name__)
 
-# The settings that name a tuning cell: every field but the method, the knobs, the seed and the split
-CELL_FIELDS = tuple(name for name, setting in FIELDS.items()
-                    if name not in ("method", "seed", "split") and setting not in KNOBS)
-KEY_FIELDS = ("dataset", "protocol", "quantizer", "bits", "sub_bits")  # in every choice
 # the axes a tuning grid may have: what names a cell in the tuning document, then method and seed
 TUNED_AXES = ("dataset", "feature", "protocol", "loss", "quantizer", "bits", "sub_bits",
               "method", "seed")
-HEARTBEAT_SECONDS = 10.0  # how often a running trial says it is alive
-GRACE_SECONDS = 60.0  # a RUNNING trial silent this long is failed (its process died) and re-run
-REDUCTION_FACTOR = 3  # successive halving keeps the best third at each rung
-SQLITE_TIMEOUT_SECONDS = 120  # how long a process waits for another's write to the SQLite file
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class Study:
-    """One (cell, method): `base` is the cell's config at the method's default knobs, split
-    validation, at the first seed; `seeds` the seeds every trial trains."""
-
-    base: RunConfig
-    seeds: tuple[int, ...]
-
-    @property
-    def method(self) -> str:
-        return self.base.method
-
-    @property
-    def cell(self) -> dict[str, Any]:
-        """The cell's `CELL_FIELDS` values."""
-        return {name: getattr(self.base, name) for name in CELL_FIELDS}
-
-    @property
-    def key(self) -> str:
-        """12 hex digits of the hash of the cell, the method and the seeds."""
-        return config_id({"cell": self.cell, "method": self.method, "seeds": list(self.seeds)})
-
-    def name(self, prune: bool) -> str:
-        """The Optuna study's name: `gsl digits pq 16 bits sub_bits 4 standard 1a2b3c4d5e6f
-        prune` (a study tuned without pruning is another study, with the same draws)."""
-        base = self.base
-        text = f"{base.method} {base.dataset} {base.quantizer} {base.bits} bits"
-        return (f"{text} sub_bits {base.sub_bits} {base.protocol} {self.key} "
-                f"{'prune' if prune else 'no-prune'}")
-
-    @property
-    def sampler_seed(self) -> int:
-        """The sampler's seed, from the cell and the method (never shared by two studies)."""
-        return int(self.key, 16) % 2**31
-
-    @property
-    def knobs(self) -> tuple[Setting, ...]:
-        """The method's knobs that have a search space."""
-        return tuple(knob for knob in METHODS[self.method].knobs if knob.space)
-
-    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        """Each tuned knob's Optuna distribution; the knob that counts candidates
-        (`Method.candidates`) is capped at the codebook size."""
-        candidates = METHODS[self.method].candidates(vars(self.base))
-        cap = make_quantizer(self.base.quantizer, self.base.dim_out, self.base.bits,
-                             self.base.sub_bits).codebook_size if candidates else None
-        return {knob.name: _distribution(knob, cap if candidates and knob.name == candidates[0]
-                                         else None) for knob in self.knobs}
-
-    def config(self, knobs: dict[str, Any], seed: int) -> RunConfig:
-        """The validation run of this study at `knobs` and `seed`."""
-        return dataclasses.replace(self.base, seed=seed, **knobs)
-
-    def trials(self, trials: int) -> int:
-        """The study's number of trials: `trials`, or 1 for a method without knobs to tune."""
-        return trials if self.knobs else 1
-
-    @property
-    def default(self) -> dict[str, Any]:
-        return {knob.name: knob.default for knob in self.knobs}
-
-
-def _distribution(knob: Setting, cap: int | None) -> optuna.distributions.BaseDistribution:
-    kind, *bounds = knob.space
-    if kind == "choice":
-        return optuna.distributions.CategoricalDistribution(tuple(bounds[0]))
-    if kind == "int":
-        return optuna.distributions.IntDistribution(bounds[0], min(bounds[1], cap or bounds[1]))
-    return optuna.distributions.FloatDistribution(bounds[0], bounds[1], log=kind == "log")
-
-
-class StudySampler(optuna.samplers.BaseSampler):
-    """TPE seeded per study and trial: trial 0 takes the knobs' defaults (`first`); trial n draws
-    with a TPE sampler seeded by (study seed, n), so two processes drawing at once never draw
-    alike. Enqueued trials (a killed trial run again) keep their knobs (Optuna's fixed params)."""
-
-    def __init__(self, seed: int, first: dict[str, Any]) -> None:
-        self.seed, self.first = seed, first
-        self._tpe = optuna.samplers.TPESampler(seed=seed)
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._tpe = optuna.samplers.TPESampler(seed=(self.seed + 7919 * trial.number) % 2**32)
-        self._tpe.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study,
-                                    trial: optuna.trial.FrozenTrial) -> dict:
-        return {}
-
-    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                        search_space: dict) -> dict:
-        return {}
-
-    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str,
-                           distribution: optuna.distributions.BaseDistribution) -> Any:
-        if trial.number == 0:
-            return self.first[name]
-        return self._tpe.sample_independent(study, trial, name, distribution)
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                    state: TrialState, values: list[float] | None) -> None:
-        self._tpe.after_trial(study, trial, state, values)
 
 
 @dataclass(frozen=True)
@@ -306,62 +207,6 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
     return float(np.mean(maps))
 
 
-def suggest_knobs(study: Study, trial: optuna.Trial) -> dict[str, Any]:
-    """The trial's value of each of the study's tuned knobs (`StudySampler`)."""
-    return {name: _suggest(trial, name, distribution)
-            for name, distribution in study.distributions().items()}
-
-
-def _suggest(trial: optuna.Trial, name: str,
-             distribution: optuna.distributions.BaseDistribution) -> Any:
-    """A knob's value for the trial, drawn from `distribution`."""
-    if isinstance(distribution, optuna.distributions.IntDistribution):
-        return trial.suggest_int(name, distribution.low, distribution.high)
-    if isinstance(distribution, optuna.distributions.FloatDistribution):
-        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
-    return trial.suggest_categorical(name, distribution.choices)
-
-
-def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS,
-                 grace: float = GRACE_SECONDS) -> optuna.storages.RDBStorage:
-    """The Optuna storage at `url` (any URL Optuna's RDB storage takes; SQLite waits up to
-    SQLITE_TIMEOUT_SECONDS for another process's write) with heartbeats: a RUNNING trial silent
-    for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error."""
-    engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") \
-        else {}
-    for attempt in range(3):  # two processes creating the tables at once: the loser retries
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat)),
-                    grace_period=max(2, round(grace)),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=None))
-        except Exception as exc:  # SQLAlchemy's and Optuna's errors for a URL they cannot open
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            time.sleep(1.0 + attempt)
-    raise GslbenchError(f"--storage {url}: cannot open it ({error})")
-
-
-def default_storage(results_dir: str | Path) -> str:
-    """sqlite:///RESULTS/tuning/studies.db (the folder is created)."""
-    path = layout.tuning_dir(results_dir).resolve() / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def load_study(study: Study, storage: optuna.storages.BaseStorage, prune: bool,
-               first_refit: int) -> optuna.Study:
-    """The Optuna study of `study` (created if missing), with its sampler and pruner."""
-    pruner = optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=first_refit, reduction_factor=REDUCTION_FACTOR) if prune \
-        else optuna.pruners.NopPruner()
-    return optuna.create_study(storage=storage, study_name=study.name(prune), direction="maximize",
-                               sampler=StudySampler(study.sampler_seed, study.default),
-                               pruner=pruner, load_if_exists=True)
-
-
 def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
          storage: str | None = None, prune: bool = True, reuse: bool = True,
          device: str = "auto", heartbeat: float = HEARTBEAT_SECONDS,
@@ -466,109 +311,6 @@ def choose(trials: pd.DataFrame) -> pd.DataFrame:
                          "validation_map": best.value.astype(float)}).reset_index(drop=True)
 
 
-@dataclass(frozen=True)
-class Tuned:
-    """The choices of a tuning run: per cell (`CELL_FIELDS` values) and method, its knob values.
-
-    File layout (TOML): `trials`, `seeds`, a `[shared]` table with the cell fields every choice
-    has in common, and one `[[choice]]` table per (cell, method): the other cell fields (always
-    `KEY_FIELDS`), `method`, the knob values, `validation_map`.
-    """
-
-    trials: int
-    seeds: tuple[int, ...]
-    shared: dict[str, Any]
-    choices: tuple[dict[str, Any], ...]
-    source: str = ""
-
-    @classmethod
-    def from_choices(cls, tuning: Plan, chosen: pd.DataFrame) -> Tuned:
-        cells = [json.loads(cell) for cell in chosen.cell]
-        shared = {name: cells[0][name] for name in CELL_FIELDS if name not in KEY_FIELDS
-                  and all(cell[name] == cells[0][name] for cell in cells)} if cells else {}
-        choices = []
-        for cell, (_, row) in zip(cells, chosen.iterrows(), strict=True):
-            choices.append({**{n: cell[n] for n in CELL_FIELDS if n not in shared},
-                            "method": row.method, **row.knobs, "validation_map": row.validation_map})
-        return cls(tuning.trials, tuning.seeds, shared, tuple(choices))
-
-    @classmethod
-    def read(cls, path: str | Path) -> Tuned:
-        """A tuned file; a missing or malformed one is a one-line user error naming it."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-            tuned = cls(int(data["trials"]), tuple(data["seeds"]), dict(data["shared"]),
-                        tuple(dict(choice) for choice in data.get("choice", [])), str(path))
-            for choice in tuned.choices:
-                RunConfig(**{**tuned.shared, **{k: v for k, v in choice.items()
-                                                if k != "validation_map"}})
-        except FileNotFoundError:
-            raise GslbenchError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise GslbenchError(f"{path}: not a readable TOML file ({exc})") from None
-        except (KeyError, TypeError, ValueError, GslbenchError) as exc:
-            raise GslbenchError(f"{path}: not a gslbench tuned file ({type(exc).__name__}: "
-                                f"{exc})") from None
-        return tuned
-
-    def write(self, path: str | Path, header: str = "") -> None:
-        """Write the TOML file atomically; `header` becomes its leading comment lines."""
-        lines = [*(f"# {line}".rstrip() for line in header.splitlines()),
-                 f"trials = {self.trials}", f"seeds = {_toml(list(self.seeds))}", "", "[shared]",
-                 *(f"{name} = {_toml(value)}" for name, value in self.shared.items())]
-        for choice in self.choices:
-            lines += ["", "[[choice]]", *(f"{name} = {_toml(value)}" for name, value in choice.items())]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
-
-    def apply(self, config: RunConfig, keep: frozenset[str] = frozenset()) -> RunConfig:
-        """The cell with its method's knobs set to the tuned choice, except those in `keep` (a
-        control's knobs, set by the grid); methods without knobs as they are. A cell that was
-        not tuned is a user error."""
-        knobs = [knob for knob in config.method_spec.knobs if knob.name not in keep]
-        if not config.method_spec.knobs:
-            return config
-        cell = {name: getattr(config, name) for name in CELL_FIELDS}
-        differ = [f"{name}={value!r} (this grid: {cell[name]!r})"
-                  for name, value in self.shared.items() if name in cell and cell[name] != value]
-        if differ:
-            raise GslbenchError(f"{self.source}: tuned with {', '.join(differ)}; tune this grid's "
-                                "settings first")
-        for choice in self.choices:
-            if choice["method"] == config.method and all(
-                    cell.get(name, FIELDS[name].default) == value
-                    for name, value in choice.items() if name in FIELDS and name in CELL_FIELDS):
-                return dataclasses.replace(config, **{k.name: choice[k.name] for k in knobs})
-        raise GslbenchError(f"{self.source}: no tuned choice for {describe(config)} "
-                            f"(sub_bits {config.sub_bits}, protocol {config.protocol}); tune this "
-                            "cell first")
-
-    def cells(self, grid: Grid) -> Cells:
-        """The grid's cells with the tuned knobs (`apply`), as bench runs them; a control (a
-        part that sets a knob of the cell's method) keeps the knobs its part sets."""
-        configs = []
-        for part in grid.parts:
-            set_knobs = frozenset(name for name, _ in part if FIELDS[name] in KNOBS)
-            configs += [self.apply(config, set_knobs).resolved()
-                        for config in Grid((part,), grid.source).cells()]
-        return Cells(tuple(configs), shown=tuple(grid.axes().items()),
-                     codebooks=grid.codebooks)
-
-
-def _toml(value: Any) -> str:
-    """A TOML value: a string, a boolean, an integer, a float (repr: 0.1, 1e-05) or a list."""
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
 def summary(tuning: Plan, grid_file: str | Path, prune: bool) -> str:
     """What was tuned and how, in a few lines (the tuned file's header, the document's preamble)."""
     spaces = "; ".join(
@@ -612,6 +354,31 @@ def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path) -> pd.DataFr
                      "variant": config.label, "seed": config.seed,
                      "map": float(read_json(run.metrics)["map"])})
     return pd.DataFrame(rows, columns=["cell", "method", "variant", "seed", "map"])
+
+
+def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
+                   out: str | Path | None = None, doc: str | Path | None = None,
+                   intro: str = "", **options: Any) -> pd.DataFrame:
+    """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml) and
+    every trial to the tuning document `doc` (default RESULTS/tuning/tuning.md), with the tuned
+    grid's test runs when every study has its choice. Returns `choose`'s frame. options: `tune`'s
+    (storage, prune, reuse, device). A study left without a complete trial is a user error,
+    raised after the others' choices are written."""
+    prune = options.get("prune", True)
+    tuning, trial_rows = tune(grid, data_dir, results_dir, trials, **options)
+    chosen = choose(trial_rows)
+    missing = len(tuning.studies) - len(chosen)
+    if not chosen.empty:
+        tuned = Tuned.from_choices(tuning, chosen)
+        tests = test_results(tuned, grid, results_dir) if not missing \
+            else pd.DataFrame(columns=["cell", "method", "variant", "seed", "map"])
+        write_outputs(tuning, trial_rows, chosen, tests, grid.source or "grid",
+                      out or layout.tuned_path(results_dir),
+                      doc or layout.tuning_table_path(results_dir), prune, intro)
+    if missing:
+        raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
+                            "logged above): run the same tune again to retry them")
+    return chosen
 
 
 def write_outputs(tuning: Plan, trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,

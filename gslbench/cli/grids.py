@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-import pandas as pd
 from click.core import ParameterSource
 
 from gslbench import bench as bench_module
@@ -92,7 +91,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     """
     grid = _bench_grid(ctx, grid_file, options)
     if tuned is not None:
-        from gslbench.bench.tune import Tuned  # pandas: loaded when a choice file is read
+        from gslbench.bench.tuned import Tuned
 
         grid = Tuned.read(tuned).cells(grid)
     results_dir = ctx.obj["results_dir"]
@@ -118,7 +117,7 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
     """The grid of the flags, or GRID.toml's keys over the flags' defaults and under the flags
     given on the command line. A setting flag left at its default is left out (the grid takes
     RunConfig's default, the same), so the grid sets only what the file or the command line
-    sets: a knob it sets makes a control of `bench --tuned` (`bench.tune.Tuned.cells`)."""
+    sets: a knob it sets makes a control of `bench --tuned` (`bench.tuned.Tuned.cells`)."""
     settings = {AXIS_FLAGS.get(name, name): value for name, value in options.items()
                 if name in AXIS_FLAGS
                 or ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
@@ -168,23 +167,12 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
 
     grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
     results_dir = ctx.obj["results_dir"]
-    tuning, trial_rows = tune_module.tune(grid, ctx.obj["data_dir"], results_dir, trials,
-                                          storage=storage, prune=prune, reuse=not no_reuse,
-                                          device=device)
-    chosen = tune_module.choose(trial_rows)
-    missing = len(tuning.studies) - len(chosen)
-    if not chosen.empty:
-        out = out or layout.tuned_path(results_dir)
-        doc = doc or layout.tuning_table_path(results_dir)
-        tuned = tune_module.Tuned.from_choices(tuning, chosen)
-        tests = tune_module.test_results(tuned, grid, results_dir) if not missing \
-            else pd.DataFrame(columns=["cell", "method", "variant", "seed", "map"])
-        tune_module.write_outputs(tuning, trial_rows, chosen, tests, grid_file, out, doc, prune,
-                                  doc_intro.read() if doc_intro else "")
-        click.echo(f"{len(chosen)} choices written to {out}; every trial in {doc}")
-    if missing:
-        raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
-                            "logged above): run the same tune again to retry them")
+    out = out or layout.tuned_path(results_dir)
+    doc = doc or layout.tuning_table_path(results_dir)
+    chosen = tune_module.tune_and_write(grid, ctx.obj["data_dir"], results_dir, trials, out, doc,
+                                        doc_intro.read() if doc_intro else "", storage=storage,
+                                        prune=prune, reuse=not no_reuse, device=device)
+    click.echo(f"{len(chosen)} choices written to {out}; every trial in {doc}")
 
 
 def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path) -> None:

@@ -15,7 +15,7 @@ class DampedMethod(Method):
 
     name = "damped"
     knobs = (Setting("damped_gamma", float, 0.5, "Share of q(z) in what the loss sees (damped).",
-                     low=0.0, high=1.0, symbol="γ", tune=(0.25, 0.5, 0.75)),)
+                     low=0.0, high=1.0, symbol="γ", space=("float", 0.0, 1.0)),)
     summary = "similarity loss at (1 − γ) z + γ q(z)"
 
     def representation(self, z: torch.Tensor) -> torch.Tensor:
