@@ -547,8 +547,13 @@ def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_p
     unseen = make_runs(tmp_path / "unseen", dataset="digits")
     for run in unseen:
         _rewrite_metrics(run, config={"protocol": "unseen"})
-    both = read_runs([*runs, *unseen]).results
+    mixed = read_runs([*runs, *unseen])
+    both = mixed.results
     assert set(both.protocol) == {"standard", "unseen"}
+    same, differ = settings_tables(mixed.configs, mixed.provenance)  # standard: not written, used
+    assert "protocol" not in set(same.setting)
+    assert differ.set_index("setting").loc["protocol"].item() == (
+        f"standard ({len(runs)}), unseen ({len(unseen)})")
     unseen_key = (*KEY[:2], "unseen", *KEY[3:])
     assert key_title(unseen_key).endswith("pairwise loss, unseen classes")
     assert tables_of(both)[(unseen_key, "map")].count.loc["float"].tolist() == [3, 3]

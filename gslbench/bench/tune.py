@@ -80,7 +80,7 @@ from gslbench.quantizers import make_search
 from gslbench.report.tuning import tuning_document
 from gslbench.settings import Setting
 from gslbench.storage import atomic_path, read_json
-from gslbench.train import train_run
+from gslbench.train import load_config, train_run
 
 log = logging.getLogger(__name__)
 
@@ -342,18 +342,27 @@ def _space_text(knob: Setting) -> str:
 
 
 def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path) -> pd.DataFrame:
-    """The test runs of the tuned grid that are evaluated under RESULTS/runs: cell (JSON), method,
-    seed, map (ADC / L2, codebooks fitted on the training representations)."""
+    """The evaluated test runs under RESULTS/runs of the tuned grid's settings at any seed (a test
+    grid has seeds of its own, e.g. `bench --seeds 0,1,2`): cell (JSON), method, variant, seed,
+    map (ADC / L2, codebooks fitted on the training representations)."""
+    wanted = {_seedless(config): config for config in tuned.cells(grid).cells()}
     rows = []
-    for config in tuned.cells(grid).cells():
-        run = layout.run_dir(results_dir, config.run_id)
+    for run in layout.list_runs(results_dir):
         if not run.metrics.is_file():
+            continue
+        found, _ = load_config(run)
+        config = wanted.get(_seedless(found))
+        if config is None:
             continue
         cell = {name: getattr(config, name) for name in CELL_FIELDS}
         rows.append({"cell": json.dumps(cell, sort_keys=True), "method": config.method,
-                     "variant": config.label, "seed": config.seed,
+                     "variant": config.label, "seed": found.seed,
                      "map": float(read_json(run.metrics)["map"])})
     return pd.DataFrame(rows, columns=["cell", "method", "variant", "seed", "map"])
+
+
+def _seedless(config: RunConfig) -> str:
+    return dataclasses.replace(config, seed=0).run_id
 
 
 def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,

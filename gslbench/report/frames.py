@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from gslbench.config import SETTINGS
 from gslbench.errors import GslbenchError
 from gslbench.layout import RunDir
 from gslbench.report import conditions
@@ -118,11 +119,20 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
         curves=_with_conditions(curves, conditions).drop(columns="run"),
         logs=_with_conditions(pd.concat(logs, ignore_index=True) if logs
                               else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"]), conditions),
-        configs=pd.DataFrame([record["config"] for record in firsts]),
+        configs=_with_omitted_defaults(pd.DataFrame([record["config"] for record in firsts])),
         searches=_with_conditions(pd.DataFrame(searches, columns=None if searches
                                                else [*RUN_COLUMNS, "role", "run"]), conditions),
         provenance=pd.DataFrame([_provenance_row(record) for record in firsts]),
     )
+
+
+def _with_omitted_defaults(configs: pd.DataFrame) -> pd.DataFrame:
+    """`configs` with the shared settings config.json leaves out at their default (the protocol
+    of a standard run) filled in, so each row says what its run used."""
+    omitted = {setting.name: setting.default for setting in SETTINGS
+               if not setting.recorded_at_default}
+    return configs.assign(**{name: configs[name].fillna(default) if name in configs else default
+                             for name, default in omitted.items()}) if len(configs) else configs
 
 
 def run_conditions(records: Sequence[dict]) -> dict[str, str]:
