@@ -129,7 +129,7 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning document go
         (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md).
     options: passed on to `gslbench.bench.tune.tune`: storage (an Optuna storage URL), prune,
-        reuse, device.
+        reuse, device, jobs (trials at once, in helper processes on the storage).
     """
     from gslbench.bench import tune as tune_module
 

@@ -84,16 +84,14 @@ def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_pat
 
 
 def registered(name: str) -> tuple[dict, list[RunConfig]]:
-    """A benchmarks grid file's settings and its cells for the methods registered here (the
-    results grid also names methods that other branches register)."""
+    """A benchmarks grid file's settings and its cells."""
     settings = read_grid_file(BENCHMARKS / name)
-    methods = [m for m in settings["method"] if m in METHODS]
-    return settings, Grid.from_mapping(settings, overrides={"method": methods}).cells()
+    return settings, Grid.from_mapping(settings).cells()
 
 
 def test_the_core_grids_are_parts_of_the_full_ones():
-    """results_core.toml (what docs/results.md holds now) and its tuning are subsets of
-    results.toml and tuning.toml: running the full grid later re-uses their cells."""
+    """results_core.toml and its tuning are subsets of results.toml and tuning.toml: running the
+    full grid later re-uses their cells."""
     for core, full in (("results_core.toml", "results.toml"), ("tuning_core.toml", "tuning.toml")):
         core_settings, core_cells = registered(core)
         assert set(core_settings["method"]) == set(registered(full)[0]["method"])
@@ -101,22 +99,34 @@ def test_the_core_grids_are_parts_of_the_full_ones():
         assert core_cells and {config.run_id for config in core_cells} <= full_ids
 
 
-def test_results_toml_covers_both_pressure_regimes_for_every_registered_method(tmp_path):
+def test_results_toml_is_the_campaign_of_issue_25(tmp_path):
     settings, cells = registered("results.toml")
-    assert set(METHODS) <= set(settings["method"])
-    regimes = {(c.dataset, c.quantizer, c.bits, c.sub_bits, c.seed) for c in cells if c.quantized}
-    five, three = range(5), range(3)
-    assert regimes == {  # 16-word codebooks from 8 bits, 256-word ones from 16, 5 seeds
-        *(("fashion-mnist", q, b, 4, s) for q in ("pq", "opq") for b in (8, 16, 32, 64) for s in five),
-        *(("fashion-mnist", q, b, 8, s) for q in ("pq", "opq") for b in (16, 32, 64) for s in five),
-        # one code length per regime, 3 seeds: RQ and LSQ, and digits
-        *(("fashion-mnist", q, b, w, s) for q in ("rq", "lsq") for b, w in ((8, 4), (16, 8)) for s in three),
-        *(("digits", q, b, w, s) for q in ("pq", "opq") for b, w in ((8, 4), (16, 8)) for s in three),
+    assert set(settings["method"]) == set(METHODS) and settings["codebooks"] == ["train", "database"]
+    regimes = {(c.dataset, c.protocol, c.quantizer, c.bits, c.sub_bits, c.seed)
+               for c in cells if c.quantized}
+    ten, five, protocols = range(10), range(5), ("standard", "unseen")
+    assert regimes == {  # 10 seeds with 16-word codebooks, 5 with 256-word ones; both protocols
+        *(("fashion-mnist", p, q, b, 4, s) for p in protocols for q in ("pq", "opq")
+          for b in (8, 16, 32) for s in ten),
+        *(("fashion-mnist", p, q, b, 8, s) for p in protocols for q in ("pq", "opq")
+          for b in (32, 64) for s in five),
+        *(("fashion-mnist", "standard", q, b, w, s) for q in ("rq", "lsq")
+          for b, w in ((8, 4), (16, 8)) for s in five),
+        *(("digits", p, q, b, w, s) for p in protocols for q in ("pq", "opq")
+          for b, w in ((8, 4), (32, 8)) for s in five),
     }
-    quantized = len([m for m in settings["method"] if m in METHODS]) - 1  # all but float
-    floats = 5 + 3  # a float run per data set and seed
-    assert len(cells) == quantized * len(regimes) + floats
-    rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"), "--methods", ",".join(METHODS))
+    gsl = [c for c in cells if c.method == "gsl"]
+    controls = {(c.gsl_alpha, c.gsl_select) for c in gsl if c.dataset == "fashion-mnist"
+                and c.quantizer == "pq" and c.bits == 8 and c.seed == 9}
+    default = METHODS["gsl"]
+    alpha, select = (next(k.default for k in default.knobs if k.name == name)
+                     for name in ("gsl_alpha", "gsl_select"))
+    assert controls == {(alpha, select), (0.0, select), (alpha, "aligned"), (alpha, "nearest")}
+    quantized = len(METHODS) - 1  # all but float
+    floats = 2 * 10 + 2 * 5  # a float run per data set, protocol and seed
+    nearest = 2 * 2 * 3 * 10  # the select control the default (aligned) does not already give
+    assert len(cells) == quantized * len(regimes) + floats + 2 * 2 * 3 * 10 + nearest
+    rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"))
     assert sorted(row[0] for row in rows) == sorted(c.run_id for c in cells)
     assert count.startswith(f"{len(cells)} cells:")
 
@@ -124,17 +134,16 @@ def test_results_toml_covers_both_pressure_regimes_for_every_registered_method(t
 def test_tuning_toml_tunes_exactly_the_cells_of_results_toml():
     results_settings, results = registered("results.toml")
     settings, tuning = registered("tuning.toml")
-    with_knobs = [m for m in results_settings["method"] if m not in ("float", "two-step")]
-    assert settings["method"] == with_knobs
-    tuned = {m for m in METHODS if METHODS[m].knobs}
+    assert settings["method"] == results_settings["method"]
 
     def cells(configs):
-        return {(c.dataset, c.feature, c.quantizer, c.bits, c.sub_bits, c.method) for c in configs
-                if c.method in tuned}
+        return {(c.dataset, c.feature, c.protocol, c.quantizer, c.bits, c.sub_bits, c.method)
+                for c in configs if c.quantized}
     assert cells(tuning) == cells(results)
     assert len(set(settings["seed"])) >= 2 and not {c.seed for c in tuning} & {c.seed for c in results}
-    plan = tune.plan(Grid.from_mapping(settings, overrides={"method": sorted(tuned)}), trials=2)
-    assert len(plan.studies) == len(cells(tuning)) and plan.seeds == (100, 101)
+    plan = tune.plan(Grid.from_mapping(settings), trials=2)
+    assert len(plan.studies) == len(cells(tuning)) + 2 + 2 and plan.seeds == (100, 101)
+    assert not plan.controls  # the controls are results.toml's alone
 
 
 def test_grid_parts_are_a_union_and_flags_override_every_part(tmp_path):

@@ -28,6 +28,7 @@ from gslbench.data.featurefile import items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
 from gslbench.settings import Setting
+from gslbench.threads import cpu_count
 
 
 def invoke(tmp_path, *args):
@@ -338,3 +339,22 @@ def test_two_tune_processes_on_one_storage_run_each_trial_once(tmp_path, digits)
     assert {state for _, _, state, _ in rows} <= {"COMPLETE", "FAIL"}  # FAIL: surplus asks only
     runs = list((tmp_path / "results" / "tuning" / "runs").glob("[!.]*"))
     assert len(runs) == 2 * 3 * 2  # methods x trials x seeds: none trained twice
+
+
+@pytest.mark.slow
+def test_tune_with_two_jobs_runs_each_trial_once_at_its_share_of_the_threads(tmp_path, digits):
+    copy_data(digits, tmp_path)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "3", "--no-prune", "-j", "2")
+    assert result.exit_code == 0, result.output
+    rows = trial_rows(tmp_path)
+    finished_once(rows, 3)
+    assert len({study for study, *_ in rows}) == 2  # qloss and gsl
+    runs = list((tmp_path / "results" / "tuning" / "runs").glob("[!.]*"))
+    assert len(runs) == 2 * 3 * 2  # methods x trials x seeds: none trained twice
+    threads = max(1, cpu_count() // 2)
+    for run in runs:
+        assert json.loads((run / "config.json").read_text())["threads"] == {"torch": threads,
+                                                                           "faiss": threads}
+    assert "2 choices written" in result.output

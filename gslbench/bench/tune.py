@@ -24,9 +24,9 @@ killed tune resumes: finished trials are kept, and a trial whose process died (n
 `grace` seconds) is failed and run again with the same knobs (its finished seed runs are reused).
 
 The studies' Optuna side (sampler, pruner, storage) is `gslbench.bench.studies`. The choice of a
-study is its complete trial of highest value (ties: the first). The choices go to a TOML file
-(`gslbench.bench.tuned.Tuned`), which `gslbench bench GRID --tuned FILE` applies to its cells, and
-every trial to the tuning document (`gslbench.report.tuning`).
+study is its complete trial of highest value (ties: the first; `gslbench.bench.choices`). The
+choices go to a TOML file (`gslbench.bench.tuned.Tuned`), which `gslbench bench GRID --tuned FILE`
+applies to its cells, and every trial to the tuning document (`gslbench.report.tuning`).
 
 Controls: a grid part that sets a knob of a method (`gsl_alpha = 0.0`, `gsl_select =
 ["aligned", "nearest"]`) makes that method's cells of the part controls: tune leaves them out,
@@ -36,10 +36,11 @@ the same cell (GSL at α = 0 with the tuned k and select), so they are rows of t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-import textwrap
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -54,12 +55,12 @@ from optuna.trial import TrialState
 
 from gslbench import layout
 from gslbench.bench import _prepare_features
+from gslbench.bench.choices import TEST_COLUMNS, choose, test_results, write_outputs
+from gslbench.bench.executors import LocalExecutor
 from gslbench.bench.grid import Grid
 from gslbench.bench.studies import (
-    CELL_FIELDS,
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
-    REDUCTION_FACTOR,
     Study,
     default_storage,
     load_study,
@@ -77,10 +78,9 @@ from gslbench.evaluation.step import evaluate_run
 from gslbench.methods import METHODS
 from gslbench.methods.model import embed
 from gslbench.quantizers import make_search
-from gslbench.report.tuning import tuning_document
-from gslbench.settings import Setting
-from gslbench.storage import atomic_path, read_json
-from gslbench.train import load_config, train_run
+from gslbench.storage import read_json
+from gslbench.threads import cpu_count, limit_threads
+from gslbench.train import train_run
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +210,38 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
 def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
          storage: str | None = None, prune: bool = True, reuse: bool = True,
          device: str = "auto", heartbeat: float = HEARTBEAT_SECONDS,
-         grace: float = GRACE_SECONDS) -> tuple[Plan, pd.DataFrame]:
+         grace: float = GRACE_SECONDS, jobs: int = 1,
+         threads: int | None = None) -> tuple[Plan, pd.DataFrame]:
     """Run every study of `grid` to `trials` finished trials (complete or pruned) in `storage`
     (default `default_storage`), sharing them with any other process on it; returns the plan
-    and `trial_frame`. A feature file older than format version 3 is a user error."""
+    and `trial_frame`. A feature file older than format version 3 is a user error.
+
+    jobs: trials at once, this process and `jobs - 1` helper processes on the same storage, each
+    starting at another study; threads: torch/faiss threads of each (default: the CPUs // jobs
+    when jobs > 1, else torch's and faiss's own)."""
     tuning = plan(grid, trials)
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
+    _check_features(tuning, data_dir, device)
+    url = storage or default_storage(results_dir)
+    store = open_storage(url, heartbeat, grace)
+    if jobs > 1 and threads is None:
+        threads = max(1, cpu_count() // jobs)
+    work = dict(data_dir=data_dir, results_dir=results_dir, prune=prune, reuse=reuse,
+                device=device, heartbeat=heartbeat)
+    with LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool:
+        helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
+                               len(tuning.studies) * job // jobs, logging.getLogger().level)
+                   for job in range(1, jobs)]
+        _work(tuning, store, threads, work, first=0)
+        for helper in helpers:
+            if helper.exception():  # its trials were failed when it went silent, and run here
+                log.warning("tune: a helper process failed: %s", helper.exception())
+    return tuning, trial_frame(tuning, store, prune)
+
+
+def _check_features(tuning: Plan, data_dir: Path, device: str) -> None:
+    """Extract the missing feature files; refuse one older than format version 3 and the unseen
+    protocol on multi-label data, before anything trains."""
     configs = [study.base for study in tuning.studies]
     _prepare_features(configs, data_dir, device)
     for dataset, feature in sorted({(c.dataset, c.feature) for c in configs}):
@@ -224,15 +250,33 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
             raise GslbenchError(f"{path}: older than format_version 3 (no held-out validation "
                                 f"split); run `gslbench features {dataset}` again to rewrite its "
                                 "split (the features are kept)")
-    for config in configs:  # the unseen protocol needs single-label data: fail before training
+    for config in configs:
         read_feature_file(feature_path(data_dir, config.dataset, config.feature), "validation",
                           config.protocol)
-    store = open_storage(storage or default_storage(results_dir), heartbeat, grace)
+
+
+def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
+          work: dict[str, Any], first: int) -> None:
+    """Run the plan's studies, from study `first` round to the one before it, at `threads`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for study in tuning.studies:
-        _run_study(study, store, tuning.trials, prune, heartbeat,
-                   lambda s, t: run_trial(s, t, data_dir, results_dir, trials, prune, reuse, device))
-    return tuning, trial_frame(tuning, store, prune)
+    order = tuning.studies[first:] + tuning.studies[:first]
+    data_dir, results_dir = work["data_dir"], work["results_dir"]
+    prune, reuse, device = work["prune"], work["reuse"], work["device"]
+    with limit_threads(threads) if threads else contextlib.nullcontext():
+        for study in order:
+            _run_study(study, store, tuning.trials, prune, work["heartbeat"],
+                       lambda s, t: run_trial(s, t, data_dir, results_dir, tuning.trials, prune,
+                                              reuse, device))
+
+
+def _helper(tuning: Plan, url: str, grace: float, threads: int | None, work: dict[str, Any],
+            first: int, level: int) -> None:
+    """A helper process of `tune(jobs=...)`: the plan's studies on the shared storage, logging
+    at the tune process's `level`."""
+    logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr)
+    if level > logging.DEBUG:  # as the CLI: how faiss loaded only with -v
+        logging.getLogger("faiss").setLevel(logging.WARNING)
+    _work(tuning, open_storage(url, work["heartbeat"], grace), threads, work, first)
 
 
 def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, prune: bool,
@@ -300,78 +344,13 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
                                        "pruned_at"])
 
 
-def choose(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per (cell, method): the complete trial of highest mean validation mAP (ties: the lowest
-    trial number). Columns: cell, method, trial, variant, knobs, validation_map."""
-    complete = trials[trials.state == "complete"].sort_values(["value", "trial"],
-                                                              ascending=[False, True])
-    best = complete.drop_duplicates(["cell", "method"]).sort_values(["cell", "method"])
-    return pd.DataFrame({"cell": best.cell, "method": best.method, "trial": best.trial,
-                         "variant": best.variant, "knobs": best.knobs,
-                         "validation_map": best.value.astype(float)}).reset_index(drop=True)
-
-
-def summary(tuning: Plan, grid_file: str | Path, prune: bool) -> str:
-    """What was tuned and how, in a few lines (the tuned file's header, the document's preamble)."""
-    spaces = "; ".join(
-        f"`{name}`: " + ", ".join(f"{knob.symbol or knob.name} {_space_text(knob)}"
-                                  for knob in METHODS[name].knobs if knob.space)
-        for name in dict.fromkeys(study.method for study in tuning.studies)
-        if METHODS[name].knobs)
-    return (f"Generated by `gslbench tune {grid_file} --trials {tuning.trials}"
-            f"{'' if prune else ' --no-prune'}`: one Optuna study per cell and method, "
-            f"{tuning.trials} trials for every method with knobs (one for a method without): "
-            "the method's default first, then draws of a TPE sampler seeded per study from "
-            f"the knobs' search spaces ({spaces}). Each trial trained at seeds "
-            f"{', '.join(map(str, tuning.seeds))} on the training pool minus the validation "
-            "queries and the validation database, scored by the mAP of the validation queries "
-            "against the validation database (no item is scored that was trained on, no test "
-            "query or database item is used); "
-            + ("a successive-halving pruner (reduction factor "
-               f"{REDUCTION_FACTOR}) stopped weak trials on their validation mAP after each "
-               "codebook refit. " if prune else "no trial was pruned. ")
-            + "The choice of a cell: the complete trial of highest mean validation mAP.")
-
-
-def _space_text(knob: Setting) -> str:
-    kind, *bounds = knob.space
-    if kind == "choice":
-        return "in {" + ", ".join(map(str, bounds[0])) + "}"
-    low, high = (f"{bound:g}" for bound in bounds)
-    return f"in [{low}, {high}]" + (" (log)" if kind == "log" else "")
-
-
-def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path) -> pd.DataFrame:
-    """The evaluated test runs under RESULTS/runs of the tuned grid's settings at any seed (a test
-    grid has seeds of its own, e.g. `bench --seeds 0,1,2`): cell (JSON), method, variant, seed,
-    map (ADC / L2, codebooks fitted on the training representations)."""
-    wanted = {_seedless(config): config for config in tuned.cells(grid).cells()}
-    rows = []
-    for run in layout.list_runs(results_dir):
-        if not run.metrics.is_file():
-            continue
-        found, _ = load_config(run)
-        config = wanted.get(_seedless(found))
-        if config is None:
-            continue
-        cell = {name: getattr(config, name) for name in CELL_FIELDS}
-        rows.append({"cell": json.dumps(cell, sort_keys=True), "method": config.method,
-                     "variant": config.label, "seed": found.seed,
-                     "map": float(read_json(run.metrics)["map"])})
-    return pd.DataFrame(rows, columns=["cell", "method", "variant", "seed", "map"])
-
-
-def _seedless(config: RunConfig) -> str:
-    return dataclasses.replace(config, seed=0).run_id
-
-
 def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
                    out: str | Path | None = None, doc: str | Path | None = None,
                    intro: str = "", **options: Any) -> pd.DataFrame:
     """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml) and
     every trial to the tuning document `doc` (default RESULTS/tuning/tuning.md), with the tuned
     grid's test runs when every study has its choice. Returns `choose`'s frame. options: `tune`'s
-    (storage, prune, reuse, device). A study left without a complete trial is a user error,
+    (storage, prune, reuse, device, jobs). A study left without a complete trial is a user error,
     raised after the others' choices are written."""
     prune = options.get("prune", True)
     tuning, trial_rows = tune(grid, data_dir, results_dir, trials, **options)
@@ -380,7 +359,7 @@ def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, tr
     if not chosen.empty:
         tuned = Tuned.from_choices(tuning, chosen)
         tests = test_results(tuned, grid, results_dir) if not missing \
-            else pd.DataFrame(columns=["cell", "method", "variant", "seed", "map"])
+            else pd.DataFrame(columns=TEST_COLUMNS)
         write_outputs(tuning, trial_rows, chosen, tests, grid.source or "grid",
                       out or layout.tuned_path(results_dir),
                       doc or layout.tuning_table_path(results_dir), prune, intro)
@@ -388,16 +367,3 @@ def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, tr
         raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
                             "logged above): run the same tune again to retry them")
     return chosen
-
-
-def write_outputs(tuning: Plan, trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
-                  grid_file: str | Path, out: str | Path, doc: str | Path, prune: bool,
-                  intro: str = "") -> None:
-    """Write the tuned file `out` (`Tuned`) and the tuning document `doc` (`report.tuning`)."""
-    text = summary(tuning, grid_file, prune)
-    Tuned.from_choices(tuning, chosen).write(out, header=textwrap.fill(text, 98))
-    Path(doc).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(doc) as tmp:
-        tmp.write_text(tuning_document(trials, chosen, tests, textwrap.fill(text, 98), intro),
-                       encoding="utf-8")
-

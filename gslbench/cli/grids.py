@@ -146,11 +146,14 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
 @click.option("--doc", type=click.Path(path_type=Path),
               help="The document of every trial (default: RESULTS/tuning/tuning.md).")
 @click.option("--doc-intro", type=click.File("r"), help="Markdown to put at the top of --doc.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials at once: this process and JOBS - 1 helper processes on the storage, "
+                   "each with CPUs // JOBS torch/faiss threads.")
 @device_option
 @click.pass_context
 def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, prune: bool,
          no_reuse: bool, out: Path | None, doc: Path | None, doc_intro: TextIO | None,
-         device: str) -> None:
+         jobs: int, device: str) -> None:
     """Choose each method's knobs on the validation split: an Optuna search, the same number of
     trials for every method.
 
@@ -160,7 +163,7 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
     training pool minus the validation queries and database, scored by validation mAP. Runs go
     to RESULTS/tuning/runs, studies to --storage; several tune processes on one storage share
     the trials, and a killed tune resumes. The choices go to --out, every trial to --doc.
-    Example: gslbench tune benchmarks/tuning.toml --trials 8 && gslbench bench
+    Example: gslbench tune benchmarks/tuning.toml --trials 8 -j 2 && gslbench bench
     benchmarks/results.toml --tuned results/tuning/tuned.toml
     """
     from gslbench.bench import tune as tune_module  # pandas: loaded to tune
@@ -171,7 +174,8 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
     doc = doc or layout.tuning_table_path(results_dir)
     chosen = tune_module.tune_and_write(grid, ctx.obj["data_dir"], results_dir, trials, out, doc,
                                         doc_intro.read() if doc_intro else "", storage=storage,
-                                        prune=prune, reuse=not no_reuse, device=device)
+                                        prune=prune, reuse=not no_reuse, device=device,
+                                        jobs=jobs)
     click.echo(f"{len(chosen)} choices written to {out}; every trial in {doc}")
 
 

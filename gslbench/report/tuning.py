@@ -131,7 +131,7 @@ def trials_markdown(trials: pd.DataFrame, chosen: pd.DataFrame) -> str:
 def tuning_document(trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
                     summary: str, intro: str = "") -> str:
     """docs/tuning.md from tune's trial frame (`bench.tune.trial_frame`), its choices
-    (`bench.tune.choose`) and the test runs of the tuned grid (`bench.tune.test_results`, empty
+    (`bench.choices.choose`) and the test runs of the tuned grid (`bench.choices.test_results`, empty
     before bench ran them): the title, `intro`, `summary`, what pruning saved, the choices, how
     validation agrees with test, every trial."""
     table = agreement(chosen, tests)
