@@ -5,6 +5,7 @@ storage, controls, then bench --tuned on digits in both protocols."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ import optuna
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from optuna.trial import TrialState
 
 from gslbench.bench import tune
 from gslbench.bench.grid import Grid
@@ -359,3 +361,17 @@ def test_tune_with_two_jobs_runs_each_trial_once_at_its_share_of_the_threads(tmp
         assert json.loads((run / "config.json").read_text())["threads"] == {"torch": threads,
                                                                            "faiss": threads}
     assert "2 choices written" in result.output
+
+
+def test_progress_counts_the_finished_trials_of_every_process(caplog):
+    store = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="a", storage=store)
+    for state, value in ((TrialState.COMPLETE, 0.5), (TrialState.PRUNED, None),
+                         (TrialState.FAIL, None)):  # as another process left them
+        study.add_trial(optuna.trial.create_trial(state=state, value=value))
+    progress = tune.TrialProgress([("a", 4), ("b", 2)], store, bar=False)  # b: not created yet
+    assert (progress.planned, progress.finished()) == (6, 2)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.7))
+    with caplog.at_level(logging.INFO, logger="gslbench"), progress:
+        progress.trial_done("a: trial 3 complete")
+    assert "[3/6] a: trial 3 complete" in caplog.messages

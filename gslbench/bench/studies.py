@@ -7,7 +7,9 @@ any URL Optuna's RDB storage takes) with heartbeats, through which a killed tria
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gslbench import layout
 from gslbench.config import FIELDS, KNOBS, RunConfig
@@ -32,6 +36,8 @@ HEARTBEAT_SECONDS = 10.0  # how often a running trial says it is alive
 GRACE_SECONDS = 60.0  # a RUNNING trial silent this long is failed (its process died) and re-run
 REDUCTION_FACTOR = 3  # successive halving keeps the best third at each rung
 SQLITE_TIMEOUT_SECONDS = 120  # how long a process waits for another's write to the SQLite file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -191,3 +197,48 @@ def load_study(study: Study, storage: optuna.storages.BaseStorage, prune: bool,
     return optuna.create_study(storage=storage, study_name=study.name(prune), direction="maximize",
                                sampler=StudySampler(study.sampler_seed, study.default),
                                pruner=pruner, load_if_exists=True)
+
+
+class TrialProgress:
+    """Finished trials of a plan's studies (every process's on the storage) against those
+    planned, and one INFO line per trial this process finished, `[12/80] gsl digits ... prune:
+    trial 3 pruned`; on a terminal the lines go above a tqdm bar of the finished trials."""
+
+    def __init__(self, studies: list[tuple[str, int]], store: optuna.storages.BaseStorage,
+                 bar: bool) -> None:
+        """studies: (Optuna study name, trials it plans) of each study."""
+        self.names, self.store = [name for name, _ in studies], store
+        self.planned = sum(planned for _, planned in studies)
+        self.bar = tqdm(total=self.planned, initial=self.finished(), desc="tune", unit="trial",
+                        dynamic_ncols=True, bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| "
+                        "{elapsed}<{remaining}") if bar else None
+        self._redirect = logging_redirect_tqdm() if bar else contextlib.nullcontext()
+
+    def __enter__(self) -> TrialProgress:
+        self._redirect.__enter__()  # log lines go above the bar, never over it
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.n = self.finished()  # with the trials others finished meanwhile
+            self.bar.close()
+        self._redirect.__exit__(*exc_info)
+
+    def finished(self) -> int:
+        """Complete or pruned trials of the studies, in the storage."""
+        count = 0
+        for name in self.names:
+            try:
+                study_id = self.store.get_study_id_from_name(name)
+            except KeyError:  # not created yet
+                continue
+            count += len(self.store.get_all_trials(study_id, deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED)))
+        return count
+
+    def trial_done(self, text: str) -> None:
+        finished = self.finished()
+        if self.bar is not None:
+            self.bar.n = finished
+            self.bar.refresh()
+        log.info("[%d/%d] %s", finished, self.planned, text)

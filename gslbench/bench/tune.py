@@ -62,6 +62,7 @@ from gslbench.bench.studies import (
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
     Study,
+    TrialProgress,
     default_storage,
     load_study,
     open_storage,
@@ -210,15 +211,16 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
 def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
          storage: str | None = None, prune: bool = True, reuse: bool = True,
          device: str = "auto", heartbeat: float = HEARTBEAT_SECONDS,
-         grace: float = GRACE_SECONDS, jobs: int = 1,
-         threads: int | None = None) -> tuple[Plan, pd.DataFrame]:
+         grace: float = GRACE_SECONDS, jobs: int = 1, threads: int | None = None,
+         show_progress: bool = False) -> tuple[Plan, pd.DataFrame]:
     """Run every study of `grid` to `trials` finished trials (complete or pruned) in `storage`
     (default `default_storage`), sharing them with any other process on it; returns the plan
     and `trial_frame`. A feature file older than format version 3 is a user error.
 
     jobs: trials at once, this process and `jobs - 1` helper processes on the same storage, each
     starting at another study; threads: torch/faiss threads of each (default: the CPUs // jobs
-    when jobs > 1, else torch's and faiss's own)."""
+    when jobs > 1, else torch's and faiss's own); show_progress: a bar of the finished trials
+    (`TrialProgress`), else a log line per trial."""
     tuning = plan(grid, trials)
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
     _check_features(tuning, data_dir, device)
@@ -227,10 +229,11 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
     if jobs > 1 and threads is None:
         threads = max(1, cpu_count() // jobs)
     work = dict(data_dir=data_dir, results_dir=results_dir, prune=prune, reuse=reuse,
-                device=device, heartbeat=heartbeat)
+                device=device, heartbeat=heartbeat, bar=show_progress)
     with LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool:
         helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
-                               len(tuning.studies) * job // jobs, logging.getLogger().level)
+                               len(tuning.studies) * job // jobs,
+                               logging.WARNING if show_progress else logging.getLogger().level)
                    for job in range(1, jobs)]
         _work(tuning, store, threads, work, first=0)
         for helper in helpers:
@@ -262,17 +265,19 @@ def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
     order = tuning.studies[first:] + tuning.studies[:first]
     data_dir, results_dir = work["data_dir"], work["results_dir"]
     prune, reuse, device = work["prune"], work["reuse"], work["device"]
-    with limit_threads(threads) if threads else contextlib.nullcontext():
+    planned = [(study.name(prune), study.trials(tuning.trials)) for study in order]
+    with (limit_threads(threads) if threads else contextlib.nullcontext(),
+          TrialProgress(planned, store, work["bar"] and not first) as progress):
         for study in order:
             _run_study(study, store, tuning.trials, prune, work["heartbeat"],
                        lambda s, t: run_trial(s, t, data_dir, results_dir, tuning.trials, prune,
-                                              reuse, device))
+                                              reuse, device), progress.trial_done)
 
 
 def _helper(tuning: Plan, url: str, grace: float, threads: int | None, work: dict[str, Any],
             first: int, level: int) -> None:
     """A helper process of `tune(jobs=...)`: the plan's studies on the shared storage, logging
-    at the tune process's `level`."""
+    at `level` (the tune process's, or warnings only under its progress bar)."""
     logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr)
     if level > logging.DEBUG:  # as the CLI: how faiss loaded only with -v
         logging.getLogger("faiss").setLevel(logging.WARNING)
@@ -280,10 +285,12 @@ def _helper(tuning: Plan, url: str, grace: float, threads: int | None, work: dic
 
 
 def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, prune: bool,
-               heartbeat: float, objective: Callable[[Study, optuna.Trial], float]) -> None:
+               heartbeat: float, objective: Callable[[Study, optuna.Trial], float],
+               done: Callable[[str], None] = log.info) -> None:
     """Run trials of `study` until it has `trials` finished ones; wait for those other processes
     run (or for them to go stale, when they are failed and enqueued again). A study whose trials
-    fail `trials` times (each logged) is left without a choice."""
+    fail `trials` times (each logged) is left without a choice. `done` is told each trial this
+    process ran: `gsl digits ... prune: trial 3 pruned`."""
     first_refit = study.base.warmup_epochs or study.base.epochs_per_refit
     optuna_study = load_study(study, store, prune, first_refit)
     failures, ran = 0, []
@@ -307,9 +314,10 @@ def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, pr
         optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
                               catch=(Surplus, GslbenchError), callbacks=[record])
         for trial in ran:
-            if trial.state is TrialState.FAIL and not trial.user_attrs.get("surplus"):
-                failures += 1
-            log.info("%s: trial %d %s", study.name(prune), trial.number, trial.state.name.lower())
+            if trial.user_attrs.get("surplus"):  # asked for when another process took the last
+                continue
+            failures += trial.state is TrialState.FAIL
+            done(f"{study.name(prune)}: trial {trial.number} {trial.state.name.lower()}")
 
 
 def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
@@ -350,8 +358,8 @@ def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, tr
     """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml) and
     every trial to the tuning document `doc` (default RESULTS/tuning/tuning.md), with the tuned
     grid's test runs when every study has its choice. Returns `choose`'s frame. options: `tune`'s
-    (storage, prune, reuse, device, jobs). A study left without a complete trial is a user error,
-    raised after the others' choices are written."""
+    (storage, prune, reuse, device, jobs, show_progress). A study left without a complete trial
+    is a user error, raised after the others' choices are written."""
     prune = options.get("prune", True)
     tuning, trial_rows = tune(grid, data_dir, results_dir, trials, **options)
     chosen = choose(trial_rows)

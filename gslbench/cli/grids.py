@@ -175,7 +175,7 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
     chosen = tune_module.tune_and_write(grid, ctx.obj["data_dir"], results_dir, trials, out, doc,
                                         doc_intro.read() if doc_intro else "", storage=storage,
                                         prune=prune, reuse=not no_reuse, device=device,
-                                        jobs=jobs)
+                                        jobs=jobs, show_progress=show_progress(ctx))
     click.echo(f"{len(chosen)} choices written to {out}; every trial in {doc}")
 
 
