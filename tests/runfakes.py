@@ -37,7 +37,7 @@ def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True
     run = RunDir(root / config.run_id)
     run.path.mkdir(parents=True)
     run.config.write_text(json.dumps({"run": config.run_id, "config": config.to_dict(),
-                                      "label": config.label}))
+                                      "label": config.label, "train_seconds": 1.0}))
     quantized = config.method != "float"
     pd.DataFrame({"epoch": [1, 2, 3], "sim_loss": [1.0, 0.6, 1 - value],
                   "quant_mse": [np.nan, 0.2, value / 10] if quantized else [np.nan] * 3,

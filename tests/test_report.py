@@ -17,6 +17,7 @@ from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.report import select_runs, write_report
+from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.document import rebuild_tables
 from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, read_runs, tuned_figures_data
 from gslbench.report.plots import method_colours, robust_limits
@@ -617,3 +618,54 @@ def test_the_margin_option(tmp_path):
     bad = invoke(tmp_path, "report", "--margin", "-1")
     assert bad.exit_code == 2 and bad.output.strip() == (
         "gslbench: error: --margin -1.0 must be a positive mAP difference (e.g. 0.005)")
+
+
+def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):
+    runs = make_runs(tmp_path / "runs")
+    started = {"two-step": (0, 70.0), "gsl": (35, 25.0)}  # epochs trained, seconds
+    for run in runs:
+        record = json.loads(run.config.read_text())
+        method = record["config"]["method"]
+        if method in started:
+            trained, seconds = started[method]
+            record.update(epochs_trained=trained, train_seconds=seconds,
+                          started_from={"checkpoint": "0123456789abcdef", "epoch": 40 - trained})
+            run.config.write_text(json.dumps(record))
+    cost = read_cost(runs)
+    methods = [json.loads(r.config.read_text())["config"]["method"] for r in runs]
+    assert cost.method.tolist() == methods and (cost.epochs_planned == 40).all()
+    by_method = cost.groupby("method").agg(trained=("epochs_trained", "sum"), runs=("run", "size"),
+                                           reused=("reused", "sum"), seconds=("train_s", "sum"))
+    counts = pd.Series(methods).value_counts()
+    for method, row in by_method.iterrows():
+        trained, seconds = started.get(method, (40, 1.0))
+        assert (row.runs, row.trained, row.seconds) == (counts[method], trained * counts[method],
+                                                        seconds * counts[method])
+        assert row.reused == (counts[method] if method in started else 0)
+    planned = 40 * len(runs)
+    trained = sum(started.get(m, (40, 1.0))[0] for m in methods)
+    text = "\n".join(cost_section(cost))
+    assert (f"trained {trained} of the {planned} epochs" in text
+            and f"saved {planned - trained} ({(planned - trained) / planned:.0%})" in text)
+    assert "| method | runs | from a checkpoint | epochs planned | epochs trained |" in text
+    report = tmp_path / "report"
+    write_report(runs, report)
+    assert "## What the runs cost" in (report / "tables.md").read_text()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"epochs_trained": 41}, "'epochs_trained' is 41"),
+    ({"epochs_trained": -1}, "'epochs_trained' is -1"),
+    ({"train_seconds": -1.0}, "'train_seconds' is -1.0"),
+    ({"train_seconds": "1.0"}, "'train_seconds' is '1.0'"),
+    ({"train_seconds": None}, "'train_seconds' is None"),
+    ({"run": "0" * 12}, "not the config.json of run"),
+])
+def test_a_config_json_out_of_range_or_not_the_runs_is_refused(tmp_path, change, fragment):
+    run = make_runs(tmp_path / "runs")[0]
+    record = json.loads(run.config.read_text())
+    record.update(change)
+    run.config.write_text(json.dumps(record))
+    with pytest.raises(GslbenchError, match=re.escape(fragment)) as caught:
+        read_cost([run])
+    assert str(run.config) in str(caught.value)

@@ -22,6 +22,7 @@ import pandas as pd
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
+from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.document import found_section, results_csv, results_document, settings_section
 from gslbench.report.frames import Evaluated, axes_summary, read_runs
 from gslbench.report.page import report_html
@@ -108,7 +109,8 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     tables = paper_tables(results)
     made = generator()
     compared = comparisons(results, margin=margin, pairs="all")
-    markdown = report_markdown(data, tables, compared, made, margin)
+    cost = read_cost(run for run in runs if run.evaluations())
+    markdown = report_markdown(data, tables, compared, made, margin, cost)
     _check_out_dir(out_dir)
     with _staging(out_dir) as staging:
         _write_csv(results, staging / "results.csv")
@@ -130,20 +132,22 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     if doc is not None:
         csv = doc.with_suffix(".csv")
         _write_csv(results_csv(results), csv)
-        write_text(doc, results_document(data, doc_intro, margin, csv.name))
+        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost))
     return results, markdown
 
 
 def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.DataFrame,
-                    made: dict[str, str], margin: float = MARGIN) -> str:
+                    made: dict[str, str], margin: float = MARGIN,
+                    cost: pd.DataFrame | None = None) -> str:
     """tables.md: the title, what made the report (`summary.generator`), what it found (from
-    `compared`, `stats.comparisons(..., pairs="all")`), the settings, the tables."""
+    `compared`, `stats.comparisons(..., pairs="all")`), the settings, what the runs cost
+    (`cost.read_cost`'s frame), the tables."""
     return "\n".join([
         "# gslbench report", "",
         f"{generator_text(made)} From {len(data.results)} evaluations of {len(data.configs)} runs "
         f"({axes_summary(data.results)}).", "",
         *found_section(tables, compared, margin), *settings_section(data),
-        tables_markdown(tables)])
+        *(cost_section(cost) if cost is not None else []), tables_markdown(tables)])
 
 
 def _check_metrics(runs: list[RunDir]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from gslbench.errors import GslbenchError
+from gslbench.report.cost import cost_section
 from gslbench.report.frames import (
     DEFAULT_MODE,
     KEY_DEFAULTS,
@@ -285,10 +286,10 @@ def cpu_model() -> str:
 
 
 def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
-                     csv_name: str | None = None) -> str:
+                     csv_name: str | None = None, cost: pd.DataFrame | None = None) -> str:
     """docs/results.md: what it found, provenance, settings, the mAP, gap-to-float and
-    quantization-error tables, the paired comparisons and the quantization errors of the training
-    set, database and queries.
+    quantization-error tables, the paired comparisons, the quantization errors of the training
+    set, database and queries, and what the runs cost (`cost.read_cost`'s frame).
 
     `intro` (Markdown: protocol, tuning budget) goes right after the title; `csv_name` is the
     per-seed CSV written beside the document (named in its provenance)."""
@@ -307,5 +308,6 @@ def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
         *settings_section(data),
         tables,
         *error_section(data),
+        *(cost_section(cost) if cost is not None else []),
     ]
     return "\n".join(lines) + "\n"
