@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The results campaign (issue 25): benchmarks/tuning.toml, then benchmarks/results.toml with the
-# tuned knobs, then the results document, then tune again (it reruns nothing) so that the tuning
-# document compares validation with test. Every step resumes: run this again after a kill or in a
+# The results campaign (issue 25): benchmarks/tuning.toml, a few of its cells again without
+# pruning (benchmarks/tuning_both_ways.toml), then benchmarks/results.toml with the tuned knobs,
+# then the results document, then tune again (it reruns nothing) so that the tuning document
+# compares validation with test and the choices with and without pruning. Every step resumes: run this again after a kill or in a
 # new session, and it continues where it stopped. Each step's start and end go to stderr (UTC),
 # for the per-part times in docs/results_intro.md.
 #   benchmarks/campaign.sh 2>&1 | tee -a results/campaign.log
@@ -21,6 +22,8 @@ tune() {
 step "features" sh -c "$gslbench download fashion-mnist && $gslbench features fashion-mnist \
     && $gslbench download digits && $gslbench features digits"
 step "tune" tune
+step "tune without pruning" "$gslbench" tune benchmarks/tuning_both_ways.toml --trials 8 -j 2 \
+    --no-prune --out results/tuning/tuned-no-prune.toml --doc results/tuning/no-prune.md
 step "bench" "$gslbench" bench benchmarks/results.toml --tuned results/tuning/tuned.toml -j 2
 step "report" "$gslbench" report --doc docs/results.md --doc-intro docs/results_intro.md
 step "tune again" tune

@@ -146,6 +146,14 @@ def test_tuning_toml_tunes_exactly_the_cells_of_results_toml():
     assert not plan.controls  # the controls are results.toml's alone
 
 
+def test_tuning_both_ways_toml_tunes_studies_of_tuning_toml():
+    both_ways = tune.plan(Grid.from_mapping(registered("tuning_both_ways.toml")[0]), trials=8)
+    full = tune.plan(Grid.from_mapping(registered("tuning.toml")[0]), trials=8)
+    keys = {study.key for study in both_ways.studies}
+    assert len(keys) == 2 * 5 and keys <= {study.key for study in full.studies}
+    assert both_ways.seeds == full.seeds
+
+
 def test_grid_parts_are_a_union_and_flags_override_every_part(tmp_path):
     grid = write_toml(tmp_path, 'method = "two-step"\nseed = [0, 1]\n[[grid]]\nbits = [8, 16]\n'
                                 "sub_bits = 4\n[[grid]]\nbits = 16\nseed = 5\n")

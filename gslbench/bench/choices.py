@@ -96,12 +96,14 @@ def _seedless(config: RunConfig) -> str:
 
 def write_outputs(tuning: Plan, trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
                   grid_file: str | Path, out: str | Path, doc: str | Path, prune: bool,
-                  intro: str = "") -> None:
-    """Write the tuned file `out` (`Tuned`) and the tuning document `doc` (`report.tuning`)."""
+                  intro: str = "", other: tuple[pd.DataFrame, pd.DataFrame, bool] | None = None
+                  ) -> None:
+    """Write the tuned file `out` (`Tuned`) and the tuning document `doc` (`report.tuning`;
+    `other`: its studies tuned the other way, see `tuning_document`)."""
     text = summary(tuning, grid_file, prune)
     Tuned.from_choices(tuning, chosen).write(out, header=textwrap.fill(text, 98))
     Path(doc).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(doc) as tmp:
-        tmp.write_text(tuning_document(trials, chosen, tests, textwrap.fill(text, 98), intro),
-                       encoding="utf-8")
+        tmp.write_text(tuning_document(trials, chosen, tests, textwrap.fill(text, 98), intro,
+                                       other), encoding="utf-8")
 

@@ -357,9 +357,10 @@ def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, tr
                    intro: str = "", **options: Any) -> pd.DataFrame:
     """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml) and
     every trial to the tuning document `doc` (default RESULTS/tuning/tuning.md), with the tuned
-    grid's test runs when every study has its choice. Returns `choose`'s frame. options: `tune`'s
-    (storage, prune, reuse, device, jobs, show_progress). A study left without a complete trial
-    is a user error, raised after the others' choices are written."""
+    grid's test runs when every study has its choice, and the choices of its studies the storage
+    also holds tuned the other way (with or without pruning). Returns `choose`'s frame.
+    options: `tune`'s (storage, prune, reuse, device, jobs, show_progress). A study left without
+    a complete trial is a user error, raised after the others' choices are written."""
     prune = options.get("prune", True)
     tuning, trial_rows = tune(grid, data_dir, results_dir, trials, **options)
     chosen = choose(trial_rows)
@@ -368,9 +369,12 @@ def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, tr
         tuned = Tuned.from_choices(tuning, chosen)
         tests = test_results(tuned, grid, results_dir) if not missing \
             else pd.DataFrame(columns=TEST_COLUMNS)
+        store = open_storage(options.get("storage") or default_storage(results_dir))
+        other = trial_frame(tuning, store, not prune)  # studies also tuned the other way
         write_outputs(tuning, trial_rows, chosen, tests, grid.source or "grid",
                       out or layout.tuned_path(results_dir),
-                      doc or layout.tuning_table_path(results_dir), prune, intro)
+                      doc or layout.tuning_table_path(results_dir), prune, intro,
+                      (other, choose(other), prune))
     if missing:
         raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
                             "logged above): run the same tune again to retry them")

@@ -128,18 +128,58 @@ def trials_markdown(trials: pd.DataFrame, chosen: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
+def both_ways_markdown(trials: pd.DataFrame, chosen: pd.DataFrame, other: pd.DataFrame,
+                       other_chosen: pd.DataFrame, pruned: bool) -> str:
+    """The (cell, method) studies tuned both with and without pruning: each way's choice and its
+    validation mAP, whether the choice is the same, and the epochs each way trained. `trials`
+    and `chosen` are this tune's (with pruning when `pruned`), `other` and `other_chosen` the
+    other way's (`bench.tune.trial_frame` and `bench.choices.choose` frames)."""
+    keys = ["cell", "method"]
+    both = chosen.merge(other_chosen, on=keys, suffixes=("", "_other"))
+    epochs = trials.groupby(keys).epochs_trained.sum().rename("epochs")
+    other_epochs = other.groupby(keys).epochs_trained.sum().rename("epochs_other")
+    both = both.join(epochs, on=keys).join(other_epochs, on=keys)
+    if pruned:
+        with_, without = "", "_other"
+    else:
+        with_, without = "_other", ""
+    same = both.variant == both.variant_other
+    frame = pd.DataFrame({
+        "cell": both.cell.map(cell_title), "method": both.method,
+        "with pruning": both["variant" + with_] + " (" + both["validation_map" + with_].map(
+            "{:.4f}".format) + ")",
+        "without pruning": both["variant" + without] + " (" + both[
+            "validation_map" + without].map("{:.4f}".format) + ")",
+        "same choice": same.map({True: "yes", False: "no"}),
+        "epochs with / without": both["epochs" + with_].astype(str) + " / "
+        + both["epochs" + without].astype(str)})
+    trained, full = int(both["epochs" + with_].sum()), int(both["epochs" + without].sum())
+    return "\n".join([
+        f"{len(both)} stud(ies) were tuned both ways: pruning kept the choice in {int(same.sum())}"
+        f" and trained {trained} of the {full} epochs the search without it trained"
+        + (f" ({(full - trained) / full:.0%} fewer)." if full else "."), "",
+        frame_markdown(frame)])
+
+
 def tuning_document(trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
-                    summary: str, intro: str = "") -> str:
+                    summary: str, intro: str = "",
+                    other: tuple[pd.DataFrame, pd.DataFrame, bool] | None = None) -> str:
     """docs/tuning.md from tune's trial frame (`bench.tune.trial_frame`), its choices
-    (`bench.choices.choose`) and the test runs of the tuned grid (`bench.choices.test_results`, empty
-    before bench ran them): the title, `intro`, `summary`, what pruning saved, the choices, how
-    validation agrees with test, every trial."""
+    (`bench.choices.choose`) and the test runs of the tuned grid (`bench.choices.test_results`,
+    empty before bench ran them): the title, `intro`, `summary`, what pruning saved (and, with
+    `other` = (the other way's trials, its choices, whether this tune pruned) for studies also
+    tuned the other way, `both_ways_markdown`), the choices, how validation agrees with test,
+    every trial."""
     table = agreement(chosen, tests)
+    both_ways = []
+    if other is not None and not other[1].empty:
+        both_ways = ["### Tuned with and without pruning", "",
+                     both_ways_markdown(trials, chosen, *other), ""]
     return "\n".join([
         "# gslbench tuning", "",
         *([intro.strip(), ""] if intro.strip() else []),
         summary.strip(), "",
-        "## What pruning saved", "", pruning_markdown(trials), "",
+        "## What pruning saved", "", pruning_markdown(trials), "", *both_ways,
         "## The choices", "", choices_markdown(chosen), "",
         "## Validation against test", "",
         agreement_markdown(table) if not table.empty else
