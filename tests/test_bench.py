@@ -122,6 +122,12 @@ def test_results_toml_is_the_campaign_of_issue_25(tmp_path):
     alpha, select = (next(k.default for k in default.knobs if k.name == name)
                      for name in ("gsl_alpha", "gsl_select"))
     assert controls == {(alpha, select), (0.0, select), (alpha, "aligned"), (alpha, "nearest")}
+    gsl_knobs = {knob.name for knob in default.knobs}
+    parts = [part for part in read_grid_file(BENCHMARKS / "results.toml")["grid"]
+             if gsl_knobs & set(part)]
+    assert len(parts) == 2  # α = 0, and each select rule
+    for part in parts:  # a control fixes every knob: one row across code lengths
+        assert set(part) >= gsl_knobs and part["method"] == "gsl"
     quantized = len(METHODS) - 1  # all but float
     floats = 2 * 10 + 2 * 5  # a float run per data set, protocol and seed
     nearest = 2 * 2 * 3 * 10  # the select control the default (aligned) does not already give
