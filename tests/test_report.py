@@ -669,3 +669,9 @@ def test_a_config_json_out_of_range_or_not_the_runs_is_refused(tmp_path, change,
     with pytest.raises(GslbenchError, match=re.escape(fragment)) as caught:
         read_cost([run])
     assert str(run.config) in str(caught.value)
+
+
+def test_a_zero_difference_taken_either_way_prints_as_plus_zero():
+    from gslbench.report.summary import _signed
+    assert [_signed(v) for v in (-0.0, 0.0, -1 * 0.0, 0.01234, -0.01234)] == [
+        "+0.0000", "+0.0000", "+0.0000", "+0.0123", "-0.0123"]

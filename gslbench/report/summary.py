@@ -98,6 +98,11 @@ def _comparison_lookup(compared: pd.DataFrame, key: tuple) -> dict[tuple, pd.Ser
     return {(row.code_bits, row.method, row.against): row for _, row in mine.iterrows()}
 
 
+def _signed(value: float) -> str:
+    """`+0.0123`; a zero difference is `+0.0000` whichever way it was taken (never `-0.0000`)."""
+    return f"{value + 0.0:+.4f}"
+
+
 def _against(lookup: dict[tuple, pd.Series], bits: int, best: str,
              other: str | None) -> list[str]:
     """[difference text, verdict] of `best` against `other` at `bits` (either order in
@@ -110,10 +115,10 @@ def _against(lookup: dict[tuple, pd.Series], bits: int, best: str,
     if row is None:
         return [MISSING, MISSING]
     if row.n < 2:
-        return [f"{sign * row['mean']:+.4f} ({row.n} seed)", row.verdict]
+        return [f"{_signed(sign * row['mean'])} ({row.n} seed)", row.verdict]
     low, high = sorted((sign * row.low, sign * row.high))
-    text = (f"{sign * row['mean']:+.4f} [{low:+.4f}, {high:+.4f}], p={row.p_holm:.3g} "
-            f"({row.n} seeds)")
+    text = (f"{_signed(sign * row['mean'])} [{_signed(low)}, {_signed(high)}], "
+            f"p={row.p_holm:.3g} ({row.n} seeds)")
     return [text, FLIPPED.get(row.verdict, row.verdict) if sign < 0 else row.verdict]
 
 
