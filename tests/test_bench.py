@@ -125,7 +125,7 @@ def test_results_toml_is_the_campaign_of_issue_25(tmp_path):
     gsl_knobs = {knob.name for knob in default.knobs}
     parts = [part for part in read_grid_file(BENCHMARKS / "results.toml")["grid"]
              if gsl_knobs & set(part)]
-    assert len(parts) == 2  # α = 0, and each select rule
+    assert len(parts) == 2  # α = 0, and the nearest select rule
     for part in parts:  # a control fixes every knob: one row across code lengths
         assert set(part) >= gsl_knobs and part["method"] == "gsl"
     quantized = len(METHODS) - 1  # all but float
