@@ -356,7 +356,7 @@ def test_train_off_a_terminal_logs_a_line_per_refit(digits_runs, tmp_path):
     assert done.returncode == 0, done.stderr
     log = pd.read_csv(Path(tmp_path / done.stdout.strip()) / "train_log.csv")
     lines = [line for line in done.stderr.splitlines() if line.startswith("gslbench: train ")]
-    assert lines == [f"gslbench: train qloss λ=0.1: epoch {row.epoch}/5, sim loss {row.sim_loss:.4f}, "
+    assert lines == [f"gslbench: train qloss λ=2.7: epoch {row.epoch}/5, sim loss {row.sim_loss:.4f}, "
                      f"quant mse {row.quant_mse_refit:.4g}"
                      for row in log.itertuples() if row.epoch in (1, 3, 5)]
     quiet = command(tmp_path, "-q", "train", "--method", "qloss", "--bits", "16", "--epochs", "5",

@@ -80,3 +80,20 @@ def test_readme_is_the_front_door():
     assert "make bench" in text and "make test" in text
     linked = set(re.findall(r"\]\((docs/[^)#\s]+)", text))
     assert linked and all((ROOT / name).is_file() for name in linked), linked
+
+
+def test_every_default_is_the_campaigns_most_frequent_choice():
+    """The knob defaults follow docs/tuning.md's table of the campaign's most frequent choices
+    (`gslbench.report.tuning.frequent_choices`): a new tuning campaign moves them."""
+    from gslbench.methods import METHODS
+
+    text = (ROOT / "docs" / "tuning.md").read_text(encoding="utf-8")
+    section = text.split("## The most frequent choices", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| ")
+            and not line.startswith("| method")]
+    assert {row[0] for row in rows} == {"qloss", "gsl", "ste", "soft", "gumbel"}
+    for method, symbol, choice, *_ in rows:
+        knob = next(k for k in METHODS[method].knobs if k.symbol == symbol)
+        default = f"{knob.default:.3g}" if isinstance(knob.default, float) else str(knob.default)
+        assert choice == default, (method, symbol, choice, default)

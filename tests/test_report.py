@@ -25,7 +25,7 @@ from gslbench.report.stats import comparisons
 from gslbench.report.summary import generator, settings_tables
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown, tuned_rows
 
-GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=0.1"
+GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=2.7"
 # the default protocol, codebook fit and mode, and no condition, go unsaid in titles
 KEY = ("digits", "pixels", "standard", "pairwise", "pq", 8, "train", "adc", "l2", "")
 SLUG = "digits-pixels-pairwise-pq-256w"
@@ -81,12 +81,13 @@ def test_missing_cells_and_variants_of_one_method(tmp_path):
             make_run(tmp_path, RunConfig(method="qloss", bits=32, qloss_lambda=1.0), 0.8),
             make_run(tmp_path, RunConfig(method="qloss", bits=16, qloss_lambda=0.1), 0.75)]
     tables = paper_tables(read_runs(runs).results)
+    low = "qloss λ=0.1"
     map_table = tables[0]
-    assert list(map_table.value.index) == ["float", QLOSS, "qloss λ=1"]
-    assert map_table.cells().at[QLOSS, 32] == "—" and not map_table.best.at[QLOSS, 32]
+    assert list(map_table.value.index) == ["float", low, "qloss λ=1"]
+    assert map_table.cells().at[low, 32] == "—" and not map_table.best.at[low, 32]
     assert map_table.best[32].tolist() == [False, False, True]
     assert tables_markdown(tables).count("| — |") == 3  # in the mAP, gap and error tables
-    assert tables[1].cells().at[QLOSS, 16] == "+0.1500 (1)"  # no spread from single seeds
+    assert tables[1].cells().at[low, 16] == "+0.1500 (1)"  # no spread from single seeds
     assert r"qloss $\lambda$=0.1 & \textbf{0.7500 (1)} & --- \\" in tables_latex(tables)  # one seed
     assert set(method_colours(map_table.value.index).values()) == {"#000000", "#1f77b4", "#ff7f0e"}
 
@@ -115,7 +116,7 @@ def test_latex_tables_are_booktabs_with_a_row_per_method(report):
         assert text.count(rule) == 3
     map_table, gap_table = text.split(r"\end{table}")[:2]
     assert re.findall(r"^(.*?) & ", map_table, re.M) == [
-        "Method", "float", "two-step", r"qloss $\lambda$=0.1", r"gsl $\alpha$=1 k=8 select=aligned"]
+        "Method", "float", "two-step", r"qloss $\lambda$=2.7", r"gsl $\alpha$=1 k=8 select=aligned"]
     assert map_table.count(r"\midrule") == 2  # under the header, and under the float ceiling
     assert gap_table.count(r"\midrule") == 1 and gap_table.count(r"\\") == 4
     assert r"\textbf{0.8000 $\pm$ 0.0200 (3)}" in map_table and map_table.count(r"\textbf") == 3
@@ -266,11 +267,11 @@ def test_the_report_opens_with_what_it_found_and_the_settings(report):
                           f"{made['gslbench']} (commit {made['commit']}).")
     # 16 bits: gsl and qloss tie at 0.80 on mean (gsl ahead in the last digits); 32 bits:
     # qloss, then two-step and gsl tie at 0.75 (two-step first in report order)
-    assert ("| 16 | gsl α=1 k=8 select=aligned (0.8000) | qloss λ=0.1 (0.8000) | +0.0000 "
+    assert ("| 16 | gsl α=1 k=8 select=aligned (0.8000) | qloss λ=2.7 (0.8000) | +0.0000 "
             "[-0.0430, +0.0430], p=1 (3 seeds) | inconclusive | +0.1000 [+0.0570, +0.1430], "
             "p=0.0197 (3 seeds) | better |") in top
-    assert "| 32 | qloss λ=0.1 (0.8500) | two-step (0.7500) | +0.1000" in top
-    assert ("Best by mean mAP: gsl α=1 k=8 select=aligned at 16 bits; qloss λ=0.1 at 32 bits. "
+    assert "| 32 | qloss λ=2.7 (0.8500) | two-step (0.7500) | +0.1000" in top
+    assert ("Best by mean mAP: gsl α=1 k=8 select=aligned at 16 bits; qloss λ=2.7 at 32 bits. "
             "Against the runner-up: 1 better, 1 inconclusive. Against two-step: 2 better.") in top
     assert "| epochs | 40 | 21 |" in top  # the same for every run
     assert "| gsl_alpha | 1 | 6 |" in top  # a knob: its method's runs
@@ -362,6 +363,28 @@ def test_report_command_filters_and_errors(tmp_path):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert lines[0].startswith(f"gslbench: error: {message}")
+
+
+def test_report_on_a_grid_takes_its_cells_only(tmp_path):
+    make_runs(tmp_path / "runs")
+    make_runs(tmp_path / "runs", dataset="fashion-mnist")
+    grid = tmp_path / "grid.toml"  # 6 cells, of which seed 3 of each method was never run
+    grid.write_text('dataset = "digits"\nmethod = ["two-step", "qloss"]\nbits = 16\n'
+                    'seed = [0, 1, 3]\n', encoding="utf-8")
+    result = invoke(tmp_path, "report", "--grid", str(grid), "--out", str(tmp_path / "grid"))
+    assert result.exit_code == 0, result.output
+    found = pd.read_csv(tmp_path / "grid" / "results.csv")
+    assert sorted(zip(found.method, found.seed, strict=True)) == [
+        ("qloss", 0), ("qloss", 1), ("two-step", 0), ("two-step", 1)]
+    assert set(found.dataset) == {"digits"} and set(found.code_bits) == {16}
+    missing = sorted(RunConfig(dataset="digits", method=m, bits=16, seed=3).run_id
+                     for m in ("two-step", "qloss"))
+    assert f"2 of the grid's 6 cells have no run: {', '.join(missing)}" in result.output
+    grid.write_text('dataset = "digits"\nmethod = "qloss"\nbits = 64\n', encoding="utf-8")
+    result = invoke(tmp_path, "report", "--grid", str(grid))
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("gslbench: error: none of the grid's 1 cells has a run among the 42")
 
 
 def test_report_on_an_empty_results_folder_is_one_line(tmp_path):

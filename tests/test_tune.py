@@ -409,3 +409,40 @@ def test_a_few_cells_tuned_without_pruning_show_whether_the_choice_changed(tmp_p
         with_, without = map(int, row[5].rstrip(" |").split(" / "))
         assert with_ <= without == 4 * 2 * 3  # trials x seeds x epochs, none pruned
     assert len(pruned.choices) == len(full.choices) == 2
+
+
+def test_the_most_frequent_choice_of_each_kind_of_knob():
+    """Choice and integer knobs: the plain mode (ties to the space's order, the smaller
+    integer); real knobs: the modal decade (log) or tenth of the range (linear; 1.0 falls in the
+    last), as the median of its values to two digits; ties to the lower bin."""
+    from gslbench.report.tuning import frequent_choices, frequent_markdown
+
+    gsl = [(1.0, 8, "nearest"), (0.95, 8, "aligned"), (0.2, 2, "nearest"), (0.91, 2, "aligned"),
+           (0.5, 16, "aligned")]
+    qloss = [0.1, 2.0, 3.0, 0.5, 8.0, 0.004]
+    soft = [(0.02, 4), (0.2, 4), (0.3, 2), (0.05, 2)]  # decades -2 and -1 tie: the lower wins
+    chosen = pd.DataFrame(
+        [{"cell": "c", "method": "gsl", "knobs": dict(zip(("gsl_alpha", "gsl_k", "gsl_select"),
+                                                         value, strict=True))} for value in gsl]
+        + [{"cell": "c", "method": "qloss", "knobs": {"qloss_lambda": v}} for v in qloss]
+        + [{"cell": "c", "method": "soft", "knobs": {"soft_tau": t, "soft_k": k}} for t, k in soft]
+        + [{"cell": "c", "method": "two-step", "knobs": {}}])
+    frequent = frequent_choices(chosen).set_index(["method", "knob"])
+    assert frequent.loc[("gsl", "gsl_alpha")].tolist() == [0.95, 3, 5, [0.91, 0.95, 1.0]]
+    assert frequent.loc[("gsl", "gsl_k")].tolist() == [2, 2, 5, [2, 2]]  # 2 and 8 tie
+    assert frequent.loc[("gsl", "gsl_select")].tolist() == ["aligned", 3, 5, ["aligned"] * 3]
+    assert frequent.loc[("qloss", "qloss_lambda")].tolist() == [3.0, 3, 6, [2.0, 3.0, 8.0]]
+    assert frequent.loc[("soft", "soft_tau")].tolist() == [0.035, 2, 4, [0.02, 0.05]]
+    assert frequent.loc[("soft", "soft_k")].tolist() == [2, 2, 4, [2, 2]]
+    assert list(frequent.index.get_level_values(0)) == ["qloss", "gsl", "gsl", "gsl", "soft",
+                                                        "soft"]  # the registry's order
+    markdown = frequent_markdown(frequent.reset_index())
+    assert "| qloss | λ | 3 | 3 of 6 | 2 to 8 | " in markdown
+    defaults = {knob.name: knob.default for name in ("qloss", "gsl", "soft")
+                for knob in METHODS[name].knobs}
+    assert f"| gsl | select | aligned | 3 of 5 | aligned | {defaults['gsl_select']} |" in markdown
+    differ = [f"{method} {symbol}" for (method, knob), symbol in zip(
+        frequent.index, ["λ", "α", "k", "select", "τ", "k"], strict=True)
+        if frequent.value[(method, knob)] != defaults[knob]]
+    assert f"this version of gslbench differ in {', '.join(differ)}." in markdown
+    assert "qloss λ" in differ and "gsl select" not in differ

@@ -90,6 +90,10 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
               help="Only runs whose id matches this glob, e.g. 'a1*' (repeatable).")
 @click.option("-d", "--dataset", "dataset_names", multiple=True, metavar="NAME",
               help="Only runs of this data set (repeatable or comma-separated).")
+@click.option("--grid", "grid_files", multiple=True, metavar="GRID.toml",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Only the runs of this grid's cells, as `bench GRID.toml` makes them "
+                   "(repeatable; cells without a run are named on stderr).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (default: RESULTS/report), replaced as a whole.")
 @click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
@@ -101,8 +105,8 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
                    "by two one-sided tests is 'equivalent'.")
 @click.pass_context
 def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
-           dataset_names: tuple[str, ...], out: Path | None, doc: Path | None,
-           doc_intro: TextIO | None, margin: float) -> None:
+           dataset_names: tuple[str, ...], grid_files: tuple[Path, ...], out: Path | None,
+           doc: Path | None, doc_intro: TextIO | None, margin: float) -> None:
     """Tabulate and plot evaluated runs into a report folder with a self-contained index.html.
 
     Writes results.csv, tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and index.html.
@@ -110,10 +114,13 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     Example: gslbench report --dataset digits --runs 'a1*' --doc docs/results.md
     """
     from gslbench import report as report_module  # pandas, matplotlib: loaded to report
+    from gslbench.bench.grid import Grid, read_grid_file
 
     results_dir = ctx.obj["results_dir"]
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
-    run_dirs = report_module.select_runs(results_dir, runs, patterns, names)
+    cells = [config.run_id for path in grid_files for config in Grid.from_mapping(
+        read_grid_file(path), source=str(path)).cells(ctx.obj["data_dir"])]
+    run_dirs = report_module.select_runs(results_dir, runs, patterns, names, cells)
     intro = doc_intro.read() if doc_intro else ""
     out = out or layout.report_dir(results_dir)
     _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin)

@@ -25,7 +25,7 @@ class GumbelMethod(SoftMethod):
     comes from a generator seeded with the run's seed, so a run is reproducible."""
 
     name = "gumbel"
-    knobs = relaxation_knobs("gumbel", "Gumbel-softmax")
+    knobs = relaxation_knobs("gumbel", "Gumbel-softmax", tau=0.044, k=14)
     summary = "similarity loss at a Gumbel-softmax sample of k candidates, hard forward (ST)"
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:

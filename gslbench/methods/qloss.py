@@ -18,7 +18,7 @@ class QLossMethod(Method):
     """
 
     name = "qloss"
-    knobs = (Setting("qloss_lambda", float, 0.1, "Weight of the quantization loss (qloss).",
+    knobs = (Setting("qloss_lambda", float, 2.7, "Weight of the quantization loss (qloss).",
                      low=0.0, symbol="λ", space=("log", 1e-3, 10.0)),)
     summary = "similarity loss + λ · mean ||z − q(z)||², alternating with codebook refits (DQN)"
     weight_knob: ClassVar[str] = "qloss_lambda"

@@ -45,13 +45,14 @@ def candidate_logits(z_snap: torch.Tensor, assignment: Assignment, tau: float) -
     return _candidate_distances().apply(z_snap, assignment.candidates, assignment.distances) / -tau
 
 
-def relaxation_knobs(prefix: str, what: str) -> tuple[Setting, Setting]:
+def relaxation_knobs(prefix: str, what: str, tau: float, k: int) -> tuple[Setting, Setting]:
     """The knobs (τ, k) of a method that weighs k candidates at temperature τ: `{prefix}_tau` and
-    `{prefix}_k`. τ divides squared distances between unit-norm vectors (see README, Methods)."""
+    `{prefix}_k`, with defaults `tau` and `k`. τ divides squared distances between unit-norm
+    vectors (see README, Methods)."""
     return (
-        Setting(f"{prefix}_tau", float, 0.01, f"Temperature of {what}, on squared distances.",
+        Setting(f"{prefix}_tau", float, tau, f"Temperature of {what}, on squared distances.",
                 low=0.0, low_open=True, symbol="τ", space=("log", 1e-4, 1.0)),
-        Setting(f"{prefix}_k", int, 8, f"Candidates of {what} per sub-space (PQ/OPQ) or beam width "
+        Setting(f"{prefix}_k", int, k, f"Candidates of {what} per sub-space (PQ/OPQ) or beam width "
                 "(RQ/LSQ).", low=1, symbol="k", space=("int", 1, 16)),
     )
 
@@ -70,7 +71,7 @@ class SoftMethod(Method):
     """
 
     name = "soft"
-    knobs = relaxation_knobs("soft", "soft assignment")
+    knobs = relaxation_knobs("soft", "soft assignment", tau=0.021, k=8)
     summary = "similarity loss at the softmax(−||z − r||²/τ)-weighted mean of k candidates (PQN)"
 
     @classmethod

@@ -15,7 +15,7 @@ class STEMethod(QLossMethod):
     """Forward q(z), backward the identity; the commitment is qloss's penalty weighted by β."""
 
     name = "ste"
-    knobs = (Setting("ste_beta", float, 0.25, "Weight of STE's commitment term (0: none).",
+    knobs = (Setting("ste_beta", float, 3.1, "Weight of STE's commitment term (0: none).",
                      low=0.0, symbol="β", space=("log", 1e-3, 10.0)),)
     summary = "similarity loss at q(z), gradient straight through to z, + β · commitment"
     weight_knob = "ste_beta"

@@ -11,6 +11,7 @@ beside it and swapped in, so a killed or failing report leaves the previous one 
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -42,16 +43,18 @@ from gslbench.report.tables import (
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
+log = logging.getLogger(__name__)
 
 
 def select_runs(results_dir: Path, runs: Sequence[str] = (), patterns: Sequence[str] = (),
-                datasets: Sequence[str] = ()) -> list[RunDir]:
+                datasets: Sequence[str] = (), cells: Sequence[str] = ()) -> list[RunDir]:
     """The run directories to report on.
 
     runs: run ids or directories (default: every run under RESULTS/runs); patterns: keep the runs
     whose id matches any of these globs (`fnmatch`, case-sensitive); datasets: keep the runs of
-    these data sets (read from config.json). An empty runs folder, or filters that leave nothing,
-    are user errors.
+    these data sets (read from config.json); cells: keep the runs of these run ids (a grid's
+    cells; those with no run among the others are named in a warning). An empty runs folder, or
+    filters that leave nothing, are user errors.
     """
     if runs:
         run_dirs = [resolve_run(results_dir, run) for run in runs]
@@ -75,7 +78,24 @@ def select_runs(results_dir: Path, runs: Sequence[str] = (), patterns: Sequence[
             raise GslbenchError(f"no run of data set {', '.join(datasets)} "
                                 f"(the runs hold: {', '.join(present) or 'none'})")
         run_dirs = matched
+    if cells:
+        run_dirs = _grid_runs(run_dirs, cells)
     return run_dirs
+
+
+def _grid_runs(run_dirs: list[RunDir], cells: Sequence[str]) -> list[RunDir]:
+    """The runs of `run_dirs` whose id is one of `cells` (a grid's run ids); the cells with no
+    run among them are named in a warning, and none found is a user error."""
+    wanted = set(cells)
+    matched = [run for run in run_dirs if run.run_id in wanted]
+    if not matched:
+        raise GslbenchError(f"none of the grid's {len(wanted)} cells has a run among the "
+                            f"{len(run_dirs)} selected (run `gslbench bench GRID.toml` first)")
+    missing = sorted(wanted - {run.run_id for run in matched})
+    if missing:
+        log.warning("%d of the grid's %d cells have no run: %s", len(missing), len(wanted),
+                    ", ".join(missing))
+    return matched
 
 
 def _run_dataset(run: RunDir) -> str | None:

@@ -6,19 +6,33 @@ Validation against test, per cell: the Spearman rank correlation between the met
 mAPs (each method's chosen trial, mean over the tuning seeds) and their test mAPs (mean over the
 test seeds, codebooks fitted on the training representations), and the share of the methods
 whose difference to two-step has the same sign on validation as on test.
+
+The most frequent choices (`frequent_choices`), per tuned knob over every study of its method:
+for a choice or integer knob its most frequent value (ties: the first in the search space's
+order, or the smallest); for a real knob the most frequent bin (a decade on a log scale, a tenth
+of the range on a linear one; ties: the lower bin), represented by the median of the values chosen
+in it to two significant digits (a real knob's draws never repeat, so its exact most frequent
+value would be whatever trial 0 tried). Each method's default knobs follow them.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from gslbench.methods import METHODS
 from gslbench.report.tables import frame_markdown
+from gslbench.settings import Setting
 
 REFERENCE = "two-step"  # the method the paired differences are taken against
+LINEAR_BINS = 10  # a linear knob's range is cut into this many equal bins
+FREQUENT_COLUMNS = ["method", "knob", "value", "count", "studies", "values"]
 
 
 def cell_title(cell: str) -> str:
@@ -58,6 +72,72 @@ def choices_markdown(chosen: pd.DataFrame) -> str:
         "trial": chosen.trial, "validation mAP": chosen.validation_map.map("{:.4f}".format),
     })
     return frame_markdown(frame)
+
+
+def frequent_choices(chosen: pd.DataFrame) -> pd.DataFrame:
+    """Each tuned knob's most frequent choice over the studies in `chosen`
+    (`bench.choices.choose`'s frame; the rule is in the module docstring). Columns: method,
+    knob (its name), value, count (studies whose choice has that value or lies in that bin),
+    studies (of the method), values (the chosen values counted, sorted)."""
+    rows = []
+    for method in (name for name in METHODS if name in set(chosen.method)):
+        group = chosen[chosen.method == method]
+        for knob in (knob for knob in METHODS[method].knobs if knob.space):
+            values = [knobs[knob.name] for knobs in group.knobs if knob.name in knobs]
+            if values:
+                value, counted = _most_frequent(knob, values)
+                rows.append({"method": method, "knob": knob.name, "value": value,
+                             "count": len(counted), "studies": len(values),
+                             "values": sorted(counted)})
+    return pd.DataFrame(rows, columns=FREQUENT_COLUMNS)
+
+
+def _most_frequent(knob: Setting, values: list[Any]) -> tuple[Any, list[Any]]:
+    """(the most frequent choice, the values counted for it)."""
+    kind, *bounds = knob.space
+    if kind in ("choice", "int"):
+        order = list(bounds[0]) if kind == "choice" else sorted(set(values))
+        counts = Counter(values)
+        value = max(order, key=lambda v: (counts[v], -order.index(v)))
+        return value, [v for v in values if v == value]
+    if kind == "log":
+        bins = [math.floor(math.log10(v)) for v in values]
+    else:
+        low, high = bounds
+        bins = [min(int((v - low) / (high - low) * LINEAR_BINS), LINEAR_BINS - 1) for v in values]
+    counts = Counter(bins)
+    modal = min(counts, key=lambda b: (-counts[b], b))
+    counted = [v for v, b in zip(values, bins, strict=True) if b == modal]
+    return float(f"{float(np.median(counted)):.2g}"), counted
+
+
+def frequent_markdown(frequent: pd.DataFrame) -> str:
+    """The most frequent choices beside each knob's default in this version of gslbench."""
+    settings = {knob.name: knob for method in METHODS.values() for knob in method.knobs}
+
+    def show(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    frame = pd.DataFrame({
+        "method": frequent.method,
+        "knob": [settings[name].symbol or name for name in frequent.knob],
+        "most frequent choice": frequent.value.map(show),
+        "studies": [f"{c} of {n}" for c, n in zip(frequent["count"], frequent.studies,
+                                                   strict=True)],
+        "values counted": [f"{show(v[0])} to {show(v[-1])}" if v[0] != v[-1] else show(v[0])
+                           for v in frequent["values"]],
+        "default": [show(settings[name].default) for name in frequent.knob],
+    })
+    differ = [f"{method} {knob}" for method, knob, chosen, default in zip(
+        frame.method, frame.knob, frame["most frequent choice"], frame.default, strict=True)
+        if chosen != default]
+    return "\n".join([
+        "Per knob over every study of its method: a choice or integer knob's most frequent "
+        "value; a real knob's most frequent decade (log scale) or tenth of its range (linear), "
+        "as the median of the values chosen in it. "
+        + (f"The defaults of this version of gslbench differ in {', '.join(differ)}."
+           if differ else "Every default of this version of gslbench is its knob's most "
+           "frequent choice."), "", frame_markdown(frame)])
 
 
 def agreement(chosen: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
@@ -181,6 +261,7 @@ def tuning_document(trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFr
         summary.strip(), "",
         "## What pruning saved", "", pruning_markdown(trials), "", *both_ways,
         "## The choices", "", choices_markdown(chosen), "",
+        "## The most frequent choices", "", frequent_markdown(frequent_choices(chosen)), "",
         "## Validation against test", "",
         agreement_markdown(table) if not table.empty else
         "No test runs of the tuned grid yet: run `gslbench bench GRID --tuned FILE`, then this "
