@@ -30,7 +30,8 @@ def invoke(tmp_path, *args):
 
 
 def test_the_report_side_imports_neither_torch_nor_faiss():
-    code = ("import gslbench.report, gslbench.report.document, sys; "
+    code = ("import gslbench.report, gslbench.report.document, gslbench.report.tuning, "
+            "gslbench.bench.tuned, sys; "
             "assert 'torch' not in sys.modules and 'faiss' not in sys.modules, "
             "[m for m in ('torch', 'faiss') if m in sys.modules]")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -385,6 +385,8 @@ def test_report_on_a_grid_takes_its_cells_only(tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("gslbench: error: none of the grid's 1 cells has a run among the 42")
+    result = invoke(tmp_path, "report", "--tuned", str(grid))
+    assert result.exit_code == 2 and "--tuned applies to the cells of a --grid" in result.output
 
 
 def test_report_on_an_empty_results_folder_is_one_line(tmp_path):

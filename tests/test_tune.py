@@ -223,6 +223,13 @@ def test_tune_then_bench_tuned_on_digits_never_trains_on_what_it_scores(tmp_path
         assert config["config"]["split"] == "test" and config["train_items"] == items_record(test.train)
         assert items["query"] == items_record(test.query)
         assert tuned.apply(RunConfig.from_dict(config["config"])) == RunConfig.from_dict(config["config"])
+    test_grid = tmp_path / "test-grid.toml"  # the test grid as a file: report finds its 8 runs
+    test_grid.write_text(GRID.format(protocol=protocol).replace("seed = [0, 1]", "seed = [2, 3]"))
+    result = invoke(tmp_path, "report", "--grid", str(test_grid), "--tuned", str(tuned_file),
+                    "--out", str(tmp_path / "test-report"))
+    assert result.exit_code == 0, result.output
+    reported = pd.read_csv(tmp_path / "test-report" / "results.csv")
+    assert sorted(set(reported.run)) == sorted(run.name for run in test_runs)
     result = invoke(tmp_path, "tune", str(grid), "--trials", "3")  # nothing to run: the document
     assert result.exit_code == 0, result.output
     document = (tmp_path / "results" / "tuning" / "tuning.md").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -17,6 +17,9 @@ from gslbench.cli.base import (
 )
 from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
 from gslbench.export import export_run
+
+if TYPE_CHECKING:
+    from gslbench.config import RunConfig
 
 
 @cli.command("search-bench")
@@ -94,6 +97,8 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
               type=click.Path(dir_okay=False, path_type=Path),
               help="Only the runs of this grid's cells, as `bench GRID.toml` makes them "
                    "(repeatable; cells without a run are named on stderr).")
+@click.option("--tuned", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --grid: the choice file the grid was benched with (`bench --tuned`).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (default: RESULTS/report), replaced as a whole.")
 @click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
@@ -105,8 +110,8 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
                    "by two one-sided tests is 'equivalent'.")
 @click.pass_context
 def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
-           dataset_names: tuple[str, ...], grid_files: tuple[Path, ...], out: Path | None,
-           doc: Path | None, doc_intro: TextIO | None, margin: float) -> None:
+           dataset_names: tuple[str, ...], grid_files: tuple[Path, ...], tuned: Path | None,
+           out: Path | None, doc: Path | None, doc_intro: TextIO | None, margin: float) -> None:
     """Tabulate and plot evaluated runs into a report folder with a self-contained index.html.
 
     Writes results.csv, tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and index.html.
@@ -114,12 +119,13 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     Example: gslbench report --dataset digits --runs 'a1*' --doc docs/results.md
     """
     from gslbench import report as report_module  # pandas, matplotlib: loaded to report
-    from gslbench.bench.grid import Grid, read_grid_file
 
     results_dir = ctx.obj["results_dir"]
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
-    cells = [config.run_id for path in grid_files for config in Grid.from_mapping(
-        read_grid_file(path), source=str(path)).cells(ctx.obj["data_dir"])]
+    if tuned is not None and not grid_files:
+        raise click.UsageError("--tuned applies to the cells of a --grid: give one")
+    cells = [config.run_id for path in grid_files
+             for config in _grid_cells(path, tuned, ctx.obj["data_dir"])]
     run_dirs = report_module.select_runs(results_dir, runs, patterns, names, cells)
     intro = doc_intro.read() if doc_intro else ""
     out = out or layout.report_dir(results_dir)
@@ -129,3 +135,10 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
         click.echo(f"report written to {out / 'index.html'}", err=True)
 
 
+def _grid_cells(grid_file: Path, tuned: Path | None, data_dir: Path) -> list[RunConfig]:
+    """The run configs `bench GRID_FILE [--tuned TUNED]` runs."""
+    from gslbench.bench.grid import Grid, read_grid_file
+    from gslbench.bench.tuned import Tuned
+
+    grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
+    return (Tuned.read(tuned).cells(grid) if tuned is not None else grid).cells(data_dir)
