@@ -221,6 +221,11 @@ def test_results_document(tmp_path):
     assert text.startswith("# gslbench results\n\nTuning: none.\n\nGenerated on ")
     assert text.index("## What it found") < text.index("## Provenance") < text.index("## Settings")
     assert "| gsl | qloss | 0 | 0 | 1 | 1 |" in text  # better, equivalent, worse, inconclusive
+    # GSL's verdicts summed over the code lengths: at 16 bits it beats two-step (+0.10 at every
+    # seed) and ties qloss; at 32 bits it ties two-step and loses to qloss, the best other at both
+    assert (f"| digits | standard | train | pq | 256 | {GSL} | 1 better, 1 inconclusive | 1 worse, "
+            "1 inconclusive | 1 worse, 1 inconclusive | qloss (2) |") in text
+    assert text.index("## GSL against two-step") < text.index("## What it found")
     assert "gap to float" in text and "database quantization MSE" in text
     assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
             f"mAP below float; {GSL} is inconclusive against two-step (+0.0000, 95% CI [-0.0497, "

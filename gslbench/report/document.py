@@ -26,8 +26,17 @@ from gslbench.report.frames import (
     axes_summary,
     key_title,
     mode_title,
+    tuned_rows,
 )
-from gslbench.report.stats import CHALLENGER, CONFIDENCE, MARGIN, REGIME_KEYS, VERDICTS, comparisons
+from gslbench.report.stats import (
+    CHALLENGER,
+    CONFIDENCE,
+    FAMILY_KEYS,
+    MARGIN,
+    REGIME_KEYS,
+    VERDICTS,
+    comparisons,
+)
 from gslbench.report.summary import (
     block_note,
     found_blocks,
@@ -155,6 +164,56 @@ def found_section(tables: list[PaperTable], compared: pd.DataFrame, margin: floa
     return lines
 
 
+def challenger_section(results: pd.DataFrame, compared: pd.DataFrame) -> list[str]:
+    """`## GSL against two-step, qloss and the best other method`: per data set, protocol,
+    codebook fit (and mode, condition), quantizer, codebook size and GSL variant (the tuned GSL and any
+    control), its verdicts over the code lengths against two-step, against qloss and against
+    the best other method of each regime (the non-GSL quantized method of highest mean mAP).
+    `compared`: `stats.comparisons` of `results`."""
+    gsl = compared[(compared.method.str.split().str[0] == CHALLENGER)
+                   & (compared.against.str.split().str[0] != CHALLENGER)]
+    if gsl.empty:
+        return []
+    merged, _ = tuned_rows(results)
+    others = merged[~merged.method.isin(["float", CHALLENGER])]
+    means = others.groupby([*REGIME_KEYS, "variant"])["map"].mean()
+    best = means.groupby(level=REGIME_KEYS).idxmax().map(lambda index: index[-1])
+    gsl = gsl.assign(best=[best.get(tuple(row), "") for row in gsl[REGIME_KEYS].to_numpy()])
+    keys = [*FAMILY_KEYS, "quantizer", "sub_bits", "method"]
+    rows = []
+    for key, group in gsl.groupby(keys, sort=False):
+        against = group.against.str.split().str[0]
+        top = group[group.against == group.best]
+        rows.append({**dict(zip(keys, key, strict=True)),
+                     "vs two-step": _verdict_counts(group[against == "two-step"].verdict),
+                     "vs qloss": _verdict_counts(group[against == "qloss"].verdict),
+                     "vs the best other": _verdict_counts(top.verdict),
+                     "the best other": ", ".join(
+                         f"{name} ({count})" for name, count in
+                         top.against.str.split().str[0].value_counts(sort=False).items())})
+    frame = pd.DataFrame(rows)
+    frame = frame.assign(words=2 ** frame.sub_bits, fit=frame.codebooks != KEY_DEFAULTS[
+        "codebooks"]).sort_values(["dataset", "protocol", "fit", "quantizer", "words", "method"],
+                                  kind="stable")
+    varying = [k for k in FAMILY_KEYS if frame[k].nunique() > 1 or k in ("dataset", "protocol",
+                                                                          "codebooks")]
+    frame = frame[[*varying, "quantizer", "words", "method", "vs two-step", "vs qloss",
+                   "vs the best other", "the best other"]].rename(columns={"method": "GSL"})
+    return ["## GSL against two-step, qloss and the best other method", "",
+            "Per data set, protocol, codebook fit, quantizer and codebook size, and per GSL row "
+            "(the tuned GSL and any control): its verdicts over the code lengths against "
+            "two-step, against qloss and against the best other method of each code length (the "
+            "quantized method other than GSL of highest mean mAP; how often each was, in "
+            "brackets). Verdicts as below.",
+            "", frame_markdown(frame), ""]
+
+
+def _verdict_counts(verdicts: pd.Series) -> str:
+    """`2 better, 1 inconclusive` (in `VERDICTS` order), `—` for none."""
+    counts = verdicts.value_counts()
+    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) or "—"
+
+
 def settings_section(data: Evaluated, level: int = 2) -> list[str]:
     """`## Settings`: the settings every run shares, then those that differ."""
     same, differ = settings_tables(data.configs, data.provenance)
@@ -171,7 +230,8 @@ def document_tables(results: pd.DataFrame, margin: float = MARGIN) -> tuple[str,
     blocks), then the tables with the paired comparisons (`rebuild_tables` makes both again from
     the document's CSV)."""
     tables = paper_tables(results)
-    found = found_section(tables, comparisons(results, margin=margin, pairs="all"), margin)
+    compared = comparisons(results, margin=margin, pairs="all")
+    found = [*challenger_section(results, compared), *found_section(tables, compared, margin)]
     return "\n".join(found), "\n".join([tables_markdown(tables),
                                          *comparison_section(results, margin)])
 
