@@ -258,7 +258,7 @@ def test_the_progress_bar_names_the_running_cell_and_the_time_left(capsys, monke
         progress.finished(first, None)
         progress.running([second])
     err = capsys.readouterr().err
-    assert f"{second.run_id} digits qloss λ=0.1 pq 16 bits seed 0" in err
+    assert f"{second.run_id} digits qloss λ=2.7 pq 16 bits seed 0" in err
     assert "bench: 2/3" in err and "left" in err
 
 

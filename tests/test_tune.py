@@ -100,8 +100,8 @@ def test_two_methods_with_knobs_alike_get_different_draws_and_their_default_firs
             tune._run_study(study, store, plan.trials, True, 1.0, knob_objective(draws))
         runs.append(draws)
     soft, gumbel = runs[0]["soft"], runs[0]["gumbel"]
-    assert soft[0] == {"soft_tau": 0.01, "soft_k": 8} and gumbel[0] == {"gumbel_tau": 0.01,
-                                                                        "gumbel_k": 8}
+    for method, draws in (("soft", soft), ("gumbel", gumbel)):  # the default first
+        assert draws[0] == {knob.name: knob.default for knob in METHODS[method].knobs}
     assert len(soft) == len(gumbel) == 5 and runs[0]["two-step"] == [{}]  # no knobs: 1 trial
     assert all(a["soft_tau"] != b["gumbel_tau"] for a, b in zip(soft[1:], gumbel[1:], strict=True))
     assert len({d["soft_tau"] for d in soft}) == 5  # no draw twice
