@@ -79,8 +79,8 @@ def frequent_choices(chosen: pd.DataFrame) -> pd.DataFrame:
     (`bench.choices.choose`'s frame; the rule is in the module docstring). Columns: method,
     knob (its name), value, count (studies whose choice has that value or lies in that bin),
     studies (of the method), values (the chosen values counted, sorted)."""
-    rows = []
-    for method in (name for name in METHODS if name in set(chosen.method)):
+    rows, tuned = [], set(chosen.method)
+    for method in (name for name in METHODS if name in tuned):
         group = chosen[chosen.method == method]
         for knob in (knob for knob in METHODS[method].knobs if knob.space):
             values = [knobs[knob.name] for knobs in group.knobs if knob.name in knobs]
