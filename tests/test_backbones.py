@@ -102,6 +102,20 @@ def test_network_input_and_pooling_have_the_same_bits_under_other_kernels():
     assert set(found) == {"DEFAULT", "AVX2"} and len(set(found.values())) == 1
 
 
+def test_kernels_are_capped_inside_the_block_and_the_environment_restored(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setattr(backbones.platform, "machine", lambda: "x86_64")
+    with backbones.capped_cpu_kernels():
+        assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+        assert os.environ["ATEN_CPU_CAPABILITY"] == "default"  # the user's own choice kept
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "default"
+    monkeypatch.setattr(backbones.platform, "machine", lambda: "arm64")
+    with backbones.capped_cpu_kernels():
+        assert "ONEDNN_MAX_CPU_ISA" not in os.environ  # no x86 kernels to cap
+
+
 def test_bad_image_shapes_and_sizes_are_user_errors():
     with pytest.raises(GslbenchError, match=r"got shape \(2, 5, 8, 8\)"):
         backbones.as_nchw(np.zeros((2, 5, 8, 8)))
@@ -169,6 +183,8 @@ def test_build_features_with_efficientnet_records_provenance(tmp_path, monkeypat
     assert extraction["extractor"] == backbones.EXTRACTOR_VERSION
     assert extraction["torch"] == torch.__version__
     assert extraction["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    if backbones.platform.machine().lower() in ("x86_64", "amd64"):
+        assert extraction["onednn_max_cpu_isa"] == os.environ.get("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert digest == features_digest(features)
 
     # features of another extractor version are extracted again, not reused

@@ -14,7 +14,7 @@ bits (on 300 Fashion-MNIST images, ATen's default against its AVX2 kernels: ever
 differs, by up to 7e-6 of the largest; oneDNN at SSE4.1 against AVX2: up to 1e-5); the thread
 count (1, 2, 4, 16) and the batch size (64, 256) change no bit. So the resize, normalisation
 and pooling are computed in float64 by elementwise operations (the same bits on any CPU), and
-`pin_cpu_kernels` caps torch's and oneDNN's kernels at AVX2 for the features step; the feature
+`capped_cpu_kernels` caps torch's and oneDNN's kernels at AVX2 for the features step; the feature
 file records what ran (`extraction_record`).
 
 Normalisation: the EfficientNet-Lite weights come from TensorFlow's EfficientNet-Lite training,
@@ -30,6 +30,7 @@ trained with the MLP head.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -154,15 +155,27 @@ def load_model(name: str, image_size: int) -> torch.nn.Module:
     return model
 
 
-def pin_cpu_kernels() -> None:
-    """Cap torch's x86 CPU kernels at AVX2 (`X86_KERNELS`), unless the environment names others.
+@contextlib.contextmanager
+def capped_cpu_kernels() -> Iterator[None]:
+    """Run the block with torch's x86 CPU kernels capped at AVX2 (`X86_KERNELS`), unless the
+    environment names others; the environment is restored afterwards (child processes started
+    later do not inherit the cap).
 
-    torch and oneDNN read these variables at their first operator: call this before anything
-    runs in torch (the `features` step does, first thing), else it changes nothing, and
-    `extraction_record` says which kernels ran."""
+    torch and oneDNN read these variables once, at their first operator: a process that ran
+    torch before the block keeps the kernels it had, and one that runs torch first inside it keeps
+    the cap for its lifetime. `extraction_record` says which kernels ran."""
+    saved = {name: os.environ.get(name) for name in X86_KERNELS}
     if platform.machine().lower() in ("x86_64", "amd64"):
         for name, value in X86_KERNELS.items():
             os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def extraction_record() -> dict[str, object]:

@@ -45,6 +45,7 @@ def check_feature(dataset: Dataset, feature: str) -> None:
         )
 
 
+@backbones.capped_cpu_kernels()  # before torch runs anything in this process
 def build_features(
     name: str,
     data_dir: str | Path,
@@ -69,7 +70,6 @@ def build_features(
     dataset = get_dataset(name, data_dir)
     backbone = backbone or dataset.default_feature
     check_feature(dataset, backbone)
-    backbones.pin_cpu_kernels()  # before torch runs anything in this process
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
     validation = validation or Validation()
     indices = split_indices(raw.labels, dataset.protocol, split_seed, validation)
