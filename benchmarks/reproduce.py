@@ -90,25 +90,34 @@ def reproduce(rows: pd.DataFrame, data_dir: Path, results_dir: Path,
     new = gslbench.bench({"grid": grid, "codebooks": sorted(rows["codebooks"].unique())},
                          data_dir=data_dir, results_dir=results_dir, cpus_per_cell=1, jobs=jobs)
     new = new[(new["search"] == "adc") & (new["metric"] == "l2")]
-    new_map = {(run, fit): value for run, fit, value in new[["run", "codebooks", "map"]].itertuples(
-        index=False)}
+    new_map = {(run, fit, condition): value for run, fit, condition, value in zip(
+        new["run"], new["codebooks"], _conditions(new), new["map"], strict=True)}
     out = rows.copy()
     runs = [configs[tuple(row[CONFIG_COLUMNS])].run_id for _, row in rows.iterrows()]
     out["new_run"] = runs
     out["same_run"] = [run == published
                        for run, published in zip(runs, rows["run"], strict=True)]
-    out["new_map"] = [new_map.get((run, fit))
-                      for run, fit in zip(runs, rows["codebooks"], strict=True)]
+    out["new_map"] = [new_map.get(key) for key in zip(runs, rows["codebooks"], _conditions(rows),
+                                                      strict=True)]
     return out
+
+
+def _conditions(frame: pd.DataFrame) -> list[str]:
+    """The evaluation condition of each row ("" where there is none or no such column)."""
+    if "condition" not in frame:
+        return [""] * len(frame)
+    return ["" if pd.isna(value) else str(value) for value in frame["condition"]]
 
 
 def print_table(result: pd.DataFrame) -> None:
     """One line per (cell, codebook fit, seed), then the largest absolute difference."""
     print(f"{'cell':<58} {'fit':<8} {'seed':>4} {'published':>9} {'new':>9} {'new−pub':>9}  "
           "same run")
-    for _, row in result.sort_values(CONFIG_COLUMNS + ["codebooks"]).iterrows():
+    for _, row in result.sort_values(CONFIG_COLUMNS + ["codebooks"], kind="stable").iterrows():
         cell = (f"{row['dataset']} {row['protocol']} {row['variant']} {row['quantizer']} "
                 f"{row['code_bits']}b/{row['sub_bits']}")
+        if _conditions(row.to_frame().T)[0]:
+            cell += f" {row['condition']}"
         print(f"{cell:<58} {row['codebooks']:<8} {row['seed']:>4} {row['map']:>9.4f} "
               f"{row['new_map']:>9.4f} {row['new_map'] - row['map']:>+9.4f}  "
               f"{'yes' if row['same_run'] else 'no'}")
