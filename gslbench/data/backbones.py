@@ -334,7 +334,7 @@ def network_inputs(
         with bar:
             for first in range(start, len(images), batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(images[first:first + batch_size]))
-                yield first, preprocess(batch.to(device), image_size, pixel_max, spec.mean,
-                                        spec.std)
+                yield first, preprocess(batch, image_size, pixel_max, spec.mean,
+                                        spec.std).to(device)
                 bar.update(len(batch))
     return batches()
