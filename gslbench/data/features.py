@@ -117,7 +117,7 @@ def _existing_features(path: Path, raw: RawData, attrs: dict) -> np.ndarray | No
             str(old.extra_attrs.get(key)) != str(attrs[key])
             for key in ("backbone", "image_size", "weights_sha256")):
         return None
-    parts = [old.query, old.database, old.train]
+    parts = list(old.parts().values())
     indices, first = np.unique(np.concatenate([part.indices for part in parts]), return_index=True)
     if not np.array_equal(indices, np.arange(len(raw.labels))):
         return None  # not every item of the source: extract again
