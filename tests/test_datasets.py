@@ -67,11 +67,11 @@ def test_split_with_train_outside_the_database():
 
 
 def test_split_with_train_inside_the_database_for_digits():
-    labels = multi_hot(np.repeat(np.arange(10), 60), 10)
+    labels = multi_hot(np.repeat(np.arange(10), 80), 10)
     inside = split_indices(labels, Protocol(10, 20, None), seed=0)
     outside = split_indices(labels, Protocol(10, 20, None, train_in_database=False), seed=0)
     assert np.isin(inside["train"], inside["database"]).all()
-    assert len(inside["database"]) == 600 - 100 - 100 - 90  # 9 = round(600 / 70) per class
+    assert len(inside["database"]) == 800 - 100 - 100 - 110  # 11 = round(800 / 70) per class
     for part in ("query", "train", "validation_query", "validation_database"):
         np.testing.assert_array_equal(inside[part], outside[part])
     assert not np.isin(outside["train"], outside["database"]).any()
@@ -139,7 +139,7 @@ def test_cifar10_download_and_pixel_features(fake_cifar, tmp_path, monkeypatch):
     features = read_feature_file(path)
     assert features.label_names == CIFAR_NAMES and features.dim == 3072
     assert (len(features.query.indices), len(features.train.indices)) == (20, 30)
-    assert len(features.database.indices) == 120 - 50 - 40  # train and validation kept out
+    assert len(features.database.indices) == 120 - 50  # train kept out; too few for validation
     parts = [set(s.indices) for s in features.parts().values()]
     assert set.union(*parts) == set(range(120)) and sum(map(len, parts)) == 120
     assert features.source_sha256 == hashlib.sha256(tarball).hexdigest()

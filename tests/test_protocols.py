@@ -60,12 +60,12 @@ def per_class(labels: np.ndarray, indices: np.ndarray) -> list[int]:
 
 @pytest.mark.parametrize("inside", [True, False])
 def test_the_splits_are_disjoint_and_counted_per_class(inside):
-    labels = multi_hot(np.repeat(np.arange(10), 80), 10)
+    labels = multi_hot(np.repeat(np.arange(10), 100), 10)
     split = split_indices(labels, Protocol(10, 40, None, train_in_database=inside), seed=4)
-    sizes = {"query": 10, "train": 40, "validation_query": 10, "validation_database": 11}
-    for part, count in sizes.items():  # 11 = round(800 / 70): a seventh of the items
+    sizes = {"query": 10, "train": 40, "validation_query": 10, "validation_database": 14}
+    for part, count in sizes.items():  # 14 = round(1000 / 70): a seventh of the items
         assert per_class(labels, split[part]) == [count] * 10, part
-    assert per_class(labels, split["database"]) == [80 - 10 - 10 - 11 - (0 if inside else 40)] * 10
+    assert per_class(labels, split["database"]) == [100 - 10 - 10 - 14 - (0 if inside else 40)] * 10
     names = ["query", "train", "validation_query", "validation_database", "database"]
     for i, first in enumerate(names):  # disjoint, by a plain loop over pairs of parts
         for second in names[i + 1:]:
@@ -73,7 +73,7 @@ def test_the_splits_are_disjoint_and_counted_per_class(inside):
             expected = set(split["train"].tolist()) if inside and {first, second} == {
                 "train", "database"} else set()
             assert common == expected, (first, second)
-    assert sorted(set(np.concatenate(list(split.values())).tolist())) == list(range(800))
+    assert sorted(set(np.concatenate(list(split.values())).tolist())) == list(range(1000))
     again = split_indices(labels, Protocol(10, 40, None, inside), seed=4)
     assert all(np.array_equal(split[k], again[k]) for k in split)  # seeded by the split seed
     other = split_indices(labels, Protocol(10, 40, None, inside), seed=5)
@@ -82,6 +82,9 @@ def test_the_splits_are_disjoint_and_counted_per_class(inside):
     assert per_class(labels, given["validation_database"]) == [20] * 10
     for part in ("query", "train"):  # drawn before the validation split, whatever its sizes
         np.testing.assert_array_equal(given[part], split[part])
+    # at most half the 50 free items of a class: the test database keeps as many
+    too_many = split_indices(labels, Protocol(10, 40, None, inside), 4, Validation(6, 20))
+    assert set(too_many) == {"query", "train", "database"}
 
 
 def test_the_validation_sizes_follow_the_protocol_rule():
@@ -286,13 +289,13 @@ def test_imported_data_sets_get_both_protocols_and_multi_label_refuses_unseen(tm
     np.savez(tmp_path / "mine.npz", features=features, labels=classes)
     result = invoke(tmp_path, "features", "import", "mine", "--from", str(tmp_path / "mine.npz"),
                     "--query-per-class", "5", "--train-per-class", "10",
-                    "--validation-queries", "4", "--validation-database", "6")
+                    "--validation-queries", "3", "--validation-database", "4")
     assert result.exit_code == 0, result.output
     path = Path(result.output.strip())
     test, validation = read_feature_file(path), read_feature_file(path, "validation")
-    assert len(validation.query.indices) == 8 * 4 and len(validation.database.indices) == 8 * 6
+    assert len(validation.query.indices) == 8 * 3 and len(validation.database.indices) == 8 * 4
     np.testing.assert_array_equal(validation.train.indices, test.train.indices)
-    assert len(test.database.indices) == 8 * (30 - 5 - 10 - 4 - 6)
+    assert len(test.database.indices) == 8 * (30 - 5 - 10 - 3 - 4)
     unseen = read_feature_file(path, "test", "unseen", 2, 5)
     assert unseen.unseen_classes == unseen_classes(8, 2, 5, 0)
     assert not set(np.flatnonzero(unseen.train.labels.sum(0))) & set(unseen.unseen_classes)
@@ -302,13 +305,14 @@ def test_imported_data_sets_get_both_protocols_and_multi_label_refuses_unseen(tm
     np.savez(tmp_path / "given.npz", features=features, labels=classes, split=split)
     result = invoke(tmp_path, "features", "import", "given", "--from", str(tmp_path / "given.npz"))
     assert result.exit_code == 0 and "no validation split: 10 validation queries" in result.output
+    # 10 queries and 4 database items per class of the 10 given database items
     assert read_feature_file(Path(result.output.strip().splitlines()[-1])).validation_query is None
     result = invoke(tmp_path, "features", "import", "given2", "--from",
-                    str(tmp_path / "given.npz"), "--validation-queries", "3",
-                    "--validation-database", "4")
+                    str(tmp_path / "given.npz"), "--validation-queries", "2",
+                    "--validation-database", "3")
     assert result.exit_code == 0, result.output
     given = read_feature_file(Path(result.output.strip()))
-    assert per_class(multi_hot(classes, 8), given.validation_database.indices) == [4] * 8
+    assert per_class(multi_hot(classes, 8), given.validation_database.indices) == [3] * 8
     held = np.concatenate([given.validation_query.indices, given.validation_database.indices])
     assert np.isin(held, np.flatnonzero(split == 0)).all()  # out of the given database
     np.testing.assert_array_equal(np.sort(np.concatenate([given.database.indices, held])),

@@ -127,14 +127,14 @@ def carve_validation(labels: np.ndarray, free: np.ndarray, counts: Validation,
     """From the items `free` marks ((n,) bool: no run trains on them and they are no test
     query), class by class: `counts.queries` validation queries, then `counts.database`
     validation database items, both sorted int64 and disjoint; the caller keeps them out of the
-    test database. Empty (with a warning) when a class has too few free items to draw both and
-    leave one for the test database."""
+    test database. Empty (with a warning) when they would take more than half the free items of
+    a class: the test database keeps at least as many of them as the validation split."""
     smallest = int(labels[free].sum(axis=0).min())
-    if counts.queries + counts.database >= smallest:
+    if 2 * (counts.queries + counts.database) > smallest:
         log.warning("no validation split: %d validation queries and %d validation database items "
-                    "per class take all %d free items of the smallest class (neither queries nor "
-                    "training items); set --validation-queries and --validation-database lower",
-                    counts.queries, counts.database, smallest)
+                    "per class are more than half the %d free items (neither queries nor training "
+                    "items) of the smallest class; set --validation-queries and "
+                    "--validation-database lower", counts.queries, counts.database, smallest)
         return {}
     validation_query = _draw_per_class(labels, free, counts.queries, rng)
     free = free.copy()
