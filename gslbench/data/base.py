@@ -34,9 +34,10 @@ class Protocol:
     trains on: per class, as many validation queries as test queries, and a validation database
     of round(n / 7C) items per class (n items, C classes: a seventh of the data set, as
     Fashion-MNIST's 10,000 of 70,000), drawn after the test queries and the training items from
-    the items that are neither (`Validation.resolved`). The test database is everything else
-    (with the training items when `train_in_database`). Tuning and test runs train on the same
-    training items.
+    the items that are neither (`Validation.resolved`; none when that is more than half of a
+    class's free items, `carve_validation`). The test database is everything else (with the
+    training items when `train_in_database`). Tuning and test runs train on the same training
+    items.
     """
 
     query_per_class: int
