@@ -62,7 +62,8 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             return path
         except GslbenchError as exc:
             log.warning("%s; encoding run %s again", exc, run_dir.run_id)
-    features = read_feature_file(features_file.path, config.split, config.protocol)
+    features = read_feature_file(features_file.path, config.split, config.protocol,
+                                 config.unseen, config.draw)
     torch_device = resolve_device(device)
     model = load_model(run_dir, config, features.dim).to(torch_device)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
