@@ -9,24 +9,15 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
+from test_methods import BITS, DIM, SUB_BITS, faiss_reconstruction, make_method, unit_rows
 
 from gslbench.cli import cli
-from gslbench.config import RunConfig
 from gslbench.layout import resolve_run
-from gslbench.methods import METHODS
 from gslbench.methods.ste_sync import A_MIN
 from gslbench.quantizers import make_quantizer
 
-DIM, BITS, SUB_BITS = 8, 8, 4  # PQ/OPQ: 2 sub-spaces of 4 dimensions; RQ/LSQ: 2 stages; K = 16
-QUANTIZERS = ("pq", "opq", "rq", "lsq")
-
-
-def unit_rows(n: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed)), dim=1)
-
-
+QUANTIZERS = ("pq", "opq", "rq", "lsq")  # PQ/OPQ: 2 sub-spaces of 4 dimensions; RQ/LSQ: 2 stages
 BATCH = unit_rows(6, seed=1)  # (6, 8)
 UPSTREAM = torch.randn(6, DIM, generator=torch.Generator().manual_seed(4))  # dLoss/d(output)
 
@@ -36,16 +27,6 @@ def quantizers():
     train = unit_rows(256, seed=0).numpy()
     return {name: make_quantizer(name, DIM, BITS, sub_bits=SUB_BITS, seed=0).fit(train)
             for name in QUANTIZERS}
-
-
-def make_method(name, quantizer, **knobs):
-    config = RunConfig(method=name, dim_out=DIM, bits=BITS, sub_bits=SUB_BITS, **knobs)
-    return METHODS[name](config, quantizer)
-
-
-def faiss_reconstruction(quantizer, z):
-    """q(z) by faiss's encode and decode: (b, d) -> (b, d)."""
-    return torch.from_numpy(quantizer.decode(quantizer.encode(z.detach().numpy())))
 
 
 def groups(quantizer):
