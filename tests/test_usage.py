@@ -13,7 +13,7 @@ import pytest
 
 from gslbench.evaluation.usage import codebook_usage, usage_columns, usage_record
 from gslbench.quantizers import make_quantizer
-from gslbench.report.usage import usage_markdown, usage_tables
+from gslbench.report.usage import usage_markdown, usage_tables, usage_text
 
 
 def test_all_items_on_one_codeword():
@@ -105,7 +105,10 @@ def test_usage_table_gives_mean_and_std_over_seeds():
               **{name: float("nan") for name in rows[0] if name.startswith("usage_")}}
     [(key, table)] = usage_tables(pd.DataFrame([*rows, floats]))
     assert list(table.method) == ["ste β=1"] and table.n.tolist() == [2] and key[4] == "pq"
-    assert table["train perplexity"][0] == f"10.50 ± {np.std([10, 11], ddof=1):.2f}"
-    assert table["database unused"][0] == f"0.125 ± {np.std([0, 0.25], ddof=1):.3f}"
-    assert table["mAP"][0] == f"0.5500 ± {np.std([0.5, 0.6], ddof=1):.4f}"
+    assert table.usage_train_perplexity_mean[0] == 10.5
+    assert table.usage_database_unused_std[0] == pytest.approx(np.std([0, 0.25], ddof=1))
+    text = usage_text(table)
+    assert text["train perplexity"][0] == f"10.50 ± {np.std([10, 11], ddof=1):.2f}"
+    assert text["database unused"][0] == f"0.125 ± {np.std([0, 0.25], ddof=1):.3f}"
+    assert text["mAP"][0] == f"0.5500 ± {np.std([0.5, 0.6], ddof=1):.4f}"
     assert "| ste β=1 | 16 | 16 |" in usage_markdown([(key, table)])

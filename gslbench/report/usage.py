@@ -40,24 +40,32 @@ NOTE = ("Per codebook (PQ/OPQ sub-quantizer, RQ/LSQ stage), then averaged over t
 
 def usage_tables(results: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """(table key, table) per table set with usage: a row per variant and code length, columns
-    `method`, `bits`, `K`, the `MEASURES` as text (`mean ± std`) and `n` (seeds)."""
+    `method`, `bits`, `K`, `n` (seeds) and per results column of `MEASURES` its `_mean` and
+    `_std` over seeds (std with ddof 1, NaN for one seed)."""
     results = with_key_defaults(results)
     measured = results[results.usage_database_perplexity.notna()] if len(results) else results
     tables = []
     for key, group in sorted(measured.groupby(TABLE_KEYS), key=lambda pair: key_order(pair[0])):
+        width = 2 ** int(dict(zip(TABLE_KEYS, key, strict=True))["sub_bits"])
         stats = group.groupby(["variant", "code_bits"])[list(MEASURES)].agg(["mean", "std"])
-        counts = group.groupby(["variant", "code_bits"]).size()
-        rows = []
-        for variant in ordered_variants(group.variant):
-            for bits in sorted(group[group.variant == variant].code_bits.unique()):
-                row = stats.loc[(variant, bits)]
-                cells = {header: _cell(row[(column, "mean")], row[(column, "std")], digits)
-                         for column, (header, digits) in MEASURES.items()}
-                width = 2 ** int(dict(zip(TABLE_KEYS, key, strict=True))["sub_bits"])
-                rows.append({"method": variant, "bits": int(bits), "K": width, **cells,
-                             "n": int(counts.loc[(variant, bits)])})
-        tables.append((key, pd.DataFrame(rows)))
+        stats.columns = [f"{column}_{stat}" for column, stat in stats.columns]
+        stats = stats.assign(n=group.groupby(["variant", "code_bits"]).size(), K=width)
+        order = {variant: i for i, variant in enumerate(ordered_variants(group.variant))}
+        table = (stats.rename_axis(["method", "bits"]).reset_index()
+                 .sort_values(["method", "bits"], key=lambda c: c.map(order) if c.name == "method"
+                              else c, ignore_index=True))
+        tables.append((key, table[["method", "bits", "K", "n", *stats.columns[:-2]]]))
     return tables
+
+
+def usage_text(table: pd.DataFrame) -> pd.DataFrame:
+    """A `usage_tables` table as text: `method`, `bits`, `K`, a `mean ± std` column per measure
+    (named by `MEASURES`), `n`."""
+    cells = {header: [_cell(mean, std, digits) for mean, std in
+                      zip(table[f"{column}_mean"], table[f"{column}_std"], strict=True)]
+             for column, (header, digits) in MEASURES.items()}
+    return pd.DataFrame({"method": table.method, "bits": table.bits, "K": table.K, **cells,
+                         "n": table.n})
 
 
 def _cell(mean: float, std: float, digits: int) -> str:
@@ -70,13 +78,14 @@ def usage_markdown(tables: list[tuple[tuple, pd.DataFrame]]) -> str:
         return ""
     parts = ["## Codebook usage\n", NOTE + "\n"]
     for key, table in tables:
-        parts += [f"### {key_title(key)}: codebook usage\n", frame_markdown(table), ""]
+        parts += [f"### {key_title(key)}: codebook usage\n", frame_markdown(usage_text(table)), ""]
     return "\n".join(parts) + "\n"
 
 
 def usage_frame(tables: list[tuple[tuple, pd.DataFrame]]) -> pd.DataFrame:
-    """The tables as one frame (usage.csv): the table key's columns, then the table's."""
-    frames = [table.assign(**dict(zip(TABLE_KEYS, key, strict=True))) for key, table in tables]
+    """The tables as one numeric frame (usage.csv): the table key's columns, then the table's."""
+    frames = [table.assign(**dict(zip(TABLE_KEYS, key, strict=True)))[[*TABLE_KEYS, *table.columns]]
+              for key, table in tables]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -110,6 +119,7 @@ def usage_html(tables: list[tuple[tuple, pd.DataFrame]], figure: Figure | None) 
     if figure is not None:
         parts.append(figure_html(figure, overview=True))
     parts += ['<div class="row">',
-              *(frame_html(table, f"usage {key_slug(key)}", f"{key_title(key)}: codebook usage")
-                for key, table in tables), "</div></section>"]
+              *(frame_html(usage_text(table), f"usage {key_slug(key)}",
+                           f"{key_title(key)}: codebook usage") for key, table in tables),
+              "</div></section>"]
     return "\n".join(parts)
