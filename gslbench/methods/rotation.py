@@ -1,5 +1,6 @@
 """`rotation`: the rotation trick (Fifty et al., "Restructuring Vector Quantization with the
-Rotation Trick", ICLR 2025), implemented here from the paper (no library function is used).
+Rotation Trick", ICLR 2025), implemented here from the paper: vector-quantize-pytorch has it only
+as an internal helper of its quantizer layer, not as a public function to depend on.
 
 Forward: the codeword q, exactly (as `ste`). Backward: for the encoder output e and its codeword
 q, let ê = e / ‖e‖, q̂ = q / ‖q‖, r = (ê + q̂) / ‖ê + q̂‖ and
