@@ -22,6 +22,7 @@ import pandas as pd
 
 from gslbench.config import SETTINGS
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.usage import usage_columns
 from gslbench.layout import RunDir
 from gslbench.report import conditions
 from gslbench.storage import read_json
@@ -46,7 +47,8 @@ class Evaluated:
 
     results: one row per run and evaluation (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
         the database's and the queries' quantization MSE (`quant_mse_database`,
-        `quant_mse_query`), seconds, the feature file's sha256 (`features_sha256`), run id);
+        `quant_mse_query`), the codebook usage (`usage_*`, `gslbench.evaluation.usage`),
+        seconds, the feature file's sha256 (`features_sha256`), run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
     logs: one row per run and training epoch (`RUN_COLUMNS` of the run's first evaluation, run id,
@@ -346,6 +348,7 @@ def _result_row(metrics: dict) -> dict:
     for part in ("database", "query"):
         value = errors.get(part)
         row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
+    row.update(usage_columns(metrics.get("usage")))  # absent from older metrics.json: NaN
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
     row["features_sha256"] = metrics.get("features_sha256")
     row["run"] = metrics["run"]
