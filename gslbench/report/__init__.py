@@ -11,15 +11,17 @@ beside it and swapped in, so a killed or failing report leaves the previous one 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
 
+from gslbench.declared import DEFAULT, Declared
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
@@ -28,7 +30,7 @@ from gslbench.report.document import found_section, results_csv, results_documen
 from gslbench.report.frames import Evaluated, axes_summary, read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
-from gslbench.report.stats import MARGIN, comparisons
+from gslbench.report.stats import MARGIN, comparisons, with_unit_defaults
 from gslbench.report.summary import generator, generator_text
 from gslbench.report.tables import (
     KINDS,
@@ -110,7 +112,8 @@ def _run_dataset(run: RunDir) -> str | None:
 
 
 def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
-                 doc_intro: str = "", margin: float = MARGIN) -> tuple[pd.DataFrame, str]:
+                 doc_intro: str = "", margin: float = MARGIN, declared: Declared = DEFAULT,
+                 validation: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
     Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
@@ -119,16 +122,21 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     search.csv, search.md and search_recall_qps.{png,svg}, and index.html; `out_dir` must be new,
     empty or an earlier report (it holds index.html). Writes the results document to `doc` if
     given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
-    margin of the verdicts (mAP). Returns the results and tables.md's Markdown.
+    margin of the verdicts (mAP); declared: the comparisons to test (the grid's, `--grid`);
+    validation: run id -> the validation mAP of the tuned choice the run is (`--tuned`), which
+    picks the best other method (a `validation_map` column of results.csv). Returns the results
+    and tables.md's Markdown.
     """
     if not margin > 0:
         raise GslbenchError(f"--margin {margin} must be a positive mAP difference (e.g. 0.005)")
     _check_metrics(runs)
     data = read_runs(runs)
+    data = dataclasses.replace(data, results=with_unit_defaults(data.results).assign(
+        validation_map=data.results.run.map(dict(validation or {})).astype(float)))
     results = data.results
     tables = paper_tables(results)
     made = generator()
-    compared = comparisons(results, margin=margin, pairs="all")
+    compared = comparisons(results, declared, margin=margin)
     cost = read_cost(run for run in runs if run.evaluations())
     markdown = report_markdown(data, tables, compared, made, margin, cost)
     _check_out_dir(out_dir)
@@ -152,7 +160,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     if doc is not None:
         csv = doc.with_suffix(".csv")
         _write_csv(results_csv(results), csv)
-        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost))
+        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost, declared))
     return results, markdown
 
 
@@ -160,7 +168,7 @@ def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.Data
                     made: dict[str, str], margin: float = MARGIN,
                     cost: pd.DataFrame | None = None) -> str:
     """tables.md: the title, what made the report (`summary.generator`), what it found (from
-    `compared`, `stats.comparisons(..., pairs="all")`), the settings, what the runs cost
+    `compared`, `stats.comparisons`), the settings, what the runs cost
     (`cost.read_cost`'s frame), the tables."""
     return "\n".join([
         "# gslbench report", "",
