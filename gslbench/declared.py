@@ -33,15 +33,15 @@ REGIME_FIELDS = ("dataset", "feature", "protocol", "condition", "loss", "quantiz
 @dataclass(frozen=True)
 class Declared:
     """Declared comparisons: `pairs` (method, against) and `regimes` (field, allowed values); no
-    regimes: every regime. `source` says where the declaration comes from."""
+    regimes: every regime."""
 
     pairs: tuple[tuple[str, str], ...] = DEFAULT_PAIRS
     regimes: tuple[tuple[str, tuple], ...] = ()
-    source: str = "the default declaration"
 
     @classmethod
     def parse(cls, table: Any, source: str = "grid") -> Declared:
-        """The `[comparisons]` table of a grid file; a malformed one is a one-line user error."""
+        """The `[comparisons]` table of a grid file (`source` names it in errors); a malformed
+        one is a one-line user error."""
         where = f"{source}: [comparisons]"
         if not isinstance(table, dict):
             raise GslbenchError(f"{where} must be a table (pairs = [[METHOD, AGAINST], ...])")
@@ -69,18 +69,19 @@ class Declared:
                     raise GslbenchError(f"{where}: {name} must be a value or a non-empty list, "
                                         f"got {table[name]!r}")
                 regimes.append((name, tuple(dict.fromkeys(values))))
-        return cls(tuple(dict.fromkeys((m, a) for m, a in pairs)), tuple(regimes), source)
+        return cls(tuple(dict.fromkeys((m, a) for m, a in pairs)), tuple(regimes))
 
     def covers(self, regime: Mapping[str, Any]) -> bool:
         """Whether a regime ({regime column: value}) is among the declared ones."""
         return all(regime.get(name) in values for name, values in self.regimes)
 
     def text(self) -> str:
-        """`gsl − two-step, gsl − best-other over every regime (the default declaration)`."""
+        """`gsl − two-step, gsl − best-other, over every regime` (what is declared, not where: a
+        document rebuilt from its CSV says the same)."""
         pairs = ", ".join(f"{method} − {against}" for method, against in self.pairs)
         where = "; ".join(f"{name} {', '.join(map(str, values))}"
                           for name, values in self.regimes) or "every regime"
-        return f"{pairs}, over {where} ({self.source})"
+        return f"{pairs}, over {where}"
 
 
 DEFAULT = Declared()

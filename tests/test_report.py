@@ -223,7 +223,7 @@ def test_results_document(tmp_path):
     # the answer first, then the intro
     assert text.startswith("# gslbench results\n\n## The answer\n\nThe comparisons declared "
                            "before the runs (gsl − two-step, gsl − qloss, gsl − pca, gsl − "
-                           "best-other, over every regime (the default declaration))")
+                           "best-other, over every regime)")
     assert (text.index("## The answer") < text.index("Tuning: none.") < text.index("Generated on ")
             < text.index("## Provenance") < text.index("## Settings")
             < text.index("## What it found"))

@@ -146,16 +146,15 @@ def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None,
     from gslbench.bench.grid import Grid, read_grid_file
     from gslbench.bench.tuned import Tuned
 
-    configs, declarations = [], {}
+    configs, declarations = [], set()
     for path in grid_files:
         grid = Grid.from_mapping(read_grid_file(path), source=str(path))
         configs += (Tuned.read(tuned).cells(grid) if tuned is not None else grid).cells(data_dir)
-        declarations.setdefault((grid.comparisons.pairs, grid.comparisons.regimes),
-                                grid.comparisons)
+        declarations.add(grid.comparisons)
     if len(declarations) > 1:
         raise GslbenchError(f"{', '.join(map(str, grid_files))}: the grids declare different "
                             "[comparisons]; report them apart, or declare the same")
-    declared = next(iter(declarations.values()), DEFAULT)
+    declared = next(iter(declarations), DEFAULT)
     if tuned is None:
         return configs, declared, {}
     chosen = Tuned.read(tuned)
