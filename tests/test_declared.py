@@ -67,3 +67,24 @@ def test_report_tests_what_the_grid_declares_with_the_best_other_by_validation(t
     assert "one Holm family of 1 tests" in text
     assert "| 16: better +0.1000 (two-step) | 16: better +0.1000 | 3 (< 10) |" in text
     assert "λ=2.7 − " not in text and "− qloss" not in text  # qloss is compared with nothing
+
+
+def test_a_declared_name_no_run_has_is_named_and_grids_must_agree(tmp_path):
+    make_runs(tmp_path / "runs")
+    one, two = tmp_path / "one.toml", tmp_path / "two.toml"
+    cells = 'dataset = "digits"\nmethod = ["two-step", "gsl"]\nbits = 16\nseed = [0, 1, 2]\n'
+    one.write_text(cells + '[comparisons]\npairs = [["gsl", "two-step"], ["gsl", "pcaa"]]\n',
+                   encoding="utf-8")
+    two.write_text(cells + '[comparisons]\npairs = [["gsl", "two-step"]]\n', encoding="utf-8")
+
+    def report(*grids):
+        args = [arg for grid in grids for arg in ("--grid", str(grid))]
+        return CliRunner().invoke(cli, ["--results-dir", str(tmp_path), "report", *args,
+                                        "--out", str(tmp_path / "report")])
+
+    result = report(one)
+    assert result.exit_code == 0, result.output
+    assert "the declared comparisons name pcaa, which no run has" in result.output
+    mixed = report(one, two)
+    assert mixed.exit_code == 2 and len(mixed.output.strip().splitlines()) == 1
+    assert "the grids declare different [comparisons]" in mixed.output

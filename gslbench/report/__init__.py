@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gslbench.declared import DEFAULT, Declared
+from gslbench.declared import BEST_OTHER, DEFAULT, Declared
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
@@ -134,6 +134,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     data = dataclasses.replace(data, results=with_unit_defaults(data.results).assign(
         validation_map=data.results.run.map(dict(validation or {})).astype(float)))
     results = data.results
+    _check_declared_names(results, declared)
     tables = paper_tables(results)
     made = generator()
     compared = comparisons(results, declared, margin=margin)
@@ -176,6 +177,18 @@ def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.Data
         f"({axes_summary(data.results)}).", "",
         *found_section(tables, compared, margin), *settings_section(data),
         *(cost_section(cost) if cost is not None else []), tables_markdown(tables)])
+
+
+def _check_declared_names(results: pd.DataFrame, declared: Declared) -> None:
+    """A grid's declared comparison that names a method or variant no run has (a typo, or a
+    method left out) is named in a warning; its comparisons show `—`."""
+    if declared == DEFAULT:
+        return
+    names = {name for pair in declared.pairs for name in pair} - {BEST_OTHER}
+    unknown = sorted(names - set(results.method) - set(results.variant))
+    if unknown:
+        log.warning("the declared comparisons name %s, which no run has: those comparisons "
+                    "are not made", ", ".join(unknown))
 
 
 def _check_metrics(runs: list[RunDir]) -> None:
