@@ -30,7 +30,7 @@ from gslbench.report.document import found_section, results_csv, results_documen
 from gslbench.report.frames import Evaluated, axes_summary, read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
-from gslbench.report.stats import MARGIN, comparisons, with_unit_defaults
+from gslbench.report.stats import MARGIN, comparisons
 from gslbench.report.summary import generator, generator_text
 from gslbench.report.tables import (
     KINDS,
@@ -131,8 +131,9 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
         raise GslbenchError(f"--margin {margin} must be a positive mAP difference (e.g. 0.005)")
     _check_metrics(runs)
     data = read_runs(runs)
-    data = dataclasses.replace(data, results=with_unit_defaults(data.results).assign(
-        validation_map=data.results.run.map(dict(validation or {})).astype(float)))
+    if validation:
+        data = dataclasses.replace(data, results=data.results.assign(
+            validation_map=data.results.run.map(dict(validation)).astype(float)))
     results = data.results
     _check_declared_names(results, declared)
     tables = paper_tables(results)
