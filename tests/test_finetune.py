@@ -281,7 +281,8 @@ def test_the_report_keeps_fine_tuned_runs_apart(tmp_path):
     assert "| float | 0.6050 ± 0.0071 (2) |" in document  # N = 1's two seeds, not N = 0's
     # the paired comparisons and the error table per feature too
     assert "**digits (pixels, last 1 block trained), PQ, 16 bits = 2 × 256 words" in document
-    assert "| digits | pixels, last 1 block trained | pq | 256 | 16 | two-step | 0.3950 |" in document
+    assert ("| digits | pixels, last 1 block trained | standard | pq | 256 | 16 | two-step | 0.3950 |"
+            in document)
 
 
 def test_device_selection(monkeypatch):

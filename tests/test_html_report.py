@@ -116,7 +116,8 @@ def test_chromium_renders_the_tables_and_every_figure(tmp_path):
         assert min(shown["size"]) > 0
 
     # the verdict block opens the page and spans its width (the window less the body's margins)
-    assert report["verdicts"] == 2 and report["found"][0] > WINDOW[0] - 100
+    # (a row per code length and declared comparison: gsl against two-step and qloss, 16 and 32)
+    assert report["verdicts"] == 4 and report["found"][0] > WINDOW[0] - 100
     assert len(report["images"]) == 5  # mAP vs bits, recall@R, precision@K, PR, training
     assert undecoded(report) == []
     for image in report["images"]:  # each image is its own PNG, decoded at its full width

@@ -15,6 +15,7 @@ from runfakes import FEATURES_SHA256, MAPS, make_run, make_runs
 
 from gslbench.cli import cli
 from gslbench.config import RunConfig
+from gslbench.declared import Declared
 from gslbench.errors import GslbenchError
 from gslbench.report import select_runs, write_report
 from gslbench.report.cost import cost_section, read_cost
@@ -202,37 +203,48 @@ def test_paired_verdicts_on_the_made_up_seeds(report):
     half = 4.303 * np.std([0.11, 0.08, 0.11], ddof=1) / np.sqrt(3)
     assert row["mean"] == pytest.approx(0.10) and row.n == 3 and row.positive == 3
     assert row.low == pytest.approx(0.10 - half, abs=1e-4)
-    # t = 0.10 / (0.017321 / sqrt(3)) = 10.0, 2 degrees of freedom: p = 0.00985; the family
-    # (gsl against two-step at 16 and 32 bits) has 32 bits at p = 1: Holm doubles the smaller
+    # t = 0.10 / (0.017321 / sqrt(3)) = 10.0, 2 degrees of freedom: p = 0.00985; one family of
+    # the 4 declared comparisons (gsl against two-step and qloss at 16 and 32 bits; pca has no
+    # runs, and without validation mAP no best other): Holm multiplies the smallest p by 4
     assert row.p == pytest.approx(0.00985, abs=1e-5)
-    assert row.p_holm == pytest.approx(2 * row.p) and row.verdict == "better"
-    assert table.loc[(16, GSL, QLOSS)].verdict == "inconclusive"  # 0.01, 0.01, -0.02
+    assert row.p_holm == pytest.approx(4 * row.p) and row.verdict == "better"
+    assert len(table) == 4 and (table.family_size == 4).all()
+    # 3 seeds cannot detect 0.005 (detectable over 0.1): what is not significant is not powered
+    assert table.loc[(16, GSL, QLOSS)].verdict == "not powered"  # 0.01, 0.01, -0.02
     assert table.loc[(32, GSL, QLOSS)].verdict == "worse"  # -0.10, -0.12, -0.08
-    assert table.loc[(32, GSL, "two-step")].verdict == "inconclusive"  # 0, -0.02, 0.02
-    assert table.loc[(16, QLOSS, "two-step")].verdict == "better"
-    assert (table.family_size == 2).all()
-    assert len(table) == 6  # per code length: qloss and gsl against two-step, gsl against qloss
+    assert table.loc[(32, GSL, "two-step")].verdict == "not powered"  # 0, -0.02, 0.02
+    assert (table.detectable > 0.1).all()
 
 
 def test_results_document(tmp_path):
     doc = tmp_path / "docs" / "results.md"
     write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc, "Tuning: none.\n")
     text = doc.read_text()
-    assert text.startswith("# gslbench results\n\nTuning: none.\n\nGenerated on ")
-    assert text.index("## What it found") < text.index("## Provenance") < text.index("## Settings")
-    assert "| gsl | qloss | 0 | 0 | 1 | 1 |" in text  # better, equivalent, worse, inconclusive
-    # GSL's verdicts summed over the code lengths: at 16 bits it beats two-step (+0.10 at every
-    # seed) and ties qloss; at 32 bits it ties two-step and loses to qloss, the best other at both
-    assert (f"| digits | standard | train | pq | 256 | {GSL} | 1 better, 1 inconclusive | 1 worse, "
-            "1 inconclusive | 1 worse, 1 inconclusive | qloss (2) |") in text
-    assert text.index("## GSL against two-step") < text.index("## What it found")
+    # the answer first, then the intro
+    assert text.startswith("# gslbench results\n\n## The answer\n\nThe comparisons declared "
+                           "before the runs (gsl − two-step, gsl − qloss, gsl − pca, gsl − "
+                           "best-other, over every regime)")
+    assert (text.index("## The answer") < text.index("Tuning: none.") < text.index("Generated on ")
+            < text.index("## Provenance") < text.index("## Settings")
+            < text.index("## What it found"))
+    # better, equivalent, worse, inconclusive, not powered
+    assert "| gsl | qloss | 0 | 0 | 1 | 0 | 1 |" in text
+    # per code length: at 16 bits GSL beats two-step (+0.10 at every seed), at 32 bits it loses
+    # to qloss; pca has no runs, and without validation mAP there is no best other (a note says
+    # why); 3 seeds are marked, and the largest detectable difference shown
+    assert (f"| digits | standard | train | pq | 256 | {GSL} | 16: better +0.1000; 32: not "
+            "powered +0.0000 | 16: not powered +0.0000; 32: worse -0.1000 | — | — | 3 (< 10) | "
+            "0.1309 |") in text
+    assert "these runs have no validation mAP" in text
     assert "gap to float" in text and "database quantization MSE" in text
     assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
-            f"mAP below float; {GSL} is inconclusive against two-step (+0.0000, 95% CI [-0.0497, "
-            "+0.0497], 1/3 seeds above, Holm p=1); loses to "
-            f"{QLOSS} (-0.1000, 95% CI [-0.1497, -0.0503], 0/3 seeds above, Holm p=0.0261).") in text
-    # the training set's last-epoch error beside encode's database and query errors
-    assert f"| digits | pixels | pq | 256 | 16 | {GSL} | 0.2000 | 0.16000 | 0.02000 | 0.04000 |" in text
+            f"mAP below float; {GSL} is not powered against two-step (+0.0000, 95% CI [-0.0497, "
+            "+0.0497], 1/3 units above, Holm p=1, detectable 0.1309); loses to "
+            f"{QLOSS} (-0.1000, 95% CI [-0.1497, -0.0503], 0/3 units above, Holm p=0.0394, "
+            "detectable 0.1309).") in text
+    # the training set's last-epoch error beside encode's database and query errors, per protocol
+    assert (f"| digits | pixels | standard | pq | 256 | 16 | {GSL} | 0.2000 | 0.16000 | 0.02000 | "
+            "0.04000 |") in text
 
 
 def test_the_document_records_its_provenance_and_its_tables_rebuild_from_its_csv(tmp_path):
@@ -250,10 +262,10 @@ def test_the_document_records_its_provenance_and_its_tables_rebuild_from_its_csv
     rows = pd.read_csv(doc.with_suffix(".csv"))
     assert len(rows) == len(results) == 21
     assert set(rows.features_sha256) == {FEATURES_SHA256}
-    found, tables = rebuild_tables(doc.with_suffix(".csv"), margin=0.02)
-    assert found in text and tables in text  # the document's tables, from the CSV alone
-    assert tables.count("## digits (pixels)") == 3 and "## Paired comparisons" in tables
-    assert "### digits (pixels), PQ, 256-word codebooks, pairwise loss" in found
+    answer, tables = rebuild_tables(doc.with_suffix(".csv"), margin=0.02)
+    assert answer in text and tables in text  # the document's tables, from the CSV alone
+    assert answer.startswith("## The answer") and "## Paired comparisons" in tables
+    assert "### digits (pixels), PQ, 256-word codebooks, pairwise loss" in tables
     # a CSV with another number is a document with other tables
     rows.loc[rows.variant == GSL, "map"] += 0.001
     rows.to_csv(tmp_path / "edited.csv", index=False)
@@ -270,14 +282,15 @@ def test_the_report_opens_with_what_it_found_and_the_settings(report):
     made = generator()
     assert top.startswith(f"# gslbench report\n\nGenerated on {made['date']} by gslbench "
                           f"{made['gslbench']} (commit {made['commit']}).")
-    # 16 bits: gsl and qloss tie at 0.80 on mean (gsl ahead in the last digits); 32 bits:
-    # qloss, then two-step and gsl tie at 0.75 (two-step first in report order)
-    assert ("| 16 | gsl α=1 k=8 select=aligned (0.8000) | qloss λ=2.7 (0.8000) | +0.0000 "
-            "[-0.0430, +0.0430], p=1 (3 seeds) | inconclusive | +0.1000 [+0.0570, +0.1430], "
-            "p=0.0197 (3 seeds) | better |") in top
-    assert "| 32 | qloss λ=2.7 (0.8500) | two-step (0.7500) | +0.1000" in top
+    # the declared comparisons only (the best method is described, never tested): 16 bits: gsl
+    # and qloss tie at 0.80 on mean (gsl ahead in the last digits); 32 bits: qloss best
+    assert ("| 16 | gsl α=1 k=8 select=aligned − two-step | +0.1000 [+0.0570, +0.1430], "
+            "p=0.0394 | 3 (< 10) | 0.1134 | better |") in top
+    assert ("| 32 | gsl α=1 k=8 select=aligned − qloss λ=2.7 | -0.1000 [-0.1497, -0.0503], "
+            "p=0.0394 | 3 (< 10) | 0.1309 | worse |") in top
     assert ("Best by mean mAP: gsl α=1 k=8 select=aligned at 16 bits; qloss λ=2.7 at 32 bits. "
-            "Against the runner-up: 1 better, 1 inconclusive. Against two-step: 2 better.") in top
+            "gsl α=1 k=8 select=aligned − two-step: 1 better, 1 not powered. "
+            "gsl α=1 k=8 select=aligned − qloss λ=2.7: 1 worse, 1 not powered.") in top
     assert "| epochs | 40 | 21 |" in top  # the same for every run
     assert "| gsl_alpha | 1 | 6 |" in top  # a knob: its method's runs
     assert "| seed | 0 (7), 1 (7), 2 (7) |" in top and "| bits | 0 (3), 16 (9), 32 (9) |" in top
@@ -527,8 +540,11 @@ def test_controls_stay_rows_of_their_own_beside_a_method_tuned_per_code_length()
     # gsl: α=1 at 8 bits and α=0.25 at 16 and 32 are one tuned row; α=0 ran everywhere
     assert set(merged[merged.method == "gsl"].variant) == {"gsl", "gsl α=0"}
     assert "gsl α=1 (8 bits), α=0.25 (16, 32 bits)" in next(iter(notes.values()))
-    pairs = set(zip(comparisons(frame).method, comparisons(frame).against, strict=True))
-    assert ("gsl", "gsl α=0") in pairs  # the control is compared with the tuned method
+    declared = Declared((("gsl", "gsl α=0"), ("gsl", "two-step")))  # a variant label, a method
+    compared = comparisons(frame, declared)
+    pairs = set(zip(compared.method, compared.against, strict=True))
+    # the control is compared with the tuned method, and both with two-step
+    assert pairs == {("gsl", "gsl α=0"), ("gsl", "two-step"), ("gsl α=0", "two-step")}
 
 
 def test_figures_draw_a_method_tuned_per_code_length_as_one_line(tmp_path):
@@ -574,7 +590,8 @@ def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_p
     assert key_slug(database) == f"{SLUG}-database-fit"
     verdicts = comparisons(results)
     assert set(verdicts.codebooks) == {"train", "database"}  # compared within each fit
-    assert (verdicts.family_size == 2).all()  # a family per fit: 16 and 32 bits
+    # one family: both fits, 16 and 32 bits, gsl against two-step and qloss
+    assert len(verdicts) == 8 and (verdicts.family_size == 8).all()
     unseen = make_runs(tmp_path / "unseen", dataset="digits")
     for run in unseen:
         _rewrite_metrics(run, config={"protocol": "unseen"})

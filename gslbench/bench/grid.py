@@ -21,6 +21,9 @@ of products: each `[[grid]]` table is one part, its keys over the file's top-lev
     [[grid]]                               # 256-word codebooks at 16 to 64 bits
     sub_bits = 8
     bits = [16, 32, 64]
+
+A `[comparisons]` table declares what the report tests (`gslbench.declared`); it sets no
+run.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gslbench.config import FIELDS, RunConfig
 from gslbench.data import DATASETS, get_dataset
 from gslbench.data.backbones import check_fine_tunable
 from gslbench.data.features import check_feature
+from gslbench.declared import DEFAULT, Declared, declared_of
 from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.layout import CODEBOOKS, check_codebooks
 from gslbench.methods import METHODS
@@ -57,11 +61,12 @@ DEFAULT_AXES: dict[str, tuple] = {
 class Grid:
     """The values of each given RunConfig field (in field order) per part; the grid's cells are
     the union of its parts' products. `source` names the TOML file; `codebooks` are the fits
-    each quantized cell is encoded and evaluated with."""
+    each quantized cell is encoded and evaluated with; `comparisons` what its report tests."""
 
     parts: tuple[tuple[tuple[str, tuple], ...], ...]
     source: str = ""
     codebooks: tuple[str, ...] = CODEBOOKS
+    comparisons: Declared = DEFAULT
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any], source: str = "",
@@ -70,8 +75,11 @@ class Grid:
 
         A `grid` key holding a list of tables (TOML `[[grid]]`) makes one part per table, its
         keys over the others; `overrides` (the flags given on bench's command line) go over all.
+        A `comparisons` table is the declaration of `gslbench.declared`.
         """
         settings, overrides = dict(settings), dict(overrides or {})
+        declared = declared_of(settings, source or "grid")
+        settings.pop("comparisons", None)
         tables = settings.pop("grid", [{}])
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
             raise GslbenchError(f"{source or 'grid'}: grid must be a list of tables ([[grid]]), "
@@ -79,7 +87,7 @@ class Grid:
         codebooks = _codebooks(overrides.pop("codebooks", settings.pop("codebooks", CODEBOOKS)),
                                source)
         return cls(tuple(_part({**settings, **table, **overrides}, source) for table in tables),
-                   source, codebooks)
+                   source, codebooks, declared)
 
     def fields(self) -> set[str]:
         """The fields the grid sets (in any part)."""

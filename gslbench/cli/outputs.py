@@ -15,6 +15,8 @@ from gslbench.cli.base import (
     metric_option,
     split,
 )
+from gslbench.declared import DEFAULT, Declared, validation_maps
+from gslbench.errors import GslbenchError
 from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
 from gslbench.export import export_run
 
@@ -96,9 +98,11 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
 @click.option("--grid", "grid_files", multiple=True, metavar="GRID.toml",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Only the runs of this grid's cells, as `bench GRID.toml` makes them "
-                   "(repeatable; cells without a run are named on stderr).")
+                   "(repeatable; cells without a run are named on stderr); the report tests "
+                   "the comparisons its [comparisons] table declares.")
 @click.option("--tuned", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --grid: the choice file the grid was benched with (`bench --tuned`).")
+              help="With --grid: the choice file the grid was benched with (`bench --tuned`); "
+                   "its validation mAPs choose the best other method.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (default: RESULTS/report), replaced as a whole.")
 @click.option("--doc", type=click.Path(dir_okay=False, path_type=Path),
@@ -124,21 +128,36 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
     if tuned is not None and not grid_files:
         raise click.UsageError("--tuned applies to the cells of a --grid: give one")
-    cells = [config.run_id for path in grid_files
-             for config in _grid_cells(path, tuned, ctx.obj["data_dir"])]
-    run_dirs = report_module.select_runs(results_dir, runs, patterns, names, cells)
+    configs, declared, validation = _grid_cells(grid_files, tuned, ctx.obj["data_dir"])
+    run_dirs = report_module.select_runs(results_dir, runs, patterns, names,
+                                         [config.run_id for config in configs])
     intro = doc_intro.read() if doc_intro else ""
     out = out or layout.report_dir(results_dir)
-    _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin)
+    _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin, declared,
+                                             validation)
     click.echo(markdown, nl=False)
     if not ctx.obj["quiet"]:
         click.echo(f"report written to {out / 'index.html'}", err=True)
 
 
-def _grid_cells(grid_file: Path, tuned: Path | None, data_dir: Path) -> list[RunConfig]:
-    """The run configs `bench GRID_FILE [--tuned TUNED]` runs."""
+def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None,
+                data_dir: Path) -> tuple[list[RunConfig], Declared, dict[str, float]]:
+    """The run configs `bench GRID_FILE [--tuned TUNED]` runs for each grid file, the
+    comparisons the grids declare (`gslbench.declared`: the same in every grid file; the
+    default without --grid) and, with --tuned, each run's validation mAP."""
     from gslbench.bench.grid import Grid, read_grid_file
     from gslbench.bench.tuned import Tuned
 
-    grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
-    return (Tuned.read(tuned).cells(grid) if tuned is not None else grid).cells(data_dir)
+    configs, declarations = [], set()
+    for path in grid_files:
+        grid = Grid.from_mapping(read_grid_file(path), source=str(path))
+        configs += (Tuned.read(tuned).cells(grid) if tuned is not None else grid).cells(data_dir)
+        declarations.add(grid.comparisons)
+    if len(declarations) > 1:
+        raise GslbenchError(f"{', '.join(map(str, grid_files))}: the grids declare different "
+                            "[comparisons]; report them apart, or declare the same")
+    declared = next(iter(declarations), DEFAULT)
+    if tuned is None:
+        return configs, declared, {}
+    chosen = Tuned.read(tuned)
+    return configs, declared, validation_maps(chosen.choices, chosen.shared, configs)

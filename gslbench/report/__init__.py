@@ -11,15 +11,17 @@ beside it and swapped in, so a killed or failing report leaves the previous one 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
 
+from gslbench.declared import BEST_OTHER, DEFAULT, Declared
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
@@ -111,7 +113,8 @@ def _run_dataset(run: RunDir) -> str | None:
 
 
 def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
-                 doc_intro: str = "", margin: float = MARGIN) -> tuple[pd.DataFrame, str]:
+                 doc_intro: str = "", margin: float = MARGIN, declared: Declared = DEFAULT,
+                 validation: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
     Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
@@ -121,16 +124,23 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     was measured usage.csv and usage_vs_map.{png,svg} (`report.usage`), and index.html; `out_dir` must be new,
     empty or an earlier report (it holds index.html). Writes the results document to `doc` if
     given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
-    margin of the verdicts (mAP). Returns the results and tables.md's Markdown.
+    margin of the verdicts (mAP); declared: the comparisons to test (the grid's, `--grid`);
+    validation: run id -> the validation mAP of the tuned choice the run is (`--tuned`), which
+    picks the best other method (a `validation_map` column of results.csv). Returns the results
+    and tables.md's Markdown.
     """
     if not margin > 0:
         raise GslbenchError(f"--margin {margin} must be a positive mAP difference (e.g. 0.005)")
     _check_metrics(runs)
     data = read_runs(runs)
+    if validation:
+        data = dataclasses.replace(data, results=data.results.assign(
+            validation_map=data.results.run.map(dict(validation)).astype(float)))
     results = data.results
+    _check_declared_names(results, declared)
     tables = paper_tables(results)
     made = generator()
-    compared = comparisons(results, margin=margin, pairs="all")
+    compared = comparisons(results, declared, margin=margin)
     cost = read_cost(run for run in runs if run.evaluations())
     usage = usage_tables(results)
     markdown = report_markdown(data, tables, compared, made, margin, cost) + usage_markdown(usage)
@@ -160,7 +170,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     if doc is not None:
         csv = doc.with_suffix(".csv")
         _write_csv(results_csv(results), csv)
-        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost))
+        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost, declared))
     return results, markdown
 
 
@@ -168,7 +178,7 @@ def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.Data
                     made: dict[str, str], margin: float = MARGIN,
                     cost: pd.DataFrame | None = None) -> str:
     """tables.md: the title, what made the report (`summary.generator`), what it found (from
-    `compared`, `stats.comparisons(..., pairs="all")`), the settings, what the runs cost
+    `compared`, `stats.comparisons`), the settings, what the runs cost
     (`cost.read_cost`'s frame), the tables."""
     return "\n".join([
         "# gslbench report", "",
@@ -176,6 +186,18 @@ def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.Data
         f"({axes_summary(data.results)}).", "",
         *found_section(tables, compared, margin), *settings_section(data),
         *(cost_section(cost) if cost is not None else []), tables_markdown(tables)])
+
+
+def _check_declared_names(results: pd.DataFrame, declared: Declared) -> None:
+    """A grid's declared comparison that names a method or variant no run has (a typo, or a
+    method left out) is named in a warning; its comparisons show `—`."""
+    if declared == DEFAULT:
+        return
+    names = {name for pair in declared.pairs for name in pair} - {BEST_OTHER}
+    unknown = sorted(names - set(results.method) - set(results.variant))
+    if unknown:
+        log.warning("the declared comparisons name %s, which no run has: those comparisons "
+                    "are not made", ", ".join(unknown))
 
 
 def _check_metrics(runs: list[RunDir]) -> None:

@@ -1,12 +1,15 @@
-"""The results document (`gslbench report --doc`): what it found (the verdict blocks), where its
+"""The results document (`gslbench report --doc`): the answer first (one compact table of the
+declared comparisons: GSL against two-step, qloss, pca and the best other method), then where its
 numbers come from (the feature files' sha256, the machine, versions and thread counts), the runs'
-settings, the tables, the paired comparisons (`gslbench.report.stats`) with one sentence per
-regime and the verdict counts, and the quantization error of the training set (the training log's
-last epoch) beside those of the database and the queries.
+settings, what it found (the verdict blocks), the tables, the paired comparisons
+(`gslbench.report.stats`) with one sentence per regime and the verdict counts, and the
+quantization error of the training set (the training log's last epoch) beside those of the
+database and the queries, per protocol.
 
 Its per-seed rows are written beside it as a CSV of the same stem (results.csv beside
-results.md, `CSV_COLUMNS`); `rebuild_tables` makes the document's tables and comparisons again from that CSV
-alone, so anyone can check them.
+results.md, `CSV_COLUMNS`, with each run's validation mAP where the report was given tuned.toml);
+`rebuild_tables` makes the document's tables and comparisons again from that CSV alone (and the
+declaration of comparisons), so anyone can check them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from gslbench.declared import DEFAULT, Declared
 from gslbench.errors import GslbenchError
+from gslbench.report.answer import answer_section
 from gslbench.report.cost import cost_section
 from gslbench.report.frames import (
     DEFAULT_MODE,
@@ -26,19 +31,22 @@ from gslbench.report.frames import (
     axes_summary,
     key_title,
     mode_title,
-    tuned_rows,
+    with_key_defaults,
 )
 from gslbench.report.stats import (
-    CHALLENGER,
     CONFIDENCE,
-    FAMILY_KEYS,
     MARGIN,
     REGIME_KEYS,
+    UNIT_DEFAULTS,
     VERDICTS,
     comparisons,
+    units_text,
+    validation_note,
+    with_unit_defaults,
 )
 from gslbench.report.summary import (
     block_note,
+    detectable_text,
     found_blocks,
     generator,
     generator_text,
@@ -53,9 +61,9 @@ from gslbench.report.tables import (
 )
 
 PHRASES = {"better": "beats", "worse": "loses to", "equivalent": "is equivalent to",
-           "inconclusive": "is inconclusive against"}
-CSV_COLUMNS = [*RUN_COLUMNS, "map", "map_all", "quant_mse_database", "quant_mse_query",
-               "features_sha256", "run"]
+           "inconclusive": "is inconclusive against", "not powered": "is not powered against"}
+CSV_COLUMNS = list(dict.fromkeys([*RUN_COLUMNS, "draw", "map", "map_all", "quant_mse_database",
+                                  "quant_mse_query", "validation_map", "features_sha256", "run"]))
 TEXT_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "loss",
                 "codebooks", "search", "metric", "condition", "features_sha256", "run"]
 
@@ -67,30 +75,32 @@ def regime_title(regime: dict) -> str:
     extras = [f"{regime['protocol']} classes" if regime["protocol"] != KEY_DEFAULTS["protocol"] else "",
               f"codebooks fitted on the {regime['codebooks']}"
               if regime["codebooks"] != KEY_DEFAULTS["codebooks"] else "",
-              mode_title(regime["search"], regime["metric"]), regime["condition"]]
+              mode_title(regime["search"], regime["metric"]),
+              regime["condition"] if regime["condition"] != UNIT_DEFAULTS["condition"] else ""]
     return ", ".join(filter(None, [
         f"{regime['dataset']} ({regime['feature']}), {regime['quantizer'].upper()}, {bits} bits"
         f" = {bits // sub_bits} × {2 ** sub_bits} words, {regime['loss']} loss", *extras]))
 
 
 def interval_text(row: pd.Series) -> str:
-    """`+0.0140, 95% CI [+0.0100, +0.0180], 5/5 seeds above, Holm p=0.012` (a comparisons row)."""
+    """`+0.0140, 95% CI [+0.0100, +0.0180], 5/5 units above, Holm p=0.012, detectable 0.0090`
+    (a comparisons row)."""
     if row["n"] < 2:
-        return f"{row['mean']:+.4f}, {row['n']} seed"
+        return f"{row['mean']:+.4f}, {row['n']} unit"
     return (f"{row['mean']:+.4f}, {CONFIDENCE:.0%} CI [{row['low']:+.4f}, {row['high']:+.4f}], "
-            f"{row['positive']}/{row['n']} seeds above, Holm p={row['p_holm']:.3g}")
+            f"{row['positive']}/{row['n']} units above, Holm p={row['p_holm']:.3g}, "
+            f"detectable {detectable_text(row['detectable'])}")
 
 
 def regime_sentence(regime: dict, rows: pd.DataFrame, float_gap: float | None) -> str:
-    """One sentence on a regime: how far two-step falls below float (the pressure), then GSL's
-    verdict against each other method (every method's against two-step where GSL did not run).
+    """One sentence on a regime: how far two-step falls below float (the pressure), then each
+    declared comparison's verdict.
 
     rows: the regime's rows of `stats.comparisons`."""
-    gsl = rows[rows.method.str.split().str[0] == CHALLENGER]
-    subjects = gsl if not gsl.empty else rows[rows.against.str.split().str[0] == "two-step"]
     parts = []
-    for method, group in subjects.groupby("method", sort=False):
-        clauses = [f"{PHRASES[row.verdict]} {row.against} ({interval_text(row)})"
+    for method, group in rows.groupby("method", sort=False):
+        clauses = [f"{PHRASES[row.verdict]} {row.against}"
+                   f"{' (the best other)' if row.best_other else ''} ({interval_text(row)})"
                    for _, row in group.iterrows()]
         parts.append(f"{method} " + "; ".join(clauses))
     pressure = "" if float_gap is None else f"two-step is {float_gap:.4f} mAP below float; "
@@ -105,9 +115,11 @@ def float_gaps(results: pd.DataFrame) -> dict[tuple, float]:
     return (stats["float"] - stats["two-step"]).dropna().to_dict()
 
 
-def comparison_section(results: pd.DataFrame, margin: float = MARGIN) -> list[str]:
-    """The paired comparisons: a sentence per regime, the verdict counts, every comparison."""
-    table = comparisons(results, margin=margin)
+def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
+                       margin: float = MARGIN) -> list[str]:
+    """The paired comparisons (`compared`: `stats.comparisons` of `results`): a sentence per
+    regime, the verdict counts, every comparison."""
+    table = compared
     if table.empty:
         return []
     gaps = float_gaps(results)
@@ -118,27 +130,31 @@ def comparison_section(results: pd.DataFrame, margin: float = MARGIN) -> list[st
     counts = (names.groupby(["method", "against", "verdict"]).size().unstack(fill_value=0)
               .reindex(columns=list(VERDICTS), fill_value=0).reset_index())
     extras = [column for column, default in (("protocol", KEY_DEFAULTS["protocol"]),
-                                             ("codebooks", KEY_DEFAULTS["codebooks"]),
-                                             ("condition", KEY_DEFAULTS["condition"]))
+                                             ("codebooks", KEY_DEFAULTS["codebooks"]))
               if set(table[column]) != {default}]
+    extras += ["condition"] if set(table.condition) - {"", UNIT_DEFAULTS["condition"]} else []
     if set(zip(table.search, table.metric, strict=True)) != {DEFAULT_MODE}:
         extras += ["search", "metric"]
     shown = table.assign(
         words=2 ** table.sub_bits, difference=table["mean"].map("{:+.4f}".format),
         interval=[f"[{low:+.4f}, {high:+.4f}]" for low, high in zip(table.low, table.high, strict=True)],
-        seeds_above=[f"{p}/{n}" for p, n in zip(table.positive, table.n, strict=True)],
+        units=table.n.map(units_text),
+        units_above=[f"{p}/{n}" for p, n in zip(table.positive, table.n, strict=True)],
         p=table.p.map("{:.3g}".format), p_holm=table.p_holm.map("{:.3g}".format),
         p_equivalence_holm=table.p_equivalence_holm.map("{:.3g}".format),
-    )[["dataset", "quantizer", "words", "code_bits", *extras, "method", "against", "difference",
-       "interval", "seeds_above", "p", "p_holm", "p_equivalence_holm", "verdict"]]
+        detectable=table.detectable.map(detectable_text),
+        best_other=table.best_other.map({True: "yes", False: ""}),
+    )[["dataset", "quantizer", "words", "code_bits", *extras, "method", "against", "best_other",
+       "difference", "interval", "units", "units_above", "p", "p_holm", "p_equivalence_holm",
+       "detectable", "verdict"]]
     return [
         "## Paired comparisons",
         "",
-        "Every method against two-step and against qloss, and GSL against every other method, in",
-        "each regime: the mean over seeds of the paired difference in mAP (method minus the other;",
-        f"seeds are paired: same initialisation and batches), its raw {CONFIDENCE:.0%} t-interval, "
-        "the seeds where it is positive,",
-        "the paired t-test's p, and both p-values Holm-adjusted over the family.",
+        "Each declared comparison in each regime: the mean over paired units (draw, seed: same",
+        "classes held out, same initialisation and batches) of the difference in mAP (method minus",
+        f"the other), its raw {CONFIDENCE:.0%} t-interval, the units where it is positive, the "
+        "paired t-test's p, both p-values Holm-adjusted over the one family of "
+        f"{int(table.family_size.iloc[0])} tests, and the smallest difference detectable.",
         block_note(margin),
         "",
         *sentences,
@@ -155,63 +171,13 @@ def comparison_section(results: pd.DataFrame, margin: float = MARGIN) -> list[st
 def found_section(tables: list[PaperTable], compared: pd.DataFrame, margin: float = MARGIN,
                   level: int = 2) -> list[str]:
     """`## What it found`: per table set, its verdict sentence and block (`summary.found_blocks`
-    of the `tables.paper_tables` and `stats.comparisons(..., pairs="all")`)."""
+    of the `tables.paper_tables` and `stats.comparisons`)."""
     lines = ["#" * level + " What it found", "", block_note(margin), ""]
     for key, sentence, block in found_blocks(tables, compared):
         lines += ["#" * (level + 1) + f" {key_title(key)}", "", sentence, ""]
         if not block.empty:
             lines += [frame_markdown(block), ""]
     return lines
-
-
-def challenger_section(results: pd.DataFrame, compared: pd.DataFrame) -> list[str]:
-    """`## GSL against two-step, qloss and the best other method`: per data set, protocol,
-    codebook fit (and mode, condition), quantizer, codebook size and GSL variant (the tuned GSL and any
-    control), its verdicts over the code lengths against two-step, against qloss and against
-    the best other method of each regime (the non-GSL quantized method of highest mean mAP).
-    `compared`: `stats.comparisons` of `results`."""
-    gsl = compared[(compared.method.str.split().str[0] == CHALLENGER)
-                   & (compared.against.str.split().str[0] != CHALLENGER)]
-    if gsl.empty:
-        return []
-    merged, _ = tuned_rows(results)
-    others = merged[~merged.method.isin(["float", CHALLENGER])]
-    means = others.groupby([*REGIME_KEYS, "variant"])["map"].mean()
-    best = means.groupby(level=REGIME_KEYS).idxmax().map(lambda index: index[-1])
-    gsl = gsl.assign(best=[best.get(tuple(row), "") for row in gsl[REGIME_KEYS].to_numpy()])
-    keys = [*FAMILY_KEYS, "quantizer", "sub_bits", "method"]
-    rows = []
-    for key, group in gsl.groupby(keys, sort=False):
-        against = group.against.str.split().str[0]
-        top = group[group.against == group.best]
-        rows.append({**dict(zip(keys, key, strict=True)),
-                     "vs two-step": _verdict_counts(group[against == "two-step"].verdict),
-                     "vs qloss": _verdict_counts(group[against == "qloss"].verdict),
-                     "vs the best other": _verdict_counts(top.verdict),
-                     "the best other": ", ".join(
-                         f"{name} ({count})" for name, count in
-                         top.against.str.split().str[0].value_counts(sort=False).items())})
-    frame = pd.DataFrame(rows)
-    frame = frame.assign(words=2 ** frame.sub_bits, fit=frame.codebooks != KEY_DEFAULTS[
-        "codebooks"]).sort_values(["dataset", "protocol", "fit", "quantizer", "words", "method"],
-                                  kind="stable")
-    varying = [k for k in FAMILY_KEYS if frame[k].nunique() > 1 or k in ("dataset", "protocol",
-                                                                          "codebooks")]
-    frame = frame[[*varying, "quantizer", "words", "method", "vs two-step", "vs qloss",
-                   "vs the best other", "the best other"]].rename(columns={"method": "GSL"})
-    return ["## GSL against two-step, qloss and the best other method", "",
-            "Per data set, protocol, codebook fit, quantizer and codebook size, and per GSL row "
-            "(the tuned GSL and any control): its verdicts over the code lengths against "
-            "two-step, against qloss and against the best other method of each code length (the "
-            "quantized method other than GSL of highest mean mAP; how often each was, in "
-            "brackets). Verdicts as below.",
-            "", frame_markdown(frame), ""]
-
-
-def _verdict_counts(verdicts: pd.Series) -> str:
-    """`2 better, 1 inconclusive` (in `VERDICTS` order), `—` for none."""
-    counts = verdicts.value_counts()
-    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) or "—"
 
 
 def settings_section(data: Evaluated, level: int = 2) -> list[str]:
@@ -225,15 +191,18 @@ def settings_section(data: Evaluated, level: int = 2) -> list[str]:
     return lines
 
 
-def document_tables(results: pd.DataFrame, margin: float = MARGIN) -> tuple[str, str]:
-    """The parts of the document made from the per-seed rows alone: what it found (the verdict
-    blocks), then the tables with the paired comparisons (`rebuild_tables` makes both again from
-    the document's CSV)."""
+def document_tables(results: pd.DataFrame, margin: float = MARGIN,
+                    declared: Declared = DEFAULT) -> tuple[str, str]:
+    """The parts of the document made from the per-seed rows alone: the answer (the compact table
+    of the declared comparisons), then what it found (the verdict blocks), the tables and the
+    paired comparisons (`rebuild_tables` makes both again from the document's CSV)."""
+    results = with_unit_defaults(results)
     tables = paper_tables(results)
-    compared = comparisons(results, margin=margin, pairs="all")
-    found = [*challenger_section(results, compared), *found_section(tables, compared, margin)]
-    return "\n".join(found), "\n".join([tables_markdown(tables),
-                                         *comparison_section(results, margin)])
+    compared = comparisons(results, declared, margin=margin)
+    answer = answer_section(compared, declared, validation_note(results, declared))
+    return "\n".join(answer), "\n".join([*found_section(tables, compared, margin),
+                                          tables_markdown(tables),
+                                          *comparison_section(results, compared, margin)])
 
 
 def results_csv(results: pd.DataFrame) -> pd.DataFrame:
@@ -248,7 +217,8 @@ def read_results_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS},
                             keep_default_na=False, na_values={"map": ["", "NaN"],
                                                               "quant_mse_database": [""],
-                                                              "quant_mse_query": [""]})
+                                                              "quant_mse_query": [""],
+                                                              "validation_map": [""]})
     except (OSError, ValueError) as exc:
         raise GslbenchError(f"{path}: cannot read the results CSV ({exc})") from None
     missing = [column for column in ("dataset", "method", "variant", "code_bits", "seed", "map")
@@ -258,26 +228,31 @@ def read_results_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def rebuild_tables(path: Path, margin: float = MARGIN) -> tuple[str, str]:
-    """`document_tables` made again from a results CSV alone (the one beside the document)."""
-    return document_tables(read_results_csv(path), margin)
+def rebuild_tables(path: Path, margin: float = MARGIN,
+                   declared: Declared = DEFAULT) -> tuple[str, str]:
+    """`document_tables` made again from a results CSV alone (the one beside the document) and
+    the declaration of comparisons the document names (the default unless its grid declares
+    others: `gslbench.declared.declared_of`)."""
+    return document_tables(read_results_csv(path), margin, declared)
 
 
 def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
     """The last logged epoch of each run (training-log frame of `frames.read_runs`): run, data
-    set, quantizer, sub_bits, code bits, method variant, epochs, sim_loss, quant_mse_refit."""
+    set, feature, protocol, quantizer, sub_bits, code bits, method variant, epochs, sim_loss,
+    quant_mse_refit."""
     if logs.empty:
         return pd.DataFrame()
-    last = logs.sort_values("epoch").groupby("run").tail(1)
+    last = with_key_defaults(logs).sort_values("epoch").groupby("run").tail(1)
     return last.drop(columns="method").rename(columns={"variant": "method", "epoch": "epochs"})[
-        ["run", "dataset", "feature", "quantizer", "sub_bits", "code_bits", "method", "epochs",
-         "sim_loss", "quant_mse_refit"]]
+        ["run", "dataset", "feature", "protocol", "quantizer", "sub_bits", "code_bits", "method",
+         "epochs", "sim_loss", "quant_mse_refit"]]
 
 
 def error_section(data: Evaluated) -> list[str]:
     """The similarity loss and the training set's quantization error at the last epoch, beside
     encode's errors of the database and the queries (codebooks fitted on the training set);
-    means over seeds."""
+    means over seeds, per protocol (an unseen-class run's database and queries hold other
+    classes than a standard run's: they are never pooled)."""
     state = final_training_state(data.logs)
     if state.empty:
         return []
@@ -285,7 +260,8 @@ def error_section(data: Evaluated) -> list[str]:
     errors = train_fit[["run", "quant_mse_database", "quant_mse_query"]].drop_duplicates("run")
     columns = ["sim_loss", "quant_mse_refit", "quant_mse_database", "quant_mse_query"]
     summary = (state.merge(errors, on="run", how="left")
-               .groupby(["dataset", "feature", "quantizer", "sub_bits", "code_bits", "method"])[columns]
+               .groupby(["dataset", "feature", "protocol", "quantizer", "sub_bits", "code_bits",
+                         "method"])[columns]
                .mean().reset_index())
     words = (2 ** summary.sub_bits).astype(str).where(summary.quantizer != "none", "—")
     shown = summary.assign(words=words, sim_loss=summary.sim_loss.map("{:.4f}".format),
@@ -293,13 +269,14 @@ def error_section(data: Evaluated) -> list[str]:
     return [
         "## Quantization error: training set, database, queries",
         "",
-        "Means over seeds. `sim_loss` and `quant_mse_refit` are the training log's last epoch: the",
-        "mean squared quantization error of the training representations under codebooks refitted",
-        "on them (see gslbench/methods/loop.py). `quant_mse_database` and `quant_mse_query` are",
-        "encode's: the error of the database and of the queries under the run's final codebooks.",
+        "Means over seeds, per protocol. `sim_loss` and `quant_mse_refit` are the training log's",
+        "last epoch: the mean squared quantization error of the training representations under",
+        "codebooks refitted on them (see gslbench/methods/loop.py). `quant_mse_database` and",
+        "`quant_mse_query` are encode's: the error of the database and of the queries under the",
+        "run's final codebooks.",
         "",
-        frame_markdown(shown[["dataset", "feature", "quantizer", "words", "code_bits", "method",
-                              *columns]]),
+        frame_markdown(shown[["dataset", "feature", "protocol", "quantizer", "words", "code_bits",
+                              "method", *columns]]),
         "",
     ]
 
@@ -346,24 +323,26 @@ def cpu_model() -> str:
 
 
 def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
-                     csv_name: str | None = None, cost: pd.DataFrame | None = None) -> str:
-    """docs/results.md: what it found, provenance, settings, the mAP, gap-to-float and
-    quantization-error tables, the paired comparisons, the quantization errors of the training
-    set, database and queries, and what the runs cost (`cost.read_cost`'s frame).
+                     csv_name: str | None = None, cost: pd.DataFrame | None = None,
+                     declared: Declared = DEFAULT) -> str:
+    """docs/results.md: the answer (the compact table of the declared comparisons), provenance,
+    settings, what it found, the mAP, gap-to-float and quantization-error tables, the paired
+    comparisons, the quantization errors of the training set, database and queries, and what the
+    runs cost (`cost.read_cost`'s frame).
 
-    `intro` (Markdown: protocol, tuning budget) goes right after the title; `csv_name` is the
+    `intro` (Markdown: protocol, tuning budget) goes right after the answer; `csv_name` is the
     per-seed CSV written beside the document (named in its provenance)."""
     results = data.results
-    found, tables = document_tables(results, margin)
+    answer, tables = document_tables(results, margin, declared)
     lines = [
         "# gslbench results",
         "",
+        answer,
         *([intro.strip(), ""] if intro.strip() else []),
         f"{generator_text(generator())} From {len(results)} evaluations of {len(data.configs)} "
         f"runs ({axes_summary(results)}).",
         "Cells: mean ± std of mAP over seeds (number of seeds); `float` is the unquantized ceiling.",
         "",
-        found,
         *provenance_section(data, csv_name),
         *settings_section(data),
         tables,

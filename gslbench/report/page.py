@@ -136,10 +136,10 @@ def report_html(data: Evaluated, tables: list[PaperTable], figures: list[Figure]
                 compared: pd.DataFrame, made: dict[str, str], margin: float,
                 search: tuple[pd.DataFrame, Figure] | None = None, usage: str = "") -> str:
     """The whole page: what made it (`made`, `summary.generator`), what it found (the verdict
-    blocks, from `compared`: `stats.comparisons(..., pairs="all")`), the runs' settings, the
-    figures for all keys, a section per table key (its tables side by side, then its figures),
-    then the codebook usage section `usage` (HTML) when given, then search-bench's section when
-    `search` (its table and figure) is given."""
+    blocks, from `compared`: `stats.comparisons`), the runs' settings, the figures for all keys,
+    a section per table key (its tables side by side, then its figures), then the codebook usage
+    section `usage` (HTML) when given, then search-bench's section when `search` (its table and
+    figure) is given."""
     results = data.results
     keys = list(dict.fromkeys([t.key for t in tables] + [f.key for f in figures if f.key]))
     nav = "".join(f'<li><a href="#{key_slug(key)}">{html.escape(key_title(key))}</a></li>'

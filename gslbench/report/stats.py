@@ -1,72 +1,85 @@
-"""Paired comparisons of methods over seeds, with verdicts corrected for multiplicity (the design
-page, docs/design.md).
+"""Paired comparisons of methods, declared before the data, with verdicts corrected for
+multiplicity as one family and the smallest difference each could detect (docs/design.md,
+section 6).
 
-A seed fixes a run's initialisation, batch order and k-means seeds for every method alike, so two
-methods' runs of one seed are paired. A comparison of method A against method B in one regime
-(data set, feature, protocol, loss, quantizer, sub_bits, codebook fit, evaluation mode, code bits)
-uses the seeds both ran:
+The pairing unit is (draw, seed): a seed fixes a run's initialisation, batch order and k-means
+seeds for every method alike, and a draw the classes the unseen-class protocol holds out, so two
+methods' runs of one draw and seed are paired (a frame without a `draw` column is draw 0). A
+comparison of method A against method B in one regime (`REGIME_KEYS`: data set, feature,
+protocol, condition, loss, quantizer, sub_bits, codebook fit, evaluation mode, code bits; a frame
+without a `condition` column is `standard`) uses the n units both ran:
 
-    d_s = value_A(s) - value_B(s)
-    mean difference  m = mean_s d_s
-    95% t-interval   m ± t(0.975, n - 1) · sd(d) / sqrt(n)      (sd with ddof 1; n paired seeds)
+    d_u = value_A(u) - value_B(u)
+    mean difference  m = mean_u d_u,  paired sd s = sd(d) (ddof 1)
+    95% t-interval   m ± t(0.975, n - 1) · s / sqrt(n)
     p                two-sided paired t-test of m = 0 (scipy.stats.ttest_rel)
     p_equivalence    two one-sided paired t-tests (TOST) of -margin < m < margin
                      (statsmodels.stats.weightstats.ttost_paired)
+    detectable       the smallest |m| the paired t-test at level ALPHA / F detects with 80%
+                     power (`detectable_difference`: the noncentral t, exactly)
 
-and counts the seeds with d_s > 0.
+and counts the units with d_u > 0.
 
-The family. A method pair is compared in every regime of a table set (one data set, feature,
-protocol, loss, codebook fit, evaluation mode and run settings: all its quantizers, codebook sizes
-and code lengths); that pair's comparisons over those regimes are one family, and both p-values
-are adjusted over it with Holm's step-down method (statsmodels' `multipletests(method="holm")`).
-The verdict, at level `ALPHA`:
+Which comparisons: those the grid declares (`gslbench.declared`: method pairs, regimes;
+`best-other` is the method of highest *validation* mAP in the regime, from the frame's
+`validation_map` column, left out without it). The family: every comparison made, over all
+regimes, pairs and conditions, is one family of F tests; both p-values are adjusted over it with
+Holm's step-down method (statsmodels' `multipletests(method="holm")`), and the power figure uses
+ALPHA / F, Holm's threshold for the smallest p (its worst case). The verdict, at level `ALPHA`:
 
 - `better` / `worse`: the Holm-adjusted p is below ALPHA, and the mean difference is above / below 0;
 - `equivalent`: otherwise, when the Holm-adjusted equivalence p is below ALPHA (the difference lies
   within ±margin, default `MARGIN` mAP, `gslbench report --margin`);
-- `inconclusive`: otherwise, and always with fewer than 2 paired seeds.
+- `not powered`: otherwise, when the detectable difference exceeds the margin (or there are fewer
+  than 2 units): too few units to tell a difference of the margin from none;
+- `inconclusive`: otherwise.
 
-The raw interval is reported unadjusted beside the adjusted p and the verdict.
-
-Which comparisons: `comparison_pairs` (every method against two-step and qloss, GSL against every
-other; float, the unquantized ceiling, is never compared), or every pair of quantized methods.
+The raw interval is reported unadjusted beside the adjusted p and the verdict; a comparison of
+fewer than `MIN_UNITS` units is marked in every table that shows it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import integrate, optimize, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
+from gslbench.declared import BEST_OTHER, DEFAULT, Declared
 from gslbench.report.frames import TABLE_KEYS, ordered_variants, tuned_rows, with_key_defaults
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
+POWER = 0.8  # the power of the detectable difference
 MARGIN = 0.005  # mAP: differences within ±MARGIN count as equivalent
+MIN_UNITS = 10  # fewer paired units than this are marked in the tables
 REGIME_KEYS = [*TABLE_KEYS, "code_bits"]
-# a family: one method pair over the regimes of a table set (every quantizer and code length)
-FAMILY_KEYS = [key for key in TABLE_KEYS if key not in ("quantizer", "sub_bits")]
-BASELINES = ("two-step", "qloss")  # every method is compared against these
-CHALLENGER = "gsl"  # and this one against every method
-VERDICTS = ("better", "equivalent", "worse", "inconclusive")
+UNIT_KEYS = ["draw", "seed"]  # the pairing unit
+# what a frame without these columns means: the standard condition, draw 0
+UNIT_DEFAULTS = {"condition": "standard", "draw": 0}
+VERDICTS = ("better", "equivalent", "worse", "inconclusive", "not powered")
+COLUMNS = [*REGIME_KEYS, "method", "against", "best_other", "mean", "low", "high", "sd", "n",
+           "positive", "p", "p_holm", "p_equivalence", "p_equivalence_holm", "family_size",
+           "detectable", "verdict"]
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """The mean paired difference A - B over n seeds, its t-interval [low, high], the number of
-    seeds where A is above B, the paired t-test's p (m = 0) and the equivalence test's p
-    (|m| < margin); interval and p-values are NaN with fewer than 2 seeds."""
+    """The mean paired difference A - B over n units, its t-interval [low, high], the paired
+    standard deviation sd, the number of units where A is above B, the paired t-test's p (m = 0)
+    and the equivalence test's p (|m| < margin); interval, sd and p-values are NaN with fewer
+    than 2 units."""
 
     mean: float
     low: float
     high: float
+    sd: float
     n: int
     positive: int
     p: float
@@ -75,7 +88,7 @@ class PairedDifference:
 
 def paired_difference(a: np.ndarray, b: np.ndarray, margin: float = MARGIN,
                       confidence: float = CONFIDENCE) -> PairedDifference:
-    """(n,) values of method A and (n,) of method B, paired by position (the same seed).
+    """(n,) values of method A and (n,) of method B, paired by position (the same unit).
 
     With identical differences (no spread) the interval is the point itself, p is 0 (1 when the
     differences are 0) and p_equivalence 0 when |m| < margin, else 1."""
@@ -85,17 +98,53 @@ def paired_difference(a: np.ndarray, b: np.ndarray, margin: float = MARGIN,
     mean = float(differences.mean()) if n else math.nan
     positive = int((differences > 0).sum())
     if n < 2:
-        return PairedDifference(mean, math.nan, math.nan, n, positive, math.nan, math.nan)
-    spread = differences.std(ddof=1)
+        return PairedDifference(mean, math.nan, math.nan, math.nan, n, positive, math.nan,
+                                math.nan)
+    spread = float(differences.std(ddof=1))
     if spread == 0:  # the tests divide by the spread
-        return PairedDifference(mean, mean, mean, n, positive, float(mean == 0),
+        return PairedDifference(mean, mean, mean, 0.0, n, positive, float(mean == 0),
                                 float(abs(mean) >= margin))
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * spread / math.sqrt(n)
-    with warnings.catch_warnings():  # nearly identical seeds: scipy warns, the result stands
+    with warnings.catch_warnings():  # nearly identical units: scipy warns, the result stands
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(stats.ttest_rel(a, b).pvalue)
     p_equivalence = float(ttost_paired(a, b, -margin, margin)[0])
-    return PairedDifference(mean, mean - half, mean + half, n, positive, p, p_equivalence)
+    return PairedDifference(mean, mean - half, mean + half, spread, n, positive, p, p_equivalence)
+
+
+def detectable_difference(sd: float, n: int, alpha: float, power: float = POWER) -> float:
+    """The smallest mean difference |m| that a two-sided paired t-test at level `alpha` over n
+    units of paired standard deviation `sd` detects with probability `power`: sd times the
+    effect size d at which the noncentral t (n - 1 degrees of freedom, noncentrality d·sqrt(n))
+    falls beyond ±t(1 - alpha/2, n - 1) with that probability (`t_test_power`). NaN for fewer
+    than 2 units."""
+    if n < 2 or not sd >= 0:
+        return math.nan
+    return sd * _effect_size(int(n), alpha, power)
+
+
+def t_test_power(d: float, n: int, alpha: float) -> float:
+    """The power of the two-sided one-sample (paired) t-test at level `alpha` over n units when
+    the true mean is d standard deviations: P(|Z + d·sqrt(n)| > c·S), c = t(1 - alpha/2, n - 1),
+    Z standard normal and S² = chi²(n - 1)/(n - 1), integrated over the chi² quantiles (exact,
+    and stable where scipy's noncentral t is not: few units and a small alpha)."""
+    df = n - 1
+    critical, shift = stats.t.ppf(1 - alpha / 2, df), d * math.sqrt(n)
+
+    def beyond(u: float) -> float:  # given S at the chi² quantile u
+        scale = critical * math.sqrt(stats.chi2.ppf(u, df) / df)
+        return stats.norm.cdf(shift - scale) + stats.norm.cdf(-shift - scale)
+
+    return float(integrate.quad(beyond, 0.0, 1.0, epsabs=1e-11, limit=200)[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _effect_size(n: int, alpha: float, power: float) -> float:
+    high = 1.0
+    while t_test_power(high, n, alpha) < power:  # the power grows with d: bracket the root
+        high *= 2
+    return float(optimize.brentq(lambda d: t_test_power(d, n, alpha) - power, 0.0, high,
+                                 xtol=1e-10, rtol=1e-10))
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -109,76 +158,116 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def verdict(mean: float, p_holm: float, p_equivalence_holm: float, alpha: float = ALPHA) -> str:
-    """`better`, `worse`, `equivalent` or `inconclusive` (see the module docstring)."""
+def verdict(mean: float, p_holm: float, p_equivalence_holm: float, detectable: float,
+            margin: float = MARGIN, alpha: float = ALPHA) -> str:
+    """`better`, `worse`, `equivalent`, `not powered` or `inconclusive` (see the module
+    docstring; a NaN detectable difference, fewer than 2 units, is not powered)."""
     if p_holm < alpha:
         return "better" if mean > 0 else "worse"
     if p_equivalence_holm < alpha:
         return "equivalent"
+    if not detectable <= margin:
+        return "not powered"
     return "inconclusive"
 
 
-def comparison_pairs(variants: list[str]) -> list[tuple[str, str]]:
-    """The (method, against) pairs among these method variants: each against every two-step
-    and qloss variant, then each GSL variant against every other; each unordered pair once, in
-    that order (so `qloss` is compared against `two-step`, and `gsl` against `qloss`)."""
+def with_unit_defaults(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with the key columns it lacks at their defaults (`UNIT_DEFAULTS`, then
+    `frames.KEY_DEFAULTS`)."""
+    missing = {name: value for name, value in UNIT_DEFAULTS.items() if name not in results}
+    return with_key_defaults(results.assign(**missing) if missing else results)
+
+
+def declared_pairs(variants: list[str], validation: pd.Series,
+                   declared: Declared = DEFAULT) -> list[tuple[str, str, bool]]:
+    """The (method, against, best_other) comparisons a declaration makes among the method
+    variants of one regime (float is never compared): a pair's names match a variant by label
+    or by method; `best-other` is, per method variant, the variant of another method (not float)
+    of highest validation mAP (`validation`: variant -> mAP, NaN unknown; ties: report order),
+    none without validation. Each unordered pair once, in declaration order; best_other marks
+    the comparison with the best other (which may also be a declared pair)."""
     ordered = [v for v in ordered_variants(variants) if _method(v) != "float"]
-    candidates = [(a, b) for baseline in BASELINES for b in ordered if _method(b) == baseline
-                  for a in ordered]
-    candidates += [(a, b) for a in ordered if _method(a) == CHALLENGER for b in ordered]
-    return _unique_pairs(candidates)
+    known = validation.reindex(ordered).dropna()
+    found: dict[frozenset, list] = {}
+    for name, other in declared.pairs:
+        for method in _matching(ordered, name):
+            if other == BEST_OTHER:
+                rivals = known[[_method(v) != _method(method) for v in known.index]]
+                if len(rivals):
+                    best = rivals.idxmax()
+                    found.setdefault(frozenset((method, best)), [method, best, False])[2] = True
+                continue
+            for against in _matching(ordered, other):
+                if against != method:
+                    found.setdefault(frozenset((method, against)), [method, against, False])
+    return [tuple(pair) for pair in found.values()]
 
 
-def every_pair(variants: list[str]) -> list[tuple[str, str]]:
-    """`comparison_pairs` first, then every other pair of quantized variants (report order)."""
-    ordered = [v for v in ordered_variants(variants) if _method(v) != "float"]
-    return _unique_pairs([*comparison_pairs(variants), *combinations(ordered, 2)])
+def comparisons(results: pd.DataFrame, declared: Declared = DEFAULT, value: str = "map",
+                margin: float = MARGIN) -> pd.DataFrame:
+    """The declared paired comparisons in every declared regime of the results frame (a row per
+    run and evaluation, `gslbench.report.frames`), a method tuned per code length as one row
+    (`tuned_rows`); `validation_map` (optional column: the validation mAP of a run's tuned choice)
+    picks the best other method.
 
-
-def comparisons(results: pd.DataFrame, value: str = "map", margin: float = MARGIN,
-                pairs: str = "declared") -> pd.DataFrame:
-    """Paired comparisons in every regime of the results frame (a row per run and evaluation,
-    `gslbench.report.frames`), a method tuned per code length as one row (`tuned_rows`).
-
-    pairs: `declared` (`comparison_pairs`) or `all` (`every_pair`). Returns a row per comparison:
-    the regime's keys, method, against, mean, low, high, n (paired seeds), positive (seeds where
-    method > against), p, p_holm, p_equivalence, p_equivalence_holm (Holm over the family:
-    `FAMILY_KEYS`, method, against), family_size (comparisons with a test in the family) and
-    verdict."""
-    choose = {"declared": comparison_pairs, "all": every_pair}[pairs]
-    merged, _ = tuned_rows(with_key_defaults(results))
+    Returns a row per comparison (`COLUMNS`): the regime's keys, method, against, best_other
+    (whether `against` is the method's best other), mean, low, high, sd, n (paired units),
+    positive (units where method > against), p, p_holm, p_equivalence, p_equivalence_holm (Holm
+    over every row: one family), family_size (the rows with a test), detectable (the smallest
+    difference detectable at 80% power at ALPHA / family_size) and verdict."""
+    merged, _ = tuned_rows(with_unit_defaults(results))
+    if "validation_map" not in merged:
+        merged = merged.assign(validation_map=math.nan)
     rows = []
     for regime, cell in merged[merged.method != "float"].groupby(REGIME_KEYS):
-        by_seed = cell.pivot_table(index="seed", columns="variant", values=value, aggfunc="first")
-        for method, against in choose(list(by_seed.columns)):
-            both = by_seed[[method, against]].dropna()
+        keys = dict(zip(REGIME_KEYS, regime, strict=True))
+        if not declared.covers(keys):
+            continue
+        by_unit = cell.pivot_table(index=UNIT_KEYS, columns="variant", values=value,
+                                   aggfunc="first")
+        validation = cell.groupby("variant").validation_map.mean()
+        for method, against, best in declared_pairs(list(by_unit.columns), validation, declared):
+            both = by_unit[[method, against]].dropna()
             paired = paired_difference(both[method].to_numpy(), both[against].to_numpy(), margin)
-            rows.append({**dict(zip(REGIME_KEYS, regime, strict=True)), "method": method,
-                         "against": against, "mean": paired.mean, "low": paired.low,
-                         "high": paired.high, "n": paired.n, "positive": paired.positive,
-                         "p": paired.p, "p_equivalence": paired.p_equivalence})
-    columns = [*REGIME_KEYS, "method", "against", "mean", "low", "high", "n", "positive", "p",
-               "p_holm", "p_equivalence", "p_equivalence_holm", "family_size", "verdict"]
-    table = pd.DataFrame(rows, columns=[c for c in columns if c not in
-                                        ("p_holm", "p_equivalence_holm", "family_size", "verdict")])
+            rows.append({**keys, "method": method, "against": against, "best_other": best,
+                         **{name: getattr(paired, name) for name in
+                            ("mean", "low", "high", "sd", "n", "positive", "p",
+                             "p_equivalence")}})
+    table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in (
+        "p_holm", "p_equivalence_holm", "family_size", "detectable", "verdict")])
     if table.empty:
-        return pd.DataFrame(columns=columns)
-    family = table.groupby([*FAMILY_KEYS, "method", "against"], sort=False)
-    table["p_holm"] = family.p.transform(holm)
-    table["p_equivalence_holm"] = family.p_equivalence.transform(holm)
-    table["family_size"] = family.p.transform(lambda p: int(p.notna().sum())).astype(int)
-    table["verdict"] = [verdict(*row) for row in
-                        zip(table["mean"], table.p_holm, table.p_equivalence_holm, strict=True)]
-    return table[columns]
+        return pd.DataFrame(columns=COLUMNS)
+    size = int(table.p.notna().sum())
+    table["p_holm"] = holm(table.p.to_numpy())
+    table["p_equivalence_holm"] = holm(table.p_equivalence.to_numpy())
+    table["family_size"] = size
+    table["detectable"] = [detectable_difference(sd, n, ALPHA / max(size, 1))
+                           for sd, n in zip(table.sd, table.n, strict=True)]
+    table["verdict"] = [verdict(*row, margin) for row in zip(
+        table["mean"], table.p_holm, table.p_equivalence_holm, table.detectable, strict=True)]
+    return table[COLUMNS]
 
 
-def _unique_pairs(candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    pairs, seen = [], set()
-    for a, b in candidates:
-        if a != b and frozenset((a, b)) not in seen:
-            seen.add(frozenset((a, b)))
-            pairs.append((a, b))
-    return pairs
+def validation_note(results: pd.DataFrame, declared: Declared = DEFAULT) -> str:
+    """Why the best-other comparisons are left out (no validation mAP for the runs), or ""."""
+    if not any(other == BEST_OTHER for _, other in declared.pairs):
+        return ""
+    if "validation_map" in results and results.validation_map.notna().any():
+        return ""
+    return ("The best other method is chosen by validation mAP (tuned.toml's `validation_map`, "
+            "`gslbench report --grid GRID.toml --tuned TUNED.toml`), never by test mAP; these "
+            "runs have no validation mAP, so the comparisons against the best other method are "
+            "left out.")
+
+
+def units_text(n: int) -> str:
+    """`10`, or `3 (< 10)` for a comparison of fewer than `MIN_UNITS` paired units."""
+    return f"{n}" if n >= MIN_UNITS else f"{n} (< {MIN_UNITS})"
+
+
+def _matching(variants: list[str], name: str) -> list[str]:
+    """The variants a declared name stands for: its label, or every variant of its method."""
+    return [v for v in variants if v == name or _method(v) == name]
 
 
 def _method(variant: str) -> str:

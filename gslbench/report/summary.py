@@ -2,9 +2,11 @@
 runs, and what made the report (date, gslbench version and commit).
 
 The verdict block of a table set (a table key, `gslbench.report.frames.TABLE_KEYS`) has a row per
-code length: the best quantized method by mean mAP, its paired difference against the runner-up
-and against two-step (mean, raw 95% t-interval, Holm-adjusted p) and the verdicts of
-`gslbench.report.stats` (Holm over the method pair's family, equivalence within ±margin).
+code length and declared comparison of that table (`gslbench.report.stats.comparisons`): the
+paired difference (mean, raw 95% t-interval, Holm-adjusted p over the one family), the paired
+units (marked when fewer than 10), the smallest difference detectable at 80% power after the
+correction, and the verdict. Its sentence names the best method by mean mAP (a description: it
+is chosen after seeing the data, so no test is made of it) and counts the verdicts.
 """
 
 from __future__ import annotations
@@ -18,108 +20,87 @@ import pandas as pd
 
 from gslbench.report.conditions import shown_value
 from gslbench.report.frames import TABLE_KEYS
-from gslbench.report.stats import ALPHA, VERDICTS
+from gslbench.report.stats import ALPHA, MIN_UNITS, POWER, VERDICTS, units_text
 from gslbench.report.tables import MISSING, PaperTable
 from gslbench.storage import package_versions
 
-BLOCK_COLUMNS = ["bits", "best (mAP)", "runner-up (mAP)", "best − runner-up", "verdict",
-                 "best − two-step", "verdict vs two-step"]
-FLIPPED = {"better": "worse", "worse": "better"}
+BLOCK_COLUMNS = ["bits", "comparison", "difference", "units", "detectable", "verdict"]
 
 
 def found_blocks(tables: list[PaperTable], compared: pd.DataFrame) -> list[tuple[tuple, str,
                                                                                  pd.DataFrame]]:
     """(table key, `verdict_sentence`, `verdict_block`) of every `map` table among `tables`
-    (`tables.paper_tables`); compared: `stats.comparisons(..., pairs="all")`."""
+    (`tables.paper_tables`); compared: `stats.comparisons` of the same runs."""
     blocks = []
     for table in tables:
         if table.kind == "map":
             block = verdict_block(table, compared)
-            blocks.append((table.key, verdict_sentence(block), block))
+            blocks.append((table.key, verdict_sentence(table, block), block))
     return blocks
 
 
 def verdict_block(table: PaperTable, compared: pd.DataFrame) -> pd.DataFrame:
-    """The verdict block of one `map` table, a row per code length (`BLOCK_COLUMNS`, as text).
-
-    compared: `stats.comparisons(..., pairs="all")`, which holds every pair of the table's rows
-    in either order."""
-    means = table.value.drop(index="float", errors="ignore")
-    lookup = _comparison_lookup(compared, table.key)
-    rows = []
-    for bits in means.columns:
-        ranked = means[bits].dropna().sort_values(ascending=False, kind="stable")
-        if ranked.empty:
-            continue
-        best = ranked.index[0]
-        runner_up = ranked.index[1] if len(ranked) > 1 else None
-        against_runner_up = _against(lookup, bits, best, runner_up)
-        two_step = "two-step" if "two-step" in ranked.index and best != "two-step" else None
-        against_two_step = _against(lookup, bits, best, two_step)
-        rows.append([f"{bits}", f"{best} ({ranked.iloc[0]:.4f})",
-                     MISSING if runner_up is None else f"{runner_up} ({ranked.iloc[1]:.4f})",
-                     *against_runner_up, *against_two_step])
+    """The verdict block of one `map` table: a row per code length and declared comparison of
+    its regimes (`BLOCK_COLUMNS`, as text)."""
+    mine = compared
+    for name, value in zip(TABLE_KEYS, table.key, strict=True):
+        mine = mine[mine[name] == value]
+    rows = [[f"{row.code_bits}", f"{row.method} − {row.against}", difference_text(row),
+             units_text(row.n), detectable_text(row.detectable), row.verdict]
+            for _, row in mine.sort_values("code_bits", kind="stable").iterrows()]
     return pd.DataFrame(rows, columns=BLOCK_COLUMNS)
 
 
-def verdict_sentence(block: pd.DataFrame) -> str:
-    """`Best: gsl at 16, 32 bits; qloss at 64 bits. Against the runner-up: 1 better, 2
-    inconclusive. Against two-step: 2 better, 1 equivalent.` for a verdict block."""
-    if block.empty:
+def verdict_sentence(table: PaperTable, block: pd.DataFrame) -> str:
+    """`Best by mean mAP: gsl at 16, 32 bits; qloss at 64 bits. gsl − two-step: 2 better, 1 not
+    powered.` for a `map` table and its verdict block."""
+    means = table.value.drop(index="float", errors="ignore")
+    best = {bits: column.idxmax() for bits, column in means.items() if column.notna().any()}
+    if not best:
         return "No quantized method ran."
-    best = block["best (mAP)"].str.rsplit(" (", n=1).str[0]
-    parts = [f"{name} at {', '.join(block.bits[best == name])} bits"
-             for name in dict.fromkeys(best)]
+    parts = [f"{name} at {', '.join(str(b) for b, n in best.items() if n == name)} bits"
+             for name in dict.fromkeys(best.values())]
     sentence = f"Best by mean mAP: {'; '.join(parts)}."
-    for column, against in (("verdict", "the runner-up"), ("verdict vs two-step", "two-step")):
-        counts = block[column][block[column] != MISSING].value_counts()
-        if not counts.empty:
-            sentence += (f" Against {against}: "
-                         + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) + ".")
+    for comparison, rows in block.groupby("comparison", sort=False):
+        counts = rows.verdict.value_counts()
+        sentence += (f" {comparison}: "
+                     + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) + ".")
     return sentence
 
 
 def block_note(margin: float) -> str:
-    """What the verdict block's numbers and words mean."""
-    return (f"Differences are paired by seed (best minus the other, mean over seeds) with their "
-            f"raw 95% t-interval and the Holm-adjusted p of the paired t-test; the verdict is "
-            f"better or worse when that p is below {ALPHA}, equivalent when the two one-sided "
-            f"tests put the difference within ±{margin:g} mAP (Holm-adjusted p below {ALPHA}), "
-            "inconclusive otherwise. Holm's family: one method pair over every quantizer, codebook "
-            "size and code length of a data set, protocol, loss, codebook fit and evaluation mode.")
+    """What the verdict blocks' numbers and words mean."""
+    return (f"Only the comparisons declared before the runs are tested (the grid's "
+            f"`[comparisons]`), and all of them, over every regime and condition, are one Holm "
+            f"family. Differences are paired by (draw, seed) (the first minus the second, mean "
+            f"over units) with their raw 95% t-interval and the Holm-adjusted p of the paired "
+            f"t-test; the verdict is better or worse when that p is below {ALPHA}, equivalent "
+            f"when the two one-sided tests put the difference within ±{margin:g} mAP "
+            f"(Holm-adjusted p below {ALPHA}), not powered when the smallest difference the "
+            f"test could detect at {POWER:.0%} power after the correction (detectable: at "
+            f"{ALPHA} divided by the family's size, Holm's threshold for its smallest p) exceeds "
+            f"±{margin:g}, inconclusive otherwise. Units: paired (draw, seed) units, marked "
+            f"(< {MIN_UNITS}) when fewer than {MIN_UNITS}. The best method by mean mAP is "
+            "described, not tested (it is chosen after seeing the data).")
 
 
-def _comparison_lookup(compared: pd.DataFrame, key: tuple) -> dict[tuple, pd.Series]:
-    """(code_bits, method, against) -> comparison row, for one table key's regimes."""
-    names = dict(zip(TABLE_KEYS, key, strict=True))
-    mine = compared
-    for name, value in names.items():
-        mine = mine[mine[name] == value]
-    return {(row.code_bits, row.method, row.against): row for _, row in mine.iterrows()}
+def difference_text(row: pd.Series) -> str:
+    """`+0.0123 [+0.0100, +0.0150], p=0.012` (Holm-adjusted p) for a comparisons row;
+    `+0.0123` alone for a single unit."""
+    if row.n < 2:
+        return _signed(row["mean"])
+    return (f"{_signed(row['mean'])} [{_signed(row.low)}, {_signed(row.high)}], "
+            f"p={row.p_holm:.3g}")
+
+
+def detectable_text(value: float) -> str:
+    """`0.0190`, `—` when no difference is detectable (fewer than 2 units)."""
+    return MISSING if pd.isna(value) else f"{value:.4f}"
 
 
 def _signed(value: float) -> str:
     """`+0.0123`; a zero difference is `+0.0000` whichever way it was taken (never `-0.0000`)."""
     return f"{value + 0.0:+.4f}"
-
-
-def _against(lookup: dict[tuple, pd.Series], bits: int, best: str,
-             other: str | None) -> list[str]:
-    """[difference text, verdict] of `best` against `other` at `bits` (either order in
-    `lookup`); dashes where there is no other method or no comparison."""
-    if other is None:
-        return [MISSING, MISSING]
-    row, sign = lookup.get((bits, best, other)), 1
-    if row is None:
-        row, sign = lookup.get((bits, other, best)), -1
-    if row is None:
-        return [MISSING, MISSING]
-    if row.n < 2:
-        return [f"{_signed(sign * row['mean'])} ({row.n} seed)", row.verdict]
-    low, high = sorted((sign * row.low, sign * row.high))
-    text = (f"{_signed(sign * row['mean'])} [{_signed(low)}, {_signed(high)}], "
-            f"p={row.p_holm:.3g} ({row.n} seeds)")
-    return [text, FLIPPED.get(row.verdict, row.verdict) if sign < 0 else row.verdict]
 
 
 def settings_tables(configs: pd.DataFrame, provenance: pd.DataFrame) -> tuple[pd.DataFrame,
