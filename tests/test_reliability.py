@@ -744,3 +744,25 @@ def test_gslbench_alone_prints_the_help_and_verbose_errors_still_exit_2(work):
     assert verbose.exit_code == 2 and "Traceback" in verbose.output
     assert verbose.output.strip().splitlines()[-1] == ("gslbench: error: --hidden 0 is outside "
                                                        "[1, 16384]")
+
+
+THREADS_FIRST = """
+import numpy as np
+from gslbench.evaluation.scoring import evaluate_distances
+rng = np.random.default_rng(0)
+labels = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 300)]
+out = evaluate_distances(rng.random((64, 300), dtype=np.float32), labels[:64], labels,
+                         block_size=8, workers=8)
+assert 0 < out["map"] <= 1, out
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_a_fresh_interpreter_evaluates_through_threads_first(attempt):
+    """The first faiss read comes from the scoring threads at once: each waits for the whole
+    import, none gets a partially initialised module (issue 32)."""
+    process = subprocess.run([sys.executable, "-c", THREADS_FIRST], capture_output=True,
+                             text=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.returncode == 0 and process.stdout.strip() == "ok", process.stderr
