@@ -141,6 +141,11 @@ class Impostor(PQ):
     name = "pq"
 
 
+class NegativeIters(PQ):
+    name = "negpq"
+    OPTIONS = {"kmeans_iters": -5}
+
+
 def helper():
     """Not a class at all."""
 '''
@@ -150,7 +155,8 @@ BAD_ENTRY_POINTS = {
                          "nodefault": "bad_plugins:NoDefault",
                          "helper": "bad_plugins:helper",
                          "misnamed": "bad_plugins:Misnamed"},
-    "gslbench.quantizers": {"notq": "bad_plugins:NotAQuantizer", "pq": "bad_plugins:Impostor"},
+    "gslbench.quantizers": {"notq": "bad_plugins:NotAQuantizer", "pq": "bad_plugins:Impostor",
+                            "negpq": "bad_plugins:NegativeIters"},
     "gslbench.datasets": {"nodata": "bad_plugins:helper"},
 }
 
@@ -176,6 +182,7 @@ def test_each_bad_plugin_is_one_warning_line_naming_it(tmp_path, digits_root):
                 ("misnamed", "its name is 'other', not the entry point's 'misnamed'"),
                 ("notq", "is not a subclass of gslbench.quantizers.base.Quantizer"),
                 ("pq", "'pq' is a built-in name"),
+                ("negpq", "its default option kmeans_iters=-5 is not a positive integer"),
                 ("nodata", "is not a gslbench.data.Dataset")}
     assert len(lines) == len(expected), done.stderr
     for name, why in expected:

@@ -766,3 +766,30 @@ def test_a_fresh_interpreter_evaluates_through_threads_first(attempt):
                              text=True, cwd=ROOT, timeout=300,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert process.returncode == 0 and process.stdout.strip() == "ok", process.stderr
+
+
+def _wider(self, z):
+    return torch.cat([z, z[:, :1]], dim=1)
+
+
+def _refuse(self, config, quantizer):
+    raise RuntimeError("the plugin's bug")
+
+
+@pytest.mark.parametrize("attribute, replacement, fragment", [
+    ("representation", _wider, "its representation of a (64, 48) batch has shape (64, 49)"),
+    ("representation", lambda self, z: z[:, 0], "has shape (64,)"),
+    ("penalty", lambda self, z: (z ** 2).sum(dim=1), "its penalty has shape (64,), not a scalar"),
+    ("__init__", _refuse, "the method cannot be built: RuntimeError: the plugin's bug"),
+])
+def test_a_method_that_breaks_the_contract_stops_the_run_in_one_line(work, monkeypatch,
+                                                                     attribute, replacement,
+                                                                     fragment):
+    """As a plugin method could: what `gslbench.testing` checks is enforced when runs train."""
+    from gslbench.methods import METHODS
+
+    monkeypatch.setattr(METHODS["qloss"], attribute, replacement)
+    runs = sorted((work.root / "results" / "runs").iterdir())
+    assert_error(work.run("train", "--method", "qloss", "--dim-out", "48", "--batch-size", "64",
+                          *SHORT), "--method qloss", fragment)
+    assert sorted((work.root / "results" / "runs").iterdir()) == runs

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,6 +48,11 @@ class Assignment:
     distances: torch.Tensor
 
 
+
+
+def positive_int(value: Any) -> bool:
+    """Whether `value` is an integer (not a bool) of at least 1: what every option must be."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= 1
 
 
 class Quantizer(ABC):
@@ -97,7 +102,7 @@ class Quantizer(ABC):
                 f"(known: {', '.join(sorted(self.OPTIONS)) or 'none'})"
             )
         for key, value in options.items():
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            if not positive_int(value):
                 raise GslbenchError(
                     f"option {key}={value!r} of the {self.name} quantizer "
                     "must be a positive integer"
