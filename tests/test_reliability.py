@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -747,6 +748,7 @@ def test_gslbench_alone_prints_the_help_and_verbose_errors_still_exit_2(work):
 
 
 THREADS_FIRST = """
+import h5py
 import numpy as np
 from gslbench.evaluation.scoring import evaluate_distances
 rng = np.random.default_rng(0)
@@ -793,3 +795,57 @@ def test_a_method_that_breaks_the_contract_stops_the_run_in_one_line(work, monke
     assert_error(work.run("train", "--method", "qloss", "--dim-out", "48", "--batch-size", "64",
                           *SHORT), "--method qloss", fragment)
     assert sorted((work.root / "results" / "runs").iterdir()) == runs
+
+
+# ------------------------------------------------------------------ imports read only their file
+
+
+def _h5_source(tmp_path: Path, how: str) -> Path:
+    """An .h5 for `features import` whose `features` keeps its bytes outside the file: in another
+    file through external storage, an external link or a virtual dataset."""
+    rng = np.random.default_rng(0)
+    features, labels = rng.random((40, 3)), np.arange(40) % 2
+    outside = tmp_path / "outside.bin"
+    features.tofile(outside)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle["x"] = features
+    path = tmp_path / f"{how}.h5"
+    with h5py.File(path, "w") as handle:
+        handle["labels"] = labels
+        if how == "external":
+            handle.create_dataset("features", features.shape, features.dtype,
+                                  external=[(str(outside), 0, features.nbytes)])
+        elif how == "link":
+            handle["features"] = h5py.ExternalLink(str(other), "/x")
+        else:
+            layout_ = h5py.VirtualLayout(features.shape, features.dtype)
+            layout_[:] = h5py.VirtualSource(str(other), "x", features.shape)
+            handle.create_virtual_dataset("features", layout_)
+    return path
+
+
+@pytest.mark.parametrize("how, fragment", [
+    ("external", "stored in other files (external storage)"),
+    ("link", "'features' is a link to another file"),
+    ("virtual", "stored in other files (virtual dataset)"),
+])
+def test_an_hdf5_import_reads_no_other_file(tmp_path, how, fragment):
+    path = _h5_source(tmp_path, how)
+    assert_error(invoke(tmp_path, "features", "import", "mine", "--from", str(path),
+                        "--query-per-class", "2", "--train-per-class", "5"), str(path), fragment)
+    assert not (tmp_path / "data" / "mine").exists()
+
+
+def test_a_failed_import_writes_nothing(tmp_path):
+    """Constant features are refused when the feature file is written: no record is left
+    either, and the name is free for the next import."""
+    labels = np.arange(40) % 2
+    constant = tmp_path / "constant.npz"
+    np.savez(constant, features=np.ones((40, 3)), labels=labels)
+    args = ["features", "import", "mine", "--query-per-class", "2", "--train-per-class", "5"]
+    assert_error(invoke(tmp_path, *args, "--from", str(constant)), "constant")
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    good = tmp_path / "good.npz"
+    np.savez(good, features=np.random.default_rng(0).random((40, 3)), labels=labels)
+    ok(invoke(tmp_path, *args, "--split-seed", "1", "--from", str(good)))
