@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -849,3 +850,105 @@ def test_a_failed_import_writes_nothing(tmp_path):
     good = tmp_path / "good.npz"
     np.savez(good, features=np.random.default_rng(0).random((40, 3)), labels=labels)
     ok(invoke(tmp_path, *args, "--split-seed", "1", "--from", str(good)))
+
+
+# ------------------------------------------------------------------ where a command may write
+
+TUNING_GRID = 'method = "qloss"\nbits = 16\nseed = [0, 1]\nepochs = 2\nwarmup_epochs = 1\n'
+
+
+def test_report_doc_and_tune_outputs_never_overwrite_what_they_did_not_write(work):
+    import sqlite3
+
+    storage = work.root / "studies.db"  # a storage, as --storage sqlite:///studies.db makes
+    with sqlite3.connect(storage) as connection:
+        connection.execute("create table studies (id integer)")
+    notes = work.root / "notes.md"
+    notes.write_text("mine\n")
+    grid = work.root / "tuning.toml"
+    grid.write_text(TUNING_GRID)
+    protected = {work.gsl.config: "where gslbench keeps its runs",
+                 work.gsl.model: "where gslbench keeps its runs",
+                 work.features: "inside the data folder",
+                 storage: "is an SQLite database"}
+    before = {path: path.read_bytes() for path in [*protected, notes]}
+    for path, fragment in {**protected, notes: "exists; choose a new file, or give --force"}.items():
+        assert_error(work.run("report", "--doc", str(path)), f"--doc {path}", fragment)
+        assert_error(work.run("tune", str(grid), "--out", str(path)), f"--out {path}", fragment)
+        assert_error(work.run("tune", str(grid), "--doc", str(path)), f"--doc {path}", fragment)
+    for path, fragment in protected.items():  # --force replaces none of them
+        assert_error(work.run("report", "--force", "--doc", str(path)), fragment)
+        assert_error(work.run("tune", str(grid), "--force", "--out", str(path)), fragment)
+    assert {path: path.read_bytes() for path in before} == before
+    default_storage = work.root / "results" / "tuning" / "studies.db"  # before tune makes it
+    assert_error(work.run("tune", str(grid), "--out", str(default_storage)),
+                 "is the storage of the studies")
+    assert_error(work.run("tune", str(grid), "--out", str(work.root / "x.md"), "--doc",
+                          str(work.root / "x.md")), "given for two outputs (--out and --doc)")
+    # report's own document (and its CSV) is replaced without --force, a user's file with it
+    doc = work.root / "results.md"
+    ok(work.run("report", "--doc", str(doc)))
+    ok(work.run("report", "--doc", str(doc)))
+    ok(work.run("report", "--force", "--doc", str(notes)))
+    assert notes.read_text().startswith("# gslbench results")
+
+
+def test_tune_replaces_its_own_outputs_without_force(tmp_path):
+    from gslbench.targets import check_tune_outputs
+
+    tuned, doc = tmp_path / "tuned.toml", tmp_path / "tuning.md"
+    tuned.write_text("# a tuned file\ntrials = 1\nseeds = [0, 1]\n\n[shared]\nbits = 16\n")
+    doc.write_text("# gslbench tuning\n\nevery trial\n")
+    check_tune_outputs(tuned, doc, tmp_path / "results", tmp_path / "data", None, force=False)
+    tuned.write_text("# not a tuned file\n")
+    with pytest.raises(GslbenchError, match="--out .*tuned.toml: exists"):
+        check_tune_outputs(tuned, doc, tmp_path / "results", tmp_path / "data", None, force=False)
+
+
+@pytest.mark.parametrize("margin", ["inf", "1e9", "1", "0.51", "nan", "0"])
+def test_report_margin_is_bounded_to_half_a_point(work, margin):
+    assert_error(work.run("report", "--margin", margin),
+                 "must be a positive mAP difference of at most 0.5")
+
+
+def test_bench_dry_run_refuses_an_address_without_ray(work):
+    assert_error(work.run("bench", "--dry-run", "--address", "auto"),
+                 "--address needs --executor ray")
+
+
+def test_the_api_checks_what_the_cli_checks(tmp_path):
+    import gslbench
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for call, fragment in [
+        (lambda: gslbench.train("digits"), "config must be a RunConfig, got 'digits'"),
+        (lambda: gslbench.train(data_dir=a_file), f"{a_file}: not a folder (data_dir)"),
+        (lambda: gslbench.load_results(results_dir=a_file), "not a folder (results_dir)"),
+        (lambda: gslbench.tune({"seed": [0, 1]}, trials=0, data_dir=tmp_path / "d",
+                               results_dir=tmp_path / "r"), "trials must be a positive integer"),
+        (lambda: gslbench.tune({"seed": [0, 1]}, trials="2", data_dir=tmp_path / "d",
+                               results_dir=tmp_path / "r"), "got '2'"),
+        (lambda: gslbench.report(results_dir=tmp_path / "r", doc=a_file), "exists; choose"),
+    ]:
+        with pytest.raises(GslbenchError, match=re.escape(fragment)):
+            call()
+
+
+def test_a_report_waits_for_another_report_on_the_same_folder(work):
+    import fcntl
+
+    results = work.root / "results"
+    descriptor = os.open(results, os.O_RDONLY)  # as a report being written holds it
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        process = start_gslbench(work.root, "report")
+        log = work.root / "gslbench.log"
+        wait_for(lambda: "another report is being written" in log.read_text()
+                 or process.poll() is not None, 120, "the report did not wait")
+        assert process.poll() is None, log.read_text()
+        assert not (results / "report").exists()
+    finally:
+        os.close(descriptor)
+    assert process.wait(timeout=300) == 0, log.read_text()
+    assert (results / "report" / "index.html").is_file()

@@ -647,7 +647,8 @@ def test_the_margin_option(tmp_path):
     assert "| equivalent |" in wide.output  # within half a point of mAP: everything
     bad = invoke(tmp_path, "report", "--margin", "-1")
     assert bad.exit_code == 2 and bad.output.strip() == (
-        "gslbench: error: --margin -1.0 must be a positive mAP difference (e.g. 0.005)")
+        "gslbench: error: --margin -1.0 must be a positive mAP difference of at most 0.5 "
+        "(e.g. 0.005)")
 
 
 def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):

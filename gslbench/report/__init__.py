@@ -11,7 +11,9 @@ beside it and swapped in, so a killed or failing report leaves the previous one 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -43,6 +45,7 @@ from gslbench.report.tables import (
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
+MAX_MARGIN = 0.5  # mAP: the widest equivalence margin report takes (half the whole scale)
 log = logging.getLogger(__name__)
 
 
@@ -121,8 +124,9 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
     margin of the verdicts (mAP). Returns the results and tables.md's Markdown.
     """
-    if not margin > 0:
-        raise GslbenchError(f"--margin {margin} must be a positive mAP difference (e.g. 0.005)")
+    if not 0 < margin <= MAX_MARGIN:  # NaN too
+        raise GslbenchError(f"--margin {margin} must be a positive mAP difference of at most "
+                            f"{MAX_MARGIN} (e.g. 0.005)")
     _check_metrics(runs)
     data = read_runs(runs)
     results = data.results
@@ -195,9 +199,41 @@ def _check_out_dir(out_dir: Path) -> None:
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A new temporary folder beside `out_dir` (`.NAME.*.tmp`, like those killed reports left,
-    which are removed first), itself removed after the block unless `_swap_in` moved it."""
+    which are removed first), itself removed after the block unless `_swap_in` moved it. The
+    folder holding `out_dir` is locked meanwhile (`_lock_folder`): a report written there at the
+    same time waits, and never takes the other's staging folder for a leftover."""
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GslbenchError(f"{out_dir}: cannot write the report there ({os_reason(exc)})") from None
+    with _lock_folder(out_dir.parent), _staged(out_dir) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _lock_folder(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` itself (flock on its descriptor: no lock file to leave
+    behind; the OS releases it when the process ends, even killed), waiting while another
+    report holds it."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise GslbenchError(f"{folder}: cannot lock it for the report ({os_reason(exc)})") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another report is being written in %s: waiting for it", folder)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """`_staging` once the folder is locked."""
+    try:
         for leftover in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)
         staging = _temporary_dir(out_dir)
