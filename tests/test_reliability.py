@@ -7,6 +7,7 @@ option, no traceback, and nothing left behind that looks like a valid result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -952,3 +953,80 @@ def test_a_report_waits_for_another_report_on_the_same_folder(work):
         os.close(descriptor)
     assert process.wait(timeout=300) == 0, log.read_text()
     assert (results / "report" / "index.html").is_file()
+
+
+# ------------------------------------------------------------------ every result bound
+
+
+def reseal(path: Path, **changes) -> None:
+    """Edit a metrics or search record and give it the digest of its new content, as a
+    deliberate forger would (a key set to None is removed)."""
+    from gslbench.evaluation.record import sealed
+
+    record = json.loads(path.read_text())
+    record.update(changes)
+    record = {key: value for key, value in record.items() if value is not None}
+    path.write_text(json.dumps(sealed(record) if "content_sha256" in record else record))
+
+
+def test_database_fit_metrics_and_search_records_are_bound_to_their_codes(work):
+    run = work.two_step
+    ok(work.run("encode", str(run.path), "--codebooks", "database"))
+    ok(work.run("evaluate", str(run.path), "--codebooks", "database"))
+    ok(work.run("search-bench", str(run.path), "--single-queries", "5", "--repeats", "1"))
+    database_metrics, search = run.metrics_file(codebooks="database"), run.search_file()
+    reseal(database_metrics, codes_sha256="0" * 64)
+    assert_error(work.run("report"), "codes-database.h5: its sha256 is not the one")
+    reseal(database_metrics, codes_sha256=None)
+    assert_error(work.run("report"), "records no sha256 of codes-database.h5")
+    ok(work.run("evaluate", str(run.path), "--codebooks", "database", "--force"))
+    measured = json.loads(search.read_text())
+    reseal(search, codes_sha256="0" * 64)
+    assert_error(work.run("report"), "codes.h5: its sha256 is not the one search.json records")
+    reseal(search, codes_sha256=None)
+    assert_error(work.run("report"), "search.json: records no sha256 of codes.h5")
+    done = work.run("search-bench", str(run.path), "--single-queries", "5", "--repeats", "1")
+    assert done.exit_code == 0 and "measuring run" in done.output  # not counted as done
+    assert json.loads(search.read_text())["codes_sha256"] == measured["codes_sha256"]
+    ok(work.run("report"))
+
+
+def test_an_edited_metrics_value_or_train_log_is_not_reported(work):
+    record = json.loads(work.gsl.metrics.read_text())
+    work.gsl.metrics.write_text(json.dumps({**record, "map": record["map"] / 2}))
+    assert_error(work.run("report"), str(work.gsl.metrics), "its content_sha256 records")
+    work.gsl.metrics.write_text(json.dumps(record))
+    with work.two_step.train_log.open("a") as log:
+        log.write("99,0.1,0.1,0.1,1.0\n")
+    assert_error(work.run("report"), "train_log.csv: its sha256 is not the one config.json")
+
+
+def test_codes_whose_labels_were_permuted_and_resealed_are_refused(work):
+    with forged_h5(work.gsl.codes) as handle:
+        labels = handle["labels"][()]
+        handle["labels"][...] = labels[np.random.default_rng(0).permutation(len(labels))]
+    for path in work.gsl.results_of("train"):
+        path.unlink()
+    assert_error(work.run("evaluate", str(work.gsl.path)), str(work.gsl.codes),
+                 "its database labels are not those of", "at the items it records")
+    assert not work.gsl.metrics.exists()
+
+
+def test_a_checkpoint_holding_another_trainings_state_is_not_used(tmp_path):
+    from gslbench.checkpoints import Checkpoints
+
+    states = {}
+    for seed in (0, 1):
+        checkpoints = Checkpoints(tmp_path, {"settings": {"seed": seed}})
+        checkpoints.save(5, {"model": {"w": torch.full((2,), float(seed))}, "optimizer": {},
+                             "loss": {}, "generator": torch.zeros(1, dtype=torch.uint8),
+                             "rng": torch.zeros(1, dtype=torch.uint8), "log": []})
+        states[seed] = checkpoints
+    assert float(states[0].load(5)["model"]["w"][0]) == 0.0
+    # seed 1's payload under seed 0's record, its size and sha256 made to match
+    record, _, _ = states[0].path(5).read_bytes().partition(b"\n")
+    _, _, payload = states[1].path(5).read_bytes().partition(b"\n")
+    forged = {**json.loads(record), "size": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest()}
+    states[0].path(5).write_bytes(json.dumps(forged, sort_keys=True).encode() + b"\n" + payload)
+    assert states[0].load(5) is None

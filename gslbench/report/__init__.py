@@ -23,7 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.record import check_metrics_record
+from gslbench.evaluation.record import (
+    check_codes_binding,
+    check_metrics_record,
+    check_search_record,
+)
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.document import found_section, results_csv, results_document, settings_section
@@ -175,15 +179,20 @@ def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.Data
 
 
 def _check_metrics(runs: list[RunDir]) -> None:
-    """Each metrics file (every evaluation mode and codebook fit) must be a valid record bound to
-    its run; one made from the run's codes.h5 (codebooks fitted on the training set, the
-    default) must have been made from it as it is now (its sha256)."""
+    """Each metrics file (every evaluation mode and codebook fit) and search-bench file must be a
+    valid record bound to its run and made from the codes file of its fit as it is now (its
+    sha256); an evaluated run's train_log.csv must be the one its config.json records."""
     for run in runs:
         for path in run.evaluations():
             record = read_json(path)
             check_metrics_record(record, path, run.run_id)
-            if record.get("codebooks", "train") == "train" and run.codes.is_file():
-                check_sha256(run.codes, record.get("codes_sha256"), path)
+            check_codes_binding(record, path, run)
+        for path in run.search_benches():
+            record = read_json(path)
+            check_search_record(record, path, run.run_id)
+            check_codes_binding(record, path, run)
+        if run.evaluations() and run.train_log.is_file():
+            check_sha256(run.train_log, read_json(run.config).get("train_log_sha256"), run.config)
 
 
 def _check_out_dir(out_dir: Path) -> None:
