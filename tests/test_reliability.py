@@ -1030,3 +1030,39 @@ def test_a_checkpoint_holding_another_trainings_state_is_not_used(tmp_path):
               "sha256": hashlib.sha256(payload).hexdigest()}
     states[0].path(5).write_bytes(json.dumps(forged, sort_keys=True).encode() + b"\n" + payload)
     assert states[0].load(5) is None
+
+
+# ------------------------------------------------------------------ messages that say what is wrong
+
+
+def test_the_unseen_protocol_of_a_one_class_set_says_why(tmp_path):
+    import dataclasses
+
+    labels = np.ones((4, 1), np.uint8)
+    one_class = feature_set(labels)
+    one_class = dataclasses.replace(one_class, label_names=["a"],
+                                    validation_query=one_class.query,
+                                    validation_database=one_class.database)
+    with pytest.raises(GslbenchError, match=r"no unseen protocol: 1 class\(es\) are too few"):
+        one_class.for_protocol("unseen")
+
+
+def test_nan_codebooks_are_not_called_non_finite_representations():
+    from gslbench.quantizers.candidates import k_smallest
+
+    with pytest.raises(GslbenchError, match="non-finite representations or codebooks"):
+        k_smallest(torch.full((2, 8), float("nan")), 2)
+
+
+def test_the_database_fit_names_database_vectors(tmp_path):
+    """An imported set whose 100 database items are fewer than the 256 words of a codebook that
+    its 300 training items can fit."""
+    rng = np.random.default_rng(0)
+    source = tmp_path / "small.npz"
+    np.savez(source, features=rng.normal(size=(420, 8)), labels=np.arange(420) % 2,
+             split=np.repeat([0, 1, 2], [100, 20, 300]))
+    ok(invoke(tmp_path, "features", "import", "small", "--from", str(source)))
+    run = ok(invoke(tmp_path, "train", "-d", "small", "--method", "two-step", "--bits", "16",
+                    "--dim-out", "8", "--epochs", "2", "--warmup-epochs", "1"))
+    assert_error(invoke(tmp_path, "encode", run, "--codebooks", "database"),
+                 "100 database vectors are fewer than the 256 codewords")

@@ -111,10 +111,12 @@ class FeatureSet:
             raise GslbenchError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
         if self.unseen_classes is None:
             raise GslbenchError(
-                "no unseen protocol: multi-label items can belong to seen and held-out classes "
-                "at once" if self.validation_query is not None and self.multilabel else
                 f"no unseen protocol (feature file older than format_version {FORMAT_VERSION}); "
-                f"run `gslbench features {self.dataset}` again to add it")
+                f"run `gslbench features {self.dataset}` again to add it"
+                if self.validation_query is None else
+                "no unseen protocol: multi-label items can belong to seen and held-out classes "
+                "at once" if self.multilabel else
+                f"no unseen protocol: {self.n_classes} class(es) are too few to hold some out")
         held_out = np.zeros(self.n_classes, bool)
         held_out[list(self.unseen_classes)] = True
 
