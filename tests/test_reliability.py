@@ -750,7 +750,6 @@ def test_gslbench_alone_prints_the_help_and_verbose_errors_still_exit_2(work):
 
 
 THREADS_FIRST = """
-import h5py
 import numpy as np
 from gslbench.evaluation.scoring import evaluate_distances
 rng = np.random.default_rng(0)
