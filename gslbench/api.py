@@ -45,6 +45,7 @@ def train(config: RunConfig | None = None, *, data_dir: str | Path = DATA_DIR,
     from gslbench.bench import _prepare_features
     from gslbench.train import train_run
 
+    _folders(data_dir, results_dir)
     config = _config(config, data_dir, settings)
     _prepare_features([config], Path(data_dir), device)
     return train_run(config, data_dir, results_dir, force=force, show_progress=show_progress,
@@ -58,6 +59,7 @@ def encode(run: str | Path, *, data_dir: str | Path = DATA_DIR,
     encode`); returns that path. run: a run id or directory."""
     from gslbench.encode import encode_run
 
+    _folders(data_dir, results_dir)
     return encode_run(run, data_dir, results_dir, force=force, device=device)
 
 
@@ -75,6 +77,7 @@ def evaluate(run: str | Path, *, results_dir: str | Path = RESULTS_DIR, force: b
     from gslbench.evaluation.step import evaluate_run
     from gslbench.storage import read_json
 
+    _folders(results_dir=results_dir)
     path = evaluate_run(run, results_dir, force=force, map_at=tuple(map_at) if map_at else None,
                         search=search, metric=metric)
     return read_json(path)
@@ -105,6 +108,7 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
     from gslbench.errors import GslbenchError
     from gslbench.report.frames import read_runs
 
+    _folders(data_dir, results_dir)
     cells = _grid(grid)
     if tuned is not None:
         cells = Tuned.read(tuned).cells(cells)
@@ -119,7 +123,7 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
 
 def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DIR,
          results_dir: str | Path = RESULTS_DIR, trials: int = 8, out: str | Path | None = None,
-         doc: str | Path | None = None, **options: Any) -> pd.DataFrame:
+         doc: str | Path | None = None, force: bool = False, **options: Any) -> pd.DataFrame:
     """Choose each method's knobs on the validation split (`gslbench tune`) and return the
     choices, one row per tuning cell and method: cell (JSON), method, trial, variant, knobs,
     validation_map.
@@ -127,27 +131,43 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds).
     trials: Optuna trials per cell and method (the method's default first).
     out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning document go
-        (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md).
+        (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md); force: replace an
+        existing file there that tune did not write (`gslbench.targets`).
     options: passed on to `gslbench.bench.tune.tune`: storage (an Optuna storage URL), prune,
         reuse, device, jobs (trials at once, in helper processes on the storage).
     """
+    from gslbench import layout
     from gslbench.bench import tune as tune_module
+    from gslbench.errors import GslbenchError
+    from gslbench.targets import check_tune_outputs
 
+    _folders(data_dir, results_dir)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise GslbenchError(f"trials must be a positive integer, got {trials!r}")
+    out = Path(out) if out else layout.tuned_path(results_dir)
+    doc = Path(doc) if doc else layout.tuning_table_path(results_dir)
+    check_tune_outputs(out, doc, results_dir, data_dir, options.get("storage"), force)
     return tune_module.tune_and_write(_grid(grid, defaults=False), data_dir, results_dir, trials,
                                       out, doc, **options)
 
 
 def report(runs: Sequence[str | Path] = (), *, results_dir: str | Path = RESULTS_DIR,
            out: str | Path | None = None, doc: str | Path | None = None,
-           datasets: Sequence[str] = (), patterns: Sequence[str] = ()) -> Path:
+           datasets: Sequence[str] = (), patterns: Sequence[str] = (),
+           force: bool = False) -> Path:
     """Write the report of the evaluated runs (`gslbench report`): results.csv, tables,
     figures and index.html in `out` (default RESULTS/report, replaced as a whole); returns the
     path of index.html. runs: run ids or directories (default: every run under RESULTS/runs);
     datasets, patterns: keep only these data sets' runs, or runs whose id matches a glob.
-    doc: also write the results document (paired comparisons) there."""
+    doc: also write the results document (paired comparisons) there (force: even over a file
+    report did not write; `gslbench.targets`)."""
     from gslbench import layout
     from gslbench import report as report_module
+    from gslbench.targets import check_report_doc
 
+    _folders(results_dir=results_dir)
+    if doc:
+        check_report_doc(Path(doc), results_dir, None, force)
     run_dirs = report_module.select_runs(Path(results_dir), runs, patterns, datasets)
     out_dir = Path(out) if out else layout.report_dir(results_dir)
     report_module.write_report(run_dirs, out_dir, Path(doc) if doc else None)
@@ -168,6 +188,7 @@ def load_results(results_dir: str | Path = RESULTS_DIR, runs: Sequence[str | Pat
     from gslbench.report import select_runs
     from gslbench.report.frames import read_runs
 
+    _folders(results_dir=results_dir)
     return _frame(read_runs(select_runs(Path(results_dir), runs, (), datasets)).results)
 
 
@@ -177,6 +198,9 @@ def _config(config: RunConfig | None, data_dir: str | Path, settings: dict) -> R
     from gslbench.data import get_dataset
     from gslbench.errors import GslbenchError
 
+    if config is not None and not isinstance(config, RunConfig):
+        raise GslbenchError(f"config must be a RunConfig, got {config!r}; give its fields as "
+                            "keywords instead (train(dataset='digits', method='gsl'))")
     if config is not None:
         if settings:
             raise GslbenchError(f"give a RunConfig or settings, not both ({', '.join(settings)})")
@@ -184,6 +208,16 @@ def _config(config: RunConfig | None, data_dir: str | Path, settings: dict) -> R
     dataset = settings.setdefault("dataset", "digits")
     settings.setdefault("feature", get_dataset(dataset, data_dir).default_feature)
     return RunConfig(**settings)
+
+
+def _folders(data_dir: str | Path | None = None, results_dir: str | Path | None = None) -> None:
+    """The data and results folders, where given, are folders or do not exist yet (as the CLI's
+    --data-dir and --results-dir)."""
+    from gslbench.errors import GslbenchError
+
+    for name, folder in (("data_dir", data_dir), ("results_dir", results_dir)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise GslbenchError(f"{folder}: not a folder ({name})")
 
 
 def _grid(grid: GridSpec, defaults: bool = True) -> Any:

@@ -18,7 +18,9 @@ folder.
 
 The file is one JSON line (the record: format, version, the checkpoint id, the key, the epochs
 and the payload's size and sha256), then the payload, `torch.save` of plain tensors and numbers
-(read back with `weights_only`, so no pickled code runs). It is written atomically (temporary
+(read back with `weights_only`, so no pickled code runs) that also holds the checkpoint id: the
+state says which training it is of, so another training's payload (another seed's, say) under a
+valid record is refused. It is written atomically (temporary
 name, then rename). On read the record must be bound to the key asked for and the payload must
 have its size and sha256: a damaged, truncated, forged or foreign checkpoint (made from another
 feature file, say) is never used; a warning says why, and the run trains those epochs itself
@@ -42,7 +44,7 @@ from gslbench.layout import checkpoints_dir
 from gslbench.storage import os_reason, write_bytes
 
 FORMAT = "gslbench.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the payload holds its checkpoint id
 SUFFIX = ".ckpt"
 ID_HEX = 16  # hex digits of a checkpoint id
 # Run settings that do not shape plain training: the method and the quantizer's (they act from
@@ -161,15 +163,18 @@ class Checkpoints:
             raise GslbenchError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
         if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
             raise GslbenchError(f"{path}: incomplete checkpoint (no {', '.join(STATE_KEYS)})")
+        if state.get("checkpoint") != path.stem:
+            raise GslbenchError(f"{path}: holds the state of another training (checkpoint "
+                                f"{state.get('checkpoint')!r}) under this one's record")
         return state
 
     def save(self, epochs: int, state: Mapping[str, Any]) -> None:
         """Write the state after `epochs` plain epochs (`STATE_KEYS`), atomically. A checkpoint
         that cannot be written is a warning, not an error: the run's result does not need it."""
-        buffer = io.BytesIO()
-        _torch().save(dict(state), buffer)
-        payload = buffer.getvalue()
         path = self.path(epochs)
+        buffer = io.BytesIO()
+        _torch().save({**state, "checkpoint": path.stem}, buffer)
+        payload = buffer.getvalue()
         record = {"format": FORMAT, "version": VERSION, "checkpoint": path.stem,
                   "key": self.record(epochs), "size": len(payload),
                   "sha256": hashlib.sha256(payload).hexdigest()}

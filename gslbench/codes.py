@@ -49,7 +49,12 @@ from pathlib import Path
 import numpy as np
 
 from gslbench import layout
-from gslbench.data.featurefile import check_labels
+from gslbench.data.featurefile import (
+    check_labels,
+    feature_file_sha256,
+    items_record,
+    read_feature_file,
+)
 from gslbench.errors import GslbenchError
 from gslbench.quantizers import Identity, Quantizer, load_quantizer, save_quantizer
 from gslbench.storage import DIGEST_ATTR, config_id, open_h5, read_json, sha256_file, write_h5
@@ -149,7 +154,30 @@ def check_codes_use(run: layout.RunDir, codes: Codes, codebooks: str = "train") 
     another codes file (`check_results`). Returns the codes file's sha256."""
     path = run.codes_file(codebooks)
     check_assigned(codes, path)
+    check_labels_of_features(run, codes, path)
     return check_results(run, codebooks)
+
+
+def check_labels_of_features(run: layout.RunDir, codes: Codes, path: Path) -> None:
+    """The codes file's query and database labels must be the feature file's at the items it
+    records (`items`), when the run's feature file (config.json's `features_file`) is at hand
+    with the sha256 the codes record: labels edited (e.g. permuted) and the file re-sealed are
+    refused. Without that feature file (results moved to another machine) nothing is compared."""
+    record = read_json(run.config)
+    features_path = Path(str(record.get("features_file", "")))
+    if not features_path.is_file() or feature_file_sha256(features_path) != codes.attrs[
+            "features_sha256"]:
+        return
+    config = json.loads(codes.attrs["config"])
+    features = read_feature_file(features_path, config.get("split", "test"),
+                                 config.get("protocol", "standard"))
+    items = json.loads(codes.attrs.get("items", "{}"))
+    for part, labels, split in (("database", codes.labels, features.database),
+                                ("query", codes.query_labels, features.query)):
+        if items.get(part) != items_record(split) or not np.array_equal(labels, split.labels):
+            raise GslbenchError(f"{path}: its {part} labels are not those of {features_path} at "
+                                "the items it records (edited and re-sealed?); run "
+                                f"`{encode_command(run, codes.codebooks)} --force`")
 
 
 def check_results(run: layout.RunDir, codebooks: str = "train") -> str:

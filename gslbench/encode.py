@@ -71,7 +71,8 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     start = time.perf_counter()
     database, queries = _embed_parts(run_dir, config, record, model, features, data_dir)
     if codebooks == "database":
-        quantizer.fit(database)  # no warm start: from scratch, the run's seed (two-step's fit)
+        # no warm start: from scratch, the run's seed (two-step's fit)
+        quantizer.fit(database, what="database vectors")
     codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
     usage = _usage(run_dir, config, record, model, features, data_dir, quantizer, codes)

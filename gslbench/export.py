@@ -17,8 +17,8 @@ Both read only the run's codes file of the fit asked (`gslbench.codes`: RUN/code
 RUN/codes-database.h5 for `--codebooks database`), checked like evaluate's, and write atomically,
 built in memory first (faiss and HDF5 never write to the disk themselves, so a full disk or a
 read-only folder is one line and leaves no temporary file). `export_run` writes only where it
-may: never into a run directory, never onto an existing file unless `force`, never two outputs
-to one path.
+may (`gslbench.targets`): never into a run directory, never onto an existing file unless
+`force`, never two outputs to one path.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from gslbench.evaluation.speed import exact_neighbours
 from gslbench.lazy import lazy_import
 from gslbench.quantizers.search import check_mode, faiss_index
 from gslbench.storage import package_versions, write_bytes
+from gslbench.targets import check_targets
 
 faiss = lazy_import("faiss")
 
@@ -51,8 +52,11 @@ def export_run(run: str | Path, results_dir: str | Path, faiss_path: str | Path 
     given; return their paths. Every target is checked before anything is read or written
     (`check_targets`)."""
     check_mode("adc", metric)
-    targets = [Path(path) for path in (faiss_path, ann_path) if path is not None]
-    check_targets(targets, results_dir, force)
+    given = [(option, Path(path)) for option, path in (("--faiss", faiss_path),
+                                                        ("--ann-benchmarks", ann_path))
+             if path is not None]
+    check_targets([path for _, path in given], results_dir, force,
+                  options=tuple(option for option, _ in given))
     run_dir = layout.resolve_run(results_dir, run)
     codes = check_encoded(run_dir, codebooks)
     codes_sha256 = check_codes_use(run_dir, codes, codebooks)
@@ -64,31 +68,6 @@ def export_run(run: str | Path, results_dir: str | Path, faiss_path: str | Path 
                                              source=run_dir.codes_file(codebooks),
                                              codes_sha256=codes_sha256))
     return written
-
-
-def check_targets(paths: list[Path], results_dir: str | Path, force: bool) -> None:
-    """Export targets must be distinct paths, outside RESULTS/runs and every run directory, and
-    new files unless `force`."""
-    resolved = [path.resolve() for path in paths]
-    for index, path in enumerate(resolved):
-        if path in resolved[:index]:
-            raise GslbenchError(f"{paths[index]}: given for two exports (--faiss and "
-                                "--ann-benchmarks); give each its own file")
-        runs = layout.runs_dir(results_dir).resolve()
-        for folder in path.parents:
-            if folder == runs or _is_run_dir(layout.RunDir(folder)):
-                raise GslbenchError(f"{paths[index]}: inside {folder}, where gslbench keeps "
-                                    "its runs; export outside it")
-        if path.is_dir():
-            raise GslbenchError(f"{paths[index]}: is a folder, cannot write a file there")
-        if path.exists() and not force:
-            raise GslbenchError(f"{paths[index]}: exists; choose a new file, or give --force to "
-                                "replace it")
-
-
-def _is_run_dir(folder: layout.RunDir) -> bool:
-    """Whether a folder is a run directory: it holds a run's config.json and model.pt."""
-    return folder.config.is_file() and folder.model.is_file()
 
 
 def export_faiss(codes: Codes, path: str | Path, metric: str = "l2") -> Path:

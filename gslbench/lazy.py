@@ -6,12 +6,16 @@ it. Importing the registries (methods, quantizers, data sets), the configuration
 therefore loads neither torch (about 1 s) nor faiss; a step loads them when it runs. A class
 statement that subclasses a torch class (`class Net(nn.Module)`) imports torch when its module is
 imported: such modules are imported by the steps, never by the registries.
+
+The first read may come from several threads at once (the scoring thread pool): the import runs
+under the stand-in's lock, so no thread is handed a module another thread is still
+initialising (`sys.modules` holds a module from the start of its import, not from its end).
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -21,9 +25,17 @@ class LazyModule:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._module: ModuleType | None = None
+        self._lock = threading.Lock()
 
     def _load(self) -> ModuleType:
-        return sys.modules.get(self._name) or importlib.import_module(self._name)
+        module = self._module
+        if module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = importlib.import_module(self._name)
+                module = self._module
+        return module
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._load(), attribute)

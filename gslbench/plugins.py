@@ -15,11 +15,16 @@ once the three registries' modules are loaded: a plugin module may import any of
 is the registered name and must equal the object's `name`. A plugin that cannot be used (it does
 not import, its name is a built-in's, it is not the right kind of object, a knob has no valid
 default) is skipped with one warning line naming it; the built-ins are never replaced.
+
+`GSLBENCH_DISABLE_PLUGINS=1` in the environment loads no plugin at all (as pytest's
+PYTEST_DISABLE_PLUGIN_AUTOLOAD): gslbench's own test suite sets it, so that it passes whatever
+plugins are installed, and a benchmark can be reproduced with the built-ins alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -27,6 +32,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 GROUPS = ("gslbench.methods", "gslbench.quantizers", "gslbench.datasets")
+DISABLE = "GSLBENCH_DISABLE_PLUGINS"  # set (to anything but "" or "0"): no plugin is loaded
 
 
 def load_plugins(group: str, builtins: Mapping[str, Any],
@@ -55,9 +61,13 @@ def load_plugins(group: str, builtins: Mapping[str, Any],
 
 
 def register_plugins() -> None:
-    """Add the usable plugins of the three groups to their registries (each group once)."""
+    """Add the usable plugins of the three groups to their registries (each group once; none
+    when the environment variable `DISABLE` is set)."""
     from gslbench import data, methods
     from gslbench.quantizers import registry
+
+    if os.environ.get(DISABLE, "") not in ("", "0"):
+        return
 
     for group, registry_module, registered in (
             ("gslbench.methods", methods, methods.METHODS),

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-from datafakes import FileServer
+import os
 
-from gslbench.threads import limit_threads
+import pytest
+
+# No installed plugin (a method, quantizer or data set of another package) changes the suite's
+# registries, default grid or imports, here or in the processes the tests start: set before
+# gslbench is first imported. tests/test_plugins.py installs its own and clears it in the
+# processes that use them.
+os.environ["GSLBENCH_DISABLE_PLUGINS"] = "1"
+
+from datafakes import FileServer  # noqa: E402
+
+from gslbench.threads import limit_threads  # noqa: E402
 
 
 @pytest.fixture(scope="module")

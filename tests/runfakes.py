@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from gslbench.config import RunConfig
+from gslbench.evaluation.record import sealed
 from gslbench.layout import RunDir
+from gslbench.storage import sha256_file
 
 MAPS = {  # (method, bits) -> mAP per seed
     ("float", 0): [0.90, 0.92, 0.91],
@@ -36,13 +38,14 @@ def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True
     """One run directory whose metrics are simple functions of `value` (its mAP)."""
     run = RunDir(root / config.run_id)
     run.path.mkdir(parents=True)
-    run.config.write_text(json.dumps({"run": config.run_id, "config": config.to_dict(),
-                                      "label": config.label, "train_seconds": 1.0}))
     quantized = config.method != "float"
     pd.DataFrame({"epoch": [1, 2, 3], "sim_loss": [1.0, 0.6, 1 - value],
                   "quant_mse": [np.nan, 0.2, value / 10] if quantized else [np.nan] * 3,
                   "quant_mse_refit": [np.nan, 0.3, value / 5] if quantized else [np.nan] * 3,
                   "seconds": [0.1] * 3}).to_csv(run.train_log, index=False)
+    run.config.write_text(json.dumps({"run": config.run_id, "config": config.to_dict(),
+                                      "label": config.label, "train_seconds": 1.0,
+                                      "train_log_sha256": sha256_file(run.train_log)}))
     if evaluated:
         metrics = {"run": config.run_id, "config": config.to_dict(), "label": config.label,
                    "map": value,
@@ -56,7 +59,7 @@ def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True
                    "threads": {"torch": 2, "faiss": 2}, "devices": {"type": "cpu"},
                    "quant_mse": {"database": (1 - value) / 10 if quantized else 0.0,
                                  "query": (1 - value) / 5 if quantized else 0.0}}
-        run.metrics.write_text(json.dumps(metrics))
+        run.metrics.write_text(json.dumps(sealed(metrics)))
     return run
 
 

@@ -7,7 +7,7 @@ from runfakes import make_run
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import scoring
-from gslbench.evaluation.record import check_metrics_record
+from gslbench.evaluation.record import check_metrics_record, sealed
 from gslbench.storage import read_json
 
 
@@ -243,8 +243,8 @@ def test_a_metrics_record_names_a_known_codebook_fit(tmp_path):
     record = read_json(run.metrics)
     check_metrics_record(record, run.metrics, run.run_id)  # older records: no key, the train fit
     for fit in ("train", "database"):
-        check_metrics_record({**record, "codebooks": fit}, run.metrics, run.run_id)
+        check_metrics_record(sealed({**record, "codebooks": fit}), run.metrics, run.run_id)
     for bad in ("test", None, 1):
         with pytest.raises(GslbenchError, match=f"metrics.json: 'codebooks' is {bad!r}, "
                                                 "expected one of train, database"):
-            check_metrics_record({**record, "codebooks": bad}, run.metrics, run.run_id)
+            check_metrics_record(sealed({**record, "codebooks": bad}), run.metrics, run.run_id)

@@ -200,7 +200,7 @@ def test_export_writes_two_outputs_to_two_files_and_replaces_only_with_force(cop
     same = tmp_path / "out" / "x.bin"
     assert_user_error(export(root, run, "--faiss", str(same), "--ann-benchmarks",
                              str(tmp_path / "out" / ".." / "out" / "x.bin")),
-                      "given for two exports", "--faiss and --ann-benchmarks")
+                      "given for two outputs", "--faiss and --ann-benchmarks")
     assert not (tmp_path / "out").exists()
     index, ann = tmp_path / "x.index", tmp_path / "x.hdf5"
     index.write_bytes(b"mine")

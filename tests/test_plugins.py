@@ -20,6 +20,7 @@ from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.methods import METHODS
 from gslbench.methods.base import Method
+from gslbench.plugins import DISABLE
 from gslbench.testing import check_gradients_flow, check_method
 
 PLUGIN_PACKAGE = Path(__file__).parent / "plugin_pkg"
@@ -48,10 +49,18 @@ def digits_root(tmp_path_factory) -> Path:
     return root
 
 
+def plugin_environment(site: Path) -> dict[str, str]:
+    """The environment of a process that sees the packages under `site` and loads plugins (the
+    suite's conftest disables them everywhere else)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(site)])}
+    env.pop(DISABLE)
+    return env
+
+
 def gslbench_command(site: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
     """`python -m gslbench --data-dir ROOT/data --results-dir ROOT/results ARGS` in a new
     process that sees the packages under `site` (as an installed plugin is seen)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(site)])}
+    env = plugin_environment(site)
     return subprocess.run([sys.executable, "-m", "gslbench", "--data-dir", str(root / "data"),
                            "--results-dir", str(root / "results"), *args],
                           capture_output=True, text=True, env=env, cwd=root)
@@ -102,7 +111,7 @@ def test_a_plugin_leaves_the_built_in_runs_ids_alone(plugin_site, digits_root):
     code = ("from gslbench.config import RunConfig; from gslbench.methods import METHODS; "
             "print('damped' in METHODS, RunConfig(method='gsl').run_id, "
             "RunConfig(method='float').run_id)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(plugin_site)])}
+    env = plugin_environment(plugin_site)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           check=True)
     assert done.stdout.split() == ["True", RunConfig(method="gsl").run_id,
@@ -132,6 +141,11 @@ class Impostor(PQ):
     name = "pq"
 
 
+class NegativeIters(PQ):
+    name = "negpq"
+    OPTIONS = {"kmeans_iters": -5}
+
+
 def helper():
     """Not a class at all."""
 '''
@@ -141,7 +155,8 @@ BAD_ENTRY_POINTS = {
                          "nodefault": "bad_plugins:NoDefault",
                          "helper": "bad_plugins:helper",
                          "misnamed": "bad_plugins:Misnamed"},
-    "gslbench.quantizers": {"notq": "bad_plugins:NotAQuantizer", "pq": "bad_plugins:Impostor"},
+    "gslbench.quantizers": {"notq": "bad_plugins:NotAQuantizer", "pq": "bad_plugins:Impostor",
+                            "negpq": "bad_plugins:NegativeIters"},
     "gslbench.datasets": {"nodata": "bad_plugins:helper"},
 }
 
@@ -167,6 +182,7 @@ def test_each_bad_plugin_is_one_warning_line_naming_it(tmp_path, digits_root):
                 ("misnamed", "its name is 'other', not the entry point's 'misnamed'"),
                 ("notq", "is not a subclass of gslbench.quantizers.base.Quantizer"),
                 ("pq", "'pq' is a built-in name"),
+                ("negpq", "its default option kmeans_iters=-5 is not a positive integer"),
                 ("nodata", "is not a gslbench.data.Dataset")}
     assert len(lines) == len(expected), done.stderr
     for name, why in expected:
@@ -180,9 +196,11 @@ def test_each_bad_plugin_is_one_warning_line_naming_it(tmp_path, digits_root):
 
 
 def test_the_test_kit_passes_the_plugin_method_in_its_own_tests(plugin_site, tmp_path):
-    """The plugin author's workflow: pytest on the plugin's own test file, which calls the kit."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(plugin_site)])}
+    """The plugin author's workflow: pytest on the plugin's own test file, which calls the kit
+    (without gslbench's own conftest, which keeps plugins out of gslbench's tests)."""
+    env = plugin_environment(plugin_site)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--noconftest",
                            str(PLUGIN_PACKAGE / "check_plugin.py")],
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -201,3 +219,45 @@ def test_the_test_kit_refuses_a_method_that_is_not_registered():
 
     with pytest.raises(AssertionError, match="install its package"):
         check_method(Unregistered)
+
+
+def dry_run_cells(site: Path, root: Path, *args: str) -> list[str]:
+    """The cell lines (after RUN STATE CELL) of `bench --dry-run ARGS` with `site` visible."""
+    done = gslbench_command(site, root, "bench", "--dry-run", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[1:-1]
+
+
+def test_an_installed_method_plugin_leaves_the_default_grid_as_quick_toml_declares(
+        plugin_site, digits_root):
+    cells = dry_run_cells(plugin_site, digits_root)
+    assert cells == dry_run_cells(plugin_site, digits_root, str(REPOSITORY / "benchmarks/quick.toml"))
+    assert len(cells) == 1 + 6 * 3 and not any("damped" in cell for cell in cells)
+    # the plugin is loaded all the same: it can be asked for
+    assert any("damped" in cell for cell in dry_run_cells(plugin_site, digits_root, "--methods",
+                                                          "float,damped"))
+
+
+def test_the_suite_passes_with_a_method_plugin_installed(plugin_site, tmp_path):
+    """The project's tests that an installed plugin broke (the default grid's count, a report
+    that must not import torch) pass in a process that sees the plugin: the suite's conftest
+    keeps installed plugins out of them."""
+    env = plugin_environment(plugin_site)
+    assert "damped" in subprocess.run(
+        [sys.executable, "-c", "import gslbench.methods as m, gslbench.config; print(*m.METHODS)"],
+        capture_output=True, text=True, env=env, check=True).stdout
+    tests = REPOSITORY / "tests"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"{tests / 'test_bench.py'}::test_quick_toml_gives_exactly_the_cells_of_bench_without_arguments",
+         f"{tests / 'test_cli.py'}::test_importing_the_command_line_loads_neither_torch_nor_faiss",
+         f"{tests / 'test_api.py'}::test_import_loads_neither_torch_nor_faiss"],
+        capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_gslbench_disable_plugins_loads_none(plugin_site, digits_root):
+    env = {**plugin_environment(plugin_site), DISABLE: "1"}
+    done = subprocess.run([sys.executable, "-m", "gslbench", "train", "--help"],
+                          capture_output=True, text=True, env=env, check=True)
+    assert "damped" not in done.stdout and "coarse-pq" not in done.stdout

@@ -7,8 +7,10 @@ option, no traceback, and nothing left behind that looks like a valid result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -744,3 +747,321 @@ def test_gslbench_alone_prints_the_help_and_verbose_errors_still_exit_2(work):
     assert verbose.exit_code == 2 and "Traceback" in verbose.output
     assert verbose.output.strip().splitlines()[-1] == ("gslbench: error: --hidden 0 is outside "
                                                        "[1, 16384]")
+
+
+THREADS_FIRST = """
+import numpy as np
+from gslbench.evaluation.scoring import evaluate_distances
+rng = np.random.default_rng(0)
+labels = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 300)]
+out = evaluate_distances(rng.random((64, 300), dtype=np.float32), labels[:64], labels,
+                         block_size=8, workers=8)
+assert 0 < out["map"] <= 1, out
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_a_fresh_interpreter_evaluates_through_threads_first(attempt):
+    """The first faiss read comes from the scoring threads at once: each waits for the whole
+    import, none gets a partially initialised module (issue 32)."""
+    process = subprocess.run([sys.executable, "-c", THREADS_FIRST], capture_output=True,
+                             text=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.returncode == 0 and process.stdout.strip() == "ok", process.stderr
+
+
+def _wider(self, z):
+    return torch.cat([z, z[:, :1]], dim=1)
+
+
+def _refuse(self, config, quantizer):
+    raise RuntimeError("the plugin's bug")
+
+
+@pytest.mark.parametrize("attribute, replacement, fragment", [
+    ("representation", _wider, "its representation of a (64, 48) batch has shape (64, 49)"),
+    ("representation", lambda self, z: z[:, 0], "has shape (64,)"),
+    ("penalty", lambda self, z: (z ** 2).sum(dim=1), "its penalty has shape (64,), not a scalar"),
+    ("__init__", _refuse, "the method cannot be built: RuntimeError: the plugin's bug"),
+])
+def test_a_method_that_breaks_the_contract_stops_the_run_in_one_line(work, monkeypatch,
+                                                                     attribute, replacement,
+                                                                     fragment):
+    """As a plugin method could: what `gslbench.testing` checks is enforced when runs train."""
+    from gslbench.methods import METHODS
+
+    monkeypatch.setattr(METHODS["qloss"], attribute, replacement)
+    runs = sorted((work.root / "results" / "runs").iterdir())
+    assert_error(work.run("train", "--method", "qloss", "--dim-out", "48", "--batch-size", "64",
+                          *SHORT), "--method qloss", fragment)
+    assert sorted((work.root / "results" / "runs").iterdir()) == runs
+
+
+# ------------------------------------------------------------------ imports read only their file
+
+
+def _h5_source(tmp_path: Path, how: str) -> Path:
+    """An .h5 for `features import` whose `features` keeps its bytes outside the file: in another
+    file through external storage, an external link or a virtual dataset."""
+    rng = np.random.default_rng(0)
+    features, labels = rng.random((40, 3)), np.arange(40) % 2
+    outside = tmp_path / "outside.bin"
+    features.tofile(outside)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle["x"] = features
+    path = tmp_path / f"{how}.h5"
+    with h5py.File(path, "w") as handle:
+        handle["labels"] = labels
+        if how == "external":
+            handle.create_dataset("features", features.shape, features.dtype,
+                                  external=[(str(outside), 0, features.nbytes)])
+        elif how == "link":
+            handle["features"] = h5py.ExternalLink(str(other), "/x")
+        else:
+            layout_ = h5py.VirtualLayout(features.shape, features.dtype)
+            layout_[:] = h5py.VirtualSource(str(other), "x", features.shape)
+            handle.create_virtual_dataset("features", layout_)
+    return path
+
+
+@pytest.mark.parametrize("how, fragment", [
+    ("external", "stored in other files (external storage)"),
+    ("link", "'features' is a link to another file"),
+    ("virtual", "stored in other files (virtual dataset)"),
+])
+def test_an_hdf5_import_reads_no_other_file(tmp_path, how, fragment):
+    path = _h5_source(tmp_path, how)
+    assert_error(invoke(tmp_path, "features", "import", "mine", "--from", str(path),
+                        "--query-per-class", "2", "--train-per-class", "5"), str(path), fragment)
+    assert not (tmp_path / "data" / "mine").exists()
+
+
+def test_a_failed_import_writes_nothing(tmp_path):
+    """Constant features are refused when the feature file is written: no record is left
+    either, and the name is free for the next import."""
+    labels = np.arange(40) % 2
+    constant = tmp_path / "constant.npz"
+    np.savez(constant, features=np.ones((40, 3)), labels=labels)
+    args = ["features", "import", "mine", "--query-per-class", "2", "--train-per-class", "5"]
+    assert_error(invoke(tmp_path, *args, "--from", str(constant)), "constant")
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    good = tmp_path / "good.npz"
+    np.savez(good, features=np.random.default_rng(0).random((40, 3)), labels=labels)
+    ok(invoke(tmp_path, *args, "--split-seed", "1", "--from", str(good)))
+
+
+# ------------------------------------------------------------------ where a command may write
+
+TUNING_GRID = 'method = "qloss"\nbits = 16\nseed = [0, 1]\nepochs = 2\nwarmup_epochs = 1\n'
+
+
+def test_report_doc_and_tune_outputs_never_overwrite_what_they_did_not_write(work):
+    import sqlite3
+
+    storage = work.root / "studies.db"  # a storage, as --storage sqlite:///studies.db makes
+    with sqlite3.connect(storage) as connection:
+        connection.execute("create table studies (id integer)")
+    notes = work.root / "notes.md"
+    notes.write_text("mine\n")
+    grid = work.root / "tuning.toml"
+    grid.write_text(TUNING_GRID)
+    protected = {work.gsl.config: "where gslbench keeps its runs",
+                 work.gsl.model: "where gslbench keeps its runs",
+                 work.features: "inside the data folder",
+                 storage: "is an SQLite database"}
+    before = {path: path.read_bytes() for path in [*protected, notes]}
+    for path, fragment in {**protected, notes: "exists; choose a new file, or give --force"}.items():
+        assert_error(work.run("report", "--doc", str(path)), f"--doc {path}", fragment)
+        assert_error(work.run("tune", str(grid), "--out", str(path)), f"--out {path}", fragment)
+        assert_error(work.run("tune", str(grid), "--doc", str(path)), f"--doc {path}", fragment)
+    for path, fragment in protected.items():  # --force replaces none of them
+        assert_error(work.run("report", "--force", "--doc", str(path)), fragment)
+        assert_error(work.run("tune", str(grid), "--force", "--out", str(path)), fragment)
+    assert {path: path.read_bytes() for path in before} == before
+    default_storage = work.root / "results" / "tuning" / "studies.db"  # before tune makes it
+    assert_error(work.run("tune", str(grid), "--out", str(default_storage)),
+                 "is the storage of the studies")
+    assert_error(work.run("tune", str(grid), "--out", str(work.root / "x.md"), "--doc",
+                          str(work.root / "x.md")), "given for two outputs (--out and --doc)")
+    # report's own document (and its CSV) is replaced without --force, a user's file with it
+    doc = work.root / "results.md"
+    ok(work.run("report", "--doc", str(doc)))
+    ok(work.run("report", "--doc", str(doc)))
+    ok(work.run("report", "--force", "--doc", str(notes)))
+    assert notes.read_text().startswith("# gslbench results")
+
+
+def test_tune_replaces_its_own_outputs_without_force(tmp_path):
+    from gslbench.targets import check_tune_outputs
+
+    tuned, doc = tmp_path / "tuned.toml", tmp_path / "tuning.md"
+    tuned.write_text("# a tuned file\ntrials = 1\nseeds = [0, 1]\n\n[shared]\nbits = 16\n")
+    doc.write_text("# gslbench tuning\n\nevery trial\n")
+    check_tune_outputs(tuned, doc, tmp_path / "results", tmp_path / "data", None, force=False)
+    tuned.write_text("# not a tuned file\n")
+    with pytest.raises(GslbenchError, match="--out .*tuned.toml: exists"):
+        check_tune_outputs(tuned, doc, tmp_path / "results", tmp_path / "data", None, force=False)
+
+
+@pytest.mark.parametrize("margin", ["inf", "1e9", "1", "0.51", "nan", "0"])
+def test_report_margin_is_bounded_to_half_a_point(work, margin):
+    assert_error(work.run("report", "--margin", margin),
+                 "must be a positive mAP difference of at most 0.5")
+
+
+def test_bench_dry_run_refuses_an_address_without_ray(work):
+    assert_error(work.run("bench", "--dry-run", "--address", "auto"),
+                 "--address needs --executor ray")
+
+
+def test_the_api_checks_what_the_cli_checks(tmp_path):
+    import gslbench
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for call, fragment in [
+        (lambda: gslbench.train("digits"), "config must be a RunConfig, got 'digits'"),
+        (lambda: gslbench.train(data_dir=a_file), f"{a_file}: not a folder (data_dir)"),
+        (lambda: gslbench.load_results(results_dir=a_file), "not a folder (results_dir)"),
+        (lambda: gslbench.tune({"seed": [0, 1]}, trials=0, data_dir=tmp_path / "d",
+                               results_dir=tmp_path / "r"), "trials must be a positive integer"),
+        (lambda: gslbench.tune({"seed": [0, 1]}, trials="2", data_dir=tmp_path / "d",
+                               results_dir=tmp_path / "r"), "got '2'"),
+        (lambda: gslbench.report(results_dir=tmp_path / "r", doc=a_file), "exists; choose"),
+    ]:
+        with pytest.raises(GslbenchError, match=re.escape(fragment)):
+            call()
+
+
+def test_a_report_waits_for_another_report_on_the_same_folder(work):
+    import fcntl
+
+    results = work.root / "results"
+    descriptor = os.open(results, os.O_RDONLY)  # as a report being written holds it
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        process = start_gslbench(work.root, "report")
+        log = work.root / "gslbench.log"
+        wait_for(lambda: "another report is being written" in log.read_text()
+                 or process.poll() is not None, 120, "the report did not wait")
+        assert process.poll() is None, log.read_text()
+        assert not (results / "report").exists()
+    finally:
+        os.close(descriptor)
+    assert process.wait(timeout=300) == 0, log.read_text()
+    assert (results / "report" / "index.html").is_file()
+
+
+# ------------------------------------------------------------------ every result bound
+
+
+def reseal(path: Path, **changes) -> None:
+    """Edit a metrics or search record and give it the digest of its new content, as a
+    deliberate forger would (a key set to None is removed)."""
+    from gslbench.evaluation.record import sealed
+
+    record = json.loads(path.read_text())
+    record.update(changes)
+    record = {key: value for key, value in record.items() if value is not None}
+    path.write_text(json.dumps(sealed(record) if "content_sha256" in record else record))
+
+
+def test_database_fit_metrics_and_search_records_are_bound_to_their_codes(work):
+    run = work.two_step
+    ok(work.run("encode", str(run.path), "--codebooks", "database"))
+    ok(work.run("evaluate", str(run.path), "--codebooks", "database"))
+    ok(work.run("search-bench", str(run.path), "--single-queries", "5", "--repeats", "1"))
+    database_metrics, search = run.metrics_file(codebooks="database"), run.search_file()
+    reseal(database_metrics, codes_sha256="0" * 64)
+    assert_error(work.run("report"), "codes-database.h5: its sha256 is not the one")
+    reseal(database_metrics, codes_sha256=None)
+    assert_error(work.run("report"), "records no sha256 of codes-database.h5")
+    ok(work.run("evaluate", str(run.path), "--codebooks", "database", "--force"))
+    measured = json.loads(search.read_text())
+    reseal(search, codes_sha256="0" * 64)
+    assert_error(work.run("report"), "codes.h5: its sha256 is not the one search.json records")
+    reseal(search, codes_sha256=None)
+    assert_error(work.run("report"), "search.json: records no sha256 of codes.h5")
+    done = work.run("search-bench", str(run.path), "--single-queries", "5", "--repeats", "1")
+    assert done.exit_code == 0 and "measuring run" in done.output  # not counted as done
+    assert json.loads(search.read_text())["codes_sha256"] == measured["codes_sha256"]
+    ok(work.run("report"))
+
+
+def test_an_edited_metrics_value_or_train_log_is_not_reported(work):
+    record = json.loads(work.gsl.metrics.read_text())
+    work.gsl.metrics.write_text(json.dumps({**record, "map": record["map"] / 2}))
+    assert_error(work.run("report"), str(work.gsl.metrics), "its content_sha256 records")
+    work.gsl.metrics.write_text(json.dumps(record))
+    with work.two_step.train_log.open("a") as log:
+        log.write("99,0.1,0.1,0.1,1.0\n")
+    assert_error(work.run("report"), "train_log.csv: its sha256 is not the one config.json")
+
+
+def test_codes_whose_labels_were_permuted_and_resealed_are_refused(work):
+    with forged_h5(work.gsl.codes) as handle:
+        labels = handle["labels"][()]
+        handle["labels"][...] = labels[np.random.default_rng(0).permutation(len(labels))]
+    for path in work.gsl.results_of("train"):
+        path.unlink()
+    assert_error(work.run("evaluate", str(work.gsl.path)), str(work.gsl.codes),
+                 "its database labels are not those of", "at the items it records")
+    assert not work.gsl.metrics.exists()
+
+
+def test_a_checkpoint_holding_another_trainings_state_is_not_used(tmp_path):
+    from gslbench.checkpoints import Checkpoints
+
+    states = {}
+    for seed in (0, 1):
+        checkpoints = Checkpoints(tmp_path, {"settings": {"seed": seed}})
+        checkpoints.save(5, {"model": {"w": torch.full((2,), float(seed))}, "optimizer": {},
+                             "loss": {}, "generator": torch.zeros(1, dtype=torch.uint8),
+                             "rng": torch.zeros(1, dtype=torch.uint8), "log": []})
+        states[seed] = checkpoints
+    assert float(states[0].load(5)["model"]["w"][0]) == 0.0
+    # seed 1's payload under seed 0's record, its size and sha256 made to match
+    record, _, _ = states[0].path(5).read_bytes().partition(b"\n")
+    _, _, payload = states[1].path(5).read_bytes().partition(b"\n")
+    forged = {**json.loads(record), "size": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest()}
+    states[0].path(5).write_bytes(json.dumps(forged, sort_keys=True).encode() + b"\n" + payload)
+    assert states[0].load(5) is None
+
+
+# ------------------------------------------------------------------ messages that say what is wrong
+
+
+def test_the_unseen_protocol_of_a_one_class_set_says_why(tmp_path):
+    import dataclasses
+
+    labels = np.ones((4, 1), np.uint8)
+    one_class = feature_set(labels)
+    one_class = dataclasses.replace(one_class, label_names=["a"],
+                                    validation_query=one_class.query,
+                                    validation_database=one_class.database)
+    with pytest.raises(GslbenchError, match=r"no unseen protocol: 1 class\(es\) are too few"):
+        one_class.for_protocol("unseen")
+
+
+def test_nan_codebooks_are_not_called_non_finite_representations():
+    from gslbench.quantizers.candidates import k_smallest
+
+    with pytest.raises(GslbenchError, match="non-finite representations or codebooks"):
+        k_smallest(torch.full((2, 8), float("nan")), 2)
+
+
+def test_the_database_fit_names_database_vectors(tmp_path):
+    """An imported set whose 100 database items are fewer than the 256 words of a codebook that
+    its 300 training items can fit."""
+    rng = np.random.default_rng(0)
+    source = tmp_path / "small.npz"
+    np.savez(source, features=rng.normal(size=(420, 8)), labels=np.arange(420) % 2,
+             split=np.repeat([0, 1, 2], [100, 20, 300]))
+    ok(invoke(tmp_path, "features", "import", "small", "--from", str(source)))
+    run = ok(invoke(tmp_path, "train", "-d", "small", "--method", "two-step", "--bits", "16",
+                    "--dim-out", "8", "--epochs", "2", "--warmup-epochs", "1"))
+    assert_error(invoke(tmp_path, "encode", run, "--codebooks", "database"),
+                 "100 database vectors are fewer than the 256 codewords")

@@ -17,6 +17,7 @@ from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.declared import Declared
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.record import sealed
 from gslbench.report import select_runs, write_report
 from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.document import rebuild_tables
@@ -435,7 +436,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     for run in runs:  # every run evaluated by SDC / inner product too, 0.1 lower
         record = json.loads(run.metrics.read_text())
         record.update(search="sdc", metric="ip", map=record["map"] - 0.1)
-        run.metrics_file("sdc", "ip").write_text(json.dumps(record))
+        run.metrics_file("sdc", "ip").write_text(json.dumps(sealed(record)))
     for index, run in enumerate([runs[0], *runs[3:6]]):  # a float run, two-step 16 bits x 3 seeds
         record = json.loads(run.metrics.read_text())
         measured = {"index": "IndexPQ", "bytes_per_vector": 4, "index_bytes": 1000,
@@ -567,7 +568,7 @@ def _rewrite_metrics(run, **changes):
     config = changes.pop("config", {})
     record.update(changes)
     record["config"].update(config)
-    run.metrics.write_text(json.dumps(record))
+    run.metrics.write_text(json.dumps(sealed(record)))
 
 
 def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_path):
@@ -575,7 +576,7 @@ def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_p
     for run in runs[3:]:  # every quantized run: its codebooks fitted on the database too
         record = json.loads(run.metrics.read_text())
         record.update(codebooks="database", map=record["map"] + 0.01)
-        run.metrics_file("sdc", "l2").write_text(json.dumps(record))  # a second evaluation file
+        run.metrics_file("sdc", "l2").write_text(json.dumps(sealed(record)))  # a second evaluation file
     data = read_runs(runs)
     results = data.results
     assert set(results.protocol) == {"standard"}  # a config without the key: the standard one
@@ -664,7 +665,8 @@ def test_the_margin_option(tmp_path):
     assert "| equivalent |" in wide.output  # within half a point of mAP: everything
     bad = invoke(tmp_path, "report", "--margin", "-1")
     assert bad.exit_code == 2 and bad.output.strip() == (
-        "gslbench: error: --margin -1.0 must be a positive mAP difference (e.g. 0.005)")
+        "gslbench: error: --margin -1.0 must be a positive mAP difference of at most 0.5 "
+        "(e.g. 0.005)")
 
 
 def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):

@@ -33,6 +33,19 @@ from gslbench.threads import cpu_count
 EXECUTORS = ("local", "ray")
 
 
+def check_executor_options(name: str, jobs: int | None, cpus_per_cell: int | None,
+                           address: str | None) -> None:
+    """An executor's name, counts and address (not its device, whose check loads torch): a
+    one-line user error for a bad one; bench --dry-run checks these alone."""
+    if name not in EXECUTORS:
+        raise GslbenchError(f"unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
+    for option, value in (("-j/--jobs", jobs), ("--cpus-per-cell", cpus_per_cell)):
+        if value is not None and value < 1:
+            raise GslbenchError(f"{option} must be at least 1, got {value}")
+    if address and name != "ray":
+        raise GslbenchError("--address needs --executor ray")
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     """How bench runs its cells.
@@ -52,13 +65,7 @@ class ExecutorConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.name not in EXECUTORS:
-            raise GslbenchError(f"unknown executor {self.name!r}; known: {', '.join(EXECUTORS)}")
-        for option, value in (("-j/--jobs", self.jobs), ("--cpus-per-cell", self.cpus_per_cell)):
-            if value is not None and value < 1:
-                raise GslbenchError(f"{option} must be at least 1, got {value}")
-        if self.address and self.name != "ray":
-            raise GslbenchError("--address needs --executor ray")
+        check_executor_options(self.name, self.jobs, self.cpus_per_cell, self.address)
         resolve_device(self.device)  # a device torch does not see fails here, before any cell
 
     @property

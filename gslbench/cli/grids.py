@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from gslbench import bench as bench_module
 from gslbench import layout
-from gslbench.bench.executors import EXECUTORS, ExecutorConfig
+from gslbench.bench.executors import EXECUTORS, ExecutorConfig, check_executor_options
 from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
 from gslbench.cli.base import (
     cli,
@@ -24,6 +24,7 @@ from gslbench.cli.base import (
 )
 from gslbench.errors import GslbenchError
 from gslbench.layout import CODEBOOKS
+from gslbench.targets import check_tune_outputs
 
 # bench's axis flags and the RunConfig fields they set
 AXIS_FLAGS = {"dataset_names": "dataset", "methods": "method", "quantizers": "quantizer",
@@ -96,6 +97,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
         grid = Tuned.read(tuned).cells(grid)
     results_dir = ctx.obj["results_dir"]
     if dry_run:  # before the executor, whose device check loads torch
+        check_executor_options(executor, jobs, cpus_per_cell, address)
         _echo_cells(grid, ctx.obj["data_dir"], results_dir)
         return
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
@@ -149,11 +151,13 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trials at once: this process and JOBS - 1 helper processes on the storage, "
                    "each with CPUs // JOBS torch/faiss threads.")
+@click.option("--force", is_flag=True, help="Replace an existing --out or --doc that tune did "
+                                            "not write.")
 @device_option
 @click.pass_context
 def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, prune: bool,
          no_reuse: bool, out: Path | None, doc: Path | None, doc_intro: TextIO | None,
-         jobs: int, device: str) -> None:
+         jobs: int, device: str, force: bool) -> None:
     """Choose each method's knobs on the validation split: an Optuna search, the same number of
     trials for every method.
 
@@ -172,6 +176,7 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
     results_dir = ctx.obj["results_dir"]
     out = out or layout.tuned_path(results_dir)
     doc = doc or layout.tuning_table_path(results_dir)
+    check_tune_outputs(out, doc, results_dir, ctx.obj["data_dir"], storage, force)
     chosen = tune_module.tune_and_write(grid, ctx.obj["data_dir"], results_dir, trials, out, doc,
                                         doc_intro.read() if doc_intro else "", storage=storage,
                                         prune=prune, reuse=not no_reuse, device=device,

@@ -19,6 +19,7 @@ from gslbench.declared import DEFAULT, Declared, validation_maps
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.speed import RECALL_AT, REPEATS, SINGLE_QUERIES, search_bench_run
 from gslbench.export import export_run
+from gslbench.targets import check_report_doc
 
 if TYPE_CHECKING:
     from gslbench.config import RunConfig
@@ -110,12 +111,15 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
 @click.option("--doc-intro", type=click.File("r"),
               help="Markdown to put at the top of the results document (protocol, tuning).")
 @click.option("--margin", type=float, default=0.005, show_default=True,
-              help="Equivalence margin of the verdicts (mAP): a difference shown within ±margin "
-                   "by two one-sided tests is 'equivalent'.")
+              help="Equivalence margin of the verdicts (mAP, in (0, 0.5]): a difference shown "
+                   "within ±margin by two one-sided tests is 'equivalent'.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --doc (or its CSV) that report did not write.")
 @click.pass_context
 def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
            dataset_names: tuple[str, ...], grid_files: tuple[Path, ...], tuned: Path | None,
-           out: Path | None, doc: Path | None, doc_intro: TextIO | None, margin: float) -> None:
+           out: Path | None, doc: Path | None, doc_intro: TextIO | None, margin: float,
+           force: bool) -> None:
     """Tabulate and plot evaluated runs into a report folder with a self-contained index.html.
 
     Writes results.csv, tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and index.html.
@@ -125,6 +129,8 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     from gslbench import report as report_module  # pandas, matplotlib: loaded to report
 
     results_dir = ctx.obj["results_dir"]
+    if doc is not None:
+        check_report_doc(doc, results_dir, ctx.obj["data_dir"], force)
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
     if tuned is not None and not grid_files:
         raise click.UsageError("--tuned applies to the cells of a --grid: give one")

@@ -212,9 +212,15 @@ def _whole_member(path: Path, name: str) -> Callable[[tuple | slice], np.ndarray
 
 def _read_hdf5(path: Path, transpose: bool) -> dict[str, _Stored]:
     """The datasets at the file's root, each read when indexed (the file opened per read);
-    `transpose` for MATLAB v7.3 (column-major) files."""
+    `transpose` for MATLAB v7.3 (column-major) files. Only bytes of this file are read: an
+    external link, external storage or a virtual dataset (bytes of other files, e.g. of the
+    system) is a one-line error."""
     try:
         with h5py.File(path, "r") as handle:
+            for key in handle:
+                if isinstance(handle.get(key, getlink=True), h5py.ExternalLink):
+                    raise GslbenchError(f"{path}: {key!r} is a link to another file; import a "
+                                        "file that holds its own arrays")
             datasets = {key: item for key, item in handle.items() if isinstance(item, h5py.Dataset)}
             for key, dataset in datasets.items():
                 _check_storage(dataset, f"{path}: dataset {key!r}")
@@ -227,7 +233,12 @@ def _read_hdf5(path: Path, transpose: bool) -> dict[str, _Stored]:
 
 def _check_storage(dataset: h5py.Dataset, what: str) -> None:
     """An uncompressed, unchunked dataset's shape and dtype checked against the bytes the file
-    stores for it (as a .npy header is); compressed or chunked ones are bounded when read."""
+    stores for it (as a .npy header is); compressed or chunked ones are bounded when read.
+    A dataset whose bytes lie in other files (external storage, a virtual dataset) is refused."""
+    if dataset.external or dataset.is_virtual:
+        raise GslbenchError(f"{what}: its bytes are stored in other files "
+                            f"({'virtual dataset' if dataset.is_virtual else 'external storage'}); "
+                            "import a file that holds its own arrays")
     if dataset.chunks is not None or dataset.dtype.hasobject:
         return
     needed, stored = dataset.size * dataset.dtype.itemsize, dataset.id.get_storage_size()

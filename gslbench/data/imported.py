@@ -102,8 +102,9 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
                      "imported_from": json.dumps([str(p) for p in sources])},
     )
     path = layout.feature_path(data_dir, name, feature)
-    _register(data_dir, name, feature, record, feature_set.source_sha256)
-    write_feature_file(path, feature_set)
+    registered = _registered(data_dir, name, feature, record, feature_set.source_sha256)
+    write_feature_file(path, feature_set)  # checks the features: nothing written if refused
+    write_json(layout.imported_path(data_dir, name), registered)
     return path
 
 
@@ -175,9 +176,10 @@ def _check_name(name: str, what: str) -> None:
                             "with a letter or digit)")
 
 
-def _register(data_dir: str | Path, name: str, feature: str, protocol: dict, sha256: str) -> None:
-    """Add `feature` to the record of `name` (created with `protocol`); a record with another
-    protocol is an error."""
+def _registered(data_dir: str | Path, name: str, feature: str, protocol: dict,
+                sha256: str) -> dict:
+    """The record of `name` (new, with `protocol`) with `feature` added, to be written once the
+    feature file is; a record with another protocol is an error."""
     path = layout.imported_path(data_dir, name)
     record = (read_json(path) if path.is_file() else
               {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, "name": name,
@@ -186,7 +188,7 @@ def _register(data_dir: str | Path, name: str, feature: str, protocol: dict, sha
         raise GslbenchError(f"{path}: {name} was imported with another protocol "
                             f"({record.get('protocol')}); import under another name")
     record["features"][feature] = {"source_sha256": sha256}
-    write_json(path, record)
+    return record
 
 
 def _vector_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

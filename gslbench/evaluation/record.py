@@ -5,40 +5,35 @@ A metrics.json is accepted when it is bound to its run (its `run` is the directo
 hash of the `config` it records) and every value the report reads has its type and range: mAP,
 mAP@K, precision@K, recall@R and the PR curve are fractions in [0, 1], seconds are finite and
 non-negative, `codebooks` (where the codes' codebooks were fitted, `layout.CODEBOOKS`; absent in
-records written before it existed, which are of the train fit) is "train" or "database". This
-module imports neither torch nor faiss (the report uses it).
+records written before it existed, which are of the train fit) is "train" or "database", and its
+`content_sha256` is the digest of the rest (`metrics_digest`), so an edited value is caught. A
+search-bench record (search.json) is bound to its run the same way (`check_search_record`), and
+both to the codes file they were made from (`check_codes_binding`). This module imports neither
+torch nor faiss (the report uses it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from gslbench.errors import GslbenchError
-from gslbench.layout import CODEBOOKS
-from gslbench.storage import config_id
+from gslbench.layout import CODEBOOKS, RunDir
+from gslbench.storage import check_sha256, config_id
 
 SECONDS = ("train_s", "encode_s", "eval_s")
 AT_K = ("map_at", "precision_at", "recall_at")  # {str(K): fraction}
+DIGEST = "content_sha256"
 
 
 def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
     """Raise a one-line user error naming `path` unless `record` is a metrics.json bound to the
-    run `run_id` with every value of the right type and range (see the module docstring)."""
-    if not isinstance(record, dict):
-        raise GslbenchError(f"{path}: not a gslbench metrics record (a {type(record).__name__})")
-    for name, kind in (("run", str), ("label", str), ("config", dict)):
-        if not isinstance(record.get(name), kind):
-            raise GslbenchError(f"{path}: {name!r} is {record.get(name)!r}, expected a "
-                                f"{kind.__name__}")
-    found = config_id(record["config"])
-    if record["run"] != run_id or found != run_id:
-        raise GslbenchError(f"{path}: records run {record['run']} (config hash {found}), not run "
-                            f"{run_id} of its directory (copied from another run, or edited)")
-    if record.get("codebooks", "train") not in CODEBOOKS:
-        raise GslbenchError(f"{path}: 'codebooks' is {record['codebooks']!r}, expected one of "
-                            f"{', '.join(CODEBOOKS)}")
+    run `run_id` with every value of the right type and range, and the digest of its content
+    (see the module docstring)."""
+    _check_bound(record, path, run_id, "metrics")
     _fraction(record.get("map"), path, "map")
     for name in SECONDS:
         value = record.get(name)
@@ -61,6 +56,55 @@ def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
         for recall, precision in curve:
             _fraction(recall, path, "pr_curve recall")
             _fraction(precision, path, "pr_curve precision")
+    if record.get(DIGEST) != metrics_digest(record):
+        raise GslbenchError(f"{path}: its content is not what its {DIGEST} records (edited or "
+                            "damaged since, or written by an older gslbench); run `gslbench "
+                            "evaluate RUN --force`")
+
+
+def metrics_digest(record: dict[str, Any]) -> str:
+    """The sha256 of a metrics record's content: its JSON with sorted keys, without `DIGEST`."""
+    content = {key: value for key, value in record.items() if key != DIGEST}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def sealed(record: dict[str, Any]) -> dict[str, Any]:
+    """The metrics record with the digest of its content (`DIGEST`), as evaluate writes it."""
+    return {**record, DIGEST: metrics_digest(record)}
+
+
+def check_search_record(record: Any, path: Path, run_id: str) -> None:
+    """Raise a one-line user error naming `path` unless `record` is a search-bench record
+    (search.json) bound to the run `run_id`."""
+    _check_bound(record, path, run_id, "search-bench")
+    if not isinstance(record.get("indexes"), dict):
+        raise GslbenchError(f"{path}: 'indexes' is {record.get('indexes')!r}, expected a dict")
+
+
+def check_codes_binding(record: dict[str, Any], path: Path, run: RunDir) -> None:
+    """A metrics or search-bench record of `run` was made from the codes file of its codebook
+    fit as it is now: its `codes_sha256` is that file's (when the file is there)."""
+    codes = run.codes_file(record.get("codebooks", "train"))
+    if codes.is_file():
+        check_sha256(codes, record.get("codes_sha256"), path)
+
+
+def _check_bound(record: Any, path: Path, run_id: str, kind: str) -> None:
+    """A record of `kind` naming the run `run_id` of its directory, whose config hashes to it,
+    of a known codebook fit."""
+    if not isinstance(record, dict):
+        raise GslbenchError(f"{path}: not a gslbench {kind} record (a {type(record).__name__})")
+    for name, expected in (("run", str), ("label", str), ("config", dict)):
+        if not isinstance(record.get(name), expected):
+            raise GslbenchError(f"{path}: {name!r} is {record.get(name)!r}, expected a "
+                                f"{expected.__name__}")
+    found = config_id(record["config"])
+    if record["run"] != run_id or found != run_id:
+        raise GslbenchError(f"{path}: records run {record['run']} (config hash {found}), not run "
+                            f"{run_id} of its directory (copied from another run, or edited)")
+    if record.get("codebooks", "train") not in CODEBOOKS:
+        raise GslbenchError(f"{path}: 'codebooks' is {record['codebooks']!r}, expected one of "
+                            f"{', '.join(CODEBOOKS)}")
 
 
 def _is_number(value: Any) -> bool:

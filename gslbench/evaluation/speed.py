@@ -28,6 +28,7 @@ fitted on the database, `--codebooks database`), with the threads, versions, the
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,14 +39,16 @@ from gslbench import layout
 from gslbench.codes import check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import metrics
+from gslbench.evaluation.record import check_search_record
 from gslbench.evaluation.scoring import BLOCK_PAIRS
 from gslbench.lazy import lazy_import
 from gslbench.quantizers import Identity
 from gslbench.quantizers.search import check_mode, faiss_index, make_search
-from gslbench.storage import package_versions, write_json
+from gslbench.storage import package_versions, read_json, write_json
 from gslbench.threads import limit_threads, thread_counts
 
 faiss = lazy_import("faiss")
+log = logging.getLogger(__name__)
 
 RECALL_AT = (1, 10, 100)
 SINGLE_QUERIES = 1000
@@ -145,7 +148,15 @@ def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = 
     codes = check_encoded(run_dir, codebooks)
     codes_sha256 = check_codes_use(run_dir, codes, codebooks)
     if out.is_file() and not force:
-        return out
+        try:
+            record = read_json(out)
+            check_search_record(record, out, run_dir.run_id)
+            if record.get("codes_sha256") != codes_sha256:
+                raise GslbenchError(f"{out}: made from other codes than "
+                                    f"{run_dir.codes_file(codebooks).name} as it is now")
+            return out
+        except GslbenchError as exc:  # not bound to these codes: it does not count
+            log.warning("%s; measuring run %s again", exc, run_dir.run_id)
     database = codes.database
     k = min(k, len(database))
     truth, _ = exact_neighbours(codes.queries, database, metric, k)

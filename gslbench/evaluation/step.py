@@ -22,7 +22,7 @@ import numpy as np
 from gslbench import layout
 from gslbench.codes import Codes, check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.record import check_metrics_record
+from gslbench.evaluation.record import check_metrics_record, sealed
 from gslbench.evaluation.scoring import Search, evaluate
 from gslbench.quantizers import make_search
 from gslbench.quantizers.search import check_mode
@@ -74,6 +74,7 @@ def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
         # codebook usage of the training and database codes (`evaluation.usage`); None: float
         "usage": json.loads(attrs["usage"]) if "usage" in attrs else None,
     })
+    metrics = sealed(metrics)
     check_metrics_record(metrics, out, run_dir.run_id)
     write_json(out, metrics)
     return out

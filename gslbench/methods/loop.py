@@ -120,7 +120,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     training, done, log, started_from, rejected = _resume(config, features, top, device,
                                                           checkpoints, marks)
     quantizer = _new_quantizer(config) if config.quantized else None
-    method = config.method_spec(config, quantizer)
+    method = _build_method(config, quantizer)
     model = training.model
     total_seconds = sum(row["seconds"] for row in log)
     start = time.perf_counter()
@@ -279,6 +279,37 @@ def _refit(config: RunConfig, method: Method, quantizer: Quantizer, model: nn.Mo
     return measured
 
 
+def _build_method(config: RunConfig, quantizer: Quantizer | None) -> Method:
+    """The run's method built on its quantizer; whatever its constructor raises (a plugin's
+    bug) is one line naming the method."""
+    try:
+        return config.method_spec(config, quantizer)
+    except GslbenchError:
+        raise
+    except Exception as exc:  # any error of the method's own code
+        raise GslbenchError(f"--method {config.method}: the method cannot be built: "
+                            f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+
+def _method_terms(method: Method, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The method's `representation(z)` and `penalty(z)` of a (b, d) float32 batch, held to the
+    contract every method (a plugin's too) must keep: a (b, d) float32 tensor and a scalar
+    tensor; otherwise one line naming the method."""
+    representation, penalty = method.representation(z), method.penalty(z)
+    problem = (
+        "its representation is not a tensor" if not isinstance(representation, torch.Tensor)
+        else f"its representation of a {tuple(z.shape)} batch has shape "
+             f"{tuple(representation.shape)}" if representation.shape != z.shape
+        else f"its representation is {representation.dtype}, not {z.dtype}"
+        if representation.dtype != z.dtype
+        else "its penalty is not a tensor" if not isinstance(penalty, torch.Tensor)
+        else f"its penalty has shape {tuple(penalty.shape)}, not a scalar's ()"
+        if penalty.ndim != 0 else None)
+    if problem:
+        raise GslbenchError(f"--method {method.name}: {problem} (gslbench.methods.base.Method)")
+    return representation, penalty
+
+
 def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor) -> float:
     """One optimizer step on a batch: x (b, dim_in) float32, labels (b, C) uint8 multi-hot.
@@ -286,8 +317,9 @@ def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
     The similarity loss sees `method.representation(z)` and the method's penalty is added.
     Returns the similarity loss (float)."""
     z = model(x)
-    sim_loss = loss_fn(method.representation(z), labels)
-    loss = sim_loss + method.penalty(z)
+    representation, penalty = _method_terms(method, z)
+    sim_loss = loss_fn(representation, labels)
+    loss = sim_loss + penalty
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,6 +48,11 @@ class Assignment:
     distances: torch.Tensor
 
 
+
+
+def positive_int(value: Any) -> bool:
+    """Whether `value` is an integer (not a bool) of at least 1: what every option must be."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= 1
 
 
 class Quantizer(ABC):
@@ -97,7 +102,7 @@ class Quantizer(ABC):
                 f"(known: {', '.join(sorted(self.OPTIONS)) or 'none'})"
             )
         for key, value in options.items():
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            if not positive_int(value):
                 raise GslbenchError(
                     f"option {key}={value!r} of the {self.name} quantizer "
                     "must be a positive integer"
@@ -213,16 +218,18 @@ class Quantizer(ABC):
         self._check_fitted()
         return faiss.vector_to_array(self._codebook_vector()).reshape(self.codebook_shape)
 
-    def fit(self, x: np.ndarray, warm_start: bool = False) -> Quantizer:
+    def fit(self, x: np.ndarray, warm_start: bool = False,
+            what: str = "training vectors") -> Quantizer:
         """Train on (n, dim) float32 vectors, n >= K; returns self.
 
         warm_start: refit starting from the current codebooks (see each subclass for how); on a
-        quantizer that is not fitted yet it is an ordinary fit.
+        quantizer that is not fitted yet it is an ordinary fit. what: the vectors, as errors name
+        them (the database fit's are "database vectors").
         """
-        x = self._check_vectors(x, "training vectors")
+        x = self._check_vectors(x, what)
         if len(x) < self.codebook_size:
             raise GslbenchError(
-                f"{len(x)} training vectors are fewer than the {self.codebook_size} codewords of "
+                f"{len(x)} {what} are fewer than the {self.codebook_size} codewords of "
                 f"each {self.name} codebook (--sub-bits {self.sub_bits})"
             )
         warm_start = warm_start and self._fitted

@@ -41,6 +41,7 @@ def k_smallest(distances: torch.Tensor, k: int) -> torch.Tensor:
     heaps.addn(n_values, faiss.swig_ptr(rows.numpy()))
     heaps.reorder()
     if indices.min(initial=0) < 0:
-        raise GslbenchError("the quantizer was given non-finite representations (NaN or inf)")
+        raise GslbenchError("non-finite distances to the codewords (NaN or inf): non-finite "
+                            "representations or codebooks")
     return torch.from_numpy(indices).reshape(*distances.shape[:-1], k).to(distances.device)
 

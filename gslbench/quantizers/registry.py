@@ -8,7 +8,7 @@ from typing import Any
 
 from gslbench.errors import lookup
 from gslbench.plugins import named_subclass
-from gslbench.quantizers.base import Quantizer
+from gslbench.quantizers.base import Quantizer, positive_int
 from gslbench.quantizers.lsq import LSQ
 from gslbench.quantizers.opq import OPQ
 from gslbench.quantizers.pq import PQ
@@ -20,8 +20,16 @@ QUANTIZERS: dict[str, type[Quantizer]] = dict(BUILTIN_QUANTIZERS)
 
 
 def plugin_problem(name: str, loaded: Any) -> str | None:
-    """What is wrong with `loaded` as the plugin quantizer `name` (None: nothing)."""
-    return named_subclass(name, loaded, Quantizer)
+    """What is wrong with `loaded` as the plugin quantizer `name` (None: nothing): also its
+    default `OPTIONS`, checked here as a run checks the options it is given."""
+    problem = named_subclass(name, loaded, Quantizer)
+    options = getattr(loaded, "OPTIONS", None)
+    if problem or not isinstance(options, dict):
+        return problem or "its OPTIONS is not a dict of option names and default values"
+    for key, value in options.items():
+        if not (isinstance(key, str) and positive_int(value)):
+            return f"its default option {key}={value!r} is not a positive integer"
+    return None
 
 
 def make_quantizer(

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +25,11 @@ import pandas as pd
 
 from gslbench.declared import BEST_OTHER, DEFAULT, Declared
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.record import check_metrics_record
+from gslbench.evaluation.record import (
+    check_codes_binding,
+    check_metrics_record,
+    check_search_record,
+)
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.document import found_section, results_csv, results_document, settings_section
@@ -46,6 +52,7 @@ from gslbench.report.usage import plot_usage_vs_map, usage_frame, usage_html, us
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
+MAX_MARGIN = 0.5  # mAP: the widest equivalence margin report takes (half the whole scale)
 log = logging.getLogger(__name__)
 
 
@@ -129,8 +136,9 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     picks the best other method (a `validation_map` column of results.csv). Returns the results
     and tables.md's Markdown.
     """
-    if not margin > 0:
-        raise GslbenchError(f"--margin {margin} must be a positive mAP difference (e.g. 0.005)")
+    if not 0 < margin <= MAX_MARGIN:  # NaN too
+        raise GslbenchError(f"--margin {margin} must be a positive mAP difference of at most "
+                            f"{MAX_MARGIN} (e.g. 0.005)")
     _check_metrics(runs)
     data = read_runs(runs)
     if validation:
@@ -201,15 +209,20 @@ def _check_declared_names(results: pd.DataFrame, declared: Declared) -> None:
 
 
 def _check_metrics(runs: list[RunDir]) -> None:
-    """Each metrics file (every evaluation mode and codebook fit) must be a valid record bound to
-    its run; one made from the run's codes.h5 (codebooks fitted on the training set, the
-    default) must have been made from it as it is now (its sha256)."""
+    """Each metrics file (every evaluation mode and codebook fit) and search-bench file must be a
+    valid record bound to its run and made from the codes file of its fit as it is now (its
+    sha256); an evaluated run's train_log.csv must be the one its config.json records."""
     for run in runs:
         for path in run.evaluations():
             record = read_json(path)
             check_metrics_record(record, path, run.run_id)
-            if record.get("codebooks", "train") == "train" and run.codes.is_file():
-                check_sha256(run.codes, record.get("codes_sha256"), path)
+            check_codes_binding(record, path, run)
+        for path in run.search_benches():
+            record = read_json(path)
+            check_search_record(record, path, run.run_id)
+            check_codes_binding(record, path, run)
+        if run.evaluations() and run.train_log.is_file():
+            check_sha256(run.train_log, read_json(run.config).get("train_log_sha256"), run.config)
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -225,9 +238,41 @@ def _check_out_dir(out_dir: Path) -> None:
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A new temporary folder beside `out_dir` (`.NAME.*.tmp`, like those killed reports left,
-    which are removed first), itself removed after the block unless `_swap_in` moved it."""
+    which are removed first), itself removed after the block unless `_swap_in` moved it. The
+    folder holding `out_dir` is locked meanwhile (`_lock_folder`): a report written there at the
+    same time waits, and never takes the other's staging folder for a leftover."""
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GslbenchError(f"{out_dir}: cannot write the report there ({os_reason(exc)})") from None
+    with _lock_folder(out_dir.parent), _staged(out_dir) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _lock_folder(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` itself (flock on its descriptor: no lock file to leave
+    behind; the OS releases it when the process ends, even killed), waiting while another
+    report holds it."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise GslbenchError(f"{folder}: cannot lock it for the report ({os_reason(exc)})") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another report is being written in %s: waiting for it", folder)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """`_staging` once the folder is locked."""
+    try:
         for leftover in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)
         staging = _temporary_dir(out_dir)
