@@ -130,6 +130,7 @@ class _RunConfigBase:
         """The canonical form: settings a run does not use are reset to their defaults, so that
         they do not split one run into several (float runs drop every quantizer setting)."""
         unused = {knob.name: knob.default for knob in KNOBS if knob not in self.method_spec.knobs}
+        unused.update({name: DEFAULTS[name] for name in self.method_spec.unused_settings})
         if self.loss not in MARGIN_LOSSES:
             unused["margin"] = DEFAULTS["margin"]
         if not self.quantized:

@@ -16,6 +16,7 @@ from gslbench.methods.base import Method
 from gslbench.methods.float import FloatMethod
 from gslbench.methods.gsl import GSLMethod
 from gslbench.methods.gumbel import GumbelMethod
+from gslbench.methods.pca import PCAMethod
 from gslbench.methods.qloss import QLossMethod
 from gslbench.methods.soft import SoftMethod
 from gslbench.methods.ste import STEMethod
@@ -26,7 +27,7 @@ from gslbench.settings import Setting
 BUILTIN_METHODS: dict[str, type[Method]] = {
     method.name: method
     for method in (FloatMethod, TwoStepMethod, QLossMethod, GSLMethod, STEMethod, SoftMethod,
-                   GumbelMethod)
+                   GumbelMethod, PCAMethod)
 }
 
 
