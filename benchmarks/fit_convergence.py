@@ -8,16 +8,17 @@ representations of those 5,000 training items (the training-set fit) and of 50,0
 training-pool images (the database fit, --database). Everything is seeded.
 
 For each quantizer and regime, each knob of its fit is doubled from the training refits' default,
-the others at their final-fit values, one cold fit each (PQ: kmeans_iters, and kmeans_redo,
-faiss's k-means restarts per sub-space; OPQ: opq_iters, its k-means refinement at the PQ's
-settings; RQ: kmeans_iters; LSQ: train_iters and train_ils_iters); then with the iteration settings of
-`FINAL_OPTIONS`, `--restarts` cold fits with `restart_seed`'s seeds, and the lowest MSE among the
-first r of them for r = 1, 2, 4, ... Each line gives the MSE and its relative drop from the line
-before; a setting is converged when the next doubling lowers the MSE by less than 0.5%
-(`gslbench.quantizers.*.FINAL_OPTIONS` and `FINAL_RESTARTS` are set from this output).
+the others at their final-fit values (`final_options`), one cold fit each (PQ: kmeans_iters, and
+kmeans_redo, faiss's k-means restarts per sub-space; OPQ: opq_iters, its k-means refinement at the
+PQ's settings; RQ: kmeans_iters and kmeans_redo; LSQ: train_iters and train_ils_iters); then with
+the final-fit settings, `--restarts` cold fits with `restart_seed`'s seeds, and the lowest MSE
+among the first r of them for r = 1, 2, 4, ... Each line gives the MSE and its relative drop from
+the line before; a setting is converged when the next doubling lowers the MSE by less than 0.5%
+(each quantizer's `final_options` and `FINAL_RESTARTS` are set from this output).
 
     python benchmarks/fit_convergence.py [--quantizers pq,opq,rq,lsq] [--database]
-        [--restarts 8] [--fashion /usr/share/datasets/fashion-mnist]
+        [--restarts 8] [--regimes 32/4,64/8] [--iterations opq_iters=50,100,200]
+        [--fashion /usr/share/datasets/fashion-mnist]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ REGIMES = {"pq": ((32, 4), (32, 8), (64, 8)), "opq": ((32, 4), (32, 8), (64, 8))
 # the knob each quantizer's fit iterates, from the training refits' default, doubling
 ITERATIONS = {"pq": (("kmeans_iters", (25, 50, 100)), ("kmeans_redo", (1, 2, 4, 8, 16, 32))),
               "opq": (("opq_iters", (50, 100, 200)),),
-              "rq": (("kmeans_iters", (10, 20, 40, 80)),),
+              "rq": (("kmeans_iters", (10, 20, 40, 80)), ("kmeans_redo", (1, 2, 4, 8, 16))),
               "lsq": (("train_iters", (25, 50, 100)), ("train_ils_iters", (8, 16, 32)))}
 N_TRAIN, N_DATABASE, SEED = 5000, 50000, 0
 
@@ -87,12 +88,15 @@ def line(label: str, error: float, previous: float | None, seconds: float) -> st
     return f"    {label:<22} mse {error:.6f}{drop}  ({seconds:.1f} s)"
 
 
-def measure(name: str, x: np.ndarray, bits: int, sub_bits: int, restarts: int) -> None:
-    """Print the MSE against the iteration knob, then against the restarts."""
-    cls = QUANTIZERS[name]
-    final = {**cls.OPTIONS, **cls.FINAL_OPTIONS}
-    print(f"  {name} bits {bits} sub_bits {sub_bits} (K = {2 ** sub_bits})")
-    for knob, values in ITERATIONS[name]:
+def measure(name: str, x: np.ndarray, bits: int, sub_bits: int, restarts: int,
+            iterations: tuple) -> None:
+    """Print the MSE against each knob of `iterations` ((knob, values) pairs), then against
+    the restarts."""
+    quantizer = make_quantizer(name, x.shape[1], bits, sub_bits)
+    final = {**quantizer.options, **quantizer.final_options()}
+    print(f"  {name} bits {bits} sub_bits {sub_bits} (K = {2 ** sub_bits}), final options "
+          f"{quantizer.final_options()}")
+    for knob, values in iterations:
         previous = None
         for value in values:
             error, seconds = fit_error(name, x, bits, sub_bits, SEED, **{**final, knob: value})
@@ -112,6 +116,8 @@ def main() -> None:
     parser.add_argument("--quantizers", default="pq,opq,rq,lsq")
     parser.add_argument("--database", action="store_true", help="the database fit (50,000)")
     parser.add_argument("--restarts", type=int, default=8)
+    parser.add_argument("--regimes", help="bits/sub_bits,... (default: the campaign's)")
+    parser.add_argument("--iterations", help="knob=v1,v2,... (default: ITERATIONS)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--fashion", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     args = parser.parse_args()
@@ -120,10 +126,15 @@ def main() -> None:
     print(f"{'database' if args.database else 'training-set'} fit: {x.shape[0]} x {x.shape[1]} "
           f"representations of a float network ({args.epochs} epochs, Fashion-MNIST pixels)")
     for name in args.quantizers.split(","):
-        cls = QUANTIZERS[name]
-        print(f"{name}: FINAL_OPTIONS {cls.FINAL_OPTIONS}, FINAL_RESTARTS {cls.FINAL_RESTARTS}")
-        for bits, sub_bits in REGIMES[name]:
-            measure(name, x, bits, sub_bits, args.restarts)
+        print(f"{name}: FINAL_RESTARTS {QUANTIZERS[name].FINAL_RESTARTS}")
+        regimes = (REGIMES[name] if args.regimes is None else
+                   [tuple(map(int, regime.split("/"))) for regime in args.regimes.split(",")])
+        iterations = ITERATIONS[name]
+        if args.iterations is not None:
+            knob, values = args.iterations.split("=")
+            iterations = ((knob, tuple(map(int, values.split(",")))),)
+        for bits, sub_bits in regimes:
+            measure(name, x, bits, sub_bits, args.restarts, iterations)
 
 
 if __name__ == "__main__":

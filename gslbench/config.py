@@ -98,7 +98,7 @@ class _RunConfigBase:
             raise GslbenchError(
                 f"--bits {self.bits} is not a multiple of --sub-bits {self.sub_bits}"
             )
-        if self.quantized and self.warmup_epochs >= self.epochs:
+        if self.quantized and self.method_spec.trains and self.warmup_epochs >= self.epochs:
             raise GslbenchError(f"--warmup-epochs must lie in [0, --epochs={self.epochs})")
         if self.quantized:  # the quantizer's own constraints (PQ: dim_out a multiple of M, ...)
             self._check_candidates(QUANTIZERS[self.quantizer].check_config(

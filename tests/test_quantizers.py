@@ -350,15 +350,15 @@ def test_restart_seeds_are_the_seed_then_distinct_31_bit_seeds():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_final_fit_keeps_the_cold_restart_of_lowest_error(name, monkeypatch):
-    """The final fit against a plain loop: FINAL_RESTARTS cold fits with FINAL_OPTIONS and the
+    """The final fit against a plain loop: FINAL_RESTARTS cold fits with final_options and the
     restart seeds, the one of lowest training error loaded, the quantizer's seed and options
     kept; earlier (warm) fits of the quantizer change nothing."""
     cls = QUANTIZERS[name]
     monkeypatch.setattr(cls, "FINAL_RESTARTS", 3)
-    monkeypatch.setattr(cls, "FINAL_OPTIONS", {"opq": {"opq_iters": 6}, "lsq": {"train_iters": 4}}
-                        .get(name, {}))
+    final = {"opq": {"opq_iters": 6}, "lsq": {"train_iters": 4}}.get(name, {"kmeans_iters": 7})
+    monkeypatch.setattr(cls, "final_options", lambda self: final)
     x = TRAIN[:600]
-    options = {**cls.OPTIONS, **FAST[name], **cls.FINAL_OPTIONS}
+    options = {**cls.OPTIONS, **FAST[name], **final}
     fits = [make_quantizer(name, DIM, 8, 4, restart_seed(2, restart), **options).fit(x)
             for restart in range(3)]
     errors = [fit.quantization_error(x) for fit in fits]

@@ -7,16 +7,19 @@ method says how the representation reaches the similarity loss and what is added
 (`Method.representation`, `Method.penalty`); everything else is shared here.
 
 Quantized methods share one schedule: `warmup_epochs` of plain similarity training, then the
-codebooks are (re)fitted on the training representations after every `epochs_per_refit` epochs
-(warm-started after the first fit) and after the last epoch, so the final codebooks are fitted on
-the final representations. `two-step` trains against no codebooks: for it the refits only serve
-the log, and the last one is its one fit on the trained network, from scratch. At each refit the log row of
+codebooks are refitted on the training representations after every `epochs_per_refit` epochs
+(warm-started after the first fit; these refits are part of training) and after the last epoch
+by the final fit (`Quantizer.fit_final`: cold restarts run to convergence, the same procedure
+for every method and for encode's database fit), so the saved codebooks depend on the final
+network and the seed only, never on the refits before. `two-step` trains against no codebooks:
+for it the refits only serve the log. At each refit the log row of
 that epoch holds the mean squared quantization error of the training representations under the
 codebooks of the previous refit (`quant_mse`: those qloss and gsl trained against; empty before
-the first fit) and under the codebooks just refitted on them (`quant_mse_refit`: the error they
-would have if quantized now, comparable across methods); rows between refits leave both empty
+the first fit) and under the codebooks just refitted on them (`quant_mse_refit`: after the last
+epoch the final fit's, comparable across methods); rows between refits leave both empty
 (computing them would cost a pass over the training set each epoch). Every row holds the epoch's
-similarity loss and the seconds of training work.
+similarity loss and the seconds of training work. A method that trains nothing (`Method.trains`
+False: `pca`) has its fixed network and the final fit, logged as one row, epoch 0.
 
 Reuse (`gslbench.checkpoints`): a run's first `plain_epochs` are float's (the warm-up of every
 built-in method; the whole training of float and two-step, whose refits before the last only
@@ -27,9 +30,9 @@ draws random numbers or changes the loss (qloss's and ste's penalty is 0, ste, s
 gsl pass z through while the quantizer is unfitted; gumbel's noise has its own generator, used
 only after the fit) and the refits read the network without changing it, so a run started from a
 checkpoint is bit-identical to one trained from scratch, at the same device and thread counts.
-Two-step started from float's trained network only fits its codebooks: the last fit starts from
-scratch (`Quantizer.fit` without warm start resets the faiss objects), so the earlier, skipped
-refits cannot change it.
+Two-step started from float's trained network only fits its codebooks: the final fit starts from
+scratch (`Quantizer.fit_final` builds fresh faiss objects), so the earlier, skipped refits cannot
+change it.
 """
 
 from __future__ import annotations
@@ -282,8 +285,8 @@ def _refit(config: RunConfig, quantizer: Quantizer, model: nn.Module,
     """Refit the codebooks once `epoch` epochs are trained, on the (n, d) float32 training
     representations, then call `on_refit`: after the last epoch by the final fit
     (`Quantizer.fit_final`, cold and to convergence, alike for every method), before it
-    warm-started from the current codebooks. Returns the representations' quantization error under the codebooks before
-    (`quant_mse`, NaN before the first fit) and after (`quant_mse_refit`)."""
+    warm-started from the current codebooks. Returns the representations' quantization error under the
+    codebooks before (`quant_mse`, NaN before the first fit) and after (`quant_mse_refit`)."""
     representations = networks.embed(model, inputs)
     before = quantizer.quantization_error(representations) if quantizer.is_fitted else float("nan")
     if epoch == config.epochs:

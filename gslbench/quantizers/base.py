@@ -71,10 +71,8 @@ class Quantizer(ABC):
 
     name: ClassVar[str]
     OPTIONS: ClassVar[dict[str, int]]
-    # The final fit (`fit_final`): the options it sets instead of OPTIONS' (training iterations
-    # only, never what encoding reads) and its number of cold restarts, measured to convergence by
+    # The final fit's number of cold restarts (`fit_final`), measured to convergence by
     # benchmarks/fit_convergence.py (docs/guide/quantizers.md).
-    FINAL_OPTIONS: ClassVar[dict[str, int]] = {}
     FINAL_RESTARTS: ClassVar[int] = 1
     # Whether an item's code may depend on the other items encoded with it (then only encoding
     # the same batch again gives the same codes).
@@ -249,18 +247,24 @@ class Quantizer(ABC):
         self._refresh()
         return self
 
+    def final_options(self) -> dict[str, int]:
+        """The options the final fit sets over the quantizer's own: training iterations only,
+        never what encoding reads, measured to convergence by benchmarks/fit_convergence.py
+        (docs/guide/quantizers.md); none by default."""
+        return {}
+
     def fit_final(self, x: np.ndarray) -> Quantizer:
         """The final fit on (n, dim) float32 x, the one whose codebooks a run reports, alike for
         every method and for the training and the database fit; returns self.
 
-        `FINAL_RESTARTS` cold fits (no warm start), each with `FINAL_OPTIONS` over the
+        `FINAL_RESTARTS` cold fits (no warm start), each with `final_options` over the
         quantizer's options and its own seed (`restart_seed`: the first is the quantizer's), of
         which the one with the lowest mean squared error on x is kept (the first on a tie) and
         loaded into self. The quantizer keeps its seed and options: encoding is unchanged. It
         depends on x, the configuration and the seed only, never on earlier fits."""
         x = self._check_vectors(x, "training vectors")
         best, best_error = None, math.inf
-        options = {**self.options, **self.FINAL_OPTIONS}
+        options = {**self.options, **self.final_options()}
         for restart in range(self.FINAL_RESTARTS):
             candidate = type(self)(self.dim, self.bits, self.sub_bits,
                                    restart_seed(self.seed, restart), **options).fit(x)
