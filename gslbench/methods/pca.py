@@ -53,9 +53,11 @@ class PCAMethod(Method):
     method (`gslbench.methods.model.EmbeddingNet`: F.normalize of the output, dim 1, eps 1e-12).
     So the hidden width must be at least 2 * dim_out (the default 256 holds dim_out up to 128).
 
-    `gslbench.testing`'s method checks do not apply: they call `representation` and `penalty` in
-    training steps and compare two trainings, and pca takes no step (tests/test_pca.py checks the
-    projection against numpy and its runs' reproducibility instead).
+    `gslbench.testing`'s method checks pass (tests/test_pca.py): the reproducibility check (two
+    trainings give the same codes) tests pca as any method; the representation, penalty and
+    gradient checks pass on the base's identity and zero, which pca never uses (it takes no
+    step), so they say nothing about it. tests/test_pca.py checks the projection against numpy's
+    own PCA instead.
     """
 
     name = "pca"
