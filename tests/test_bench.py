@@ -67,7 +67,7 @@ def assert_user_error(result, *fragments):
 
 def test_quick_toml_gives_exactly_the_cells_of_bench_without_arguments(tmp_path):
     assert dry_run(tmp_path) == dry_run(tmp_path, str(BENCHMARKS / "quick.toml"))
-    assert len(dry_run(tmp_path)[0]) == 22  # float 1 + 7 quantized methods x 3 code lengths
+    assert len(dry_run(tmp_path)[0]) == 31  # float 1 + 10 quantized methods x 3 code lengths
 
 
 def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_path):
