@@ -107,7 +107,7 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
 
     cells = _grid(grid)
     if tuned is not None:
-        cells = Tuned.read(tuned).cells(cells)
+        cells = Tuned.read(tuned).cells(cells, data_dir)
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(cells, data_dir, results_dir, executor_config,
                                    show_progress=show_progress, **options)
@@ -124,8 +124,9 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     choices, one row per tuning cell and method: cell (JSON), method, trial, variant, knobs,
     validation_map.
 
-    grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds).
-    trials: Optuna trials per cell and method (the method's default first).
+    grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds; `start`: each
+        method's pinned trial-0 knobs, {"gsl": {"gsl_alpha": 0.5, ...}}).
+    trials: Optuna trials per cell and method (the start knobs first).
     out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning document go
         (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md).
     options: passed on to `gslbench.bench.tune.tune`: storage (an Optuna storage URL), prune,
@@ -133,8 +134,9 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     """
     from gslbench.bench import tune as tune_module
 
-    return tune_module.tune_and_write(_grid(grid, defaults=False), data_dir, results_dir, trials,
-                                      out, doc, **options)
+    tuning, start = tune_module.tuning_grid(grid)
+    return tune_module.tune_and_write(tuning, data_dir, results_dir, trials, out, doc,
+                                      start=start, **options)
 
 
 def report(runs: Sequence[str | Path] = (), *, results_dir: str | Path = RESULTS_DIR,

@@ -4,9 +4,12 @@ that treats every method alike (the design page, docs/design.md, sections 2 and 
 A *cell* is every setting of the grid but the method, the knobs, the seed and the split (data set,
 protocol, quantizer, code length, sub-bits, ...). Each (cell, method) is one Optuna *study* of
 `trials` trials, the same number for every method (a method without knobs has one setting: one
-trial). Trial 0 is the method's own default; the others are drawn from the knobs' search spaces
-(`Setting.space`) by a TPE sampler seeded by the study's cell and method (`Study.sampler_seed`)
-and by the trial's number, so studies never share draws and two processes never draw alike.
+trial). Trial 0 is the method's start knobs, pinned by the grid's `[start.METHOD]` tables (else the
+registry's defaults); the others are drawn from the knobs' search spaces (`Setting.space`) by a
+TPE sampler seeded by the study's cell and method (`Study.sampler_seed`) and by the trial's
+number, so studies never share draws and two processes never draw alike; a third of the budget
+is random start-up draws (`studies.startup_trials`). A study is keyed by the sha256 of the
+feature file it is scored on, as bench's cells are: another split is another study.
 
 A trial trains its setting at every seed of the grid (at least 2) as runs of split `validation`:
 trained on the training pool minus the validation queries and the validation database, scored by
@@ -15,13 +18,18 @@ no item a choice is scored on was trained on and no test query or database item 
 value is the mean validation mAP over the seeds. The runs are ordinary run directories under
 RESULTS/tuning/runs (resumable; `split` is part of their run id, so they are never taken for test
 runs). With pruning, each run reports its validation mAP after every codebook refit (step: the
-seed's position x epochs + the epoch) and a successive-halving pruner stops the weak trials; a
-pruned run writes no run directory, and the epochs it did not train are what pruning saved.
+seed's position x epochs + the epoch) and `studies.PeerPruner` stops a trial that a third of the
+budget beats on its mean validation mAP so far; the same rule is applied again to every trial
+when the choice is made, so trial 0, which runs before any other, is pruned alike. A pruned run
+writes no run directory, and the epochs it did not train are what pruning saved.
 
 The studies live in one Optuna storage (default: the SQLite file RESULTS/tuning/studies.db):
 several `tune` processes, on one machine or many, share its trials and never run one twice; a
-killed tune resumes: finished trials are kept, and a trial whose process died (no heartbeat for
-`grace` seconds) is failed and run again with the same knobs (its finished seed runs are reused).
+killed tune resumes: finished trials are kept, a trial stopped by Ctrl-C or SIGTERM is enqueued
+again with its knobs, and a trial whose process died (no heartbeat for `grace` seconds) is failed
+and run again with the same knobs (its finished seed runs are reused). SIGTERM sets a flag that
+the trial checks between steps (each refit, each seed, each trial). Every method is chosen from
+the first `trials` finished trials of its study, whatever else the storage holds.
 
 The studies' Optuna side (sampler, pruner, storage) is `gslbench.bench.studies`. The choice of a
 study is its complete trial of highest value (ties: the first; `gslbench.bench.choices`). The
@@ -40,10 +48,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,21 +67,30 @@ from gslbench import layout
 from gslbench.bench import _prepare_features
 from gslbench.bench.choices import TEST_COLUMNS, choose, test_results, write_outputs
 from gslbench.bench.executors import LocalExecutor
-from gslbench.bench.grid import Grid
+from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.bench.studies import (
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
     Study,
     TrialProgress,
+    check_start,
     default_storage,
     load_study,
     open_storage,
+    pruned_step,
     suggest_knobs,
+    survivors,
 )
 from gslbench.bench.tuned import Tuned
 from gslbench.config import FIELDS, KNOBS, RunConfig
 from gslbench.data import feature_path
-from gslbench.data.featurefile import FeatureSet, has_validation_split, read_feature_file
+from gslbench.data.featurefile import (
+    FeatureSet,
+    feature_file_sha256,
+    has_validation_split,
+    read_feature_file,
+)
+from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import evaluate
@@ -89,22 +108,45 @@ log = logging.getLogger(__name__)
 TUNED_AXES = ("dataset", "feature", "protocol", "loss", "quantizer", "bits", "sub_bits",
               "method", "seed")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MIN_PRUNED_TRIALS = 6  # below this budget pruning is off: a third of it is 1 trial (see docs)
+TRIAL_COLUMNS = ["study", "cell", "method", "trial", "knobs", "variant", "state", "value",
+                 "seed_maps", "epochs_trained", "epochs_planned", "pruned_at"]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What tune runs: `trials` per study, the studies, the seeds, and the control cells left out."""
+    """What tune runs: `trials` per study, the studies, the seeds, the control cells left out,
+    and whether trials are pruned (`tune` turns pruning off below `MIN_PRUNED_TRIALS`)."""
 
     trials: int
     studies: tuple[Study, ...]
     seeds: tuple[int, ...]
     controls: tuple[RunConfig, ...] = ()
+    prune: bool = True
 
 
-def plan(grid: Grid, trials: int) -> Plan:
+def tuning_grid(grid: Mapping[str, Any] | str | Path) -> tuple[Grid, dict[str, dict]]:
+    """A tuning grid (a TOML file or its mapping) and its `[start.METHOD]` tables (each method's
+    pinned trial-0 knobs, checked by `plan`); a `start` that is not a table of tables is a user
+    error."""
+    source = ""
+    if isinstance(grid, str | Path):
+        source, grid = str(grid), read_grid_file(grid)
+    settings = dict(grid)
+    start = settings.pop("start", {})
+    if not isinstance(start, dict) or not all(isinstance(v, dict) for v in start.values()):
+        raise GslbenchError(f"{source or 'grid'}: start must hold one table per method, "
+                            "[start.METHOD]")
+    return Grid.from_mapping(settings, source=source), start
+
+
+def plan(grid: Grid, trials: int, data_dir: str | Path | None = None,
+         start: dict[str, dict] | None = None,
+         features: dict[tuple[str, str], str] | None = None) -> Plan:
     """The studies of a grid (see the module docstring); a grid that sets the split, has an axis
     tune cannot name a cell by, fewer than 2 seeds or no method with knobs to tune is a user
-    error."""
+    error. data_dir: where imported data sets are; start: the grid's `[start.METHOD]` tables;
+    features: the sha256 of each (data set, feature) file, which keys the studies."""
     source = grid.source or "grid"
     if "split" in grid.fields():
         raise GslbenchError(f"{source}: split is chosen by tune, not by the grid (it tunes on the "
@@ -114,27 +156,48 @@ def plan(grid: Grid, trials: int) -> Plan:
     if other:
         raise GslbenchError(f"{source}: {other[0]} is an axis; tune's cells are those of "
                             f"{', '.join(TUNED_AXES[:-2])} (the other settings are fixed)")
-    cells, controls = _tuned_and_controls(grid)
+    cells, controls = _tuned_and_controls(grid, data_dir)
     if not any(METHODS[config.method].knobs for config in cells):
         raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
     seeds = tuple(sorted({config.seed for config in cells}))
     if len(seeds) < 2:
         raise GslbenchError(f"{source}: tune needs at least 2 seeds, the grid has {len(seeds)}")
+    pinned = {method: check_start(method, knobs, source) for method, knobs in (start or {}).items()}
+    unused = sorted(set(pinned) - {config.method for config in cells})
+    if unused:
+        raise GslbenchError(f"{source}: [start.{unused[0]}]: {unused[0]} is not a tuned method "
+                            "of the grid")
     studies = {}
     for config in cells:
         base = dataclasses.replace(config, seed=seeds[0], split="validation").resolved()
-        study = Study(base, seeds)
+        sha = (features or {}).get((config.dataset, config.feature), "")
+        study = Study(base, seeds, sha, pinned.get(config.method, ()))
+        _check_first(study, source)
         studies.setdefault(study.key, study)
     return Plan(trials, tuple(studies.values()), seeds, tuple(controls))
 
 
-def _tuned_and_controls(grid: Grid) -> tuple[list[RunConfig], list[RunConfig]]:
+def _check_first(study: Study, source: str) -> None:
+    """Refuse trial 0's knobs outside the study's search space (a count of candidates above the
+    cell's codebook size)."""
+    for name, distribution in study.distributions().items():
+        value = study.default[name]
+        if isinstance(distribution, optuna.distributions.IntDistribution) and not (
+                distribution.low <= value <= distribution.high):
+            raise GslbenchError(f"{source}: trial 0 of {study.method} at {study.base.bits} bits, "
+                                f"sub_bits {study.base.sub_bits}: {name} = {value} is outside "
+                                f"[{distribution.low}, {distribution.high}]; pin another in "
+                                f"[start.{study.method}]")
+
+
+def _tuned_and_controls(grid: Grid, data_dir: str | Path | None
+                        ) -> tuple[list[RunConfig], list[RunConfig]]:
     """The grid's cells split into those tune tunes and the controls: cells of a part that sets
     a knob of the cell's method."""
     tuned, controls = {}, {}
     for part in grid.parts:
         set_knobs = {name for name, _ in part if FIELDS[name] in KNOBS}
-        for config in Grid((part,), grid.source).cells():
+        for config in Grid((part,), grid.source).cells(data_dir):
             control = set_knobs & {knob.name for knob in config.method_spec.knobs}
             (controls if control else tuned).setdefault(config.run_id, config)
     return list(tuned.values()), list(controls.values())
@@ -144,17 +207,57 @@ class Surplus(Exception):
     """A trial asked for when the study already had its trials (two processes asked at once)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """tune stopped by a signal (`signum`) that set the stop flag, raised where it is checked."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP: list[int] = []  # the signals that asked this process to stop
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    """The handler: set the flag, raise nothing (raising here could land in any callback, e.g.
+    SQLAlchemy's garbage-collection hooks, which swallow it)."""
+    _STOP.append(signum)
+
+
+def check_stop() -> None:
+    """Raise `Interrupted` if a signal asked this process to stop (checked between steps)."""
+    if _STOP:
+        raise Interrupted(_STOP[0])
+
+
+@contextlib.contextmanager
+def stop_on(*signums: int) -> Iterator[None]:
+    """While inside, in the main thread, `signums` set the stop flag instead of running their
+    handlers; the handlers are put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _STOP.clear()
+    previous = {signum: signal.signal(signum, _request_stop) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 class RefitScore:
     """`on_refit` of a tuning run: its validation mAP after each codebook refit, reported to the
     trial at step `offset` + epoch; a trial the pruner stops raises `optuna.TrialPruned` (the run
     then writes nothing). Embeds and encodes only: neither torch's global RNG nor the run's
-    generator is touched."""
+    generator is touched. The stop flag is checked first (`check_stop`)."""
 
     def __init__(self, trial: optuna.Trial, features: FeatureSet, offset: int, prune: bool) -> None:
         self.trial, self.features, self.offset, self.prune = trial, features, offset, prune
         self.epoch = 0
 
     def __call__(self, epoch: int, model: Any, quantizer: Any) -> None:
+        check_stop()
         self.epoch = epoch
         queries = embed(model, self.features.query.features)
         database = embed(model, self.features.database.features)
@@ -168,9 +271,10 @@ class RefitScore:
 
 def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Path,
               trials: int, prune: bool, reuse: bool, device: str) -> float:
-    """One trial: its knobs (sampled, or the default for trial 0), trained at every seed as
+    """One trial: its knobs (sampled, or the start knobs for trial 0), trained at every seed as
     validation runs under RESULTS/tuning; returns the mean validation mAP. User attrs: the
-    per-seed mAPs, the epochs trained and planned."""
+    per-seed mAPs, the epochs trained and planned. A trial stopped by Ctrl-C or a signal is
+    enqueued again with its knobs before the interruption goes on."""
     earlier = [t for t in trial.study.get_trials(deepcopy=False)
                if t.number < trial.number and t.state in (*FINISHED, TrialState.RUNNING,
                                                           TrialState.WAITING)]
@@ -178,11 +282,22 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the study has its {trials} trials")
     knobs = suggest_knobs(study, trial)
+    try:
+        return _train_trial(study, trial, knobs, data_dir, results_dir, prune, reuse, device)
+    except KeyboardInterrupt:
+        trial.study.enqueue_trial(knobs, user_attrs={"rerun_of": trial.number})
+        raise
+
+
+def _train_trial(study: Study, trial: optuna.Trial, knobs: dict[str, Any], data_dir: Path,
+                 results_dir: Path, prune: bool, reuse: bool, device: str) -> float:
+    """`run_trial`'s training: each seed's run, encoded and evaluated."""
     epochs = study.base.epochs
     trial.set_user_attr("epochs_planned", epochs * len(study.seeds))
     tuning = layout.tuning_dir(results_dir)
     maps, trained = [], 0
     for position, seed in enumerate(study.seeds):
+        check_stop()
         config = study.config(knobs, seed)
         run = layout.run_dir(tuning, config.run_id)
         score = None
@@ -212,25 +327,36 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
          storage: str | None = None, prune: bool = True, reuse: bool = True,
          device: str = "auto", heartbeat: float = HEARTBEAT_SECONDS,
          grace: float = GRACE_SECONDS, jobs: int = 1, threads: int | None = None,
-         show_progress: bool = False) -> tuple[Plan, pd.DataFrame]:
+         show_progress: bool = False, start: dict[str, dict] | None = None
+         ) -> tuple[Plan, pd.DataFrame]:
     """Run every study of `grid` to `trials` finished trials (complete or pruned) in `storage`
     (default `default_storage`), sharing them with any other process on it; returns the plan
-    and `trial_frame`. A feature file older than format version 3 is a user error.
+    and `trial_frame`. The grid, the device, the storage and the feature files are checked before
+    any trial (a feature file older than format version 3 is a user error); a trial's user error
+    ends the tune as one line naming its study. SIGTERM stops it between steps (`Interrupted`).
 
     jobs: trials at once, this process and `jobs - 1` helper processes on the same storage, each
     starting at another study; threads: torch/faiss threads of each (default: the CPUs // jobs
     when jobs > 1, else torch's and faiss's own); show_progress: a bar of the finished trials
-    (`TrialProgress`), else a log line per trial."""
-    tuning = plan(grid, trials)
+    (`TrialProgress`), else a log line per trial; start: the grid's `[start.METHOD]` tables."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise GslbenchError(f"--trials must be a whole number of at least 1, got {trials!r}")
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
-    _check_features(tuning, data_dir, device)
-    url = storage or default_storage(results_dir)
+    tuning = plan(grid, trials, data_dir, start)
+    resolve_device(device)
+    url = default_storage(results_dir) if storage is None else storage
     store = open_storage(url, heartbeat, grace)
+    tuning = plan(grid, trials, data_dir, start, _check_features(tuning, data_dir, device))
+    if prune and trials < MIN_PRUNED_TRIALS:
+        log.info("tune: pruning is off below %d trials", MIN_PRUNED_TRIALS)
+    prune = prune and trials >= MIN_PRUNED_TRIALS
+    tuning = dataclasses.replace(tuning, prune=prune)
     if jobs > 1 and threads is None:
         threads = max(1, cpu_count() // jobs)
     work = dict(data_dir=data_dir, results_dir=results_dir, prune=prune, reuse=reuse,
                 device=device, heartbeat=heartbeat, bar=show_progress)
-    with LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool:
+    with (stop_on(signal.SIGTERM),
+          LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool):
         helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
                                len(tuning.studies) * job // jobs,
                                logging.WARNING if show_progress else logging.getLogger().level)
@@ -242,26 +368,29 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
     return tuning, trial_frame(tuning, store, prune)
 
 
-def _check_features(tuning: Plan, data_dir: Path, device: str) -> None:
+def _check_features(tuning: Plan, data_dir: Path, device: str) -> dict[tuple[str, str], str]:
     """Extract the missing feature files; refuse one older than format version 3 and the unseen
-    protocol on multi-label data, before anything trains."""
+    protocol on multi-label data, before anything trains. Returns each file's sha256."""
     configs = [study.base for study in tuning.studies]
     _prepare_features(configs, data_dir, device)
+    shas = {}
     for dataset, feature in sorted({(c.dataset, c.feature) for c in configs}):
         path = feature_path(data_dir, dataset, feature)
         if not has_validation_split(path):
             raise GslbenchError(f"{path}: older than format_version 3 (no held-out validation "
                                 f"split); run `gslbench features {dataset}` again to rewrite its "
                                 "split (the features are kept)")
+        shas[dataset, feature] = feature_file_sha256(path)
     for config in configs:
         read_feature_file(feature_path(data_dir, config.dataset, config.feature), "validation",
                           config.protocol)
+    return shas
 
 
 def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
           work: dict[str, Any], first: int) -> None:
     """Run the plan's studies, from study `first` round to the one before it, at `threads`."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one line, no traceback
     order = tuning.studies[first:] + tuning.studies[:first]
     data_dir, results_dir = work["data_dir"], work["results_dir"]
     prune, reuse, device = work["prune"], work["reuse"], work["device"]
@@ -277,105 +406,139 @@ def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
 def _helper(tuning: Plan, url: str, grace: float, threads: int | None, work: dict[str, Any],
             first: int, level: int) -> None:
     """A helper process of `tune(jobs=...)`: the plan's studies on the shared storage, logging
-    at `level` (the tune process's, or warnings only under its progress bar)."""
+    at `level` (the tune process's, or warnings only under its progress bar). Ctrl-C and SIGTERM
+    set its stop flag: it enqueues its trial again and ends without a traceback (the tune
+    process says "aborted")."""
     logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr)
     if level > logging.DEBUG:  # as the CLI: how faiss loaded only with -v
         logging.getLogger("faiss").setLevel(logging.WARNING)
-    _work(tuning, open_storage(url, work["heartbeat"], grace), threads, work, first)
+    with stop_on(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Interrupted):
+        _work(tuning, open_storage(url, work["heartbeat"], grace), threads, work, first)
 
 
 def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, prune: bool,
                heartbeat: float, objective: Callable[[Study, optuna.Trial], float],
                done: Callable[[str], None] = log.info) -> None:
     """Run trials of `study` until it has `trials` finished ones; wait for those other processes
-    run (or for them to go stale, when they are failed and enqueued again). A study whose trials
-    fail `trials` times (each logged) is left without a choice. `done` is told each trial this
+    run (or for them to go stale, when they are failed and enqueued again). A trial's user error
+    ends the tune, one line naming the study and the trial. `done` is told each trial this
     process ran: `gsl digits ... prune: trial 3 pruned`."""
-    first_refit = study.base.warmup_epochs or study.base.epochs_per_refit
-    optuna_study = load_study(study, store, prune, first_refit)
-    failures, ran = 0, []
+    optuna_study = load_study(study, store, prune, trials)
+    ran: list[optuna.trial.FrozenTrial] = []
 
     def record(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         ran.append(trial)
 
     while True:
+        check_stop()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(optuna_study)
         states = [t.state for t in optuna_study.get_trials(deepcopy=False)]
         finished = sum(state in FINISHED for state in states)
         running = states.count(TrialState.RUNNING)
-        if finished >= study.trials(trials) or failures >= trials:
+        if finished >= study.trials(trials):
             return
         if finished + running >= study.trials(trials) and TrialState.WAITING not in states:
             time.sleep(heartbeat)  # the last trials run elsewhere
             continue
         ran.clear()
-        optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
-                              catch=(Surplus, GslbenchError), callbacks=[record])
+        try:
+            optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
+                                  catch=(Surplus,), callbacks=[record])
+        except GslbenchError as exc:
+            number = optuna_study.get_trials(deepcopy=False)[-1].number
+            raise GslbenchError(f"{study.name(prune)}: trial {number}: {exc}") from None
         for trial in ran:
-            if trial.user_attrs.get("surplus"):  # asked for when another process took the last
-                continue
-            failures += trial.state is TrialState.FAIL
-            done(f"{study.name(prune)}: trial {trial.number} {trial.state.name.lower()}")
+            if not trial.user_attrs.get("surplus"):  # asked for when another took the last
+                done(f"{study.name(prune)}: trial {trial.number} {trial.state.name.lower()}")
+
+
+def first_trials(study: Study, store: optuna.storages.BaseStorage, prune: bool,
+                 trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The study's first `trials` finished (complete or pruned) trials by number (one for a
+    method without knobs), whatever more the storage holds: every method is chosen from as many
+    trials. None when the study is not in the storage."""
+    try:
+        optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
+    except KeyError:
+        return []
+    finished = sorted(optuna_study.get_trials(deepcopy=False, states=FINISHED),
+                      key=lambda trial: trial.number)
+    return finished[:study.trials(trials)]
 
 
 def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
-    """Every complete or pruned trial of the plan's studies: cell (JSON of `CELL_FIELDS`),
-    method, trial (number), knobs (dict), variant (the method's label), state (`complete` or
-    `pruned`), value (mean validation mAP; for a pruned trial its last reported mAP), seed_maps
-    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} of the run the pruner
-    stopped, or None)."""
+    """The first `tuning.trials` complete or pruned trials of each of the plan's studies
+    (`first_trials`): study (the Optuna study's name), cell (JSON of `CELL_FIELDS`), method,
+    trial (number), knobs (dict), variant (the method's label), state (`complete` or `pruned`),
+    value (mean validation mAP; for a pruned trial its mAP score where it was pruned), seed_maps
+    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} where the rule pruned
+    it, or None). With pruning, `studies.pruned_step` is applied to every complete trial against
+    all of them: a complete trial the rule prunes (trial 0, run before any other) is `pruned`,
+    unless the rule would prune every trial of the study (it then ranks none)."""
     rows = []
     for study in tuning.studies:
-        try:
-            optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
-        except KeyError:
-            continue
-        for trial in optuna_study.get_trials(deepcopy=False, states=FINISHED):
+        chosen_from = first_trials(study, store, prune, tuning.trials)
+        after = _pruned_after(study, chosen_from, tuning.trials) if prune else {}
+        for trial in chosen_from:
             knobs = {**study.default, **trial.params}
-            last_step = trial.last_step
+            step = after.get(trial.number, trial.last_step)
+            pruned = trial.state is TrialState.PRUNED or trial.number in after
             rows.append({
+                "study": study.name(prune),
                 "cell": json.dumps(study.cell, sort_keys=True), "method": study.method,
                 "trial": trial.number, "knobs": knobs,
                 "variant": METHODS[study.method].label({**vars(study.base), **knobs}),
-                "state": trial.state.name.lower(),
-                "value": trial.value if trial.state is TrialState.COMPLETE
-                else trial.intermediate_values.get(last_step, float("nan")),
+                "state": "pruned" if pruned else "complete",
+                "value": trial.intermediate_values.get(step, float("nan")) if pruned
+                else trial.value,
                 "seed_maps": trial.user_attrs.get("seed_maps", []),
                 "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
                 "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
-                "pruned_at": trial.user_attrs.get("pruned_at"),
+                "pruned_at": study.position(step) if trial.number in after
+                else trial.user_attrs.get("pruned_at"),
             })
-    return pd.DataFrame(rows, columns=["cell", "method", "trial", "knobs", "variant", "state",
-                                       "value", "seed_maps", "epochs_trained", "epochs_planned",
-                                       "pruned_at"])
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def _pruned_after(study: Study, trials: list[optuna.trial.FrozenTrial],
+                  budget: int) -> dict[int, int]:
+    """{trial number: step} of the complete trials that `pruned_step` prunes against all of
+    `trials`; empty when it would prune every complete one."""
+    curves = {trial.number: trial.intermediate_values for trial in trials}
+    complete = [trial.number for trial in trials if trial.state is TrialState.COMPLETE]
+    steps = {number: pruned_step(curves, number, survivors(budget), study.final_step)
+             for number in complete}
+    after = {number: step for number, step in steps.items() if step is not None}
+    return {} if len(after) == len(complete) else after
 
 
 def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
                    out: str | Path | None = None, doc: str | Path | None = None,
                    intro: str = "", **options: Any) -> pd.DataFrame:
-    """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml) and
-    every trial to the tuning document `doc` (default RESULTS/tuning/tuning.md), with the tuned
-    grid's test runs when every study has its choice, and the choices of its studies the storage
-    also holds tuned the other way (with or without pruning). Returns `choose`'s frame.
-    options: `tune`'s (storage, prune, reuse, device, jobs, show_progress). A study left without
-    a complete trial is a user error, raised after the others' choices are written."""
-    prune = options.get("prune", True)
+    """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml),
+    every trial to the CSV file beside it (`layout.trials_csv_path`) and to the tuning document
+    `doc` (default RESULTS/tuning/tuning.md), with the tuned grid's test runs when every study
+    has its choice, and the choices of its studies the storage also holds tuned the other way
+    (with or without pruning). Returns `choose`'s frame. options: `tune`'s (storage, prune,
+    reuse, device, jobs, show_progress, start). A study left without a complete trial is a user
+    error, raised after the others' choices are written."""
     tuning, trial_rows = tune(grid, data_dir, results_dir, trials, **options)
     chosen = choose(trial_rows)
     missing = len(tuning.studies) - len(chosen)
     if not chosen.empty:
         tuned = Tuned.from_choices(tuning, chosen)
-        tests = test_results(tuned, grid, results_dir) if not missing \
+        tests = test_results(tuned, grid, results_dir, data_dir) if not missing \
             else pd.DataFrame(columns=TEST_COLUMNS)
-        store = open_storage(options.get("storage") or default_storage(results_dir))
-        other = trial_frame(tuning, store, not prune)  # studies also tuned the other way
+        storage = options.get("storage")
+        store = open_storage(default_storage(results_dir) if storage is None else storage)
+        other = trial_frame(tuning, store, not tuning.prune)  # studies also tuned the other way
         write_outputs(tuning, trial_rows, chosen, tests, grid.source or "grid",
                       out or layout.tuned_path(results_dir),
-                      doc or layout.tuning_table_path(results_dir), prune, intro,
-                      (other, choose(other), prune))
+                      doc or layout.tuning_table_path(results_dir), tuning.prune, intro,
+                      (other, choose(other), tuning.prune))
     if missing:
-        raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
-                            "logged above): run the same tune again to retry them")
+        raise GslbenchError(f"{missing} stud(ies) have no complete trial: run the same tune "
+                            "again to give them more")
     return chosen

@@ -141,4 +141,5 @@ def _grid_cells(grid_file: Path, tuned: Path | None, data_dir: Path) -> list[Run
     from gslbench.bench.tuned import Tuned
 
     grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
-    return (Tuned.read(tuned).cells(grid) if tuned is not None else grid).cells(data_dir)
+    return (Tuned.read(tuned).cells(grid, data_dir) if tuned is not None
+            else grid).cells(data_dir)
