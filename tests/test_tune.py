@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from gslbench.bench import tune
+from gslbench.bench import studies, tune
 from gslbench.bench.grid import Grid
 from gslbench.cli import cli
 from gslbench.config import KNOBS, RunConfig
@@ -243,7 +243,7 @@ def test_tune_then_bench_tuned_on_digits_never_trains_on_what_it_scores(tmp_path
 
 TUNE_SCRIPT = """
 import sys
-from gslbench.bench import tune
+from gslbench.bench import studies, tune
 from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.threads import limit_threads
 grid = Grid.from_mapping(read_grid_file(sys.argv[1]), source=sys.argv[1])
@@ -453,3 +453,196 @@ def test_the_most_frequent_choice_of_each_kind_of_knob():
         if frequent.value[(method, knob)] != defaults[knob]]
     assert f"this version of gslbench differ in {', '.join(differ)}." in markdown
     assert "qloss λ" in differ and "gsl select" not in differ
+
+
+# --- the search, alike in effect (issue 29) and tune's defects (issue 32) ----------------------
+
+QLOSS_GSL = {"method": ["qloss", "gsl"], "bits": 8, "sub_bits": 4, "seed": [0, 1], "epochs": 4,
+             "warmup_epochs": 1, "epochs_per_refit": 1}
+
+
+def curve_objective(curves: dict[int, list[float]]) -> callable:
+    """An objective that reports the hand-made curve of its trial number (steps 1, 2, ...),
+    asking the pruner after each report, and returns its last value."""
+    def objective(study: tune.Study, trial: optuna.Trial) -> float:
+        tune.suggest_knobs(study, trial)
+        values = curves[trial.number]
+        for step, value in enumerate(values, 1):
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return values[-1]
+    return objective
+
+
+def test_the_pruning_rule_never_decides_on_one_report_and_prunes_trial_0_alike():
+    # the rule by hand: from the second report on, the mean so far against the other trials'
+    curves = {0: {1: 0.9, 2: 0.1, 3: 0.1}, 1: {1: 0.1, 2: 0.8}, 2: {1: 0.2, 2: 0.9},
+              3: {1: 0.95, 2: 0.2}}
+    # trial 0 at step 2: mean 0.5; trial 1: 0.45, trial 2: 0.55, trial 3: 0.575
+    assert tune.pruned_step(curves, 0, keep=2, final_step=4) == 2  # beaten by 2 and 3
+    assert tune.pruned_step(curves, 0, keep=3, final_step=4) is None  # not by 3 trials
+    assert tune.pruned_step(curves, 1, keep=1, final_step=4) == 2  # step 1 alone never prunes
+    assert tune.pruned_step({0: {1: 0.1}, 1: {1: 0.9}}, 0, keep=1, final_step=4) is None
+    assert tune.pruned_step(curves, 0, keep=1, final_step=2) is None  # the last report: the value
+    assert tune.survivors(8) == 3 and tune.survivors(6) == 2 and tune.survivors(1) == 1
+
+
+def test_trial_0_is_pruned_by_the_same_rule_when_it_is_worse(tmp_path):
+    """Trial 0 ends best but trails 2 trials (a third of 6) on its mean mAP so far at step 2,
+    where trial 3, with its curve, is pruned: it is pruned too, and not chosen. Trial 1, run
+    before 2 and 4 and beaten by them, is pruned by hindsight alike."""
+    plan = tune.plan(Grid.from_mapping(QLOSS_GSL), trials=6)
+    study = next(s for s in plan.studies if s.method == "qloss")
+    weak = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.95]  # final_step: 4 epochs x 2 seeds = 8
+    curves = {0: weak, 1: [0.5] * 8, 2: [0.6] * 8, 3: weak, 4: [0.55] * 8, 5: [0.52] * 8}
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+    tune._run_study(study, store, plan.trials, True, 1.0, curve_objective(curves))
+    frame = tune.trial_frame(plan, store, prune=True).set_index("trial")
+    assert frame.state.to_dict() == {0: "pruned", 1: "pruned", 2: "complete", 3: "pruned",
+                                     4: "complete", 5: "pruned"}
+    assert frame.epochs_trained.tolist() == [0] * 6  # the fake objective trains nothing
+    assert frame.pruned_at[0] == frame.pruned_at[3] == {"seed": 0, "epoch": 2}
+    assert tune.choose(frame.reset_index()).trial.tolist() == [2]  # not trial 0's 0.95
+    frame = tune.trial_frame(plan, store, prune=False)  # the other study: none tuned that way
+    assert frame.empty
+
+
+def test_every_method_is_chosen_from_the_first_trials_of_its_study(tmp_path):
+    """issue 32: qloss tuned with 3 trials, then both with --trials 1: both chosen from 1."""
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+    three, one = (tune.plan(Grid.from_mapping(QLOSS_GSL), trials=n) for n in (3, 1))
+    qloss = next(s for s in three.studies if s.method == "qloss")
+    tune._run_study(qloss, store, 3, False, 1.0, knob_objective({}))
+    for study in one.studies:
+        tune._run_study(study, store, 1, False, 1.0, knob_objective({}))
+    frame = tune.trial_frame(one, store, prune=False)
+    assert frame.groupby("method").trial.apply(list).to_dict() == {"gsl": [0], "qloss": [0]}
+    assert len(tune.trial_frame(three, store, prune=False).query("method == 'qloss'")) == 3
+
+
+def test_the_start_knobs_the_grid_pins_are_trial_0_and_key_the_study(tmp_path):
+    start = {"gsl": {"gsl_alpha": 0.5, "gsl_select": "nearest"}}
+    grid = Grid.from_mapping(QLOSS_GSL, source="grid.toml")
+    pinned, plain = tune.plan(grid, trials=3, start=start), tune.plan(grid, trials=3)
+    gsl = next(s for s in pinned.studies if s.method == "gsl")
+    default = {knob.name: knob.default for knob in METHODS["gsl"].knobs}
+    assert gsl.default == {**default, "gsl_alpha": 0.5, "gsl_select": "nearest"}
+    assert {s.key for s in pinned.studies} != {s.key for s in plain.studies}
+    draws: dict = {}
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+    tune._run_study(gsl, store, 3, False, 1.0, knob_objective(draws))
+    assert draws["gsl"][0] == gsl.default and len(draws["gsl"]) == 3
+    assert studies.startup_trials(8) == 2 and studies.startup_trials(30) == 10
+    assert tune.load_study(gsl, store, False, 8).sampler.startup == 2  # TPE from trial 2 of 8
+    for bad, fragment in [({"gsl": {"gsl_alpha": 2.0}}, "outside"),
+                          ({"gsl": {"qloss_lambda": 0.1}}, "not a tuned knob of gsl"),
+                          ({"gsl": {"gsl_k": 64}}, "gsl_k = 64 is outside its search space"),
+                          ({"ste": {"ste_beta": 1.0}}, "not a tuned method of the grid")]:
+        with pytest.raises(GslbenchError, match=fragment):
+            tune.plan(grid, trials=3, start=bad)
+    with pytest.raises(GslbenchError, match=r"gsl_k = 12 is outside \[1, 8\]"):  # 8 words
+        tune.plan(Grid.from_mapping({**QLOSS_GSL, "bits": 6, "sub_bits": 3}), trials=3,
+                  start={"gsl": {"gsl_k": 12}})
+    path = tmp_path / "grid.toml"
+    path.write_text('method = ["qloss", "gsl"]\nseed = [0, 1]\n[start.gsl]\ngsl_k = 4\n')
+    grid, start = tune.tuning_grid(path)
+    assert start == {"gsl": {"gsl_k": 4}} and grid.source == str(path)
+
+
+def test_a_study_is_keyed_by_the_feature_files_sha256():
+    grid = Grid.from_mapping(QLOSS_GSL)
+    old, new = (tune.plan(grid, trials=3, features={("digits", "pixels"): sha})
+                for sha in ("a" * 64, "b" * 64))
+    for before, after in zip(old.studies, new.studies, strict=True):
+        assert before.name(True) != after.name(True)  # another split: another study
+        assert before.sampler_seed == after.sampler_seed  # with the same draws
+
+
+def test_an_interrupted_trial_runs_again_with_its_knobs(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM's flag) inside trial 1: it is enqueued again with its knobs, which
+    the resumed tune runs first."""
+    plan = tune.plan(Grid.from_mapping(QLOSS_GSL), trials=3)
+    study = next(s for s in plan.studies if s.method == "qloss")
+    calls = []
+
+    def train(study, trial, knobs, *args):
+        calls.append(knobs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return knobs["qloss_lambda"]
+
+    monkeypatch.setattr(tune, "_train_trial", train)
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+
+    def objective(s, t):
+        return tune.run_trial(s, t, tmp_path, tmp_path, 3, False, True, "cpu")
+    with pytest.raises(KeyboardInterrupt):
+        tune._run_study(study, store, 3, False, 1.0, objective)
+    tune._run_study(study, store, 3, False, 1.0, objective)
+    assert calls[2] == calls[1]  # run again first, with the interrupted trial's knobs
+    frame = tune.trial_frame(plan, store, prune=False).query("method == 'qloss'")
+    assert len(frame) == 3 and calls[1] in frame.knobs.tolist()
+
+
+def test_sigterm_sets_a_flag_checked_between_steps():
+    previous = signal.getsignal(signal.SIGTERM)
+    with tune.stop_on(signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises nothing
+        time.sleep(0.01)
+        with pytest.raises(tune.Interrupted) as raised:
+            tune.check_stop()
+        assert raised.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_trials_user_error_is_one_line_naming_the_study(tmp_path, caplog):
+    plan = tune.plan(Grid.from_mapping(QLOSS_GSL), trials=3)
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+
+    def failing(study, trial):
+        raise GslbenchError("digits.h5: damaged")
+    with caplog.at_level(logging.WARNING), pytest.raises(GslbenchError) as raised:
+        tune._run_study(plan.studies[0], store, 3, False, 1.0, failing)
+    assert str(raised.value) == f"{plan.studies[0].name(False)}: trial 0: digits.h5: damaged"
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gslbench: error: "), result.output
+    assert fragment in lines[0] and "Traceback" not in result.output
+
+
+def test_tune_checks_the_device_and_the_storage_before_any_trial(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    one_line_error(invoke(tmp_path, "tune", str(grid), "--device", "mps"), "--device mps")
+    one_line_error(invoke(tmp_path, "tune", str(grid), "--storage", ""), "--storage: empty")
+    one_line_error(invoke(tmp_path, "tune", str(grid), "--storage", "sqlite:///:memory:"),
+                   "in-memory database")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "studies.db").touch()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anyway: as an ordinary user sees the folder
+        monkeypatch.setattr(studies.os, "access", lambda path, mode: Path(path) != folder)
+    try:
+        one_line_error(invoke(tmp_path, "tune", str(grid), "--storage",
+                              f"sqlite:///{folder}/studies.db"), "is read-only")
+    finally:
+        folder.chmod(0o755)
+    assert not (tmp_path / "results" / "tuning" / "runs").exists()  # no trial ran
+
+
+def test_bench_tuned_with_a_knob_missing_is_one_line(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    tuned = tmp_path / "tuned.toml"
+    tuned.write_text('trials = 3\nseeds = [0, 1]\n\n[shared]\ndataset = "digits"\n\n[[choice]]\n'
+                     'quantizer = "pq"\nbits = 8\nsub_bits = 4\nprotocol = "standard"\n'
+                     'method = "gsl"\ngsl_alpha = 0.5\ngsl_select = "aligned"\n'
+                     'validation_map = 0.5\n')
+    one_line_error(invoke(tmp_path, "bench", str(grid), "--tuned", str(tuned), "--dry-run"),
+                   "choice 1 (gsl) has no gsl_k")

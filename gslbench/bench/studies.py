@@ -267,7 +267,9 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS,
                  grace: float = GRACE_SECONDS) -> optuna.storages.RDBStorage:
     """The Optuna storage at `url` (any URL Optuna's RDB storage takes; SQLite waits up to
     SQLITE_TIMEOUT_SECONDS for another process's write) with heartbeats: a RUNNING trial silent
-    for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error."""
+    for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error
+    (`check_storage`)."""
+    check_storage(url)
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") \
         else {}
     for attempt in range(3):  # two processes creating the tables at once: the loser retries

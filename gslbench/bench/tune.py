@@ -233,7 +233,7 @@ def check_stop() -> None:
 @contextlib.contextmanager
 def stop_on(*signums: int) -> Iterator[None]:
     """While inside, in the main thread, `signums` set the stop flag instead of running their
-    handlers; the handlers are put back after."""
+    handlers; the handlers are put back and the flag cleared after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -244,6 +244,7 @@ def stop_on(*signums: int) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _STOP.clear()
 
 
 class RefitScore:
@@ -310,7 +311,6 @@ def _train_trial(study: Study, trial: optuna.Trial, knobs: dict[str, Any], data_
                       on_refit=score, reuse=reuse)
         except optuna.TrialPruned:
             trial.set_user_attr("epochs_trained", trained + score.epoch)
-            trial.set_user_attr("pruned_at", {"seed": seed, "epoch": score.epoch})
             raise
         trained += epochs
         encode_run(run.path, data_dir, tuning, device=device)
@@ -390,7 +390,7 @@ def _check_features(tuning: Plan, data_dir: Path, device: str) -> dict[tuple[str
 def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
           work: dict[str, Any], first: int) -> None:
     """Run the plan's studies, from study `first` round to the one before it, at `threads`."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one line, no traceback
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     order = tuning.studies[first:] + tuning.studies[:first]
     data_dir, results_dir = work["data_dir"], work["results_dir"]
     prune, reuse, device = work["prune"], work["reuse"], work["device"]
@@ -444,14 +444,27 @@ def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, pr
             continue
         ran.clear()
         try:
-            optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
-                                  catch=(Surplus,), callbacks=[record])
+            with _quiet_optuna():
+                optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
+                                      catch=(Surplus,), callbacks=[record])
         except GslbenchError as exc:
             number = optuna_study.get_trials(deepcopy=False)[-1].number
             raise GslbenchError(f"{study.name(prune)}: trial {number}: {exc}") from None
         for trial in ran:
             if not trial.user_attrs.get("surplus"):  # asked for when another took the last
                 done(f"{study.name(prune)}: trial {trial.number} {trial.state.name.lower()}")
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's errors only: a failed or interrupted trial is tune's one line, not Optuna's
+    warning with a traceback."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def first_trials(study: Study, store: optuna.storages.BaseStorage, prune: bool,
@@ -496,8 +509,7 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
                 "seed_maps": trial.user_attrs.get("seed_maps", []),
                 "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
                 "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
-                "pruned_at": study.position(step) if trial.number in after
-                else trial.user_attrs.get("pruned_at"),
+                "pruned_at": study.position(step) if pruned and step else None,
             })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
