@@ -4,6 +4,7 @@ storage, controls, then bench --tuned on digits in both protocols."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,9 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
+from gslbench import layout
 from gslbench.bench import studies, tune
+from gslbench.bench.choices import CSV_COLUMNS
 from gslbench.bench.grid import Grid
 from gslbench.cli import cli
 from gslbench.config import KNOBS, RunConfig
@@ -646,3 +649,114 @@ def test_bench_tuned_with_a_knob_missing_is_one_line(tmp_path):
                      'validation_map = 0.5\n')
     one_line_error(invoke(tmp_path, "bench", str(grid), "--tuned", str(tuned), "--dry-run"),
                    "choice 1 (gsl) has no gsl_k")
+
+
+QLOSS_GRID = SMALL_GRID.replace('method = ["qloss", "gsl"]', 'method = "qloss"').replace(
+    "epochs = 3", "epochs = 4")
+
+
+@pytest.mark.slow
+def test_a_new_split_of_the_feature_file_is_tuned_again(tmp_path):
+    """issue 32: after `features digits --split-seed 1`, tune trains again, on the new split."""
+    for args in (("download", "digits"), ("features", "digits")):
+        assert invoke(tmp_path, *args).exit_code == 0
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QLOSS_GRID)
+    assert invoke(tmp_path, "tune", str(grid), "--trials", "1").exit_code == 0
+    result = invoke(tmp_path, "features", "digits", "--split-seed", "1")
+    assert result.exit_code == 0, result.output
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "1")
+    assert result.exit_code == 0, result.output
+    sha = tune.feature_file_sha256(tmp_path / "data" / "digits" / "pixels.h5")
+    store = tune.open_storage(tune.default_storage(tmp_path / "results"))
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    assert len(names) == 2  # a study per feature file
+    runs = list((tmp_path / "results" / "tuning" / "runs").glob("[!.]*"))
+    assert len(runs) == 2 and all(  # trained again on the new file
+        json.loads((run / "config.json").read_text())["features_sha256"] == sha for run in runs)
+    trials = pd.read_csv(tmp_path / "results" / "tuning" / "tuned.trials.csv")
+    assert trials.features_sha256.tolist() == [sha]
+    tuned = tune.Tuned.read(tmp_path / "results" / "tuning" / "tuned.toml")
+    assert tuned.choices[0]["validation_map"] == pytest.approx(trials.validation_map[0], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tune_and_bench_tuned_take_an_imported_data_set(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 100)
+    np.savez(tmp_path / "source.npz", labels=labels,
+             features=rng.normal(size=(400, 8)) + 3 * np.eye(4, 8)[labels])
+    result = invoke(tmp_path, "features", "import", "mine", "--from", str(tmp_path / "source.npz"),
+                    "--query-per-class", "10", "--train-per-class", "60")
+    assert result.exit_code == 0, result.output
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QLOSS_GRID.replace('"digits"', '"mine"') + "dim_out = 8\n")
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "2")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "results" / "tuning" / "tuned.toml"
+    assert tune.Tuned.read(out).choices[0]["dataset"] == "mine"
+    trials = pd.read_csv(layout.trials_csv_path(out))
+    assert list(trials.columns) == CSV_COLUMNS and trials.trial.tolist() == [0, 1]
+    assert set(trials.state) == {"complete"} and trials.epochs_trained.tolist() == [8, 8]
+    assert json.loads(trials.knobs[0]) == {"qloss_lambda": METHODS["qloss"].knobs[0].default}
+    result = invoke(tmp_path, "bench", str(grid), "--tuned", str(out), "--seeds", "5")
+    assert result.exit_code == 0, result.output
+
+
+def start_cli_tune(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """`python -m gslbench tune` of SMALL_GRID with `args`, in a session of its own."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "gslbench", "--data-dir", str(tmp_path / "data"),
+                             "--results-dir", str(tmp_path / "results"), "tune", str(grid),
+                             "--trials", "3", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_mid_seed(tmp_path: Path, count: int) -> None:
+    """Wait until a trial finished and `count` trials are inside the first seed's training (a
+    refit reported, more to come: SMALL_GRID trains 3 epochs a seed)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        database = tmp_path / "results" / "tuning" / "studies.db"
+        with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(database,
+                                                                            timeout=60) as db:
+            complete = db.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
+            steps = db.execute(
+                "SELECT MAX(v.step) FROM trial_intermediate_values v JOIN trials t ON "
+                "t.trial_id = v.trial_id WHERE t.state = 'RUNNING' GROUP BY t.trial_id")
+            if complete.fetchone()[0] and sum(step < 3 for step, in steps) >= count:
+                return
+        time.sleep(0.05)
+    raise AssertionError("no trial ran")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_tune_in_one_line_and_the_resume_runs_its_trial_again(tmp_path, digits,
+                                                                             signum):
+    """SIGTERM of `tune` (a flag checked between steps) or Ctrl-C of `tune -j 2` (the whole
+    process group): no traceback, one line; the tune process's trial is enqueued again with its
+    knobs, and the resumed tune runs them."""
+    copy_data(digits, tmp_path)
+    jobs = ["-j", "2"] if signum == signal.SIGINT else []
+    process = start_cli_tune(tmp_path, "--no-prune", *jobs)
+    wait_mid_seed(tmp_path, 2 if jobs else 1)
+    os.killpg(process.pid, signum)
+    assert process.wait(timeout=120) == 128 + signum
+    stderr = process.stderr.read().decode()
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == ("gslbench: terminated" if signum == signal.SIGTERM
+                                               else "gslbench: aborted"), stderr
+    waiting = [(study, params) for study, _, state, params in trial_rows(tmp_path)
+               if state == "WAITING"]
+    assert waiting  # enqueued again, with the knobs it had
+    failed = {(study, params) for study, _, state, params in trial_rows(tmp_path)
+              if state == "FAIL"}
+    assert set(waiting) <= failed
+    rerun = start_tune(tmp_path, trials=3, grace=5)
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read().decode()[-2000:]
+    complete = {(study, params) for study, _, state, params in trial_rows(tmp_path)
+                if state == "COMPLETE"}
+    assert set(waiting) <= complete

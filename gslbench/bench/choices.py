@@ -65,7 +65,8 @@ def summary(tuning: Plan, grid_file: str | Path, prune: bool) -> str:
             "query or database item is used); "
             + ("a trial was pruned where, from its second codebook refit on, 1/"
                f"{REDUCTION_FACTOR} of the trials beat the mean of its validation mAPs so far, "
-               "the same rule for every trial, trial 0 included. " if prune
+               "the same rule for every trial: applied again to every trial against all of "
+               "them, it prunes trial 0 (and others that ran to the end) by hindsight. " if prune
                else "no trial was pruned. ")
             + "The choice of a cell: the complete trial of highest mean validation mAP.")
 

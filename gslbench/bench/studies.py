@@ -37,7 +37,7 @@ CELL_FIELDS = tuple(name for name, setting in FIELDS.items()
                     if name not in ("method", "seed", "split") and setting not in KNOBS)
 HEARTBEAT_SECONDS = 10.0  # how often a running trial says it is alive
 GRACE_SECONDS = 60.0  # a RUNNING trial silent this long is failed (its process died) and re-run
-REDUCTION_FACTOR = 3  # successive halving keeps the best third at each rung
+REDUCTION_FACTOR = 3  # pruning: a trial that a third of the budget beats is stopped
 SQLITE_TIMEOUT_SECONDS = 120  # how long a process waits for another's write to the SQLite file
 
 log = logging.getLogger(__name__)

@@ -134,7 +134,8 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
 @click.argument("grid_file", metavar="GRID.toml", type=click.Path(path_type=Path))
 @click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
               help="Trials per cell and method, the same for every method with knobs (the "
-                   "method's default first, then draws from its knobs' search spaces).")
+                   "start knobs the grid pins first, then draws from its knobs' search "
+                   "spaces); each method is chosen from the first TRIALS of its study.")
 @click.option("--storage", help="Optuna storage URL holding the studies, shared by every tune "
                                 "process on it (default: sqlite:///RESULTS/tuning/studies.db; "
                                 "not in memory).")
