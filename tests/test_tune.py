@@ -643,10 +643,12 @@ def test_bench_tuned_with_a_knob_missing_is_one_line(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(SMALL_GRID)
     tuned = tmp_path / "tuned.toml"
-    tuned.write_text('trials = 3\nseeds = [0, 1]\n\n[shared]\ndataset = "digits"\n\n[[choice]]\n'
-                     'quantizer = "pq"\nbits = 8\nsub_bits = 4\nprotocol = "standard"\n'
+    cell = 'quantizer = "pq"\nbits = 8\nsub_bits = 4\nprotocol = "standard"\n'
+    tuned.write_text('trials = 3\nseeds = [0, 1]\n\n[shared]\ndataset = "digits"\nepochs = 3\n'
+                     'warmup_epochs = 1\nepochs_per_refit = 1\n\n[[choice]]\n' + cell +
                      'method = "gsl"\ngsl_alpha = 0.5\ngsl_select = "aligned"\n'
-                     'validation_map = 0.5\n')
+                     'validation_map = 0.5\n\n[[choice]]\n' + cell +
+                     'method = "qloss"\nqloss_lambda = 0.1\nvalidation_map = 0.5\n')
     one_line_error(invoke(tmp_path, "bench", str(grid), "--tuned", str(tuned), "--dry-run"),
                    "choice 1 (gsl) has no gsl_k")
 

@@ -247,6 +247,20 @@ def stop_on(*signums: int) -> Iterator[None]:
         _STOP.clear()
 
 
+@contextlib.contextmanager
+def _ignored(signum: int) -> Iterator[None]:
+    """`signum` ignored while inside (in the main thread), so processes started meanwhile begin
+    with it ignored (an ignored signal stays so across exec, and Python keeps it so)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
 class RefitScore:
     """`on_refit` of a tuning run: its validation mAP after each codebook refit, reported to the
     trial at step `offset` + epoch; a trial the pruner stops raises `optuna.TrialPruned` (the run
@@ -357,10 +371,11 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
                 device=device, heartbeat=heartbeat, bar=show_progress)
     with (stop_on(signal.SIGTERM),
           LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool):
-        helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
-                               len(tuning.studies) * job // jobs,
-                               logging.WARNING if show_progress else logging.getLogger().level)
-                   for job in range(1, jobs)]
+        with _ignored(signal.SIGINT):  # the helpers start deaf to Ctrl-C: this process stops them
+            helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
+                                   len(tuning.studies) * job // jobs,
+                                   logging.WARNING if show_progress else logging.getLogger().level)
+                       for job in range(1, jobs)]
         _work(tuning, store, threads, work, first=0)
         for helper in helpers:
             if helper.exception():  # its trials were failed when it went silent, and run here
@@ -406,13 +421,13 @@ def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
 def _helper(tuning: Plan, url: str, grace: float, threads: int | None, work: dict[str, Any],
             first: int, level: int) -> None:
     """A helper process of `tune(jobs=...)`: the plan's studies on the shared storage, logging
-    at `level` (the tune process's, or warnings only under its progress bar). Ctrl-C and SIGTERM
-    set its stop flag: it enqueues its trial again and ends without a traceback (the tune
-    process says "aborted")."""
+    at `level` (the tune process's, or warnings only under its progress bar). It starts with
+    Ctrl-C ignored (`tune` kills it when stopped); SIGTERM sets its stop flag: it enqueues its
+    trial again and ends without a traceback."""
     logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr)
     if level > logging.DEBUG:  # as the CLI: how faiss loaded only with -v
         logging.getLogger("faiss").setLevel(logging.WARNING)
-    with stop_on(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Interrupted):
+    with stop_on(signal.SIGTERM), contextlib.suppress(Interrupted):
         _work(tuning, open_storage(url, work["heartbeat"], grace), threads, work, first)
 
 
