@@ -392,32 +392,31 @@ def test_a_few_cells_tuned_without_pruning_show_whether_the_choice_changed(tmp_p
     copy_data(digits, tmp_path)
     grid = tmp_path / "grid.toml"
     grid.write_text(SMALL_GRID)
-    assert invoke(tmp_path, "tune", str(grid), "--trials", "4").exit_code == 0  # pruned first
+    assert invoke(tmp_path, "tune", str(grid), "--trials", "6").exit_code == 0  # pruned first
     pruned = tune.Tuned.read(tmp_path / "results" / "tuning" / "tuned.toml")
     doc = tmp_path / "no-prune.md"
-    result = invoke(tmp_path, "tune", str(grid), "--trials", "4", "--no-prune", "--out",
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "6", "--no-prune", "--out",
                     str(tmp_path / "no-prune.toml"), "--doc", str(doc))
     assert result.exit_code == 0, result.output
     full = tune.Tuned.read(tmp_path / "no-prune.toml")
     section = doc.read_text().split("### Tuned with and without pruning")[1].split("## ")[0]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| digits")]
     assert len(rows) == 2  # qloss and gsl
-    store = tune.open_storage(tune.default_storage(tmp_path / "results"))
+    trials = {True: pd.read_csv(tmp_path / "results" / "tuning" / "tuned.trials.csv"),
+              False: pd.read_csv(tmp_path / "no-prune.trials.csv")}
+    assert (trials[False].state == "complete").all() and len(trials[False]) == 2 * 6
     for row in rows:
         method = row[1]
         by_mode = {}
-        for prune in (True, False):
-            name = next(s.study_name for s in optuna.get_all_study_summaries(store)
-                        if s.study_name.startswith(f"{method} ")
-                        and s.study_name.endswith("prune" if prune else "no-prune")
-                        and (prune is False or not s.study_name.endswith("no-prune")))
-            trials = optuna.load_study(study_name=name, storage=store).get_trials(
-                states=(TrialState.COMPLETE,))
-            by_mode[prune] = max(trials, key=lambda t: (t.value, -t.number))
-        assert f"({by_mode[True].value:.4f})" in row[2] and f"({by_mode[False].value:.4f})" in row[3]
-        assert row[4] == ("yes" if by_mode[True].params == by_mode[False].params else "no")
+        for prune, frame in trials.items():  # the choice: the best trial the rule kept
+            kept = frame[(frame.method == method) & (frame.state == "complete")]
+            by_mode[prune] = kept.sort_values(["validation_map", "trial"],
+                                              ascending=[False, True]).iloc[0]
+        assert f"({by_mode[True].validation_map:.4f})" in row[2]
+        assert f"({by_mode[False].validation_map:.4f})" in row[3]
+        assert row[4] == ("yes" if by_mode[True].knobs == by_mode[False].knobs else "no")
         with_, without = map(int, row[5].rstrip(" |").split(" / "))
-        assert with_ <= without == 4 * 2 * 3  # trials x seeds x epochs, none pruned
+        assert with_ <= without == 6 * 2 * 3  # trials x seeds x epochs, none pruned
     assert len(pruned.choices) == len(full.choices) == 2
 
 
