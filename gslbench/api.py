@@ -133,8 +133,9 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
         reuse, device, jobs (trials at once, in helper processes on the storage).
     """
     from gslbench.bench import tune as tune_module
+    from gslbench.bench.tuning_plan import tuning_grid
 
-    tuning, start = tune_module.tuning_grid(grid)
+    tuning, start = tuning_grid(grid)
     return tune_module.tune_and_write(tuning, data_dir, results_dir, trials, out, doc,
                                       start=start, **options)
 

@@ -24,12 +24,13 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from gslbench import layout
-from gslbench.bench import studies, tune
+from gslbench.bench import stopping, studies, tune
 from gslbench.bench.choices import CSV_COLUMNS
 from gslbench.bench.grid import Grid
+from gslbench.bench.tuning_plan import tuning_grid
 from gslbench.cli import cli
 from gslbench.config import KNOBS, RunConfig
-from gslbench.data.featurefile import items_record, read_feature_file
+from gslbench.data.featurefile import feature_file_sha256, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
 from gslbench.settings import Setting
@@ -246,7 +247,7 @@ def test_tune_then_bench_tuned_on_digits_never_trains_on_what_it_scores(tmp_path
 
 TUNE_SCRIPT = """
 import sys
-from gslbench.bench import studies, tune
+from gslbench.bench import stopping, studies, tune
 from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.threads import limit_threads
 grid = Grid.from_mapping(read_grid_file(sys.argv[1]), source=sys.argv[1])
@@ -482,12 +483,12 @@ def test_the_pruning_rule_never_decides_on_one_report_and_prunes_trial_0_alike()
     curves = {0: {1: 0.9, 2: 0.1, 3: 0.1}, 1: {1: 0.1, 2: 0.8}, 2: {1: 0.2, 2: 0.9},
               3: {1: 0.95, 2: 0.2}}
     # trial 0 at step 2: mean 0.5; trial 1: 0.45, trial 2: 0.55, trial 3: 0.575
-    assert tune.pruned_step(curves, 0, keep=2, final_step=4) == 2  # beaten by 2 and 3
-    assert tune.pruned_step(curves, 0, keep=3, final_step=4) is None  # not by 3 trials
-    assert tune.pruned_step(curves, 1, keep=1, final_step=4) == 2  # step 1 alone never prunes
-    assert tune.pruned_step({0: {1: 0.1}, 1: {1: 0.9}}, 0, keep=1, final_step=4) is None
-    assert tune.pruned_step(curves, 0, keep=1, final_step=2) is None  # the last report: the value
-    assert tune.survivors(8) == 3 and tune.survivors(6) == 2 and tune.survivors(1) == 1
+    assert studies.pruned_step(curves, 0, keep=2, final_step=4) == 2  # beaten by 2 and 3
+    assert studies.pruned_step(curves, 0, keep=3, final_step=4) is None  # not by 3 trials
+    assert studies.pruned_step(curves, 1, keep=1, final_step=4) == 2  # step 1 alone never prunes
+    assert studies.pruned_step({0: {1: 0.1}, 1: {1: 0.9}}, 0, keep=1, final_step=4) is None
+    assert studies.pruned_step(curves, 0, keep=1, final_step=2) is None  # the last report: the value
+    assert studies.survivors(8) == 3 and studies.survivors(6) == 2 and studies.survivors(1) == 1
 
 
 def test_trial_0_is_pruned_by_the_same_rule_when_it_is_worse(tmp_path):
@@ -548,7 +549,7 @@ def test_the_start_knobs_the_grid_pins_are_trial_0_and_key_the_study(tmp_path):
                   start={"gsl": {"gsl_k": 12}})
     path = tmp_path / "grid.toml"
     path.write_text('method = ["qloss", "gsl"]\nseed = [0, 1]\n[start.gsl]\ngsl_k = 4\n')
-    grid, start = tune.tuning_grid(path)
+    grid, start = tuning_grid(path)
     assert start == {"gsl": {"gsl_k": 4}} and grid.source == str(path)
 
 
@@ -589,11 +590,11 @@ def test_an_interrupted_trial_runs_again_with_its_knobs(tmp_path, monkeypatch):
 
 def test_sigterm_sets_a_flag_checked_between_steps():
     previous = signal.getsignal(signal.SIGTERM)
-    with tune.stop_on(signal.SIGTERM):
+    with stopping.stop_on(signal.SIGTERM):
         os.kill(os.getpid(), signal.SIGTERM)  # the handler raises nothing
         time.sleep(0.01)
-        with pytest.raises(tune.Interrupted) as raised:
-            tune.check_stop()
+        with pytest.raises(stopping.Interrupted) as raised:
+            stopping.check_stop()
         assert raised.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is previous
 
@@ -668,7 +669,7 @@ def test_a_new_split_of_the_feature_file_is_tuned_again(tmp_path):
     assert result.exit_code == 0, result.output
     result = invoke(tmp_path, "tune", str(grid), "--trials", "1")
     assert result.exit_code == 0, result.output
-    sha = tune.feature_file_sha256(tmp_path / "data" / "digits" / "pixels.h5")
+    sha = feature_file_sha256(tmp_path / "data" / "digits" / "pixels.h5")
     store = tune.open_storage(tune.default_storage(tmp_path / "results"))
     names = [s.study_name for s in optuna.get_all_study_summaries(store)]
     assert len(names) == 2  # a study per feature file

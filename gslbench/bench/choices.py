@@ -1,4 +1,5 @@
-"""What `gslbench tune`'s trials give: each study's choice, the tuned grid's test runs (for
+"""What `gslbench tune`'s trials give: the first trials of each study as a frame (pruned by the
+same rule for every trial), each study's choice, the tuned grid's test runs (for
 validation against test) and the files tune writes (the tuned TOML file, the CSV file of every
 trial beside it, and the tuning document).
 """
@@ -11,11 +12,20 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from gslbench import layout
 from gslbench.bench.grid import Grid
-from gslbench.bench.studies import CELL_FIELDS, REDUCTION_FACTOR, startup_trials
+from gslbench.bench.studies import (
+    CELL_FIELDS,
+    REDUCTION_FACTOR,
+    Study,
+    pruned_step,
+    startup_trials,
+    survivors,
+)
 from gslbench.bench.tuned import Tuned
 from gslbench.config import RunConfig
 from gslbench.methods import METHODS
@@ -28,10 +38,72 @@ if TYPE_CHECKING:
     from gslbench.bench.tune import Plan
 
 TEST_COLUMNS = ["cell", "method", "variant", "seed", "map"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TRIAL_COLUMNS = ["study", "cell", "method", "trial", "knobs", "variant", "state", "value",
+                 "seed_maps", "epochs_trained", "epochs_planned", "pruned_at"]
 # tuned.trials.csv: one row per trial a choice was made from (docs/guide/tuning.md, "Outputs")
 CSV_COLUMNS = ["study", "cell", "method", "trial", "knobs", "state", "validation_map",
                "seed_maps", "epochs_trained", "epochs_planned", "pruned_seed", "pruned_epoch",
                "features_sha256"]
+
+
+def first_trials(study: Study, store: optuna.storages.BaseStorage, prune: bool,
+                 trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The study's first `trials` finished (complete or pruned) trials by number (one for a
+    method without knobs), whatever more the storage holds: every method is chosen from as many
+    trials. None when the study is not in the storage."""
+    try:
+        optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
+    except KeyError:
+        return []
+    finished = sorted(optuna_study.get_trials(deepcopy=False, states=FINISHED),
+                      key=lambda trial: trial.number)
+    return finished[:study.trials(trials)]
+
+
+def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
+    """The first `tuning.trials` complete or pruned trials of each of the plan's studies
+    (`first_trials`): study (the Optuna study's name), cell (JSON of `CELL_FIELDS`), method,
+    trial (number), knobs (dict), variant (the method's label), state (`complete` or `pruned`),
+    value (mean validation mAP; for a pruned trial its mAP score where it was pruned), seed_maps
+    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} where the rule pruned
+    it, or None). With pruning, `studies.pruned_step` is applied to every complete trial against
+    all of them: a complete trial the rule prunes (trial 0, run before any other) is `pruned`,
+    unless the rule would prune every trial of the study (it then ranks none)."""
+    rows = []
+    for study in tuning.studies:
+        chosen_from = first_trials(study, store, prune, tuning.trials)
+        after = _pruned_after(study, chosen_from, tuning.trials) if prune else {}
+        for trial in chosen_from:
+            knobs = {**study.default, **trial.params}
+            step = after.get(trial.number, trial.last_step)
+            pruned = trial.state is TrialState.PRUNED or trial.number in after
+            rows.append({
+                "study": study.name(prune),
+                "cell": json.dumps(study.cell, sort_keys=True), "method": study.method,
+                "trial": trial.number, "knobs": knobs,
+                "variant": METHODS[study.method].label({**vars(study.base), **knobs}),
+                "state": "pruned" if pruned else "complete",
+                "value": trial.intermediate_values.get(step, float("nan")) if pruned
+                else trial.value,
+                "seed_maps": trial.user_attrs.get("seed_maps", []),
+                "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
+                "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
+                "pruned_at": study.position(step) if pruned and step else None,
+            })
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def _pruned_after(study: Study, trials: list[optuna.trial.FrozenTrial],
+                  budget: int) -> dict[int, int]:
+    """{trial number: step} of the complete trials that `pruned_step` prunes against all of
+    `trials`; empty when it would prune every complete one."""
+    curves = {trial.number: trial.intermediate_values for trial in trials}
+    complete = [trial.number for trial in trials if trial.state is TrialState.COMPLETE]
+    steps = {number: pruned_step(curves, number, survivors(budget), study.final_step)
+             for number in complete}
+    after = {number: step for number, step in steps.items() if step is not None}
+    return {} if len(after) == len(complete) else after
 
 
 def choose(trials: pd.DataFrame) -> pd.DataFrame:

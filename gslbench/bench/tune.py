@@ -46,15 +46,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,24 +62,29 @@ from optuna.trial import TrialState
 
 from gslbench import layout
 from gslbench.bench import _prepare_features
-from gslbench.bench.choices import TEST_COLUMNS, choose, test_results, write_outputs
+from gslbench.bench.choices import (
+    FINISHED,
+    TEST_COLUMNS,
+    choose,
+    test_results,
+    trial_frame,
+    write_outputs,
+)
 from gslbench.bench.executors import LocalExecutor
-from gslbench.bench.grid import Grid, read_grid_file
+from gslbench.bench.grid import Grid
+from gslbench.bench.stopping import Interrupted, check_stop, ignored, stop_on
 from gslbench.bench.studies import (
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
     Study,
     TrialProgress,
-    check_start,
     default_storage,
     load_study,
     open_storage,
-    pruned_step,
     suggest_knobs,
-    survivors,
 )
 from gslbench.bench.tuned import Tuned
-from gslbench.config import FIELDS, KNOBS, RunConfig
+from gslbench.bench.tuning_plan import Plan, plan
 from gslbench.data import feature_path
 from gslbench.data.featurefile import (
     FeatureSet,
@@ -95,7 +97,6 @@ from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import evaluate
 from gslbench.evaluation.step import evaluate_run
-from gslbench.methods import METHODS
 from gslbench.methods.model import embed
 from gslbench.quantizers import make_search
 from gslbench.storage import read_json
@@ -104,161 +105,11 @@ from gslbench.train import train_run
 
 log = logging.getLogger(__name__)
 
-# the axes a tuning grid may have: what names a cell in the tuning document, then method and seed
-TUNED_AXES = ("dataset", "feature", "protocol", "loss", "quantizer", "bits", "sub_bits",
-              "method", "seed")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MIN_PRUNED_TRIALS = 6  # below this budget pruning is off: a third of it is 1 trial (see docs)
-TRIAL_COLUMNS = ["study", "cell", "method", "trial", "knobs", "variant", "state", "value",
-                 "seed_maps", "epochs_trained", "epochs_planned", "pruned_at"]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What tune runs: `trials` per study, the studies, the seeds, the control cells left out,
-    and whether trials are pruned (`tune` turns pruning off below `MIN_PRUNED_TRIALS`)."""
-
-    trials: int
-    studies: tuple[Study, ...]
-    seeds: tuple[int, ...]
-    controls: tuple[RunConfig, ...] = ()
-    prune: bool = True
-
-
-def tuning_grid(grid: Mapping[str, Any] | str | Path) -> tuple[Grid, dict[str, dict]]:
-    """A tuning grid (a TOML file or its mapping) and its `[start.METHOD]` tables (each method's
-    pinned trial-0 knobs, checked by `plan`); a `start` that is not a table of tables is a user
-    error."""
-    source = ""
-    if isinstance(grid, str | Path):
-        source, grid = str(grid), read_grid_file(grid)
-    settings = dict(grid)
-    start = settings.pop("start", {})
-    if not isinstance(start, dict) or not all(isinstance(v, dict) for v in start.values()):
-        raise GslbenchError(f"{source or 'grid'}: start must hold one table per method, "
-                            "[start.METHOD]")
-    return Grid.from_mapping(settings, source=source), start
-
-
-def plan(grid: Grid, trials: int, data_dir: str | Path | None = None,
-         start: dict[str, dict] | None = None,
-         features: dict[tuple[str, str], str] | None = None) -> Plan:
-    """The studies of a grid (see the module docstring); a grid that sets the split, has an axis
-    tune cannot name a cell by, fewer than 2 seeds or no method with knobs to tune is a user
-    error. data_dir: where imported data sets are; start: the grid's `[start.METHOD]` tables;
-    features: the sha256 of each (data set, feature) file, which keys the studies."""
-    source = grid.source or "grid"
-    if "split" in grid.fields():
-        raise GslbenchError(f"{source}: split is chosen by tune, not by the grid (it tunes on the "
-                            "validation split)")
-    knob_names = {knob.name for knob in KNOBS}
-    other = sorted(set(grid.axes()) - set(TUNED_AXES) - knob_names)
-    if other:
-        raise GslbenchError(f"{source}: {other[0]} is an axis; tune's cells are those of "
-                            f"{', '.join(TUNED_AXES[:-2])} (the other settings are fixed)")
-    cells, controls = _tuned_and_controls(grid, data_dir)
-    if not any(METHODS[config.method].knobs for config in cells):
-        raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
-    seeds = tuple(sorted({config.seed for config in cells}))
-    if len(seeds) < 2:
-        raise GslbenchError(f"{source}: tune needs at least 2 seeds, the grid has {len(seeds)}")
-    pinned = {method: check_start(method, knobs, source) for method, knobs in (start or {}).items()}
-    unused = sorted(set(pinned) - {config.method for config in cells})
-    if unused:
-        raise GslbenchError(f"{source}: [start.{unused[0]}]: {unused[0]} is not a tuned method "
-                            "of the grid")
-    studies = {}
-    for config in cells:
-        base = dataclasses.replace(config, seed=seeds[0], split="validation").resolved()
-        sha = (features or {}).get((config.dataset, config.feature), "")
-        study = Study(base, seeds, sha, pinned.get(config.method, ()))
-        _check_first(study, source)
-        studies.setdefault(study.key, study)
-    return Plan(trials, tuple(studies.values()), seeds, tuple(controls))
-
-
-def _check_first(study: Study, source: str) -> None:
-    """Refuse trial 0's knobs outside the study's search space (a count of candidates above the
-    cell's codebook size)."""
-    for name, distribution in study.distributions().items():
-        value = study.default[name]
-        if isinstance(distribution, optuna.distributions.IntDistribution) and not (
-                distribution.low <= value <= distribution.high):
-            raise GslbenchError(f"{source}: trial 0 of {study.method} at {study.base.bits} bits, "
-                                f"sub_bits {study.base.sub_bits}: {name} = {value} is outside "
-                                f"[{distribution.low}, {distribution.high}]; pin another in "
-                                f"[start.{study.method}]")
-
-
-def _tuned_and_controls(grid: Grid, data_dir: str | Path | None
-                        ) -> tuple[list[RunConfig], list[RunConfig]]:
-    """The grid's cells split into those tune tunes and the controls: cells of a part that sets
-    a knob of the cell's method."""
-    tuned, controls = {}, {}
-    for part in grid.parts:
-        set_knobs = {name for name, _ in part if FIELDS[name] in KNOBS}
-        for config in Grid((part,), grid.source).cells(data_dir):
-            control = set_knobs & {knob.name for knob in config.method_spec.knobs}
-            (controls if control else tuned).setdefault(config.run_id, config)
-    return list(tuned.values()), list(controls.values())
 
 
 class Surplus(Exception):
     """A trial asked for when the study already had its trials (two processes asked at once)."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """tune stopped by a signal (`signum`) that set the stop flag, raised where it is checked."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-_STOP: list[int] = []  # the signals that asked this process to stop
-
-
-def _request_stop(signum: int, frame: Any) -> None:
-    """The handler: set the flag, raise nothing (raising here could land in any callback, e.g.
-    SQLAlchemy's garbage-collection hooks, which swallow it)."""
-    _STOP.append(signum)
-
-
-def check_stop() -> None:
-    """Raise `Interrupted` if a signal asked this process to stop (checked between steps)."""
-    if _STOP:
-        raise Interrupted(_STOP[0])
-
-
-@contextlib.contextmanager
-def stop_on(*signums: int) -> Iterator[None]:
-    """While inside, in the main thread, `signums` set the stop flag instead of running their
-    handlers; the handlers are put back and the flag cleared after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _STOP.clear()
-    previous = {signum: signal.signal(signum, _request_stop) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _STOP.clear()
-
-
-@contextlib.contextmanager
-def _ignored(signum: int) -> Iterator[None]:
-    """`signum` ignored while inside (in the main thread), so processes started meanwhile begin
-    with it ignored (an ignored signal stays so across exec, and Python keeps it so)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signum, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signum, previous)
 
 
 class RefitScore:
@@ -371,7 +222,7 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
                 device=device, heartbeat=heartbeat, bar=show_progress)
     with (stop_on(signal.SIGTERM),
           LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool):
-        with _ignored(signal.SIGINT):  # the helpers start deaf to Ctrl-C: this process stops them
+        with ignored(signal.SIGINT):  # the helpers start deaf to Ctrl-C: this process stops them
             helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
                                    len(tuning.studies) * job // jobs,
                                    logging.WARNING if show_progress else logging.getLogger().level)
@@ -480,65 +331,6 @@ def _quiet_optuna() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(level)
-
-
-def first_trials(study: Study, store: optuna.storages.BaseStorage, prune: bool,
-                 trials: int) -> list[optuna.trial.FrozenTrial]:
-    """The study's first `trials` finished (complete or pruned) trials by number (one for a
-    method without knobs), whatever more the storage holds: every method is chosen from as many
-    trials. None when the study is not in the storage."""
-    try:
-        optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
-    except KeyError:
-        return []
-    finished = sorted(optuna_study.get_trials(deepcopy=False, states=FINISHED),
-                      key=lambda trial: trial.number)
-    return finished[:study.trials(trials)]
-
-
-def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
-    """The first `tuning.trials` complete or pruned trials of each of the plan's studies
-    (`first_trials`): study (the Optuna study's name), cell (JSON of `CELL_FIELDS`), method,
-    trial (number), knobs (dict), variant (the method's label), state (`complete` or `pruned`),
-    value (mean validation mAP; for a pruned trial its mAP score where it was pruned), seed_maps
-    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} where the rule pruned
-    it, or None). With pruning, `studies.pruned_step` is applied to every complete trial against
-    all of them: a complete trial the rule prunes (trial 0, run before any other) is `pruned`,
-    unless the rule would prune every trial of the study (it then ranks none)."""
-    rows = []
-    for study in tuning.studies:
-        chosen_from = first_trials(study, store, prune, tuning.trials)
-        after = _pruned_after(study, chosen_from, tuning.trials) if prune else {}
-        for trial in chosen_from:
-            knobs = {**study.default, **trial.params}
-            step = after.get(trial.number, trial.last_step)
-            pruned = trial.state is TrialState.PRUNED or trial.number in after
-            rows.append({
-                "study": study.name(prune),
-                "cell": json.dumps(study.cell, sort_keys=True), "method": study.method,
-                "trial": trial.number, "knobs": knobs,
-                "variant": METHODS[study.method].label({**vars(study.base), **knobs}),
-                "state": "pruned" if pruned else "complete",
-                "value": trial.intermediate_values.get(step, float("nan")) if pruned
-                else trial.value,
-                "seed_maps": trial.user_attrs.get("seed_maps", []),
-                "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
-                "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
-                "pruned_at": study.position(step) if pruned and step else None,
-            })
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-
-
-def _pruned_after(study: Study, trials: list[optuna.trial.FrozenTrial],
-                  budget: int) -> dict[int, int]:
-    """{trial number: step} of the complete trials that `pruned_step` prunes against all of
-    `trials`; empty when it would prune every complete one."""
-    curves = {trial.number: trial.intermediate_values for trial in trials}
-    complete = [trial.number for trial in trials if trial.state is TrialState.COMPLETE]
-    steps = {number: pruned_step(curves, number, survivors(budget), study.final_step)
-             for number in complete}
-    after = {number: step for number, step in steps.items() if step is not None}
-    return {} if len(after) == len(complete) else after
 
 
 def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,

@@ -174,8 +174,9 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
     benchmarks/results.toml --tuned results/tuning/tuned.toml
     """
     from gslbench.bench import tune as tune_module  # pandas: loaded to tune
+    from gslbench.bench.tuning_plan import tuning_grid
 
-    grid, start = tune_module.tuning_grid(grid_file)
+    grid, start = tuning_grid(grid_file)
     results_dir = ctx.obj["results_dir"]
     out = out or layout.tuned_path(results_dir)
     doc = doc or layout.tuning_table_path(results_dir)
