@@ -764,3 +764,11 @@ def test_a_signal_stops_tune_in_one_line_and_the_resume_runs_its_trial_again(tmp
     rows = trial_rows(tmp_path)
     assert failed <= {(study, params) for study, _, state, params in rows if state == "COMPLETE"}
     finished_once(rows, 3)
+
+
+def test_the_api_checks_the_trials_as_the_cli_does(tmp_path):
+    grid = Grid.from_mapping(QLOSS_GSL)
+    for trials in (0, "2", True):
+        with pytest.raises(GslbenchError, match="--trials must be a whole number of at least 1"):
+            tune.tune(grid, tmp_path / "data", tmp_path / "results", trials)
+    assert not (tmp_path / "results").exists()
