@@ -11,7 +11,6 @@ imported: such modules are imported by the steps, never by the registries.
 from __future__ import annotations
 
 import importlib
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -21,9 +20,14 @@ class LazyModule:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._module: ModuleType | None = None
 
     def _load(self) -> ModuleType:
-        return sys.modules.get(self._name) or importlib.import_module(self._name)
+        # import_module, not sys.modules: a module another thread is still importing is there
+        # half-initialised; import_module waits for that import to finish
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return self._module
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._load(), attribute)
