@@ -23,9 +23,11 @@ from gslbench.cli import cli
 from gslbench.codes import read_codes
 from gslbench.config import RunConfig
 from gslbench.data.featurefile import Split, read_feature_file
+from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import scoring
 from gslbench.evaluation.record import check_metrics_record
+from gslbench.evaluation.step import evaluate_run
 from gslbench.layout import RunDir
 from gslbench.quantizers import make_search
 from gslbench.report.frames import read_runs
@@ -57,12 +59,13 @@ def one_hot(classes: np.ndarray, n_classes: int = 5) -> np.ndarray:
 
 
 def hand_made(seed: int):
-    """(distances (30, 80) float32 with few values, so ties everywhere; query classes (30,);
-    database classes (80,)), every class among the queries and the database."""
+    """(distances (30, 80) float32 with few values, so ties everywhere, and small negative ones,
+    as L2 ADC's rounding gives; query classes (30,); database classes (80,)), every class among
+    the queries and the database."""
     rng = np.random.default_rng(seed)
     query_classes = np.concatenate([np.arange(5), rng.integers(0, 5, 25)])
     database_classes = np.concatenate([np.arange(5), rng.integers(0, 5, 75)])
-    distances = rng.integers(0, 6, (30, 80)).astype(np.float32)
+    distances = (rng.integers(-2, 4, (30, 80)) * 1e-3).astype(np.float32)
     return distances, query_classes, database_classes
 
 
@@ -236,8 +239,8 @@ def seen_classes_only(path, split="test", protocol="standard"):
 @pytest.fixture(scope="module")
 def unseen_digits(digits_runs, tmp_path_factory):
     """A two-step PQ digits run of the unseen protocol (classes 1 and 3 held out, by hand),
-    trained, encoded (both fits) and evaluated (ADC and SDC) through the API: (data dir,
-    results dir, RunDir)."""
+    trained, encoded (both fits) and evaluated (ADC and SDC) through the API and the steps:
+    (data dir, results dir, RunDir)."""
     data = digits_runs[0] / "data"
     results = tmp_path_factory.mktemp("unseen") / "results"
     with pytest.MonkeyPatch.context() as patch:
@@ -246,9 +249,9 @@ def unseen_digits(digits_runs, tmp_path_factory):
         config = RunConfig(dataset="digits", method="two-step", quantizer="pq", bits=16,
                            epochs=3, warmup_epochs=1, protocol="unseen")
         run = RunDir(api.train(config, data_dir=data, results_dir=results))
-        for codebooks in ("train", "database"):
-            api.encode(run.path, data_dir=data, results_dir=results, codebooks=codebooks)
-            api.evaluate(run.path, results_dir=results, codebooks=codebooks)
+        for codebooks in ("train", "database"):  # the steps: the API has no codebooks option
+            encode_run(run.path, data, results, codebooks=codebooks)
+            evaluate_run(run.path, results, codebooks=codebooks)
         api.evaluate(run.path, results_dir=results, search="sdc")
     return data, results, run
 

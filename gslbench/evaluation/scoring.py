@@ -265,7 +265,7 @@ def score_databases(
         for part in parts:
             tick = time.perf_counter()
             part_distances = block_distances if part.items is None \
-                else block_distances[:, part.items]
+                else np.ascontiguousarray(block_distances[:, part.items])  # a[:, i] is F-order
             depth = part.n if whole_ranking else min(part.n, top)
             if depth == part.n:  # the relevance sorted along, no ranking materialised
                 relevant = metrics.packed_relevance(block_packed, part.packed)
