@@ -15,7 +15,8 @@ one, `standard`: every frame has a row per condition (`condition`, a table key, 
 but `standard`), so a table never mixes conditions. `draw` (the unseen protocol's class draw, 0
 for standard runs) is a run column but no table key: a cell averages its draws and seeds. The
 shared settings that differ among the runs of a scope are their `settings` (`epochs=10`,
-`gslbench.report.conditions`), a table key too.
+`gslbench.report.conditions`), a table key too. `gslbench.report.rows` makes the rows of each
+record.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import PRIMARY_CONDITION
 from gslbench.layout import RunDir
 from gslbench.report import conditions
+from gslbench.report.rows import (
+    DEFAULT_MODE,
+    KEY_DEFAULTS,
+    STANDARD,
+    curve_rows,
+    provenance_row,
+    result_rows,
+    run_columns,
+    search_rows,
+    training_log,
+)
 from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
@@ -46,12 +58,6 @@ TABLE_KEYS = ["dataset", "feature", "protocol", "loss", "quantizer", "sub_bits",
 RUN_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "code_bits",
                "sub_bits", "loss", "codebooks", "seed", "draw", "search", "metric", "settings",
                "condition"]
-DEFAULT_MODE = ("adc", "l2")
-STANDARD = "standard"  # the condition of a standard-protocol run
-# what a record that does not say means (runs made before protocols, codebook fits and
-# conditions)
-KEY_DEFAULTS = {"protocol": "standard", "codebooks": "train", "settings": "",
-                "condition": STANDARD}
 PRIMARY = (STANDARD, PRIMARY_CONDITION)  # a run's headline condition (search-bench's rows')
 
 
@@ -111,14 +117,14 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
         try:
             for path, record in zip(run_dir.evaluations(), records, strict=True):
                 reading = path
-                rows += _result_rows(record)
-                points += _curve_rows(record)
+                rows += result_rows(record)
+                points += curve_rows(record)
             if run_dir.train_log.is_file():
                 reading = run_dir.train_log
-                logs.append(_training_log(run_dir, records[0]))
+                logs.append(training_log(run_dir, records[0]))
             for path in run_dir.search_benches():
                 reading = path
-                searches += _search_rows(read_json(path))
+                searches += search_rows(read_json(path))
         except (KeyError, TypeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
             step = "search-bench" if reading.name.startswith("search") else "evaluate"
             raise GslbenchError(f"{run_dir.path}: {reading.name} is not what gslbench writes "
@@ -137,7 +143,7 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
         configs=_with_omitted_defaults(pd.DataFrame([record["config"] for record in firsts])),
         searches=_with_settings(pd.DataFrame(searches, columns=None if searches
                                              else [*RUN_COLUMNS, "role", "run"]), settings),
-        provenance=pd.DataFrame([_provenance_row(record) for record in firsts]),
+        provenance=pd.DataFrame([provenance_row(record) for record in firsts]),
     )
 
 
@@ -162,8 +168,8 @@ def run_conditions(records: Sequence[dict]) -> dict[str, str]:
 
 
 def _scope(config: dict) -> dict:
-    """The scope columns of a run's config (the feature as `_run_columns` names it)."""
-    columns = _run_columns({"config": config, "label": ""})
+    """The scope columns of a run's config (the feature as `rows.run_columns` names it)."""
+    columns = run_columns({"config": config, "label": ""})
     return {name: columns[name] for name in conditions.SCOPE_KEYS}
 
 
@@ -177,26 +183,6 @@ def with_key_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     conditions lacks, set to what they then were (`KEY_DEFAULTS`)."""
     missing = {name: value for name, value in KEY_DEFAULTS.items() if name not in frame}
     return frame.assign(**missing) if missing else frame
-
-
-def _provenance_row(record: dict) -> dict:
-    columns = _run_columns(record)
-    versions = record.get("versions") or {}
-    threads = record.get("threads") or {}
-    device = record.get("devices") or {}  # evaluate's copy of the steps' devices
-    return {"run": record["run"], "dataset": columns["dataset"], "feature": columns["feature"],
-            "protocol": columns["protocol"], "features_sha256": record.get("features_sha256"),
-            **{f"version_{name}": value for name, value in versions.items()},
-            **{f"threads_{name}": value for name, value in threads.items()},
-            "device": _device_text(device)}
-
-
-def _device_text(devices: object) -> str:
-    """`type=cpu`, or `encode: cpu, train: cuda NVIDIA H100` for a record's devices per step."""
-    if not isinstance(devices, dict):
-        return str(devices)
-    return ", ".join(f"{step}: {' '.join(map(str, value.values()))}" if isinstance(value, dict)
-                     else f"{step}={value}" for step, value in sorted(devices.items()))
 
 
 def _split_of(record: object) -> str:
@@ -352,91 +338,3 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     ceiling = floats.drop(columns=["quantizer", "code_bits", "sub_bits", "codebooks"]).merge(
         cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
-
-
-def _run_columns(metrics: dict) -> dict:
-    """The run columns of a metrics.json record but its settings (`run_conditions`) and
-    condition (`_conditions`); `variant` is the method's label it records. A run that fine-tuned
-    the CNN's last N blocks has the feature `FEATURE, last N blocks trained`, so that it gets
-    tables of its own."""
-    config = metrics["config"]
-    blocks = config.get("train_blocks", 0)
-    trained = f"last {blocks} block{'s' if blocks > 1 else ''} trained"
-    feature = f"{config['feature']}, {trained}" if blocks else config["feature"]
-    return {"dataset": config["dataset"], "feature": feature,
-            "protocol": config.get("protocol", KEY_DEFAULTS["protocol"]),
-            "method": config["method"], "variant": metrics["label"],
-            "quantizer": config["quantizer"], "code_bits": config["bits"],
-            "sub_bits": config["sub_bits"], "loss": config["loss"],
-            "codebooks": metrics.get("codebooks", KEY_DEFAULTS["codebooks"]),
-            "seed": config["seed"], "draw": config.get("draw", 0),
-            "search": metrics.get("search", DEFAULT_MODE[0]),
-            "metric": metrics.get("metric", DEFAULT_MODE[1])}
-
-
-def _conditions(metrics: dict) -> dict[str, dict]:
-    """A metrics record's scores per condition: its `conditions` (the unseen protocol's), or
-    the record itself as the condition `standard`."""
-    return metrics.get("conditions") or {STANDARD: metrics}
-
-
-def _result_rows(metrics: dict) -> list[dict]:
-    """A metrics record's rows, one per condition (`_conditions`)."""
-    return [_result_row(metrics, condition, scores)
-            for condition, scores in _conditions(metrics).items()]
-
-
-def _result_row(metrics: dict, condition: str, scores: dict) -> dict:
-    top = metrics.get("map_top")
-    row = {**_run_columns(metrics), "condition": condition}
-    row.update({"map": scores["map_at"][str(top)] if top else scores["map"],
-                "map_all": scores["map"]})
-    for group in ("map_at", "precision_at", "recall_at"):
-        row.update({f"{group}_{k}": v for k, v in (scores.get(group) or {}).items()})
-    errors = metrics.get("quant_mse") or {}  # encode's; absent from older metrics.json
-    for part in ("database", "query"):
-        value = errors.get(part)
-        row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
-    row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
-    row["features_sha256"] = metrics.get("features_sha256")
-    row["run"] = metrics["run"]
-    return row
-
-
-def _curve_rows(metrics: dict) -> list[dict]:
-    """A metrics record's curve points, per condition (`_conditions`)."""
-    rows = []
-    for condition, scores in _conditions(metrics).items():
-        run = {**_run_columns(metrics), "condition": condition, "run": metrics["run"]}
-        points = [(curve, float(k), v) for curve in ("recall_at", "precision_at")
-                  for k, v in (scores.get(curve) or {}).items()]
-        points += [("pr_curve", recall, precision)
-                   for recall, precision in scores.get("pr_curve") or []]
-        rows += [{**run, "curve": curve, "x": x, "y": y} for curve, x, y in points]
-    return rows
-
-
-def _training_log(run: RunDir, metrics: dict) -> pd.DataFrame:
-    """The run's train_log.csv, repeated under each of its conditions (the training of every
-    condition's table set)."""
-    log = pd.read_csv(run.train_log)
-    return pd.concat([log.assign(**_run_columns(metrics), condition=condition, run=metrics["run"])
-                      for condition in _conditions(metrics)], ignore_index=True)
-
-
-def _search_rows(record: dict) -> list[dict]:
-    """One row per index of a search-bench record (search.json): the codes' and the float
-    reference's, under the run's primary condition (`PRIMARY`: search speed and recall of the
-    float neighbours do not depend on a condition)."""
-    protocol = record["config"].get("protocol", KEY_DEFAULTS["protocol"])
-    condition = STANDARD if protocol == KEY_DEFAULTS["protocol"] else PRIMARY_CONDITION
-    run = {**_run_columns(record), "condition": condition, "run": record["run"]}
-    rows = []
-    for role, measured in record["indexes"].items():
-        row = {**run, "role": role}
-        row.update({name: measured[name] for name in ("index", "bytes_per_vector", "index_bytes",
-                                                      "qps_batch1", "qps_batched")})
-        for group in ("recall_at", "nn_recall_at"):
-            row.update({f"{group}_{r}": value for r, value in measured[group].items()})
-        rows.append(row)
-    return rows
