@@ -223,9 +223,9 @@ def test_the_frame_has_a_row_per_condition_with_its_draw(tmp_path):
 
 
 def seen_classes_only(path, split="test", protocol="standard"):
-    """The feature set a run of the unseen protocol gets under issue 29's split (INTERFACE.md),
-    made by hand from the standard one: training items of the seen classes only, the queries
-    and database of every class, `unseen_classes` set."""
+    """The feature set a run of the unseen protocol gets under issue 29's split, made by hand
+    from the standard one: training items of the seen classes only, the queries and database of
+    every class, `unseen_classes` set."""
     features = read_feature_file(path, split, "standard")
     if protocol == "standard":
         return features
