@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gslbench.data.featurefile import PROTOCOLS, RUN_SPLITS
+from gslbench.data.unseen import DEFAULT_UNSEEN, MIN_CLASSES
 from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.methods import METHODS, Method
 from gslbench.plugins import register_plugins
@@ -52,14 +53,20 @@ SETTINGS: tuple[Setting, ...] = (
             high=2.0, low_open=True),
     Setting("seed", int, 0, "Seed of the initialisation, batches and codebooks.", low=0,
             high=MAX_SEED),
-    Setting("split", str, "test", "What the run trains and is scored on: test (the protocol's "
-            "training pool, queries and database) or validation (tuning: the training pool minus "
-            "the validation queries and database; scored on those).", choices=RUN_SPLITS),
-    Setting("protocol", str, "standard", "Which classes a run sees: standard (every class in "
-            "training, queries and database) or unseen (training and validation on a seeded three "
-            "quarters of the classes, queries and database on the others).", choices=PROTOCOLS,
+    Setting("split", str, "test", "What the run is scored on: test (the protocol's queries and "
+            "database) or validation (tuning: the validation queries and database, items no run "
+            "trains on); both train on the same training items.", choices=RUN_SPLITS),
+    Setting("protocol", str, "standard", "Which classes a run trains on: standard (every class) "
+            "or unseen (--unseen classes held out of training by the seeded --draw; queries and "
+            "database of every class, scored as seen@seen, seen@all, unseen@unseen and "
+            "unseen@all).", choices=PROTOCOLS, recorded_at_default=False),
+    Setting("unseen", int, DEFAULT_UNSEEN, "How many classes the unseen protocol holds out of "
+            "training (at least 2, and at least 2 left seen).", low=MIN_CLASSES, high=4096,
             recorded_at_default=False),
+    Setting("draw", int, 0, "Which seeded draw of the unseen protocol's held-out classes (with "
+            "the feature file's split seed).", low=0, high=MAX_SEED, recorded_at_default=False),
 )
+UNSEEN_FIELDS = ("unseen", "draw")  # reset to their defaults for standard-protocol runs
 # The options of `gslbench features` (the features step), checked the same way.
 FEATURE_SETTINGS: tuple[Setting, ...] = (
     Setting("image_size", int, 64, "Resize images to this side (CNN backbones).", low=16,
@@ -69,14 +76,15 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
     Setting("split_seed", int, 0, "Seed of the query/train/database split.", low=0,
             high=MAX_SEED),
 )
-# The validation split's shares of the training pool (`gslbench features` and `features import`).
+# The validation split's sizes per class (`gslbench features` and `features import`), drawn
+# from the items no run trains on; 0: the protocol's (`gslbench.data.base.Protocol`).
 VALIDATION_SETTINGS: tuple[Setting, ...] = (
-    Setting("validation_queries", float, 0.1, "Share of the training pool held out as validation "
-            "queries (per class, seeded; tuning scores on them).", low=0.0, high=1.0,
-            low_open=True),
-    Setting("validation_database", float, 0.2, "Share of the training pool held out as the "
-            "validation database (tuning runs train on the rest of the pool).", low=0.0,
-            high=1.0, low_open=True),
+    Setting("validation_queries", int, 0, "Validation queries per class, seeded, out of the "
+            "items no run trains on (tuning scores on them; 0: as many as the test queries).",
+            low=0, high=10**9),
+    Setting("validation_database", int, 0, "Validation database items per class, seeded, out of "
+            "the items no run trains on (0: a seventh of the data set in all).", low=0,
+            high=10**9),
 )
 KNOBS: tuple[Setting, ...] = tuple(knob for method in METHODS.values() for knob in method.knobs)
 FIELDS: dict[str, Setting] = {setting.name: setting for setting in (*SETTINGS, *KNOBS)}
@@ -132,6 +140,8 @@ class _RunConfigBase:
         unused = {knob.name: knob.default for knob in KNOBS if knob not in self.method_spec.knobs}
         if self.loss not in MARGIN_LOSSES:
             unused["margin"] = DEFAULTS["margin"]
+        if self.protocol == "standard":
+            unused.update({name: DEFAULTS[name] for name in UNSEEN_FIELDS})
         if not self.quantized:
             unused.update({name: DEFAULTS[name] for name in QUANTIZER_FIELDS},
                           quantizer="none", bits=0, warmup_epochs=0)

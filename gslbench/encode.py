@@ -28,8 +28,9 @@ from gslbench.data.featurefile import FeatureSet, items_record, read_feature_fil
 from gslbench.devices import describe_device, resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import MAP_AT
+from gslbench.evaluation.usage import usage_record
 from gslbench.lazy import lazy_import
-from gslbench.quantizers import Identity
+from gslbench.quantizers import Identity, Quantizer
 from gslbench.quantizers.base import squared_error
 from gslbench.storage import check_sha256, os_reason, sha256_file
 from gslbench.train import check_trained, load_config, load_model, load_run_quantizer, run_features
@@ -62,7 +63,8 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
             return path
         except GslbenchError as exc:
             log.warning("%s; encoding run %s again", exc, run_dir.run_id)
-    features = read_feature_file(features_file.path, config.split, config.protocol)
+    features = read_feature_file(features_file.path, config.split, config.protocol,
+                                 config.unseen, config.draw)
     torch_device = resolve_device(device)
     model = load_model(run_dir, config, features.dim).to(torch_device)
     quantizer = load_run_quantizer(run_dir) if config.quantized else Identity(config.dim_out)
@@ -72,6 +74,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
         quantizer.fit(database)  # no warm start: from scratch, the run's seed (two-step's fit)
     codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
+    usage = _usage(run_dir, config, record, model, features, data_dir, quantizer, codes)
     map_top = get_dataset(config.dataset, data_dir).protocol.map_top
     attrs = {
         "run": config.run_id, "method": config.method, "label": config.label,
@@ -91,6 +94,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
         "devices": json.dumps({"train": record.get("device"),
                                "encode": describe_device(torch_device)}),
         **({"activations_sha256": record["activations_sha256"]} if config.train_blocks else {}),
+        **({"usage": json.dumps(usage)} if usage else {}),
     }
     _remove_results(run_dir, codebooks)
     write_codes(path, Codes(codes, features.database.labels, queries, features.query.labels,
@@ -117,20 +121,30 @@ def _remove_results(run: layout.RunDir, codebooks: str) -> None:
                                 "about to be replaced") from None
 
 
+def _usage(run: layout.RunDir, config: RunConfig, record: dict, model: torch.nn.Module,
+           features: FeatureSet, data_dir: str | Path, quantizer: Quantizer | Identity,
+           codes: np.ndarray) -> dict | None:
+    """The codebook usage (`gslbench.evaluation.usage`) of the training items' codes under the
+    fit's codebooks and of the database's `codes`; None for a float run."""
+    if isinstance(quantizer, Identity):
+        return None
+    (train,) = _embed_parts(run, config, record, model, features, data_dir, ("train",))
+    return usage_record(quantizer, {"train": quantizer.encode(train), "database": codes})
+
+
 def _embed_parts(run: layout.RunDir, config: RunConfig, record: dict, model: torch.nn.Module,
-                 features: FeatureSet, data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The (n_db, d) database and (n_query, d) query representations, checked finite: through
-    the network from the features, or for a fine-tuned run from the trunk's cached activations
-    (checked to be the cache the run was trained on)."""
+                 features: FeatureSet, data_dir: str | Path,
+                 names: tuple[str, ...] = ("database", "query")) -> tuple[np.ndarray, ...]:
+    """The (n, d) representations of the parts `names` (default: the database and the queries),
+    checked finite: through the network from the features, or for a fine-tuned run from the
+    trunk's cached activations (checked to be the cache the run was trained on)."""
     if not config.train_blocks:
-        parts = {"database": features.database.features, "query": features.query.features}
-        return tuple(_finite(networks.embed(model, parts[name]), run, name)
-                     for name in ("database", "query"))
+        parts = {name: split.features for name, split in features.splits().items()}
+        return tuple(_finite(networks.embed(model, parts[name]), run, name) for name in names)
     path = layout.activations_path(data_dir, config.dataset, config.feature, config.train_blocks)
     check_sha256(path, record.get("activations_sha256"), run.config)
     with open_activations(path, features, config.train_blocks) as parts:
-        return tuple(_finite(networks.embed(model, parts[name]), run, name)
-                     for name in ("database", "query"))
+        return tuple(_finite(networks.embed(model, parts[name]), run, name) for name in names)
 
 
 def _finite(representations: np.ndarray, run: layout.RunDir, split: str) -> np.ndarray:

@@ -117,7 +117,8 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
                 return run
             except GslbenchError as exc:
                 log.warning("%s; training run %s again", exc, run.run_id)
-    features = read_feature_file(features_file.path, config.split, config.protocol)
+    features = read_feature_file(features_file.path, config.split, config.protocol,
+                                 config.unseen, config.draw)
     if (features.dataset, features.feature) != (config.dataset, config.feature):
         raise GslbenchError(f"{features_file.path}: holds {features.dataset}/{features.feature}, "
                             f"not {config.dataset}/{config.feature}")

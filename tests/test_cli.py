@@ -66,7 +66,7 @@ def test_bench_writes_every_file_and_reasonable_maps(bench_dir):
         metrics = json.loads((run / "metrics.json").read_text())
         assert 0 < metrics["map"] <= 1
         with h5py.File(run / "codes.h5") as codes:
-            assert codes["codes"].dtype == np.uint8 and len(codes["codes"]) == 1697
+            assert codes["codes"].dtype == np.uint8 and len(codes["codes"]) == 1337
         if config["config"]["method"] == "float":
             assert metrics["map"] > 0.5
         else:
@@ -104,7 +104,7 @@ def test_digits_protocol(tmp_path):
     assert result.exit_code == 0, result.output
     features = read_feature_file(tmp_path / "data" / "digits" / "pixels.h5")
     assert (len(features.query.indices), len(features.train.indices),
-            len(features.database.indices)) == (100, 500, 1697)
+            len(features.database.indices)) == (100, 500, 1337)
     assert set(features.train.indices) <= set(features.database.indices)
     assert not set(features.query.indices) & set(features.database.indices)
     assert (features.query.labels.sum(0) == 10).all() and (features.train.labels.sum(0) == 50).all()
@@ -197,7 +197,7 @@ def test_every_quantizer_trains_encodes_and_evaluates(tmp_path, quantizer):
     metrics = json.loads((Path(run) / "metrics.json").read_text())
     assert 0.3 < metrics["map"] <= 1
     with h5py.File(f"{run}/codes.h5") as handle:
-        assert handle.attrs["quantizer"] == quantizer and handle["codes"].shape == (1697, 2)
+        assert handle.attrs["quantizer"] == quantizer and handle["codes"].shape == (1337, 2)
 
 
 def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):

@@ -54,23 +54,26 @@ def test_protocols_follow_the_design_table():
 
 
 def test_split_with_train_outside_the_database():
-    labels = multi_hot(np.repeat(np.arange(10), 700), 10)  # like Fashion-MNIST / 10
+    labels = multi_hot(np.repeat(np.arange(10), 7000), 10)  # like Fashion-MNIST
     split = split_indices(labels, Protocol(100, 500, None, train_in_database=False), seed=3)
-    assert len(split["query"]) == 1000 and len(split["train"]) == 5000
-    assert len(split["database"]) == 7000 - 6000
+    sizes = {part: len(indices) for part, indices in split.items()}
+    assert sizes == {"query": 1000, "train": 5000, "validation_query": 1000,
+                     "validation_database": 10000, "database": 53000}
     together = np.concatenate(list(split.values()))
-    assert len(np.unique(together)) == 7000  # a partition of all items
+    assert len(np.unique(together)) == 70000  # a partition of all items
     assert (labels[split["train"]].sum(axis=0) == 500).all()
+    small = split_indices(labels[::10], Protocol(100, 500, None, False), seed=3)
+    assert set(small) == {"query", "train", "database"}  # 100 left per class: no validation
 
 
-def test_split_with_train_inside_the_database_is_unchanged_for_digits():
-    labels = multi_hot(np.repeat(np.arange(10), 60), 10)
+def test_split_with_train_inside_the_database_for_digits():
+    labels = multi_hot(np.repeat(np.arange(10), 80), 10)
     inside = split_indices(labels, Protocol(10, 20, None), seed=0)
     outside = split_indices(labels, Protocol(10, 20, None, train_in_database=False), seed=0)
     assert np.isin(inside["train"], inside["database"]).all()
-    assert len(inside["database"]) == 500
-    np.testing.assert_array_equal(inside["query"], outside["query"])
-    np.testing.assert_array_equal(inside["train"], outside["train"])
+    assert len(inside["database"]) == 800 - 100 - 100 - 110  # 11 = round(800 / 70) per class
+    for part in ("query", "train", "validation_query", "validation_database"):
+        np.testing.assert_array_equal(inside[part], outside[part])
     assert not np.isin(outside["train"], outside["database"]).any()
 
 
@@ -108,7 +111,7 @@ def test_digits_pixels_feature_file(tmp_path):
     assert path == tmp_path / "digits" / "pixels.h5"
     features = read_feature_file(path)
     assert features.dim == 64 and len(features.query.indices) == 100
-    assert len(features.database.indices) == 1697
+    assert len(features.database.indices) == 1797 - 100 - 100 - 260  # the training items in it
     assert 0.0 <= features.train.features.min() and features.train.features.max() <= 1.0
     npz = tmp_path / "digits" / "raw" / "digits.npz"
     assert features.source_sha256 == hashlib.sha256(npz.read_bytes()).hexdigest()
@@ -136,8 +139,8 @@ def test_cifar10_download_and_pixel_features(fake_cifar, tmp_path, monkeypatch):
     features = read_feature_file(path)
     assert features.label_names == CIFAR_NAMES and features.dim == 3072
     assert (len(features.query.indices), len(features.train.indices)) == (20, 30)
-    assert len(features.database.indices) == 120 - 50  # train kept out of the database
-    parts = [set(s.indices) for s in features.splits().values()]
+    assert len(features.database.indices) == 120 - 50  # train kept out; too few for validation
+    parts = [set(s.indices) for s in features.parts().values()]
     assert set.union(*parts) == set(range(120)) and sum(map(len, parts)) == 120
     assert features.source_sha256 == hashlib.sha256(tarball).hexdigest()
     # row i of the source is image i of data_batch_1 (batches in order), labels match

@@ -107,11 +107,14 @@ def test_import_round_trips(tmp_path, kind, with_split):
     if with_split:
         assert features.query.indices.tolist() == [0, 1, 20, 21, 40, 41]
         assert features.train.indices.tolist() == [2, 3, 4, 5, 6, 22, 23, 24, 25, 42, 43, 44]
-        assert features.database.indices.tolist() == sorted(
-            set(range(N)) - {0, 1, 20, 21, 40, 41, 2, 3, 4, 5, 22, 23, 24, 25, 42, 43})
+        given = set(range(N)) - {0, 1, 20, 21, 40, 41, 2, 3, 4, 5, 22, 23, 24, 25, 42, 43}
+        held = {*features.validation_query.indices.tolist(),  # 2 + 3 per class, out of it
+                *features.validation_database.indices.tolist()}
+        assert len(held) == 15 and held <= given
+        assert features.database.indices.tolist() == sorted(given - held)
     else:
         assert len(features.query.indices) == 6 and len(features.train.indices) == 12
-        assert len(features.database.indices) == N - 18  # training items kept out
+        assert len(features.database.indices) == N - 18 - 15  # training, validation kept out
     dataset = datasets.get_dataset("mine", tmp_path / "data")
     assert dataset.default_feature == "imported" and dataset.protocol.map_top == 10
     record = json.loads(layout.imported_path(tmp_path / "data", "mine").read_text())

@@ -71,7 +71,12 @@ from gslbench.bench.studies import (
 from gslbench.bench.tuned import Tuned
 from gslbench.config import FIELDS, KNOBS, RunConfig
 from gslbench.data import feature_path
-from gslbench.data.featurefile import FeatureSet, has_validation_split, read_feature_file
+from gslbench.data.featurefile import (
+    FORMAT_VERSION,
+    FeatureSet,
+    has_validation_split,
+    read_feature_file,
+)
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import evaluate
@@ -188,7 +193,8 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
         score = None
         if config.quantized and not config.train_blocks:
             features = read_feature_file(feature_path(data_dir, config.dataset, config.feature),
-                                         "validation", config.protocol)
+                                         "validation", config.protocol, config.unseen,
+                                         config.draw)
             score = RefitScore(trial, features, position * epochs, prune)
         try:
             train_run(config, data_dir, tuning, show_progress=False, device=device,
@@ -243,19 +249,19 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
 
 
 def _check_features(tuning: Plan, data_dir: Path, device: str) -> None:
-    """Extract the missing feature files; refuse one older than format version 3 and the unseen
+    """Extract the missing feature files; refuse one older than the current format version and the unseen
     protocol on multi-label data, before anything trains."""
     configs = [study.base for study in tuning.studies]
     _prepare_features(configs, data_dir, device)
     for dataset, feature in sorted({(c.dataset, c.feature) for c in configs}):
         path = feature_path(data_dir, dataset, feature)
         if not has_validation_split(path):
-            raise GslbenchError(f"{path}: older than format_version 3 (no held-out validation "
-                                f"split); run `gslbench features {dataset}` again to rewrite its "
-                                "split (the features are kept)")
+            raise GslbenchError(f"{path}: older than format_version {FORMAT_VERSION} (no held-out "
+                                f"validation split); run `gslbench features {dataset}` again to "
+                                "rewrite its split (the features are kept)")
     for config in configs:
         read_feature_file(feature_path(data_dir, config.dataset, config.feature), "validation",
-                          config.protocol)
+                          config.protocol, config.unseen, config.draw)
 
 
 def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,

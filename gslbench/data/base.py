@@ -16,6 +16,7 @@ import numpy as np
 from gslbench.data import fetch
 from gslbench.data.backbones import BACKBONES
 from gslbench.data.featurefile import multi_hot
+from gslbench.data.unseen import unseen_classes as unseen_classes  # the protocol's class draw
 from gslbench.errors import GslbenchError
 from gslbench.storage import sha256_file
 
@@ -27,7 +28,16 @@ class Protocol:
     """How a data set is split and scored: per-class query/train counts and the mAP cut-off.
 
     `train_in_database`: training items are drawn from the database (digits, NUS-WIDE) or kept out
-    of it (CIFAR-10, Fashion-MNIST: database = everything but the queries and the training set).
+    of it (CIFAR-10, Fashion-MNIST).
+
+    The validation split (what tuning runs are scored on) mirrors the test split on items no run
+    trains on: per class, as many validation queries as test queries, and a validation database
+    of round(n / 7C) items per class (n items, C classes: a seventh of the data set, as
+    Fashion-MNIST's 10,000 of 70,000), drawn after the test queries and the training items from
+    the items that are neither (`Validation.resolved`; none when that is more than half of a
+    class's free items, `carve_validation`). The test database is everything else (with the
+    training items when `train_in_database`). Tuning and test runs train on the same training
+    items.
     """
 
     query_per_class: int
@@ -38,29 +48,18 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Validation:
-    """The validation split's shares of the training pool (`gslbench features
-    --validation-queries`, `--validation-database`): per class, `queries` x the pool's smallest
-    class count (rounded, at least 1) become validation queries and `database` x that count the
-    validation database; tuning runs train on the rest of the pool."""
+    """The validation split's sizes per class (`gslbench features --validation-queries N
+    --validation-database N`); 0: the protocol's (`Protocol`: as many queries as the test's, a
+    database of a seventh of the data set)."""
 
-    queries: float = 0.1
-    database: float = 0.2
+    queries: int = 0
+    database: int = 0
 
-    def per_class(self, pool_labels: np.ndarray) -> tuple[int, int] | None:
-        """(validation queries, validation database items) per class for a training pool of
-        (n, C) multi-hot labels; None when the pool is too small to draw both and keep items to
-        train on (the file then has no validation split; tuning refuses it)."""
-        counts = pool_labels.sum(axis=0)
-        smallest = int(counts[counts > 0].min())
-        queries, database = (max(1, round(share * smallest)) for share in (self.queries,
-                                                                          self.database))
-        if queries + database >= smallest:
-            log.warning("no validation split: --validation-queries %g and --validation-database "
-                        "%g take %d + %d of the %d training items of the smallest class, none "
-                        "would be left to train on", self.queries, self.database, queries,
-                        database, smallest)
-            return None
-        return queries, database
+    def resolved(self, n_items: int, n_classes: int, query_per_class: int) -> Validation:
+        """The counts a split of `n_items` items of `n_classes` classes with `query_per_class`
+        test queries per class uses: each given one, else the protocol's."""
+        return Validation(self.queries or max(1, query_per_class),
+                          self.database or max(1, round(n_items / (7 * n_classes))))
 
 
 @dataclass(frozen=True)
@@ -102,53 +101,47 @@ def split_indices(labels: np.ndarray, protocol: Protocol, seed: int,
     """(n, C) multi-hot labels -> sorted int64 indices for query, train, database,
     validation_query and validation_database.
 
-    Per class: draw `query_per_class` queries among the items not drawn yet; then draw
-    `train_per_class` training items per class among the non-queries. The database is every item
-    that is not a query, minus the training items when `protocol.train_in_database` is false.
-    Then, from the training pool only, the validation queries and the validation database
-    (`carve_validation`). The validation draws come last, so the first three parts are those of a
-    file written before validation splits existed.
+    Per class, seeded: draw `query_per_class` queries; then `train_per_class` training items
+    among the non-queries; then the validation queries and database (`carve_validation`) among
+    the items that are neither. The database is every item that is none of these, plus the
+    training items when `protocol.train_in_database`. Every part is disjoint from the others
+    but the training items from a database that holds them.
     """
     rng = np.random.default_rng(seed)
     query = _draw_per_class(labels, np.ones(len(labels), bool), protocol.query_per_class, rng)
-    in_database = np.ones(len(labels), bool)
-    in_database[query] = False
-    train = _draw_per_class(labels, in_database, protocol.train_per_class, rng)
-    if not protocol.train_in_database:
-        in_database[train] = False
-    return {"query": query, "train": train, "database": np.flatnonzero(in_database),
-            **carve_validation(labels, train, validation, rng)}
+    free = np.ones(len(labels), bool)  # neither a query nor a training item
+    free[query] = False
+    train = _draw_per_class(labels, free, protocol.train_per_class, rng)
+    free[train] = False
+    counts = validation.resolved(len(labels), labels.shape[1], protocol.query_per_class)
+    held = carve_validation(labels, free, counts, rng)
+    in_database = free.copy()
+    for part in held.values():
+        in_database[part] = False
+    if protocol.train_in_database:
+        in_database[train] = True
+    return {"query": query, "train": train, "database": np.flatnonzero(in_database), **held}
 
 
-def carve_validation(labels: np.ndarray, train: np.ndarray, validation: Validation,
+def carve_validation(labels: np.ndarray, free: np.ndarray, counts: Validation,
                      rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """From the training pool `train` (int64 indices into the (n, C) labels) only, class by
-    class (`Validation.per_class`): the validation queries, then the validation database, both
-    sorted int64 and disjoint; the rest of the pool is what tuning runs train on. Empty when
-    the pool is too small for them."""
-    counts = validation.per_class(labels[train])
-    if counts is None:
+    """From the items `free` marks ((n,) bool: no run trains on them and they are no test
+    query), class by class: `counts.queries` validation queries, then `counts.database`
+    validation database items, both sorted int64 and disjoint; the caller keeps them out of the
+    test database. Empty (with a warning) when they would take more than half the free items of
+    a class: the test database keeps at least as many of them as the validation split."""
+    smallest = int(labels[free].sum(axis=0).min())
+    if 2 * (counts.queries + counts.database) > smallest:
+        log.warning("no validation split: %d validation queries and %d validation database items "
+                    "per class are more than half the %d free items (neither queries nor training "
+                    "items) of the smallest class; set --validation-queries and "
+                    "--validation-database lower", counts.queries, counts.database, smallest)
         return {}
-    queries, database = counts
-    in_train = np.zeros(len(labels), bool)
-    in_train[train] = True
-    validation_query = _draw_per_class(labels, in_train, queries, rng)
-    in_train[validation_query] = False
+    validation_query = _draw_per_class(labels, free, counts.queries, rng)
+    free = free.copy()
+    free[validation_query] = False
     return {"validation_query": validation_query,
-            "validation_database": _draw_per_class(labels, in_train, database, rng)}
-
-
-def unseen_classes(labels: np.ndarray, seed: int) -> np.ndarray | None:
-    """The classes the unseen protocol holds out, sorted int64: a quarter of the C classes
-    (C - round(3C/4), at least 1), drawn with a generator seeded by (seed, 1) so that the
-    standard split's draws are untouched. None for multi-label (n, C) labels, whose items may
-    belong to seen and held-out classes at once, or a single class."""
-    n_classes = labels.shape[1]
-    if n_classes < 2 or (labels.sum(axis=1) > 1).any():
-        return None
-    seen = min(n_classes - 1, int(np.floor(0.75 * n_classes + 0.5)))
-    rng = np.random.default_rng((seed, 1))
-    return np.sort(rng.choice(n_classes, n_classes - seen, replace=False)).astype(np.int64)
+            "validation_database": _draw_per_class(labels, free, counts.database, rng)}
 
 
 def _draw_per_class(

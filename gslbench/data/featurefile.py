@@ -5,15 +5,15 @@ Checked when written and when read (`check_feature_set`): features finite floats
 most `MAX_ABS_FEATURE` and not all the same vector; labels multi-hot 0/1 integers with at least
 one label per item; the attributes present and of the right types.
 
-Format version 3 holds the validation split, carved class by class from the training pool only:
-/validation/{query,database}/{features,labels} and /split/{validation_query,validation_database},
-disjoint, with training items left over (what tuning runs train on: the pool minus both; the
-split is absent when the pool is too small for that); the attr `validation` records the shares
-it was carved with. The attr `unseen_classes` (a JSON list, null for multi-label data) names the
-classes the `unseen` protocol holds out
-(`FeatureSet.for_protocol`). Files of versions 1 and 2 (no validation split, or one that was the
-whole pool) are still read for test runs of the standard protocol; a validation or unseen run
-needs version 3, which `gslbench features DATASET` writes without running the CNN again.
+Format version 4 holds the validation split, carved class by class from the items no run trains
+on and disjoint from the test queries and database: /validation/{query,database}/{features,labels}
+and /split/{validation_query,validation_database} (absent when the data set is too small for
+them); the attr `validation` records its sizes per class. Tuning runs (`for_split("validation")`)
+and test runs train on the same training items. The unseen protocol's classes are not stored:
+they are computed from the file's split seed and the run's `unseen` and `draw`
+(`gslbench.data.unseen`, `FeatureSet.for_protocol`). An older file is refused with one line
+saying to rebuild it with `gslbench features DATASET`, which keeps its features (no CNN runs
+again).
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ from typing import Any
 import h5py
 import numpy as np
 
+from gslbench import layout
+from gslbench.data.unseen import DEFAULT_UNSEEN, unseen_classes, validation_unseen_classes
 from gslbench.errors import GslbenchError
 from gslbench.storage import open_h5, sha256_file, write_h5
 
 FORMAT = "gslbench.features"
-FORMAT_VERSION = 3
-VALIDATION_VERSION = 3  # the first version whose validation split tuning runs may use
+FORMAT_VERSION = 4  # 4: validation out of the items no run trains on; unseen classes computed
 SPLITS = ("train", "query", "database")
 MAX_ABS_FEATURE = 1e6  # larger values overflow float32 distances and standardisation
-VALIDATION_SPLITS = ("validation/query", "validation/database")  # format_version 3
+VALIDATION_SPLITS = ("validation/query", "validation/database")
 RUN_SPLITS = ("test", "validation")  # what a run trains and is scored on (`FeatureSet.for_split`)
 PROTOCOLS = ("standard", "unseen")  # which classes a run sees (`FeatureSet.for_protocol`)
 
@@ -56,10 +57,10 @@ class Split:
 class FeatureSet:
     """A data set's features, split into train / query / database, with its provenance attrs.
 
-    validation_query / validation_database: the validation split, both drawn from the training
-    pool (None in a file older than format_version 3). unseen_classes: the classes the unseen
-    protocol holds out (None: no unseen protocol, multi-label data or an older file).
-    protocol: which protocol's items the parts hold (`for_protocol`).
+    validation_query / validation_database: the validation split, drawn from the items no run
+    trains on (None when the data set was too small for one). protocol: which protocol's items
+    the parts hold (`for_protocol`); unseen_classes: the classes a run of it holds out of
+    training, sorted (empty for the standard protocol), drawn by `draw`.
     """
 
     dataset: str
@@ -73,8 +74,9 @@ class FeatureSet:
     extra_attrs: dict = field(default_factory=dict)
     validation_query: Split | None = None
     validation_database: Split | None = None
-    unseen_classes: tuple[int, ...] | None = None
+    unseen_classes: tuple[int, ...] = ()
     protocol: str = "standard"
+    draw: int = 0
 
     @property
     def dim(self) -> int:
@@ -93,61 +95,62 @@ class FeatureSet:
         return {"train": self.train, "query": self.query, "database": self.database}
 
     def parts(self) -> dict[str, Split]:
-        """Every part the file holds, by its group: the `splits` and (format_version 2)
-        validation/query, validation/database."""
+        """Every part the file holds, by its group: the `splits` and validation/query,
+        validation/database."""
         validation = {"validation/query": self.validation_query,
                       "validation/database": self.validation_database}
         return {**self.splits(), **{name: part for name, part in validation.items()
                                     if part is not None}}
 
-    def for_protocol(self, protocol: str) -> FeatureSet:
-        """The parts a run of `protocol` uses: `standard`, the file as it is; `unseen`, the
-        training pool and the validation split restricted to the items of the seen classes
-        (those not in `unseen_classes`), the queries and the database to the items of the held-out
-        classes, so no query or database class is ever trained on."""
+    def for_protocol(self, protocol: str, unseen: int = DEFAULT_UNSEEN,
+                     draw: int = 0) -> FeatureSet:
+        """The parts a run of `protocol` uses: `standard`, the file as it is; `unseen`, `unseen`
+        classes held out by draw `draw` (`gslbench.data.unseen.unseen_classes`, a one-line
+        error for multi-label data or fewer than 2 unseen or seen classes): train = the seen
+        classes' training items, query and database = every test query and database item (the
+        evaluation splits them by `unseen_classes`), the validation split restricted to the seen
+        classes (`for_split`)."""
         if protocol == "standard":
             return self
         if protocol not in PROTOCOLS:
             raise GslbenchError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-        if self.unseen_classes is None:
-            raise GslbenchError(
-                "no unseen protocol: multi-label items can belong to seen and held-out classes "
-                "at once" if self.validation_query is not None and self.multilabel else
-                f"no unseen protocol (feature file older than format_version {FORMAT_VERSION}); "
-                f"run `gslbench features {self.dataset}` again to add it")
-        held_out = np.zeros(self.n_classes, bool)
-        held_out[list(self.unseen_classes)] = True
-
-        def keep(split: Split | None, of_held_out: bool) -> Split | None:
-            if split is None:
-                return None
-            rows = held_out[split.labels.argmax(axis=1)] == of_held_out
-            return Split(split.features[rows], split.labels[rows], split.indices[rows])
-
+        held_out = unseen_classes(self.n_classes, unseen, draw, self.split_seed,
+                                  multilabel=self.multilabel)
         return dataclasses.replace(
-            self, train=keep(self.train, False), query=keep(self.query, True),
-            database=keep(self.database, True),
-            validation_query=keep(self.validation_query, False),
-            validation_database=keep(self.validation_database, False), protocol=protocol)
+            self, train=_without(self.train, held_out),
+            validation_query=_without(self.validation_query, held_out),
+            validation_database=_without(self.validation_database, held_out),
+            unseen_classes=held_out, protocol=protocol, draw=draw)
 
     def for_split(self, split: str) -> FeatureSet:
         """What a run of `split` trains on and is scored on: `test`, the parts as they are;
-        `validation`, train = the training pool minus the validation queries and the validation
-        database, query = the validation queries, database = the validation database, so no item
-        a tuning run is scored on was trained on, and no test query or database item is seen."""
+        `validation`, the same training items (the unseen protocol: minus classes of its own,
+        `validation_unseen_classes`, which become its `unseen_classes`), query = the validation
+        queries, database = the validation database; no test query or database item is seen."""
         if split == "test":
             return self
         if split != "validation":
             raise GslbenchError(f"unknown split {split!r}; known: {', '.join(RUN_SPLITS)}")
         if self.validation_query is None or self.validation_database is None:
-            raise GslbenchError(f"no validation split of format_version {VALIDATION_VERSION} (an "
-                                "older file, or a training pool too small to hold one out); run "
-                                f"`gslbench features {self.dataset}` again to add it")
-        held = np.concatenate([self.validation_query.indices, self.validation_database.indices])
-        rows = ~np.isin(self.train.indices, held)
-        train = Split(self.train.features[rows], self.train.labels[rows], self.train.indices[rows])
-        return dataclasses.replace(self, train=train, query=self.validation_query,
-                                   database=self.validation_database)
+            raise GslbenchError("no validation split (the data set is too small to hold one out "
+                                "of the items no run trains on); run `gslbench features "
+                                f"{self.dataset}` with smaller --validation-queries and "
+                                "--validation-database")
+        held_out = self.unseen_classes
+        if self.protocol == "unseen":
+            held_out = validation_unseen_classes(self.n_classes, self.unseen_classes, self.draw,
+                                                 self.split_seed)
+        return dataclasses.replace(self, train=_without(self.train, held_out),
+                                   query=self.validation_query,
+                                   database=self.validation_database, unseen_classes=held_out)
+
+
+def _without(split: Split | None, classes: tuple[int, ...]) -> Split | None:
+    """The items of single-label `split` whose class is not one of `classes`."""
+    if split is None or not classes:
+        return split
+    rows = ~np.isin(split.labels.argmax(axis=1), classes)
+    return Split(split.features[rows], split.labels[rows], split.indices[rows])
 
 
 def items_record(split: Split) -> dict:
@@ -183,27 +186,32 @@ def write_feature_file(path: str | Path, features: FeatureSet) -> None:
             "label_names": json.dumps(features.label_names),
             "split_seed": features.split_seed,
             "source_sha256": features.source_sha256,
-            "unseen_classes": json.dumps(None if features.unseen_classes is None
-                                         else list(features.unseen_classes)),
             **features.extra_attrs,
         }
         handle.attrs.update(attrs)
 
 
-def read_feature_file(path: str | Path, split: str = "test",
-                      protocol: str = "standard") -> FeatureSet:
+def read_feature_file(path: str | Path, split: str = "test", protocol: str = "standard",
+                      unseen: int = DEFAULT_UNSEEN, draw: int = 0) -> FeatureSet:
     """Read and validate a feature file; any inconsistency is a one-line user error.
 
-    protocol: `standard` or `unseen` (`FeatureSet.for_protocol`); split: `test` or `validation`
-    (`FeatureSet.for_split`). A file older than version 3 has neither a validation split nor an
-    unseen protocol: a user error saying to run `gslbench features` again. An unchanged file
-    (same inode, size and mtime) is read once per process: a bench cell's train and encode, and
-    the cells of one worker, share it (its arrays are shared too: do not modify them)."""
-    features = _read_unchanged(Path(path).absolute(), _stamp(Path(path)))
+    protocol: `standard` or `unseen` (`FeatureSet.for_protocol`, with `unseen` classes held out
+    by draw `draw`); split: `test` or `validation` (`FeatureSet.for_split`). A file older than
+    format_version 4 is refused with one line saying to rebuild it with `gslbench features`. An
+    unchanged file (same inode, size and mtime) is read once per process: a bench cell's train
+    and encode, and the cells of one worker, share it (its arrays are shared too: do not modify
+    them)."""
+    features = _read_unchanged(Path(path).absolute(), _stamp(Path(path)), FORMAT_VERSION)
     try:
-        return features.for_protocol(protocol).for_split(split)
+        return features.for_protocol(protocol, unseen, draw).for_split(split)
     except GslbenchError as exc:
         raise GslbenchError(f"{path}: {exc}") from None
+
+
+def read_any_version(path: str | Path) -> FeatureSet:
+    """The test parts of a feature file of any format version (its validation split only from
+    version 4): what `gslbench features` reuses the features of when it rebuilds a file."""
+    return _read_unchanged(Path(path).absolute(), _stamp(Path(path)), 1)
 
 
 def feature_file_sha256(path: str | Path) -> str:
@@ -227,12 +235,15 @@ def _sha256_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSet:
-    """The whole file (test split) at `path` with this stamp; errors are not cached."""
-    with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=2) as handle:
+def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
+                    min_version: int) -> FeatureSet:
+    """The whole file (test split) at `path` with this stamp, of format_version `min_version` or
+    later; errors are not cached."""
+    with open_h5(path, FORMAT, FORMAT_VERSION, min_version=min_version,
+                 rewrite=_rebuild_advice(path), sealed_since=2) as handle:
         version = int(handle.attrs["format_version"])
         names = SPLITS + tuple(name for name in VALIDATION_SPLITS
-                               if version >= VALIDATION_VERSION and name in handle)
+                               if version >= FORMAT_VERSION and name in handle)
         splits = {name: _read_split(handle, name, path) for name in names}
         attrs = dict(handle.attrs)
     dims = {s.features.shape[1] for s in splits.values()}
@@ -245,10 +256,9 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSe
         raise GslbenchError(f"{path}: attr dim={attrs.get('dim')} but features have {dims.pop()}")
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
              "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256",
-             "unseen_classes"}
+             "unseen_classes"}  # unseen_classes: format_version 3's stored draw, dropped
     _check_validation(splits, path)
     n_classes = classes.pop()
-    unseen = _unseen_classes(attrs, n_classes, path) if version >= VALIDATION_VERSION else None
     return FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
         feature=_attr(attrs, "feature", str, path),
@@ -259,24 +269,15 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None) -> FeatureSe
         extra_attrs={k: v for k, v in attrs.items() if k not in known},
         validation_query=splits.get("validation/query"),
         validation_database=splits.get("validation/database"),
-        unseen_classes=unseen,
     )
 
 
-def _unseen_classes(attrs: dict, n_classes: int, path: str | Path) -> tuple[int, ...] | None:
-    """The `unseen_classes` attribute: JSON null or a list of distinct class ids, neither none nor
-    every class."""
-    try:
-        value = json.loads(_attr(attrs, "unseen_classes", str, path))
-    except json.JSONDecodeError:
-        raise GslbenchError(f"{path}: attribute 'unseen_classes' is not JSON") from None
-    if value is None:
-        return None
-    if not (isinstance(value, list) and 0 < len(set(value)) == len(value) < n_classes
-            and all(isinstance(c, int) and 0 <= c < n_classes for c in value)):
-        raise GslbenchError(f"{path}: attribute 'unseen_classes' is not a list of some of the "
-                            f"{n_classes} class ids")
-    return tuple(value)
+def _rebuild_advice(path: Path) -> str:
+    """How to rebuild the feature file `path` (DATA/NAME/FEATURE.h5) of the current version."""
+    name = path.parent.name
+    if layout.imported_path(path.parent.parent, name).is_file():
+        return f"import it again (`gslbench features import {name} --from FILE`)"
+    return f"rebuild it with `gslbench features {name}` (its features are kept)"
 
 
 def _attr(attrs: dict, name: str, kind: type, path: str | Path) -> Any:
@@ -341,28 +342,26 @@ def check_labels(labels: np.ndarray, where: str) -> None:
 
 
 def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
-    """The validation queries and database must be disjoint parts of the training pool that leave
-    items to train on."""
+    """The validation queries and database must be disjoint from each other and from the test
+    parts (training items, queries, database)."""
     if ("validation/query" in splits) != ("validation/database" in splits):
         raise GslbenchError(f"{path}: holds only one of /validation/query and /validation/database")
     if "validation/query" not in splits:
         return
-    train = splits["train"].indices
     query, database = splits["validation/query"].indices, splits["validation/database"].indices
     together = np.concatenate([query, database])
-    if (len(np.unique(together)) != len(together) or not np.isin(together, train).all()
-            or len(together) >= len(train)):
+    test = np.concatenate([splits[name].indices for name in SPLITS])
+    if len(np.unique(together)) != len(together) or np.isin(together, test).any():
         raise GslbenchError(f"{path}: /split/validation_query and /split/validation_database are "
-                            "not disjoint parts of the training pool /split/train that leave "
-                            "items to train on")
+                            "not disjoint from each other and from /split/train, /split/query "
+                            "and /split/database")
 
 
 def has_validation_split(path: str | Path) -> bool:
-    """Whether the feature file at `path` (which must exist) is of format_version 3 or later,
-    with a validation split tuning may use and the unseen protocol's classes; reads only its
-    attrs."""
+    """Whether the feature file at `path` (which must exist) is of the current format_version
+    (a validation split out of the items no run trains on); reads only its attrs."""
     with open_h5(path, FORMAT, FORMAT_VERSION, sealed_since=2) as handle:
-        return int(handle.attrs["format_version"]) >= VALIDATION_VERSION
+        return int(handle.attrs["format_version"]) >= FORMAT_VERSION
 
 
 def _index_key(name: str) -> str:

@@ -1,6 +1,5 @@
-"""The features step: split a data set by its protocol (test and validation parts, and the classes
-the unseen protocol holds out), extract its features, write the feature file (`gslbench features
-DATASET`)."""
+"""The features step: split a data set by its protocol (test and validation parts), extract its
+features, write the feature file (`gslbench features DATASET`)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ import numpy as np
 
 from gslbench import layout
 from gslbench.data import backbones, feature_path, get_dataset
-from gslbench.data.base import Dataset, RawData, Validation, split_indices, unseen_classes
-from gslbench.data.featurefile import FeatureSet, Split, read_feature_file, write_feature_file
+from gslbench.data.base import Dataset, RawData, Validation, split_indices
+from gslbench.data.featurefile import FeatureSet, Split, read_any_version, write_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
 
@@ -68,8 +67,10 @@ def build_features(
     backbone = backbone or dataset.default_feature
     check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
-    validation = validation or Validation()
-    indices = split_indices(raw.labels, dataset.protocol, split_seed, validation)
+    protocol = dataset.protocol
+    validation = (validation or Validation()).resolved(len(raw.labels), raw.labels.shape[1],
+                                                       protocol.query_per_class)
+    indices = split_indices(raw.labels, protocol, split_seed, validation)
     spec = backbones.BACKBONES.get(backbone)
     cnn = raw.images is not None and spec is not None and spec.dim is not None
     feature = feature_name(backbone, image_size) if raw.images is not None else backbone
@@ -85,8 +86,7 @@ def build_features(
     model = backbones.load_model(backbone, image_size) if cnn and known is None else None
     vectors = raw.vectors(backbone) if raw.vectors is not None else None
     splits = {}
-    for part in ("train", "query", "database"):
-        idx = indices[part]
+    for part, idx in indices.items():
         if known is not None:
             features = known[idx]
         elif vectors is not None:
@@ -97,17 +97,9 @@ def build_features(
                 pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model, device=device,
             )
         splits[part] = Split(features, raw.labels[idx], idx)
-    for part in ("validation_query", "validation_database"):  # rows of the training pool
-        if part not in indices:
-            continue  # a pool too small to hold a validation split out
-        idx = indices[part]
-        rows = np.searchsorted(indices["train"], idx)
-        splits[part] = Split(splits["train"].features[rows], raw.labels[idx], idx)
-    held_out = unseen_classes(raw.labels, split_seed)
     feature_set = FeatureSet(dataset=name, feature=feature, **splits, label_names=raw.label_names,
                              split_seed=split_seed, source_sha256=raw.source_sha256,
-                             extra_attrs=attrs,
-                             unseen_classes=None if held_out is None else tuple(held_out.tolist()))
+                             extra_attrs=attrs)
     write_feature_file(path, feature_set)
     return path
 
@@ -118,14 +110,14 @@ def _existing_features(path: Path, raw: RawData, attrs: dict) -> np.ndarray | No
     if not path.is_file():
         return None
     try:
-        old = read_feature_file(path)
+        old = read_any_version(path)
     except GslbenchError:
         return None  # unreadable or of another format: extract again
     if old.source_sha256 != raw.source_sha256 or any(
             str(old.extra_attrs.get(key)) != str(attrs[key])
             for key in ("backbone", "image_size", "weights_sha256")):
         return None
-    parts = [old.query, old.database, old.train]
+    parts = list(old.parts().values())
     indices, first = np.unique(np.concatenate([part.indices for part in parts]), return_index=True)
     if not np.array_equal(indices, np.arange(len(raw.labels))):
         return None  # not every item of the source: extract again

@@ -41,7 +41,6 @@ from gslbench.data.base import (
     Validation,
     carve_validation,
     split_indices,
-    unseen_classes,
 )
 from gslbench.data.featurefile import FeatureSet, Split, multi_hot, write_feature_file
 from gslbench.errors import GslbenchError
@@ -69,25 +68,28 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
                     protocol: ImportProtocol = ImportProtocol(), feature: str = "imported",
                     n_classes: int | None = None, validation: Validation | None = None) -> Path:
     """Validate the arrays of `source`, split them by `protocol` (the validation split carved
-    from the training pool by `validation`'s shares, default `Validation()`) and write
+    from the items no run trains on, `validation`'s sizes per class, default the protocol's:
+    `Protocol`; with a given split, out of its database items that are no training items) and
+    write
     DATA/NAME/FEATURE.h5 and the record DATA/NAME/imported.json; returns the feature file's
     path."""
     _check_name(name, "data set")
     _check_name(feature, "feature")
-    validation = validation or Validation()
     arrays = read_arrays(source)
     features = arrays["features"]  # not read yet where the format allows: read last, in chunks
     labels = checked_labels(arrays["labels"], feature_rows(features, source.path), n_classes,
                             source.labels_path or source.path)
     record = _record_protocol(protocol, given_split="split" in arrays,
                               path=source.split_path or source.path)
-    if "split" in arrays:
-        parts = given_split(arrays["split"], len(features), source.split_path or source.path)
-        parts.update(carve_validation(labels, parts["train"], validation,
-                                      np.random.default_rng(protocol.split_seed)))
+    parts = (given_split(arrays["split"], len(features), source.split_path or source.path)
+             if "split" in arrays else None)
+    validation = (validation or Validation()).resolved(
+        len(labels), labels.shape[1],
+        record["query_per_class"] or round(len(parts["query"]) / labels.shape[1]))
+    if parts is not None:
+        parts = _with_validation(labels, parts, validation, protocol.split_seed)
     else:
         parts = split_indices(labels, _as_protocol(record), protocol.split_seed, validation)
-    held_out = unseen_classes(labels, protocol.split_seed)
     sources = [p for p in (source.path, source.labels_path, source.split_path) if p is not None]
     features = checked_features(features, source.path)  # after the cheap checks
     feature_set = FeatureSet(
@@ -98,12 +100,24 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
         extra_attrs={"backbone": "imported", "image_size": 0, "weights_sha256": "",
                      "protocol": json.dumps(record), "validation": json.dumps(asdict(validation)),
                      "imported_from": json.dumps([str(p) for p in sources])},
-        unseen_classes=None if held_out is None else tuple(held_out.tolist()),
     )
     path = layout.feature_path(data_dir, name, feature)
     _register(data_dir, name, feature, record, feature_set.source_sha256)
     write_feature_file(path, feature_set)
     return path
+
+
+def _with_validation(labels: np.ndarray, parts: dict[str, np.ndarray], validation: Validation,
+                     seed: int) -> dict[str, np.ndarray]:
+    """A given split's parts with the validation split carved (seeded) out of its database items
+    that are no training items, which leave the database."""
+    free = np.zeros(len(labels), bool)
+    free[parts["database"]] = True
+    free[parts["train"]] = False
+    held = carve_validation(labels, free, validation, np.random.default_rng(seed))
+    database = np.setdiff1d(parts["database"], np.concatenate([np.empty(0, np.int64),
+                                                               *held.values()]))
+    return {**parts, "database": database, **held}
 
 
 def _record_protocol(protocol: ImportProtocol, given_split: bool, path: Path) -> dict:

@@ -81,6 +81,8 @@ def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
         "quant_mse": {part: float(attrs[name]) if name in attrs else None  # None: an older codes.h5
                       for part, name in (("database", "database_quant_mse"),
                                          ("query", "query_quant_mse"))},
+        # codebook usage of the training and database codes (`evaluation.usage`); None: float
+        "usage": json.loads(attrs["usage"]) if "usage" in attrs else None,
     })
     check_metrics_record(metrics, out, run_dir.run_id)
     write_json(out, metrics)

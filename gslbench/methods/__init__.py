@@ -13,12 +13,15 @@ from typing import Any
 
 from gslbench.errors import GslbenchError
 from gslbench.methods.base import Method
+from gslbench.methods.diveq import DiVeQMethod
 from gslbench.methods.float import FloatMethod
 from gslbench.methods.gsl import GSLMethod
 from gslbench.methods.gumbel import GumbelMethod
 from gslbench.methods.qloss import QLossMethod
+from gslbench.methods.rotation import RotationMethod
 from gslbench.methods.soft import SoftMethod
 from gslbench.methods.ste import STEMethod
+from gslbench.methods.ste_sync import SteSyncMethod
 from gslbench.methods.two_step import TwoStepMethod
 from gslbench.plugins import named_subclass
 from gslbench.settings import Setting
@@ -26,7 +29,7 @@ from gslbench.settings import Setting
 BUILTIN_METHODS: dict[str, type[Method]] = {
     method.name: method
     for method in (FloatMethod, TwoStepMethod, QLossMethod, GSLMethod, STEMethod, SoftMethod,
-                   GumbelMethod)
+                   GumbelMethod, RotationMethod, DiVeQMethod, SteSyncMethod)
 }
 
 

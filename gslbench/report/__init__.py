@@ -40,6 +40,7 @@ from gslbench.report.tables import (
     tables_latex,
     tables_markdown,
 )
+from gslbench.report.usage import plot_usage_vs_map, usage_frame, usage_html, usage_markdown, usage_tables
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
@@ -114,9 +115,10 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     """Report on the runs that have metrics.json (the others are named and skipped).
 
     Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
-    (what it found, the settings, the tables), tables.tex, tables_map.csv, tables_gap.csv, the
-    figures (`plots.write_figures`, PNG and SVG), for runs that went through search-bench
-    search.csv, search.md and search_recall_qps.{png,svg}, and index.html; `out_dir` must be new,
+    (what it found, the settings, the tables, the codebook usage), tables.tex, tables_map.csv,
+    tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG), for runs that went through search-bench
+    search.csv, search.md and search_recall_qps.{png,svg}, for quantized runs whose codes' usage
+    was measured usage.csv and usage_vs_map.{png,svg} (`report.usage`), and index.html; `out_dir` must be new,
     empty or an earlier report (it holds index.html). Writes the results document to `doc` if
     given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
     margin of the verdicts (mAP). Returns the results and tables.md's Markdown.
@@ -130,7 +132,8 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     made = generator()
     compared = comparisons(results, margin=margin, pairs="all")
     cost = read_cost(run for run in runs if run.evaluations())
-    markdown = report_markdown(data, tables, compared, made, margin, cost)
+    usage = usage_tables(results)
+    markdown = report_markdown(data, tables, compared, made, margin, cost) + usage_markdown(usage)
     _check_out_dir(out_dir)
     with _staging(out_dir) as staging:
         _write_csv(results, staging / "results.csv")
@@ -139,6 +142,11 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
         for kind in KINDS:
             _write_csv(tables_frame(tables, kind), staging / f"tables_{kind}.csv")
         figures = write_figures(data, staging)
+        usage_section = ""
+        if usage:  # some quantized run's codes were measured (`evaluation.usage`)
+            _write_csv(usage_frame(usage), staging / "usage.csv")
+            usage_section = usage_html(usage, plot_usage_vs_map(
+                results, method_colours(results.variant), staging / "usage_vs_map"))
         search = None
         speed = search_table(data.searches, results)
         if not speed.empty:  # some run went through search-bench
@@ -147,7 +155,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
             colours = method_colours(results.variant)
             search = (speed, plot_recall_qps(speed, colours, staging / "search_recall_qps"))
         write_text(staging / INDEX, report_html(data, tables, figures, compared, made, margin,
-                                                search))
+                                                search, usage_section))
         _swap_in(staging, out_dir)
     if doc is not None:
         csv = doc.with_suffix(".csv")

@@ -65,9 +65,10 @@ PRIMARY = (STANDARD, PRIMARY_CONDITION)  # a run's headline condition (search-be
 class Evaluated:
     """What the report reads of the evaluated runs.
 
-    results: one row per run and evaluation (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
+    results: one row per run, evaluation and condition (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
         the database's and the queries' quantization MSE (`quant_mse_database`,
-        `quant_mse_query`), seconds, the feature file's sha256 (`features_sha256`), run id);
+        `quant_mse_query`), the codebook usage (`usage_*`, `gslbench.evaluation.usage`),
+        seconds, the feature file's sha256 (`features_sha256`), run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
     logs: one row per run and training epoch (`RUN_COLUMNS` of the run's first evaluation, run id,

@@ -134,11 +134,12 @@ def search_html(table: pd.DataFrame, figure: Figure) -> str:
 
 def report_html(data: Evaluated, tables: list[PaperTable], figures: list[Figure],
                 compared: pd.DataFrame, made: dict[str, str], margin: float,
-                search: tuple[pd.DataFrame, Figure] | None = None) -> str:
+                search: tuple[pd.DataFrame, Figure] | None = None, usage: str = "") -> str:
     """The whole page: what made it (`made`, `summary.generator`), what it found (the verdict
     blocks, from `compared`: `stats.comparisons(..., pairs="all")`), the runs' settings, the
     figures for all keys, a section per table key (its tables side by side, then its figures),
-    then search-bench's section when `search` (its table and figure) is given."""
+    then the codebook usage section `usage` (HTML) when given, then search-bench's section when
+    `search` (its table and figure) is given."""
     results = data.results
     keys = list(dict.fromkeys([t.key for t in tables] + [f.key for f in figures if f.key]))
     nav = "".join(f'<li><a href="#{key_slug(key)}">{html.escape(key_title(key))}</a></li>'
@@ -150,6 +151,8 @@ def report_html(data: Evaluated, tables: list[PaperTable], figures: list[Figure]
                      '<div class="row">', *(table_html(t) for t in tables if t.key == key),
                      "</div>", '<div class="row">',
                      *(figure_html(f) for f in figures if f.key == key), "</div></section>"]
+    if usage:  # the codebook usage section (`report.usage.usage_html`)
+        sections.append(usage)
     if search is not None:
         sections.append(search_html(*search))
     summary = (f"{generator_text(made)} From {len(results)} evaluations of {len(data.configs)} "

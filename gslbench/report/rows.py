@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from gslbench.evaluation.scoring import PRIMARY_CONDITION
+from gslbench.evaluation.usage import usage_columns
 from gslbench.layout import RunDir
 
 DEFAULT_MODE = ("adc", "l2")
@@ -60,6 +61,7 @@ def _result_row(metrics: dict, condition: str, scores: dict) -> dict:
     for part in ("database", "query"):
         value = errors.get(part)
         row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
+    row.update(usage_columns(metrics.get("usage")))  # absent from older metrics.json: NaN
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
     row["features_sha256"] = metrics.get("features_sha256")
     row["run"] = metrics["run"]

@@ -238,12 +238,13 @@ def tables_frame(tables: list[PaperTable], kind: str) -> pd.DataFrame:
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}", "±": r"$\pm$", "α": r"$\alpha$", "λ": r"$\lambda$",
-                 "β": r"$\beta$", "τ": r"$\tau$",
+                 "β": r"$\beta$", "τ": r"$\tau$", "σ": r"$\sigma$", "ν": r"$\nu$",
+                 "η": r"$\eta$",
                  "−": r"$-$", "—": "---"}
 
 
 def latex_escape(text: str) -> str:
-    """Text for LaTeX: its special characters escaped, ± α λ β τ − as math, — as an em dash."""
+    """Text for LaTeX: its special characters escaped, ± α λ β τ σ ν η − as math, — as an em dash."""
     return "".join(LATEX_ESCAPES.get(char, char) for char in str(text))
 
 
