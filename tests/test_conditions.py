@@ -3,7 +3,6 @@ against the seen classes', the unseen classes' and the whole database, scored ag
 loops on hand-made labels and distances; the codes file's `unseen_classes`, metrics.json's
 `conditions` and the report's rows per condition; and a digits run end to end."""
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,19 +15,17 @@ from runfakes import make_run
 from tampering import forged_h5
 from test_cli import assert_user_error
 
-import gslbench.encode
-import gslbench.train
 from gslbench import api
 from gslbench.cli import cli
 from gslbench.codes import read_codes
 from gslbench.config import RunConfig
-from gslbench.data.featurefile import Split, read_feature_file
+from gslbench.data.featurefile import read_feature_file
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import scoring
 from gslbench.evaluation.record import check_metrics_record
 from gslbench.evaluation.step import evaluate_run
-from gslbench.layout import RunDir
+from gslbench.layout import RunDir, feature_path
 from gslbench.quantizers import make_search
 from gslbench.report.frames import read_runs
 from gslbench.storage import read_json
@@ -222,46 +219,33 @@ def test_the_frame_has_a_row_per_condition_with_its_draw(tmp_path):
 # ----------------------------------------------------------------------------- digits, end to end
 
 
-def seen_classes_only(path, split="test", protocol="standard"):
-    """The feature set a run of the unseen protocol gets under issue 29's split, made by hand
-    from the standard one: training items of the seen classes only, the queries and database of
-    every class, `unseen_classes` set."""
-    features = read_feature_file(path, split, "standard")
-    if protocol == "standard":
-        return features
-    train = features.train
-    seen = ~train.labels[:, list(UNSEEN)].any(axis=1)
-    return dataclasses.replace(features, protocol="unseen", unseen_classes=UNSEEN,
-                               train=Split(train.features[seen], train.labels[seen],
-                                           train.indices[seen]))
-
-
 @pytest.fixture(scope="module")
 def unseen_digits(digits_runs, tmp_path_factory):
-    """A two-step PQ digits run of the unseen protocol (classes 1 and 3 held out, by hand),
-    trained, encoded (both fits) and evaluated (ADC and SDC) through the API and the steps:
-    (data dir, results dir, RunDir)."""
+    """A two-step PQ digits run of the unseen protocol (3 classes held out, draw 0), trained,
+    encoded (both fits) and evaluated (ADC and SDC) through the API and the steps: (data dir,
+    results dir, RunDir)."""
     data = digits_runs[0] / "data"
     results = tmp_path_factory.mktemp("unseen") / "results"
-    with pytest.MonkeyPatch.context() as patch:
-        for module in (gslbench.train, gslbench.encode):
-            patch.setattr(module, "read_feature_file", seen_classes_only)
-        config = RunConfig(dataset="digits", method="two-step", quantizer="pq", bits=16,
-                           epochs=3, warmup_epochs=1, protocol="unseen")
-        run = RunDir(api.train(config, data_dir=data, results_dir=results))
-        for codebooks in ("train", "database"):  # the steps: the API has no codebooks option
-            encode_run(run.path, data, results, codebooks=codebooks)
-            evaluate_run(run.path, results, codebooks=codebooks)
-        api.evaluate(run.path, results_dir=results, search="sdc")
+    config = RunConfig(dataset="digits", method="two-step", quantizer="pq", bits=16, epochs=3,
+                       warmup_epochs=1, protocol="unseen")
+    run = RunDir(api.train(config, data_dir=data, results_dir=results))
+    for codebooks in ("train", "database"):  # the steps: the API has no codebooks option
+        encode_run(run.path, data, results, codebooks=codebooks)
+        evaluate_run(run.path, results, codebooks=codebooks)
+    api.evaluate(run.path, results_dir=results, search="sdc")
     return data, results, run
 
 
 def test_an_unseen_digits_run_scores_the_four_conditions(unseen_digits):
-    _, _, run = unseen_digits
+    data, _, run = unseen_digits
     codes = read_codes(run.codes)
-    assert codes.unseen_classes == UNSEEN and json.loads(codes.attrs["unseen_classes"]) == [1, 3]
-    query_unseen = codes.query_labels[:, list(UNSEEN)].any(axis=1)
-    database_unseen = codes.labels[:, list(UNSEEN)].any(axis=1)
+    held_out = read_feature_file(feature_path(data, "digits", "pixels"), "test", "unseen", 3,
+                                 0).unseen_classes
+    assert codes.unseen_classes == tuple(held_out) and len(held_out) == 3
+    assert json.loads(codes.attrs["unseen_classes"]) == sorted(held_out)
+    query_unseen = codes.query_labels[:, list(held_out)].any(axis=1)
+    database_unseen = codes.labels[:, list(held_out)].any(axis=1)
+    assert query_unseen.any() and not query_unseen.all()  # queries of every class
     for path in (run.metrics, run.metrics_file("sdc", "l2"), run.metrics_file(codebooks="database")):
         record = read_json(path)
         check_metrics_record(record, path, run.run_id)
