@@ -91,6 +91,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
         "query_quant_mse": quantizer.quantization_error(queries),
         "items": json.dumps({"query": items_record(features.query),
                              "database": items_record(features.database)}),
+        "unseen_classes": json.dumps(_unseen_classes(config, features)),
         "devices": json.dumps({"train": record.get("device"),
                                "encode": describe_device(torch_device)}),
         **({"activations_sha256": record["activations_sha256"]} if config.train_blocks else {}),
@@ -100,6 +101,14 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     write_codes(path, Codes(codes, features.database.labels, queries, features.query.labels,
                             quantizer, attrs, database))
     return path
+
+
+def _unseen_classes(config: RunConfig, features: FeatureSet) -> list[int]:
+    """The classes the run's protocol held out of training, sorted: those of the feature set the
+    run used for the unseen protocol, none for the standard one."""
+    if config.protocol == "standard":
+        return []
+    return sorted(int(c) for c in features.unseen_classes or ())
 
 
 def _remove_results(run: layout.RunDir, codebooks: str) -> None:
