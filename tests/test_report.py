@@ -727,3 +727,19 @@ def test_a_zero_difference_taken_either_way_prints_as_plus_zero():
     from gslbench.report.summary import _signed
     assert [_signed(v) for v in (-0.0, 0.0, -1 * 0.0, 0.01234, -0.01234)] == [
         "+0.0000", "+0.0000", "+0.0000", "+0.0123", "-0.0123"]
+
+
+def test_pca_shares_the_tables_of_a_grid_that_sets_training_settings(tmp_path):
+    """pca trains nothing, so its config keeps the training settings at their defaults (40
+    epochs); in a grid at 12 epochs its runs still share the trained methods' tables (the digits
+    demo put them in an `epochs=40` table of their own)."""
+    runs = [make_run(tmp_path / "runs", RunConfig(method=method, bits=16, seed=seed, epochs=12,
+                                                  warmup_epochs=2, epochs_per_refit=2).resolved(),
+                     value + seed / 100)
+            for method, value in (("float", 0.9), ("two-step", 0.8), ("pca", 0.6))
+            for seed in (0, 1)]
+    assert {json.loads(run.config.read_text())["config"]["epochs"] for run in runs} == {12, 40}
+    results, _ = write_report(runs, tmp_path / "report")
+    assert set(results.settings) == {""}
+    table = tables_of(results)[((*KEY[:9], "", "standard"), "map")]
+    assert table.count.loc["pca"].tolist() == [2] and table.count.loc["two-step"].tolist() == [2]
