@@ -212,7 +212,8 @@ def _float_map(query: np.ndarray, query_labels: np.ndarray, database: np.ndarray
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(),
-                    reason="needs Debian's dataset-fashion-mnist (make system-deps)")
+                    reason="needs Debian's dataset-fashion-mnist (as root: `apt-get install "
+                           "dataset-fashion-mnist` or `make system-deps`)")
 def test_real_fashion_mnist_efficientnet_features_retrieve_well(tmp_path):
     """Download the real Fashion-MNIST (Debian copy, checksums verified), featurize a slice."""
     datasets.download("fashion-mnist", tmp_path)
