@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner
 from tampering import forged_h5
 
+from gslbench import layout
 from gslbench.bench import Progress, elide
 from gslbench.bench.grid import Cells
 from gslbench.cli import cli
@@ -172,8 +173,19 @@ def test_truncated_feature_file(tmp_path):
     assert_user_error(invoke(tmp_path, "train"), str(path), "corrupt or truncated")
 
 
+def test_train_prepares_a_missing_default_feature_file_as_the_api_does(tmp_path):
+    """No download, no features: train fetches and extracts the default feature file (as
+    `train()` and bench do); a missing feature of another name is still a one-line error."""
+    assert_user_error(invoke(tmp_path, "train", "--feature", "vgg"), "vgg.h5",
+                      "gslbench features digits --backbone")
+    assert not (tmp_path / "data" / "digits" / "pixels.h5").exists()
+    run = invoke(tmp_path, "-q", "train", "--method", "float", "--epochs", "2", "--warmup-epochs", "0")
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "data" / "digits" / "pixels.h5").is_file()
+    assert (Path(run.output.strip()) / "model.pt").is_file()
+
+
 def test_evaluate_before_encode_and_report_on_nothing(tmp_path):
-    assert_user_error(invoke(tmp_path, "train"), "pixels.h5", "gslbench features digits")
     prepare_digits(tmp_path)
     run = invoke(tmp_path, "train", "--method", "float", "--epochs", "2", "--warmup-epochs", "0")
     assert run.exit_code == 0, run.output
@@ -300,6 +312,8 @@ def test_every_option_has_help_text():
 @pytest.mark.parametrize("args, suggestion", [
     (["train", "--method", "gls"], "did you mean 'gsl'?"),
     (["train", "--quantizer", "oqp"], "did you mean 'opq'?"),
+    (["train", "--quantizer", "qp"], "did you mean 'pq'?"),  # letters swapped
+    (["bench", "--quantizers", "pq,qp", "--dry-run"], "did you mean 'pq'?"),
     (["bench", "--methods", "two-step,gumbl", "--dry-run"], "did you mean 'gumbel'?"),
     (["bench", "--quantizers", "rqq", "--dry-run"], "did you mean 'rq'?"),
     (["download", "digts"], "did you mean 'digits'?"),
@@ -310,6 +324,51 @@ def test_unknown_names_suggest_the_closest(tmp_path, args, suggestion):
     (tmp_path / "grid.toml").write_text('methods = ["gsl"]\n')
     args = [str(tmp_path / "grid.toml") if arg == "GRID" else arg for arg in args]
     assert_user_error(invoke(tmp_path, *args), suggestion)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quantizers", "qp"], "--quantizers: unknown quantizer 'qp'"),
+    (["--methods", "float,gls"], "--methods: unknown method 'gls'"),
+    (["--bits", "16,0"], "--bits 0 is outside [1, "),
+    (["--seeds", "-1"], "--seeds -1 is outside [0, "),
+])
+def test_bench_errors_name_the_option_as_typed(tmp_path, args, message):
+    result = invoke(tmp_path, "bench", *args, "--dry-run")
+    assert_user_error(result, message)
+    assert "--quantizer:" not in result.output and "--seed " not in result.output
+
+
+def test_run_ids_accept_a_unique_prefix_as_git_does(tmp_path):
+    runs = tmp_path / "results" / "runs"
+    for run_id in ("ab12cd34ef56", "ab12ff000000", "c0ffee000000"):
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "config.json").write_text("{}")
+    (runs / ".c0ffee111111.tmp").mkdir()  # a staging directory is never a candidate
+    assert layout.resolve_run(tmp_path / "results", "c0f").path == runs / "c0ffee000000"
+    assert layout.resolve_run(tmp_path / "results", "ab12c").run_id == "ab12cd34ef56"
+    assert layout.resolve_run(tmp_path / "results", "ab12ff000000").run_id == "ab12ff000000"
+    # the prefix resolves on the command line too: evaluate then asks for the run's codes
+    assert_user_error(invoke(tmp_path, "evaluate", "c0f"), "c0ffee000000", "codes.h5")
+    assert_user_error(invoke(tmp_path, "encode", "ab12"), "ab12: ambiguous run id prefix",
+                      "2 runs match: ab12cd34ef56, ab12ff000000")
+    assert_user_error(invoke(tmp_path, "evaluate", "ab13"), "ab13: no such run directory")
+    assert_user_error(invoke(tmp_path, "evaluate", ""), "no such run directory")
+
+
+def test_report_prints_what_it_found_and_the_path(digits_runs, tmp_path):
+    """Not the whole tables.md: its verdict section and index.html's path; -q: the path alone."""
+    root, runs = digits_runs
+    for run in runs.values():
+        assert invoke(root, "evaluate", run).exit_code == 0
+    out = tmp_path / "report"
+    result = invoke(root, "report", "--out", str(out), *runs.values())
+    assert result.exit_code == 0, result.output
+    tables = (out / "tables.md").read_text()
+    found = tables[tables.index("## What it found"):tables.index("\n## ", tables.index("## What"))]
+    assert found.count("\n") > 2 and "## Settings" not in result.stdout
+    assert result.stdout == f"{found.strip()}\n\nreport written to {out / 'index.html'}\n"
+    quiet = invoke(root, "-q", "report", "--out", str(out), *runs.values())
+    assert quiet.exit_code == 0 and quiet.stdout == f"{out / 'index.html'}\n"
 
 
 def test_no_suggestion_when_nothing_is_close(tmp_path):

@@ -169,13 +169,18 @@ def reuse_option(command: Callable) -> Callable:
                              "the same; for checking and timing).")(command)
 
 
-def split(kind: type) -> Callable:
-    """A click callback parsing a comma-separated list of `kind`."""
+def split(kind: type, field: str | None = None) -> Callable:
+    """A click callback parsing a comma-separated list of `kind`; with `field` each item is
+    checked as that RunConfig setting, and a bad one is a user error naming the option as typed
+    (`--quantizers: unknown quantizer 'qp' (did you mean 'pq'?)`)."""
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
         try:
-            return tuple(kind(item) for item in value.split(",") if item)
+            items = tuple(kind(item) for item in value.split(",") if item)
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
+        for item in items if field else ():
+            FIELDS[field].check(item, option=max(param.opts, key=len))
+        return items
     return parse
 
 

@@ -62,14 +62,16 @@ def _executor_options(command: Callable) -> Callable:
 @click.option("-d", "--datasets", "dataset_names", default=",".join(DEFAULT_AXES["dataset"]),
               show_default=True, callback=split(str), help="Comma-separated data sets.")
 @click.option("--methods", default=",".join(DEFAULT_AXES["method"]), show_default=True,
-              callback=split(str),
+              callback=split(str, "method"),
               help="Comma-separated training methods (built-in or plugin; float is the ceiling).")
 @click.option("--quantizers", default=",".join(DEFAULT_AXES["quantizer"]), show_default=True,
-              callback=split(str), help="Comma-separated quantizers (pq, opq, rq, lsq, plugins).")
+              callback=split(str, "quantizer"),
+              help="Comma-separated quantizers (pq, opq, rq, lsq, plugins).")
 @click.option("--bits", default=",".join(map(str, DEFAULT_AXES["bits"])), show_default=True,
-              callback=split(int), help="Comma-separated code lengths in bits.")
+              callback=split(int, "bits"), help="Comma-separated code lengths in bits.")
 @click.option("--seeds", default=",".join(map(str, DEFAULT_AXES["seed"])), show_default=True,
-              callback=split(int), help="Comma-separated seeds: each cell is trained once per seed.")
+              callback=split(int, "seed"),
+              help="Comma-separated seeds: each cell is trained once per seed.")
 @click.option("--codebooks", default=",".join(CODEBOOKS), show_default=True, callback=split(str),
               help="Comma-separated codebook fits each quantized cell is encoded and evaluated "
                    "with (float cells: train only).")

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from gslbench import data
+from gslbench.bench import _prepare_features
 from gslbench.cli.base import (
     cli,
     codebooks_option,
@@ -165,13 +166,16 @@ def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, de
           reuse: bool, **options: Any) -> None:
     """Train one run and print its run directory.
 
-    On a terminal a progress bar shows the epochs; elsewhere (a log file, a job) each codebook
-    refit is logged as a line (epoch, similarity loss, quantization error).
+    When the data set's default feature file is missing it is downloaded and extracted first, as
+    `gslbench bench` and the API's `train()` do. On a terminal a progress bar shows the epochs;
+    elsewhere (a log file, a job) each codebook refit is logged as a line (epoch, similarity
+    loss, quantization error).
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
     """
     feature = feature or data.get_dataset(dataset, ctx.obj["data_dir"]).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
+    _prepare_features([config], ctx.obj["data_dir"], device)
     if log_progress(ctx):  # no bar: the loop's line per refit instead
         logging.getLogger(loop.__name__).setLevel(logging.DEBUG)
     run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
