@@ -35,6 +35,8 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
     RESULTS/tuning/runs/RUN/...              `gslbench tune`'s runs (split "validation"), as above
     RESULTS/tuning/tuned.toml                tune: the chosen knob values (`bench --tuned`)
     RESULTS/tuning/tuning.md                 tune: every setting tried and its validation mAP
+    TENSORBOARD/RUN/events.out.tfevents.*    train/bench --tensorboard TENSORBOARD: the run's
+                                             training curves (`curves_dir`, gslbench.curves)
 
 This module imports nothing heavy: the report side uses it to find runs.
 """
@@ -109,6 +111,11 @@ def tuned_path(results_dir: str | Path) -> Path:
 def tuning_table_path(results_dir: str | Path) -> Path:
     """RESULTS/tuning/tuning.md: tune's table of every setting tried."""
     return tuning_dir(results_dir) / "tuning.md"
+
+
+def curves_dir(root: str | Path, run_id: str) -> Path:
+    """ROOT/RUN: a run's TensorBoard event files under `--tensorboard ROOT` (`gslbench.curves`)."""
+    return Path(root) / run_id
 
 
 def lock_path(results_dir: str | Path) -> Path:

@@ -196,6 +196,16 @@ def config_options(command: Callable) -> Callable:
     return options(settings)(force(command))
 
 
+def tensorboard_option(command: Callable) -> Callable:
+    """--tensorboard DIR (train, bench): each run's training curves as TensorBoard event files
+    in DIR/RUN (`gslbench.curves`; the optional extra `gslbench[tensorboard]`)."""
+    return click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path),
+                        metavar="DIR",
+                        help="Also write each run's training curves (similarity loss, "
+                             "quantization error at each refit) as TensorBoard event files in "
+                             "DIR/RUN; needs `pip install 'gslbench[tensorboard]'`.")(command)
+
+
 def codebooks_option(command: Callable) -> Callable:
     return click.option("--codebooks", type=click.Choice(CODEBOOKS), default="train",
                         show_default=True,

@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from gslbench import bench as bench_module
-from gslbench import layout
+from gslbench import curves, layout
 from gslbench.bench.executors import EXECUTORS, ExecutorConfig, check_executor_options
 from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
 from gslbench.cli.base import (
@@ -21,6 +21,7 @@ from gslbench.cli.base import (
     reuse_option,
     show_progress,
     split,
+    tensorboard_option,
 )
 from gslbench.errors import GslbenchError
 from gslbench.layout import CODEBOOKS
@@ -81,10 +82,12 @@ def _executor_options(command: Callable) -> Callable:
                    "each tuned method and cell.")
 @_executor_options
 @reuse_option
+@tensorboard_option
 @click.pass_context
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path | None,
           executor: str, jobs: int | None, cpus_per_cell: int | None, address: str | None,
-          dry_run: bool, device: str, reuse: bool, **options: Any) -> None:
+          dry_run: bool, device: str, reuse: bool, tensorboard: Path | None,
+          **options: Any) -> None:
     """Run a grid of runs (train, encode, evaluate), skipping finished ones, then report.
 
     \b
@@ -102,9 +105,13 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
         check_executor_options(executor, jobs, cpus_per_cell, address)
         _echo_cells(grid, ctx.obj["data_dir"], results_dir)
         return
+    if tensorboard is not None:
+        curves.check_writer()
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
                                    force=force, show_progress=show_progress(ctx), reuse=reuse)
+    for run in result.run_dirs if tensorboard is not None else ():
+        curves.write_curves(run, tensorboard)
     if result.run_dirs:
         from gslbench import report as report_module  # pandas, matplotlib: loaded to report
 
