@@ -212,13 +212,16 @@ def test_every_quantizer_trains_encodes_and_evaluates(tmp_path, quantizer):
         assert handle.attrs["quantizer"] == quantizer and handle["codes"].shape == (1337, 2)
 
 
+@pytest.mark.slow
 def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
-    result = invoke(tmp_path, "-q", "bench", "--methods", "two-step,gsl", "--quantizers",
-                    "pq,opq,rq,lsq", "--bits", "16", "--epochs", "3", "--warmup-epochs", "1")
+    # one method and one codebook fit: a table per quantizer needs no more (half the runs, a
+    # quarter of the encodes of two methods and both fits)
+    result = invoke(tmp_path, "-q", "bench", "--methods", "gsl", "--quantizers", "pq,opq,rq,lsq",
+                    "--bits", "16", "--codebooks", "train", "--epochs", "3", "--warmup-epochs", "1")
     assert result.exit_code == 0, result.output
     for quantizer in ("PQ", "OPQ", "RQ", "LSQ"):
         assert f"## digits (pixels), {quantizer}, 256-word codebooks, pairwise loss" in result.output
-    assert len(run_dirs(tmp_path)) == 8
+    assert len(run_dirs(tmp_path)) == 4
 
 
 def test_bench_rejects_an_unknown_method_before_fetching_anything(tmp_path):
@@ -258,6 +261,7 @@ def test_importing_the_command_line_loads_neither_torch_nor_faiss():
                    env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
 
 
+@pytest.mark.slow
 def test_help_version_download_report_and_a_dry_run_load_neither(digits_runs, tmp_path):
     root, runs = digits_runs
     assert invoke(root, "evaluate", runs["pq"]).exit_code == 0
@@ -407,6 +411,7 @@ def test_search_bench_prints_its_headline_numbers_then_the_path(digits_runs):
         f"batched, {exact['qps_batch1']:.0f} QPS at batch 1, recall@1 1.000, recall@10 1.000)")
 
 
+@pytest.mark.slow
 def test_train_off_a_terminal_logs_a_line_per_refit(digits_runs, tmp_path):
     root, _ = digits_runs
     shutil.copytree(root / "data", tmp_path / "data")
