@@ -88,6 +88,7 @@ print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(x.numpy().tobytes(
 
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
                     reason="needs an x86 CPU with AVX2 to compare two kernel sets")
+@pytest.mark.slow
 def test_network_input_and_pooling_have_the_same_bits_under_other_kernels():
     """torch's interpolate gives other bits under its default and AVX2 kernels (measured on
     Fashion-MNIST: up to 3.6e-7 apart); the float64 resize and pooling do not."""

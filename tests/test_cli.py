@@ -359,6 +359,7 @@ def test_run_ids_accept_a_unique_prefix_as_git_does(tmp_path):
     assert_user_error(invoke(tmp_path, "evaluate", ""), "no such run directory")
 
 
+@pytest.mark.slow
 def test_report_prints_what_it_found_and_the_path(digits_runs, tmp_path):
     """Not the whole tables.md: its verdict section and index.html's path; -q: the path alone."""
     root, runs = digits_runs

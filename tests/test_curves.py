@@ -46,6 +46,7 @@ def assert_curves_match_the_log(folder: Path, run: Path, quantized: bool) -> Non
                                    present[column], rtol=1e-6)  # stored as float32
 
 
+@pytest.mark.slow
 def test_train_writes_its_curves_for_tensorboard(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed "
                                               "(pip install 'gslbench[tensorboard]')")

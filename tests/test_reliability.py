@@ -942,6 +942,7 @@ def test_the_api_checks_what_the_cli_checks(tmp_path):
             call()
 
 
+@pytest.mark.slow
 def test_a_report_waits_for_another_report_on_the_same_folder(work):
     import fcntl
 
