@@ -29,6 +29,9 @@ def unseen_classes(n_classes: int, unseen: int, draw: int, split_seed: int, *,
     if multilabel:
         raise GslbenchError("no unseen protocol for multi-label data: an item can belong to seen "
                             "and held-out classes at once")
+    if n_classes < 2 * MIN_CLASSES:
+        raise GslbenchError(f"no unseen protocol: {n_classes} class(es) are too few (it needs at "
+                            f"least {MIN_CLASSES} unseen and {MIN_CLASSES} seen)")
     if unseen < MIN_CLASSES or n_classes - unseen < MIN_CLASSES:
         raise GslbenchError(f"--unseen {unseen} of {n_classes} classes leaves {unseen} unseen and "
                             f"{n_classes - unseen} seen; the unseen protocol needs at least "
