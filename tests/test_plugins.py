@@ -237,7 +237,7 @@ def test_an_installed_method_plugin_leaves_the_default_grid_as_quick_toml_declar
         plugin_site, digits_root):
     cells = dry_run_cells(plugin_site, digits_root)
     assert cells == dry_run_cells(plugin_site, digits_root, str(REPOSITORY / "benchmarks/quick.toml"))
-    assert len(cells) == 1 + 6 * 3 and not any("damped" in cell for cell in cells)
+    assert len(cells) == 1 + 10 * 3 and not any("damped" in cell for cell in cells)
     # the plugin is loaded all the same: it can be asked for
     assert any("damped" in cell for cell in dry_run_cells(plugin_site, digits_root, "--methods",
                                                           "float,damped"))

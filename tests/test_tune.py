@@ -689,7 +689,8 @@ def test_tune_and_bench_tuned_take_an_imported_data_set(tmp_path):
     np.savez(tmp_path / "source.npz", labels=labels,
              features=rng.normal(size=(400, 8)) + 3 * np.eye(4, 8)[labels])
     result = invoke(tmp_path, "features", "import", "mine", "--from", str(tmp_path / "source.npz"),
-                    "--query-per-class", "10", "--train-per-class", "60")
+                    "--query-per-class", "10", "--train-per-class", "60",
+                    "--validation-queries", "4", "--validation-database", "8")  # of 30 free
     assert result.exit_code == 0, result.output
     grid = tmp_path / "grid.toml"
     grid.write_text(QLOSS_GRID.replace('"digits"', '"mine"') + "dim_out = 8\n")
