@@ -14,6 +14,10 @@ they are computed from the file's split seed and the run's `unseen` and `draw`
 (`gslbench.data.unseen`, `FeatureSet.for_protocol`). An older file is refused with one line
 saying to rebuild it with `gslbench features DATASET`, which keeps its features (no CNN runs
 again).
+
+A data set without labels (`glove-6b-50d`) has labels of no columns and relates its items by
+neighbours instead: /train/neighbours, /query/neighbours and /validation/query/neighbours (n, k)
+int64 (`gslbench.data.neighbours`, checked by `check_neighbours`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import h5py
 import numpy as np
 
 from gslbench import layout
+from gslbench.data.neighbours import NEIGHBOUR_TARGETS
 from gslbench.data.unseen import DEFAULT_UNSEEN, unseen_classes, validation_unseen_classes
 from gslbench.errors import GslbenchError
 from gslbench.storage import open_h5, sha256_file, write_h5
@@ -46,11 +51,17 @@ PROTOCOLS = ("standard", "unseen")  # which classes a run sees (`FeatureSet.for_
 
 @dataclass(frozen=True)
 class Split:
-    """One part of a data set: features (n, d) float32, multi-hot labels (n, C) uint8, indices (n,)."""
+    """One part of a data set: features (n, d) float32, multi-hot labels (n, C) uint8, indices (n,).
+
+    A data set without labels (C = 0) relates items by `neighbours` (n, k) int64 instead: the
+    positions of each item's k true nearest neighbours (`gslbench.data.neighbours`), for the
+    query parts and the training part; None elsewhere and for labelled data.
+    """
 
     features: np.ndarray
     labels: np.ndarray
     indices: np.ndarray
+    neighbours: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -171,12 +182,15 @@ def write_feature_file(path: str | Path, features: FeatureSet) -> None:
     """Check and write a feature file atomically (the layout of docs/design.md, section 3)."""
     for name, split in features.parts().items():
         check_split(split, f"{path}: /{name}")
+    check_neighbours(features, path)
     with write_h5(path, FORMAT, FORMAT_VERSION) as handle:
         for name, split in features.parts().items():
             group = handle.create_group(name)
             group.create_dataset("features", data=split.features.astype(np.float32))
             group.create_dataset("labels", data=split.labels.astype(np.uint8))
             handle.create_dataset(_index_key(name), data=split.indices.astype(np.int64))
+            if split.neighbours is not None:
+                group.create_dataset("neighbours", data=split.neighbours.astype(np.int64))
         attrs = {
             "dataset": features.dataset,
             "feature": features.feature,
@@ -259,7 +273,7 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
              "unseen_classes"}  # unseen_classes: format_version 3's stored draw, dropped
     _check_validation(splits, path)
     n_classes = classes.pop()
-    return FeatureSet(
+    features = FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
         feature=_attr(attrs, "feature", str, path),
         train=splits["train"], query=splits["query"], database=splits["database"],
@@ -270,6 +284,8 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
         validation_query=splits.get("validation/query"),
         validation_database=splits.get("validation/database"),
     )
+    check_neighbours(features, path)
+    return features
 
 
 def _rebuild_advice(path: Path) -> str:
@@ -329,7 +345,8 @@ def check_features(features: np.ndarray, where: str) -> None:
 
 
 def check_labels(labels: np.ndarray, where: str) -> None:
-    """(n, C) multi-hot labels: integers 0 or 1 (bool or any integer dtype), at least one 1 per row."""
+    """(n, C) multi-hot labels: integers 0 or 1 (bool or any integer dtype), at least one 1 per
+    row; C = 0 for a data set without labels (`check_neighbours`)."""
     if labels.dtype.kind not in "biu":
         raise GslbenchError(f"{where} are {labels.dtype}; labels are multi-hot 0/1 integers (uint8)")
     if labels.size and not np.isin(labels, (0, 1)).all():
@@ -337,8 +354,39 @@ def check_labels(labels: np.ndarray, where: str) -> None:
         raise GslbenchError(f"{where} hold values other than 0 and 1 (e.g. {values}); labels are "
                             "multi-hot 0/1")
     unlabelled = np.count_nonzero(~labels.any(axis=1))
-    if unlabelled:
+    if unlabelled and labels.shape[1]:  # no columns: a set related by neighbours
         raise GslbenchError(f"{where}: {unlabelled} of {len(labels)} items have no label")
+
+
+def check_neighbours(features: FeatureSet, path: str | Path) -> None:
+    """A data set without labels (no label columns) must relate its items by neighbours: its
+    training part and query parts hold /PART/neighbours (n, k) integers, the same k throughout,
+    each a position in the part it refers to (`NEIGHBOUR_TARGETS`), distinct within a row, never
+    the training item itself; labelled data holds none."""
+    ks = set()
+    for name, target in NEIGHBOUR_TARGETS.items():
+        part, within = getattr(features, name), getattr(features, target)
+        found = None if part is None else part.neighbours
+        where = f"{path}: /{name.replace('_', '/')}/neighbours"
+        if found is None:
+            if part is not None and not features.n_classes:
+                raise GslbenchError(f"{where}: missing (the data set has no labels)")
+            continue
+        if features.n_classes:
+            raise GslbenchError(f"{where}: a labelled data set holds no neighbours")
+        if found.dtype.kind not in "iu" or found.ndim != 2 or len(found) != len(part.indices):
+            raise GslbenchError(f"{where}: {found.dtype} {found.shape}, want ({len(part.indices)}, k)"
+                                " integers")
+        ks.add(found.shape[1])
+        if found.size and (found.min() < 0 or found.max() >= len(within.indices)):
+            raise GslbenchError(f"{where}: positions outside 0..{len(within.indices) - 1}")
+        ordered = np.sort(found, axis=1)
+        if (ordered[:, 1:] == ordered[:, :-1]).any():
+            raise GslbenchError(f"{where}: an item lists the same neighbour twice")
+        if name == target and (found == np.arange(len(found))[:, None]).any():
+            raise GslbenchError(f"{where}: an item is listed as its own neighbour")
+    if len(ks) > 1 or 0 in ks:
+        raise GslbenchError(f"{path}: the parts' neighbours disagree on k ({sorted(ks)})")
 
 
 def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
@@ -376,6 +424,9 @@ def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
     features = handle[f"{name}/features"][()]
     labels = handle[f"{name}/labels"][()]
     indices = handle[_index_key(name)][()]
+    neighbours = handle[f"{name}/neighbours"][()] if f"{name}/neighbours" in handle else None
+    if neighbours is not None and neighbours.dtype.kind not in "iu":
+        raise GslbenchError(f"{path}: /{name}/neighbours is {neighbours.dtype}, not integers")
     if features.ndim != 2 or labels.ndim != 2 or indices.ndim != 1:
         raise GslbenchError(
             f"{path}: /{name} has wrong shapes: features {features.shape} (want 2-d), "
@@ -390,4 +441,5 @@ def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
     if indices.dtype.kind not in "iu":
         raise GslbenchError(f"{path}: /split/{name} is {indices.dtype}, not integer indices")
     return Split(features.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False),
-                 indices.astype(np.int64, copy=False))
+                 indices.astype(np.int64, copy=False),
+                 None if neighbours is None else neighbours.astype(np.int64, copy=False))

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gslbench.errors import GslbenchError
-from gslbench.evaluation import metrics
+from gslbench.evaluation import metrics, neighbours
 
 MAP_AT = (100, 1000)  # the K of mAP@K where a protocol does not fix one
 PRECISION_AT = (10, 100, 1000)
@@ -87,6 +87,7 @@ def evaluate_distances(
     whole_ranking: bool = True,
     block_size: int | None = None,
     workers: int = 2,
+    query_neighbours: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Rank and score query blocks whose distances come from a matrix or a callable.
 
@@ -100,6 +101,9 @@ def evaluate_distances(
         curve; False ranks only the top max(K) items and reports both as None (faster at scale).
     block_size: queries per block (default: about `BLOCK_PAIRS` / n, and at most nq / workers).
     workers: threads working on blocks at once.
+    query_neighbours: ``(nq, k) int64`` database positions of each query's k true neighbours,
+        for data without labels (`gslbench.evaluation.neighbours`): the relevance instead of the
+        labels (then of no columns), and the keys ``one_recall_at`` and ``k_recall_at`` added.
 
     Returns ``{"map", "map_at", "precision_at", "recall_at", "pr_curve", "n_query", "n_db",
     "n_query_no_relevant", "n_query_no_relevant_at", "timings_s"}``; ``timings_s`` has the
@@ -148,12 +152,17 @@ def evaluate_distances(
     if block_size < 1:
         raise GslbenchError(f"block_size must be >= 1, got {block_size}")
 
+    if query_neighbours is not None:
+        if np.ndim(query_neighbours) != 2 or len(query_neighbours) != n_query:
+            raise GslbenchError(f"query_neighbours have shape {np.shape(query_neighbours)}, "
+                                f"expected ({n_query}, k)")
+        recall_at = sorted({*recall_at, query_neighbours.shape[1]})
     depth = n_db if whole_ranking else min(n_db, max(map_at + precision_at + recall_at, default=1))
     query_packed = metrics.pack_labels(query_labels)
     database_packed = metrics.pack_labels(database_labels)
     patterns, pattern_counts = metrics.label_patterns(database_packed)
 
-    def run_block(start: int) -> tuple[metrics.QueryMetrics, np.ndarray]:
+    def run_block(start: int) -> tuple[metrics.QueryMetrics, np.ndarray, np.ndarray | None]:
         stop = min(start + block_size, n_query)
         clock = np.zeros(3)
         tick = time.perf_counter()
@@ -166,23 +175,31 @@ def evaluate_distances(
         clock[0] = time.perf_counter() - tick
         tick = time.perf_counter()
         block_packed = query_packed[start:stop]
-        if depth == n_db:  # the relevance sorted along, no ranking materialised
+        nearest = None
+        if query_neighbours is not None:  # relevance by neighbours
+            block_neighbours = query_neighbours[start:stop]
+            nearest = neighbours.nearest_rank(block_distances, block_neighbours[:, 0])
+            relevant = neighbours.neighbour_relevance(block_neighbours, n_db)
+            n_relevant = np.full(stop - start, block_neighbours.shape[1], dtype=np.int64)
+            relevant = (metrics.rank_relevance(block_distances, relevant) if depth == n_db else
+                        np.take_along_axis(relevant, metrics.rank(block_distances, depth), 1))
+        elif depth == n_db:  # the relevance sorted along, no ranking materialised
             relevant = metrics.packed_relevance(block_packed, database_packed)
             relevant = metrics.rank_relevance(block_distances, relevant)
         else:
             ranking = metrics.rank(block_distances, depth)
             relevant = metrics.ranked_relevance(block_packed, database_packed, ranking)
+        if nearest is None:
+            n_relevant = metrics.count_relevant(block_packed, patterns, pattern_counts)
         del block_distances
         clock[1] = time.perf_counter() - tick
         tick = time.perf_counter()
         block = metrics.query_metrics(
-            relevant,
-            metrics.count_relevant(block_packed, patterns, pattern_counts),
-            n_db=n_db, map_at=map_at, precision_at=precision_at, recall_at=recall_at,
+            relevant, n_relevant, n_db=n_db, map_at=map_at, precision_at=precision_at, recall_at=recall_at,
             pr_points=pr_points if whole_ranking else 0,
         )
         clock[2] = time.perf_counter() - tick
-        return block, clock
+        return block, clock, nearest
 
     starts = range(0, n_query, block_size)
     if workers == 1 or len(starts) == 1:
@@ -190,8 +207,11 @@ def evaluate_distances(
     else:
         with ThreadPoolExecutor(max_workers=min(workers, len(starts), os.cpu_count() or 1)) as pool:
             results = list(pool.map(run_block, starts))
-    out = metrics.summarize([block for block, _ in results], n_db=n_db)
-    clock = np.sum([clock for _, clock in results], axis=0)
+    out = metrics.summarize([block for block, _, _ in results], n_db=n_db)
+    if query_neighbours is not None:
+        ranks = np.concatenate([nearest for _, _, nearest in results])
+        out.update(neighbours.neighbour_metrics(ranks, out["recall_at"], query_neighbours.shape[1]))
+    clock = np.sum([clock for _, clock, _ in results], axis=0)
     out["timings_s"] = {
         "distances": float(clock[0]),
         "ranking": float(clock[1]),

@@ -115,7 +115,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     inputs = features.train.features if inputs is None else inputs
     device = torch.device(device)
     x = torch.from_numpy(inputs).to(device)
-    labels = torch.from_numpy(features.train.labels).to(device)
+    labels = torch.from_numpy(losses.loss_targets(features.train)).to(device)
     marks = checkpoint_epochs(config) if checkpoints is not None else []
     training, done, log, started_from, rejected = _resume(config, features, top, device,
                                                           checkpoints, marks)
@@ -312,7 +312,8 @@ def _method_terms(method: Method, z: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor) -> float:
-    """One optimizer step on a batch: x (b, dim_in) float32, labels (b, C) uint8 multi-hot.
+    """One optimizer step on a batch: x (b, dim_in) float32, labels (b, ...) its loss targets
+    (`losses.loss_targets`: (b, C) uint8 multi-hot or (b, 1 + k) int64 neighbour rows).
 
     The similarity loss sees `method.representation(z)` and the method's penalty is added.
     Returns the similarity loss (float)."""
