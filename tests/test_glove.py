@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from gslbench.codes import read_codes
 from gslbench.config import RunConfig
 from gslbench.data import DATASETS, download, glove
 from gslbench.data.featurefile import FeatureSet, Split, read_feature_file, write_feature_file
@@ -21,7 +25,7 @@ from gslbench.data.neighbours import neighbour_rows, true_neighbours
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import evaluate_distances
 from gslbench.methods.loop import train
-from gslbench.methods.losses import loss_targets, similarity_matrix
+from gslbench.methods.losses import batches, loss_targets, similarity_matrix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -190,3 +194,54 @@ def test_neighbour_recalls_and_map_equal_plain_loops(whole_ranking):
     if whole_ranking:
         assert out["map"] == pytest.approx(np.mean([plain_ap(h) for h in hits]))
     assert out["n_query_no_relevant"] == 0
+
+
+def test_neighbour_batches_pair_each_item_with_one_of_its_neighbours():
+    graph = true_neighbours(x := np.random.default_rng(8).normal(size=(50, 3)), x, 4, True)
+    targets = torch.from_numpy(neighbour_rows(graph))
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    found = batches(order, targets, 16, torch.Generator().manual_seed(1))
+    assert [len(b) for b in found] == [16] * 6 + [4]  # 8 items and their 8 neighbours
+    assert sorted(torch.cat([b[: len(b) // 2] for b in found]).tolist()) == list(range(50))
+    for batch in found:
+        half = len(batch) // 2
+        for item, partner in zip(batch[:half].tolist(), batch[half:].tolist(), strict=True):
+            assert partner in graph[item]
+    labels = torch.zeros((50, 2), dtype=torch.uint8)
+    assert [b.tolist() for b in batches(order, labels, 16, torch.Generator())] == \
+        [b.tolist() for b in order.split(16)]
+
+
+def test_glove_runs_train_encode_evaluate_and_report_the_track(fake_glove, tmp_path):
+    from click.testing import CliRunner
+
+    from gslbench.cli import cli
+    from gslbench.evaluation.neighbours import nearest_rank
+
+    _, data_dir = fake_glove
+    results = tmp_path / "results"
+
+    def run(*args):
+        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
+                                       str(results), *args])
+        assert out.exit_code == 0, out.output
+        return out.output.strip().splitlines()[-1]
+
+    download(glove.NAME, data_dir)
+    build_features(glove.NAME, data_dir)
+    run_dir = run("train", "--dataset", glove.NAME, "--feature", "vectors", "--method", "float",
+                  "--dim-out", "6", "--hidden", "8", "--epochs", "2", "--batch-size", "20")
+    run("encode", run_dir)
+    run("evaluate", run_dir)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    codes = read_codes(Path(run_dir) / "codes.h5")
+    distances = ((codes.queries[:, None, :].astype(np.float64)
+                  - codes.database[None].astype(np.float64)) ** 2).sum(axis=2)
+    ranks = nearest_rank(distances, codes.query_neighbours[:, 0])
+    assert metrics["one_recall_at"]["1"] == pytest.approx(np.mean(ranks < 1))
+    assert metrics["k_recall_at"] == {"5": metrics["recall_at"]["5"]}
+    run("report", "--dataset", glove.NAME, "--out", str(tmp_path / "report"))
+    frame = pd.read_csv(tmp_path / "report" / "results.csv")
+    for column in ("one_recall_at_1", "one_recall_at_10", "one_recall_at_100", "k_recall_at_5",
+                   "quant_mse_database"):
+        assert column in frame.columns

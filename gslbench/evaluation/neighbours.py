@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 ONE_RECALL_AT = (1, 10, 100)
+NEIGHBOUR_AT = ("one_recall_at", "k_recall_at")  # metrics.json's keys of the track: {str(R): share}
 
 
 def neighbour_relevance(neighbours: np.ndarray, n_db: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.neighbours import NEIGHBOUR_AT
 from gslbench.layout import CODEBOOKS, RunDir
 from gslbench.storage import check_sha256, config_id
 
@@ -39,7 +40,7 @@ def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
         value = record.get(name)
         if not _is_number(value) or value < 0:
             raise GslbenchError(f"{path}: {name!r} is {value!r}, expected seconds >= 0")
-    for name in AT_K:
+    for name in AT_K + tuple(key for key in NEIGHBOUR_AT if key in record):
         values = record.get(name)
         if not isinstance(values, dict) or not all(key.isdigit() and int(key) > 0 for key in values):
             raise GslbenchError(f"{path}: {name!r} is {values!r}, expected {{K: value}}")

@@ -57,7 +57,7 @@ def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
     codes_path = run_dir.codes_file(codebooks)
     finite = FiniteDistances(make_search(codes.quantizer, codes.codes, search, metric), codes_path)
     metrics = evaluate(finite, codes.queries, codes.query_labels, codes.labels,
-                       map_at=map_at or codes.map_at)
+                       map_at=map_at or codes.map_at, query_neighbours=codes.query_neighbours)
     _check_relevant(metrics, codes_path)
     attrs = codes.attrs
     metrics.update({

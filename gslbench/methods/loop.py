@@ -330,9 +330,11 @@ def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
 def _train_epoch(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                  optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor,
                  config: RunConfig, generator: torch.Generator) -> float:
-    """One epoch of shuffled batches; the mean similarity loss. A last batch of one item is
-    skipped (pairwise losses need two)."""
-    order = torch.randperm(len(x), generator=generator).to(x.device)
-    losses = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
-              for batch in order.split(config.batch_size) if len(batch) >= 2]
-    return float(np.mean(losses))
+    """One epoch of shuffled batches (`losses.batches`: with a neighbour of each item for data
+    without labels); the mean similarity loss. A last batch of one item is skipped (pairwise
+    losses need two)."""
+    order = torch.randperm(len(x), generator=generator)
+    batches = losses.batches(order, labels, config.batch_size, generator)
+    values = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
+              for batch in batches if len(batch) >= 2]
+    return float(np.mean(values))

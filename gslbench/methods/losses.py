@@ -27,6 +27,20 @@ def loss_targets(train: Split) -> np.ndarray:
     return train.labels if train.neighbours is None else neighbour_rows(train.neighbours)
 
 
+def batches(order: torch.Tensor, targets: torch.Tensor, batch_size: int,
+             generator: torch.Generator) -> list[torch.Tensor]:
+    """An epoch's batches of training positions, on `targets`' device: `order` (n,) int64, a
+    permutation on the CPU, split into batches of `batch_size`; for neighbour rows (int64
+    targets of `loss_targets`, a data set without labels) into batches of batch_size // 2
+    items, each followed by one of its k neighbours drawn by `generator` (a random batch of a
+    large set holds almost no pair of neighbours: the loss would see no positive)."""
+    if targets.dtype != torch.int64 or targets.shape[1] < 2:
+        return list(order.to(targets.device).split(batch_size))
+    column = 1 + torch.randint(targets.shape[1] - 1, (len(order),), generator=generator)
+    pairs = torch.stack([order, targets.cpu()[order, column]], dim=1)  # (n, 2): item, neighbour
+    return [chunk.T.reshape(-1).to(targets.device) for chunk in pairs.split(max(1, batch_size // 2))]
+
+
 def similarity_matrix(targets: torch.Tensor, by_neighbours: bool = False) -> torch.Tensor:
     """(b, b) bool: which items of a batch are similar (each item is similar to itself).
 
@@ -36,7 +50,7 @@ def similarity_matrix(targets: torch.Tensor, by_neighbours: bool = False) -> tor
     if by_neighbours:
         own, listed = targets[:, 0], targets[:, 1:]
         lists = (listed[:, None, :] == own[None, :, None]).any(dim=2)  # [i, j]: i lists j
-        return lists | lists.T | torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+        return lists | lists.T | (own[:, None] == own[None, :])  # an item twice: itself
     labels = targets.float()
     return labels @ labels.T > 0
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from gslbench.config import SETTINGS
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.neighbours import NEIGHBOUR_AT
 from gslbench.evaluation.usage import usage_columns
 from gslbench.layout import RunDir
 from gslbench.report import conditions
@@ -46,8 +47,10 @@ class Evaluated:
     """What the report reads of the evaluated runs.
 
     results: one row per run and evaluation (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
-        the database's and the queries' quantization MSE (`quant_mse_database`,
-        `quant_mse_query`), the codebook usage (`usage_*`, `gslbench.evaluation.usage`),
+        for data without labels 1-recall@R and k-recall@k (`one_recall_at_R`, `k_recall_at_k`,
+        `gslbench.evaluation.neighbours`; NaN for labelled runs), the database's and the
+        queries' quantization MSE (`quant_mse_database`, `quant_mse_query`), the codebook
+        usage (`usage_*`, `gslbench.evaluation.usage`),
         seconds, the feature file's sha256 (`features_sha256`), run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
@@ -342,8 +345,8 @@ def _result_row(metrics: dict) -> dict:
     top = metrics.get("map_top")
     row = _run_columns(metrics)
     row.update({"map": metrics["map_at"][str(top)] if top else metrics["map"], "map_all": metrics["map"]})
-    for group in ("map_at", "precision_at", "recall_at"):
-        row.update({f"{group}_{k}": v for k, v in metrics[group].items()})
+    for group in ("map_at", "precision_at", "recall_at", *NEIGHBOUR_AT):
+        row.update({f"{group}_{k}": v for k, v in metrics.get(group, {}).items()})
     errors = metrics.get("quant_mse") or {}  # encode's; absent from older metrics.json
     for part in ("database", "query"):
         value = errors.get(part)
