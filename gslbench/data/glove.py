@@ -8,7 +8,8 @@ ann-benchmarks (glove-*-angular): on unit vectors the Euclidean order is the ang
 Protocol (one class, seeded): 10,000 test queries, 100,000 training items kept out of the
 database, 10,000 validation queries and a validation database of 57,143 (a seventh), the test
 database the other 222,857; an item's relevant items are its 10 true nearest neighbours
-(`gslbench.data.neighbours`).
+(`gslbench.data.neighbours`); mAP@100 (evaluate ranks only the top of the database for this
+track: no mAP over the whole ranking).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _load_glove(raw_dir: Path) -> RawData:
 
 GLOVE = Dataset(
     name=NAME,
-    protocol=Protocol(query_per_class=10_000, train_per_class=100_000, map_top=None,
+    protocol=Protocol(query_per_class=10_000, train_per_class=100_000, map_top=100,
                       train_in_database=False, neighbours=DEFAULT_K),
     default_feature="vectors",
     download=_download_glove,
