@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_metrics import reference_ap
 
 from gslbench.codes import read_codes
 from gslbench.config import RunConfig
@@ -163,16 +164,6 @@ def test_the_real_glove_package_matches_its_pins(tmp_path):
     assert path.stat().st_size == glove.SIZE
 
 
-def plain_ap(ranked_hits):
-    """Average precision over a whole ranking of 0/1 hits, by a loop."""
-    found, total = 0, 0.0
-    for rank, hit in enumerate(ranked_hits, start=1):
-        if hit:
-            found += 1
-            total += found / rank
-    return total / found if found else 0.0
-
-
 @pytest.mark.parametrize("whole_ranking", [True, False])
 def test_neighbour_recalls_and_map_equal_plain_loops(whole_ranking):
     rng = np.random.default_rng(7)
@@ -190,9 +181,9 @@ def test_neighbour_recalls_and_map_equal_plain_loops(whole_ranking):
     expected = np.mean([len(set(order[i][:k]) & set(found[i])) / k for i in range(n_query)])
     assert out["k_recall_at"] == {str(k): pytest.approx(expected)}
     hits = [[j in found[i] for j in order[i]] for i in range(n_query)]
-    assert out["map_at"]["20"] == pytest.approx(np.mean([plain_ap(h[:20]) for h in hits]))
+    assert out["map_at"]["20"] == pytest.approx(np.mean([reference_ap(h[:20]) for h in hits]))
     if whole_ranking:
-        assert out["map"] == pytest.approx(np.mean([plain_ap(h) for h in hits]))
+        assert out["map"] == pytest.approx(np.mean([reference_ap(h) for h in hits]))
     assert out["n_query_no_relevant"] == 0
 
 
