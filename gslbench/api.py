@@ -111,7 +111,7 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
     _folders(data_dir, results_dir)
     cells = _grid(grid)
     if tuned is not None:
-        cells = Tuned.read(tuned).cells(cells)
+        cells = Tuned.read(tuned).cells(cells, data_dir)
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(cells, data_dir, results_dir, executor_config,
                                    show_progress=show_progress, **options)
@@ -128,8 +128,9 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     choices, one row per tuning cell and method: cell (JSON), method, trial, variant, knobs,
     validation_map.
 
-    grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds).
-    trials: Optuna trials per cell and method (the method's default first).
+    grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds; `start`: each
+        method's pinned trial-0 knobs, {"gsl": {"gsl_alpha": 0.5, ...}}).
+    trials: Optuna trials per cell and method (the start knobs first).
     out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning document go
         (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md); force: replace an
         existing file there that tune did not write (`gslbench.targets`).
@@ -138,6 +139,7 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     """
     from gslbench import layout
     from gslbench.bench import tune as tune_module
+    from gslbench.bench.tuning_plan import tuning_grid
     from gslbench.errors import GslbenchError
     from gslbench.targets import check_tune_outputs
 
@@ -147,8 +149,9 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
     out = Path(out) if out else layout.tuned_path(results_dir)
     doc = Path(doc) if doc else layout.tuning_table_path(results_dir)
     check_tune_outputs(out, doc, results_dir, data_dir, options.get("storage"), force)
-    return tune_module.tune_and_write(_grid(grid, defaults=False), data_dir, results_dir, trials,
-                                      out, doc, **options)
+    tuning, start = tuning_grid(grid)
+    return tune_module.tune_and_write(tuning, data_dir, results_dir, trials, out, doc,
+                                      start=start, **options)
 
 
 def report(runs: Sequence[str | Path] = (), *, results_dir: str | Path = RESULTS_DIR,

@@ -25,9 +25,12 @@ Format `gslbench.codes`, version 3 (the design page, docs/design.md):
            features_sha256, model_sha256, quantizer_sha256 ("" for float); database_quant_mse and
            query_quant_mse (mean squared quantization error of the database and of the query
            representations), items (JSON: count and sha256 of the source indices of the queries
-           and the database); content_sha256 (`gslbench.storage`, required): a digest of
-           everything above; devices (JSON: {"train", "encode"}, each as config.json's
-           "device"); a fine-tuned run also activations_sha256
+           and the database); unseen_classes (JSON list: the classes the run's unseen-class
+           protocol held out of training, sorted, [] for the standard protocol; evaluate scores
+           the four conditions of `gslbench.evaluation.scoring` by it); content_sha256
+           (`gslbench.storage`, required): a digest of everything above; devices (JSON:
+           {"train", "encode"}, each as config.json's "device"); a fine-tuned run also
+           activations_sha256
 
 The chain of files: config.json records the sha256 of model.pt and quantizer.h5, a codes file
 records config.json's, and every result made from the codes (metrics*.json, search*.json)
@@ -37,9 +40,11 @@ and re-sealed (its content_sha256 recomputed) is still refused once a result was
 made from them (`check_assigned`).
 
 `read_codes` checks the content (shapes, finite representations and codebooks, codes in range,
-0/1 labels); `check_encoded` also checks that the file is bound to its run directory and fit.
-Files of older versions are refused with the advice to encode again. This module imports no
-step (the steps import it).
+0/1 labels, the unseen classes: in range, sorted, unique, none for a standard run and some for an
+unseen-protocol run, whose queries and database items each hold items of seen and of unseen
+classes, never both in one item); `check_encoded` also checks that the file is bound to its run
+directory and fit. Files of older versions, or without unseen_classes, are refused with the advice
+to encode again. This module imports no step (the steps import it).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from gslbench.data.featurefile import (
     read_feature_file,
 )
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.scoring import unseen_members
 from gslbench.quantizers import Identity, Quantizer, load_quantizer, save_quantizer
 from gslbench.storage import DIGEST_ATTR, config_id, open_h5, read_json, sha256_file, write_h5
 
@@ -67,7 +73,8 @@ FORMAT_VERSION = 3
 # the attrs evaluate and bench rely on, with their types
 ATTRS = {"run": str, "label": str, "config": str, "map_at": str, "map_top": int,
          "train_seconds": float, "encode_seconds": float, "config_sha256": str,
-         "features_sha256": str, "model_sha256": str, "quantizer_sha256": str}
+         "features_sha256": str, "model_sha256": str, "quantizer_sha256": str,
+         "unseen_classes": str}
 # Items whose codes `check_assigned` compares with the quantizer's assignment: all of them up to
 # this many, else a sample of this many seeded by the file's content_sha256.
 CHECKED_ITEMS = 20_000
@@ -98,6 +105,11 @@ class Codes:
         return tuple(json.loads(self.attrs["map_at"]))
 
     @property
+    def unseen_classes(self) -> tuple[int, ...]:
+        """The classes the run's unseen-class protocol held out of training (() if standard)."""
+        return tuple(json.loads(self.attrs["unseen_classes"]))
+
+    @property
     def codebooks(self) -> str:
         """Where the codebooks were fitted: "train" or "database"."""
         return str(self.attrs.get("codebooks", "train"))
@@ -118,7 +130,8 @@ def encode_command(run: layout.RunDir, codebooks: str) -> str:
 
 def write_codes(path: Path, codes: Codes) -> None:
     """Write `codes` (datasets and attrs, the module docstring's layout) to `path`, atomically,
-    sealed with its content_sha256."""
+    sealed with its content_sha256. The unseen classes are checked first (`read_codes`)."""
+    _check_unseen(codes, path)
     with write_h5(path, FORMAT, FORMAT_VERSION) as handle:
         handle.create_dataset("codes", data=codes.codes)
         handle.create_dataset("labels", data=codes.labels)
@@ -254,6 +267,9 @@ def read_codes(path: Path) -> Codes:
     with open_h5(path, FORMAT, FORMAT_VERSION, min_version=FORMAT_VERSION,
                  rewrite="run `gslbench encode RUN --force`") as handle:
         attrs = {key: _plain(value) for key, value in handle.attrs.items()}
+        if "unseen_classes" not in attrs:
+            raise GslbenchError(f"{path}: no attribute 'unseen_classes' (written before it "
+                                "existed); run `gslbench encode RUN --force`")
         for name, kind in ATTRS.items():
             allowed = (int, float) if kind is float else (kind,)
             if isinstance(attrs.get(name), bool) or not isinstance(attrs.get(name), allowed):
@@ -276,6 +292,7 @@ def read_codes(path: Path) -> Codes:
     _check_codes_in_range(codes, path)
     check_labels(codes.labels, f"{path}: /labels")
     check_labels(codes.query_labels, f"{path}: /query/labels")
+    _check_unseen(codes, path)
     return codes
 
 
@@ -308,6 +325,35 @@ def _check_shapes(codes: Codes, path: Path) -> None:
             or found.size and not 0 <= found.min() <= found.max() < len(codes.codes)):
         raise GslbenchError(f"{path}: /query/neighbours must be (n_query, k) database positions "
                             "exactly when the labels have no columns")
+
+
+def _check_unseen(codes: Codes, path: Path) -> None:
+    """The attr unseen_classes: a JSON list of class indices of the labels, sorted and unique;
+    empty for a standard-protocol run, not for an unseen-protocol one, whose queries and database
+    each hold items of the seen and of the unseen classes, never both in one item
+    (`scoring.unseen_members`)."""
+    try:
+        classes = json.loads(codes.attrs["unseen_classes"])
+    except (TypeError, ValueError):
+        classes = None
+    n_classes = codes.labels.shape[1]
+    if not isinstance(classes, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < n_classes for c in classes) \
+            or classes != sorted(set(classes)):
+        raise GslbenchError(f"{path}: attribute 'unseen_classes' is "
+                            f"{codes.attrs['unseen_classes']!r}, expected a JSON list of sorted, "
+                            f"distinct classes in [0, {n_classes})")
+    protocol = json.loads(codes.attrs["config"]).get("protocol", "standard")
+    if (protocol == "standard") != (not classes):
+        raise GslbenchError(f"{path}: attribute 'unseen_classes' is {classes} for a run of the "
+                            f"{protocol} protocol (the unseen protocol holds classes out, the "
+                            "standard one none)")
+    if classes:
+        try:
+            for part, labels in (("query", codes.query_labels), ("database", codes.labels)):
+                unseen_members(labels, classes, part)
+        except GslbenchError as exc:
+            raise GslbenchError(f"{path}: {exc}") from None
 
 
 def _check_codes_in_range(codes: Codes, path: Path) -> None:

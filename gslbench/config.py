@@ -106,7 +106,7 @@ class _RunConfigBase:
             raise GslbenchError(
                 f"--bits {self.bits} is not a multiple of --sub-bits {self.sub_bits}"
             )
-        if self.quantized and self.warmup_epochs >= self.epochs:
+        if self.quantized and self.method_spec.trains and self.warmup_epochs >= self.epochs:
             raise GslbenchError(f"--warmup-epochs must lie in [0, --epochs={self.epochs})")
         if self.quantized:  # the quantizer's own constraints (PQ: dim_out a multiple of M, ...)
             self._check_candidates(QUANTIZERS[self.quantizer].check_config(
@@ -138,6 +138,7 @@ class _RunConfigBase:
         """The canonical form: settings a run does not use are reset to their defaults, so that
         they do not split one run into several (float runs drop every quantizer setting)."""
         unused = {knob.name: knob.default for knob in KNOBS if knob not in self.method_spec.knobs}
+        unused.update({name: DEFAULTS[name] for name in self.method_spec.unused_settings})
         if self.loss not in MARGIN_LOSSES:
             unused["margin"] = DEFAULTS["margin"]
         if self.protocol == "standard":

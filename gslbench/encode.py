@@ -3,9 +3,9 @@
 
 `--codebooks train` (the default) encodes with the final codebooks the run fitted on its training
 representations (RUN/codes.h5). `--codebooks database` fits the codebooks again on the database
-representations, from scratch with the run's seed and quantizer settings, by the procedure of
-two-step's final fit (`Quantizer.fit` without warm start, on the run's quantizer), so every method
-is treated alike, as an indexer fitting its index on the items it holds would; it writes
+representations, from scratch with the run's seed and quantizer settings, by the final fit every
+method's training-set codebooks come from (`Quantizer.fit_final`: cold restarts, to convergence),
+so every method is treated alike, as an indexer fitting its index on the items it holds would; it writes
 RUN/codes-database.h5 beside the other (`layout.RunDir.codes_file`). A float run has no
 codebooks, only train codes.
 """
@@ -71,8 +71,8 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     start = time.perf_counter()
     database, queries = _embed_parts(run_dir, config, record, model, features, data_dir)
     if codebooks == "database":
-        # no warm start: from scratch, the run's seed (two-step's fit)
-        quantizer.fit(database, what="database vectors")
+        # the final fit, as of the training representations
+        quantizer.fit_final(database, what="database vectors")
     codes = quantizer.encode(database)
     seconds = time.perf_counter() - start
     usage = _usage(run_dir, config, record, model, features, data_dir, quantizer, codes)
@@ -91,6 +91,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
         "query_quant_mse": quantizer.quantization_error(queries),
         "items": json.dumps({"query": items_record(features.query),
                              "database": items_record(features.database)}),
+        "unseen_classes": json.dumps(_unseen_classes(config, features)),
         "devices": json.dumps({"train": record.get("device"),
                                "encode": describe_device(torch_device)}),
         **({"activations_sha256": record["activations_sha256"]} if config.train_blocks else {}),
@@ -100,6 +101,14 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     write_codes(path, Codes(codes, features.database.labels, queries, features.query.labels,
                             quantizer, attrs, database, features.query.neighbours))
     return path
+
+
+def _unseen_classes(config: RunConfig, features: FeatureSet) -> list[int]:
+    """The classes the run's protocol held out of training, sorted: those of the feature set the
+    run used for the unseen protocol, none for the standard one."""
+    if config.protocol == "standard":
+        return []
+    return sorted(int(c) for c in features.unseen_classes or ())
 
 
 def _remove_results(run: layout.RunDir, codebooks: str) -> None:

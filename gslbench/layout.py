@@ -34,6 +34,7 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
     RESULTS/report/                          the report
     RESULTS/tuning/runs/RUN/...              `gslbench tune`'s runs (split "validation"), as above
     RESULTS/tuning/tuned.toml                tune: the chosen knob values (`bench --tuned`)
+    RESULTS/tuning/tuned.trials.csv          tune: every trial of the choices (beside --out)
     RESULTS/tuning/tuning.md                 tune: every setting tried and its validation mAP
 
 This module imports nothing heavy: the report side uses it to find runs.
@@ -104,6 +105,11 @@ def tuning_dir(results_dir: str | Path) -> Path:
 def tuned_path(results_dir: str | Path) -> Path:
     """RESULTS/tuning/tuned.toml: tune's choices."""
     return tuning_dir(results_dir) / "tuned.toml"
+
+
+def trials_csv_path(tuned: str | Path) -> Path:
+    """tune's every-trial CSV beside its choices `tuned` (tuned.toml -> tuned.trials.csv)."""
+    return Path(tuned).with_suffix(".trials.csv")
 
 
 def tuning_table_path(results_dir: str | Path) -> Path:

@@ -105,6 +105,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     `gslbench.methods.loop.train`'s (tuning's pruning; an exception it raises stops the run,
     which writes nothing).
     """
+    config = config.resolved()  # the settings the run uses (pca: no training settings)
     get_dataset(config.dataset, data_dir)
     torch_device = resolve_device(device)
     run = layout.run_dir(results_dir, config.run_id)
@@ -134,7 +135,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     checkpoints = Checkpoints.for_run(
         results_dir, config, features_file.sha256, extra["device"], thread_counts(),
         extra.get("activations_sha256")) if reuse else None
-    result = train(config.resolved(), features, show_progress=show_progress, top=top,
+    result = train(config, features, show_progress=show_progress, top=top,
                    inputs=inputs, device=torch_device, on_refit=on_refit, checkpoints=checkpoints)
     try:
         _write_run(run, config, result, features, features_file, saved, extra)

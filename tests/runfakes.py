@@ -59,8 +59,29 @@ def make_run(root: Path, config: RunConfig, value: float, evaluated: bool = True
                    "threads": {"torch": 2, "faiss": 2}, "devices": {"type": "cpu"},
                    "quant_mse": {"database": (1 - value) / 10 if quantized else 0.0,
                                  "query": (1 - value) / 5 if quantized else 0.0}}
+        if config.protocol == "unseen":
+            metrics["conditions"] = fake_conditions(metrics)
         run.metrics.write_text(json.dumps(sealed(metrics)))
     return run
+
+
+# the unseen protocol's conditions of a fake run: its mAP (the primary's) plus these
+CONDITION_OFFSETS = {"seen@seen": 0.06, "seen@all": 0.04, "unseen@unseen": 0.0, "unseen@all": -0.1}
+
+
+def fake_conditions(metrics: dict) -> dict:
+    """A fake metrics record's `conditions`: each condition's scores are the record's shifted
+    by `CONDITION_OFFSETS` (clipped to [0, 1]); unseen@unseen's are the record's own."""
+    def shifted(value: float, offset: float) -> float:
+        return min(1.0, max(0.0, value + offset))
+
+    return {name: {"map": shifted(metrics["map"], offset),
+                   **{group: {k: shifted(v, offset) for k, v in metrics[group].items()}
+                      for group in ("map_at", "precision_at", "recall_at")},
+                   "pr_curve": [[r, shifted(p, offset)] for r, p in metrics["pr_curve"]],
+                   "n_query": 10, "n_db": 100 if name.endswith("@all") else 40,
+                   "n_query_no_relevant": 0}
+            for name, offset in CONDITION_OFFSETS.items()}
 
 
 def make_runs(root: Path, dataset: str = "digits") -> list[RunDir]:

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from gslbench import bench
 from gslbench.bench import Progress, format_duration, remaining_seconds, tune
 from gslbench.bench.grid import Grid, read_grid_file
+from gslbench.bench.tuning_plan import tuning_grid
 from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.methods import METHODS
@@ -67,7 +68,7 @@ def assert_user_error(result, *fragments):
 
 def test_quick_toml_gives_exactly_the_cells_of_bench_without_arguments(tmp_path):
     assert dry_run(tmp_path) == dry_run(tmp_path, str(BENCHMARKS / "quick.toml"))
-    assert len(dry_run(tmp_path)[0]) == 19  # float 1 + 6 quantized methods x 3 code lengths
+    assert len(dry_run(tmp_path)[0]) == 31  # float 1 + 10 quantized methods x 3 code lengths
 
 
 def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_path):
@@ -85,8 +86,10 @@ def test_paper_toml_declares_the_papers_grid_and_dry_run_touches_nothing(tmp_pat
 
 
 def registered(name: str) -> tuple[dict, list[RunConfig]]:
-    """A benchmarks grid file's settings and its cells."""
+    """A benchmarks grid file's settings and its cells (a tuning grid's `[start]` tables left out:
+    `tuning_plan.tuning_grid`)."""
     settings = read_grid_file(BENCHMARKS / name)
+    settings.pop("start", None)
     return settings, Grid.from_mapping(settings).cells()
 
 
@@ -160,8 +163,8 @@ def test_tuning_toml_tunes_the_cells_of_results_toml():
 
 
 def test_tuning_both_ways_toml_tunes_studies_of_tuning_toml():
-    both_ways = tune.plan(Grid.from_mapping(registered("tuning_both_ways.toml")[0]), trials=8)
-    full = tune.plan(Grid.from_mapping(registered("tuning.toml")[0]), trials=8)
+    both_ways, full = (tune.plan(grid, trials=8, start=start) for grid, start in (
+        tuning_grid(BENCHMARKS / name) for name in ("tuning_both_ways.toml", "tuning.toml")))
     keys = {study.key for study in both_ways.studies}
     assert len(keys) == 2 * 5 and keys <= {study.key for study in full.studies}
     assert both_ways.seeds == full.seeds

@@ -21,6 +21,7 @@ from gslbench.quantizers import (
     make_search,
     save_quantizer,
 )
+from gslbench.quantizers.base import restart_seed
 from gslbench.quantizers.candidates import k_smallest
 from gslbench.quantizers.lsq import LSQ
 from gslbench.quantizers.opq import OPQ
@@ -336,6 +337,56 @@ def test_rq_warm_start_with_fewer_than_m_k_vectors_refits_from_scratch():
     warm = fitted_quantizer("rq").fit(few, warm_start=True)
     fresh = make_quantizer("rq", DIM, BITS).fit(few)
     np.testing.assert_array_equal(warm.codebooks, fresh.codebooks)
+
+
+def test_restart_seeds_are_the_seed_then_distinct_31_bit_seeds():
+    seeds = {(seed, restart): restart_seed(seed, restart) for seed in range(20)
+             for restart in range(8)}
+    assert all(seeds[seed, 0] == seed for seed in range(20))
+    assert len(set(seeds.values())) == len(seeds)  # seed + restart would collide
+    assert all(0 <= value < 2**31 for value in seeds.values())
+    assert restart_seed(5, 3) == restart_seed(5, 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_final_fit_keeps_the_cold_restart_of_lowest_error(name, monkeypatch):
+    """The final fit against a plain loop: FINAL_RESTARTS cold fits with final_options and the
+    restart seeds, the one of lowest training error loaded, the quantizer's seed and options
+    kept; earlier (warm) fits of the quantizer change nothing."""
+    cls = QUANTIZERS[name]
+    monkeypatch.setattr(cls, "FINAL_RESTARTS", 3)
+    final = {"opq": {"opq_iters": 6}, "lsq": {"train_iters": 4}}.get(name, {"kmeans_iters": 7})
+    monkeypatch.setattr(cls, "final_options", lambda self: final)
+    x = TRAIN[:600]
+    options = {**cls.OPTIONS, **FAST[name], **final}
+    fits = [make_quantizer(name, DIM, 8, 4, restart_seed(2, restart), **options).fit(x)
+            for restart in range(3)]
+    errors = [fit.quantization_error(x) for fit in fits]
+    assert len(set(errors)) > 1  # the restarts differ, so the choice is checked
+    best = fits[int(np.argmin(errors))]
+    fresh = make_quantizer(name, DIM, 8, 4, 2, **FAST[name]).fit_final(x)
+    used = make_quantizer(name, DIM, 8, 4, 2, **FAST[name]).fit(TEST).fit(x, warm_start=True)
+    for final in (fresh, used.fit_final(x)):
+        for key, array in best.state().items():
+            np.testing.assert_array_equal(final.state()[key], array)
+        assert final.seed == 2 and final.options == {**cls.OPTIONS, **FAST[name]}
+        assert final.quantization_error(x) == pytest.approx(min(errors), rel=1e-6)
+
+
+def test_pq_kmeans_redo_keeps_the_best_run_of_each_sub_space():
+    """kmeans_redo (faiss's nredo): each sub-space's codebook is the best of the redo runs, so
+    the error is at most a single run's, and it is not one of the runs' whole codebooks."""
+    one = make_quantizer("pq", DIM, 8, 4).fit(TRAIN)
+    redo = make_quantizer("pq", DIM, 8, 4, kmeans_redo=8).fit(TRAIN)
+    assert redo.quantization_error(TRAIN) < one.quantization_error(TRAIN)
+    for sub in range(2):
+        part = np.ascontiguousarray(TRAIN[:, 8 * sub:8 * sub + 8])
+        errors = []
+        for codebook in (one.codebooks[sub], redo.codebooks[sub]):
+            index = faiss.IndexFlatL2(8)
+            index.add(codebook)
+            errors.append(index.search(part, 1)[0].mean())
+        assert errors[1] <= errors[0] * (1 + 1e-6)
 
 
 def test_quantization_error_is_the_mean_squared_residual(fitted):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from runfakes import FEATURES_SHA256, MAPS, make_run, make_runs
+from runfakes import FEATURES_SHA256, MAPS, fake_conditions, make_run, make_runs
 
 from gslbench.cli import cli
 from gslbench.config import RunConfig
@@ -28,8 +28,8 @@ from gslbench.report.summary import generator, settings_tables
 from gslbench.report.tables import paper_tables, tables_latex, tables_markdown, tuned_rows
 
 GSL, QLOSS = "gsl α=1 k=8 select=aligned", "qloss λ=2.7"
-# the default protocol, codebook fit and mode, and no condition, go unsaid in titles
-KEY = ("digits", "pixels", "standard", "pairwise", "pq", 8, "train", "adc", "l2", "")
+# the default protocol, codebook fit, mode and condition, and no settings, go unsaid in titles
+KEY = ("digits", "pixels", "standard", "pairwise", "pq", 8, "train", "adc", "l2", "", "standard")
 SLUG = "digits-pixels-pairwise-pq-256w"
 
 
@@ -143,7 +143,7 @@ def test_csv_tables_round_trip_through_pandas(report):
             np.testing.assert_allclose(saved[f"{bits}_{spread}"], table.spread[bits])
             assert saved[f"{bits}_n"].tolist() == [3] * len(saved)
             assert saved[f"{bits}_best"].tolist() == table.best[bits].tolist()
-    runs = pd.read_csv(folder / "results.csv", dtype={"condition": str}).fillna({"condition": ""})
+    runs = pd.read_csv(folder / "results.csv", dtype={"settings": str}).fillna({"settings": ""})
     assert len(runs) == 21 and runs.run.str.fullmatch(r"[0-9a-f]{12}").all()
     assert {"dataset", "feature", "method", "variant", "quantizer", "code_bits", "seed", "map",
             "map_at_100", "precision_at_10", "recall_at_100", "train_s", "encode_s", "eval_s",
@@ -453,7 +453,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     results, markdown = write_report(runs, folder)
     assert len(results) == 42 and set(results.search) == {"adc", "sdc"}
     tables = tables_of(results)
-    sdc_key = (*KEY[:7], "sdc", "ip", "")
+    sdc_key = (*KEY[:7], "sdc", "ip", *KEY[9:])
     np.testing.assert_allclose(tables[(sdc_key, "map")].value.loc[GSL],
                                tables[(KEY, "map")].value.loc[GSL] - 0.1)
     assert f"## {KEY[0]} (pixels), PQ, 256-word codebooks, pairwise loss: mAP" in markdown
@@ -595,7 +595,9 @@ def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_p
     assert len(verdicts) == 8 and (verdicts.family_size == 8).all()
     unseen = make_runs(tmp_path / "unseen", dataset="digits")
     for run in unseen:
-        _rewrite_metrics(run, config={"protocol": "unseen"})
+        record = json.loads(run.metrics.read_text())
+        record["config"]["protocol"] = "unseen"
+        _rewrite_metrics(run, config={"protocol": "unseen"}, conditions=fake_conditions(record))
     mixed = read_runs([*runs, *unseen])
     both = mixed.results
     assert set(both.protocol) == {"standard", "unseen"}
@@ -603,8 +605,9 @@ def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_p
     assert "protocol" not in set(same.setting)
     assert differ.set_index("setting").loc["protocol"].item() == (
         f"standard ({len(runs)}), unseen ({len(unseen)})")
-    unseen_key = (*KEY[:2], "unseen", *KEY[3:])
-    assert key_title(unseen_key).endswith("pairwise loss, unseen classes")
+    unseen_key = (*KEY[:2], "unseen", *KEY[3:10], "unseen@unseen")
+    assert key_title(unseen_key).endswith("pairwise loss, unseen classes, unseen queries, unseen "
+                                          "classes' database (unseen@unseen)")
     assert tables_of(both)[(unseen_key, "map")].count.loc["float"].tolist() == [3, 3]
 
 
@@ -616,10 +619,10 @@ def test_runs_that_differ_in_a_setting_get_tables_of_their_own(tmp_path):
                                    ("gsl", (0.72, 0.65)))
             for seed, epochs, value in ((0, 10, values[0]), (1, 40, values[1]))]
     results, markdown = write_report(runs, tmp_path / "report")
-    assert results.groupby("condition").size().to_dict() == {"epochs=10": 3, "epochs=40": 3}
+    assert results.groupby("settings").size().to_dict() == {"epochs=10": 3, "epochs=40": 3}
     tables = tables_of(results)
     for epochs in (10, 40):
-        key = (*KEY[:9], f"epochs={epochs}")
+        key = (*KEY[:9], f"epochs={epochs}", "standard")
         assert tables[(key, "map")].count.loc["float"].tolist() == [1]  # never pooled
     assert "0.8850" not in markdown  # float's mean over the two experiments
     assert all(table.count.eq(1).all().all() for table in tables.values())
@@ -652,7 +655,7 @@ def test_runs_of_one_cell_that_differ_in_a_quantizer_setting_are_refused(tmp_pat
     runs = [make_run(tmp_path / "runs", RunConfig(method="two-step", bits=16, seed=seed,
                                                   warmup_epochs=warmup), 0.7)
             for seed, warmup in ((0, 5), (1, 3))]
-    with pytest.raises(GslbenchError, match=r"runs of one table cell differ in more than the seed "
+    with pytest.raises(GslbenchError, match=r"runs of one table cell differ in more than the seed and draw "
                        r"\(digits \(pixels\), two-step, PQ 16 bits: warmup_epochs 3/5\); a report "
                        "never averages different experiments"):
         read_runs(runs)

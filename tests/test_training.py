@@ -47,14 +47,30 @@ def test_log_has_one_row_per_epoch_with_the_documented_columns(features):
 
 
 @pytest.mark.parametrize("method", ["gsl", "qloss", "two-step"])
-def test_the_final_codebooks_are_fitted_on_the_final_representations(features, method):
+def test_the_final_codebooks_are_the_final_fit_of_the_final_representations(features, method):
+    """Whatever the refits before it (warm-started for gsl and qloss), the saved quantizer is the
+    final fit (`Quantizer.fit_final`) of the final network's training representations, and the
+    last log row holds its error."""
     result = train(dataclasses.replace(BASE, method=method), features, show_progress=False)
     final = embed(result.model, features.train.features)
-    assert result.quantizer.quantization_error(final) == pytest.approx(
-        result.log[-1]["quant_mse_refit"], rel=1e-6)
-    if method == "two-step":  # its one fit, from scratch, on the trained network
-        fresh = make_quantizer("pq", 16, 16, seed=BASE.seed).fit(final)
-        np.testing.assert_array_equal(result.quantizer.codebooks, fresh.codebooks)
+    fresh = make_quantizer("pq", 16, 16, seed=BASE.seed).fit_final(final)
+    np.testing.assert_array_equal(result.quantizer.codebooks, fresh.codebooks)
+    assert result.log[-1]["quant_mse_refit"] == fresh.quantization_error(final)
+
+
+@pytest.mark.parametrize("quantizer", ["pq", "opq"])
+def test_two_step_and_the_alpha_0_control_fit_one_network_alike(features, quantizer):
+    """At alpha = 0 GSL trains two-step's (float's) network bit for bit, and its warm-started
+    refits do not reach the saved codebooks: both runs save the same quantizer."""
+    config = dataclasses.replace(BASE, quantizer=quantizer, epochs=4)
+    two_step = train(dataclasses.replace(config, method="two-step"), features, show_progress=False)
+    control = train(dataclasses.replace(config, method="gsl", gsl_alpha=0.0), features,
+                    show_progress=False)
+    for a, b in zip(two_step.model.state_dict().values(), control.model.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for key, array in two_step.quantizer.state().items():
+        np.testing.assert_array_equal(control.quantizer.state()[key], array)
 
 
 def test_two_step_trains_the_float_network(features):

@@ -4,6 +4,7 @@ storage, controls, then bench --tuned on digits in both protocols."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,11 +23,14 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from gslbench.bench import tune
+from gslbench import layout
+from gslbench.bench import stopping, studies, tune
+from gslbench.bench.choices import CSV_COLUMNS
 from gslbench.bench.grid import Grid
+from gslbench.bench.tuning_plan import tuning_grid
 from gslbench.cli import cli
 from gslbench.config import KNOBS, RunConfig
-from gslbench.data.featurefile import items_record, read_feature_file
+from gslbench.data.featurefile import feature_file_sha256, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
 from gslbench.settings import Setting
@@ -243,7 +247,7 @@ def test_tune_then_bench_tuned_on_digits_never_trains_on_what_it_scores(tmp_path
 
 TUNE_SCRIPT = """
 import sys
-from gslbench.bench import tune
+from gslbench.bench import stopping, studies, tune
 from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.threads import limit_threads
 grid = Grid.from_mapping(read_grid_file(sys.argv[1]), source=sys.argv[1])
@@ -389,32 +393,31 @@ def test_a_few_cells_tuned_without_pruning_show_whether_the_choice_changed(tmp_p
     copy_data(digits, tmp_path)
     grid = tmp_path / "grid.toml"
     grid.write_text(SMALL_GRID)
-    assert invoke(tmp_path, "tune", str(grid), "--trials", "4").exit_code == 0  # pruned first
+    assert invoke(tmp_path, "tune", str(grid), "--trials", "6").exit_code == 0  # pruned first
     pruned = tune.Tuned.read(tmp_path / "results" / "tuning" / "tuned.toml")
     doc = tmp_path / "no-prune.md"
-    result = invoke(tmp_path, "tune", str(grid), "--trials", "4", "--no-prune", "--out",
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "6", "--no-prune", "--out",
                     str(tmp_path / "no-prune.toml"), "--doc", str(doc))
     assert result.exit_code == 0, result.output
     full = tune.Tuned.read(tmp_path / "no-prune.toml")
     section = doc.read_text().split("### Tuned with and without pruning")[1].split("## ")[0]
     rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| digits")]
     assert len(rows) == 2  # qloss and gsl
-    store = tune.open_storage(tune.default_storage(tmp_path / "results"))
+    trials = {True: pd.read_csv(tmp_path / "results" / "tuning" / "tuned.trials.csv"),
+              False: pd.read_csv(tmp_path / "no-prune.trials.csv")}
+    assert (trials[False].state == "complete").all() and len(trials[False]) == 2 * 6
     for row in rows:
         method = row[1]
         by_mode = {}
-        for prune in (True, False):
-            name = next(s.study_name for s in optuna.get_all_study_summaries(store)
-                        if s.study_name.startswith(f"{method} ")
-                        and s.study_name.endswith("prune" if prune else "no-prune")
-                        and (prune is False or not s.study_name.endswith("no-prune")))
-            trials = optuna.load_study(study_name=name, storage=store).get_trials(
-                states=(TrialState.COMPLETE,))
-            by_mode[prune] = max(trials, key=lambda t: (t.value, -t.number))
-        assert f"({by_mode[True].value:.4f})" in row[2] and f"({by_mode[False].value:.4f})" in row[3]
-        assert row[4] == ("yes" if by_mode[True].params == by_mode[False].params else "no")
+        for prune, frame in trials.items():  # the choice: the best trial the rule kept
+            kept = frame[(frame.method == method) & (frame.state == "complete")]
+            by_mode[prune] = kept.sort_values(["validation_map", "trial"],
+                                              ascending=[False, True]).iloc[0]
+        assert f"({by_mode[True].validation_map:.4f})" in row[2]
+        assert f"({by_mode[False].validation_map:.4f})" in row[3]
+        assert row[4] == ("yes" if by_mode[True].knobs == by_mode[False].knobs else "no")
         with_, without = map(int, row[5].rstrip(" |").split(" / "))
-        assert with_ <= without == 4 * 2 * 3  # trials x seeds x epochs, none pruned
+        assert with_ <= without == 6 * 2 * 3  # trials x seeds x epochs, none pruned
     assert len(pruned.choices) == len(full.choices) == 2
 
 
@@ -453,3 +456,319 @@ def test_the_most_frequent_choice_of_each_kind_of_knob():
         if frequent.value[(method, knob)] != defaults[knob]]
     assert f"this version of gslbench differ in {', '.join(differ)}." in markdown
     assert "qloss λ" in differ and "gsl select" not in differ
+
+
+# --- the search, alike in effect (issue 29) and tune's defects (issue 32) ----------------------
+
+QLOSS_GSL = {"method": ["qloss", "gsl"], "bits": 8, "sub_bits": 4, "seed": [0, 1], "epochs": 4,
+             "warmup_epochs": 1, "epochs_per_refit": 1}
+
+
+def curve_objective(curves: dict[int, list[float]]) -> callable:
+    """An objective that reports the hand-made curve of its trial number (steps 1, 2, ...),
+    asking the pruner after each report, and returns its last value."""
+    def objective(study: tune.Study, trial: optuna.Trial) -> float:
+        tune.suggest_knobs(study, trial)
+        values = curves[trial.number]
+        for step, value in enumerate(values, 1):
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return values[-1]
+    return objective
+
+
+def test_the_pruning_rule_never_decides_on_one_report_and_prunes_trial_0_alike():
+    # the rule by hand: from the second report on, the mean so far against the other trials'
+    curves = {0: {1: 0.9, 2: 0.1, 3: 0.1}, 1: {1: 0.1, 2: 0.8}, 2: {1: 0.2, 2: 0.9},
+              3: {1: 0.95, 2: 0.2}}
+    # trial 0 at step 2: mean 0.5; trial 1: 0.45, trial 2: 0.55, trial 3: 0.575
+    assert studies.pruned_step(curves, 0, keep=2, final_step=4) == 2  # beaten by 2 and 3
+    assert studies.pruned_step(curves, 0, keep=3, final_step=4) is None  # not by 3 trials
+    assert studies.pruned_step(curves, 1, keep=1, final_step=4) == 2  # step 1 alone never prunes
+    assert studies.pruned_step({0: {1: 0.1}, 1: {1: 0.9}}, 0, keep=1, final_step=4) is None
+    assert studies.pruned_step(curves, 0, keep=1, final_step=2) is None  # the last report: the value
+    assert studies.survivors(8) == 3 and studies.survivors(6) == 2 and studies.survivors(1) == 1
+
+
+def test_trial_0_is_pruned_by_the_same_rule_when_it_is_worse(tmp_path):
+    """Trial 0 ends best but trails 2 trials (a third of 6) on its mean mAP so far at step 2,
+    where trial 3, with its curve, is pruned: it is pruned too, and not chosen. Trial 1, run
+    before 2 and 4 and beaten by them, is pruned by hindsight alike."""
+    plan = tune.plan(Grid.from_mapping(QLOSS_GSL), trials=6)
+    study = next(s for s in plan.studies if s.method == "qloss")
+    weak = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.95]  # final_step: 4 epochs x 2 seeds = 8
+    curves = {0: weak, 1: [0.5] * 8, 2: [0.6] * 8, 3: weak, 4: [0.55] * 8, 5: [0.52] * 8}
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+    tune._run_study(study, store, plan.trials, True, 1.0, curve_objective(curves))
+    frame = tune.trial_frame(plan, store, prune=True).set_index("trial")
+    assert frame.state.to_dict() == {0: "pruned", 1: "pruned", 2: "complete", 3: "pruned",
+                                     4: "complete", 5: "pruned"}
+    assert frame.epochs_trained.tolist() == [0] * 6  # the fake objective trains nothing
+    assert frame.pruned_at[0] == frame.pruned_at[3] == {"seed": 0, "epoch": 2}
+    assert tune.choose(frame.reset_index()).trial.tolist() == [2]  # not trial 0's 0.95
+    frame = tune.trial_frame(plan, store, prune=False)  # the other study: none tuned that way
+    assert frame.empty
+
+
+def test_every_method_is_chosen_from_the_first_trials_of_its_study(tmp_path):
+    """issue 32: qloss tuned with 3 trials, then both with --trials 1: both chosen from 1."""
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+    three, one = (tune.plan(Grid.from_mapping(QLOSS_GSL), trials=n) for n in (3, 1))
+    qloss = next(s for s in three.studies if s.method == "qloss")
+    tune._run_study(qloss, store, 3, False, 1.0, knob_objective({}))
+    for study in one.studies:
+        tune._run_study(study, store, 1, False, 1.0, knob_objective({}))
+    frame = tune.trial_frame(one, store, prune=False)
+    assert frame.groupby("method").trial.apply(list).to_dict() == {"gsl": [0], "qloss": [0]}
+    assert len(tune.trial_frame(three, store, prune=False).query("method == 'qloss'")) == 3
+
+
+def test_the_start_knobs_the_grid_pins_are_trial_0_and_key_the_study(tmp_path):
+    start = {"gsl": {"gsl_alpha": 0.5, "gsl_select": "nearest"}}
+    grid = Grid.from_mapping(QLOSS_GSL, source="grid.toml")
+    pinned, plain = tune.plan(grid, trials=3, start=start), tune.plan(grid, trials=3)
+    gsl = next(s for s in pinned.studies if s.method == "gsl")
+    default = {knob.name: knob.default for knob in METHODS["gsl"].knobs}
+    assert gsl.default == {**default, "gsl_alpha": 0.5, "gsl_select": "nearest"}
+    assert {s.key for s in pinned.studies} != {s.key for s in plain.studies}
+    draws: dict = {}
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+    tune._run_study(gsl, store, 3, False, 1.0, knob_objective(draws))
+    assert draws["gsl"][0] == gsl.default and len(draws["gsl"]) == 3
+    assert studies.startup_trials(8) == 2 and studies.startup_trials(30) == 10
+    assert tune.load_study(gsl, store, False, 8).sampler.startup == 2  # TPE from trial 2 of 8
+    for bad, fragment in [({"gsl": {"gsl_alpha": 2.0}}, "outside"),
+                          ({"gsl": {"qloss_lambda": 0.1}}, "not a tuned knob of gsl"),
+                          ({"gsl": {"gsl_k": 64}}, "gsl_k = 64 is outside its search space"),
+                          ({"ste": {"ste_beta": 1.0}}, "not a tuned method of the grid")]:
+        with pytest.raises(GslbenchError, match=fragment):
+            tune.plan(grid, trials=3, start=bad)
+    with pytest.raises(GslbenchError, match=r"gsl_k = 12 is outside \[1, 8\]"):  # 8 words
+        tune.plan(Grid.from_mapping({**QLOSS_GSL, "bits": 6, "sub_bits": 3}), trials=3,
+                  start={"gsl": {"gsl_k": 12}})
+    path = tmp_path / "grid.toml"
+    path.write_text('method = ["qloss", "gsl"]\nseed = [0, 1]\n[start.gsl]\ngsl_k = 4\n')
+    grid, start = tuning_grid(path)
+    assert start == {"gsl": {"gsl_k": 4}} and grid.source == str(path)
+
+
+def test_a_study_is_keyed_by_the_feature_files_sha256():
+    grid = Grid.from_mapping(QLOSS_GSL)
+    old, new = (tune.plan(grid, trials=3, features={("digits", "pixels"): sha})
+                for sha in ("a" * 64, "b" * 64))
+    for before, after in zip(old.studies, new.studies, strict=True):
+        assert before.name(True) != after.name(True)  # another split: another study
+        assert before.sampler_seed == after.sampler_seed  # with the same draws
+
+
+def test_an_interrupted_trial_runs_again_with_its_knobs(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM's flag) inside trial 1: it is enqueued again with its knobs, which
+    the resumed tune runs first."""
+    plan = tune.plan(Grid.from_mapping(QLOSS_GSL), trials=3)
+    study = next(s for s in plan.studies if s.method == "qloss")
+    calls = []
+
+    def train(study, trial, knobs, *args):
+        calls.append(knobs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return knobs["qloss_lambda"]
+
+    monkeypatch.setattr(tune, "_train_trial", train)
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+
+    def objective(s, t):
+        return tune.run_trial(s, t, tmp_path, tmp_path, 3, False, True, "cpu")
+    with pytest.raises(KeyboardInterrupt):
+        tune._run_study(study, store, 3, False, 1.0, objective)
+    tune._run_study(study, store, 3, False, 1.0, objective)
+    assert calls[2] == calls[1]  # run again first, with the interrupted trial's knobs
+    frame = tune.trial_frame(plan, store, prune=False).query("method == 'qloss'")
+    assert len(frame) == 3 and calls[1] in frame.knobs.tolist()
+
+
+def test_sigterm_sets_a_flag_checked_between_steps():
+    previous = signal.getsignal(signal.SIGTERM)
+    with stopping.stop_on(signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises nothing
+        time.sleep(0.01)
+        with pytest.raises(stopping.Interrupted) as raised:
+            stopping.check_stop()
+        assert raised.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_trials_user_error_is_one_line_naming_the_study(tmp_path, caplog):
+    plan = tune.plan(Grid.from_mapping(QLOSS_GSL), trials=3)
+    store = tune.open_storage(f"sqlite:///{tmp_path}/studies.db", heartbeat=1, grace=5)
+
+    def failing(study, trial):
+        raise GslbenchError("digits.h5: damaged")
+    with caplog.at_level(logging.WARNING), pytest.raises(GslbenchError) as raised:
+        tune._run_study(plan.studies[0], store, 3, False, 1.0, failing)
+    assert str(raised.value) == f"{plan.studies[0].name(False)}: trial 0: digits.h5: damaged"
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gslbench: error: "), result.output
+    assert fragment in lines[0] and "Traceback" not in result.output
+
+
+def test_tune_checks_the_device_and_the_storage_before_any_trial(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    one_line_error(invoke(tmp_path, "tune", str(grid), "--device", "mps"), "--device mps")
+    one_line_error(invoke(tmp_path, "tune", str(grid), "--storage", ""), "--storage: empty")
+    one_line_error(invoke(tmp_path, "tune", str(grid), "--storage", "sqlite:///:memory:"),
+                   "in-memory database")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "studies.db").touch()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anyway: as an ordinary user sees the folder
+        monkeypatch.setattr(studies.os, "access", lambda path, mode: Path(path) != folder)
+    try:
+        one_line_error(invoke(tmp_path, "tune", str(grid), "--storage",
+                              f"sqlite:///{folder}/studies.db"), "is read-only")
+    finally:
+        folder.chmod(0o755)
+    assert not (tmp_path / "results" / "tuning" / "runs").exists()  # no trial ran
+
+
+def test_bench_tuned_with_a_knob_missing_is_one_line(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    tuned = tmp_path / "tuned.toml"
+    cell = 'quantizer = "pq"\nbits = 8\nsub_bits = 4\nprotocol = "standard"\n'
+    tuned.write_text('trials = 3\nseeds = [0, 1]\n\n[shared]\ndataset = "digits"\nepochs = 3\n'
+                     'warmup_epochs = 1\nepochs_per_refit = 1\n\n[[choice]]\n' + cell +
+                     'method = "gsl"\ngsl_alpha = 0.5\ngsl_select = "aligned"\n'
+                     'validation_map = 0.5\n\n[[choice]]\n' + cell +
+                     'method = "qloss"\nqloss_lambda = 0.1\nvalidation_map = 0.5\n')
+    one_line_error(invoke(tmp_path, "bench", str(grid), "--tuned", str(tuned), "--dry-run"),
+                   "choice 1 (gsl) has no gsl_k")
+
+
+QLOSS_GRID = SMALL_GRID.replace('method = ["qloss", "gsl"]', 'method = "qloss"').replace(
+    "epochs = 3", "epochs = 4")
+
+
+@pytest.mark.slow
+def test_a_new_split_of_the_feature_file_is_tuned_again(tmp_path):
+    """issue 32: after `features digits --split-seed 1`, tune trains again, on the new split."""
+    for args in (("download", "digits"), ("features", "digits")):
+        assert invoke(tmp_path, *args).exit_code == 0
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QLOSS_GRID)
+    assert invoke(tmp_path, "tune", str(grid), "--trials", "1").exit_code == 0
+    result = invoke(tmp_path, "features", "digits", "--split-seed", "1")
+    assert result.exit_code == 0, result.output
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "1")
+    assert result.exit_code == 0, result.output
+    sha = feature_file_sha256(tmp_path / "data" / "digits" / "pixels.h5")
+    store = tune.open_storage(tune.default_storage(tmp_path / "results"))
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    assert len(names) == 2  # a study per feature file
+    runs = list((tmp_path / "results" / "tuning" / "runs").glob("[!.]*"))
+    assert len(runs) == 2 and all(  # trained again on the new file
+        json.loads((run / "config.json").read_text())["features_sha256"] == sha for run in runs)
+    trials = pd.read_csv(tmp_path / "results" / "tuning" / "tuned.trials.csv")
+    assert trials.features_sha256.tolist() == [sha]
+    tuned = tune.Tuned.read(tmp_path / "results" / "tuning" / "tuned.toml")
+    assert tuned.choices[0]["validation_map"] == pytest.approx(trials.validation_map[0], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tune_and_bench_tuned_take_an_imported_data_set(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 100)
+    np.savez(tmp_path / "source.npz", labels=labels,
+             features=rng.normal(size=(400, 8)) + 3 * np.eye(4, 8)[labels])
+    result = invoke(tmp_path, "features", "import", "mine", "--from", str(tmp_path / "source.npz"),
+                    "--query-per-class", "10", "--train-per-class", "60")
+    assert result.exit_code == 0, result.output
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QLOSS_GRID.replace('"digits"', '"mine"') + "dim_out = 8\n")
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "2")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "results" / "tuning" / "tuned.toml"
+    assert tune.Tuned.read(out).choices[0]["dataset"] == "mine"
+    trials = pd.read_csv(layout.trials_csv_path(out))
+    assert list(trials.columns) == CSV_COLUMNS and trials.trial.tolist() == [0, 1]
+    assert set(trials.state) == {"complete"} and trials.epochs_trained.tolist() == [8, 8]
+    assert json.loads(trials.knobs[0]) == {"qloss_lambda": METHODS["qloss"].knobs[0].default}
+    result = invoke(tmp_path, "bench", str(grid), "--tuned", str(out), "--seeds", "5")
+    assert result.exit_code == 0, result.output
+
+
+def start_cli_tune(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """`python -m gslbench tune` of SMALL_GRID with `args`, in a session of its own."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "gslbench", "--data-dir", str(tmp_path / "data"),
+                             "--results-dir", str(tmp_path / "results"), "tune", str(grid),
+                             "--trials", "3", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_mid_seed(tmp_path: Path, count: int) -> None:
+    """Wait until a trial finished and `count` trials are inside the first seed's training (a
+    refit reported, more to come: SMALL_GRID trains 3 epochs a seed)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        database = tmp_path / "results" / "tuning" / "studies.db"
+        complete, steps = 0, []
+        with contextlib.suppress(sqlite3.OperationalError), contextlib.closing(
+                sqlite3.connect(database, timeout=60)) as db:  # read all, then let go
+            complete = db.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'"
+                                  ).fetchone()[0]
+            steps = db.execute(
+                "SELECT MAX(v.step) FROM trial_intermediate_values v JOIN trials t ON "
+                "t.trial_id = v.trial_id WHERE t.state = 'RUNNING' GROUP BY t.trial_id").fetchall()
+        if complete and sum(step < 3 for step, in steps) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no trial ran")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_tune_in_one_line_and_the_resume_runs_its_trial_again(tmp_path, digits,
+                                                                             signum):
+    """SIGTERM of `tune` (a flag checked between steps) or Ctrl-C of `tune -j 2` (the whole
+    process group) in a trial's training: no traceback, one line. After SIGTERM the trial is
+    enqueued again with its knobs, and the resumed tune runs them; after Ctrl-C the resumed tune
+    finishes every study (the helper's trial, killed with it, runs again once stale)."""
+    copy_data(digits, tmp_path)
+    jobs = ["-j", "2"] if signum == signal.SIGINT else []
+    process = start_cli_tune(tmp_path, "--no-prune", *jobs)
+    wait_mid_seed(tmp_path, 1)
+    os.killpg(process.pid, signum)
+    assert process.wait(timeout=120) == 128 + signum
+    stderr = process.stderr.read().decode()
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == ("gslbench: terminated" if signum == signal.SIGTERM
+                                               else "gslbench: aborted"), stderr
+    rows = trial_rows(tmp_path)
+    failed = {(study, params) for study, _, state, params in rows if state == "FAIL"}
+    if signum == signal.SIGTERM:  # one process: its trial was in training
+        assert failed and all(params for _, params in failed)  # stopped with its knobs drawn
+        assert sum(state == "WAITING" for _, _, state, _ in rows) == len(failed)  # enqueued
+    rerun = start_tune(tmp_path, trials=3, grace=5)
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read().decode()[-2000:]
+    rows = trial_rows(tmp_path)
+    assert failed <= {(study, params) for study, _, state, params in rows if state == "COMPLETE"}
+    finished_once(rows, 3)
+
+
+def test_the_api_checks_the_trials_as_the_cli_does(tmp_path):
+    grid = Grid.from_mapping(QLOSS_GSL)
+    for trials in (0, "2", True):
+        with pytest.raises(GslbenchError, match="--trials must be a whole number of at least 1"):
+            tune.tune(grid, tmp_path / "data", tmp_path / "results", trials)
+    assert not (tmp_path / "results").exists()

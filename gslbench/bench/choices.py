@@ -1,5 +1,7 @@
-"""What `gslbench tune`'s trials give: each study's choice, the tuned grid's test runs (for
-validation against test) and the files tune writes (the tuned TOML file and the tuning document).
+"""What `gslbench tune`'s trials give: the first trials of each study as a frame (pruned by the
+same rule for every trial), each study's choice, the tuned grid's test runs (for
+validation against test) and the files tune writes (the tuned TOML file, the CSV file of every
+trial beside it, and the tuning document).
 """
 
 from __future__ import annotations
@@ -10,11 +12,20 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from gslbench import layout
 from gslbench.bench.grid import Grid
-from gslbench.bench.studies import CELL_FIELDS, REDUCTION_FACTOR
+from gslbench.bench.studies import (
+    CELL_FIELDS,
+    REDUCTION_FACTOR,
+    Study,
+    pruned_step,
+    startup_trials,
+    survivors,
+)
 from gslbench.bench.tuned import Tuned
 from gslbench.config import RunConfig
 from gslbench.methods import METHODS
@@ -27,6 +38,72 @@ if TYPE_CHECKING:
     from gslbench.bench.tune import Plan
 
 TEST_COLUMNS = ["cell", "method", "variant", "seed", "map"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TRIAL_COLUMNS = ["study", "cell", "method", "trial", "knobs", "variant", "state", "value",
+                 "seed_maps", "epochs_trained", "epochs_planned", "pruned_at"]
+# tuned.trials.csv: one row per trial a choice was made from (docs/guide/tuning.md, "Outputs")
+CSV_COLUMNS = ["study", "cell", "method", "trial", "knobs", "state", "validation_map",
+               "seed_maps", "epochs_trained", "epochs_planned", "pruned_seed", "pruned_epoch",
+               "features_sha256"]
+
+
+def first_trials(study: Study, store: optuna.storages.BaseStorage, prune: bool,
+                 trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The study's first `trials` finished (complete or pruned) trials by number (one for a
+    method without knobs), whatever more the storage holds: every method is chosen from as many
+    trials. None when the study is not in the storage."""
+    try:
+        optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
+    except KeyError:
+        return []
+    finished = sorted(optuna_study.get_trials(deepcopy=False, states=FINISHED),
+                      key=lambda trial: trial.number)
+    return finished[:study.trials(trials)]
+
+
+def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
+    """The first `tuning.trials` complete or pruned trials of each of the plan's studies
+    (`first_trials`): study (the Optuna study's name), cell (JSON of `CELL_FIELDS`), method,
+    trial (number), knobs (dict), variant (the method's label), state (`complete` or `pruned`),
+    value (mean validation mAP; for a pruned trial its mAP score where it was pruned), seed_maps
+    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} where the rule pruned
+    it, or None). With pruning, `studies.pruned_step` is applied to every complete trial against
+    all of them: a complete trial the rule prunes (trial 0, run before any other) is `pruned`,
+    unless the rule would prune every trial of the study (it then ranks none)."""
+    rows = []
+    for study in tuning.studies:
+        chosen_from = first_trials(study, store, prune, tuning.trials)
+        after = _pruned_after(study, chosen_from, tuning.trials) if prune else {}
+        for trial in chosen_from:
+            knobs = {**study.default, **trial.params}
+            step = after.get(trial.number, trial.last_step)
+            pruned = trial.state is TrialState.PRUNED or trial.number in after
+            rows.append({
+                "study": study.name(prune),
+                "cell": json.dumps(study.cell, sort_keys=True), "method": study.method,
+                "trial": trial.number, "knobs": knobs,
+                "variant": METHODS[study.method].label({**vars(study.base), **knobs}),
+                "state": "pruned" if pruned else "complete",
+                "value": trial.intermediate_values.get(step, float("nan")) if pruned
+                else trial.value,
+                "seed_maps": trial.user_attrs.get("seed_maps", []),
+                "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
+                "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
+                "pruned_at": study.position(step) if pruned and step else None,
+            })
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def _pruned_after(study: Study, trials: list[optuna.trial.FrozenTrial],
+                  budget: int) -> dict[int, int]:
+    """{trial number: step} of the complete trials that `pruned_step` prunes against all of
+    `trials`; empty when it would prune every complete one."""
+    curves = {trial.number: trial.intermediate_values for trial in trials}
+    complete = [trial.number for trial in trials if trial.state is TrialState.COMPLETE]
+    steps = {number: pruned_step(curves, number, survivors(budget), study.final_step)
+             for number in complete}
+    after = {number: step for number, step in steps.items() if step is not None}
+    return {} if len(after) == len(complete) else after
 
 
 def choose(trials: pd.DataFrame) -> pd.DataFrame:
@@ -49,16 +126,20 @@ def summary(tuning: Plan, grid_file: str | Path, prune: bool) -> str:
         if METHODS[name].knobs)
     return (f"Generated by `gslbench tune {grid_file} --trials {tuning.trials}"
             f"{'' if prune else ' --no-prune'}`: one Optuna study per cell and method, "
-            f"{tuning.trials} trials for every method with knobs (one for a method without): "
-            "the method's default first, then draws of a TPE sampler seeded per study from "
-            f"the knobs' search spaces ({spaces}). Each trial trained at seeds "
+            f"{tuning.trials} trials for every method with knobs (one for a method without), "
+            "each chosen from the first trials of its study: the start knobs the grid pins "
+            f"first, then a TPE sampler seeded per study ({startup_trials(tuning.trials)} "
+            f"trials before it models the others) draws from the knobs' search spaces "
+            f"({spaces}). Each trial trained at seeds "
             f"{', '.join(map(str, tuning.seeds))} on the training pool minus the validation "
             "queries and the validation database, scored by the mAP of the validation queries "
             "against the validation database (no item is scored that was trained on, no test "
             "query or database item is used); "
-            + ("a successive-halving pruner (reduction factor "
-               f"{REDUCTION_FACTOR}) stopped weak trials on their validation mAP after each "
-               "codebook refit. " if prune else "no trial was pruned. ")
+            + ("a trial was pruned where, from its second codebook refit on, 1/"
+               f"{REDUCTION_FACTOR} of the trials beat the mean of its validation mAPs so far, "
+               "the same rule for every trial: applied again to every trial against all of "
+               "them, it prunes trial 0 (and others that ran to the end) by hindsight. " if prune
+               else "no trial was pruned. ")
             + "The choice of a cell: the complete trial of highest mean validation mAP.")
 
 
@@ -70,11 +151,13 @@ def _space_text(knob: Setting) -> str:
     return f"in [{low}, {high}]" + (" (log)" if kind == "log" else "")
 
 
-def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path) -> pd.DataFrame:
+def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path,
+                 data_dir: str | Path | None = None) -> pd.DataFrame:
     """The evaluated test runs under RESULTS/runs of the tuned grid's settings at any seed (a test
     grid has seeds of its own, e.g. `bench --seeds 0,1,2`): cell (JSON), method, variant, seed,
-    map (ADC / L2, codebooks fitted on the training representations)."""
-    wanted = {_seedless(config): config for config in tuned.cells(grid).cells()}
+    map (ADC / L2, codebooks fitted on the training representations). data_dir: where imported
+    data sets are."""
+    wanted = {_seedless(config): config for config in tuned.cells(grid, data_dir).cells()}
     rows = []
     for run in layout.list_runs(results_dir):
         if not run.metrics.is_file():
@@ -98,12 +181,35 @@ def write_outputs(tuning: Plan, trials: pd.DataFrame, chosen: pd.DataFrame, test
                   grid_file: str | Path, out: str | Path, doc: str | Path, prune: bool,
                   intro: str = "", other: tuple[pd.DataFrame, pd.DataFrame, bool] | None = None
                   ) -> None:
-    """Write the tuned file `out` (`Tuned`) and the tuning document `doc` (`report.tuning`;
-    `other`: its studies tuned the other way, see `tuning_document`)."""
+    """Write the tuned file `out` (`Tuned`), every trial beside it (`write_trials_csv`) and the
+    tuning document `doc` (`report.tuning`; `other`: its studies tuned the other way, see
+    `tuning_document`)."""
     text = summary(tuning, grid_file, prune)
     Tuned.from_choices(tuning, chosen).write(out, header=textwrap.fill(text, 98))
+    write_trials_csv(tuning, trials, layout.trials_csv_path(out))
     Path(doc).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(doc) as tmp:
         tmp.write_text(tuning_document(trials, chosen, tests, textwrap.fill(text, 98), intro,
                                        other), encoding="utf-8")
 
+
+
+def write_trials_csv(tuning: Plan, trials: pd.DataFrame, path: str | Path) -> None:
+    """Every trial the choices were made from (`tune.trial_frame`), one row each, sorted by
+    study and trial number, written atomically (columns: `CSV_COLUMNS`; knobs and cell as JSON,
+    seed_maps a JSON list, pruned_seed and pruned_epoch empty for a complete trial)."""
+    shas = {study.name(tuning.prune): study.features_sha256 for study in tuning.studies}
+    pruned = [at or {} for at in trials.pruned_at]
+    frame = pd.DataFrame({
+        "study": trials.study, "cell": trials.cell, "method": trials.method,
+        "trial": trials.trial, "knobs": [json.dumps(k, sort_keys=True) for k in trials.knobs],
+        "state": trials.state, "validation_map": trials.value,
+        "seed_maps": [json.dumps(list(maps)) for maps in trials.seed_maps],
+        "epochs_trained": trials.epochs_trained, "epochs_planned": trials.epochs_planned,
+        "pruned_seed": pd.array([at.get("seed") for at in pruned], dtype="Int64"),
+        "pruned_epoch": pd.array([at.get("epoch") for at in pruned], dtype="Int64"),
+        "features_sha256": [shas.get(name, "") for name in trials.study]},
+        columns=CSV_COLUMNS).sort_values(["study", "trial"])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")

@@ -1,8 +1,10 @@
-"""The Optuna side of `gslbench tune` (`gslbench.bench.tune`): a *study* per (cell, method), its
-search space (each tuned knob's `Setting.space` as an Optuna distribution), its sampler (the
-method's default first, then TPE draws seeded per study and trial, so no two studies or
-processes draw alike), its pruner (successive halving) and the shared storage (SQLite by default,
-any URL Optuna's RDB storage takes) with heartbeats, through which a killed trial is run again.
+"""The Optuna side of `gslbench tune` (`gslbench.bench.tune`): a *study* per (cell, method) and
+feature file, its search space (each tuned knob's `Setting.space` as an Optuna distribution), its
+sampler (the grid's pinned start knobs first, then TPE draws seeded per study and trial, so no two
+studies or processes draw alike, after `startup_trials` random ones), its pruner (`PeerPruner`:
+one rule for every trial, trial 0 included, at every refit of every seed) and the shared storage
+(SQLite by default, any URL Optuna's RDB storage takes) with heartbeats, through which a killed
+trial is run again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ CELL_FIELDS = tuple(name for name, setting in FIELDS.items()
                     if name not in ("method", "seed", "split") and setting not in KNOBS)
 HEARTBEAT_SECONDS = 10.0  # how often a running trial says it is alive
 GRACE_SECONDS = 60.0  # a RUNNING trial silent this long is failed (its process died) and re-run
-REDUCTION_FACTOR = 3  # successive halving keeps the best third at each rung
+REDUCTION_FACTOR = 3  # pruning: a trial that a third of the budget beats is stopped
 SQLITE_TIMEOUT_SECONDS = 120  # how long a process waits for another's write to the SQLite file
 
 log = logging.getLogger(__name__)
@@ -42,11 +45,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Study:
-    """One (cell, method): `base` is the cell's config at the method's default knobs, split
-    validation, at the first seed; `seeds` the seeds every trial trains."""
+    """One (cell, method) on one feature file: `base` is the cell's config at the method's
+    default knobs, split validation, at the first seed; `seeds` the seeds every trial trains;
+    `features_sha256` the sha256 of the feature file it is scored on (another file, e.g. another
+    `--split-seed`, is another study); `start` the knobs of trial 0 the grid pins ((name, value)
+    pairs; unpinned knobs take the registry's default)."""
 
     base: RunConfig
     seeds: tuple[int, ...]
+    features_sha256: str = ""
+    start: tuple[tuple[str, Any], ...] = ()
 
     @property
     def method(self) -> str:
@@ -59,8 +67,10 @@ class Study:
 
     @property
     def key(self) -> str:
-        """12 hex digits of the hash of the cell, the method and the seeds."""
-        return config_id({"cell": self.cell, "method": self.method, "seeds": list(self.seeds)})
+        """12 hex digits of the hash of the cell, the method, the seeds, the start knobs and the
+        feature file's sha256."""
+        return config_id({"cell": self.cell, "method": self.method, "seeds": list(self.seeds),
+                          "start": self.default, "features_sha256": self.features_sha256})
 
     def name(self, prune: bool) -> str:
         """The Optuna study's name: `gsl digits pq 16 bits sub_bits 4 standard 1a2b3c4d5e6f
@@ -72,8 +82,10 @@ class Study:
 
     @property
     def sampler_seed(self) -> int:
-        """The sampler's seed, from the cell and the method (never shared by two studies)."""
-        return int(self.key, 16) % 2**31
+        """The sampler's seed, from the cell, the method and the seeds (never shared by two
+        studies; the same for another feature file, so its draws are comparable)."""
+        draws = config_id({"cell": self.cell, "method": self.method, "seeds": list(self.seeds)})
+        return int(draws, 16) % 2**31
 
     @property
     def knobs(self) -> tuple[Setting, ...]:
@@ -99,7 +111,43 @@ class Study:
 
     @property
     def default(self) -> dict[str, Any]:
-        return {knob.name: knob.default for knob in self.knobs}
+        """Trial 0's knobs: the pinned start, else the registry's defaults."""
+        pinned = dict(self.start)
+        return {knob.name: pinned.get(knob.name, knob.default) for knob in self.knobs}
+
+    @property
+    def final_step(self) -> int:
+        """The step of a trial's last report (the last epoch of the last seed)."""
+        return self.base.epochs * len(self.seeds)
+
+    def position(self, step: int) -> dict[str, int]:
+        """The seed and epoch of a report step (`seed position x epochs + epoch`)."""
+        index = (step - 1) // self.base.epochs
+        return {"seed": self.seeds[index], "epoch": step - index * self.base.epochs}
+
+
+def check_start(method: str, knobs: dict[str, Any], source: str) -> tuple[tuple[str, Any], ...]:
+    """A method's pinned trial-0 knobs (`[start.METHOD]` of a tuning grid) as (name, value)
+    pairs: each a tuned knob of the method, of its type, inside its search space; else a user
+    error naming the grid."""
+    where = f"{source}: [start.{method}]"
+    if method not in METHODS:
+        raise GslbenchError(f"{where}: unknown method {method!r}")
+    spaces = {knob.name: knob for knob in METHODS[method].knobs if knob.space}
+    for name, value in knobs.items():
+        knob = spaces.get(name)
+        if knob is None:
+            raise GslbenchError(f"{where}: {name} is not a tuned knob of {method}; its knobs: "
+                                f"{', '.join(spaces) or 'none'}")
+        try:
+            knob.check(value)
+        except GslbenchError as exc:
+            raise GslbenchError(f"{where}: {exc}") from None
+        kind, *bounds = knob.space
+        if not (value in bounds[0] if kind == "choice" else bounds[0] <= value <= bounds[1]):
+            raise GslbenchError(f"{where}: {name} = {value!r} is outside its search space "
+                                f"{knob.space}")
+    return tuple((name, knobs[name]) for name in spaces if name in knobs)
 
 
 def _distribution(knob: Setting, cap: int | None) -> optuna.distributions.BaseDistribution:
@@ -111,17 +159,26 @@ def _distribution(knob: Setting, cap: int | None) -> optuna.distributions.BaseDi
     return optuna.distributions.FloatDistribution(bounds[0], bounds[1], log=kind == "log")
 
 
-class StudySampler(optuna.samplers.BaseSampler):
-    """TPE seeded per study and trial: trial 0 takes the knobs' defaults (`first`); trial n draws
-    with a TPE sampler seeded by (study seed, n), so two processes drawing at once never draw
-    alike. Enqueued trials (a killed trial run again) keep their knobs (Optuna's fixed params)."""
+def startup_trials(trials: int) -> int:
+    """Trials before TPE models the others: trial 0 (the start) and a third of the budget drawn at
+    random, at least one (TPE's own default, 10, would make a budget of 8 all random draws)."""
+    return max(2, trials // 3)
 
-    def __init__(self, seed: int, first: dict[str, Any]) -> None:
-        self.seed, self.first = seed, first
-        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+class StudySampler(optuna.samplers.BaseSampler):
+    """TPE seeded per study and trial: trial 0 takes the start knobs (`first`); trial n draws
+    with a TPE sampler seeded by (study seed, n), so two processes drawing at once never draw
+    alike, random for the first `startup` trials and modelled on the finished ones after.
+    Enqueued trials (a killed or interrupted trial run again) keep their knobs (Optuna's fixed
+    params)."""
+
+    def __init__(self, seed: int, first: dict[str, Any], startup: int) -> None:
+        self.seed, self.first, self.startup = seed, first, startup
+        self._tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._tpe = optuna.samplers.TPESampler(seed=(self.seed + 7919 * trial.number) % 2**32)
+        self._tpe = optuna.samplers.TPESampler(seed=(self.seed + 7919 * trial.number) % 2**32,
+                                               n_startup_trials=self.startup)
         self._tpe.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study,
@@ -141,6 +198,53 @@ class StudySampler(optuna.samplers.BaseSampler):
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                     state: TrialState, values: list[float] | None) -> None:
         self._tpe.after_trial(study, trial, state, values)
+
+
+def survivors(trials: int) -> int:
+    """How many trials may beat a trial at a point before the pruner stops it: a third of the
+    budget (`REDUCTION_FACTOR`), at least 1."""
+    return max(1, -(-trials // REDUCTION_FACTOR))
+
+
+def pruned_step(curves: dict[int, dict[int, float]], number: int, keep: int,
+                final_step: int) -> int | None:
+    """The rule that prunes a trial, the same for every trial of a study: at each step it
+    reported before `final_step`, from its second report on, a trial's score is the mean of its
+    reports so far (so no single refit decides); it is pruned at the first step where at least
+    `keep` other trials that reported at that step scored higher there. curves: each trial's
+    {step: validation mAP}. Returns that step, or None. Adding trials never saves a trial, so a
+    trial pruned against the trials finished so far is pruned against all of them."""
+    mine = sorted(step for step in curves[number] if step < final_step)
+    for count, step in enumerate(mine, 1):
+        if count < 2:
+            continue
+        score = _score(curves[number], step)
+        beaten = sum(_score(curve, step) > score for other, curve in curves.items()
+                     if other != number and step in curve)
+        if beaten >= keep:
+            return step
+    return None
+
+
+def _score(curve: dict[int, float], step: int) -> float:
+    """The mean of a trial's reports up to `step`."""
+    values = [value for at, value in curve.items() if at <= step]
+    return sum(values) / len(values)
+
+
+class PeerPruner(optuna.pruners.BasePruner):
+    """`pruned_step` against the study's finished (complete or pruned) trials, checked at every
+    report of a running trial; `choices.choose` applies it again against every trial of the
+    study, so trial 0, which runs before any peer, is judged by the same rule."""
+
+    def __init__(self, keep: int, final_step: int) -> None:
+        self.keep, self.final_step = keep, final_step
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        curves = {t.number: t.intermediate_values for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
+        curves[trial.number] = trial.intermediate_values
+        return pruned_step(curves, trial.number, self.keep, self.final_step) is not None
 
 
 def suggest_knobs(study: Study, trial: optuna.Trial) -> dict[str, Any]:
@@ -163,7 +267,9 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS,
                  grace: float = GRACE_SECONDS) -> optuna.storages.RDBStorage:
     """The Optuna storage at `url` (any URL Optuna's RDB storage takes; SQLite waits up to
     SQLITE_TIMEOUT_SECONDS for another process's write) with heartbeats: a RUNNING trial silent
-    for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error."""
+    for `grace` seconds is failed and enqueued again with its knobs. A bad URL is a user error
+    (`check_storage`)."""
+    check_storage(url)
     engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") \
         else {}
     for attempt in range(3):  # two processes creating the tables at once: the loser retries
@@ -181,6 +287,27 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS,
     raise GslbenchError(f"--storage {url}: cannot open it ({error})")
 
 
+def check_storage(url: str) -> None:
+    """Refuse, with one line, an empty URL, an in-memory SQLite database (neither kept nor shared
+    by tune's processes) and a SQLite file this process cannot write (a read-only file or
+    folder)."""
+    if not url.strip():
+        raise GslbenchError("--storage: empty; leave it out for the default "
+                            "(sqlite:///RESULTS/tuning/studies.db)")
+    if not url.startswith("sqlite"):
+        return
+    path = url.partition(":///")[2].partition("?")[0]
+    if path in ("", ":memory:") or "mode=memory" in url:
+        raise GslbenchError(f"--storage {url}: an in-memory database is neither kept nor shared "
+                            "by tune's processes; give a file, sqlite:///PATH")
+    file = Path(path)
+    folder = file.parent if file.parent.is_dir() else None
+    if (file.exists() and not os.access(file, os.W_OK)) or (
+            folder is not None and not os.access(folder, os.W_OK | os.X_OK)):
+        raise GslbenchError(f"--storage {url}: {file if file.exists() else folder} is read-only "
+                            "(SQLite writes the file and a journal beside it)")
+
+
 def default_storage(results_dir: str | Path) -> str:
     """sqlite:///RESULTS/tuning/studies.db (the folder is created)."""
     path = layout.tuning_dir(results_dir).resolve() / "studies.db"
@@ -189,13 +316,14 @@ def default_storage(results_dir: str | Path) -> str:
 
 
 def load_study(study: Study, storage: optuna.storages.BaseStorage, prune: bool,
-               first_refit: int) -> optuna.Study:
-    """The Optuna study of `study` (created if missing), with its sampler and pruner."""
-    pruner = optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=first_refit, reduction_factor=REDUCTION_FACTOR) if prune \
+               trials: int) -> optuna.Study:
+    """The Optuna study of `study` (created if missing), with its sampler and pruner for a
+    budget of `trials`."""
+    pruner = PeerPruner(survivors(trials), study.final_step) if prune \
         else optuna.pruners.NopPruner()
     return optuna.create_study(storage=storage, study_name=study.name(prune), direction="maximize",
-                               sampler=StudySampler(study.sampler_seed, study.default),
+                               sampler=StudySampler(study.sampler_seed, study.default,
+                                                    startup_trials(trials)),
                                pruner=pruner, load_if_exists=True)
 
 

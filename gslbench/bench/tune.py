@@ -4,9 +4,12 @@ that treats every method alike (the design page, docs/design.md, sections 2 and 
 A *cell* is every setting of the grid but the method, the knobs, the seed and the split (data set,
 protocol, quantizer, code length, sub-bits, ...). Each (cell, method) is one Optuna *study* of
 `trials` trials, the same number for every method (a method without knobs has one setting: one
-trial). Trial 0 is the method's own default; the others are drawn from the knobs' search spaces
-(`Setting.space`) by a TPE sampler seeded by the study's cell and method (`Study.sampler_seed`)
-and by the trial's number, so studies never share draws and two processes never draw alike.
+trial). Trial 0 is the method's start knobs, pinned by the grid's `[start.METHOD]` tables (else the
+registry's defaults); the others are drawn from the knobs' search spaces (`Setting.space`) by a
+TPE sampler seeded by the study's cell and method (`Study.sampler_seed`) and by the trial's
+number, so studies never share draws and two processes never draw alike; a third of the budget
+is random start-up draws (`studies.startup_trials`). A study is keyed by the sha256 of the
+feature file it is scored on, as bench's cells are: another split is another study.
 
 A trial trains its setting at every seed of the grid (at least 2) as runs of split `validation`:
 trained on the training pool minus the validation queries and the validation database, scored by
@@ -15,13 +18,18 @@ no item a choice is scored on was trained on and no test query or database item 
 value is the mean validation mAP over the seeds. The runs are ordinary run directories under
 RESULTS/tuning/runs (resumable; `split` is part of their run id, so they are never taken for test
 runs). With pruning, each run reports its validation mAP after every codebook refit (step: the
-seed's position x epochs + the epoch) and a successive-halving pruner stops the weak trials; a
-pruned run writes no run directory, and the epochs it did not train are what pruning saved.
+seed's position x epochs + the epoch) and `studies.PeerPruner` stops a trial that a third of the
+budget beats on its mean validation mAP so far; the same rule is applied again to every trial
+when the choice is made, so trial 0, which runs before any other, is pruned alike. A pruned run
+writes no run directory, and the epochs it did not train are what pruning saved.
 
 The studies live in one Optuna storage (default: the SQLite file RESULTS/tuning/studies.db):
 several `tune` processes, on one machine or many, share its trials and never run one twice; a
-killed tune resumes: finished trials are kept, and a trial whose process died (no heartbeat for
-`grace` seconds) is failed and run again with the same knobs (its finished seed runs are reused).
+killed tune resumes: finished trials are kept, a trial stopped by Ctrl-C or SIGTERM is enqueued
+again with its knobs, and a trial whose process died (no heartbeat for `grace` seconds) is failed
+and run again with the same knobs (its finished seed runs are reused). SIGTERM sets a flag that
+the trial checks between steps (each refit, each seed, each trial). Every method is chosen from
+the first `trials` finished trials of its study, whatever else the storage holds.
 
 The studies' Optuna side (sampler, pruner, storage) is `gslbench.bench.studies`. The choice of a
 study is its complete trial of highest value (ties: the first; `gslbench.bench.choices`). The
@@ -38,13 +46,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
+import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +62,17 @@ from optuna.trial import TrialState
 
 from gslbench import layout
 from gslbench.bench import _prepare_features
-from gslbench.bench.choices import TEST_COLUMNS, choose, test_results, write_outputs
+from gslbench.bench.choices import (
+    FINISHED,
+    TEST_COLUMNS,
+    choose,
+    test_results,
+    trial_frame,
+    write_outputs,
+)
 from gslbench.bench.executors import LocalExecutor
 from gslbench.bench.grid import Grid
+from gslbench.bench.stopping import Interrupted, check_stop, ignored, stop_on
 from gslbench.bench.studies import (
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
@@ -69,19 +84,20 @@ from gslbench.bench.studies import (
     suggest_knobs,
 )
 from gslbench.bench.tuned import Tuned
-from gslbench.config import FIELDS, KNOBS, RunConfig
+from gslbench.bench.tuning_plan import Plan, plan
 from gslbench.data import feature_path
 from gslbench.data.featurefile import (
     FORMAT_VERSION,
     FeatureSet,
+    feature_file_sha256,
     has_validation_split,
     read_feature_file,
 )
+from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.scoring import evaluate
 from gslbench.evaluation.step import evaluate_run
-from gslbench.methods import METHODS
 from gslbench.methods.model import embed
 from gslbench.quantizers import make_search
 from gslbench.storage import read_json
@@ -90,59 +106,7 @@ from gslbench.train import train_run
 
 log = logging.getLogger(__name__)
 
-# the axes a tuning grid may have: what names a cell in the tuning document, then method and seed
-TUNED_AXES = ("dataset", "feature", "protocol", "loss", "quantizer", "bits", "sub_bits",
-              "method", "seed")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What tune runs: `trials` per study, the studies, the seeds, and the control cells left out."""
-
-    trials: int
-    studies: tuple[Study, ...]
-    seeds: tuple[int, ...]
-    controls: tuple[RunConfig, ...] = ()
-
-
-def plan(grid: Grid, trials: int) -> Plan:
-    """The studies of a grid (see the module docstring); a grid that sets the split, has an axis
-    tune cannot name a cell by, fewer than 2 seeds or no method with knobs to tune is a user
-    error."""
-    source = grid.source or "grid"
-    if "split" in grid.fields():
-        raise GslbenchError(f"{source}: split is chosen by tune, not by the grid (it tunes on the "
-                            "validation split)")
-    knob_names = {knob.name for knob in KNOBS}
-    other = sorted(set(grid.axes()) - set(TUNED_AXES) - knob_names)
-    if other:
-        raise GslbenchError(f"{source}: {other[0]} is an axis; tune's cells are those of "
-                            f"{', '.join(TUNED_AXES[:-2])} (the other settings are fixed)")
-    cells, controls = _tuned_and_controls(grid)
-    if not any(METHODS[config.method].knobs for config in cells):
-        raise GslbenchError(f"{source}: no method of the grid has knobs to tune")
-    seeds = tuple(sorted({config.seed for config in cells}))
-    if len(seeds) < 2:
-        raise GslbenchError(f"{source}: tune needs at least 2 seeds, the grid has {len(seeds)}")
-    studies = {}
-    for config in cells:
-        base = dataclasses.replace(config, seed=seeds[0], split="validation").resolved()
-        study = Study(base, seeds)
-        studies.setdefault(study.key, study)
-    return Plan(trials, tuple(studies.values()), seeds, tuple(controls))
-
-
-def _tuned_and_controls(grid: Grid) -> tuple[list[RunConfig], list[RunConfig]]:
-    """The grid's cells split into those tune tunes and the controls: cells of a part that sets
-    a knob of the cell's method."""
-    tuned, controls = {}, {}
-    for part in grid.parts:
-        set_knobs = {name for name, _ in part if FIELDS[name] in KNOBS}
-        for config in Grid((part,), grid.source).cells():
-            control = set_knobs & {knob.name for knob in config.method_spec.knobs}
-            (controls if control else tuned).setdefault(config.run_id, config)
-    return list(tuned.values()), list(controls.values())
+MIN_PRUNED_TRIALS = 6  # below this budget pruning is off: a third of it is 1 trial (see docs)
 
 
 class Surplus(Exception):
@@ -153,13 +117,14 @@ class RefitScore:
     """`on_refit` of a tuning run: its validation mAP after each codebook refit, reported to the
     trial at step `offset` + epoch; a trial the pruner stops raises `optuna.TrialPruned` (the run
     then writes nothing). Embeds and encodes only: neither torch's global RNG nor the run's
-    generator is touched."""
+    generator is touched. The stop flag is checked first (`check_stop`)."""
 
     def __init__(self, trial: optuna.Trial, features: FeatureSet, offset: int, prune: bool) -> None:
         self.trial, self.features, self.offset, self.prune = trial, features, offset, prune
         self.epoch = 0
 
     def __call__(self, epoch: int, model: Any, quantizer: Any) -> None:
+        check_stop()
         self.epoch = epoch
         queries = embed(model, self.features.query.features)
         database = embed(model, self.features.database.features)
@@ -173,9 +138,10 @@ class RefitScore:
 
 def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Path,
               trials: int, prune: bool, reuse: bool, device: str) -> float:
-    """One trial: its knobs (sampled, or the default for trial 0), trained at every seed as
+    """One trial: its knobs (sampled, or the start knobs for trial 0), trained at every seed as
     validation runs under RESULTS/tuning; returns the mean validation mAP. User attrs: the
-    per-seed mAPs, the epochs trained and planned."""
+    per-seed mAPs, the epochs trained and planned. A trial stopped by Ctrl-C or a signal is
+    enqueued again with its knobs before the interruption goes on."""
     earlier = [t for t in trial.study.get_trials(deepcopy=False)
                if t.number < trial.number and t.state in (*FINISHED, TrialState.RUNNING,
                                                           TrialState.WAITING)]
@@ -183,11 +149,22 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the study has its {trials} trials")
     knobs = suggest_knobs(study, trial)
+    try:
+        return _train_trial(study, trial, knobs, data_dir, results_dir, prune, reuse, device)
+    except KeyboardInterrupt:
+        trial.study.enqueue_trial(knobs, user_attrs={"rerun_of": trial.number})
+        raise
+
+
+def _train_trial(study: Study, trial: optuna.Trial, knobs: dict[str, Any], data_dir: Path,
+                 results_dir: Path, prune: bool, reuse: bool, device: str) -> float:
+    """`run_trial`'s training: each seed's run, encoded and evaluated."""
     epochs = study.base.epochs
     trial.set_user_attr("epochs_planned", epochs * len(study.seeds))
     tuning = layout.tuning_dir(results_dir)
     maps, trained = [], 0
     for position, seed in enumerate(study.seeds):
+        check_stop()
         config = study.config(knobs, seed)
         run = layout.run_dir(tuning, config.run_id)
         score = None
@@ -201,7 +178,6 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
                       on_refit=score, reuse=reuse)
         except optuna.TrialPruned:
             trial.set_user_attr("epochs_trained", trained + score.epoch)
-            trial.set_user_attr("pruned_at", {"seed": seed, "epoch": score.epoch})
             raise
         trained += epochs
         encode_run(run.path, data_dir, tuning, device=device)
@@ -218,29 +194,41 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
          storage: str | None = None, prune: bool = True, reuse: bool = True,
          device: str = "auto", heartbeat: float = HEARTBEAT_SECONDS,
          grace: float = GRACE_SECONDS, jobs: int = 1, threads: int | None = None,
-         show_progress: bool = False) -> tuple[Plan, pd.DataFrame]:
+         show_progress: bool = False, start: dict[str, dict] | None = None
+         ) -> tuple[Plan, pd.DataFrame]:
     """Run every study of `grid` to `trials` finished trials (complete or pruned) in `storage`
     (default `default_storage`), sharing them with any other process on it; returns the plan
-    and `trial_frame`. A feature file older than format version 3 is a user error.
+    and `trial_frame`. The grid, the device, the storage and the feature files are checked before
+    any trial (a feature file older than format version 3 is a user error); a trial's user error
+    ends the tune as one line naming its study. SIGTERM stops it between steps (`Interrupted`).
 
     jobs: trials at once, this process and `jobs - 1` helper processes on the same storage, each
     starting at another study; threads: torch/faiss threads of each (default: the CPUs // jobs
     when jobs > 1, else torch's and faiss's own); show_progress: a bar of the finished trials
-    (`TrialProgress`), else a log line per trial."""
-    tuning = plan(grid, trials)
+    (`TrialProgress`), else a log line per trial; start: the grid's `[start.METHOD]` tables."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise GslbenchError(f"--trials must be a whole number of at least 1, got {trials!r}")
     data_dir, results_dir = Path(data_dir).resolve(), Path(results_dir).resolve()
-    _check_features(tuning, data_dir, device)
-    url = storage or default_storage(results_dir)
+    tuning = plan(grid, trials, data_dir, start)
+    resolve_device(device)
+    url = default_storage(results_dir) if storage is None else storage
     store = open_storage(url, heartbeat, grace)
+    tuning = plan(grid, trials, data_dir, start, _check_features(tuning, data_dir, device))
+    if prune and trials < MIN_PRUNED_TRIALS:
+        log.info("tune: pruning is off below %d trials", MIN_PRUNED_TRIALS)
+    prune = prune and trials >= MIN_PRUNED_TRIALS
+    tuning = dataclasses.replace(tuning, prune=prune)
     if jobs > 1 and threads is None:
         threads = max(1, cpu_count() // jobs)
     work = dict(data_dir=data_dir, results_dir=results_dir, prune=prune, reuse=reuse,
                 device=device, heartbeat=heartbeat, bar=show_progress)
-    with LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool:
-        helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
-                               len(tuning.studies) * job // jobs,
-                               logging.WARNING if show_progress else logging.getLogger().level)
-                   for job in range(1, jobs)]
+    with (stop_on(signal.SIGTERM),
+          LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool):
+        with ignored(signal.SIGINT):  # the helpers start deaf to Ctrl-C: this process stops them
+            helpers = [pool.submit(_helper, tuning, url, grace, threads, work,
+                                   len(tuning.studies) * job // jobs,
+                                   logging.WARNING if show_progress else logging.getLogger().level)
+                       for job in range(1, jobs)]
         _work(tuning, store, threads, work, first=0)
         for helper in helpers:
             if helper.exception():  # its trials were failed when it went silent, and run here
@@ -248,20 +236,23 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
     return tuning, trial_frame(tuning, store, prune)
 
 
-def _check_features(tuning: Plan, data_dir: Path, device: str) -> None:
-    """Extract the missing feature files; refuse one older than the current format version and the unseen
-    protocol on multi-label data, before anything trains."""
+def _check_features(tuning: Plan, data_dir: Path, device: str) -> dict[tuple[str, str], str]:
+    """Extract the missing feature files; refuse one older than the current format version and
+    the unseen protocol on multi-label data, before anything trains. Returns each file's sha256."""
     configs = [study.base for study in tuning.studies]
     _prepare_features(configs, data_dir, device)
+    shas = {}
     for dataset, feature in sorted({(c.dataset, c.feature) for c in configs}):
         path = feature_path(data_dir, dataset, feature)
         if not has_validation_split(path):
             raise GslbenchError(f"{path}: older than format_version {FORMAT_VERSION} (no held-out "
                                 f"validation split); run `gslbench features {dataset}` again to "
                                 "rewrite its split (the features are kept)")
+        shas[dataset, feature] = feature_file_sha256(path)
     for config in configs:
         read_feature_file(feature_path(data_dir, config.dataset, config.feature), "validation",
                           config.protocol, config.unseen, config.draw)
+    return shas
 
 
 def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
@@ -283,105 +274,92 @@ def _work(tuning: Plan, store: optuna.storages.BaseStorage, threads: int | None,
 def _helper(tuning: Plan, url: str, grace: float, threads: int | None, work: dict[str, Any],
             first: int, level: int) -> None:
     """A helper process of `tune(jobs=...)`: the plan's studies on the shared storage, logging
-    at `level` (the tune process's, or warnings only under its progress bar)."""
+    at `level` (the tune process's, or warnings only under its progress bar). It starts with
+    Ctrl-C ignored (`tune` kills it when stopped); SIGTERM sets its stop flag: it enqueues its
+    trial again and ends without a traceback."""
     logging.basicConfig(level=level, format="gslbench: %(message)s", stream=sys.stderr)
     if level > logging.DEBUG:  # as the CLI: how faiss loaded only with -v
         logging.getLogger("faiss").setLevel(logging.WARNING)
-    _work(tuning, open_storage(url, work["heartbeat"], grace), threads, work, first)
+    with stop_on(signal.SIGTERM), contextlib.suppress(Interrupted):
+        _work(tuning, open_storage(url, work["heartbeat"], grace), threads, work, first)
 
 
 def _run_study(study: Study, store: optuna.storages.BaseStorage, trials: int, prune: bool,
                heartbeat: float, objective: Callable[[Study, optuna.Trial], float],
                done: Callable[[str], None] = log.info) -> None:
     """Run trials of `study` until it has `trials` finished ones; wait for those other processes
-    run (or for them to go stale, when they are failed and enqueued again). A study whose trials
-    fail `trials` times (each logged) is left without a choice. `done` is told each trial this
+    run (or for them to go stale, when they are failed and enqueued again). A trial's user error
+    ends the tune, one line naming the study and the trial. `done` is told each trial this
     process ran: `gsl digits ... prune: trial 3 pruned`."""
-    first_refit = study.base.warmup_epochs or study.base.epochs_per_refit
-    optuna_study = load_study(study, store, prune, first_refit)
-    failures, ran = 0, []
+    optuna_study = load_study(study, store, prune, trials)
+    ran: list[optuna.trial.FrozenTrial] = []
 
     def record(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         ran.append(trial)
 
     while True:
+        check_stop()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(optuna_study)
         states = [t.state for t in optuna_study.get_trials(deepcopy=False)]
         finished = sum(state in FINISHED for state in states)
         running = states.count(TrialState.RUNNING)
-        if finished >= study.trials(trials) or failures >= trials:
+        if finished >= study.trials(trials):
             return
         if finished + running >= study.trials(trials) and TrialState.WAITING not in states:
             time.sleep(heartbeat)  # the last trials run elsewhere
             continue
         ran.clear()
-        optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
-                              catch=(Surplus, GslbenchError), callbacks=[record])
-        for trial in ran:
-            if trial.user_attrs.get("surplus"):  # asked for when another process took the last
-                continue
-            failures += trial.state is TrialState.FAIL
-            done(f"{study.name(prune)}: trial {trial.number} {trial.state.name.lower()}")
-
-
-def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -> pd.DataFrame:
-    """Every complete or pruned trial of the plan's studies: cell (JSON of `CELL_FIELDS`),
-    method, trial (number), knobs (dict), variant (the method's label), state (`complete` or
-    `pruned`), value (mean validation mAP; for a pruned trial its last reported mAP), seed_maps
-    (list), epochs_trained, epochs_planned, pruned_at ({"seed", "epoch"} of the run the pruner
-    stopped, or None)."""
-    rows = []
-    for study in tuning.studies:
         try:
-            optuna_study = optuna.load_study(study_name=study.name(prune), storage=store)
-        except KeyError:
-            continue
-        for trial in optuna_study.get_trials(deepcopy=False, states=FINISHED):
-            knobs = {**study.default, **trial.params}
-            last_step = trial.last_step
-            rows.append({
-                "cell": json.dumps(study.cell, sort_keys=True), "method": study.method,
-                "trial": trial.number, "knobs": knobs,
-                "variant": METHODS[study.method].label({**vars(study.base), **knobs}),
-                "state": trial.state.name.lower(),
-                "value": trial.value if trial.state is TrialState.COMPLETE
-                else trial.intermediate_values.get(last_step, float("nan")),
-                "seed_maps": trial.user_attrs.get("seed_maps", []),
-                "epochs_trained": trial.user_attrs.get("epochs_trained", 0),
-                "epochs_planned": trial.user_attrs.get("epochs_planned", 0),
-                "pruned_at": trial.user_attrs.get("pruned_at"),
-            })
-    return pd.DataFrame(rows, columns=["cell", "method", "trial", "knobs", "variant", "state",
-                                       "value", "seed_maps", "epochs_trained", "epochs_planned",
-                                       "pruned_at"])
+            with _quiet_optuna():
+                optuna_study.optimize(lambda trial: objective(study, trial), n_trials=1,
+                                      catch=(Surplus,), callbacks=[record])
+        except GslbenchError as exc:
+            number = optuna_study.get_trials(deepcopy=False)[-1].number
+            raise GslbenchError(f"{study.name(prune)}: trial {number}: {exc}") from None
+        for trial in ran:
+            if not trial.user_attrs.get("surplus"):  # asked for when another took the last
+                done(f"{study.name(prune)}: trial {trial.number} {trial.state.name.lower()}")
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's errors only: a failed or interrupted trial is tune's one line, not Optuna's
+    warning with a traceback."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def tune_and_write(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
                    out: str | Path | None = None, doc: str | Path | None = None,
                    intro: str = "", **options: Any) -> pd.DataFrame:
-    """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml) and
-    every trial to the tuning document `doc` (default RESULTS/tuning/tuning.md), with the tuned
-    grid's test runs when every study has its choice, and the choices of its studies the storage
-    also holds tuned the other way (with or without pruning). Returns `choose`'s frame.
-    options: `tune`'s (storage, prune, reuse, device, jobs, show_progress). A study left without
-    a complete trial is a user error, raised after the others' choices are written."""
-    prune = options.get("prune", True)
+    """`tune` the grid, then write the choices to `out` (default RESULTS/tuning/tuned.toml),
+    every trial to the CSV file beside it (`layout.trials_csv_path`) and to the tuning document
+    `doc` (default RESULTS/tuning/tuning.md), with the tuned grid's test runs when every study
+    has its choice, and the choices of its studies the storage also holds tuned the other way
+    (with or without pruning). Returns `choose`'s frame. options: `tune`'s (storage, prune,
+    reuse, device, jobs, show_progress, start). A study left without a complete trial is a user
+    error, raised after the others' choices are written."""
     tuning, trial_rows = tune(grid, data_dir, results_dir, trials, **options)
     chosen = choose(trial_rows)
     missing = len(tuning.studies) - len(chosen)
     if not chosen.empty:
         tuned = Tuned.from_choices(tuning, chosen)
-        tests = test_results(tuned, grid, results_dir) if not missing \
+        tests = test_results(tuned, grid, results_dir, data_dir) if not missing \
             else pd.DataFrame(columns=TEST_COLUMNS)
-        store = open_storage(options.get("storage") or default_storage(results_dir))
-        other = trial_frame(tuning, store, not prune)  # studies also tuned the other way
+        storage = options.get("storage")
+        store = open_storage(default_storage(results_dir) if storage is None else storage)
+        other = trial_frame(tuning, store, not tuning.prune)  # studies also tuned the other way
         write_outputs(tuning, trial_rows, chosen, tests, grid.source or "grid",
                       out or layout.tuned_path(results_dir),
-                      doc or layout.tuning_table_path(results_dir), prune, intro,
-                      (other, choose(other), prune))
+                      doc or layout.tuning_table_path(results_dir), tuning.prune, intro,
+                      (other, choose(other), tuning.prune))
     if missing:
-        raise GslbenchError(f"{missing} stud(ies) have no complete trial (their failures are "
-                            "logged above): run the same tune again to retry them")
+        raise GslbenchError(f"{missing} stud(ies) have no complete trial: run the same tune "
+                            "again to give them more")
     return chosen

@@ -61,9 +61,12 @@ class Tuned:
             data = tomllib.loads(path.read_text())
             tuned = cls(int(data["trials"]), tuple(data["seeds"]), dict(data["shared"]),
                         tuple(dict(choice) for choice in data.get("choice", [])), str(path))
-            for choice in tuned.choices:
-                RunConfig(**{**tuned.shared, **{k: v for k, v in choice.items()
-                                                if k != "validation_map"}})
+            for number, choice in enumerate(tuned.choices, 1):
+                config = RunConfig(**{**tuned.shared, **{k: v for k, v in choice.items()
+                                                         if k != "validation_map"}})
+                missing = [knob.name for knob in config.method_spec.knobs if knob.name not in choice]
+                if missing:
+                    raise ValueError(f"choice {number} ({config.method}) has no {missing[0]}")
         except FileNotFoundError:
             raise GslbenchError(f"{path}: no such file") from None
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -107,14 +110,15 @@ class Tuned:
                             f"(sub_bits {config.sub_bits}, protocol {config.protocol}); tune this "
                             "cell first")
 
-    def cells(self, grid: Grid) -> Cells:
+    def cells(self, grid: Grid, data_dir: str | Path | None = None) -> Cells:
         """The grid's cells with the tuned knobs (`apply`), as bench runs them; a control (a
-        part that sets a knob of the cell's method) keeps the knobs its part sets."""
+        part that sets a knob of the cell's method) keeps the knobs its part sets. data_dir:
+        where imported data sets are (`Grid.cells`)."""
         configs = []
         for part in grid.parts:
             set_knobs = frozenset(name for name, _ in part if FIELDS[name] in KNOBS)
             configs += [self.apply(config, set_knobs).resolved()
-                        for config in Grid((part,), grid.source).cells()]
+                        for config in Grid((part,), grid.source).cells(data_dir)]
         return Cells(tuple(configs), shown=tuple(grid.axes().items()),
                      codebooks=grid.codebooks)
 

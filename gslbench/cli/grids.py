@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +95,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     if tuned is not None:
         from gslbench.bench.tuned import Tuned
 
-        grid = Tuned.read(tuned).cells(grid)
+        grid = Tuned.read(tuned).cells(grid, ctx.obj["data_dir"])
     results_dir = ctx.obj["results_dir"]
     if dry_run:  # before the executor, whose device check loads torch
         check_executor_options(executor, jobs, cpus_per_cell, address)
@@ -135,16 +136,20 @@ def _bench_grid(ctx: click.Context, grid_file: Path | None, options: dict) -> Gr
 @click.argument("grid_file", metavar="GRID.toml", type=click.Path(path_type=Path))
 @click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
               help="Trials per cell and method, the same for every method with knobs (the "
-                   "method's default first, then draws from its knobs' search spaces).")
+                   "start knobs the grid pins first, then draws from its knobs' search "
+                   "spaces); each method is chosen from the first TRIALS of its study.")
 @click.option("--storage", help="Optuna storage URL holding the studies, shared by every tune "
-                                "process on it (default: sqlite:///RESULTS/tuning/studies.db).")
+                                "process on it (default: sqlite:///RESULTS/tuning/studies.db; "
+                                "not in memory).")
 @click.option("--prune/--no-prune", default=True, show_default=True,
-              help="Stop weak trials on their validation mAP after each codebook refit "
-                   "(successive halving).")
+              help="Stop a trial that a third of the trials beat on its mean validation mAP so "
+                   "far, from its second codebook refit on (every trial alike, trial 0 "
+                   "included; off below 6 trials).")
 @click.option("--no-reuse", "no_reuse", is_flag=True,
               help="Train every run from scratch, never from a stored checkpoint.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="The choices, for bench --tuned (default: RESULTS/tuning/tuned.toml).")
+              help="The choices, for bench --tuned (default: RESULTS/tuning/tuned.toml); every "
+                   "trial goes beside it (tuned.trials.csv).")
 @click.option("--doc", type=click.Path(path_type=Path),
               help="The document of every trial (default: RESULTS/tuning/tuning.md).")
 @click.option("--doc-intro", type=click.File("r"), help="Markdown to put at the top of --doc.")
@@ -163,25 +168,35 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
 
     \b
     For every (data set, protocol, quantizer, bits, sub-bits) cell of GRID.toml and every method:
-    TRIALS settings of its knobs, each trained at every seed of the grid (at least 2) on the
-    training pool minus the validation queries and database, scored by validation mAP. Runs go
-    to RESULTS/tuning/runs, studies to --storage; several tune processes on one storage share
-    the trials, and a killed tune resumes. The choices go to --out, every trial to --doc.
+    TRIALS settings of its knobs (the first: its [start.METHOD] table in GRID.toml, else its
+    defaults), each trained at every seed of the grid (at least 2) on the training set the test
+    runs train on, scored by the mAP of the validation queries against the validation database
+    (items no run trains on). Runs go to
+    RESULTS/tuning/runs, studies to --storage; several tune processes on one storage share the
+    trials, and a killed tune resumes (an interrupted trial runs again with its knobs). The
+    choices go to --out, every trial beside it as CSV and to --doc.
     Example: gslbench tune benchmarks/tuning.toml --trials 8 -j 2 && gslbench bench
     benchmarks/results.toml --tuned results/tuning/tuned.toml
     """
     from gslbench.bench import tune as tune_module  # pandas: loaded to tune
+    from gslbench.bench.tuning_plan import tuning_grid
 
-    grid = Grid.from_mapping(read_grid_file(grid_file), source=str(grid_file))
+    grid, start = tuning_grid(grid_file)
     results_dir = ctx.obj["results_dir"]
     out = out or layout.tuned_path(results_dir)
     doc = doc or layout.tuning_table_path(results_dir)
     check_tune_outputs(out, doc, results_dir, ctx.obj["data_dir"], storage, force)
-    chosen = tune_module.tune_and_write(grid, ctx.obj["data_dir"], results_dir, trials, out, doc,
-                                        doc_intro.read() if doc_intro else "", storage=storage,
-                                        prune=prune, reuse=not no_reuse, device=device,
-                                        jobs=jobs, show_progress=show_progress(ctx))
-    click.echo(f"{len(chosen)} choices written to {out}; every trial in {doc}")
+    try:
+        chosen = tune_module.tune_and_write(grid, ctx.obj["data_dir"], results_dir, trials, out,
+                                            doc, doc_intro.read() if doc_intro else "",
+                                            storage=storage, prune=prune, reuse=not no_reuse,
+                                            device=device, jobs=jobs, start=start,
+                                            show_progress=show_progress(ctx))
+    except tune_module.Interrupted as exc:  # SIGTERM, seen between steps
+        click.echo("gslbench: terminated", err=True)
+        sys.exit(128 + exc.signum)
+    click.echo(f"{len(chosen)} choices written to {out}, every trial to "
+               f"{layout.trials_csv_path(out)} and {doc}")
 
 
 def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path) -> None:

@@ -157,7 +157,7 @@ def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None,
     configs, declarations = [], set()
     for path in grid_files:
         grid = Grid.from_mapping(read_grid_file(path), source=str(path))
-        configs += (Tuned.read(tuned).cells(grid) if tuned is not None else grid).cells(data_dir)
+        configs += (Tuned.read(tuned).cells(grid, data_dir) if tuned is not None else grid).cells(data_dir)
         declarations.add(grid.comparisons)
     if len(declarations) > 1:
         raise GslbenchError(f"{', '.join(map(str, grid_files))}: the grids declare different "

@@ -7,9 +7,11 @@ mAP@K, precision@K, recall@R and the PR curve are fractions in [0, 1], seconds a
 non-negative, `codebooks` (where the codes' codebooks were fitted, `layout.CODEBOOKS`; absent in
 records written before it existed, which are of the train fit) is "train" or "database", and its
 `content_sha256` is the digest of the rest (`metrics_digest`), so an edited value is caught. A
-search-bench record (search.json) is bound to its run the same way (`check_search_record`), and
-both to the codes file they were made from (`check_codes_binding`). This module imports neither
-torch nor faiss (the report uses it).
+run of the unseen-class protocol records `conditions` (`gslbench.evaluation.scoring.CONDITIONS`),
+each checked alike with its counts, and its top-level mAP and mAP@K are the primary condition's
+(`unseen@unseen`); a standard run records none. A search-bench record (search.json) is bound to
+its run the same way (`check_search_record`), and both to the codes file they were made from
+(`check_codes_binding`). This module imports neither torch nor faiss (the report uses it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.neighbours import NEIGHBOUR_AT
+from gslbench.evaluation.scoring import CONDITIONS, PRIMARY_CONDITION
 from gslbench.layout import CODEBOOKS, RunDir
 from gslbench.storage import check_sha256, config_id
 
@@ -35,33 +38,75 @@ def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
     run `run_id` with every value of the right type and range, and the digest of its content
     (see the module docstring)."""
     _check_bound(record, path, run_id, "metrics")
-    if not (record.get("map") is None and "one_recall_at" in record):  # neighbours: top only
-        _fraction(record.get("map"), path, "map")
+    _check_scores(record, path)
     for name in SECONDS:
         value = record.get(name)
         if not _is_number(value) or value < 0:
             raise GslbenchError(f"{path}: {name!r} is {value!r}, expected seconds >= 0")
-    for name in AT_K + tuple(key for key in NEIGHBOUR_AT if key in record):
-        values = record.get(name)
-        if not isinstance(values, dict) or not all(key.isdigit() and int(key) > 0 for key in values):
-            raise GslbenchError(f"{path}: {name!r} is {values!r}, expected {{K: value}}")
-        for key, value in values.items():
-            _fraction(value, path, f"{name}[{key}]")
     top = record.get("map_top")
     if top is not None and (not _is_int(top) or str(top) not in record["map_at"]):
         raise GslbenchError(f"{path}: 'map_top' is {top!r}, expected null or one of the K of "
                             "'map_at'")
-    curve = record.get("pr_curve")
-    if curve is not None:
-        if not isinstance(curve, list) or not all(isinstance(p, list) and len(p) == 2 for p in curve):
-            raise GslbenchError(f"{path}: 'pr_curve' is not a list of [recall, precision] pairs")
-        for recall, precision in curve:
-            _fraction(recall, path, "pr_curve recall")
-            _fraction(precision, path, "pr_curve precision")
+    _check_conditions(record, path)
     if record.get(DIGEST) != metrics_digest(record):
         raise GslbenchError(f"{path}: its content is not what its {DIGEST} records (edited or "
                             "damaged since, or written by an older gslbench); run `gslbench "
                             "evaluate RUN --force`")
+
+
+def _check_scores(scores: dict, path: Path, where: str = "") -> None:
+    """mAP, mAP@K, precision@K, recall@R (each absent only in a condition) and the PR curve
+    (null: not computed) of `scores` (a record, or its condition `where`) are fractions."""
+    if not (scores.get("map") is None and "one_recall_at" in scores):  # neighbours: top only
+        _fraction(scores.get("map"), path, f"{where}map")
+    for name in AT_K + tuple(key for key in NEIGHBOUR_AT if key in scores):
+        values = scores.get(name)
+        if values is None and where and name == "recall_at":
+            continue
+        if not isinstance(values, dict) or not all(key.isdigit() and int(key) > 0 for key in values):
+            raise GslbenchError(f"{path}: {where}{name!r} is {values!r}, expected {{K: value}}")
+        for key, value in values.items():
+            _fraction(value, path, f"{where}{name}[{key}]")
+    curve = scores.get("pr_curve")
+    if curve is not None:
+        if not isinstance(curve, list) or not all(isinstance(p, list) and len(p) == 2 for p in curve):
+            raise GslbenchError(f"{path}: {where}'pr_curve' is not a list of [recall, precision] "
+                                "pairs")
+        for recall, precision in curve:
+            _fraction(recall, path, f"{where}pr_curve recall")
+            _fraction(precision, path, f"{where}pr_curve precision")
+
+
+def _check_conditions(record: dict, path: Path) -> None:
+    """A run of the unseen protocol has `conditions` = {name: scores} for exactly the four
+    `CONDITIONS`, each with its counts, and its top-level scores are the primary condition's; a
+    run of the standard protocol has none."""
+    protocol = record["config"].get("protocol", "standard")
+    conditions = record.get("conditions")
+    if protocol == "standard":
+        if conditions is not None:
+            raise GslbenchError(f"{path}: holds 'conditions' for a run of the standard protocol "
+                                "(only the unseen protocol has conditions)")
+        return
+    if not isinstance(conditions, dict) or sorted(conditions) != sorted(CONDITIONS):
+        found = sorted(conditions) if isinstance(conditions, dict) else conditions
+        raise GslbenchError(f"{path}: 'conditions' is {found!r}, expected the {protocol} "
+                            f"protocol's {', '.join(CONDITIONS)} (evaluated before conditions "
+                            "existed? run `gslbench evaluate RUN --force`)")
+    for name, scores in conditions.items():
+        where = f"conditions[{name}] "
+        if not isinstance(scores, dict):
+            raise GslbenchError(f"{path}: {where}is {scores!r}, expected its scores")
+        _check_scores(scores, path, where)
+        counts = [scores.get(key) for key in ("n_query", "n_db", "n_query_no_relevant")]
+        if not all(_is_int(count) for count in counts) or min(counts[:2]) < 1 \
+                or not 0 <= counts[2] <= counts[0]:
+            raise GslbenchError(f"{path}: {where}counts n_query, n_db, n_query_no_relevant are "
+                                f"{counts}, expected >= 1, >= 1 and 0 to n_query")
+    primary = conditions[PRIMARY_CONDITION]
+    if (record["map"], record["map_at"]) != (primary["map"], primary["map_at"]):
+        raise GslbenchError(f"{path}: the top-level map and map_at are not those of "
+                            f"conditions[{PRIMARY_CONDITION}] (edited?)")
 
 
 def metrics_digest(record: dict[str, Any]) -> str:

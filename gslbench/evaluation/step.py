@@ -9,6 +9,11 @@ is written last, atomically. Another search mode or metric (`--search sdc`, `--m
 the codes of codebooks fitted on the database (`--codebooks database`) theirs,
 RUN/metrics-database[-SEARCH-METRIC].json (`layout.RunDir.metrics_file`), so metrics.json always
 holds the default ADC / L2 numbers of the train fit that bench and the paper tables compare.
+
+A run of the unseen-class protocol (its codes file's `unseen_classes`) is scored under the four
+conditions of `scoring.evaluate_conditions` in every mode and fit: the file's top-level metrics
+are the primary condition's (`unseen@unseen`, what tune optimizes), and `conditions` holds each
+condition's.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from gslbench import layout
 from gslbench.codes import Codes, check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import check_metrics_record, sealed
-from gslbench.evaluation.scoring import Search, evaluate
+from gslbench.evaluation.scoring import Search, evaluate, evaluate_conditions
 from gslbench.quantizers import make_search
 from gslbench.quantizers.search import check_mode
 from gslbench.storage import check_sha256, package_versions, read_json, write_json
@@ -59,10 +64,15 @@ def evaluate_run(run: str | Path, results_dir: str | Path, force: bool = False,
     # the neighbour track ranks only the top max(K, R) (mAP over the whole ranking: null): its
     # metrics are top-R, and whole rankings of 222,857 items for 10,000 queries take minutes
     neighbours = codes.query_neighbours
-    metrics = evaluate(finite, codes.queries, codes.query_labels, codes.labels,
-                       map_at=map_at or codes.map_at, query_neighbours=neighbours,
-                       whole_ranking=neighbours is None)
-    _check_relevant(metrics, codes_path)
+    options = {"map_at": map_at or codes.map_at}
+    if codes.unseen_classes:
+        metrics = evaluate_conditions(finite, codes.queries, codes.query_labels, codes.labels,
+                                      codes.unseen_classes, **options)
+    else:
+        metrics = evaluate(finite, codes.queries, codes.query_labels, codes.labels, **options,
+                           query_neighbours=neighbours, whole_ranking=neighbours is None)
+    for name, scored in metrics.get("conditions", {"": metrics}).items():
+        _check_relevant(scored, codes_path, name)
     attrs = codes.attrs
     metrics.update({
         "run": attrs["run"], "search": search, "metric": metric, "codebooks": codebooks,
@@ -126,13 +136,15 @@ class FiniteDistances:
         return distances
 
 
-def _check_relevant(metrics: dict, codes_path: Path) -> None:
+def _check_relevant(metrics: dict, codes_path: Path, condition: str = "") -> None:
     """Warn about queries without a relevant item in the database (AP 0, kept in the mean); with
-    none relevant to any query, the labels are wrong and the mAP means nothing."""
+    none relevant to any query, the labels are wrong and the mAP means nothing. condition: the
+    unseen-class condition scored (`scoring.CONDITIONS`), "" for a standard run."""
     missing, total = metrics["n_query_no_relevant"], metrics["n_query"]
+    where = f"{codes_path}{f' ({condition})' if condition else ''}"
     if missing == total:
-        raise GslbenchError(f"{codes_path}: no query has a relevant item in the database (no "
+        raise GslbenchError(f"{where}: no query has a relevant item in the database (no "
                             "label in common): the mAP would be 0 and mean nothing")
     if missing:
         log.warning("%s: %d of %d queries have no relevant item in the database (AP 0, kept "
-                    "in the mean)", codes_path, missing, total)
+                    "in the mean)", where, missing, total)

@@ -17,6 +17,7 @@ from gslbench.methods.diveq import DiVeQMethod
 from gslbench.methods.float import FloatMethod
 from gslbench.methods.gsl import GSLMethod
 from gslbench.methods.gumbel import GumbelMethod
+from gslbench.methods.pca import PCAMethod
 from gslbench.methods.qloss import QLossMethod
 from gslbench.methods.rotation import RotationMethod
 from gslbench.methods.soft import SoftMethod
@@ -29,7 +30,7 @@ from gslbench.settings import Setting
 BUILTIN_METHODS: dict[str, type[Method]] = {
     method.name: method
     for method in (FloatMethod, TwoStepMethod, QLossMethod, GSLMethod, STEMethod, SoftMethod,
-                   GumbelMethod, RotationMethod, DiVeQMethod, SteSyncMethod)
+                   GumbelMethod, PCAMethod, RotationMethod, DiVeQMethod, SteSyncMethod)
 }
 
 

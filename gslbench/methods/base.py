@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+
 from gslbench.lazy import lazy_import
 from gslbench.quantizers import Quantizer
 from gslbench.quantizers.base import Assignment
@@ -31,7 +33,9 @@ class Method:
     `plain_warmup` (True: until the first codebook fit the method trains exactly as float, z
     itself to the similarity loss, no penalty, no random draws of its own, so it starts from the
     state a float run or another method saved after the warm-up, `gslbench.checkpoints`; a
-    method that does otherwise must set it False).
+    method that does otherwise must set it False), `trains` (False: no epoch at all, the run's
+    network is `network`'s; `pca`), `unused_settings` (shared settings the method ignores:
+    `RunConfig.resolved` resets them to their defaults, so that they do not split its runs).
     """
 
     name: ClassVar[str]
@@ -39,6 +43,8 @@ class Method:
     quantized: ClassVar[bool] = True
     trains_against_codebooks: ClassVar[bool] = True
     plain_warmup: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
+    unused_settings: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:
@@ -53,6 +59,12 @@ class Method:
         and its value in `settings`, or None where the method weighs none; a run's
         configuration refuses a value above the codebook size."""
         return None
+
+    @classmethod
+    def network(cls, config: Any, features: np.ndarray) -> torch.nn.Module:
+        """The fixed network of a method that does not train (`trains` False), from the run's
+        config and its (n, d) float32 training features."""
+        raise NotImplementedError(f"{cls.name} trains its network")
 
     @classmethod
     def label(cls, settings: Mapping[str, Any]) -> str:

@@ -7,16 +7,19 @@ method says how the representation reaches the similarity loss and what is added
 (`Method.representation`, `Method.penalty`); everything else is shared here.
 
 Quantized methods share one schedule: `warmup_epochs` of plain similarity training, then the
-codebooks are (re)fitted on the training representations after every `epochs_per_refit` epochs
-(warm-started after the first fit) and after the last epoch, so the final codebooks are fitted on
-the final representations. `two-step` trains against no codebooks: for it the refits only serve
-the log, and the last one is its one fit on the trained network, from scratch. At each refit the log row of
+codebooks are refitted on the training representations after every `epochs_per_refit` epochs
+(warm-started after the first fit; these refits are part of training) and after the last epoch
+by the final fit (`Quantizer.fit_final`: cold restarts run to convergence, the same procedure
+for every method and for encode's database fit), so the saved codebooks depend on the final
+network and the seed only, never on the refits before. `two-step` trains against no codebooks:
+for it the refits only serve the log. At each refit the log row of
 that epoch holds the mean squared quantization error of the training representations under the
 codebooks of the previous refit (`quant_mse`: those qloss and gsl trained against; empty before
-the first fit) and under the codebooks just refitted on them (`quant_mse_refit`: the error they
-would have if quantized now, comparable across methods); rows between refits leave both empty
+the first fit) and under the codebooks just refitted on them (`quant_mse_refit`: after the last
+epoch the final fit's, comparable across methods); rows between refits leave both empty
 (computing them would cost a pass over the training set each epoch). Every row holds the epoch's
-similarity loss and the seconds of training work.
+similarity loss and the seconds of training work. A method that trains nothing (`Method.trains`
+False: `pca`) has its fixed network and the final fit, logged as one row, epoch 0.
 
 Reuse (`gslbench.checkpoints`): a run's first `plain_epochs` are float's (the warm-up of every
 built-in method; the whole training of float and two-step, whose refits before the last only
@@ -27,9 +30,9 @@ draws random numbers or changes the loss (qloss's and ste's penalty is 0, ste, s
 gsl pass z through while the quantizer is unfitted; gumbel's noise has its own generator, used
 only after the fit) and the refits read the network without changing it, so a run started from a
 checkpoint is bit-identical to one trained from scratch, at the same device and thread counts.
-Two-step started from float's trained network only fits its codebooks: the last fit starts from
-scratch (`Quantizer.fit` without warm start resets the faiss objects), so the earlier, skipped
-refits cannot change it.
+Two-step started from float's trained network only fits its codebooks: the final fit starts from
+scratch (`Quantizer.fit_final` builds fresh faiss objects), so the earlier, skipped refits cannot
+change it.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     through that are missing: the result is bit-identical to training from scratch."""
     inputs = features.train.features if inputs is None else inputs
     device = torch.device(device)
+    if not config.method_spec.trains:
+        return _untrained(config, inputs, device, on_refit)
     x = torch.from_numpy(inputs).to(device)
     labels = torch.from_numpy(losses.loss_targets(features.train)).to(device)
     marks = checkpoint_epochs(config) if checkpoints is not None else []
@@ -128,7 +133,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
         if done == 0:  # no warm-up: fit the untrained network
             quantizer.fit(networks.embed(model, inputs))
         else:  # the refit of the checkpoint's last epoch
-            log[-1].update(_refit(config, method, quantizer, model, inputs, done, on_refit))
+            log[-1].update(_refit(config, quantizer, model, inputs, done, on_refit))
             log[-1]["seconds"] += time.perf_counter() - start
     total_seconds += time.perf_counter() - start
     for epoch in tqdm(range(done + 1, config.epochs + 1), desc=f"train {config.method}",
@@ -143,7 +148,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
         if epoch in marks and (epoch in rejected or not checkpoints.path(epoch).is_file()):
             checkpoints.save(epoch, _state(training, [*log, row], device))
         if quantizer is not None and _refit_due(config, epoch):
-            row.update(_refit(config, method, quantizer, model, inputs, epoch, on_refit))
+            row.update(_refit(config, quantizer, model, inputs, epoch, on_refit))
             # the run's progress as a log line (-v; train off a TTY)
             logger.debug("train %s: epoch %d/%d, sim loss %.4f, quant mse %.4g", config.label,
                          epoch, config.epochs, sim_loss, row["quant_mse_refit"])
@@ -154,6 +159,20 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
                and _refit_due(config, epoch)]
     return TrainResult(model, quantizer, log, total_seconds, config.epochs - done, started_from,
                        skipped)
+
+
+def _untrained(config: RunConfig, inputs: np.ndarray, device: torch.device,
+               on_refit: Callable[[int, nn.Module, Quantizer], None] | None) -> TrainResult:
+    """A method that trains nothing (`Method.trains` False, `pca`): its fixed network on the
+    (n, d) float32 training features, then the final fit of their representations; the log is
+    one row, epoch 0, with the final fit's error as `quant_mse_refit` and its seconds."""
+    start = time.perf_counter()
+    model = config.method_spec.network(config, inputs).to(device)
+    quantizer = _new_quantizer(config)
+    row = {"epoch": 0, "sim_loss": float("nan"), "quant_mse": float("nan"),
+           **_refit(config, quantizer, model, inputs, config.epochs, on_refit)}
+    row["seconds"] = time.perf_counter() - start
+    return TrainResult(model, quantizer, [row], row["seconds"], 0)
 
 
 def _resume(config: RunConfig, features: FeatureSet, top: nn.Module | None,
@@ -260,18 +279,20 @@ def _refit_due(config: RunConfig, epochs_done: int) -> bool:
                                             and since_warmup % config.epochs_per_refit == 0)
 
 
-def _refit(config: RunConfig, method: Method, quantizer: Quantizer, model: nn.Module,
+def _refit(config: RunConfig, quantizer: Quantizer, model: nn.Module,
            inputs: np.ndarray, epoch: int,
            on_refit: Callable[[int, nn.Module, Quantizer], None] | None) -> dict[str, float]:
     """Refit the codebooks once `epoch` epochs are trained, on the (n, d) float32 training
-    representations, warm-started from the current codebooks when fitted (but for two-step's
-    last fit, its one fit, from scratch), then call `on_refit`. Returns the representations'
-    quantization error under the codebooks before (`quant_mse`, NaN before the first fit) and
-    after (`quant_mse_refit`)."""
+    representations, then call `on_refit`: after the last epoch by the final fit
+    (`Quantizer.fit_final`, cold and to convergence, alike for every method), before it
+    warm-started from the current codebooks. Returns the representations' quantization error under the
+    codebooks before (`quant_mse`, NaN before the first fit) and after (`quant_mse_refit`)."""
     representations = networks.embed(model, inputs)
     before = quantizer.quantization_error(representations) if quantizer.is_fitted else float("nan")
-    quantizer.fit(representations,
-                  warm_start=method.trains_against_codebooks or epoch < config.epochs)
+    if epoch == config.epochs:
+        quantizer.fit_final(representations)
+    else:
+        quantizer.fit(representations, warm_start=True)
     measured = {"quant_mse": before,
                 "quant_mse_refit": quantizer.quantization_error(representations)}
     if on_refit is not None:

@@ -77,8 +77,11 @@ class _Snap(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         z, candidates = ctx.saved_tensors
         to_snap, from_snap = ctx.quantizer.to_snap_space, ctx.quantizer.from_snap_space
-        snapped = snap_gradient(to_snap(z), to_snap(grad), candidates, ctx.alpha, ctx.select)
-        return from_snap(snapped), None, None, None, None
+        grad_s = to_snap(grad)
+        snapped = snap_gradient(to_snap(z), grad_s, candidates, ctx.alpha, ctx.select)
+        # g plus the snap's change, brought back: exactly g where nothing snaps (alpha = 0), not
+        # g rotated there and back (OPQ's R^T R g differs from g by rounding)
+        return grad + from_snap(snapped - grad_s), None, None, None, None
 
 
 class GradientSnappingLayer(nn.Module):

@@ -13,6 +13,7 @@ sub_bits bits each, least significant bit first.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,9 +29,19 @@ torch = lazy_import("torch")
 MAX_SUB_BITS = 16
 
 
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of a final fit's restart: `seed` itself for restart 0, else a 31-bit seed drawn
+    from numpy's SeedSequence((seed, restart)), so that no two (seed, restart) pairs share one
+    by construction (seed + restart would give seed 1's first restart to seed 0's second)."""
+    if restart == 0:
+        return seed
+    return int(np.random.SeedSequence((seed, restart)).generate_state(1)[0] >> 1)
+
+
 def squared_error(x: np.ndarray, reconstruction: np.ndarray) -> float:
     """Mean over the rows of (n, d) float32 x of ||x - reconstruction||^2 (float64 sums)."""
     return float(np.mean(np.sum((x.astype(np.float64) - reconstruction) ** 2, axis=1)))
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -65,6 +76,9 @@ class Quantizer(ABC):
 
     name: ClassVar[str]
     OPTIONS: ClassVar[dict[str, int]]
+    # The final fit's number of cold restarts (`fit_final`), measured to convergence by
+    # benchmarks/fit_convergence.py (docs/guide/quantizers.md).
+    FINAL_RESTARTS: ClassVar[int] = 1
     # Whether an item's code may depend on the other items encoded with it (then only encoding
     # the same batch again gives the same codes).
     codes_depend_on_batch: ClassVar[bool] = False
@@ -239,6 +253,34 @@ class Quantizer(ABC):
         self._fitted = True
         self._refresh()
         return self
+
+    def final_options(self) -> dict[str, int]:
+        """The options the final fit sets over the quantizer's own: training iterations only,
+        never what encoding reads, measured to convergence by benchmarks/fit_convergence.py
+        (docs/guide/quantizers.md); none by default."""
+        return {}
+
+    def fit_final(self, x: np.ndarray, what: str = "training vectors") -> Quantizer:
+        """The final fit on (n, dim) float32 x, the one whose codebooks a run reports, alike for
+        every method and for the training and the database fit; returns self.
+
+        `FINAL_RESTARTS` cold fits (no warm start), each with `final_options` over the
+        quantizer's options and its own seed (`restart_seed`: the first is the quantizer's), of
+        which the one with the lowest mean squared error on x is kept (the first on a tie) and
+        loaded into self. The quantizer keeps its seed and options: encoding is unchanged. It
+        depends on x, the configuration and the seed only, never on earlier fits. what: the
+        vectors, as errors name them (`fit`)."""
+        x = self._check_vectors(x, what)
+        best, best_error = None, math.inf
+        options = {**self.options, **self.final_options()}
+        for restart in range(self.FINAL_RESTARTS):
+            candidate = type(self)(self.dim, self.bits, self.sub_bits,
+                                   restart_seed(self.seed, restart), **options).fit(x, what=what)
+            error = candidate.quantization_error(x)
+            if error < best_error:
+                best, best_error = candidate, error
+        self._reset()
+        return self.restore(best.state())
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(n, dim) float32 -> (n, code_bytes) uint8 packed codes (faiss's compute_codes)."""

@@ -1,10 +1,13 @@
-"""Which runs a report may put in one table: a run's *condition*, and the mixes it refuses.
+"""Which runs a report may put in one table: a run's *settings*, and the mixes it refuses.
 
 A report never averages different experiments. Within a scope (`SCOPE_KEYS`: data set, feature,
 protocol, loss) the shared settings that differ between runs (epochs, lr, hidden width...) give
-each run a condition, `epochs=10`, a table key of its own, so runs of other settings are shown
-apart and never compared. Method knobs and seeds are not conditions: a tuned grid chooses knobs
-per cell (the table's note gives them) and seeds are what a cell averages. Runs of one scope
+each run its settings, `epochs=10`, a table key of its own (the frames' `settings`), so runs of
+other settings are shown apart and never compared. Method knobs, seeds and the unseen protocol's
+class draws are not settings: a tuned grid chooses knobs per cell (the table's note gives them),
+and seeds and draws are what a cell averages. (The conditions of the unseen protocol, `seen@all`
+and the others, are not a run's: each run has a row per condition, and the frames' `condition`,
+a table key, keeps them apart: `gslbench.report.frames`.) Runs of one scope
 trained on different feature files (another split), and runs of one cell that differ in a setting
 no condition names (a quantizer schedule), are refused with one line saying how to select runs.
 """
@@ -20,17 +23,18 @@ from gslbench.errors import GslbenchError
 SCOPE_KEYS = ["dataset", "feature", "protocol", "loss"]
 # settings that are table keys or a cell's own (never a condition)
 KEYED_SETTINGS = ("dataset", "feature", "train_blocks", "protocol", "loss", "method", "quantizer",
-                  "bits", "sub_bits", "seed", "split")
+                  "bits", "sub_bits", "seed", "draw", "split")
+AVERAGED = ("seed", "draw")  # what the runs of one table cell differ in
 
 
 def run_conditions(runs: pd.DataFrame) -> dict[str, str]:
-    """Each run's condition: run id -> `name=value, ...` of the shared settings that differ among
+    """Each run's settings: run id -> `name=value, ...` of the shared settings that differ among
     the runs of its scope (`SCOPE_KEYS`), "" where they agree.
 
     runs: one row per run: its config's settings, `run`, `label`, `features_sha256` and the
     `SCOPE_KEYS` columns. Raises a user error for runs of one data set, feature and protocol
-    trained on different feature files, and for runs of one cell that differ in a setting a
-    condition does not name."""
+    trained on different feature files, and for runs of one cell that differ in a setting their
+    settings do not name (beyond the seed and the draw)."""
     _check_feature_files(runs)
     compared = [s.name for s in SETTINGS if s.name not in (*KEYED_SETTINGS, *QUANTIZER_FIELDS)
                 and s.name in runs]
@@ -40,14 +44,14 @@ def run_conditions(runs: pd.DataFrame) -> dict[str, str]:
         for values in scope.to_dict("records"):
             conditions[values["run"]] = ", ".join(f"{name}={shown_value(values[name])}"
                                                   for name in differing)
-    runs["condition"] = runs.run.map(conditions)
-    cells = [*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"]
+    runs["settings"] = runs.run.map(conditions)
+    cells = [*SCOPE_KEYS, "settings", "label", "quantizer", "bits", "sub_bits"]
     for cell, group in runs.groupby(cells, sort=False):
         others = [name for name in group.columns
-                  if name not in (*cells, "run", "seed") and group[name].nunique(dropna=False) > 1]
+                  if name not in (*cells, "run", *AVERAGED) and group[name].nunique(dropna=False) > 1]
         if others:
             raise GslbenchError(
-                f"runs of one table cell differ in more than the seed ({_cell_text(cell)}: "
+                f"runs of one table cell differ in more than the seed and draw ({_cell_text(cell)}: "
                 + "; ".join(f"{name} {'/'.join(sorted(map(shown_value, group[name].unique())))}"
                             for name in others)
                 + "); a report never averages different experiments: report them apart, "
@@ -71,12 +75,12 @@ def _check_feature_files(runs: pd.DataFrame) -> None:
 
 
 def _cell_text(cell: tuple) -> str:
-    names = dict(zip([*SCOPE_KEYS, "condition", "label", "quantizer", "bits", "sub_bits"], cell,
+    names = dict(zip([*SCOPE_KEYS, "settings", "label", "quantizer", "bits", "sub_bits"], cell,
                      strict=True))
     where = f"{names['dataset']} ({names['feature']}), {names['label']}"
     if names["quantizer"] != "none":
         where += f", {names['quantizer'].upper()} {names['bits']} bits"
-    return where + (f", {names['condition']}" if names["condition"] else "")
+    return where + (f", {names['settings']}" if names["settings"] else "")
 
 
 def shown_value(value: object) -> str:

@@ -29,15 +29,14 @@ from gslbench.report.frames import (
     RUN_COLUMNS,
     Evaluated,
     axes_summary,
+    key_extras,
     key_title,
-    mode_title,
     with_key_defaults,
 )
 from gslbench.report.stats import (
     CONFIDENCE,
     MARGIN,
     REGIME_KEYS,
-    UNIT_DEFAULTS,
     VERDICTS,
     comparisons,
     units_text,
@@ -65,21 +64,18 @@ PHRASES = {"better": "beats", "worse": "loses to", "equivalent": "is equivalent 
 CSV_COLUMNS = list(dict.fromkeys([*RUN_COLUMNS, "draw", "map", "map_all", "quant_mse_database",
                                   "quant_mse_query", "validation_map", "features_sha256", "run"]))
 TEXT_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "loss",
-                "codebooks", "search", "metric", "condition", "features_sha256", "run"]
+                "codebooks", "search", "metric", "settings", "condition", "features_sha256", "run"]
 
 
 def regime_title(regime: dict) -> str:
     """`fashion-mnist (efficientnet-lite0), PQ, 8 bits = 2 × 16 words, pairwise loss`, then what
-    is not the default (protocol, codebook fit, evaluation mode, condition)."""
+    is not the default (protocol, codebook fit, evaluation mode, settings, condition:
+    `key_extras`)."""
     bits, sub_bits = int(regime["code_bits"]), int(regime["sub_bits"])
-    extras = [f"{regime['protocol']} classes" if regime["protocol"] != KEY_DEFAULTS["protocol"] else "",
-              f"codebooks fitted on the {regime['codebooks']}"
-              if regime["codebooks"] != KEY_DEFAULTS["codebooks"] else "",
-              mode_title(regime["search"], regime["metric"]),
-              regime["condition"] if regime["condition"] != UNIT_DEFAULTS["condition"] else ""]
-    return ", ".join(filter(None, [
+    return ", ".join([
         f"{regime['dataset']} ({regime['feature']}), {regime['quantizer'].upper()}, {bits} bits"
-        f" = {bits // sub_bits} × {2 ** sub_bits} words, {regime['loss']} loss", *extras]))
+        f" = {bits // sub_bits} × {2 ** sub_bits} words, {regime['loss']} loss",
+        *key_extras(regime)])
 
 
 def interval_text(row: pd.Series) -> str:
@@ -129,10 +125,8 @@ def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
                          against=table.against.str.split().str[0])
     counts = (names.groupby(["method", "against", "verdict"]).size().unstack(fill_value=0)
               .reindex(columns=list(VERDICTS), fill_value=0).reset_index())
-    extras = [column for column, default in (("protocol", KEY_DEFAULTS["protocol"]),
-                                             ("codebooks", KEY_DEFAULTS["codebooks"]))
-              if set(table[column]) != {default}]
-    extras += ["condition"] if set(table.condition) - {"", UNIT_DEFAULTS["condition"]} else []
+    extras = [column for column in ("protocol", "codebooks", "settings", "condition")
+              if set(table[column]) != {KEY_DEFAULTS[column]}]
     if set(zip(table.search, table.metric, strict=True)) != {DEFAULT_MODE}:
         extras += ["search", "metric"]
     shown = table.assign(
@@ -212,7 +206,7 @@ def results_csv(results: pd.DataFrame) -> pd.DataFrame:
 
 def read_results_csv(path: Path) -> pd.DataFrame:
     """A results CSV (`results_csv`, the CSV beside a results document) as the results frame it was written
-    from: text columns as text (an empty condition stays empty)."""
+    from: text columns as text (empty settings stay empty)."""
     try:
         frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS},
                             keep_default_na=False, na_values={"map": ["", "NaN"],
@@ -225,6 +219,8 @@ def read_results_csv(path: Path) -> pd.DataFrame:
                if column not in frame]
     if missing:
         raise GslbenchError(f"{path}: not a gslbench results CSV (no {', '.join(missing)})")
+    if "settings" not in frame:  # written before conditions: its `condition` is the settings
+        frame = with_key_defaults(frame.rename(columns={"condition": "settings"}))
     return frame
 
 

@@ -8,6 +8,15 @@ ceiling beside any of them. A run evaluated in several modes (`gslbench evaluate
 --metric ip`) has a row per mode: `search` and `metric` are run columns and part of the table key,
 and titles name a mode other than ADC / L2, so runs evaluated differently never share a table and
 a report of adc/l2 runs only looks as it always did.
+
+A run of the unseen-class protocol is scored under four conditions (`seen@seen`, `seen@all`,
+`unseen@unseen`, `unseen@all`: `gslbench.evaluation.scoring.CONDITIONS`), a standard run under
+one, `standard`: every frame has a row per condition (`condition`, a table key, named in titles
+but `standard`), so a table never mixes conditions. `draw` (the unseen protocol's class draw, 0
+for standard runs) is a run column but no table key: a cell averages its draws and seeds. The
+shared settings that differ among the runs of a scope are their `settings` (`epochs=10`,
+`gslbench.report.conditions`), a table key too. `gslbench.report.rows` makes the rows of each
+record.
 """
 
 from __future__ import annotations
@@ -22,35 +31,45 @@ import pandas as pd
 
 from gslbench.config import SETTINGS
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.neighbours import NEIGHBOUR_AT
-from gslbench.evaluation.usage import usage_columns
+from gslbench.evaluation.scoring import PRIMARY_CONDITION
 from gslbench.layout import RunDir
 from gslbench.report import conditions
+from gslbench.report.rows import (
+    DEFAULT_MODE,
+    KEY_DEFAULTS,
+    STANDARD,
+    curve_rows,
+    provenance_row,
+    result_rows,
+    run_columns,
+    search_rows,
+    training_log,
+)
 from gslbench.storage import read_json
 
 log = logging.getLogger(__name__)
 BASELINE_ORDER = ("float", "two-step", "qloss")  # shown first, then the other methods by name
 # one paper table (and figure set) per key; sub_bits: 16-word and 256-word codebooks apart;
 # search and metric: each evaluation mode apart
-# protocol, codebooks: each protocol and codebook fit apart; condition: runs of other settings
+# protocol, codebooks: each protocol and codebook fit apart; settings: runs of other settings;
+# condition: each condition of the unseen-class protocol
 TABLE_KEYS = ["dataset", "feature", "protocol", "loss", "quantizer", "sub_bits", "codebooks",
-              "search", "metric", "condition"]
+              "search", "metric", "settings", "condition"]
 RUN_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "code_bits",
-               "sub_bits", "loss", "codebooks", "seed", "search", "metric", "condition"]
-DEFAULT_MODE = ("adc", "l2")
-# what a record that does not say means (runs made before protocols and codebook fits)
-KEY_DEFAULTS = {"protocol": "standard", "codebooks": "train", "condition": ""}
+               "sub_bits", "loss", "codebooks", "seed", "draw", "search", "metric", "settings",
+               "condition"]
+PRIMARY = (STANDARD, PRIMARY_CONDITION)  # a run's headline condition (search-bench's rows')
 
 
 @dataclass(frozen=True)
 class Evaluated:
     """What the report reads of the evaluated runs.
 
-    results: one row per run and evaluation (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
+    results: one row per run, evaluation and condition (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
         for data without labels 1-recall@R and k-recall@k (`one_recall_at_R`, `k_recall_at_k`,
-        `gslbench.evaluation.neighbours`; NaN for labelled runs), the database's and the
-        queries' quantization MSE (`quant_mse_database`, `quant_mse_query`), the codebook
-        usage (`usage_*`, `gslbench.evaluation.usage`),
+        `gslbench.evaluation.neighbours`; NaN for labelled runs),
+        the database's and the queries' quantization MSE (`quant_mse_database`,
+        `quant_mse_query`), the codebook usage (`usage_*`, `gslbench.evaluation.usage`),
         seconds, the feature file's sha256 (`features_sha256`), run id);
     curves: one row per curve point (`RUN_COLUMNS`, curve, x, y): curve `recall_at` (x = R),
         `precision_at` (x = K) or `pr_curve` (x = recall, y = interpolated precision);
@@ -77,8 +96,8 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
     """Read the runs that have metrics files (metrics.json, metrics-SEARCH-METRIC.json, the
     database fit's); the others are named in a warning and skipped. Runs of the test and the
     validation split together, runs of one data set trained on different feature files, and runs
-    of one table cell that differ in more than the seed (beyond a condition, see the module
-    docstring) are user errors."""
+    of one table cell that differ in more than the seed and draw (beyond their settings, see the
+    module docstring) are user errors."""
     evaluated, missing = [], []
     for run_dir in runs:
         files = run_dir.evaluations()
@@ -101,33 +120,33 @@ def read_runs(runs: Iterable[RunDir]) -> Evaluated:
         try:
             for path, record in zip(run_dir.evaluations(), records, strict=True):
                 reading = path
-                rows.append(_result_row(record))
-                points += _curve_rows(record)
+                rows += result_rows(record)
+                points += curve_rows(record)
             if run_dir.train_log.is_file():
                 reading = run_dir.train_log
-                logs.append(_training_log(run_dir, records[0]))
+                logs.append(training_log(run_dir, records[0]))
             for path in run_dir.search_benches():
                 reading = path
-                searches += _search_rows(read_json(path))
+                searches += search_rows(read_json(path))
         except (KeyError, TypeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
             step = "search-bench" if reading.name.startswith("search") else "evaluate"
             raise GslbenchError(f"{run_dir.path}: {reading.name} is not what gslbench writes "
                                 f"({type(exc).__name__}: {exc}); run `gslbench {step} RUN "
                                 "--force`") from None
     firsts = [records[0] for _, records in evaluated]
-    conditions = run_conditions(firsts)
+    settings = run_conditions(firsts)
     curves = pd.DataFrame(points, columns=[*RUN_COLUMNS, "curve", "x", "y", "run"])
     return Evaluated(
-        results=_with_conditions(pd.DataFrame(rows), conditions).sort_values(
-            ["dataset", "quantizer", "code_bits", "variant", "seed", "codebooks", "search",
-             "metric"]),
-        curves=_with_conditions(curves, conditions).drop(columns="run"),
-        logs=_with_conditions(pd.concat(logs, ignore_index=True) if logs
-                              else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"]), conditions),
+        results=_with_settings(pd.DataFrame(rows), settings).sort_values(
+            ["dataset", "quantizer", "code_bits", "variant", "seed", "draw", "codebooks",
+             "search", "metric", "condition"]),
+        curves=_with_settings(curves, settings).drop(columns="run"),
+        logs=_with_settings(pd.concat(logs, ignore_index=True) if logs
+                            else pd.DataFrame(columns=[*RUN_COLUMNS, "run", "epoch"]), settings),
         configs=_with_omitted_defaults(pd.DataFrame([record["config"] for record in firsts])),
-        searches=_with_conditions(pd.DataFrame(searches, columns=None if searches
-                                               else [*RUN_COLUMNS, "role", "run"]), conditions),
-        provenance=pd.DataFrame([_provenance_row(record) for record in firsts]),
+        searches=_with_settings(pd.DataFrame(searches, columns=None if searches
+                                             else [*RUN_COLUMNS, "role", "run"]), settings),
+        provenance=pd.DataFrame([provenance_row(record) for record in firsts]),
     )
 
 
@@ -141,7 +160,7 @@ def _with_omitted_defaults(configs: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_conditions(records: Sequence[dict]) -> dict[str, str]:
-    """Each run's condition (`gslbench.report.conditions`): run id -> `name=value, ...` of the
+    """Each run's settings (`gslbench.report.conditions`): run id -> `name=value, ...` of the
     shared settings that differ among the runs of its scope, "" where they agree.
 
     records: one metrics record per run (its `config`, `label`, `features_sha256`)."""
@@ -152,41 +171,21 @@ def run_conditions(records: Sequence[dict]) -> dict[str, str]:
 
 
 def _scope(config: dict) -> dict:
-    """The scope columns of a run's config (the feature as `_run_columns` names it)."""
-    columns = _run_columns({"config": config, "label": ""})
+    """The scope columns of a run's config (the feature as `rows.run_columns` names it)."""
+    columns = run_columns({"config": config, "label": ""})
     return {name: columns[name] for name in conditions.SCOPE_KEYS}
 
 
-def _with_conditions(frame: pd.DataFrame, conditions: dict[str, str]) -> pd.DataFrame:
-    """`frame` (with a `run` column) with each run's condition."""
-    return frame.assign(condition=frame.run.map(conditions).fillna("") if len(frame) else "")
+def _with_settings(frame: pd.DataFrame, settings: dict[str, str]) -> pd.DataFrame:
+    """`frame` (with a `run` column) with each run's settings (`run_conditions`)."""
+    return frame.assign(settings=frame.run.map(settings).fillna("") if len(frame) else "")
 
 
 def with_key_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with the key columns a frame built before protocols, codebook fits and conditions
-    lacks, set to what they then were (`KEY_DEFAULTS`)."""
+    """`frame` with the key columns a frame built before protocols, codebook fits, settings and
+    conditions lacks, set to what they then were (`KEY_DEFAULTS`)."""
     missing = {name: value for name, value in KEY_DEFAULTS.items() if name not in frame}
     return frame.assign(**missing) if missing else frame
-
-
-def _provenance_row(record: dict) -> dict:
-    columns = _run_columns(record)
-    versions = record.get("versions") or {}
-    threads = record.get("threads") or {}
-    device = record.get("devices") or {}  # evaluate's copy of the steps' devices
-    return {"run": record["run"], "dataset": columns["dataset"], "feature": columns["feature"],
-            "protocol": columns["protocol"], "features_sha256": record.get("features_sha256"),
-            **{f"version_{name}": value for name, value in versions.items()},
-            **{f"threads_{name}": value for name, value in threads.items()},
-            "device": _device_text(device)}
-
-
-def _device_text(devices: object) -> str:
-    """`type=cpu`, or `encode: cpu, train: cuda NVIDIA H100` for a record's devices per step."""
-    if not isinstance(devices, dict):
-        return str(devices)
-    return ", ".join(f"{step}: {' '.join(map(str, value.values()))}" if isinstance(value, dict)
-                     else f"{step}={value}" for step, value in sorted(devices.items()))
 
 
 def _split_of(record: object) -> str:
@@ -260,24 +259,42 @@ def mode_title(search: str, metric: str) -> str:
 
 def key_title(key: Sequence) -> str:
     """`digits (pixels), PQ, 256-word codebooks, pairwise loss` for a table key (`TABLE_KEYS`
-    values), followed by what is not the default: `, unseen classes` (the unseen-classes
-    protocol), `, codebooks fitted on the database`, `, SDC, inner product` (an evaluation mode
-    other than ADC / L2) and the condition (`, epochs=10`)."""
+    values), followed by what is not the default (`key_extras`)."""
     names = dict(zip(TABLE_KEYS, key, strict=True))
     parts = [f"{names['dataset']} ({names['feature']})", names["quantizer"].upper(),
              f"{2 ** int(names['sub_bits'])}-word codebooks", f"{names['loss']} loss"]
-    if names["protocol"] != KEY_DEFAULTS["protocol"]:
-        parts.append(f"{names['protocol']} classes")
-    if names["codebooks"] != KEY_DEFAULTS["codebooks"]:
-        parts.append(f"codebooks fitted on the {names['codebooks']}")
-    parts += [mode_title(names["search"], names["metric"]), names["condition"]]
-    return ", ".join(filter(None, parts))
+    return ", ".join([*parts, *key_extras(names)])
+
+
+def key_extras(names: dict) -> list[str]:
+    """What a title adds for the key values `names` that are not the default: `unseen classes`
+    (the unseen-classes protocol), `codebooks fitted on the database`, `SDC, inner product` (an
+    evaluation mode other than ADC / L2), the settings (`epochs=10`) and the condition of the
+    unseen protocol (`unseen queries, unseen classes' database (unseen@unseen)`)."""
+    names = {**KEY_DEFAULTS, **names}
+    parts = [f"{names['protocol']} classes" if names["protocol"] != KEY_DEFAULTS["protocol"]
+             else "",
+             f"codebooks fitted on the {names['codebooks']}"
+             if names["codebooks"] != KEY_DEFAULTS["codebooks"] else "",
+             mode_title(names["search"], names["metric"]), names["settings"],
+             condition_title(names["condition"])]
+    return list(filter(None, parts))
+
+
+def condition_title(condition: str) -> str:
+    """`unseen queries, unseen classes' database (unseen@unseen)` for a condition of the unseen
+    protocol, `seen queries, whole database (seen@all)`; empty for `standard`."""
+    if condition == STANDARD:
+        return ""
+    queries, database = condition.split("@")
+    where = "whole database" if database == "all" else f"{database} classes' database"
+    return f"{queries} queries, {where} ({condition})"
 
 
 def key_slug(key: Sequence) -> str:
     """A file-name and label friendly name of a table key: `digits-pixels-pairwise-pq-256w`, then
-    what is not the default: `-unseen`, `-database-fit`, `-sdc-ip`, the condition
-    (`-epochs-10`)."""
+    what is not the default: `-unseen`, `-database-fit`, `-sdc-ip`, the settings (`-epochs-10`),
+    the condition (`-unseen-at-all`)."""
     names = dict(zip(TABLE_KEYS, key, strict=True))
     parts = [names["dataset"], names["feature"], names["loss"], names["quantizer"],
              f"{2 ** int(names['sub_bits'])}w"]
@@ -287,19 +304,22 @@ def key_slug(key: Sequence) -> str:
         parts.append(f"{names['codebooks']}-fit")
     if (names["search"], names["metric"]) != DEFAULT_MODE:
         parts += [names["search"], names["metric"]]
-    parts.append(names["condition"])
+    parts.append(names["settings"])
+    if names["condition"] != STANDARD:
+        parts.append(names["condition"].replace("@", "-at-"))
     return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(filter(None, parts))).strip("-")
 
 
 def axes_summary(results: pd.DataFrame) -> str:
-    """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes (protocol,
-    codebooks, search, metric and condition only when some run is not the default)."""
+    """`dataset: digits, method: float, gsl, ...`: every value each grid axis takes (draw,
+    protocol, codebooks, search, metric, settings and condition only when some run is not the
+    default)."""
     columns = ["dataset", "method", "quantizer", "code_bits", "seed"]
     results = with_key_defaults(results)
-    for column, default in (("protocol", KEY_DEFAULTS["protocol"]),
-                            ("codebooks", KEY_DEFAULTS["codebooks"]),
-                            ("condition", KEY_DEFAULTS["condition"])):
-        if not results.empty and set(results[column]) != {default}:
+    if "draw" in results and set(results.draw) - {0}:
+        columns.append("draw")
+    for column in ("protocol", "codebooks", "settings", "condition"):
+        if not results.empty and set(results[column]) != {KEY_DEFAULTS[column]}:
             columns.append(column)
     if not results.empty and set(zip(results.search, results.metric, strict=True)) != {DEFAULT_MODE}:
         columns += ["search", "metric"]  # named only when some run was evaluated otherwise
@@ -310,7 +330,7 @@ def axes_summary(results: pd.DataFrame) -> str:
 def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     """Repeat each data set's float rows under every (quantizer, sub_bits, codebook fit,
     code_bits) it was compared at: the float ceiling of the same data, protocol, loss, evaluation
-    mode and condition.
+    mode, settings and condition.
 
     Works on any frame with the run columns (results, curves, training logs)."""
     frame = with_key_defaults(frame)
@@ -321,65 +341,3 @@ def with_float_ceiling(frame: pd.DataFrame) -> pd.DataFrame:
     ceiling = floats.drop(columns=["quantizer", "code_bits", "sub_bits", "codebooks"]).merge(
         cells, on=keys)
     return pd.concat([quantized, ceiling], ignore_index=True)
-
-
-def _run_columns(metrics: dict) -> dict:
-    """The run columns of a metrics.json record but its condition (`run_conditions`); `variant`
-    is the method's label it records. A run that fine-tuned the CNN's last N blocks has the
-    feature `FEATURE, last N blocks trained`, so that it gets tables of its own."""
-    config = metrics["config"]
-    blocks = config.get("train_blocks", 0)
-    trained = f"last {blocks} block{'s' if blocks > 1 else ''} trained"
-    feature = f"{config['feature']}, {trained}" if blocks else config["feature"]
-    return {"dataset": config["dataset"], "feature": feature,
-            "protocol": config.get("protocol", KEY_DEFAULTS["protocol"]),
-            "method": config["method"], "variant": metrics["label"],
-            "quantizer": config["quantizer"], "code_bits": config["bits"],
-            "sub_bits": config["sub_bits"], "loss": config["loss"],
-            "codebooks": metrics.get("codebooks", KEY_DEFAULTS["codebooks"]),
-            "seed": config["seed"], "search": metrics.get("search", DEFAULT_MODE[0]),
-            "metric": metrics.get("metric", DEFAULT_MODE[1])}
-
-
-def _result_row(metrics: dict) -> dict:
-    top = metrics.get("map_top")
-    row = _run_columns(metrics)
-    row.update({"map": metrics["map_at"][str(top)] if top else metrics["map"], "map_all": metrics["map"]})
-    for group in ("map_at", "precision_at", "recall_at", *NEIGHBOUR_AT):
-        row.update({f"{group}_{k}": v for k, v in metrics.get(group, {}).items()})
-    errors = metrics.get("quant_mse") or {}  # encode's; absent from older metrics.json
-    for part in ("database", "query"):
-        value = errors.get(part)
-        row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
-    row.update(usage_columns(metrics.get("usage")))  # absent from older metrics.json: NaN
-    row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
-    row["features_sha256"] = metrics.get("features_sha256")
-    row["run"] = metrics["run"]
-    return row
-
-
-def _curve_rows(metrics: dict) -> list[dict]:
-    run = {**_run_columns(metrics), "run": metrics["run"]}
-    points = [(curve, float(k), v) for curve in ("recall_at", "precision_at")
-              for k, v in metrics[curve].items()]
-    points += [("pr_curve", recall, precision) for recall, precision in metrics.get("pr_curve") or []]
-    return [{**run, "curve": curve, "x": x, "y": y} for curve, x, y in points]
-
-
-def _training_log(run: RunDir, metrics: dict) -> pd.DataFrame:
-    return pd.read_csv(run.train_log).assign(**_run_columns(metrics), run=metrics["run"])
-
-
-def _search_rows(record: dict) -> list[dict]:
-    """One row per index of a search-bench record (search.json): the codes' and the float
-    reference's."""
-    run = {**_run_columns(record), "run": record["run"]}
-    rows = []
-    for role, measured in record["indexes"].items():
-        row = {**run, "role": role}
-        row.update({name: measured[name] for name in ("index", "bytes_per_vector", "index_bytes",
-                                                      "qps_batch1", "qps_batched")})
-        for group in ("recall_at", "nn_recall_at"):
-            row.update({f"{group}_{r}": value for r, value in measured[group].items()})
-        rows.append(row)
-    return rows

@@ -1,6 +1,6 @@
 """The paper's tables: rows = methods, columns = code lengths, one table per table key (data set,
-feature, protocol, loss, quantizer, sub_bits, codebook fit, evaluation mode, condition: see
-`gslbench.report.frames`); built once (`paper_tables`) and written as Markdown, CSV and LaTeX
+feature, protocol, loss, quantizer, sub_bits, codebook fit, evaluation mode, settings, condition:
+see `gslbench.report.frames`); built once (`paper_tables`) and written as Markdown, CSV and LaTeX
 here, as HTML by `gslbench.report.page`.
 
 Three kinds of table:
@@ -30,6 +30,7 @@ import pandas as pd
 from gslbench.report.frames import (
     DEFAULT_MODE,
     KEY_DEFAULTS,
+    PRIMARY,
     TABLE_KEYS,
     key_slug,
     key_title,
@@ -283,7 +284,8 @@ def search_table(searches: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """search-bench's measures, a row per (data set, feature, metric, method variant, quantizer,
     code bits) with their means over seeds (`n`), then per data set, feature and metric the exact
     float search every quantized run measured beside its codes (mean over those runs), with
-    each run's mAP by ADC and that metric (from evaluate, blank when not evaluated so).
+    each run's mAP by ADC and that metric (from evaluate, its primary condition's, `PRIMARY`;
+    blank when not evaluated so).
 
     Columns: SEARCH_GROUP, bytes_per_vector, qps_batch1, qps_batched, speedup_batch1,
     speedup_batched (the codes' QPS over the exact search's, measured back to back in the same
@@ -292,7 +294,8 @@ def search_table(searches: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     dim. Empty when no run went through search-bench."""
     if searches.empty:
         return pd.DataFrame()
-    maps = results[results.search == "adc"][["run", "metric", "map"]]
+    maps = results[(results.search == "adc") & results.condition.isin(PRIMARY)][
+        ["run", "metric", "map"]]
     frame = searches.merge(maps, on=["run", "metric"], how="left")
     reference = (searches[searches.role == "float"].set_index(["run", "metric"])
                  [["qps_batch1", "qps_batched"]])
