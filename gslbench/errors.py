@@ -22,7 +22,10 @@ def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """` (did you mean 'gsl'?)` for the known name closest to a mistyped `name`; "" when none is
-    close (difflib's ratio below 0.6)."""
-    close = difflib.get_close_matches(name, list(known), n=1)
+    """` (did you mean 'gsl'?)` for the known name closest to a mistyped `name`, or else for one
+    with the same letters in another order (`qp` -> `pq`); "" when none is close (difflib's ratio
+    below 0.6) or an anagram."""
+    known = list(known)
+    close = (difflib.get_close_matches(name, known, n=1)
+             or [other for other in known if sorted(other) == sorted(name)])
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -36,6 +36,8 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
     RESULTS/tuning/tuned.toml                tune: the chosen knob values (`bench --tuned`)
     RESULTS/tuning/tuned.trials.csv          tune: every trial of the choices (beside --out)
     RESULTS/tuning/tuning.md                 tune: every setting tried and its validation mAP
+    TENSORBOARD/RUN/events.out.tfevents.*    train/bench --tensorboard TENSORBOARD: the run's
+                                             training curves (`curves_dir`, gslbench.curves)
 
 This module imports nothing heavy: the report side uses it to find runs.
 """
@@ -115,6 +117,11 @@ def trials_csv_path(tuned: str | Path) -> Path:
 def tuning_table_path(results_dir: str | Path) -> Path:
     """RESULTS/tuning/tuning.md: tune's table of every setting tried."""
     return tuning_dir(results_dir) / "tuning.md"
+
+
+def curves_dir(root: str | Path, run_id: str) -> Path:
+    """ROOT/RUN: a run's TensorBoard event files under `--tensorboard ROOT` (`gslbench.curves`)."""
+    return Path(root) / run_id
 
 
 def lock_path(results_dir: str | Path) -> Path:
@@ -216,13 +223,25 @@ def staging_prefix(run_id: str) -> str:
 
 
 def resolve_run(results_dir: str | Path, run: str | Path) -> RunDir:
-    """A run given as a directory path or as a run id under RESULTS/runs; must hold config.json."""
+    """A run given as a directory path, as a run id under RESULTS/runs, or as the unique prefix
+    of one (as git takes a commit's); must hold config.json. An ambiguous prefix is a user error
+    that lists the runs it matches."""
     candidates = [RunDir(Path(run)), run_dir(results_dir, str(run))]
     for candidate in candidates:
         if candidate.config.is_file():
             return candidate
+    name = str(run)
+    matches = [found for found in list_runs(results_dir) if name and "/" not in name
+               and found.run_id.startswith(name) and found.config.is_file()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = [found.run_id for found in matches[:8]] + (["..."] if len(matches) > 8 else [])
+        raise GslbenchError(f"{run}: ambiguous run id prefix, {len(matches)} runs match: "
+                            f"{', '.join(shown)}")
     raise GslbenchError(f"{run}: no such run directory (looked for config.json in "
-                        f"{' and '.join(str(c.path) for c in candidates)})")
+                        f"{' and '.join(str(c.path) for c in candidates)}, and for a run id "
+                        f"starting with it)")
 
 
 def list_runs(results_dir: str | Path) -> list[RunDir]:

@@ -51,23 +51,25 @@ class Setting:
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def check(self, value: Any) -> None:
-        """Raise a one-line user error when `value` is not of this setting's kind and range."""
+    def check(self, value: Any, option: str | None = None) -> None:
+        """Raise a one-line user error when `value` is not of this setting's kind and range; the
+        error names `option` (e.g. bench's `--quantizers`), by default this setting's own."""
+        option = option or self.option
         allowed = (int, float) if self.kind is float else (self.kind,)
         if isinstance(value, bool) or not isinstance(value, allowed):
-            raise GslbenchError(f"{self.option} must be a {self.kind.__name__}, got {value!r}")
+            raise GslbenchError(f"{option} must be a {self.kind.__name__}, got {value!r}")
         if self.choices and value not in self.choices:
-            raise GslbenchError(f"{self.option}: unknown {self.name} {value!r}"
+            raise GslbenchError(f"{option}: unknown {self.name} {value!r}"
                                 f"{did_you_mean(value, self.choices)}; known: "
                                 f"{', '.join(self.choices)}")
         if self.kind is str:
             return
         if not math.isfinite(value):
-            raise GslbenchError(f"{self.option} {value} is not a finite number")
+            raise GslbenchError(f"{option} {value} is not a finite number")
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and value > self.high
         if too_low or too_high:
-            raise GslbenchError(f"{self.option} {self._text(value)} is outside {self.range_text()}")
+            raise GslbenchError(f"{option} {self._text(value)} is outside {self.range_text()}")
 
     def range_text(self) -> str:
         """`[0, 1]`, `(0, inf)`, `[1, inf)`."""

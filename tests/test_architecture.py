@@ -83,6 +83,7 @@ def test_no_module_is_long_without_saying_why():
         assert lines <= MAX_LINES or "Longer than" in docstring, f"{path}: {lines} lines"
 
 
+@pytest.mark.slow
 def test_run_files_are_named_in_one_place():
     """Only layout.py spells the names of a run's files."""
     names = ("config.json", "model.pt", "quantizer.h5", "codes.h5", "metrics.json", "train_log.csv",

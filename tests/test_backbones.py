@@ -88,6 +88,7 @@ print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(x.numpy().tobytes(
 
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
                     reason="needs an x86 CPU with AVX2 to compare two kernel sets")
+@pytest.mark.slow
 def test_network_input_and_pooling_have_the_same_bits_under_other_kernels():
     """torch's interpolate gives other bits under its default and AVX2 kernels (measured on
     Fashion-MNIST: up to 3.6e-7 apart); the float64 resize and pooling do not."""
@@ -212,7 +213,8 @@ def _float_map(query: np.ndarray, query_labels: np.ndarray, database: np.ndarray
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(),
-                    reason="needs Debian's dataset-fashion-mnist (make system-deps)")
+                    reason="needs Debian's dataset-fashion-mnist (as root: `apt-get install "
+                           "dataset-fashion-mnist` or `make system-deps`)")
 def test_real_fashion_mnist_efficientnet_features_retrieve_well(tmp_path):
     """Download the real Fashion-MNIST (Debian copy, checksums verified), featurize a slice."""
     datasets.download("fashion-mnist", tmp_path)

@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner
 from tampering import forged_h5
 
+from gslbench import layout
 from gslbench.bench import Progress, elide
 from gslbench.bench.grid import Cells
 from gslbench.cli import cli
@@ -172,8 +173,19 @@ def test_truncated_feature_file(tmp_path):
     assert_user_error(invoke(tmp_path, "train"), str(path), "corrupt or truncated")
 
 
+def test_train_prepares_a_missing_default_feature_file_as_the_api_does(tmp_path):
+    """No download, no features: train fetches and extracts the default feature file (as
+    `train()` and bench do); a missing feature of another name is still a one-line error."""
+    assert_user_error(invoke(tmp_path, "train", "--feature", "vgg"), "vgg.h5",
+                      "gslbench features digits --backbone")
+    assert not (tmp_path / "data" / "digits" / "pixels.h5").exists()
+    run = invoke(tmp_path, "-q", "train", "--method", "float", "--epochs", "2", "--warmup-epochs", "0")
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "data" / "digits" / "pixels.h5").is_file()
+    assert (Path(run.output.strip()) / "model.pt").is_file()
+
+
 def test_evaluate_before_encode_and_report_on_nothing(tmp_path):
-    assert_user_error(invoke(tmp_path, "train"), "pixels.h5", "gslbench features digits")
     prepare_digits(tmp_path)
     run = invoke(tmp_path, "train", "--method", "float", "--epochs", "2", "--warmup-epochs", "0")
     assert run.exit_code == 0, run.output
@@ -200,13 +212,16 @@ def test_every_quantizer_trains_encodes_and_evaluates(tmp_path, quantizer):
         assert handle.attrs["quantizer"] == quantizer and handle["codes"].shape == (1337, 2)
 
 
+@pytest.mark.slow
 def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
-    result = invoke(tmp_path, "-q", "bench", "--methods", "two-step,gsl", "--quantizers",
-                    "pq,opq,rq,lsq", "--bits", "16", "--epochs", "3", "--warmup-epochs", "1")
+    # one method and one codebook fit: a table per quantizer needs no more (half the runs, a
+    # quarter of the encodes of two methods and both fits)
+    result = invoke(tmp_path, "-q", "bench", "--methods", "gsl", "--quantizers", "pq,opq,rq,lsq",
+                    "--bits", "16", "--codebooks", "train", "--epochs", "3", "--warmup-epochs", "1")
     assert result.exit_code == 0, result.output
     for quantizer in ("PQ", "OPQ", "RQ", "LSQ"):
         assert f"## digits (pixels), {quantizer}, 256-word codebooks, pairwise loss" in result.output
-    assert len(run_dirs(tmp_path)) == 8
+    assert len(run_dirs(tmp_path)) == 4
 
 
 def test_bench_rejects_an_unknown_method_before_fetching_anything(tmp_path):
@@ -246,6 +261,7 @@ def test_importing_the_command_line_loads_neither_torch_nor_faiss():
                    env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
 
 
+@pytest.mark.slow
 def test_help_version_download_report_and_a_dry_run_load_neither(digits_runs, tmp_path):
     root, runs = digits_runs
     assert invoke(root, "evaluate", runs["pq"]).exit_code == 0
@@ -300,6 +316,8 @@ def test_every_option_has_help_text():
 @pytest.mark.parametrize("args, suggestion", [
     (["train", "--method", "gls"], "did you mean 'gsl'?"),
     (["train", "--quantizer", "oqp"], "did you mean 'opq'?"),
+    (["train", "--quantizer", "qp"], "did you mean 'pq'?"),  # letters swapped
+    (["bench", "--quantizers", "pq,qp", "--dry-run"], "did you mean 'pq'?"),
     (["bench", "--methods", "two-step,gumbl", "--dry-run"], "did you mean 'gumbel'?"),
     (["bench", "--quantizers", "rqq", "--dry-run"], "did you mean 'rq'?"),
     (["download", "digts"], "did you mean 'digits'?"),
@@ -310,6 +328,52 @@ def test_unknown_names_suggest_the_closest(tmp_path, args, suggestion):
     (tmp_path / "grid.toml").write_text('methods = ["gsl"]\n')
     args = [str(tmp_path / "grid.toml") if arg == "GRID" else arg for arg in args]
     assert_user_error(invoke(tmp_path, *args), suggestion)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quantizers", "qp"], "--quantizers: unknown quantizer 'qp'"),
+    (["--methods", "float,gls"], "--methods: unknown method 'gls'"),
+    (["--bits", "16,0"], "--bits 0 is outside [1, "),
+    (["--seeds", "-1"], "--seeds -1 is outside [0, "),
+])
+def test_bench_errors_name_the_option_as_typed(tmp_path, args, message):
+    result = invoke(tmp_path, "bench", *args, "--dry-run")
+    assert_user_error(result, message)
+    assert "--quantizer:" not in result.output and "--seed " not in result.output
+
+
+def test_run_ids_accept_a_unique_prefix_as_git_does(tmp_path):
+    runs = tmp_path / "results" / "runs"
+    for run_id in ("ab12cd34ef56", "ab12ff000000", "c0ffee000000"):
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "config.json").write_text("{}")
+    (runs / ".c0ffee111111.tmp").mkdir()  # a staging directory is never a candidate
+    assert layout.resolve_run(tmp_path / "results", "c0f").path == runs / "c0ffee000000"
+    assert layout.resolve_run(tmp_path / "results", "ab12c").run_id == "ab12cd34ef56"
+    assert layout.resolve_run(tmp_path / "results", "ab12ff000000").run_id == "ab12ff000000"
+    # the prefix resolves on the command line too: evaluate then asks for the run's codes
+    assert_user_error(invoke(tmp_path, "evaluate", "c0f"), "c0ffee000000", "codes.h5")
+    assert_user_error(invoke(tmp_path, "encode", "ab12"), "ab12: ambiguous run id prefix",
+                      "2 runs match: ab12cd34ef56, ab12ff000000")
+    assert_user_error(invoke(tmp_path, "evaluate", "ab13"), "ab13: no such run directory")
+    assert_user_error(invoke(tmp_path, "evaluate", ""), "no such run directory")
+
+
+@pytest.mark.slow
+def test_report_prints_what_it_found_and_the_path(digits_runs, tmp_path):
+    """Not the whole tables.md: its verdict section and index.html's path; -q: the path alone."""
+    root, runs = digits_runs
+    for run in runs.values():
+        assert invoke(root, "evaluate", run).exit_code == 0
+    out = tmp_path / "report"
+    result = invoke(root, "report", "--out", str(out), *runs.values())
+    assert result.exit_code == 0, result.output
+    tables = (out / "tables.md").read_text()
+    found = tables[tables.index("## What it found"):tables.index("\n## ", tables.index("## What"))]
+    assert found.count("\n") > 2 and "## Settings" not in result.stdout
+    assert result.stdout == f"{found.strip()}\n\nreport written to {out / 'index.html'}\n"
+    quiet = invoke(root, "-q", "report", "--out", str(out), *runs.values())
+    assert quiet.exit_code == 0 and quiet.stdout == f"{out / 'index.html'}\n"
 
 
 def test_no_suggestion_when_nothing_is_close(tmp_path):
@@ -348,6 +412,7 @@ def test_search_bench_prints_its_headline_numbers_then_the_path(digits_runs):
         f"batched, {exact['qps_batch1']:.0f} QPS at batch 1, recall@1 1.000, recall@10 1.000)")
 
 
+@pytest.mark.slow
 def test_train_off_a_terminal_logs_a_line_per_refit(digits_runs, tmp_path):
     root, _ = digits_runs
     shutil.copytree(root / "data", tmp_path / "data")

@@ -4,6 +4,7 @@ the best other method chosen by the validation mAP of tuned.toml, never by test 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from runfakes import make_runs
 
@@ -47,6 +48,7 @@ validation_map = 0.72
 """
 
 
+@pytest.mark.slow
 def test_report_tests_what_the_grid_declares_with_the_best_other_by_validation(tmp_path):
     make_runs(tmp_path / "runs")
     (tmp_path / "grid.toml").write_text(GRID, encoding="utf-8")
@@ -69,6 +71,7 @@ def test_report_tests_what_the_grid_declares_with_the_best_other_by_validation(t
     assert "λ=2.7 − " not in text and "− qloss" not in text  # qloss is compared with nothing
 
 
+@pytest.mark.slow
 def test_a_declared_name_no_run_has_is_named_and_grids_must_agree(tmp_path):
     make_runs(tmp_path / "runs")
     one, two = tmp_path / "one.toml", tmp_path / "two.toml"

@@ -99,7 +99,7 @@ def test_every_default_is_the_campaigns_most_frequent_choice():
         assert choice == default, (method, symbol, choice, default)
 
 
-@pytest.mark.parametrize("name", ["results", "finetune"])
+@pytest.mark.parametrize("name", [pytest.param("results", marks=pytest.mark.slow), "finetune"])
 def test_the_committed_documents_tables_rebuild_from_their_csv(name):
     """docs/results.md and docs/finetune.md: what they found, their tables and paired
     comparisons are made again from the committed per-seed CSV beside them, figure for figure."""

@@ -28,8 +28,8 @@ from gslbench.report.tables import paper_tables
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                                "(`make system-deps` installs it; CI has it)"),
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (as root: "
+                                                "`apt-get install chromium` or `make system-deps`)"),
 ]
 # As root Chromium needs --no-sandbox; the rest keeps it from reaching for the (closed) network.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -76,6 +76,7 @@ def test_a_train_after_a_killed_force_restores_the_newest_and_hides_nothing(trai
     assert hidden(run) == []  # the replaced run is not kept hidden for good
 
 
+@pytest.mark.slow
 def test_a_ray_address_that_does_not_parse_is_one_line_without_ray_info(tmp_path):
     pytest.importorskip("ray")
     command = [sys.executable, "-c", "from gslbench.cli import main; main()",

@@ -66,6 +66,7 @@ def gslbench_command(site: Path, root: Path, *args: str) -> subprocess.Completed
                           capture_output=True, text=True, env=env, cwd=root)
 
 
+@pytest.mark.slow
 def test_a_plugin_method_and_quantizer_train_with_their_knobs_as_options(plugin_site,
                                                                          digits_root):
     help_text = gslbench_command(plugin_site, digits_root, "train", "--help").stdout
@@ -85,6 +86,7 @@ def test_a_plugin_method_and_quantizer_train_with_their_knobs_as_options(plugin_
     assert done.stdout.startswith(f"{run.name} damped γ=0.25: mAP ")
 
 
+@pytest.mark.slow
 def test_a_bench_grid_takes_the_plugin_knob_as_an_axis(plugin_site, digits_root, tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text('method = "damped"\nquantizer = "coarse-pq"\nbits = 16\nepochs = 3\n'
@@ -96,6 +98,7 @@ def test_a_bench_grid_takes_the_plugin_knob_as_an_axis(plugin_site, digits_root,
     assert listed.count("done") == 3 and "2 cells: 2 done" in listed
 
 
+@pytest.mark.slow
 def test_tune_chooses_the_plugin_knob(plugin_site, digits_root, tmp_path):
     grid = tmp_path / "tuning.toml"
     grid.write_text('method = "damped"\nquantizer = "coarse-pq"\nbits = 16\nseed = [0, 1]\n'
@@ -195,6 +198,7 @@ def test_each_bad_plugin_is_one_warning_line_naming_it(tmp_path, digits_root):
         "gslbench: error: Invalid value for '--method': 'nodefault' is not one of")
 
 
+@pytest.mark.slow
 def test_the_test_kit_passes_the_plugin_method_in_its_own_tests(plugin_site, tmp_path):
     """The plugin author's workflow: pytest on the plugin's own test file, which calls the kit
     (without gslbench's own conftest, which keeps plugins out of gslbench's tests)."""
@@ -228,6 +232,7 @@ def dry_run_cells(site: Path, root: Path, *args: str) -> list[str]:
     return done.stdout.strip().splitlines()[1:-1]
 
 
+@pytest.mark.slow
 def test_an_installed_method_plugin_leaves_the_default_grid_as_quick_toml_declares(
         plugin_site, digits_root):
     cells = dry_run_cells(plugin_site, digits_root)
@@ -238,6 +243,7 @@ def test_an_installed_method_plugin_leaves_the_default_grid_as_quick_toml_declar
                                                           "float,damped"))
 
 
+@pytest.mark.slow
 def test_the_suite_passes_with_a_method_plugin_installed(plugin_site, tmp_path):
     """The project's tests that an installed plugin broke (the default grid's count, a report
     that must not import torch) pass in a process that sees the plugin: the suite's conftest

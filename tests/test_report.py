@@ -174,6 +174,7 @@ def test_method_colours_are_one_map_for_every_figure(report):
         assert all(colour in svg for colour in colours.values()), stem
 
 
+@pytest.mark.slow
 def test_the_report_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1796256000")  # the day the report says it was made
     runs = make_runs(tmp_path / "runs")
@@ -248,6 +249,7 @@ def test_results_document(tmp_path):
             "0.04000 |") in text
 
 
+@pytest.mark.slow
 def test_the_document_records_its_provenance_and_its_tables_rebuild_from_its_csv(tmp_path):
     doc = tmp_path / "docs" / "results.md"
     results, _ = write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc,
@@ -329,6 +331,7 @@ def test_training_panels_keep_every_method_in_view():
     spiky[[10, 11, 25]] = [2.3, 1.9, 2.1]  # ste's loss spikes
     low, high = robust_limits([*calm, spiky])
     assert low < 0.28 and 0.6 < high < 0.7  # every method's curve, not the spikes
+@pytest.mark.slow
 def test_runs_without_metrics_are_named_and_skipped(tmp_path, caplog):
     runs = make_runs(tmp_path / "runs")
     runs[0].metrics.unlink()
@@ -360,6 +363,7 @@ def invoke(results_dir, *args):
     return CliRunner().invoke(cli, ["--results-dir", str(results_dir), *args])
 
 
+@pytest.mark.slow
 def test_report_command_filters_and_errors(tmp_path):
     make_runs(tmp_path / "runs")
     make_runs(tmp_path / "runs", dataset="fashion-mnist")
@@ -431,6 +435,7 @@ def test_a_malformed_run_file_is_an_error_naming_the_run(tmp_path, damage):
         read_runs(runs)
 
 
+@pytest.mark.slow
 def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tmp_path):
     runs = make_runs(tmp_path / "runs")
     for run in runs:  # every run evaluated by SDC / inner product too, 0.1 lower
@@ -478,6 +483,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
     assert 'id="search-table"' in page and "search_recall_qps.png" in page
 
 
+@pytest.mark.slow
 def test_codebook_sizes_get_tables_of_their_own(tmp_path):
     runs = [make_run(tmp_path, RunConfig(method="float", seed=0), 0.9),
             make_run(tmp_path, RunConfig(method="two-step", bits=16, sub_bits=4, seed=0), 0.7),
@@ -611,6 +617,7 @@ def test_protocol_and_codebook_fit_are_columns_and_get_tables_of_their_own(tmp_p
     assert tables_of(both)[(unseen_key, "map")].count.loc["float"].tolist() == [3, 3]
 
 
+@pytest.mark.slow
 def test_runs_that_differ_in_a_setting_get_tables_of_their_own(tmp_path):
     """The mix of issue 23: a bench at --epochs 10 with seed 0, another at 40 epochs with seed 1."""
     runs = [make_run(tmp_path / "runs", RunConfig(method=method, bits=16, seed=seed,
@@ -631,7 +638,7 @@ def test_runs_that_differ_in_a_setting_get_tables_of_their_own(tmp_path):
     assert "| epochs | 10 (3), 40 (3) |" in markdown  # the settings table says what differs
     assert comparisons(results).n.tolist() == [1, 1]  # seed 0 with seed 0 at 10 epochs only
     result = invoke(tmp_path, "report", "--out", str(tmp_path / "cli"))  # the CLI alike
-    assert result.exit_code == 0 and "epochs=40: mAP" in result.output
+    assert result.exit_code == 0 and "epochs=40: mAP" in (tmp_path / "cli" / "tables.md").read_text()
 
 
 def test_a_feature_file_of_another_split_is_refused_in_one_line(tmp_path):
@@ -727,3 +734,19 @@ def test_a_zero_difference_taken_either_way_prints_as_plus_zero():
     from gslbench.report.summary import _signed
     assert [_signed(v) for v in (-0.0, 0.0, -1 * 0.0, 0.01234, -0.01234)] == [
         "+0.0000", "+0.0000", "+0.0000", "+0.0123", "-0.0123"]
+
+
+def test_pca_shares_the_tables_of_a_grid_that_sets_training_settings(tmp_path):
+    """pca trains nothing, so its config keeps the training settings at their defaults (40
+    epochs); in a grid at 12 epochs its runs still share the trained methods' tables (the digits
+    demo put them in an `epochs=40` table of their own)."""
+    runs = [make_run(tmp_path / "runs", RunConfig(method=method, bits=16, seed=seed, epochs=12,
+                                                  warmup_epochs=2, epochs_per_refit=2).resolved(),
+                     value + seed / 100)
+            for method, value in (("float", 0.9), ("two-step", 0.8), ("pca", 0.6))
+            for seed in (0, 1)]
+    assert {json.loads(run.config.read_text())["config"]["epochs"] for run in runs} == {12, 40}
+    results, _ = write_report(runs, tmp_path / "report")
+    assert set(results.settings) == {""}
+    table = tables_of(results)[((*KEY[:9], "", "standard"), "map")]
+    assert table.count.loc["pca"].tolist() == [2] and table.count.loc["two-step"].tolist() == [2]

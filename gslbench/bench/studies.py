@@ -32,9 +32,11 @@ from gslbench.quantizers import make_quantizer
 from gslbench.settings import Setting
 from gslbench.storage import config_id
 
-# The settings that name a tuning cell: every field but the method, the knobs, the seed and the split
+# The settings that name a tuning cell: every field but the method, the knobs, the seed, the split
+# and the unseen protocol's class draw (a tuning grid tunes at one draw, whose validation holds
+# classes of its own out; its choice serves every draw, as it serves every seed)
 CELL_FIELDS = tuple(name for name, setting in FIELDS.items()
-                    if name not in ("method", "seed", "split") and setting not in KNOBS)
+                    if name not in ("method", "seed", "split", "draw") and setting not in KNOBS)
 HEARTBEAT_SECONDS = 10.0  # how often a running trial says it is alive
 GRACE_SECONDS = 60.0  # a RUNNING trial silent this long is failed (its process died) and re-run
 REDUCTION_FACTOR = 3  # pruning: a trial that a third of the budget beats is stopped

@@ -169,13 +169,18 @@ def reuse_option(command: Callable) -> Callable:
                              "the same; for checking and timing).")(command)
 
 
-def split(kind: type) -> Callable:
-    """A click callback parsing a comma-separated list of `kind`."""
+def split(kind: type, field: str | None = None) -> Callable:
+    """A click callback parsing a comma-separated list of `kind`; with `field` each item is
+    checked as that RunConfig setting, and a bad one is a user error naming the option as typed
+    (`--quantizers: unknown quantizer 'qp' (did you mean 'pq'?)`)."""
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
         try:
-            return tuple(kind(item) for item in value.split(",") if item)
+            items = tuple(kind(item) for item in value.split(",") if item)
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a comma-separated list") from None
+        for item in items if field else ():
+            FIELDS[field].check(item, option=max(param.opts, key=len))
+        return items
     return parse
 
 
@@ -189,6 +194,16 @@ def config_options(command: Callable) -> Callable:
     force = click.option("--force", is_flag=True, help="Re-run steps whose results exist.")
     settings = tuple(setting for name, setting in FIELDS.items() if name not in AXIS_FIELDS)
     return options(settings)(force(command))
+
+
+def tensorboard_option(command: Callable) -> Callable:
+    """--tensorboard DIR (train, bench): each run's training curves as TensorBoard event files
+    in DIR/RUN (`gslbench.curves`; the optional extra `gslbench[tensorboard]`)."""
+    return click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path),
+                        metavar="DIR",
+                        help="Also write each run's training curves (similarity loss, "
+                             "quantization error at each refit) as TensorBoard event files in "
+                             "DIR/RUN; needs `pip install 'gslbench[tensorboard]'`.")(command)
 
 
 def codebooks_option(command: Callable) -> Callable:

@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from gslbench import bench as bench_module
-from gslbench import layout
+from gslbench import curves, layout
 from gslbench.bench.executors import EXECUTORS, ExecutorConfig, check_executor_options
 from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
 from gslbench.cli.base import (
@@ -22,6 +22,7 @@ from gslbench.cli.base import (
     reuse_option,
     show_progress,
     split,
+    tensorboard_option,
 )
 from gslbench.errors import GslbenchError
 from gslbench.layout import CODEBOOKS
@@ -63,14 +64,16 @@ def _executor_options(command: Callable) -> Callable:
 @click.option("-d", "--datasets", "dataset_names", default=",".join(DEFAULT_AXES["dataset"]),
               show_default=True, callback=split(str), help="Comma-separated data sets.")
 @click.option("--methods", default=",".join(DEFAULT_AXES["method"]), show_default=True,
-              callback=split(str),
+              callback=split(str, "method"),
               help="Comma-separated training methods (built-in or plugin; float is the ceiling).")
 @click.option("--quantizers", default=",".join(DEFAULT_AXES["quantizer"]), show_default=True,
-              callback=split(str), help="Comma-separated quantizers (pq, opq, rq, lsq, plugins).")
+              callback=split(str, "quantizer"),
+              help="Comma-separated quantizers (pq, opq, rq, lsq, plugins).")
 @click.option("--bits", default=",".join(map(str, DEFAULT_AXES["bits"])), show_default=True,
-              callback=split(int), help="Comma-separated code lengths in bits.")
+              callback=split(int, "bits"), help="Comma-separated code lengths in bits.")
 @click.option("--seeds", default=",".join(map(str, DEFAULT_AXES["seed"])), show_default=True,
-              callback=split(int), help="Comma-separated seeds: each cell is trained once per seed.")
+              callback=split(int, "seed"),
+              help="Comma-separated seeds: each cell is trained once per seed.")
 @click.option("--codebooks", default=",".join(CODEBOOKS), show_default=True, callback=split(str),
               help="Comma-separated codebook fits each quantized cell is encoded and evaluated "
                    "with (float cells: train only).")
@@ -80,10 +83,12 @@ def _executor_options(command: Callable) -> Callable:
                    "each tuned method and cell.")
 @_executor_options
 @reuse_option
+@tensorboard_option
 @click.pass_context
 def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path | None,
           executor: str, jobs: int | None, cpus_per_cell: int | None, address: str | None,
-          dry_run: bool, device: str, reuse: bool, **options: Any) -> None:
+          dry_run: bool, device: str, reuse: bool, tensorboard: Path | None,
+          **options: Any) -> None:
     """Run a grid of runs (train, encode, evaluate), skipping finished ones, then report.
 
     \b
@@ -101,9 +106,13 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
         check_executor_options(executor, jobs, cpus_per_cell, address)
         _echo_cells(grid, ctx.obj["data_dir"], results_dir)
         return
+    if tensorboard is not None:
+        curves.check_writer()
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(grid, ctx.obj["data_dir"], results_dir, executor_config,
                                    force=force, show_progress=show_progress(ctx), reuse=reuse)
+    for run in result.run_dirs if tensorboard is not None else ():
+        curves.write_curves(run, tensorboard)
     if result.run_dirs:
         from gslbench import report as report_module  # pandas, matplotlib: loaded to report
 

@@ -122,7 +122,9 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
            force: bool) -> None:
     """Tabulate and plot evaluated runs into a report folder with a self-contained index.html.
 
-    Writes results.csv, tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and index.html.
+    Writes results.csv, tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and index.html, then
+    prints what it found (the verdict blocks of tables.md) and index.html's path; with -q the
+    path alone.
 
     Example: gslbench report --dataset digits --runs 'a1*' --doc docs/results.md
     """
@@ -141,9 +143,25 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     out = out or layout.report_dir(results_dir)
     _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin, declared,
                                              validation)
-    click.echo(markdown, nl=False)
-    if not ctx.obj["quiet"]:
-        click.echo(f"report written to {out / 'index.html'}", err=True)
+    if ctx.obj["quiet"]:
+        click.echo(out / "index.html")
+    else:
+        click.echo(found_text(markdown))
+        click.echo(f"report written to {out / 'index.html'}")
+
+
+def found_text(markdown: str) -> str:
+    """The `## What it found` section of a report's tables.md (its verdict blocks), up to the
+    next section; "" when it has none."""
+    from gslbench.report.document import FOUND_TITLE
+
+    lines = markdown.splitlines()
+    if f"## {FOUND_TITLE}" not in lines:
+        return ""
+    start = lines.index(f"## {FOUND_TITLE}")
+    end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")),
+               len(lines))
+    return "\n".join(lines[start:end]).strip() + "\n"
 
 
 def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None,

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from gslbench import data
+from gslbench import curves, data
+from gslbench.bench import _prepare_features
 from gslbench.cli.base import (
     cli,
     codebooks_option,
@@ -22,6 +23,7 @@ from gslbench.cli.base import (
     reuse_option,
     setting_option,
     show_progress,
+    tensorboard_option,
 )
 from gslbench.config import (
     FEATURE_SETTINGS,
@@ -160,22 +162,30 @@ def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | Non
 @config_options
 @device_option
 @reuse_option
+@tensorboard_option
 @click.pass_context
 def train(ctx: click.Context, dataset: str, feature: str | None, force: bool, device: str,
-          reuse: bool, **options: Any) -> None:
+          reuse: bool, tensorboard: Path | None, **options: Any) -> None:
     """Train one run and print its run directory.
 
-    On a terminal a progress bar shows the epochs; elsewhere (a log file, a job) each codebook
-    refit is logged as a line (epoch, similarity loss, quantization error).
+    When the data set's default feature file is missing it is downloaded and extracted first, as
+    `gslbench bench` and the API's `train()` do. On a terminal a progress bar shows the epochs;
+    elsewhere (a log file, a job) each codebook refit is logged as a line (epoch, similarity
+    loss, quantization error).
 
     Example: gslbench train -d digits --method gsl --quantizer pq --bits 32 --seed 0
     """
     feature = feature or data.get_dataset(dataset, ctx.obj["data_dir"]).default_feature
     config = RunConfig(dataset=dataset, feature=feature, **options)
+    if tensorboard is not None:
+        curves.check_writer()
+    _prepare_features([config], ctx.obj["data_dir"], device)
     if log_progress(ctx):  # no bar: the loop's line per refit instead
         logging.getLogger(loop.__name__).setLevel(logging.DEBUG)
     run = train_run(config, ctx.obj["data_dir"], ctx.obj["results_dir"], force=force,
                     show_progress=show_progress(ctx), device=device, reuse=reuse)
+    if tensorboard is not None:
+        curves.write_curves(run, tensorboard)
     click.echo(run.path)
 
 

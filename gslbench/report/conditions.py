@@ -18,6 +18,7 @@ import pandas as pd
 
 from gslbench.config import QUANTIZER_FIELDS, SETTINGS
 from gslbench.errors import GslbenchError
+from gslbench.methods import METHODS
 
 # a run's scope: its runs share every setting, or get a condition each
 SCOPE_KEYS = ["dataset", "feature", "protocol", "loss"]
@@ -40,10 +41,12 @@ def run_conditions(runs: pd.DataFrame) -> dict[str, str]:
                 and s.name in runs]
     conditions = {}
     for _, scope in runs.groupby(SCOPE_KEYS, sort=False):
-        differing = [name for name in compared if scope[name].nunique(dropna=False) > 1]
-        for values in scope.to_dict("records"):
+        uses = scope.method.map(_used_settings)
+        differing = [name for name in compared
+                     if scope[name][uses.map(lambda used, n=name: n in used)].nunique(dropna=False) > 1]
+        for values, used in zip(scope.to_dict("records"), uses, strict=True):
             conditions[values["run"]] = ", ".join(f"{name}={shown_value(values[name])}"
-                                                  for name in differing)
+                                                  for name in differing if name in used)
     runs["settings"] = runs.run.map(conditions)
     cells = [*SCOPE_KEYS, "settings", "label", "quantizer", "bits", "sub_bits"]
     for cell, group in runs.groupby(cells, sort=False):
@@ -57,6 +60,16 @@ def run_conditions(runs: pd.DataFrame) -> dict[str, str]:
                 + "); a report never averages different experiments: report them apart, "
                 "selecting runs with --runs PATTERN or -d DATASET")
     return conditions
+
+
+def _used_settings(method: str) -> frozenset[str]:
+    """The shared settings a run of `method` uses: all but its `Method.unused_settings` (pca
+    trains nothing, so the training settings, reset to their defaults in its config, never set
+    its runs apart from the trained methods' of the same grid). An unknown method (a plugin not
+    installed here) uses all."""
+    spec = METHODS.get(method)
+    unused = set(spec.unused_settings) if spec is not None else set()
+    return frozenset(s.name for s in SETTINGS if s.name not in unused)
 
 
 def _check_feature_files(runs: pd.DataFrame) -> None:

@@ -162,11 +162,14 @@ def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
     ]
 
 
+FOUND_TITLE = "What it found"  # the heading `gslbench report` prints the section of
+
+
 def found_section(tables: list[PaperTable], compared: pd.DataFrame, margin: float = MARGIN,
                   level: int = 2) -> list[str]:
     """`## What it found`: per table set, its verdict sentence and block (`summary.found_blocks`
     of the `tables.paper_tables` and `stats.comparisons`)."""
-    lines = ["#" * level + " What it found", "", block_note(margin), ""]
+    lines = ["#" * level + f" {FOUND_TITLE}", "", block_note(margin), ""]
     for key, sentence, block in found_blocks(tables, compared):
         lines += ["#" * (level + 1) + f" {key_title(key)}", "", sentence, ""]
         if not block.empty:

@@ -284,7 +284,7 @@ def key_extras(names: dict) -> list[str]:
 def condition_title(condition: str) -> str:
     """`unseen queries, unseen classes' database (unseen@unseen)` for a condition of the unseen
     protocol, `seen queries, whole database (seen@all)`; empty for `standard`."""
-    if condition == STANDARD:
+    if condition in ("", STANDARD):  # "": a frame from before conditions
         return ""
     queries, database = condition.split("@")
     where = "whole database" if database == "all" else f"{database} classes' database"
