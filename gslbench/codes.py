@@ -13,6 +13,9 @@ Format `gslbench.codes`, version 3 (the design page, docs/design.md):
                                                          the check of the codes)
     /query/representations    (n_query, d) float32       the queries through the run's network
     /query/labels             (n_query, C) uint8
+    /query/neighbours         (n_query, k) int64         for data without labels (C = 0): the
+                                                         database positions of each query's k
+                                                         true neighbours (its relevance)
     /quantizer/...            the quantizer (`gslbench.quantizers.io`)
     attrs: run, method, label, quantizer, M, nbits, code_bits, dim, codebooks ("train" or
            "database"; absent in files written before it existed: "train"), config (JSON), map_at
@@ -84,7 +87,8 @@ TIE_TOLERANCE = 1e-5
 class Codes:
     """A codes file's content: database codes (n, code_bytes) uint8 and labels (n, C) uint8,
     query representations (nq, d) float32 and labels (nq, C) uint8, the quantizer, the attrs,
-    and the database representations (n, d) float32."""
+    and the database representations (n, d) float32; for data without labels the queries' k
+    true neighbours, (nq, k) int64 database positions (`gslbench.data.neighbours`), else None."""
 
     codes: np.ndarray
     labels: np.ndarray
@@ -93,6 +97,7 @@ class Codes:
     quantizer: Quantizer | Identity
     attrs: dict
     database: np.ndarray
+    query_neighbours: np.ndarray | None = None
 
     @property
     def map_at(self) -> tuple[int, ...]:
@@ -133,6 +138,8 @@ def write_codes(path: Path, codes: Codes) -> None:
         handle.create_dataset("database/representations", data=codes.database)
         handle.create_dataset("query/representations", data=codes.queries)
         handle.create_dataset("query/labels", data=codes.query_labels)
+        if codes.query_neighbours is not None:
+            handle.create_dataset("query/neighbours", data=codes.query_neighbours)
         save_quantizer(codes.quantizer, handle.create_group("quantizer"))
         handle.attrs.update(codes.attrs)
 
@@ -187,10 +194,16 @@ def check_labels_of_features(run: layout.RunDir, codes: Codes, path: Path) -> No
     items = json.loads(codes.attrs.get("items", "{}"))
     for part, labels, split in (("database", codes.labels, features.database),
                                 ("query", codes.query_labels, features.query)):
-        if items.get(part) != items_record(split) or not np.array_equal(labels, split.labels):
+        if items.get(part) != items_record(split) or not np.array_equal(labels, split.labels) \
+                or part == "query" and not _same(codes.query_neighbours, split.neighbours):
             raise GslbenchError(f"{path}: its {part} labels are not those of {features_path} at "
                                 "the items it records (edited and re-sealed?); run "
                                 f"`{encode_command(run, codes.codebooks)} --force`")
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Both None, or equal arrays."""
+    return a is None and b is None or a is not None and b is not None and np.array_equal(a, b)
 
 
 def check_results(run: layout.RunDir, codebooks: str = "train") -> str:
@@ -268,7 +281,8 @@ def read_codes(path: Path) -> Codes:
         codes = Codes(handle["codes"][()], handle["labels"][()],
                       handle["query/representations"][()], handle["query/labels"][()],
                       load_quantizer(handle["quantizer"]), attrs,
-                      handle["database/representations"][()])
+                      handle["database/representations"][()],
+                      handle["query/neighbours"][()] if "query/neighbours" in handle else None)
         json.loads(attrs["config"]), json.loads(attrs["map_at"])  # JSON errors: a corrupt file
     _check_shapes(codes, path)
     for name, values in (("query", codes.queries), ("database", codes.database)):
@@ -305,6 +319,12 @@ def _check_shapes(codes: Codes, path: Path) -> None:
     if codes.query_labels.shape[1] != codes.labels.shape[1]:
         raise GslbenchError(f"{path}: query labels have {codes.query_labels.shape[1]} classes, "
                             f"database labels {codes.labels.shape[1]}")
+    found = codes.query_neighbours
+    if (found is None) != bool(codes.labels.shape[1]) or found is not None and (
+            found.dtype.kind not in "iu" or found.ndim != 2 or len(found) != len(codes.queries)
+            or found.size and not 0 <= found.min() <= found.max() < len(codes.codes)):
+        raise GslbenchError(f"{path}: /query/neighbours must be (n_query, k) database positions "
+                            "exactly when the labels have no columns")
 
 
 def _check_unseen(codes: Codes, path: Path) -> None:

@@ -99,7 +99,7 @@ def encode_run(run: str | Path, data_dir: str | Path, results_dir: str | Path,
     }
     _remove_results(run_dir, codebooks)
     write_codes(path, Codes(codes, features.database.labels, queries, features.query.labels,
-                            quantizer, attrs, database))
+                            quantizer, attrs, database, features.query.neighbours))
     return path
 
 

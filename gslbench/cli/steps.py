@@ -239,7 +239,9 @@ def headline(metrics: dict[str, Any]) -> str:
     map_at = metrics["map_at"]
     first = [str(metrics["map_top"])] if str(metrics.get("map_top")) in map_at else []
     order = first + sorted((k for k in map_at if k not in first), key=int)
-    parts = [f"mAP {metrics['map']:.4f}", *(f"mAP@{k} {map_at[k]:.4f}" for k in order)]
+    whole = [f"mAP {metrics['map']:.4f}"] if metrics["map"] is not None else []  # None: top only
+    parts = [*whole, *(f"mAP@{k} {map_at[k]:.4f}" for k in order),
+             *(f"1-recall@{r} {v:.4f}" for r, v in metrics.get("one_recall_at", {}).items())]
     error = (metrics.get("quant_mse") or {}).get("database")
     if error is not None and metrics["config"].get("method") != "float":
         parts.append(f"database quantization error {error:.4g}")

@@ -14,13 +14,14 @@ from gslbench.data.base import Dataset, Protocol, RawData, Validation, split_ind
 from gslbench.data.cifar10 import CIFAR10
 from gslbench.data.digits import DIGITS
 from gslbench.data.fashion_mnist import FASHION_MNIST
+from gslbench.data.glove import GLOVE
 from gslbench.data.imported import ImportProtocol, ImportSource, imported_dataset
 from gslbench.data.imported import import_features as _import_features
 from gslbench.data.nuswide21 import NUSWIDE21
 from gslbench.errors import GslbenchError, did_you_mean
 
 BUILTIN_DATASETS: dict[str, Dataset] = {
-    dataset.name: dataset for dataset in (DIGITS, FASHION_MNIST, CIFAR10, NUSWIDE21)
+    dataset.name: dataset for dataset in (DIGITS, FASHION_MNIST, CIFAR10, NUSWIDE21, GLOVE)
 }
 
 

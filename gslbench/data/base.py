@@ -38,12 +38,17 @@ class Protocol:
     class's free items, `carve_validation`). The test database is everything else (with the
     training items when `train_in_database`). Tuning and test runs train on the same training
     items.
+
+    A data set without labels (`neighbours` = k > 0) is split as one class (the counts are of
+    the whole set) and relates its items by their k true nearest neighbours
+    (`gslbench.data.neighbours`).
     """
 
     query_per_class: int
     train_per_class: int
     map_top: int | None  # None: mAP over the whole database
     train_in_database: bool = True
+    neighbours: int = 0  # k > 0: no labels; relevance is the k true neighbours (`with_neighbours`)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ they are computed from the file's split seed and the run's `unseen` and `draw`
 (`gslbench.data.unseen`, `FeatureSet.for_protocol`). An older file is refused with one line
 saying to rebuild it with `gslbench features DATASET`, which keeps its features (no CNN runs
 again).
+
+A data set without labels (`glove-6b-50d`) has labels of no columns and relates its items by
+neighbours instead: /train/neighbours, /query/neighbours and /validation/query/neighbours (n, k)
+int64 (`gslbench.data.neighbours`, checked by `check_neighbours`).
+
+Longer than 400 lines on purpose: the format's writer, its reader and the checks of its content
+stay in one file, so that a reader checks them against the format's description in one place.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import h5py
 import numpy as np
 
 from gslbench import layout
+from gslbench.data.neighbours import check_neighbours
 from gslbench.data.unseen import DEFAULT_UNSEEN, unseen_classes, validation_unseen_classes
 from gslbench.errors import GslbenchError
 from gslbench.storage import open_h5, sha256_file, write_h5
@@ -46,11 +54,17 @@ PROTOCOLS = ("standard", "unseen")  # which classes a run sees (`FeatureSet.for_
 
 @dataclass(frozen=True)
 class Split:
-    """One part of a data set: features (n, d) float32, multi-hot labels (n, C) uint8, indices (n,)."""
+    """One part of a data set: features (n, d) float32, multi-hot labels (n, C) uint8, indices (n,).
+
+    A data set without labels (C = 0) relates items by `neighbours` (n, k) int64 instead: the
+    positions of each item's k true nearest neighbours (`gslbench.data.neighbours`), for the
+    query parts and the training part; None elsewhere and for labelled data.
+    """
 
     features: np.ndarray
     labels: np.ndarray
     indices: np.ndarray
+    neighbours: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -171,12 +185,15 @@ def write_feature_file(path: str | Path, features: FeatureSet) -> None:
     """Check and write a feature file atomically (the layout of docs/design.md, section 3)."""
     for name, split in features.parts().items():
         check_split(split, f"{path}: /{name}")
+    check_neighbours(features, path)
     with write_h5(path, FORMAT, FORMAT_VERSION) as handle:
         for name, split in features.parts().items():
             group = handle.create_group(name)
             group.create_dataset("features", data=split.features.astype(np.float32))
             group.create_dataset("labels", data=split.labels.astype(np.uint8))
             handle.create_dataset(_index_key(name), data=split.indices.astype(np.int64))
+            if split.neighbours is not None:
+                group.create_dataset("neighbours", data=split.neighbours.astype(np.int64))
         attrs = {
             "dataset": features.dataset,
             "feature": features.feature,
@@ -259,7 +276,7 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
              "unseen_classes"}  # unseen_classes: format_version 3's stored draw, dropped
     _check_validation(splits, path)
     n_classes = classes.pop()
-    return FeatureSet(
+    features = FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
         feature=_attr(attrs, "feature", str, path),
         train=splits["train"], query=splits["query"], database=splits["database"],
@@ -270,6 +287,8 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
         validation_query=splits.get("validation/query"),
         validation_database=splits.get("validation/database"),
     )
+    check_neighbours(features, path)
+    return features
 
 
 def _rebuild_advice(path: Path) -> str:
@@ -329,7 +348,8 @@ def check_features(features: np.ndarray, where: str) -> None:
 
 
 def check_labels(labels: np.ndarray, where: str) -> None:
-    """(n, C) multi-hot labels: integers 0 or 1 (bool or any integer dtype), at least one 1 per row."""
+    """(n, C) multi-hot labels: integers 0 or 1 (bool or any integer dtype), at least one 1 per
+    row; C = 0 for a data set without labels (`check_neighbours`)."""
     if labels.dtype.kind not in "biu":
         raise GslbenchError(f"{where} are {labels.dtype}; labels are multi-hot 0/1 integers (uint8)")
     if labels.size and not np.isin(labels, (0, 1)).all():
@@ -337,7 +357,7 @@ def check_labels(labels: np.ndarray, where: str) -> None:
         raise GslbenchError(f"{where} hold values other than 0 and 1 (e.g. {values}); labels are "
                             "multi-hot 0/1")
     unlabelled = np.count_nonzero(~labels.any(axis=1))
-    if unlabelled:
+    if unlabelled and labels.shape[1]:  # no columns: a set related by neighbours
         raise GslbenchError(f"{where}: {unlabelled} of {len(labels)} items have no label")
 
 
@@ -376,6 +396,9 @@ def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
     features = handle[f"{name}/features"][()]
     labels = handle[f"{name}/labels"][()]
     indices = handle[_index_key(name)][()]
+    neighbours = handle[f"{name}/neighbours"][()] if f"{name}/neighbours" in handle else None
+    if neighbours is not None and neighbours.dtype.kind not in "iu":
+        raise GslbenchError(f"{path}: /{name}/neighbours is {neighbours.dtype}, not integers")
     if features.ndim != 2 or labels.ndim != 2 or indices.ndim != 1:
         raise GslbenchError(
             f"{path}: /{name} has wrong shapes: features {features.shape} (want 2-d), "
@@ -390,4 +413,5 @@ def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
     if indices.dtype.kind not in "iu":
         raise GslbenchError(f"{path}: /split/{name} is {indices.dtype}, not integer indices")
     return Split(features.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False),
-                 indices.astype(np.int64, copy=False))
+                 indices.astype(np.int64, copy=False),
+                 None if neighbours is None else neighbours.astype(np.int64, copy=False))

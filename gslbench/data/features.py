@@ -15,6 +15,7 @@ from gslbench import layout
 from gslbench.data import backbones, feature_path, fetch, get_dataset
 from gslbench.data.base import Dataset, RawData, Validation, split_indices
 from gslbench.data.featurefile import FeatureSet, Split, read_any_version, write_feature_file
+from gslbench.data.neighbours import with_neighbours
 from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
 
@@ -71,9 +72,11 @@ def build_features(
     check_feature(dataset, backbone)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
     protocol = dataset.protocol
-    validation = (validation or Validation()).resolved(len(raw.labels), raw.labels.shape[1],
+    # a data set without labels is split as one class
+    by_class = np.ones((len(raw.labels), 1), np.uint8) if protocol.neighbours else raw.labels
+    validation = (validation or Validation()).resolved(len(by_class), by_class.shape[1],
                                                        protocol.query_per_class)
-    indices = split_indices(raw.labels, protocol, split_seed, validation)
+    indices = split_indices(by_class, protocol, split_seed, validation)
     spec = backbones.BACKBONES.get(backbone)
     cnn = raw.images is not None and spec is not None and spec.dim is not None
     feature = feature_name(backbone, image_size) if raw.images is not None else backbone
@@ -104,6 +107,8 @@ def build_features(
                 pixel_max=raw.pixel_max, desc=f"{name} {part}", model=model, device=device,
             )
         splits[part] = Split(features, raw.labels[idx], idx)
+    if protocol.neighbours:
+        splits = with_neighbours(splits, protocol.neighbours)
     feature_set = FeatureSet(dataset=name, feature=feature, **splits, label_names=raw.label_names,
                              split_seed=split_seed, source_sha256=raw.source_sha256,
                              extra_attrs=attrs)
@@ -125,14 +130,17 @@ def provenance_attrs(feature_set: FeatureSet, raw_dir: Path) -> dict[str, str]:
 def features_digest(feature_set: FeatureSet) -> str:
     """sha256 of what a feature file holds, apart from its attributes and its HDF5 layout: for
     each part (`FeatureSet.parts`, by name) its name, source indices (int64), features (float32)
-    and labels (uint8), little-endian. Equal digests mean the same features, labels and split,
-    whichever h5py wrote the file and whatever provenance it records (threads, versions), which
+    and labels (uint8), and its neighbours (int64) when it has them, little-endian. Equal
+    digests mean the same features, labels and split, whichever h5py wrote the file and
+    whatever provenance it records (threads, versions), which
     change the file's own sha256."""
     digest = hashlib.sha256()
     for name, part in sorted(feature_set.parts().items()):
         digest.update(f"{name}\0".encode())
         for array, dtype in ((part.indices, "<i8"), (part.features, "<f4"), (part.labels, "u1")):
             digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        if part.neighbours is not None:
+            digest.update(np.ascontiguousarray(part.neighbours, dtype="<i8").tobytes())
     return digest.hexdigest()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.neighbours import NEIGHBOUR_AT
 from gslbench.evaluation.scoring import CONDITIONS, PRIMARY_CONDITION
 from gslbench.layout import CODEBOOKS, RunDir
 from gslbench.storage import check_sha256, config_id
@@ -56,8 +57,9 @@ def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
 def _check_scores(scores: dict, path: Path, where: str = "") -> None:
     """mAP, mAP@K, precision@K, recall@R (each absent only in a condition) and the PR curve
     (null: not computed) of `scores` (a record, or its condition `where`) are fractions."""
-    _fraction(scores.get("map"), path, f"{where}map")
-    for name in AT_K:
+    if not (scores.get("map") is None and "one_recall_at" in scores):  # neighbours: top only
+        _fraction(scores.get("map"), path, f"{where}map")
+    for name in AT_K + tuple(key for key in NEIGHBOUR_AT if key in scores):
         values = scores.get(name)
         if values is None and where and name == "recall_at":
             continue

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gslbench.errors import GslbenchError
-from gslbench.evaluation import metrics
+from gslbench.evaluation import metrics, neighbours
 
 MAP_AT = (100, 1000)  # the K of mAP@K where a protocol does not fix one
 PRECISION_AT = (10, 100, 1000)
@@ -178,6 +178,7 @@ def score_databases(
     whole_ranking: bool = True,
     block_size: int | None = None,
     workers: int = 2,
+    query_neighbours: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Rank and score query blocks whose distances come from a matrix or a callable, against
     each of several databases made of the items' columns: each block's distances are computed
@@ -195,6 +196,10 @@ def score_databases(
         curve; False ranks only the top max(K) items and reports both as None (faster at scale).
     block_size: queries per block (default: about `BLOCK_PAIRS` / n, and at most nq / workers).
     workers: threads working on blocks at once.
+    query_neighbours: ``(nq, k) int64`` database positions of each query's k true neighbours,
+        for data without labels (`gslbench.evaluation.neighbours`; one database of every item):
+        the relevance instead of the labels (then of no columns), and the keys
+        ``one_recall_at`` and ``k_recall_at`` added.
 
     Returns per database ``{"map", "map_at", "precision_at", "recall_at", "pr_curve",
     "n_query", "n_db", "n_query_no_relevant", "n_query_no_relevant_at", "timings_s"}``;
@@ -246,10 +251,16 @@ def score_databases(
     if block_size < 1:
         raise GslbenchError(f"block_size must be >= 1, got {block_size}")
 
+    if query_neighbours is not None:
+        if np.ndim(query_neighbours) != 2 or len(query_neighbours) != n_query \
+                or tuple(databases) != (None,):
+            raise GslbenchError(f"query_neighbours have shape {np.shape(query_neighbours)}, "
+                                f"expected ({n_query}, k), for one database of every item")
+        recall_at = sorted({*recall_at, query_neighbours.shape[1]})
     top = max(map_at + precision_at + recall_at, default=1)
     query_packed = metrics.pack_labels(query_labels)
 
-    def run_block(start: int) -> tuple[list[metrics.QueryMetrics], np.ndarray]:
+    def run_block(start: int) -> tuple[list[metrics.QueryMetrics], np.ndarray, np.ndarray | None]:
         stop = min(start + block_size, n_query)
         clock = np.zeros(3)
         tick = time.perf_counter()
@@ -261,13 +272,22 @@ def score_databases(
             )
         clock[0] = time.perf_counter() - tick
         block_packed = query_packed[start:stop]
-        scored = []
+        scored, nearest = [], None
         for part in parts:
             tick = time.perf_counter()
             part_distances = block_distances if part.items is None \
                 else np.ascontiguousarray(block_distances[:, part.items])  # a[:, i] is F-order
             depth = part.n if whole_ranking else min(part.n, top)
-            if depth == part.n:  # the relevance sorted along, no ranking materialised
+            n_relevant = None
+            if query_neighbours is not None:  # relevance by neighbours (one database: all)
+                block_neighbours = query_neighbours[start:stop]
+                nearest = neighbours.nearest_rank(part_distances, block_neighbours[:, 0])
+                relevant = neighbours.neighbour_relevance(block_neighbours, part.n)
+                n_relevant = np.full(stop - start, block_neighbours.shape[1], dtype=np.int64)
+                relevant = (metrics.rank_relevance(part_distances, relevant) if depth == part.n
+                            else np.take_along_axis(relevant, metrics.rank(part_distances, depth),
+                                                    axis=1))
+            elif depth == part.n:  # the relevance sorted along, no ranking materialised
                 relevant = metrics.packed_relevance(block_packed, part.packed)
                 relevant = metrics.rank_relevance(part_distances, relevant)
             else:
@@ -276,14 +296,16 @@ def score_databases(
             del part_distances
             clock[1] += time.perf_counter() - tick
             tick = time.perf_counter()
+            if n_relevant is None:
+                n_relevant = metrics.count_relevant(block_packed, part.patterns,
+                                                    part.pattern_counts)
             scored.append(metrics.query_metrics(
-                relevant,
-                metrics.count_relevant(block_packed, part.patterns, part.pattern_counts),
-                n_db=part.n, map_at=map_at, precision_at=precision_at, recall_at=recall_at,
+                relevant, n_relevant, n_db=part.n, map_at=map_at, precision_at=precision_at,
+                recall_at=recall_at,
                 pr_points=pr_points if whole_ranking else 0,
             ))
             clock[2] += time.perf_counter() - tick
-        return scored, clock
+        return scored, clock, nearest
 
     starts = range(0, n_query, block_size)
     if workers == 1 or len(starts) == 1:
@@ -291,15 +313,20 @@ def score_databases(
     else:
         with ThreadPoolExecutor(max_workers=min(workers, len(starts), os.cpu_count() or 1)) as pool:
             results = list(pool.map(run_block, starts))
-    clock = np.sum([clock for _, clock in results], axis=0)
+    clock = np.sum([clock for _, clock, _ in results], axis=0)
     timings = {
         "distances": float(clock[0]),
         "ranking": float(clock[1]),
         "metrics": float(clock[2]),
         "total": time.perf_counter() - start_time,
     }
-    return [{**metrics.summarize([blocks[j] for blocks, _ in results], n_db=part.n),
-             "timings_s": dict(timings)} for j, part in enumerate(parts)]
+    out = [{**metrics.summarize([blocks[j] for blocks, _, _ in results], n_db=part.n),
+            "timings_s": dict(timings)} for j, part in enumerate(parts)]
+    if query_neighbours is not None:
+        ranks = np.concatenate([nearest for _, _, nearest in results])
+        out[0].update(neighbours.neighbour_metrics(ranks, out[0]["recall_at"],
+                                                   query_neighbours.shape[1]))
+    return out
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ def train(config: RunConfig, features: FeatureSet, show_progress: bool = True,
     if not config.method_spec.trains:
         return _untrained(config, inputs, device, on_refit)
     x = torch.from_numpy(inputs).to(device)
-    labels = torch.from_numpy(features.train.labels).to(device)
+    labels = torch.from_numpy(losses.loss_targets(features.train)).to(device)
     marks = checkpoint_epochs(config) if checkpoints is not None else []
     training, done, log, started_from, rejected = _resume(config, features, top, device,
                                                           checkpoints, marks)
@@ -333,7 +333,8 @@ def _method_terms(method: Method, z: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor) -> float:
-    """One optimizer step on a batch: x (b, dim_in) float32, labels (b, C) uint8 multi-hot.
+    """One optimizer step on a batch: x (b, dim_in) float32, labels (b, ...) its loss targets
+    (`losses.loss_targets`: (b, C) uint8 multi-hot or (b, 1 + k) int64 neighbour rows).
 
     The similarity loss sees `method.representation(z)` and the method's penalty is added.
     Returns the similarity loss (float)."""
@@ -350,9 +351,11 @@ def train_step(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
 def _train_epoch(model: EmbeddingNet, method: Method, loss_fn: nn.Module,
                  optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor,
                  config: RunConfig, generator: torch.Generator) -> float:
-    """One epoch of shuffled batches; the mean similarity loss. A last batch of one item is
-    skipped (pairwise losses need two)."""
-    order = torch.randperm(len(x), generator=generator).to(x.device)
-    losses = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
-              for batch in order.split(config.batch_size) if len(batch) >= 2]
-    return float(np.mean(losses))
+    """One epoch of shuffled batches (`losses.batches`: with a neighbour of each item for data
+    without labels); the mean similarity loss. A last batch of one item is skipped (pairwise
+    losses need two)."""
+    order = torch.randperm(len(x), generator=generator)
+    batches = losses.batches(order, labels, config.batch_size, generator)
+    values = [train_step(model, method, loss_fn, optimizer, x[batch], labels[batch])
+              for batch in batches if len(batch) >= 2]
+    return float(np.mean(values))

