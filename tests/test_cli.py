@@ -80,7 +80,7 @@ def test_bench_writes_every_file_and_reasonable_maps(bench_dir):
     report = root / "results" / "report"
     results = pd.read_csv(report / "results.csv")
     # float once, each quantized run with both codebook fits (bench's default)
-    assert len(results) == 1 + 18 * 2 and results["map"].between(0, 1, inclusive="right").all()
+    assert len(results) == 1 + 30 * 2 and results["map"].between(0, 1, inclusive="right").all()
     tables = (report / "tables.md").read_text()
     assert "16 bits" in tables and "gsl" in tables and tables.strip() in output
     assert (report / "map_vs_bits.png").read_bytes()[:4] == b"\x89PNG"

@@ -70,9 +70,8 @@ class Quantizer(ABC):
     """A vector quantizer: `fit`, `encode`, `decode`, `adc_tables`, and a torch `assign`.
 
     Subclasses hold the faiss object that encodes in `self._faiss` and define `OPTIONS` (the
-    positive integer options they accept, with their defaults; a subclass's `OPTIONS` overrides
-    its parents' defaults and keeps their other options, `default_options`) and the snap space's
-    number of groups G (`n_groups`).
+    positive integer options they accept, with their defaults) and the snap space's number of
+    groups G (`n_groups`).
     """
 
     name: ClassVar[str]
@@ -98,16 +97,6 @@ class Quantizer(ABC):
         unbuilt._configure(dim, bits, sub_bits, 0, options)
         return unbuilt.codebook_size
 
-    @classmethod
-    def default_options(cls) -> dict[str, int]:
-        """Every option the quantizer accepts with its default: the `OPTIONS` of its classes,
-        a subclass's over its parents' (a plugin's `CoarsePQ(PQ)` with `OPTIONS =
-        {"kmeans_iters": 5}` keeps PQ's `kmeans_redo`, which the final fit sets)."""
-        defaults: dict[str, int] = {}
-        for klass in reversed(cls.__mro__):
-            defaults.update(vars(klass).get("OPTIONS", {}))
-        return defaults
-
     def _configure(self, dim: int, bits: int, sub_bits: int, seed: int,
                    options: dict[str, int]) -> None:
         """Check and set the configuration (no faiss object yet); a user error when it is not
@@ -120,12 +109,11 @@ class Quantizer(ABC):
             raise GslbenchError(f"--bits {bits} is not a multiple of --sub-bits {sub_bits}")
         if dim <= 0:
             raise GslbenchError(f"the {self.name} quantizer needs a positive dimension, got {dim}")
-        defaults = self.default_options()
-        unknown = sorted(set(options) - set(defaults))
+        unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
             raise GslbenchError(
                 f"unknown option {unknown[0]!r} for the {self.name} quantizer "
-                f"(known: {', '.join(sorted(defaults)) or 'none'})"
+                f"(known: {', '.join(sorted(self.OPTIONS)) or 'none'})"
             )
         for key, value in options.items():
             if not positive_int(value):
@@ -137,7 +125,7 @@ class Quantizer(ABC):
         self.bits = int(bits)
         self.sub_bits = int(sub_bits)
         self.seed = int(seed)
-        self.options = {key: int(value) for key, value in {**defaults, **options}.items()}
+        self.options = {key: int(value) for key, value in {**self.OPTIONS, **options}.items()}
         self.n_codebooks = self.bits // self.sub_bits
         self.codebook_size = 2**self.sub_bits
         error = self._config_error()
@@ -284,7 +272,10 @@ class Quantizer(ABC):
         vectors, as errors name them (`fit`)."""
         x = self._check_vectors(x, what)
         best, best_error = None, math.inf
-        options = {**self.options, **self.final_options()}
+        # only the final options the class accepts: a subclass (a plugin's PQ with OPTIONS of its
+        # own) that drops one of its parent's options is fitted without it
+        options = {**self.options, **{key: value for key, value in self.final_options().items()
+                                      if key in self.OPTIONS}}
         for restart in range(self.FINAL_RESTARTS):
             candidate = type(self)(self.dim, self.bits, self.sub_bits,
                                    restart_seed(self.seed, restart), **options).fit(x, what=what)

@@ -56,7 +56,8 @@ class PQ(Quantizer):
         pq = self._faiss
         pq.train_type = pq.Train_hot_start if hot_start else pq.Train_default
         pq.cp.niter = self.options["kmeans_iters"]
-        pq.cp.nredo = 1 if hot_start else self.options["kmeans_redo"]  # redo: from other seeds
+        # redo: from other seeds (a subclass whose OPTIONS leave kmeans_redo out: one run)
+        pq.cp.nredo = 1 if hot_start else self.options.get("kmeans_redo", 1)
         # faiss's default subsampling (256 points per centroid); OPQ's training sets 1000
         pq.cp.max_points_per_centroid = faiss.ClusteringParameters().max_points_per_centroid
         pq.train(x)
