@@ -236,3 +236,61 @@ def test_glove_runs_train_encode_evaluate_and_report_the_track(fake_glove, tmp_p
     for column in ("one_recall_at_1", "one_recall_at_10", "one_recall_at_100", "k_recall_at_5",
                    "quant_mse_database"):
         assert column in frame.columns
+
+
+# --- the primary metric: tune, choices and the report's verdicts -------------------------------
+
+def test_the_primary_metric_is_one_recall_at_10_for_neighbours_and_map_for_labels():
+    from gslbench.evaluation.primary import primary_metric, primary_score
+
+    track = {"map": None, "one_recall_at": {"1": 0.25, "10": 0.5, "100": 0.75}}
+    assert (primary_metric(track), primary_score(track)) == ("one_recall_at_10", 0.5)
+    assert (primary_metric({"map": 0.3}), primary_score({"map": 0.3})) == ("map", 0.3)
+
+
+def test_tune_on_the_neighbour_track_chooses_by_one_recall_at_10(fake_glove, tmp_path):
+    """Two qloss trials on a tiny glove: each trial's value is the mean over its seeds of its
+    runs' validation 1-recall@10 (not their mAP, which at scale is null: the track ranks only
+    the top), the refits report fractions too, and the choice is the trial with the higher
+    value."""
+    import optuna
+    from click.testing import CliRunner
+
+    from gslbench import layout
+    from gslbench.bench import tune
+    from gslbench.cli import cli
+
+    _, data_dir = fake_glove
+    results = tmp_path / "results"
+    download(glove.NAME, data_dir)
+    build_features(glove.NAME, data_dir)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'dataset = "{glove.NAME}"\nfeature = "vectors"\nmethod = "qloss"\n'
+                    'quantizer = "pq"\nbits = 8\nsub_bits = 4\ndim_out = 6\nhidden = 8\n'
+                    'seed = [0, 1]\nepochs = 3\nwarmup_epochs = 1\nepochs_per_refit = 1\n'
+                    'batch_size = 20\n')
+    out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir", str(results),
+                                   "-q", "tune", str(grid), "--trials", "2", "--no-prune"])
+    assert out.exit_code == 0, out.output
+    runs, maps = {}, {}
+    for run in (results / "tuning" / "runs").glob("[!.]*"):
+        metrics = json.loads((run / "metrics.json").read_text())
+        key = json.dumps(metrics["config"]["qloss_lambda"]), metrics["config"]["seed"]
+        runs[key], maps[key] = metrics["one_recall_at"]["10"], metrics["map"]
+    assert runs != maps
+    assert len(runs) == 4  # 2 trials x 2 seeds
+    store = tune.open_storage(tune.default_storage(results))
+    (summary,) = optuna.get_all_study_summaries(store)
+    trials = optuna.load_study(study_name=summary.study_name, storage=store).get_trials()
+    values = []
+    for trial in trials:
+        knob = json.dumps(trial.params["qloss_lambda"])
+        expected = [runs[knob, seed] for seed in (0, 1)]
+        assert trial.user_attrs["seed_maps"] == pytest.approx(expected)
+        assert trial.value == pytest.approx(np.mean(expected))
+        assert all(0 <= v <= 1 for v in trial.intermediate_values.values())
+        values.append(trial.value)
+    chosen = tune.Tuned.read(layout.tuned_path(results)).choices[0]
+    best = trials[int(np.argmax(values))]  # ties: the first tried
+    assert chosen["qloss_lambda"] == pytest.approx(best.params["qloss_lambda"])
+    assert chosen["validation_map"] == pytest.approx(max(values))

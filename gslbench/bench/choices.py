@@ -28,6 +28,7 @@ from gslbench.bench.studies import (
 )
 from gslbench.bench.tuned import Tuned
 from gslbench.config import RunConfig
+from gslbench.evaluation.primary import primary_score
 from gslbench.methods import METHODS
 from gslbench.report.tuning import tuning_document
 from gslbench.settings import Setting
@@ -169,7 +170,7 @@ def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path,
         cell = {name: getattr(config, name) for name in CELL_FIELDS}
         rows.append({"cell": json.dumps(cell, sort_keys=True), "method": config.method,
                      "variant": config.label, "seed": found.seed,
-                     "map": float(read_json(run.metrics)["map"])})
+                     "map": primary_score(read_json(run.metrics))})
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 

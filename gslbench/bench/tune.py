@@ -96,7 +96,8 @@ from gslbench.data.featurefile import (
 from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.scoring import evaluate
+from gslbench.evaluation.primary import primary_score
+from gslbench.evaluation.scoring import evaluate_primary
 from gslbench.evaluation.step import evaluate_run
 from gslbench.methods.model import embed
 from gslbench.quantizers import make_search
@@ -129,11 +130,10 @@ class RefitScore:
         queries = embed(model, self.features.query.features)
         database = embed(model, self.features.database.features)
         search = make_search(quantizer, quantizer.encode(database))
-        value = evaluate(search, queries, self.features.query.labels,
-                         self.features.database.labels, pr_points=0)["map"]
+        value = evaluate_primary(search, queries, self.features.query, self.features.database)
         self.trial.report(value, self.offset + epoch)
         if self.prune and self.trial.should_prune():
-            raise optuna.TrialPruned(f"validation mAP {value:.4f} at epoch {epoch}")
+            raise optuna.TrialPruned(f"validation score {value:.4f} at epoch {epoch}")
 
 
 def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Path,
@@ -182,7 +182,7 @@ def _train_trial(study: Study, trial: optuna.Trial, knobs: dict[str, Any], data_
         trained += epochs
         encode_run(run.path, data_dir, tuning, device=device)
         evaluate_run(run.path, tuning)
-        maps.append(float(read_json(run.metrics)["map"]))
+        maps.append(primary_score(read_json(run.metrics)))
         trial.set_user_attr("seed_maps", maps)
         trial.set_user_attr("epochs_trained", trained)
         if score is None or score.epoch == 0:  # no refit reported (float, or a finished run)

@@ -27,12 +27,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import metrics, neighbours
+from gslbench.evaluation.primary import primary_score
+
+if TYPE_CHECKING:
+    from gslbench.data.featurefile import Split
 
 MAP_AT = (100, 1000)  # the K of mAP@K where a protocol does not fix one
 PRECISION_AT = (10, 100, 1000)
@@ -81,6 +85,16 @@ def evaluate(search: Search, queries: np.ndarray, query_labels: np.ndarray,
         return search.distances(prepared[start:stop])
 
     return evaluate_distances(distance_block, query_labels, database_labels, **options)
+
+
+def evaluate_primary(search: Search, queries: np.ndarray, query: Split, database: Split) -> float:
+    """The primary metric (`primary.primary_score`) of a feature file's query part searched in
+    its database part's codes (`search`): ``(nq, d) float32`` query representations -> mAP by the
+    parts' labels, or 1-recall@10 by the query part's true neighbours (then only the top of each
+    ranking is scored). No PR curve."""
+    found = query.neighbours
+    return primary_score(evaluate(search, queries, query.labels, database.labels, pr_points=0,
+                                  query_neighbours=found, whole_ranking=found is None))
 
 
 def evaluate_conditions(search: Search, queries: np.ndarray, query_labels: np.ndarray,
