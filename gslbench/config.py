@@ -75,6 +75,9 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
             high=65536),
     Setting("split_seed", int, 0, "Seed of the query/train/database split.", low=0,
             high=MAX_SEED),
+    Setting("neighbours", int, 0, "A data set without labels: the k true neighbours per item "
+            "that are its relevance (0: the protocol's, 10 for glove-6b-50d); another k is the "
+            "feature FEATURE-kK, a file of its own.", low=0, high=10_000),
 )
 # The validation split's sizes per class (`gslbench features` and `features import`), drawn
 # from the items no run trains on; 0: the protocol's (`gslbench.data.base.Protocol`).

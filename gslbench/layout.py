@@ -5,6 +5,8 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
 
     DATA/NAME/raw/...                        raw files (`raw_dir`)
     DATA/NAME/FEATURE.h5                     the feature file (`feature_path`)
+    DATA/NAME/FEATURE-kK.h5                  the same with K true neighbours per item, where K
+                                             is not the protocol's (`neighbours_feature`)
     DATA/NAME/FEATURE.train-blocks-N.h5      the trunk's activations for fine-tuning the last N
                                              CNN blocks (`activations_path`)
     DATA/NAME/.FEATURE.train-blocks-N.h5.partial   the same, being computed (resumable)
@@ -44,6 +46,7 @@ This module imports nothing heavy: the report side uses it to find runs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,19 @@ def raw_dir(data_dir: str | Path, dataset: str) -> Path:
 def feature_path(data_dir: str | Path, dataset: str, feature: str) -> Path:
     """DATA/NAME/FEATURE.h5: a data set's feature file."""
     return Path(data_dir) / dataset / f"{feature}.h5"
+
+
+def neighbours_feature(feature: str, k: int) -> str:
+    """FEATURE-kK: the feature of a data set related by neighbours whose feature file holds K
+    true neighbours per item instead of its protocol's (`gslbench features DATASET --neighbours
+    K`); its runs name it, so runs of different K never share a file."""
+    return f"{feature}-k{k}"
+
+
+def neighbours_base(feature: str) -> tuple[str, int | None]:
+    """`neighbours_feature`'s inverse: FEATURE-kK -> (FEATURE, K); another name -> (it, None)."""
+    found = re.fullmatch(r"(.+)-k([1-9]\d*)", feature)
+    return (found[1], int(found[2])) if found else (feature, None)
 
 
 def activations_path(data_dir: str | Path, dataset: str, feature: str, train_blocks: int) -> Path:

@@ -294,3 +294,97 @@ def test_tune_on_the_neighbour_track_chooses_by_one_recall_at_10(fake_glove, tmp
     best = trials[int(np.argmax(values))]  # ties: the first tried
     assert chosen["qloss_lambda"] == pytest.approx(best.params["qloss_lambda"])
     assert chosen["validation_map"] == pytest.approx(max(values))
+
+
+def track_results(seeds=(0, 1, 2)) -> pd.DataFrame:
+    """A results frame of the neighbour track: float, two-step and gsl at 64 bits, where gsl is
+    above two-step by 1-recall@10 (+0.1) and below it by mAP@100 (-0.05)."""
+    from gslbench.report.frames import KEY_DEFAULTS
+
+    rows = []
+    for method, recall, average in (("float", 0.9, 0.8), ("two-step", 0.5, 0.45),
+                                    ("gsl", 0.6, 0.40)):
+        for seed in seeds:
+            jitter = 0.01 * seed
+            rows.append({"dataset": "glove-6b-50d", "feature": "vectors", "protocol": "standard",
+                         "method": method, "variant": method, "quantizer": "pq", "code_bits": 64,
+                         "sub_bits": 8, "loss": "pairwise", "codebooks": "train", "seed": seed,
+                         "draw": 0, "search": "adc", "metric": "l2", "settings": "",
+                         "condition": KEY_DEFAULTS["condition"], "map": average + jitter,
+                         "map_all": float("nan"), "one_recall_at_1": recall / 2 + jitter,
+                         "one_recall_at_10": recall + jitter, "one_recall_at_100": 1.0,
+                         "k_recall_at_10": recall / 3 + jitter,
+                         "quant_mse_database": float("nan") if method == "float" else 0.1 + jitter,
+                         "quant_mse_query": float("nan"), "primary_metric": "one_recall_at_10",
+                         "primary": recall + jitter, "features_sha256": "0" * 64,
+                         "run": f"{method}-{seed}"})
+    return pd.DataFrame(rows)
+
+
+def test_the_report_compares_the_track_by_one_recall_at_10_and_tables_its_metrics(tmp_path):
+    from gslbench.declared import Declared
+    from gslbench.report.document import read_results_csv, rebuild_tables, results_csv
+    from gslbench.report.neighbours import neighbour_table
+    from gslbench.report.stats import comparisons
+
+    results = track_results()
+    declared = Declared(pairs=(("gsl", "two-step"),))
+    compared = comparisons(results, declared)
+    assert compared["mean"].tolist() == pytest.approx([0.1])  # 1-recall@10, not mAP's -0.05
+    assert compared.primary_metric.tolist() == ["one_recall_at_10"]
+    table = neighbour_table(results).set_index("method")
+    two_step = results[results.method == "two-step"]
+    for column, title, digits in (("one_recall_at_1", "1-recall@1", 4),
+                                  ("k_recall_at_10", "10-recall@10", 4),
+                                  ("map", "mAP@top", 4), ("quant_mse_database", "database MSE", 5)):
+        values = two_step[column].to_numpy()
+        mean, std = sum(values) / 3, (sum((v - sum(values) / 3) ** 2 for v in values) / 2) ** 0.5
+        assert table.loc["two-step", title] == f"{mean:.{digits}f} ± {std:.{digits}f} (3)"
+    assert table.loc["float", "database MSE"] == "—"
+    assert list(table.index) == ["float", "two-step", "gsl"]
+    path = tmp_path / "results.csv"
+    results_csv(results).to_csv(path, index=False)
+    assert read_results_csv(path).primary_metric.tolist() == ["one_recall_at_10"] * 9
+    answer, tables = rebuild_tables(path, declared=declared)
+    assert "paired difference in 1-recall@10 (each data set's primary metric)" in answer
+    assert "## The nearest-neighbour track" in tables and "two-step is 0.4000 1-recall@10" in tables
+
+
+def test_features_neighbours_k_writes_a_file_of_its_own_that_runs_name(fake_glove, tmp_path):
+    """`features glove-6b-50d --neighbours 3` (the fake's protocol: 5) writes vectors-k3.h5 with
+    3 exact neighbours per item and the protocol k=3 recorded, leaves vectors.h5 as it was, and a
+    run of the feature vectors-k3 scores k-recall@3; a labelled data set refuses the option."""
+    from click.testing import CliRunner
+
+    from gslbench.cli import cli
+    from gslbench.storage import sha256_file
+
+    _, data_dir = fake_glove
+    results = tmp_path / "results"
+
+    def run(*args, code=0):
+        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
+                                       str(results), *args])
+        assert out.exit_code == code, out.output
+        return out.output.strip().splitlines()[-1]
+
+    download(glove.NAME, data_dir)
+    default = Path(run("features", glove.NAME))
+    before = sha256_file(default)
+    three = Path(run("features", glove.NAME, "--neighbours", "3"))
+    assert (default.name, three.name) == ("vectors.h5", "vectors-k3.h5")
+    assert sha256_file(default) == before
+    features = read_feature_file(three)
+    assert json.loads(features.extra_attrs["protocol"])["neighbours"] == 3
+    assert np.array_equal(features.query.neighbours,
+                          plain_neighbours(features.query.features, features.database.features, 3))
+    assert np.array_equal(features.train.neighbours, plain_neighbours(
+        features.train.features, features.train.features, 3, exclude_self=True))
+    assert read_feature_file(default).query.neighbours.shape[1] == 5
+    run_dir = run("train", "--dataset", glove.NAME, "--feature", "vectors-k3", "--method",
+                  "float", "--dim-out", "6", "--hidden", "8", "--epochs", "1", "--batch-size", "20")
+    run("encode", run_dir)
+    run("evaluate", run_dir)
+    assert list(json.loads((Path(run_dir) / "metrics.json").read_text())["k_recall_at"]) == ["3"]
+    error = run("features", "digits", "--neighbours", "3", code=2)
+    assert error.startswith("gslbench: error:") and "digits has labels" in error

@@ -85,18 +85,18 @@ def features() -> None:
 @device_option
 @click.pass_context
 def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: int,
-            batch_size: int, split_seed: int, validation_queries: float,
+            batch_size: int, split_seed: int, neighbours: int, validation_queries: float,
             validation_database: float, device: str) -> None:
     """Split a data set by its protocol and write its feature file (the default subcommand).
 
     Example: gslbench features digits
     """
     check_feature_options(image_size=image_size, batch_size=batch_size, split_seed=split_seed,
-                          validation_queries=validation_queries,
+                          neighbours=neighbours, validation_queries=validation_queries,
                           validation_database=validation_database)
     path = build_features(dataset, ctx.obj["data_dir"], backbone=backbone, image_size=image_size,
                           batch_size=batch_size, split_seed=split_seed,
-                          device=resolve_device(device),
+                          device=resolve_device(device), neighbours=neighbours or None,
                           validation=data.Validation(validation_queries, validation_database))
     click.echo(path)
 

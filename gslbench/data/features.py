@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from gslbench import layout
 from gslbench.data import backbones, feature_path, fetch, get_dataset
-from gslbench.data.base import Dataset, RawData, Validation, split_indices
+from gslbench.data.base import Dataset, Protocol, RawData, Validation, split_indices
 from gslbench.data.featurefile import FeatureSet, Split, read_any_version, write_feature_file
 from gslbench.data.neighbours import with_neighbours
 from gslbench.errors import GslbenchError
@@ -36,7 +36,10 @@ def feature_name(backbone: str, image_size: int = backbones.DEFAULT_IMAGE_SIZE) 
 
 
 def check_feature(dataset: Dataset, feature: str) -> None:
-    """Raise a user error unless `feature` is a backbone (or official feature) of `dataset`."""
+    """Raise a user error unless `feature` is a backbone (or official feature) of `dataset`; for
+    a data set related by neighbours, also one with other K (`layout.neighbours_feature`)."""
+    if dataset.protocol.neighbours:
+        feature = layout.neighbours_base(feature)[0]
     parts = feature.split("+") if dataset.name == "nuswide21" else [feature]
     if len(set(parts)) != len(parts) or not all(part in dataset.features for part in parts):
         combos = " (or several joined by '+')" if dataset.name == "nuswide21" else ""
@@ -55,6 +58,7 @@ def build_features(
     split_seed: int = 0,
     device: torch.device | str = "cpu",
     validation: Validation | None = None,
+    neighbours: int | None = None,
 ) -> Path:
     """Split data set `name` by its protocol, compute its features and write the feature file.
 
@@ -66,12 +70,16 @@ def build_features(
     the features were computed, `features_digest`); returns its path. When that file exists with
     the same source and extractor (any format version or split seed), its features are reused
     and only the split is written anew: no CNN runs again.
+
+    `neighbours`: for a data set related by neighbours, the k true neighbours stored per item
+    (default: its protocol's); another k than the protocol's is the feature FEATURE-kK
+    (`layout.neighbours_feature`, its own file), and the protocol the file records says k.
     """
     dataset = get_dataset(name, data_dir)
     backbone = backbone or dataset.default_feature
     check_feature(dataset, backbone)
+    protocol = neighbours_protocol(dataset, neighbours)
     raw = dataset.load_raw(layout.raw_dir(data_dir, name))
-    protocol = dataset.protocol
     # a data set without labels is split as one class
     by_class = np.ones((len(raw.labels), 1), np.uint8) if protocol.neighbours else raw.labels
     validation = (validation or Validation()).resolved(len(by_class), by_class.shape[1],
@@ -84,11 +92,13 @@ def build_features(
         "backbone": backbone,
         "image_size": image_size if cnn else _native_size(raw),
         "weights_sha256": spec.weights_sha256 if spec is not None else "",
-        "protocol": json.dumps(asdict(dataset.protocol)),
+        "protocol": json.dumps(asdict(protocol)),
         "validation": json.dumps(asdict(validation)),
     }
     if cnn:
         attrs["extraction"] = json.dumps(backbones.extraction_record(), sort_keys=True)
+    if protocol.neighbours != dataset.protocol.neighbours:
+        feature = layout.neighbours_feature(feature, protocol.neighbours)
     path = feature_path(data_dir, name, feature)
     known, extraction = _existing_features(path, raw, attrs) or (None, None)
     if extraction is not None:
@@ -115,6 +125,19 @@ def build_features(
     feature_set.extra_attrs.update(provenance_attrs(feature_set, layout.raw_dir(data_dir, name)))
     write_feature_file(path, feature_set)
     return path
+
+
+def neighbours_protocol(dataset: Dataset, k: int | None) -> Protocol:
+    """`dataset`'s protocol with `k` true neighbours per item (None: its own); a user error for
+    a data set with labels, or k < 1."""
+    if k is None:
+        return dataset.protocol
+    if not dataset.protocol.neighbours:
+        raise GslbenchError(f"--neighbours: {dataset.name} has labels; only a data set related "
+                            "by neighbours (e.g. glove-6b-50d) takes k")
+    if k < 1:
+        raise GslbenchError(f"--neighbours: k={k}, expected an integer >= 1")
+    return replace(dataset.protocol, neighbours=k)
 
 
 def provenance_attrs(feature_set: FeatureSet, raw_dir: Path) -> dict[str, str]:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from gslbench.declared import BEST_OTHER, DEFAULT, Declared
 from gslbench.report.frames import KEY_DEFAULTS
+from gslbench.report.neighbours import metric_text
 from gslbench.report.stats import REGIME_KEYS, units_text
 from gslbench.report.summary import detectable_text
 from gslbench.report.tables import MISSING, frame_markdown
@@ -51,8 +52,9 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
     return ["## The answer", "",
             f"The comparisons declared before the runs ({declared.text()}), per data set, "
             "protocol, condition, codebook fit, quantizer and codebook size: each cell gives, "
-            "per code length, the verdict and the paired difference in mAP (the row's method "
-            "minus the other; the best other method, chosen by validation mAP, in brackets); "
+            "per code length, the verdict and the paired difference in "
+            f"{metric_text(compared.primary_metric)} (the row's method minus the other; the best "
+            "other method, chosen by validation mAP, in brackets); "
             "`—` where the other method has no runs. Units: the fewest paired (draw, seed) "
             "units of the row; detectable: the largest of its smallest differences detectable "
             "at 80% power after the correction. All of the document's comparisons are one Holm "

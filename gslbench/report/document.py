@@ -21,6 +21,7 @@ import pandas as pd
 
 from gslbench.declared import DEFAULT, Declared
 from gslbench.errors import GslbenchError
+from gslbench.evaluation.primary import TITLES
 from gslbench.report.answer import answer_section
 from gslbench.report.cost import cost_section
 from gslbench.report.frames import (
@@ -33,6 +34,12 @@ from gslbench.report.frames import (
     key_title,
     with_key_defaults,
 )
+from gslbench.report.neighbours import (
+    NEIGHBOUR_COLUMNS,
+    metric_text,
+    neighbour_columns,
+    neighbour_section,
+)
 from gslbench.report.stats import (
     CONFIDENCE,
     MARGIN,
@@ -41,6 +48,7 @@ from gslbench.report.stats import (
     comparisons,
     units_text,
     validation_note,
+    with_primary,
     with_unit_defaults,
 )
 from gslbench.report.summary import (
@@ -62,7 +70,8 @@ from gslbench.report.tables import (
 PHRASES = {"better": "beats", "worse": "loses to", "equivalent": "is equivalent to",
            "inconclusive": "is inconclusive against", "not powered": "is not powered against"}
 CSV_COLUMNS = list(dict.fromkeys([*RUN_COLUMNS, "draw", "map", "map_all", "quant_mse_database",
-                                  "quant_mse_query", "validation_map", "features_sha256", "run"]))
+                                  "quant_mse_query", "validation_map", *NEIGHBOUR_COLUMNS,
+                                  "primary_metric", "primary", "features_sha256", "run"]))
 TEXT_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "loss",
                 "codebooks", "search", "metric", "settings", "condition", "features_sha256", "run"]
 
@@ -99,13 +108,15 @@ def regime_sentence(regime: dict, rows: pd.DataFrame, float_gap: float | None) -
                    f"{' (the best other)' if row.best_other else ''} ({interval_text(row)})"
                    for _, row in group.iterrows()]
         parts.append(f"{method} " + "; ".join(clauses))
-    pressure = "" if float_gap is None else f"two-step is {float_gap:.4f} mAP below float; "
+    title = TITLES.get(rows.primary_metric.iloc[0], "mAP")
+    pressure = "" if float_gap is None else f"two-step is {float_gap:.4f} {title} below float; "
     return f"**{regime_title(regime)}**: {pressure}{'; '.join(parts) or 'no comparison'}."
 
 
 def float_gaps(results: pd.DataFrame) -> dict[tuple, float]:
-    """Per regime (`REGIME_KEYS` values), float's mean mAP minus two-step's, where both ran."""
-    stats = seed_stats(results)["mean"].unstack("variant")
+    """Per regime (`REGIME_KEYS` values), float's mean primary metric (`stats.with_primary`: mAP,
+    or 1-recall@10 on the neighbour track) minus two-step's, where both ran."""
+    stats = seed_stats(with_primary(results), "primary")["mean"].unstack("variant")
     if "float" not in stats or "two-step" not in stats:
         return {}
     return (stats["float"] - stats["two-step"]).dropna().to_dict()
@@ -145,7 +156,8 @@ def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
         "## Paired comparisons",
         "",
         "Each declared comparison in each regime: the mean over paired units (draw, seed: same",
-        "classes held out, same initialisation and batches) of the difference in mAP (method minus",
+        "classes held out, same initialisation and batches) of the difference in "
+        f"{metric_text(table.primary_metric)} (method minus",
         f"the other), its raw {CONFIDENCE:.0%} t-interval, the units where it is positive, the "
         "paired t-test's p, both p-values Holm-adjusted over the one family of "
         f"{int(table.family_size.iloc[0])} tests, and the smallest difference detectable.",
@@ -198,13 +210,15 @@ def document_tables(results: pd.DataFrame, margin: float = MARGIN,
     compared = comparisons(results, declared, margin=margin)
     answer = answer_section(compared, declared, validation_note(results, declared))
     return "\n".join(answer), "\n".join([*found_section(tables, compared, margin),
-                                          tables_markdown(tables),
+                                          tables_markdown(tables), *neighbour_section(results),
                                           *comparison_section(results, compared, margin)])
 
 
 def results_csv(results: pd.DataFrame) -> pd.DataFrame:
-    """The per-seed rows the document's tables are made from (`CSV_COLUMNS`)."""
-    return results[[column for column in CSV_COLUMNS if column in results]]
+    """The per-seed rows the document's tables are made from (`CSV_COLUMNS`, and the neighbour
+    track's k-recall@k for any k)."""
+    columns = [column for column in CSV_COLUMNS if column in results]
+    return results[list(dict.fromkeys([*columns, *neighbour_columns(results)]))]
 
 
 def read_results_csv(path: Path) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from gslbench.evaluation.neighbours import NEIGHBOUR_AT
+from gslbench.evaluation.primary import primary_metric
 from gslbench.evaluation.scoring import PRIMARY_CONDITION
 from gslbench.evaluation.usage import usage_columns
 from gslbench.layout import RunDir
@@ -64,6 +65,9 @@ def _result_row(metrics: dict, condition: str, scores: dict) -> dict:
         row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
     row.update(usage_columns(metrics.get("usage")))  # absent from older metrics.json: NaN
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
+    # the column the verdicts compare (`primary`): `map` (the column above) or 1-recall@10's
+    row["primary_metric"] = primary_metric(scores)
+    row["primary"] = row[row["primary_metric"]]
     row["features_sha256"] = metrics.get("features_sha256")
     row["run"] = metrics["run"]
     return row

@@ -66,7 +66,7 @@ UNIT_DEFAULTS = {"condition": "standard", "draw": 0}
 VERDICTS = ("better", "equivalent", "worse", "inconclusive", "not powered")
 COLUMNS = [*REGIME_KEYS, "method", "against", "best_other", "mean", "low", "high", "sd", "n",
            "positive", "p", "p_holm", "p_equivalence", "p_equivalence_holm", "family_size",
-           "detectable", "verdict"]
+           "detectable", "verdict", "primary_metric"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,15 @@ def verdict(mean: float, p_holm: float, p_equivalence_holm: float, detectable: f
     return "inconclusive"
 
 
+def with_primary(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with `primary_metric` (the name of the column the verdicts compare, each data
+    set's primary metric: `gslbench.evaluation.primary`) and `primary` (its value) where it lacks
+    them (rows made before both: mAP)."""
+    if "primary" in results:
+        return results
+    return results.assign(primary_metric="map", primary=results["map"])
+
+
 def with_unit_defaults(results: pd.DataFrame) -> pd.DataFrame:
     """`results` with the key columns it lacks at their defaults (`UNIT_DEFAULTS`, then
     `frames.KEY_DEFAULTS`)."""
@@ -203,7 +212,7 @@ def declared_pairs(variants: list[str], validation: pd.Series,
     return [tuple(pair) for pair in found.values()]
 
 
-def comparisons(results: pd.DataFrame, declared: Declared = DEFAULT, value: str = "map",
+def comparisons(results: pd.DataFrame, declared: Declared = DEFAULT, value: str = "primary",
                 margin: float = MARGIN) -> pd.DataFrame:
     """The declared paired comparisons in every declared regime of the results frame (a row per
     run and evaluation, `gslbench.report.frames`), a method tuned per code length as one row
@@ -214,13 +223,16 @@ def comparisons(results: pd.DataFrame, declared: Declared = DEFAULT, value: str 
     (whether `against` is the method's best other), mean, low, high, sd, n (paired units),
     positive (units where method > against), p, p_holm, p_equivalence, p_equivalence_holm (Holm
     over every row: one family), family_size (the rows with a test), detectable (the smallest
-    difference detectable at 80% power at ALPHA / family_size) and verdict."""
-    merged, _ = tuned_rows(with_unit_defaults(results))
+    difference detectable at 80% power at ALPHA / family_size), verdict and primary_metric (the
+    results column `value` was taken from, by default each data set's primary metric:
+    `with_primary`)."""
+    merged, _ = tuned_rows(with_primary(with_unit_defaults(results)))
     if "validation_map" not in merged:
         merged = merged.assign(validation_map=math.nan)
     rows = []
     for regime, cell in merged[merged.method != "float"].groupby(REGIME_KEYS):
         keys = dict(zip(REGIME_KEYS, regime, strict=True))
+        compared = cell.primary_metric.iloc[0] if value == "primary" else value
         if not declared.covers(keys):
             continue
         by_unit = cell.pivot_table(index=UNIT_KEYS, columns="variant", values=value,
@@ -232,7 +244,7 @@ def comparisons(results: pd.DataFrame, declared: Declared = DEFAULT, value: str 
             rows.append({**keys, "method": method, "against": against, "best_other": best,
                          **{name: getattr(paired, name) for name in
                             ("mean", "low", "high", "sd", "n", "positive", "p",
-                             "p_equivalence")}})
+                             "p_equivalence")}, "primary_metric": compared})
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in (
         "p_holm", "p_equivalence_holm", "family_size", "detectable", "verdict")])
     if table.empty:
