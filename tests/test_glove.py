@@ -388,3 +388,50 @@ def test_features_neighbours_k_writes_a_file_of_its_own_that_runs_name(fake_glov
     assert list(json.loads((Path(run_dir) / "metrics.json").read_text())["k_recall_at"]) == ["3"]
     error = run("features", "digits", "--neighbours", "3", code=2)
     assert error.startswith("gslbench: error:") and "digits has labels" in error
+
+
+def test_search_bench_gives_the_tracks_recalls_against_a_plain_loop(fake_glove, tmp_path):
+    """search-bench on a two-step PQ run of a tiny glove: each index's 1-recall@R and k-recall@k
+    of the data set's true neighbours equal a plain loop over the ranking of its distances (the
+    codes: ADC to the decoded database; float: the representations)."""
+    from click.testing import CliRunner
+
+    from gslbench.cli import cli
+
+    _, data_dir = fake_glove
+    results = tmp_path / "results"
+
+    def run(*args):
+        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
+                                       str(results), *args])
+        assert out.exit_code == 0, out.output
+        return out.output.strip().splitlines()
+
+    download(glove.NAME, data_dir)
+    build_features(glove.NAME, data_dir)
+    run_dir = Path(run("train", "--dataset", glove.NAME, "--feature", "vectors", "--method",
+                       "two-step", "--quantizer", "pq", "--bits", "8", "--sub-bits", "4",
+                       "--dim-out", "6", "--hidden", "8", "--epochs", "2", "--warmup-epochs", "1",
+                       "--epochs-per-refit", "1", "--batch-size",
+                       "20")[-1])
+    run("encode", str(run_dir))
+    headline = run("search-bench", str(run_dir), "--k", "20", "--recall-at", "1,10",
+                   "--single-queries", "3", "--repeats", "1")
+    record = json.loads(Path(headline[-1]).read_text())
+    assert "1-recall@10 of the data set's neighbours" in headline[0]
+    codes = read_codes(run_dir / "codes.h5")
+    truth = codes.query_neighbours  # (30, 5)
+    for role, database in (("codes", codes.quantizer.decode(codes.codes)),
+                           ("float", codes.database)):
+        measured = record["indexes"][role]
+        for i, query in enumerate(codes.queries.astype(np.float64)):
+            pairs = sorted((float(((query - x) ** 2).sum()), j)
+                           for j, x in enumerate(database.astype(np.float64)))
+            ranking = [j for _, j in pairs]
+            for r in (1, 10):
+                measured.setdefault("expected", {}).setdefault(str(r), []).append(
+                    truth[i, 0] in ranking[:r])
+            measured.setdefault("shared", []).append(len(set(ranking[:5]) & set(truth[i])) / 5)
+        for r in ("1", "10"):
+            assert measured["one_recall_at"][r] == pytest.approx(np.mean(measured["expected"][r]))
+        assert measured["k_recall_at"] == {"5": pytest.approx(np.mean(measured["shared"]))}

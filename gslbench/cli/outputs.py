@@ -59,6 +59,8 @@ def search_headline(record: dict[str, Any]) -> str:
     QPS at batch 1, recall@10 0.612 (exact float: 256 B/vector, ...)`."""
     def numbers(measured: dict[str, Any]) -> str:
         recalls = [f"recall@{r} {value:.3f}" for r, value in measured["recall_at"].items()]
+        recalls += [f"1-recall@{r} of the data set's neighbours {value:.3f}"  # the track's
+                    for r, value in (measured.get("one_recall_at") or {}).items() if r == "10"]
         return ", ".join([f"{measured['bytes_per_vector']} B/vector",
                           f"{measured['qps_batched']:.0f} QPS batched",
                           f"{measured['qps_batch1']:.0f} QPS at batch 1", *recalls])

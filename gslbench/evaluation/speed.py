@@ -19,6 +19,14 @@ representations), and measures for each, by `metric` (l2 or ip):
   `nn_recall_at[R]` = the fraction of queries whose true nearest neighbour is in the returned
   top R (faiss's 1-recall@R).
 
+For a run of the nearest-neighbour track (a data set related by neighbours: its codes file holds
+each query's k true neighbours in the data set's own vectors, `gslbench.data.neighbours`), each
+index also gets the track's metrics against those neighbours, as evaluate defines them
+(`gslbench.evaluation.neighbours`, ranking in faiss's order): `one_recall_at[R]`, the share of
+queries whose true nearest neighbour is among the index's first R (QPS against
+`one_recall_at["10"]` is the track's speed curve), and `k_recall_at[k]`, the share of the k
+true neighbours among the first k.
+
 mAP is evaluate's (metrics.json); the report puts the two side by side. Results go to
 RUN/search.json (RUN/search-ip.json for ip; search-database[-ip].json for the codes of codebooks
 fitted on the database, `--codebooks database`), with the threads, versions, the fit
@@ -86,6 +94,17 @@ def neighbour_recalls(found: np.ndarray, truth: np.ndarray,
     return recall, nn_recall
 
 
+def track_recalls(found: np.ndarray, neighbours: np.ndarray,
+                  recall_at: Sequence[int]) -> dict[str, dict[str, float]]:
+    """The neighbour track's recalls of one index: ``(nq, >= max(R, k)) found`` indices and the
+    data set's ``(nq, k)`` true neighbours (nearest first) -> ``{"one_recall_at": {str(R): share},
+    "k_recall_at": {str(k): share}}`` (the module docstring)."""
+    k = neighbours.shape[1]
+    shared, nearest = neighbour_recalls(found, neighbours, sorted({*recall_at, k}))
+    return {"one_recall_at": {str(r): nearest[str(r)] for r in recall_at},
+            "k_recall_at": {str(k): shared[str(k)]}}
+
+
 def index_name(index: faiss.Index) -> str:
     """`IndexPQ`, `IndexPreTransform(OPQMatrix, IndexPQ)`, ...: what the index is."""
     if isinstance(index, faiss.IndexPreTransform):
@@ -95,10 +114,13 @@ def index_name(index: faiss.Index) -> str:
 
 
 def measure_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int,
-                  recall_at: Sequence[int], single_queries: int, repeats: int) -> dict:
+                  recall_at: Sequence[int], single_queries: int, repeats: int,
+                  neighbours: np.ndarray | None = None) -> dict:
     """QPS (batched and at batch 1), bytes per vector, recalls of one index (module docstring).
 
-    queries: (nq, d) float32; truth: (nq, >= max(recall_at)) int64 true neighbours."""
+    queries: (nq, d) float32; truth: (nq, >= max(recall_at)) int64 true neighbours of the
+    representations; neighbours: the neighbour track's (nq, k) int64 true neighbours in the data
+    set's vectors (`track_recalls`), or None."""
     index.search(queries[:16], k)  # warm-up: threads, pages
     batched = []
     for _ in range(repeats):
@@ -124,6 +146,7 @@ def measure_index(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k:
         "batch1_queries": len(singles),
         "recall_at": recall,
         "nn_recall_at": nn_recall,
+        **(track_recalls(found, neighbours, recall_at) if neighbours is not None else {}),
     }
 
 
@@ -159,6 +182,10 @@ def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = 
             log.warning("%s; measuring run %s again", exc, run_dir.run_id)
     database = codes.database
     k = min(k, len(database))
+    neighbours = codes.query_neighbours
+    if neighbours is not None and neighbours.shape[1] > k:
+        raise GslbenchError(f"--k {k} is below the {neighbours.shape[1]} true neighbours of "
+                            "k-recall@k")
     truth, _ = exact_neighbours(codes.queries, database, metric, k)
     indexes = {"codes": faiss_index(codes.quantizer, codes.codes, metric)}
     if not isinstance(codes.quantizer, Identity):  # a float run's codes are the reference
@@ -166,7 +193,7 @@ def search_bench_run(run: str | Path, results_dir: str | Path, *, metric: str = 
                                        Identity(codes.quantizer.dim).encode(database), metric)
     with limit_threads(threads or faiss.omp_get_max_threads()):
         measured = {name: measure_index(index, codes.queries, truth, k, recall_at,
-                                        single_queries, repeats)
+                                        single_queries, repeats, neighbours)
                     for name, index in indexes.items()}
         used_threads = thread_counts()
     attrs = codes.attrs

@@ -106,8 +106,8 @@ def search_rows(record: dict) -> list[dict]:
         row = {**run, "role": role}
         row.update({name: measured[name] for name in ("index", "bytes_per_vector", "index_bytes",
                                                       "qps_batch1", "qps_batched")})
-        for group in ("recall_at", "nn_recall_at"):
-            row.update({f"{group}_{r}": value for r, value in measured[group].items()})
+        for group in ("recall_at", "nn_recall_at", *NEIGHBOUR_AT):  # the track's: its runs only
+            row.update({f"{group}_{r}": value for r, value in (measured.get(group) or {}).items()})
         rows.append(row)
     return rows
 
