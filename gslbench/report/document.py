@@ -71,7 +71,7 @@ PHRASES = {"better": "beats", "worse": "loses to", "equivalent": "is equivalent 
            "inconclusive": "is inconclusive against", "not powered": "is not powered against"}
 CSV_COLUMNS = list(dict.fromkeys([*RUN_COLUMNS, "draw", "map", "map_all", "quant_mse_database",
                                   "quant_mse_query", "validation_map", *NEIGHBOUR_COLUMNS,
-                                  "primary_metric", "primary", "features_sha256", "run"]))
+                                  "primary_metric", "features_sha256", "run"]))
 TEXT_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "loss",
                 "codebooks", "search", "metric", "settings", "condition", "features_sha256", "run"]
 

@@ -65,9 +65,7 @@ def _result_row(metrics: dict, condition: str, scores: dict) -> dict:
         row[f"quant_mse_{part}"] = float("nan") if value is None else float(value)
     row.update(usage_columns(metrics.get("usage")))  # absent from older metrics.json: NaN
     row.update({name: metrics[name] for name in ("train_s", "encode_s", "eval_s")})
-    # the column the verdicts compare (`primary`): `map` (the column above) or 1-recall@10's
-    row["primary_metric"] = primary_metric(scores)
-    row["primary"] = row[row["primary_metric"]]
+    row["primary_metric"] = primary_metric(scores)  # the column the verdicts compare
     row["features_sha256"] = metrics.get("features_sha256")
     row["run"] = metrics["run"]
     return row

@@ -172,12 +172,13 @@ def verdict(mean: float, p_holm: float, p_equivalence_holm: float, detectable: f
 
 
 def with_primary(results: pd.DataFrame) -> pd.DataFrame:
-    """`results` with `primary_metric` (the name of the column the verdicts compare, each data
-    set's primary metric: `gslbench.evaluation.primary`) and `primary` (its value) where it lacks
-    them (rows made before both: mAP)."""
-    if "primary" in results:
-        return results
-    return results.assign(primary_metric="map", primary=results["map"])
+    """`results` with `primary`, each row's value of the column its `primary_metric` names (the
+    data set's primary metric, `gslbench.evaluation.primary`; rows without one: `map`)."""
+    names = results.get("primary_metric", pd.Series("map", index=results.index)).fillna("map")
+    values = pd.Series(float("nan"), index=results.index)
+    for name in names.unique():
+        values[names == name] = results.loc[names == name, name]
+    return results.assign(primary_metric=names, primary=values)
 
 
 def with_unit_defaults(results: pd.DataFrame) -> pd.DataFrame:
