@@ -12,7 +12,7 @@ import pandas as pd
 
 from gslbench.evaluation.neighbours import ONE_RECALL_AT
 from gslbench.evaluation.primary import NEIGHBOURS, TITLES
-from gslbench.report.frames import ordered_variants, with_key_defaults
+from gslbench.report.frames import ordered_variants, with_float_ceiling
 from gslbench.report.tables import MISSING, frame_markdown
 
 ONE_RECALL_COLUMNS = [f"one_recall_at_{r}" for r in ONE_RECALL_AT]
@@ -38,13 +38,12 @@ def neighbour_columns(results: pd.DataFrame) -> list[str]:
 
 
 def neighbour_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per regime (`REGIME`) and method variant of the runs with 1-recall@10: each
-    metric's `mean ± std (n)` over seeds (std with ddof 1; `mean (1)` for one seed, `—` where
+    """One row per regime (`REGIME`) and method variant of the runs with 1-recall@10, float's
+    under each regime of its data (`frames.with_float_ceiling`): each metric's `mean ± std (n)` over seeds (std with ddof 1; `mean (1)` for one seed, `—` where
     none has the value, as float's MSE)."""
-    track = with_key_defaults(results)
-    if NEIGHBOURS not in track:
+    if NEIGHBOURS not in results:
         return pd.DataFrame()
-    track = track[track[NEIGHBOURS].notna()]
+    track = with_float_ceiling(results[results[NEIGHBOURS].notna()])
     if track.empty:
         return pd.DataFrame()
     titles = {c: (f"1-recall@{c.rsplit('_', 1)[1]}" if c.startswith("one_") else
