@@ -3,8 +3,8 @@ and evaluated on its whole test split (10,000 queries, a database of 222,857), e
 process of its own, with its wall time and its peak resident memory (`resource.getrusage`'s
 ru_maxrss of that process); then the sharded search that a database of 10^7 to 10^9 codes would
 need, measured on this one: the database codes cut into `--shards` shards, each searched alone
-(ADC distances of every query to the shard's codes, its top R by distance then index, as
-`gslbench.evaluation.metrics.rank` orders), the shards' lists merged into the global top R, and
+(ADC distances of every query to the shard's codes, its top R by distance then index:
+`gslbench.evaluation.speed.search_top`), the shards' lists merged into the global top R, and
 the merge checked equal to the top R of the whole database searched at once.
 
     python benchmarks/ann_scale.py RUN [--data-dir DATA] [--results-dir RESULTS] [--shards 4]
@@ -29,7 +29,7 @@ import numpy as np
 
 from gslbench import layout
 from gslbench.codes import read_codes
-from gslbench.evaluation import metrics
+from gslbench.evaluation.speed import search_top
 from gslbench.quantizers import make_search
 
 R = 100  # the top R each shard returns (1-recall@100's)
@@ -56,20 +56,6 @@ def run_step(step: str, run: Path, data_dir: str, results_dir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def shard_top(search: object, queries: np.ndarray, top: int,
-              block: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """The top `top` of one shard for every query: (nq, top) positions in the shard and their
-    (nq, top) float32 distances, in blocks of `block` queries (bounded memory)."""
-    prepared = search.prepare(queries)
-    found, distances = [], []
-    for start in range(0, len(queries), block):
-        block_distances = search.distances(prepared[start:start + block])
-        ranking = metrics.rank(block_distances, top)
-        found.append(ranking)
-        distances.append(np.take_along_axis(block_distances, ranking, axis=1))
-    return np.concatenate(found), np.concatenate(distances)
-
-
 def merge(parts: list[tuple[np.ndarray, np.ndarray]], top: int) -> np.ndarray:
     """The global top `top` of shards' (global ids (nq, r), distances (nq, r)) lists: by
     distance, ties by global id (the order of one machine's ranking)."""
@@ -88,7 +74,7 @@ def sharded_search(codes_path: Path, shards: int) -> list[dict]:
     for low, high in zip(bounds[:-1], bounds[1:], strict=True):
         start = time.perf_counter()
         cpu = time.process_time()
-        found, distances = shard_top(make_search(codes.quantizer, codes.codes[low:high]),
+        found, distances = search_top(make_search(codes.quantizer, codes.codes[low:high]),
                                      codes.queries, R)
         rows.append({"shard": len(rows), "codes": int(high - low),
                      "bytes": int(codes.codes[low:high].nbytes),
@@ -97,7 +83,7 @@ def sharded_search(codes_path: Path, shards: int) -> list[dict]:
     start = time.perf_counter()
     merged = merge(parts, R)
     merge_s = time.perf_counter() - start
-    whole, _ = shard_top(make_search(codes.quantizer, codes.codes), codes.queries, R)
+    whole, _ = search_top(make_search(codes.quantizer, codes.codes), codes.queries, R)
     assert np.array_equal(merged, whole), "the merged top R differs from the whole search's"
     rows.append({"shard": "merge", "codes": len(codes.codes), "bytes": int(codes.codes.nbytes),
                  "wall_s": merge_s, "cpu_s": float("nan")})

@@ -42,6 +42,19 @@ def plain_neighbours(queries, database, k, exclude_self=False):
     return np.array(rows)
 
 
+def cli_lines(data_dir: Path, results: Path, *args: str, code: int = 0) -> list[str]:
+    """The output lines of `gslbench --data-dir DATA --results-dir RESULTS ARGS`, which must
+    exit with `code`."""
+    from click.testing import CliRunner
+
+    from gslbench.cli import cli
+
+    out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir", str(results),
+                                   *args])
+    assert out.exit_code == code, out.output
+    return out.output.strip().splitlines()
+
+
 def test_true_neighbours_equal_a_plain_loop():
     rng = np.random.default_rng(1)
     queries, database = rng.normal(size=(7, 5)), rng.normal(size=(40, 5))
@@ -204,19 +217,14 @@ def test_neighbour_batches_pair_each_item_with_one_of_its_neighbours():
 
 
 def test_glove_runs_train_encode_evaluate_and_report_the_track(fake_glove, tmp_path):
-    from click.testing import CliRunner
 
-    from gslbench.cli import cli
     from gslbench.evaluation.neighbours import nearest_rank
 
     _, data_dir = fake_glove
     results = tmp_path / "results"
 
     def run(*args):
-        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
-                                       str(results), *args])
-        assert out.exit_code == 0, out.output
-        return out.output.strip().splitlines()[-1]
+        return cli_lines(data_dir, results, *args)[-1]
 
     download(glove.NAME, data_dir)
     build_features(glove.NAME, data_dir)
@@ -356,19 +364,14 @@ def test_features_neighbours_k_writes_a_file_of_its_own_that_runs_name(fake_glov
     """`features glove-6b-50d --neighbours 3` (the fake's protocol: 5) writes vectors-k3.h5 with
     3 exact neighbours per item and the protocol k=3 recorded, leaves vectors.h5 as it was, and a
     run of the feature vectors-k3 scores k-recall@3; a labelled data set refuses the option."""
-    from click.testing import CliRunner
 
-    from gslbench.cli import cli
     from gslbench.storage import sha256_file
 
     _, data_dir = fake_glove
     results = tmp_path / "results"
 
     def run(*args, code=0):
-        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
-                                       str(results), *args])
-        assert out.exit_code == code, out.output
-        return out.output.strip().splitlines()[-1]
+        return cli_lines(data_dir, results, *args, code=code)[-1]
 
     download(glove.NAME, data_dir)
     default = Path(run("features", glove.NAME))
@@ -396,18 +399,13 @@ def test_search_bench_gives_the_tracks_recalls_against_a_plain_loop(fake_glove, 
     """search-bench on a two-step PQ run of a tiny glove: each index's 1-recall@R and k-recall@k
     of the data set's true neighbours equal a plain loop over the ranking of its distances (the
     codes: ADC to the decoded database; float: the representations)."""
-    from click.testing import CliRunner
 
-    from gslbench.cli import cli
 
     _, data_dir = fake_glove
     results = tmp_path / "results"
 
     def run(*args):
-        out = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "--results-dir",
-                                       str(results), *args])
-        assert out.exit_code == 0, out.output
-        return out.output.strip().splitlines()
+        return cli_lines(data_dir, results, *args)
 
     download(glove.NAME, data_dir)
     build_features(glove.NAME, data_dir)

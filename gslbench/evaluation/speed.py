@@ -48,7 +48,7 @@ from gslbench.codes import check_codes_use, check_encoded
 from gslbench.errors import GslbenchError
 from gslbench.evaluation import metrics
 from gslbench.evaluation.record import check_search_record
-from gslbench.evaluation.scoring import BLOCK_PAIRS
+from gslbench.evaluation.scoring import BLOCK_PAIRS, Search
 from gslbench.lazy import lazy_import
 from gslbench.quantizers import Identity
 from gslbench.quantizers.search import check_mode, faiss_index, make_search
@@ -69,12 +69,20 @@ def exact_neighbours(queries: np.ndarray, database: np.ndarray, metric: str,
     (nq, k) int64 indices, (nq, k) float32 distances`` (squared L2, or -inner product for ip),
     nearest first, ties by database index; in blocks of queries (bounded memory)."""
     identity = Identity(database.shape[1])
-    search = make_search(identity, identity.encode(database), metric=metric)
-    k = min(k, len(database))
-    block = max(1, BLOCK_PAIRS // max(len(database), 1))
+    return search_top(make_search(identity, identity.encode(database), metric=metric), queries,
+                      min(k, len(database)))
+
+
+def search_top(search: Search, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k of each query's ranking by `search` (ascending distance, ties by database
+    index: `metrics.rank`): ``(nq, d) float32`` queries -> (nq, k) int64 positions in the
+    searched codes and their (nq, k) float32 distances, in blocks of queries of about
+    `BLOCK_PAIRS` distances (bounded memory)."""
+    prepared = search.prepare(queries)
+    block = max(1, BLOCK_PAIRS // max(len(search), 1))
     indices, distances = [], []
     for start in range(0, len(queries), block):
-        block_distances = search.distances(queries[start : start + block])
+        block_distances = search.distances(prepared[start : start + block])
         ranking = metrics.rank(block_distances, k)
         indices.append(ranking)
         distances.append(np.take_along_axis(block_distances, ranking, axis=1))

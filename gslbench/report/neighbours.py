@@ -39,8 +39,9 @@ def neighbour_columns(results: pd.DataFrame) -> list[str]:
 
 def neighbour_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per regime (`REGIME`) and method variant of the runs with 1-recall@10, float's
-    under each regime of its data (`frames.with_float_ceiling`): each metric's `mean ± std (n)` over seeds (std with ddof 1; `mean (1)` for one seed, `—` where
-    none has the value, as float's MSE)."""
+    under each regime of its data (`frames.with_float_ceiling`): each metric's `mean ± std (n)`
+    over seeds (std with ddof 1; `mean (1)` for one seed, `—` where none has the value, as
+    float's MSE)."""
     if NEIGHBOURS not in results:
         return pd.DataFrame()
     track = with_float_ceiling(results[results[NEIGHBOURS].notna()])
