@@ -84,6 +84,6 @@ def neighbour_section(results: pd.DataFrame) -> list[str]:
             "k-recall@k (ann-benchmarks' recall): the share of the k true neighbours among the "
             "first k; mAP@top: mAP over the first K of the ranking, the protocol's K (100 for "
             "glove-6b-50d), relevance by the k neighbours; database MSE: encode's quantization "
-            "error of the database (float: none). The verdicts of these data sets compare "
+            "error of the database (float: 0, unquantized). The verdicts of these data sets compare "
             "1-recall@10, their primary metric (`gslbench.evaluation.primary`).", "",
             frame_markdown(table), ""]
