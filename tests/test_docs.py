@@ -99,9 +99,10 @@ def test_every_default_is_the_campaigns_most_frequent_choice():
         assert choice == default, (method, symbol, choice, default)
 
 
-@pytest.mark.parametrize("name", [pytest.param("results", marks=pytest.mark.slow), "finetune"])
+@pytest.mark.parametrize("name", [pytest.param("results", marks=pytest.mark.slow), "finetune",
+                                  "ann"])
 def test_the_committed_documents_tables_rebuild_from_their_csv(name):
-    """docs/results.md and docs/finetune.md: what they found, their tables and paired
+    """docs/results.md, docs/finetune.md and docs/ann.md: what they found, their tables and paired
     comparisons are made again from the committed per-seed CSV beside them, figure for figure."""
     from gslbench.report.document import rebuild_tables
 
