@@ -281,8 +281,8 @@ def test_help_version_download_report_and_a_dry_run_load_neither(digits_runs, tm
         assert done.returncode == (2 if "gls" in args else 0), done.stderr
     done = command(root, "--version")
     assert done.stdout == f"gslbench {importlib.metadata.version('gslbench')}\n"
-    assert command(root, "bench", str(grid), "--dry-run").stdout.endswith(
-        "2 cells: 0 done, 0 partial (trained, not evaluated), 2 todo\n")
+    assert "\n2 cells: 0 done, 0 partial (trained, not evaluated), 2 todo\nestimate: " in command(
+        root, "bench", str(grid), "--dry-run").stdout
     assert command(root, "evaluate", runs["pq"], "--force").stderr.strip().endswith(
         "loaded: ['faiss', 'torch']")  # a step loads them when it runs
 

@@ -229,7 +229,8 @@ def dry_run_cells(site: Path, root: Path, *args: str) -> list[str]:
     """The cell lines (after RUN STATE CELL) of `bench --dry-run ARGS` with `site` visible."""
     done = gslbench_command(site, root, "bench", "--dry-run", *args)
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[1:-1]
+    return [line for line in done.stdout.strip().splitlines()[1:]
+            if not line.startswith("estimate: ") and " cells: " not in line]
 
 
 @pytest.mark.slow
