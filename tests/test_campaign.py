@@ -15,6 +15,7 @@ from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.bench.tuned import Tuned
 from gslbench.bench.tuning_plan import plan, tuning_grid
 from gslbench.config import KNOBS
+from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
 
 GRIDS = Path(__file__).resolve().parents[1] / "benchmarks" / "campaign2"
@@ -122,3 +123,15 @@ def test_pin_tuned_refuses_a_cell_tune_did_not_choose_for(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1 and not (tmp_path / "out.toml").exists()
     assert done.stderr.startswith("pin_tuned: error: ") and "no tuned choice for" in done.stderr
+
+
+def test_bench_tuned_leaves_a_cell_whose_grid_sets_all_its_knobs_as_it_is():
+    """A stage tune did not cover (another representation) can be benched, and reported, with
+    the tuned file when its grid sets every knob; a cell with a knob left to tune is refused."""
+    tuned = Tuned(8, (100, 101), {"dataset": "fashion-mnist", "feature": "efficientnet-lite0"}, (),
+                  "tuned.toml")
+    pixels = next(c for c in cells("pixels") if c.method == "gsl")
+    all_knobs = frozenset(knob.name for knob in pixels.method_spec.knobs)
+    assert tuned.apply(pixels, all_knobs) == pixels
+    with pytest.raises(GslbenchError, match="tuned with feature='efficientnet-lite0'"):
+        tuned.apply(pixels, all_knobs - {"gsl_k"})
