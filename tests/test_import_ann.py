@@ -30,6 +30,21 @@ def invoke(root: Path, *args: str):
                                     "--results-dir", str(root / "results"), *args])
 
 
+def run_imported(root: Path, import_args: list[str], batch_size: int):
+    """Import a data set `toy` with `import_args`, train a float run on it, encode and evaluate
+    it: its metrics.json and its codes."""
+    for args in (["features", "import", "toy", *import_args],
+                 ["train", "--dataset", "toy", "--method", "float", "--dim-out", "8", "--hidden",
+                  "16", "--epochs", "2", "--batch-size", str(batch_size)]):
+        out = invoke(root, *args)
+        assert out.exit_code == 0, out.output
+    run_dir = Path(out.output.strip().splitlines()[-1])
+    for step in ("encode", "evaluate"):
+        out = invoke(root, step, str(run_dir))
+        assert out.exit_code == 0, out.output
+    return json.loads((run_dir / "metrics.json").read_text()), read_codes(run_dir / "codes.h5")
+
+
 def plain_distance(a: np.ndarray, b: np.ndarray, distance: str) -> float:
     """One pair's distance, float64: angular, 1 - cos; euclidean, L2."""
     a, b = a.astype(np.float64), b.astype(np.float64)
@@ -221,6 +236,8 @@ def test_a_bad_file_is_one_line_and_writes_nothing(tmp_path, case):
     (["--neighbours", "21"], "--neighbours 21: {path} lists 20 neighbours per query"),
     (["--train-size", "300"], "--train-size 300: the training sample must hold more than k=10 "
                               "items and fewer than the file's 300 train rows"),
+    (["--validation-database", "9"], "--validation-database 9: fewer items than the k=10 "
+                                     "neighbours of a validation query"),
     (["--labels", "x.npy"], "--labels: goes with --from, not with --ann-benchmarks"),
     (["--from", "x.npz"], "features import: give one of --from FILE, --ann-benchmarks "
                           "FILE.hdf5 and --image-list DIR"),
@@ -244,19 +261,7 @@ def test_not_an_hdf5_file(tmp_path):
 def test_a_run_on_an_imported_file_scores_as_a_plain_loop(tmp_path, distance):
     train, test = vectors(1)
     path = write_ann(tmp_path / "toy.hdf5", train, test, distance)
-
-    def run(*args):
-        out = invoke(tmp_path, *args)
-        assert out.exit_code == 0, out.output
-        return out.output.strip().splitlines()[-1]
-
-    run("features", "import", "toy", "--ann-benchmarks", str(path))
-    run_dir = Path(run("train", "--dataset", "toy", "--method", "float", "--dim-out", "8",
-                       "--hidden", "16", "--epochs", "2", "--batch-size", "50"))
-    run("encode", str(run_dir))
-    run("evaluate", str(run_dir))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    codes = read_codes(run_dir / "codes.h5")
+    metrics, codes = run_imported(tmp_path, ["--ann-benchmarks", str(path)], 50)
     with h5py.File(path) as handle:
         truth = handle["neighbors"][:, :10]
     recall_at_10, nearest_within = [], {1: [], 10: [], 100: []}
@@ -270,3 +275,14 @@ def test_a_run_on_an_imported_file_scores_as_a_plain_loop(tmp_path, distance):
     for r, hits in nearest_within.items():
         assert metrics["one_recall_at"][str(r)] == pytest.approx(np.mean(hits))
     assert 0 < metrics["k_recall_at"]["10"] < 1
+
+
+def test_a_dataset_in_another_file_is_refused(tmp_path):
+    train, test = vectors()
+    other = write_ann(tmp_path / "other.hdf5", train, test)
+    path = write_ann(tmp_path / "linked.hdf5", train, test, replace={"train": None})
+    with h5py.File(path, "a") as handle:
+        handle["train"] = h5py.ExternalLink(str(other), "train")
+    result = invoke(tmp_path, "features", "import", "toy", "--ann-benchmarks", str(path))
+    assert result.output == (f"gslbench: error: {path}: 'train' is a link to another file; "
+                             "import a file that holds its own arrays\n")

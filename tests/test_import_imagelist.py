@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
+from test_import_ann import invoke, run_imported
 from test_metrics import reference_ap
 
 from gslbench import layout
-from gslbench.cli import cli
-from gslbench.codes import read_codes
 from gslbench.data import get_dataset
 from gslbench.data.featurefile import read_feature_file
 
@@ -23,11 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES, PER_CLASS = 3, 20
 PIXELS = ["--backbone", "pixels", "--image-size", "16"]
-
-
-def invoke(root: Path, *args: str):
-    return CliRunner().invoke(cli, ["--data-dir", str(root / "data"),
-                                    "--results-dir", str(root / "results"), *args])
 
 
 def colour(item: int) -> tuple[int, int, int]:
@@ -200,19 +193,7 @@ def test_options_of_another_source_are_refused(tmp_path):
 def test_a_run_on_imported_multilabel_lists_scores_as_a_plain_loop(tmp_path):
     """Relevance by sharing a label (as nuswide21): mAP of a float run against a plain loop."""
     lists = make_lists(tmp_path, multilabel=True)
-
-    def run(*args):
-        out = invoke(tmp_path, *args)
-        assert out.exit_code == 0, out.output
-        return out.output.strip().splitlines()[-1]
-
-    run("features", "import", "imgs", "--image-list", str(lists), *PIXELS)
-    run_dir = Path(run("train", "--dataset", "imgs", "--method", "float", "--dim-out", "8",
-                       "--hidden", "16", "--epochs", "2", "--batch-size", "12"))
-    run("encode", str(run_dir))
-    run("evaluate", str(run_dir))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    codes = read_codes(run_dir / "codes.h5")
+    metrics, codes = run_imported(tmp_path, ["--image-list", str(lists), *PIXELS], 12)
     precisions = []
     for query, labels in zip(codes.queries.astype(np.float64), codes.query_labels, strict=True):
         distances = ((codes.database.astype(np.float64) - query) ** 2).sum(axis=1)

@@ -31,6 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from gslbench.data.arrayfiles import read_hdf5
 from gslbench.data.base import Validation
 from gslbench.data.featurefile import Split
 from gslbench.data.imported import check_names, checked_features, with_validation, write_import
@@ -88,6 +89,9 @@ def import_ann_benchmarks(name: str, source: AnnBenchmarksSource, data_dir: str 
     one_class = np.ones((n, 1), np.uint8)  # split as one class
     rows = with_validation(one_class, {"train": training, "database": np.arange(n)}, validation,
                            split_seed, keep_database=True)
+    if 0 < len(rows.get("validation_database", ())) < k:
+        raise GslbenchError(f"--validation-database {validation.database}: fewer items than "
+                            f"the k={k} neighbours of a validation query")
     parts = {part: Split(arrays.train[idx], np.zeros((len(idx), 0), np.uint8), idx)
              for part, idx in rows.items()}
     parts = with_neighbours(parts, k)  # the training k-NN graph, the validation relevance
@@ -121,26 +125,25 @@ def read_ann_file(path: Path, k: int) -> AnnArrays:
     if not path.is_file():
         raise GslbenchError(f"{path}: no such file")
     try:
-        handle = h5py.File(path, "r")
+        with h5py.File(path, "r") as handle:
+            distance = _distance(handle, path)
     except OSError as exc:
         raise GslbenchError(f"{path}: not an HDF5 file ({exc})") from None
-    with handle:
-        distance = _distance(handle, path)
-        missing = [key for key in DATASETS if not isinstance(handle.get(key), h5py.Dataset)]
-        if missing:
-            raise GslbenchError(f"{path}: no dataset {', '.join(missing)} (an ann-benchmarks file "
-                                f"holds {', '.join(DATASETS)})")
-        shapes = {key: handle[key].shape for key in DATASETS}
-        _check_shapes(shapes, path, k)
-        if handle["neighbors"].dtype.kind not in "iu":
-            raise GslbenchError(f"{path}: neighbors are {handle['neighbors'].dtype}, not integer "
-                                "indices")
-        if handle["distances"].dtype.kind not in "biuf" or not np.isfinite(
-                handle["distances"][()]).all():
-            raise GslbenchError(f"{path}: distances must be finite real numbers")
-        neighbors = handle["neighbors"][()].astype(np.int64)
-        train = checked_features(handle["train"], Path(f"{path}: train"))
-        test = checked_features(handle["test"], Path(f"{path}: test"))
+    stored = read_hdf5(path, transpose=False)  # only this file's bytes, read when indexed
+    missing = [key for key in DATASETS if key not in stored]
+    if missing:
+        raise GslbenchError(f"{path}: no dataset {', '.join(missing)} (an ann-benchmarks file "
+                            f"holds {', '.join(DATASETS)})")
+    _check_shapes({key: stored[key].shape for key in DATASETS}, path, k)
+    if stored["neighbors"].dtype.kind not in "iu":
+        raise GslbenchError(f"{path}: neighbors are {stored['neighbors'].dtype}, not integer "
+                            "indices")
+    if stored["distances"].dtype.kind not in "biuf" or not np.isfinite(
+            stored["distances"][()]).all():
+        raise GslbenchError(f"{path}: distances must be finite real numbers")
+    neighbors = stored["neighbors"][()].astype(np.int64)
+    train = checked_features(stored["train"], Path(f"{path}: train"))
+    test = checked_features(stored["test"], Path(f"{path}: test"))
     _check_indices(neighbors, len(train), path)
     if distance == "angular":
         train, test = _unit(train, path, "train"), _unit(test, path, "test")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gslbench import layout
 from gslbench.data import backbones
 from gslbench.data.base import Validation
 from gslbench.data.featurefile import Split
@@ -65,7 +66,8 @@ class ImageListSource:
         """The lists DIR/train.txt, DIR/test.txt, DIR/database.txt (any of them replaced by a
         path given as `train`, `test` or `database`), images under `image_root` (default DIR);
         other `given` fields as named (None: the default)."""
-        lists = {stem: Path(given.pop(stem, None) or folder / f"{stem}.txt") for stem in LISTS}
+        lists = {stem: Path(given.pop(stem, None) or layout.image_list(folder, stem))
+                 for stem in LISTS}
         return cls(**lists, image_root=Path(image_root or folder),
                    **{key: value for key, value in given.items() if value is not None})
 
