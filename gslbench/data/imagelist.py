@@ -91,7 +91,7 @@ def read_list(path: Path) -> list[tuple[int, str, tuple[int, ...]]]:
     if not path.is_file():
         raise GslbenchError(f"{path}: no such list file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise GslbenchError(f"{path}: not a readable text file ({exc})") from None
     entries = []

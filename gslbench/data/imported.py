@@ -19,6 +19,8 @@ Everything is validated first (shapes, dtypes, finiteness, labels, split), each 
 one-line error. The import writes the feature file `DATA/NAME/FEATURE.h5` and the data set's
 record `DATA/NAME/imported.json` (its protocol and features), through which `get_dataset(NAME,
 DATA)` finds it: train, encode, evaluate, bench and report then treat it as a built-in data set.
+The other sources of `features import` (`gslbench.data.annbenchmarks`, `gslbench.data.imagelist`)
+write through the same `write_import` and carve their validation split with `with_validation`.
 """
 
 from __future__ import annotations
