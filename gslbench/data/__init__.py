@@ -90,6 +90,5 @@ def download(
 
 
 __all__ = ["DATASETS", "AnnBenchmarksSource", "Dataset", "ImageListSource", "ImportProtocol",
-           "ImportSource", "Protocol", "RawData",
-           "Validation", "download", "feature_path", "get_dataset", "import_features",
-           "split_indices"]
+           "ImportSource", "Protocol", "RawData", "Validation", "download", "feature_path",
+           "get_dataset", "import_features", "split_indices"]
