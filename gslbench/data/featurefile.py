@@ -274,7 +274,7 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
              "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256",
              "unseen_classes"}  # unseen_classes: format_version 3's stored draw, dropped
-    _check_validation(splits, path)
+    _check_validation(splits, path, in_database=bool(attrs.get("validation_in_database", False)))
     n_classes = classes.pop()
     features = FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
@@ -361,20 +361,25 @@ def check_labels(labels: np.ndarray, where: str) -> None:
         raise GslbenchError(f"{where}: {unlabelled} of {len(labels)} items have no label")
 
 
-def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
+def _check_validation(splits: dict[str, Split], path: str | Path, in_database: bool = False
+                      ) -> None:
     """The validation queries and database must be disjoint from each other and from the test
-    parts (training items, queries, database)."""
+    parts (training items, queries, database); `in_database` (attr `validation_in_database`: an
+    import that keeps the test parts as its source gives them, `gslbench.data.annbenchmarks`,
+    `gslbench.data.imagelist`): they may be test database items, never training items or test
+    queries."""
     if ("validation/query" in splits) != ("validation/database" in splits):
         raise GslbenchError(f"{path}: holds only one of /validation/query and /validation/database")
     if "validation/query" not in splits:
         return
     query, database = splits["validation/query"].indices, splits["validation/database"].indices
     together = np.concatenate([query, database])
-    test = np.concatenate([splits[name].indices for name in SPLITS])
-    if len(np.unique(together)) != len(together) or np.isin(together, test).any():
+    test = [name for name in SPLITS if not (in_database and name == "database")]
+    seen = np.concatenate([splits[name].indices for name in test])
+    if len(np.unique(together)) != len(together) or np.isin(together, seen).any():
         raise GslbenchError(f"{path}: /split/validation_query and /split/validation_database are "
-                            "not disjoint from each other and from /split/train, /split/query "
-                            "and /split/database")
+                            "not disjoint from each other and from "
+                            f"{', '.join('/split/' + name for name in test)}")
 
 
 def has_validation_split(path: str | Path) -> bool:
