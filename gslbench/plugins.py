@@ -13,10 +13,11 @@ imported (before the command line builds its options), hands the three registrie
 modules are loaded, to `register_plugins`, which adds the plugins to them: a plugin module may
 import any of gslbench but `gslbench.config`, whose run configuration is being built from the
 knobs. Each registry says what it refuses (its `plugin_problem`, using `named_subclass` for
-classes); this module imports none of gslbench, so that the registries can import it. The entry point's name
-is the registered name and must equal the object's `name`. A plugin that cannot be used (it does
-not import, its name is a built-in's, it is not the right kind of object, a knob has no valid
-default) is skipped with one warning line naming it; the built-ins are never replaced.
+classes); this module imports none of gslbench, so that the registries can import it. The entry
+point's name is the registered name and must equal the object's `name`. A plugin that cannot be
+used (it does not import, its name is a built-in's, it is not the right kind of object, a knob
+has no valid default) is skipped with one warning line naming it; the built-ins are never
+replaced.
 
 `GSLBENCH_DISABLE_PLUGINS=1` in the environment loads no plugin at all (as pytest's
 PYTEST_DISABLE_PLUGIN_AUTOLOAD): gslbench's own test suite sets it, so that it passes whatever
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DISABLE = "GSLBENCH_DISABLE_PLUGINS"  # set (to anything but "" or "0"): no plugin is loaded
 # what is wrong with a loaded entry point (its name, the object), or None (a registry's check)
-Problem = Callable[[str, Any], "str | None"]
+Problem = Callable[[str, Any], str | None]
 
 
 def load_plugins(group: str, builtins: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
