@@ -32,7 +32,8 @@ GridSpec = Mapping[str, Any] | str | Path | None
 
 def train(config: RunConfig | None = None, *, data_dir: str | Path = DATA_DIR,
           results_dir: str | Path = RESULTS_DIR, force: bool = False, device: str = "auto",
-          show_progress: bool = False, **settings: Any) -> Path:
+          show_progress: bool = False, tensorboard: str | Path | None = None,
+          **settings: Any) -> Path:
     """Train one run and return its directory, RESULTS/runs/RUN (`gslbench train`).
 
     config: the run's `RunConfig`; or leave it out and give its fields as keywords
@@ -41,15 +42,21 @@ def train(config: RunConfig | None = None, *, data_dir: str | Path = DATA_DIR,
         extracted first, as `gslbench bench` does.
     force: train again even when a valid run of this config exists (else it is reused).
     device: `auto`, `cpu`, `cuda` or `mps` for torch (faiss stays on the CPU).
+    tensorboard: a folder: the run's training curves go to TENSORBOARD/RUN as TensorBoard event
+        files (`gslbench.curves`, as `--tensorboard`; needs `pip install
+        'gslbench[tensorboard]'`, checked before anything runs).
     """
     from gslbench.bench import _prepare_features
     from gslbench.train import train_run
 
-    _folders(data_dir, results_dir)
+    _folders(data_dir, results_dir, tensorboard)
     config = _config(config, data_dir, settings)
+    _check_curves(tensorboard)
     _prepare_features([config], Path(data_dir), device)
-    return train_run(config, data_dir, results_dir, force=force, show_progress=show_progress,
-                     device=device).path
+    run = train_run(config, data_dir, results_dir, force=force, show_progress=show_progress,
+                    device=device)
+    _write_curves([run], tensorboard)
+    return run.path
 
 
 def encode(run: str | Path, *, data_dir: str | Path = DATA_DIR,
@@ -87,7 +94,7 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
           results_dir: str | Path = RESULTS_DIR, executor: str = "local", jobs: int | None = None,
           cpus_per_cell: int | None = None, address: str | None = None, device: str = "auto",
           tuned: str | Path | None = None, show_progress: bool = False,
-          **options: Any) -> pd.DataFrame:
+          tensorboard: str | Path | None = None, **options: Any) -> pd.DataFrame:
     """Train, encode and evaluate every cell of a grid that is not done yet (`gslbench bench`,
     without its report: call `report` for that) and return the grid's results as
     `load_results` does.
@@ -98,6 +105,8 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
     executor, jobs, cpus_per_cell, address: as bench's `--executor` (`local` or `ray`), `-j`,
         `--cpus-per-cell` and `--address`.
     tuned: a choice file of `gslbench tune` whose knob values replace the grid's.
+    tensorboard: a folder: each finished run's training curves go to TENSORBOARD/RUN (as
+        `train`'s).
     options: passed on to `gslbench.bench.run_grid` (e.g. `force=True`).
     A failed cell is logged; when any failed, a `GslbenchError` says how many after the others
     finished (they are kept).
@@ -108,13 +117,15 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
     from gslbench.errors import GslbenchError
     from gslbench.report.frames import read_runs
 
-    _folders(data_dir, results_dir)
+    _folders(data_dir, results_dir, tensorboard)
     cells = _grid(grid)
     if tuned is not None:
         cells = Tuned.read(tuned).cells(cells, data_dir)
+    _check_curves(tensorboard)
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(cells, data_dir, results_dir, executor_config,
                                    show_progress=show_progress, **options)
+    _write_curves(result.run_dirs, tensorboard)
     if result.failed:
         raise GslbenchError(f"{len(result.failed)} cell(s) failed (logged); finished cells are "
                             "kept: run the same bench again to retry the others")
@@ -213,14 +224,32 @@ def _config(config: RunConfig | None, data_dir: str | Path, settings: dict) -> R
     return RunConfig(**settings)
 
 
-def _folders(data_dir: str | Path | None = None, results_dir: str | Path | None = None) -> None:
-    """The data and results folders, where given, are folders or do not exist yet (as the CLI's
-    --data-dir and --results-dir)."""
+def _folders(data_dir: str | Path | None = None, results_dir: str | Path | None = None,
+             tensorboard: str | Path | None = None) -> None:
+    """The data, results and TensorBoard folders, where given, are folders or do not exist yet
+    (as the CLI's --data-dir, --results-dir and --tensorboard)."""
     from gslbench.errors import GslbenchError
 
-    for name, folder in (("data_dir", data_dir), ("results_dir", results_dir)):
+    for name, folder in (("data_dir", data_dir), ("results_dir", results_dir),
+                         ("tensorboard", tensorboard)):
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise GslbenchError(f"{folder}: not a folder ({name})")
+
+
+def _check_curves(tensorboard: str | Path | None) -> None:
+    """With a `tensorboard` folder, a user error naming it when the extra is not installed."""
+    from gslbench import curves
+
+    if tensorboard is not None:
+        curves.check_writer("tensorboard")
+
+
+def _write_curves(runs: Sequence[Any], tensorboard: str | Path | None) -> None:
+    """Each run's (`layout.RunDir`) training curves into TENSORBOARD/RUN, with a folder given."""
+    from gslbench import curves
+
+    for run in runs if tensorboard is not None else ():
+        curves.write_curves(run, tensorboard)
 
 
 def _grid(grid: GridSpec, defaults: bool = True) -> Any:

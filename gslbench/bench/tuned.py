@@ -22,7 +22,7 @@ from gslbench.storage import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gslbench.bench.tune import Plan
+    from gslbench.bench.tuning_plan import Plan
 
 KEY_FIELDS = ("dataset", "protocol", "quantizer", "bits", "sub_bits")  # in every choice
 

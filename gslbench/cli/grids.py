@@ -25,6 +25,7 @@ from gslbench.cli.base import (
     split,
     tensorboard_option,
 )
+from gslbench.cli.outputs import echo_report
 from gslbench.errors import GslbenchError
 from gslbench.layout import CODEBOOKS
 from gslbench.targets import check_tune_outputs
@@ -95,6 +96,8 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     \b
     The grid is GRID.toml (keys: RunConfig fields; a list is an axis) or the flags;
     flags given on the command line override the file's keys. A killed bench resumes.
+    At the end it writes the report as `gslbench report` does and prints what it found
+    (the verdict blocks of tables.md) and index.html's path; with -q the path alone.
     Example: gslbench bench benchmarks/paper.toml --dry-run
     """
     grid = _bench_grid(ctx, grid_file, options)
@@ -119,8 +122,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
 
         out = layout.report_dir(results_dir)
         _, markdown = report_module.write_report(list(result.run_dirs), out)
-        click.echo(markdown, nl=False)
-        click.echo(f"report written to {out}")
+        echo_report(ctx, markdown, out)
     if result.failed:
         raise GslbenchError(f"{len(result.failed)} cell(s) failed (listed above); finished cells "
                             "are kept: run the same bench again to retry the others")
