@@ -234,7 +234,7 @@ def test_results_document(tmp_path):
     # per code length: at 16 bits GSL beats two-step (+0.10 at every seed), at 32 bits it loses
     # to qloss; pca has no runs, and without validation mAP there is no best other (a note says
     # why); 3 seeds are marked, and the largest detectable difference shown
-    assert (f"| digits | standard | pq | 256 | {GSL} | 16: +0.1000 better<br>32: +0.0000 not "
+    assert (f"| standard | pq | 256 | {GSL} | 16: +0.1000 better<br>32: +0.0000 not "
             "powered | 16: +0.0000 not powered<br>32: -0.1000 worse | 3 (< 10) | 0.1309 |") in text
     assert "no column for pca or the best other" in text
     assert "these runs have no validation mAP" in text

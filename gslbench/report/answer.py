@@ -52,13 +52,14 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
     frame = frame.assign(words=2 ** frame.sub_bits).sort_values(
         ["dataset", "protocol", "condition", "quantizer", "words"], kind="stable")
     shown = [k for k in ("dataset", "feature", "protocol", "condition", "loss", "search",
-                         "metric") if frame[k].nunique() > 1 or k in ("dataset", "protocol")]
+                         "metric") if frame[k].nunique() > 1 or k == "protocol"]
     made = [label for label in labels.values() if (frame[label] != MISSING).any()]
     absent = sorted({"the best other" if against == BEST_OTHER else against
                      for (against, _), label in labels.items() if label not in made})
+    where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
     frame = frame[[*shown, "quantizer", "words", "subject", *made, "units", "detectable"]]
     return ["## The answer", "",
-            f"The comparisons declared before the runs ({declared.text()}), per data set, "
+            f"The comparisons declared before the runs ({declared.text()}){where}, per data set, "
             "protocol, condition, quantizer and codebook size, and per codebook fit: each cell "
             "gives, per code length, the paired difference in mAP (the row's method minus the "
             "other; the best other method, chosen by validation mAP, in brackets) and the "
