@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's gslbench, wherever the script is run from
-PAGES = [ROOT / "README.md", ROOT / "docs" / "getting-started.md",
+PAGES = [ROOT / "README.md", ROOT / "docs" / "index.md", ROOT / "docs" / "getting-started.md",
          ROOT / "docs" / "reference" / "api.md"]
 RESULTS_PAGE = ROOT / "docs" / "results.md"
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)",
