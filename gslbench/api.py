@@ -99,9 +99,9 @@ def evaluate(run: str | Path, *, results_dir: str | Path = RESULTS_DIR, force: b
         metric: `l2` or `ip` (inner product).
 
     Returns:
-        The record: `map` (mAP over the whole database), `map_at` {K: mAP@K},
-        `precision_at`, `recall_at`, `quant_mse` {"database", "query"}, timings and the
-        run's config.
+        The metrics record, with `map` (mAP over the whole database), `map_at` {K: mAP@K},
+            `precision_at`, `recall_at`, `quant_mse` {"database", "query"}, timings and the
+            run's config.
     """
     from gslbench.evaluation.step import evaluate_run
     from gslbench.storage import read_json
@@ -182,8 +182,8 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
             prune, reuse, device, jobs (trials at once, in helper processes on the storage).
 
     Returns:
-        One row per tuning cell and method: cell (JSON), method, trial, variant, knobs,
-        validation_map.
+        One row per tuning cell and method, with the columns cell (JSON), method, trial,
+            variant, knobs and validation_map.
     """
     from gslbench import layout
     from gslbench.bench import tune as tune_module
