@@ -8,7 +8,9 @@ functions it calls (`write_figures` and the `plot_*` functions gslbench.report i
 counts the figures written (PNG files). Printed: each round's times, the best of each side and
 the ratio base / this checkout.
 
-    python benchmarks/report_speed.py RESULTS_DIR [--base main] [--rounds 1]
+    python benchmarks/report_speed.py RESULTS_DIR [--base main] [--rounds 1] [--keep DIR]
+
+With --keep the last round's reports are kept as DIR/before and DIR/after (to look at).
 
 A realistic RESULTS_DIR: the digits demonstration (72 runs: two protocols, the unseen one's four
 conditions, two codebook fits), made by `gslbench features digits` and
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -81,13 +84,18 @@ def main() -> None:
     parser.add_argument("results", type=Path, help="a results folder (its runs/ are reported)")
     parser.add_argument("--base", default="main", help="the git revision to compare with")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="keep the last reports as KEEP/before, KEEP/after")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="report-speed-") as tmp:
         sides = {args.base: extract(args.base, Path(tmp) / "base"), "this checkout": ROOT}
         best = {}
         for round_ in range(args.rounds):
-            for name, source in sides.items():
-                timing = timed_report(source, args.results, Path(tmp) / f"report-{round_}-{len(best)}")
+            for (name, source), kept in zip(sides.items(), ("before", "after"), strict=True):
+                out = Path(tmp) / f"report-{round_}-{kept}"
+                timing = timed_report(source, args.results, out)
+                if args.keep and round_ == args.rounds - 1:
+                    shutil.rmtree(args.keep / kept, ignore_errors=True)
+                    shutil.copytree(out, args.keep / kept)
                 assert Path(timing["package"]).is_relative_to(source), timing["package"]
                 print(f"round {round_ + 1}, {name}: report {timing['total']:.1f} s, of which "
                       f"figures {timing['figures']:.1f} s ({timing['pngs']} figures)", flush=True)

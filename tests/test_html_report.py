@@ -36,7 +36,7 @@ pytestmark = [
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars"]
-WINDOW = (1280, 2400)
+WINDOW = (1280, 4000)  # 1280 pixels wide, tall enough to show the first figure
 PROBE = """<script>
 window.addEventListener("load", () => {
   const box = (element) => { const r = element.getBoundingClientRect(); return [r.width, r.height]; };
@@ -50,6 +50,7 @@ window.addEventListener("load", () => {
     images: [...document.images].map((image) => ({
       file: image.closest("figure").querySelector("code").textContent,
       complete: image.complete, naturalWidth: image.naturalWidth, size: box(image),
+      top: image.getBoundingClientRect().top,
     })),
   };
   const out = document.createElement("pre");
@@ -124,10 +125,11 @@ def test_chromium_renders_the_tables_and_every_figure(tmp_path):
     for image in report["images"]:  # each image is its own PNG, decoded and drawn at its width
         assert image["naturalWidth"] == png_width(folder / image["file"]) == image["size"][0]
         assert image["size"][0] < WINDOW[0] - 64
+    assert report["images"][0]["top"] + report["images"][0]["size"][1] / 3 < WINDOW[1]
 
     assert Image.open(screenshot).size == WINDOW
     assert not blank(screenshot)
-    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # the methods' lines in the first figure
+    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # the methods' lines in the figure's top
         assert near(screenshot, colour) > 100, colour
 
     # negative controls: a corrupted figure is reported undecoded, an empty page is blank

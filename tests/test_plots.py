@@ -95,8 +95,7 @@ def test_panels_follow_the_tables_columns(runs):
         "mAP against code length",
         *(f"{name}, {b} bits" for name in ("recall@R", "precision@K", "precision-recall",
                                             "similarity loss",
-                                            "quantization MSE, codebooks in use",
-                                            "quantization MSE, codebooks refitted")
+                                            "MSE, codebooks in use", "MSE, codebooks refitted")
           for b in bits)]
 
 

@@ -84,9 +84,13 @@ CURVES = {
 }
 TRAINING = {  # train_log.csv column -> (panel title, y label)
     "sim_loss": ("similarity loss", "loss"),
-    "quant_mse": ("quantization MSE, codebooks in use", "MSE"),
-    "quant_mse_refit": ("quantization MSE, codebooks refitted", "MSE"),
+    "quant_mse": ("MSE, codebooks in use", "quantization MSE"),
+    "quant_mse_refit": ("MSE, codebooks refitted", "quantization MSE"),
 }
+CAPTIONS = {"sim_loss": "the similarity loss at each epoch",
+            "quant_mse": "the training representations' quantization MSE under the codebooks in "
+                         "use (those of the previous refit)",
+            "quant_mse_refit": "and under codebooks refitted on them"}
 USAGE_TITLE = "codebook usage against mAP"
 
 
@@ -261,20 +265,20 @@ def _spots(panels: list[Panel]) -> list[tuple[int, int]]:
 
 def _caption(panels: list[Panel]) -> str:
     """What a table set's figure shows, for the page: its panels and how they are averaged."""
-    titles = {**{curve: spec.title for curve, spec in CURVES.items()},
-              **{quantity: title for quantity, (title, _) in TRAINING.items()}}
-    groups = [group for group in dict.fromkeys(panel.group for panel in panels) if group in titles]
+    groups = {panel.group for panel in panels}
     parts = ["mAP against code length (mean ± std over seeds)"]
     if any(panel.title == USAGE_TITLE for panel in panels):
         parts.append("the database codes' perplexity against mAP (a point per run; dotted: the "
                      "codebook size K, the most it can be)")
-    if groups:
-        parts.append(", ".join(titles[group] for group in groups) + " (a panel per code length, "
-                     "a line per method, means over seeds)")
-    if any(group in TRAINING for group in groups):
-        parts.append("where one method's spike would flatten the others, a training panel's "
-                     "y-range is cut to keep every method in view")
-    return "; ".join(parts) + "."
+    curves = [spec.title for curve, spec in CURVES.items() if curve in groups]
+    training = [CAPTIONS[quantity] for quantity in TRAINING if quantity in groups]
+    if curves or training:
+        parts.append("then a panel per code length, a line per method, means over seeds: "
+                     + ", ".join(curves + training))
+    if training:
+        parts.append("a training panel's y-range is cut where one method's spike would flatten "
+                     "the others")
+    return "Panels: " + "; ".join(parts) + "."
 
 
 def robust_limits(curves: list[np.ndarray], quantile: float = ROBUST_QUANTILE,
