@@ -5,8 +5,9 @@ temporary folder; then, in turn, that package and this checkout's report on ever
 RESULTS_DIR (`write_report` into a temporary folder), each in a fresh Python process, ROUNDS
 times, alternating. Each process times `write_report` as a whole and the time spent in the figure
 functions it calls (`write_figures` and the `plot_*` functions gslbench.report imports), and
-counts the figures written (PNG files). Printed: each round's times, the best of each side and
-the ratio base / this checkout.
+counts the figures written (PNG files). Printed: each round's times (wall clock, and the CPU time
+of the figures: steadier on a loaded machine), the best of each side and the ratios base / this
+checkout.
 
     python benchmarks/report_speed.py RESULTS_DIR [--base main] [--rounds 1] [--keep DIR]
 
@@ -35,14 +36,15 @@ import json, sys, time
 from pathlib import Path
 import gslbench.report as report
 
-spent = [0.0]
+spent = [0.0, 0.0]
 def timed(function):
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return function(*args, **kwargs)
         finally:
             spent[0] += time.perf_counter() - start
+            spent[1] += time.process_time() - cpu
     return wrapper
 
 for name in dir(report):
@@ -52,7 +54,7 @@ results, out = Path(sys.argv[1]), Path(sys.argv[2])
 start = time.perf_counter()
 report.write_report(report.select_runs(results), out)
 total = time.perf_counter() - start
-print(json.dumps({"total": total, "figures": spent[0], "pngs": len(list(out.glob("*.png"))),
+print(json.dumps({"total": total, "figures": spent[0], "cpu": spent[1], "pngs": len(list(out.glob("*.png"))),
                   "package": report.__file__}))
 """
 
@@ -98,13 +100,16 @@ def main() -> None:
                     shutil.copytree(out, args.keep / kept)
                 assert Path(timing["package"]).is_relative_to(source), timing["package"]
                 print(f"round {round_ + 1}, {name}: report {timing['total']:.1f} s, of which "
-                      f"figures {timing['figures']:.1f} s ({timing['pngs']} figures)", flush=True)
+                      f"figures {timing['figures']:.1f} s ({timing['cpu']:.1f} s CPU; "
+                      f"{timing['pngs']} figures)", flush=True)
                 best[name] = min(best.get(name, timing), timing, key=lambda t: t["figures"])
     before, after = best[args.base], best["this checkout"]
-    print(f"best: {args.base} figures {before['figures']:.1f} s (report {before['total']:.1f} s), "
-          f"this checkout figures {after['figures']:.1f} s (report {after['total']:.1f} s)")
-    print(f"ratio {args.base} / this checkout: figures {before['figures'] / after['figures']:.1f}x, "
-          f"report {before['total'] / after['total']:.1f}x")
+    for name, timing in best.items():
+        print(f"best of {name}: figures {timing['figures']:.1f} s ({timing['cpu']:.1f} s CPU), "
+              f"report {timing['total']:.1f} s")
+    print(f"ratio {args.base} / this checkout: figures {before['figures'] / after['figures']:.1f}x "
+          f"wall, {before['cpu'] / after['cpu']:.1f}x CPU; report "
+          f"{before['total'] / after['total']:.1f}x wall")
 
 
 if __name__ == "__main__":

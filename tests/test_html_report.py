@@ -135,7 +135,7 @@ def test_chromium_renders_the_tables_and_every_figure(tmp_path):
     # negative controls: a corrupted figure is reported undecoded, an empty page is blank
     data = re.search(r'src="data:image/png;base64,([^"]{200})', page).group(1)
     broken = render(page.replace(data, "A" * len(data), 1), tmp_path, "broken")
-    assert undecoded(broken) == ["map_vs_bits.png"]
+    assert undecoded(broken) == [report["images"][0]["file"]]
     empty_shot = tmp_path / "empty.png"
     render("<!DOCTYPE html><html><body></body></html>", tmp_path, "empty", empty_shot)
     assert blank(empty_shot)

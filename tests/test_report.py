@@ -303,10 +303,10 @@ def test_the_report_opens_with_what_it_found_and_the_settings(report):
     assert f"(commit {made['commit']})" in page and '<td class="better">better</td>' in page
     assert "a positive gap is what quantization costs" in page
     assert "max-width: 1400px" not in page
-    # captions name the table or figure, not the table set its section is titled by
+    # captions name the table or what the figure shows, not the table set its section is titled by
     assert "<caption>Gap to float (float mAP − mAP)" in page
-    assert "<figcaption>recall@R (mean over seeds); files" in page
-    assert "<caption>digits (pixels)" not in page and "<figcaption>recall@R: digits" not in page
+    assert "<figcaption>Panels: mAP against code length (mean ± std over seeds); " in page
+    assert "<caption>digits (pixels)" not in page and "<figcaption>digits" not in page
 
 
 def test_the_commit_is_unknown_without_git(monkeypatch):

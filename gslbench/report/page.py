@@ -70,15 +70,14 @@ def table_html(table: PaperTable) -> str:
 
 def figure_html(figure: Figure) -> str:
     """A figure's PNG embedded as a data URI at its own size (narrowed to the window where it
-    is wider), captioned with its full title, what its panels show and its file names."""
+    is wider), captioned with what its panels show (the section's heading gives its table
+    set) and its file names."""
     png = figure.stem.with_name(f"{figure.stem.name}.png")
     data = base64.b64encode(png.read_bytes()).decode("ascii")
     width, height = figure.size
-    caption = "" if figure.caption == figure.title else f": {html.escape(figure.caption)}"
     return (f'<figure><img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
-            f'alt="{html.escape(figure.title)}"><figcaption><strong>'
-            f"{html.escape(figure.title)}</strong>{caption}; files "
-            f"<code>{html.escape(figure.stem.name)}.png</code> and <code>.svg</code></figcaption>"
+            f'alt="{html.escape(figure.title)}"><figcaption>{html.escape(figure.caption)} Files '
+            f"<code>{html.escape(figure.stem.name)}.png</code> and <code>.svg</code>.</figcaption>"
             "</figure>")
 
 

@@ -208,6 +208,7 @@ def draw_curve(ax: plt.Axes, points: pd.DataFrame, spec: CurveSpec, colours: dic
     ax.set(xlabel=spec.xlabel, ylabel=spec.ylabel, ylim=(0, 1.02))
     if spec.log_x:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # decades only: minor ticks cost a quarter
     else:
         ax.set_xlim(0, 1)
 
@@ -338,7 +339,7 @@ def plot_recall_qps(table: pd.DataFrame, colours: dict[str, str], stem: Path) ->
             ax.grid(alpha=0.3)
     title = "search-bench: recall against queries per second (stars: exact float search)"
     _title_and_legend(fig, title)
-    return _save(fig, title, stem, key=None, caption=title)
+    return _save(fig, title, stem, key=None, caption=f"{title}.")
 
 
 def _grid(rows: int, columns: int, **options) -> tuple[plt.Figure, np.ndarray]:
@@ -385,10 +386,13 @@ def _title_and_legend(fig: plt.Figure, title: str) -> None:
 
 def _save(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None,
           caption: str) -> Figure:
-    """Write the figure as PNG and SVG, close it."""
+    """Write the figure as PNG and SVG, close it. The figure is laid out once, as the first
+    format is drawn (constrained layout takes a third of the time), and the second format is
+    drawn at that layout."""
     for fmt in FORMATS:
         with atomic_path(stem.with_name(f"{stem.name}.{fmt}")) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+        fig.set_layout_engine("none")
     size = tuple(round(inches * DPI) for inches in fig.get_size_inches())
     plt.close(fig)
     return Figure(key, title, stem, caption, size)
