@@ -61,6 +61,7 @@ LEGEND_HANDLE = 0.7  # inches a legend entry takes besides its text
 LEGEND_ROW = 0.3  # inches per legend row
 TITLE_ROOM = 0.45  # inches per line of the figure's title
 CHARS_PER_INCH = {"axes": 11, "figure": 10, "legend": 11}  # text at the STYLE sizes
+Y_TICKS = 5  # at most: enough for a small panel (each tick costs drawing time)
 ROBUST_QUANTILE = 0.1  # training panels: each method's 10%-90% range stays in view
 STYLE = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8.5, "ytick.labelsize": 8.5,
          "legend.fontsize": 9.5, "figure.titlesize": 11.5,
@@ -243,6 +244,7 @@ def panels_figure(panels: list[Panel], title: str) -> plt.Figure:
     for panel, (row, column) in zip(panels, spots, strict=True):
         ax = fig.add_subplot(grid[row, column])
         panel.draw(ax)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=Y_TICKS))
         ax.set_title(_wrap(panel.title, PANEL_SIZE[0], "axes"))
         ax.grid(alpha=0.3)
     _title_and_legend(fig, title)
