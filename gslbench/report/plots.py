@@ -344,9 +344,10 @@ def plot_recall_qps(table: pd.DataFrame, colours: dict[str, str], stem: Path) ->
     return _save(fig, title, stem, key=None, caption=f"{title}.")
 
 
-def _grid(rows: int, columns: int, **options) -> tuple[plt.Figure, np.ndarray]:
+def _grid(rows: int, columns: int) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of rows x columns panels (at least two panels wide: room for the legend)."""
     size = (PANEL_SIZE[0] * max(columns, 2), PANEL_SIZE[1] * rows)
-    return plt.subplots(rows, columns, squeeze=False, layout="constrained", figsize=size, **options)
+    return plt.subplots(rows, columns, squeeze=False, layout="constrained", figsize=size)
 
 
 def _style(variant: str, colours: dict[str, str]) -> dict:
