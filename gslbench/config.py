@@ -12,16 +12,20 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from gslbench import data, methods
 from gslbench.data.featurefile import PROTOCOLS, RUN_SPLITS
 from gslbench.data.unseen import DEFAULT_UNSEEN, MIN_CLASSES
 from gslbench.errors import GslbenchError, did_you_mean
 from gslbench.methods import METHODS, Method
 from gslbench.plugins import register_plugins
-from gslbench.quantizers import QUANTIZERS
+from gslbench.quantizers import QUANTIZERS, registry
 from gslbench.settings import Setting
 from gslbench.storage import config_id
 
-register_plugins()  # the plugins' methods (their knobs), quantizers and data sets, before SETTINGS
+# the plugins' methods (their knobs), quantizers and data sets, before SETTINGS
+register_plugins((("gslbench.methods", METHODS, methods.plugin_problem),
+                  ("gslbench.quantizers", QUANTIZERS, registry.plugin_problem),
+                  ("gslbench.datasets", data.DATASETS, data.plugin_problem)))
 
 LOSSES = ("pairwise", "contrastive", "triplet", "softmax")
 MARGIN_LOSSES = ("contrastive", "triplet")

@@ -1,4 +1,5 @@
-"""A run's training curves as TensorBoard event files (`train`/`bench --tensorboard DIR`).
+"""A run's training curves as TensorBoard event files (`train`/`bench --tensorboard DIR`,
+the API's `train`/`bench(tensorboard=DIR)`).
 
 The optional extra `pip install 'gslbench[tensorboard]'` provides the writer. The curves come from
 the run's train_log.csv (`gslbench.methods.loop`), after training, into DIR/RUN (`layout.curves_dir`):
@@ -25,13 +26,13 @@ TAGS = {"sim_loss": "loss/similarity", "quant_mse": "quantization/mse",
         "quant_mse_refit": "quantization/mse_refit"}
 
 
-def check_writer() -> None:
-    """A user error naming --tensorboard when the extra is not installed (checked before any
-    training, so a missing extra costs nothing)."""
+def check_writer(option: str = "--tensorboard") -> None:
+    """A user error naming `option` (the CLI's --tensorboard, the API's tensorboard) when the
+    extra is not installed (checked before any training, so a missing extra costs nothing)."""
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise GslbenchError("--tensorboard: the tensorboard package is not installed "
+        raise GslbenchError(f"{option}: the tensorboard package is not installed "
                             "(pip install 'gslbench[tensorboard]')") from None
 
 

@@ -11,6 +11,8 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
                                              CNN blocks (`activations_path`)
     DATA/NAME/.FEATURE.train-blocks-N.h5.partial   the same, being computed (resumable)
     DATA/NAME/imported.json                  the record of an imported data set (`imported_path`)
+    LISTS/{train,test,database}.txt          the split lists `features import --image-list LISTS`
+                                             reads (`image_list`)
     RESULTS/runs/RUN/config.json             train: the resolved config and provenance
     RESULTS/runs/RUN/model.pt                train: the network's weights
     RESULTS/runs/RUN/quantizer.h5            train: the fitted quantizer (quantized methods)
@@ -98,6 +100,12 @@ def partial_path(path: Path) -> Path:
 def imported_path(data_dir: str | Path, dataset: str) -> Path:
     """DATA/NAME/imported.json: what `gslbench features import` registered."""
     return Path(data_dir) / dataset / "imported.json"
+
+
+def image_list(folder: str | Path, part: str) -> Path:
+    """LISTS/PART.txt: the split list `part` (train, test or database) of `gslbench features
+    import --image-list LISTS`."""
+    return Path(folder) / f"{part}.txt"
 
 
 def runs_dir(results_dir: str | Path) -> Path:

@@ -8,13 +8,16 @@ A package declares, e.g. in its setup.cfg,
 
 and once it is installed `--method mymethod` works in train, bench, tune and the report like a
 built-in method: built-ins and plugins go through one registry (`gslbench.methods.METHODS`,
-`gslbench.quantizers.QUANTIZERS`, `gslbench.data.DATASETS`). `register_plugins` adds the plugins
-to them when `gslbench.config` is first imported (before the command line builds its options),
-once the three registries' modules are loaded: a plugin module may import any of gslbench but
-`gslbench.config`, whose run configuration is being built from the knobs. The entry point's name
-is the registered name and must equal the object's `name`. A plugin that cannot be used (it does
-not import, its name is a built-in's, it is not the right kind of object, a knob has no valid
-default) is skipped with one warning line naming it; the built-ins are never replaced.
+`gslbench.quantizers.QUANTIZERS`, `gslbench.data.DATASETS`). `gslbench.config`, when it is first
+imported (before the command line builds its options), hands the three registries, once their
+modules are loaded, to `register_plugins`, which adds the plugins to them: a plugin module may
+import any of gslbench but `gslbench.config`, whose run configuration is being built from the
+knobs. Each registry says what it refuses (its `plugin_problem`, using `named_subclass` for
+classes); this module imports none of gslbench, so that the registries can import it. The entry
+point's name is the registered name and must equal the object's `name`. A plugin that cannot be
+used (it does not import, its name is a built-in's, it is not the right kind of object, a knob
+has no valid default) is skipped with one warning line naming it; the built-ins are never
+replaced.
 
 `GSLBENCH_DISABLE_PLUGINS=1` in the environment loads no plugin at all (as pytest's
 PYTEST_DISABLE_PLUGIN_AUTOLOAD): gslbench's own test suite sets it, so that it passes whatever
@@ -25,18 +28,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("gslbench.methods", "gslbench.quantizers", "gslbench.datasets")
 DISABLE = "GSLBENCH_DISABLE_PLUGINS"  # set (to anything but "" or "0"): no plugin is loaded
+# what is wrong with a loaded entry point (its name, the object), or None (a registry's check)
+Problem = Callable[[str, Any], str | None]
 
 
-def load_plugins(group: str, builtins: Mapping[str, Any],
-                 problem: Callable[[str, Any], str | None]) -> dict[str, Any]:
+def load_plugins(group: str, builtins: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
     """The usable plugins of entry-point group `group`, by name (sorted): each loaded, and kept
     unless its name is in `builtins`, or declared twice, or `problem(name, object)` says what is
     wrong with it (None: nothing)."""
@@ -60,22 +63,16 @@ def load_plugins(group: str, builtins: Mapping[str, Any],
     return plugins
 
 
-def register_plugins() -> None:
-    """Add the usable plugins of the three groups to their registries (each group once; none
+def register_plugins(registries: Iterable[tuple[str, dict[str, Any], Problem]]) -> None:
+    """Add to each registry of `registries`, given as (entry-point group, the registry's dict of
+    built-ins by name, its `plugin_problem`), the group's usable plugins (each group once; none
     when the environment variable `DISABLE` is set)."""
-    from gslbench import data, methods
-    from gslbench.quantizers import registry
-
     if os.environ.get(DISABLE, "") not in ("", "0"):
         return
-
-    for group, registry_module, registered in (
-            ("gslbench.methods", methods, methods.METHODS),
-            ("gslbench.quantizers", registry, registry.QUANTIZERS),
-            ("gslbench.datasets", data, data.DATASETS)):
+    for group, registered, problem in registries:
         if group not in _registered:
             _registered.add(group)
-            registered.update(load_plugins(group, registered, registry_module.plugin_problem))
+            registered.update(load_plugins(group, registered, problem))
 
 
 _registered: set[str] = set()

@@ -44,11 +44,14 @@ def prepare_digits(tmp_path):
 
 
 def dry_run(tmp_path, *args) -> tuple[list[list[str]], str]:
-    """The dry-run's cell rows [run id, state, description] and its count line."""
+    """The dry-run's cell rows [run id, state, description] and its count line (the estimate
+    line after it, there when cells are left, is checked and left out)."""
     result = invoke(tmp_path, "bench", "--dry-run", *args)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].split() == ["RUN", "STATE", "CELL"]
+    estimate = lines.pop() if lines[-1].startswith("estimate: ") else None
+    assert (estimate is None) == lines[-1].endswith(" 0 partial (trained, not evaluated), 0 todo")
     return [line.split(maxsplit=2) for line in lines[1:-1]], lines[-1]
 
 

@@ -40,7 +40,7 @@ def bench_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     result = invoke(root, "-q", "bench")
     assert result.exit_code == 0, result.output
-    return root, result.output
+    return root, result.stdout
 
 
 def prepare_digits(tmp_path):
@@ -82,8 +82,16 @@ def test_bench_writes_every_file_and_reasonable_maps(bench_dir):
     # float once, each quantized run with both codebook fits (bench's default)
     assert len(results) == 1 + 30 * 2 and results["map"].between(0, 1, inclusive="right").all()
     tables = (report / "tables.md").read_text()
-    assert "16 bits" in tables and "gsl" in tables and tables.strip() in output
-    assert (report / "map_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
+    assert "16 bits" in tables and "gsl" in tables
+    assert output == f"{report / 'index.html'}\n"  # -q: the report's path alone
+    figures = list(report.glob("*.png"))  # one per table set
+    assert figures and all(png.read_bytes()[:4] == b"\x89PNG" for png in figures)
+
+
+def found_section(tables: str) -> str:
+    """The `## What it found` section of a report's tables.md, up to the next section."""
+    start = tables.index("## What it found")
+    return tables[start:tables.index("\n## ", start)]
 
 
 def codes_bits(run):
@@ -218,11 +226,17 @@ def test_every_quantizer_trains_encodes_and_evaluates(tmp_path, quantizer):
 def test_bench_over_four_quantizers_gives_one_table_each(tmp_path):
     # one method and one codebook fit: a table per quantizer needs no more (half the runs, a
     # quarter of the encodes of two methods and both fits)
-    result = invoke(tmp_path, "-q", "bench", "--methods", "gsl", "--quantizers", "pq,opq,rq,lsq",
+    result = invoke(tmp_path, "bench", "--methods", "gsl", "--quantizers", "pq,opq,rq,lsq",
                     "--bits", "16", "--codebooks", "train", "--epochs", "3", "--warmup-epochs", "1")
     assert result.exit_code == 0, result.output
+    report = tmp_path / "results" / "report"
+    tables = (report / "tables.md").read_text()
     for quantizer in ("PQ", "OPQ", "RQ", "LSQ"):
-        assert f"## digits (pixels), {quantizer}, 256-word codebooks, pairwise loss" in result.output
+        title = f"digits (pixels), {quantizer}, 256-word codebooks, pairwise loss"
+        assert f"## {title}" in tables and f"### {title}" in result.stdout  # in what it found
+    # what it found (not the whole tables.md) and the path, as `gslbench report` prints them
+    found = found_section(tables)
+    assert result.stdout == f"{found.strip()}\n\nreport written to {report / 'index.html'}\n"
     assert len(run_dirs(tmp_path)) == 4
 
 
@@ -281,8 +295,8 @@ def test_help_version_download_report_and_a_dry_run_load_neither(digits_runs, tm
         assert done.returncode == (2 if "gls" in args else 0), done.stderr
     done = command(root, "--version")
     assert done.stdout == f"gslbench {importlib.metadata.version('gslbench')}\n"
-    assert command(root, "bench", str(grid), "--dry-run").stdout.endswith(
-        "2 cells: 0 done, 0 partial (trained, not evaluated), 2 todo\n")
+    assert "\n2 cells: 0 done, 0 partial (trained, not evaluated), 2 todo\nestimate: " in command(
+        root, "bench", str(grid), "--dry-run").stdout
     assert command(root, "evaluate", runs["pq"], "--force").stderr.strip().endswith(
         "loaded: ['faiss', 'torch']")  # a step loads them when it runs
 
@@ -371,7 +385,7 @@ def test_report_prints_what_it_found_and_the_path(digits_runs, tmp_path):
     result = invoke(root, "report", "--out", str(out), *runs.values())
     assert result.exit_code == 0, result.output
     tables = (out / "tables.md").read_text()
-    found = tables[tables.index("## What it found"):tables.index("\n## ", tables.index("## What"))]
+    found = found_section(tables)
     assert found.count("\n") > 2 and "## Settings" not in result.stdout
     assert result.stdout == f"{found.strip()}\n\nreport written to {out / 'index.html'}\n"
     quiet = invoke(root, "-q", "report", "--out", str(out), *runs.values())

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-README_LIMIT = 10_000
+README_LIMIT = 6_000  # characters written by hand (the generated answer table comes on top)
 # a repository path: a top folder of the repository, then lower-case segments, then an extension
 # (upper-case segments such as RUN or DATASET are placeholders for what the tool writes)
 REPO_PATH = re.compile(r"(?<![\w./-])((?:gslbench|tests|benchmarks|docs|\.ci)/[a-z0-9_./-]*"
@@ -76,7 +76,9 @@ def test_no_docstring_points_at_design_md():
 
 def test_readme_is_the_front_door():
     text = README.read_text(encoding="utf-8")
-    assert len(text) < README_LIMIT, f"README.md has {len(text)} characters"
+    prose = re.sub(r"<!-- generated: [\w-]+ -->\n.*?<!-- /generated -->", "", text, flags=re.DOTALL)
+    assert len(prose) < README_LIMIT, f"README.md has {len(prose)} characters of prose"
+    assert len(text) < 2 * README_LIMIT
     assert "make bench" in text and "make test" in text
     linked = set(re.findall(r"\]\((docs/[^)#\s]+)", text))
     assert linked and all((ROOT / name).is_file() for name in linked), linked

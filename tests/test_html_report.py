@@ -4,7 +4,8 @@
 The test loads a copy of the page with a probe script appended: after the load event the script
 writes what the browser rendered (each paper table's rows, bold cells and size; each image's
 `complete`, `naturalWidth` and drawn size) into the DOM, which `--dump-dom` prints; the same
-launch takes a screenshot. Negative controls show the checks can fail: a copy of the page with
+launch takes a screenshot. A figure must be drawn at its own size in a 1280-pixel window (not
+scaled down, where its text would shrink). Negative controls show the checks can fail: a copy of the page with
 one figure's bytes corrupted must be reported undecoded, and an empty page's screenshot blank.
 """
 
@@ -35,7 +36,7 @@ pytestmark = [
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars"]
-WINDOW = (1280, 2400)
+WINDOW = (1280, 4000)  # 1280 pixels wide, tall enough to show the first figure
 PROBE = """<script>
 window.addEventListener("load", () => {
   const box = (element) => { const r = element.getBoundingClientRect(); return [r.width, r.height]; };
@@ -49,6 +50,7 @@ window.addEventListener("load", () => {
     images: [...document.images].map((image) => ({
       file: image.closest("figure").querySelector("code").textContent,
       complete: image.complete, naturalWidth: image.naturalWidth, size: box(image),
+      top: image.getBoundingClientRect().top,
     })),
   };
   const out = document.createElement("pre");
@@ -118,20 +120,22 @@ def test_chromium_renders_the_tables_and_every_figure(tmp_path):
     # the verdict block opens the page and spans its width (the window less the body's margins)
     # (a row per code length and declared comparison: gsl against two-step and qloss, 16 and 32)
     assert report["verdicts"] == 4 and report["found"][0] > WINDOW[0] - 100
-    assert len(report["images"]) == 5  # mAP vs bits, recall@R, precision@K, PR, training
+    assert len(report["images"]) == 1  # one figure per table set
     assert undecoded(report) == []
-    for image in report["images"]:  # each image is its own PNG, decoded at its full width
-        assert image["naturalWidth"] == png_width(folder / image["file"])
+    for image in report["images"]:  # each image is its own PNG, decoded and drawn at its width
+        assert image["naturalWidth"] == png_width(folder / image["file"]) == image["size"][0]
+        assert image["size"][0] < WINDOW[0] - 64
+    assert report["images"][0]["top"] + report["images"][0]["size"][1] / 3 < WINDOW[1]
 
     assert Image.open(screenshot).size == WINDOW
     assert not blank(screenshot)
-    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # the methods' lines in the first figure
+    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # the methods' lines in the figure's top
         assert near(screenshot, colour) > 100, colour
 
     # negative controls: a corrupted figure is reported undecoded, an empty page is blank
     data = re.search(r'src="data:image/png;base64,([^"]{200})', page).group(1)
     broken = render(page.replace(data, "A" * len(data), 1), tmp_path, "broken")
-    assert undecoded(broken) == ["map_vs_bits.png"]
+    assert undecoded(broken) == [report["images"][0]["file"]]
     empty_shot = tmp_path / "empty.png"
     render("<!DOCTYPE html><html><body></body></html>", tmp_path, "empty", empty_shot)
     assert blank(empty_shot)

@@ -246,7 +246,8 @@ def test_an_imported_set_trains_benches_and_reports(tmp_path):
     assert dry.exit_code == 0 and "2 cells: 0 done" in dry.output, dry.output
     result = invoke(tmp_path, "-q", "bench", *grid, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "mine (imported), PQ, 16-word codebooks, pairwise loss" in result.output
+    tables = tmp_path / "results" / "report" / "tables.md"
+    assert "mine (imported), PQ, 16-word codebooks, pairwise loss" in tables.read_text()
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*/metrics.json")]
     assert len(metrics) == 2 and all(m["map"] > 0.5 for m in metrics)  # well separated classes
     result = invoke(tmp_path, "report", "-d", "mine")

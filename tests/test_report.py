@@ -151,8 +151,7 @@ def test_csv_tables_round_trip_through_pandas(report):
     pd.testing.assert_frame_equal(runs, results.reset_index(drop=True), check_dtype=False)
 
 
-FIGURES = ["map_vs_bits", *(f"{SLUG}-{name}" for name in
-                            ("recall_at", "precision_at", "pr_curve", "training"))]
+FIGURES = [SLUG]  # one figure per table set
 
 
 def test_every_figure_is_written_as_png_and_svg(report):
@@ -234,9 +233,9 @@ def test_results_document(tmp_path):
     # per code length: at 16 bits GSL beats two-step (+0.10 at every seed), at 32 bits it loses
     # to qloss; pca has no runs, and without validation mAP there is no best other (a note says
     # why); 3 seeds are marked, and the largest detectable difference shown
-    assert (f"| digits | standard | train | pq | 256 | {GSL} | 16: better +0.1000; 32: not "
-            "powered +0.0000 | 16: not powered +0.0000; 32: worse -0.1000 | — | — | 3 (< 10) | "
-            "0.1309 |") in text
+    assert (f"| standard | pq | 256 | {GSL} | 16: +0.1000 better<br>32: +0.0000 not "
+            "powered | 16: +0.0000 not powered<br>32: -0.1000 worse | 3 (< 10) | 0.1309 |") in text
+    assert "no column for pca or the best other" in text
     assert "these runs have no validation mAP" in text
     assert "gap to float" in text and "database quantization MSE" in text
     assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
@@ -268,7 +267,8 @@ def test_the_document_records_its_provenance_and_its_tables_rebuild_from_its_csv
     answer, tables = rebuild_tables(doc.with_suffix(".csv"), margin=0.02)
     assert answer in text and tables in text  # the document's tables, from the CSV alone
     assert answer.startswith("## The answer") and "## Paired comparisons" in tables
-    assert "### digits (pixels), PQ, 256-word codebooks, pairwise loss" in tables
+    assert "### digits (pixels), pairwise loss, standard protocol" in tables
+    assert "**digits (pixels), PQ, 256-word codebooks, pairwise loss.** Best by mean" in tables
     # a CSV with another number is a document with other tables
     rows.loc[rows.variant == GSL, "map"] += 0.001
     rows.to_csv(tmp_path / "edited.csv", index=False)
@@ -303,10 +303,10 @@ def test_the_report_opens_with_what_it_found_and_the_settings(report):
     assert f"(commit {made['commit']})" in page and '<td class="better">better</td>' in page
     assert "a positive gap is what quantization costs" in page
     assert "max-width: 1400px" not in page
-    # captions name the table or figure, not the table set its section is titled by
+    # captions name the table or what the figure shows, not the table set its section is titled by
     assert "<caption>Gap to float (float mAP − mAP)" in page
-    assert "<figcaption>recall@R (mean over seeds); files" in page
-    assert "<caption>digits (pixels)" not in page and "<figcaption>recall@R: digits" not in page
+    assert "<figcaption>Panels: mAP against code length (mean ± std over seeds); " in page
+    assert "<caption>digits (pixels)" not in page and "<figcaption>digits" not in page
 
 
 def test_the_commit_is_unknown_without_git(monkeypatch):
@@ -463,7 +463,7 @@ def test_other_search_modes_get_their_own_tables_and_search_bench_its_section(tm
                                tables[(KEY, "map")].value.loc[GSL] - 0.1)
     assert f"## {KEY[0]} (pixels), PQ, 256-word codebooks, pairwise loss: mAP" in markdown
     assert "PQ, 256-word codebooks, pairwise loss, SDC, inner product: mAP" in markdown
-    assert (folder / f"{SLUG}-sdc-ip-recall_at.png").is_file()
+    assert (folder / f"{SLUG}-sdc-ip.png").is_file()
     speed = pd.read_csv(folder / "search.csv")
     float_runs = speed[speed.variant == "float"]
     assert len(float_runs) == 1 and float_runs.quantizer.item() == "none"  # a float run's codes
@@ -495,7 +495,7 @@ def test_codebook_sizes_get_tables_of_their_own(tmp_path):
     assert small.value.at["float", 16] == large.value.at["float", 16] == 0.9  # one ceiling
     assert "## digits (pixels), PQ, 16-word codebooks, pairwise loss: mAP" in markdown
     assert sorted(results.sub_bits) == [4, 8, 8]
-    assert (tmp_path / "report" / "digits-pixels-pairwise-pq-16w-pr_curve.png").is_file()
+    assert (tmp_path / "report" / "digits-pixels-pairwise-pq-16w.png").is_file()
 
 
 def test_validation_runs_are_never_reported_with_test_runs(tmp_path):

@@ -36,7 +36,7 @@ from gslbench.storage import atomic_path, read_json
 from gslbench.train import load_config
 
 if TYPE_CHECKING:
-    from gslbench.bench.tune import Plan
+    from gslbench.bench.tuning_plan import Plan
 
 TEST_COLUMNS = ["cell", "method", "variant", "seed", "map"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -22,7 +22,7 @@ from gslbench.storage import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gslbench.bench.tune import Plan
+    from gslbench.bench.tuning_plan import Plan
 
 KEY_FIELDS = ("dataset", "protocol", "quantizer", "bits", "sub_bits")  # in every choice
 
@@ -90,10 +90,11 @@ class Tuned:
 
     def apply(self, config: RunConfig, keep: frozenset[str] = frozenset()) -> RunConfig:
         """The cell with its method's knobs set to the tuned choice, except those in `keep` (a
-        control's knobs, set by the grid); methods without knobs as they are. A cell that was
-        not tuned is a user error."""
+        control's knobs, set by the grid); methods without knobs, and cells whose grid sets all
+        their knobs, as they are (tune need not have covered them). A cell that was not tuned is
+        a user error."""
         knobs = [knob for knob in config.method_spec.knobs if knob.name not in keep]
-        if not config.method_spec.knobs:
+        if not knobs:  # no knobs, or a control that sets them all: nothing to look up
             return config
         cell = {name: getattr(config, name) for name in CELL_FIELDS}
         differ = [f"{name}={value!r} (this grid: {cell[name]!r})"

@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from gslbench import bench as bench_module
 from gslbench import curves, layout
+from gslbench.bench import estimate
 from gslbench.bench.executors import EXECUTORS, ExecutorConfig, check_executor_options
 from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
 from gslbench.cli.base import (
@@ -24,6 +25,7 @@ from gslbench.cli.base import (
     split,
     tensorboard_option,
 )
+from gslbench.cli.outputs import echo_report
 from gslbench.errors import GslbenchError
 from gslbench.layout import CODEBOOKS
 from gslbench.targets import check_tune_outputs
@@ -94,6 +96,8 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     \b
     The grid is GRID.toml (keys: RunConfig fields; a list is an axis) or the flags;
     flags given on the command line override the file's keys. A killed bench resumes.
+    At the end it writes the report as `gslbench report` does and prints what it found
+    (the verdict blocks of tables.md) and index.html's path; with -q the path alone.
     Example: gslbench bench benchmarks/paper.toml --dry-run
     """
     grid = _bench_grid(ctx, grid_file, options)
@@ -104,7 +108,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
     results_dir = ctx.obj["results_dir"]
     if dry_run:  # before the executor, whose device check loads torch
         check_executor_options(executor, jobs, cpus_per_cell, address)
-        _echo_cells(grid, ctx.obj["data_dir"], results_dir)
+        _echo_cells(grid, ctx.obj["data_dir"], results_dir, jobs or 1)
         return
     if tensorboard is not None:
         curves.check_writer()
@@ -118,8 +122,7 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
 
         out = layout.report_dir(results_dir)
         _, markdown = report_module.write_report(list(result.run_dirs), out)
-        click.echo(markdown, nl=False)
-        click.echo(f"report written to {out}")
+        echo_report(ctx, markdown, out)
     if result.failed:
         raise GslbenchError(f"{len(result.failed)} cell(s) failed (listed above); finished cells "
                             "are kept: run the same bench again to retry the others")
@@ -208,9 +211,9 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
                f"{layout.trials_csv_path(out)} and {doc}")
 
 
-def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path) -> None:
+def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path, jobs: int) -> None:
     """Print each cell's run id, state, description and why its files do not count (stale or
-    damaged), then the count per state."""
+    damaged), then the count per state and what the cells left will cost (`bench.estimate`)."""
     cells = bench_module.grid_status(grid, data_dir, results_dir)
     fields = tuple(grid.axes())
     click.echo(f"{'RUN':<12}  {'STATE':<7}  CELL")
@@ -223,5 +226,25 @@ def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path) -> None:
     click.echo(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial "
                f"(trained, not evaluated), {counts['todo']} todo"
                + (f"; {rerun} stale or damaged, to run again" if rerun else ""))
+    left = [config for config, cell in cells if cell.state != "done"]
+    if left:
+        click.echo(_estimate_line(estimate.estimate(left, estimate.timings([results_dir])), jobs))
+
+
+def _estimate_line(cost: estimate.Estimate, jobs: int) -> str:
+    """bench --dry-run's last line: the cells left's time, and how it was found."""
+    if not cost.estimated:
+        return (f"estimate: none ({cost.timed_runs} finished runs, none of the same data set, "
+                "representation and fine-tuning to time the cells left from)")
+    exact, method, quantizer, dataset = cost.per_level
+    missing = f"; {cost.unestimated} cells not estimated (no run like them)" \
+        if cost.unestimated else ""
+    duration = bench_module.format_duration
+    return (f"estimate: {duration(cost.seconds)} of cell time for {cost.estimated} of the "
+            f"{cost.cells} cells left, about {duration(cost.wall_seconds(jobs))} at -j "
+            f"{jobs} (the median of {cost.timed_runs} finished runs: {exact} cells timed by "
+            f"their own settings at other seeds, {method} by their method, {quantizer} by their "
+            f"quantizer and code length, {dataset} by their data set only; partial cells counted "
+            f"in full){missing}")
 
 

@@ -145,6 +145,12 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     out = out or layout.report_dir(results_dir)
     _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin, declared,
                                              validation)
+    echo_report(ctx, markdown, out)
+
+
+def echo_report(ctx: click.Context, markdown: str, out: Path) -> None:
+    """What report and bench print once the report folder `out` is written: the verdict blocks
+    of its tables.md `markdown` (`found_text`) and its index.html's path; with -q the path alone."""
     if ctx.obj["quiet"]:
         click.echo(out / "index.html")
     else:

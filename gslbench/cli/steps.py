@@ -33,8 +33,11 @@ from gslbench.config import (
     check_feature_options,
 )
 from gslbench.data.features import build_features
+from gslbench.data.imagelist import DEFAULT_BACKBONE
+from gslbench.data.neighbours import DEFAULT_K
 from gslbench.devices import resolve_device
 from gslbench.encode import encode_run
+from gslbench.errors import GslbenchError
 from gslbench.evaluation.step import evaluate_run
 from gslbench.methods import loop
 from gslbench.quantizers.search import SEARCHES
@@ -101,15 +104,32 @@ def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: 
     click.echo(path)
 
 
+# the options of one source of `features import` only (by parameter name)
+SOURCE_OPTIONS = {
+    "source": ("labels_path", "split_path", "features_key", "labels_key", "split_key",
+               "query_per_class", "train_per_class", "train_in_database", "n_classes"),
+    "ann_benchmarks": ("neighbours", "train_size"),
+    "image_list": ("image_root", "train_list", "test_list", "database_list", "backbone",
+                   "image_size", "batch_size", "device"),
+}
+IMAGE_SETTINGS = tuple(s for s in FEATURE_SETTINGS if s.name in ("image_size", "batch_size"))
+
+
 @features.command("import")
 @click.argument("name")
-@click.option("--from", "source", required=True, type=click.Path(path_type=Path),
-              help="The features: .npz, .npy, .h5/.hdf5 or MATLAB .mat (v5 to v7.3).")
+@click.option("--from", "source", type=click.Path(path_type=Path),
+              help="Your features: .npz, .npy, .h5/.hdf5 or MATLAB .mat (v5 to v7.3).")
+@click.option("--ann-benchmarks", type=click.Path(path_type=Path),
+              help="An ann-benchmarks .hdf5 file (train, test, neighbors, distances; distance "
+                   "euclidean or angular).")
+@click.option("--image-list", type=click.Path(path_type=Path),
+              help="A folder of DeepHash-pytorch lists train.txt, test.txt, database.txt.")
 @click.option("--labels", "labels_path", type=click.Path(path_type=Path),
               help="With a .npy --from: the labels' .npy file.")
 @click.option("--split", "split_path", type=click.Path(path_type=Path),
               help="With a .npy --from: the split's .npy file.")
-@click.option("--feature", default="imported", show_default=True, help="The feature's name.")
+@click.option("--feature", help="The feature's name [imported; with --image-list the backbone's, "
+                                "suffixed -SIZE for a non-default --image-size].")
 @click.option("--features-key", default="features", show_default=True,
               help="Key (or variable) of the (n, d) features in --from.")
 @click.option("--labels-key", default="labels", show_default=True,
@@ -122,33 +142,95 @@ def extract(ctx: click.Context, dataset: str, backbone: str | None, image_size: 
               help="Training items drawn per class when the file has no split [500].")
 @click.option("--train-in-database", is_flag=True,
               help="Drawn training items stay in the database.")
-@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seed of the drawn split when the file has none.")
-@click.option("--map-at", "map_top", type=click.IntRange(min=1),
-              help="Score mAP@K (default: mAP over the whole database).")
 @click.option("--classes", "n_classes", type=click.IntRange(min=1),
               help="Number of classes of class-id labels (default: the largest id + 1).")
+@click.option("--neighbours", default=DEFAULT_K, show_default=True, type=click.IntRange(min=1),
+              help="--ann-benchmarks: a query's relevant items, its k first listed neighbours.")
+@click.option("--train-size", type=click.IntRange(min=2),
+              help="--ann-benchmarks: the training sample of train rows [min(100000, n/2)].")
+@click.option("--image-root", type=click.Path(path_type=Path),
+              help="--image-list: the folder the listed paths are relative to [the lists'].")
+@click.option("--train-list", type=click.Path(path_type=Path),
+              help="--image-list: the training list [DIR/train.txt].")
+@click.option("--test-list", type=click.Path(path_type=Path),
+              help="--image-list: the query list [DIR/test.txt].")
+@click.option("--database-list", type=click.Path(path_type=Path),
+              help="--image-list: the database list [DIR/database.txt].")
+@click.option("--backbone", help=f"--image-list: the feature extractor [{DEFAULT_BACKBONE}].")
+@options(IMAGE_SETTINGS)
+@device_option
+@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the drawn parts: the validation split, --from's split when the file "
+                   "has none, --ann-benchmarks' training sample.")
+@click.option("--map-at", "map_top", type=click.IntRange(min=1),
+              help="Score mAP@K [--ann-benchmarks: 100; else mAP over the whole database].")
 @options(VALIDATION_SETTINGS)
 @click.pass_context
-def import_(ctx: click.Context, name: str, source: Path, labels_path: Path | None,
-            split_path: Path | None, feature: str, features_key: str, labels_key: str,
-            split_key: str, query_per_class: int | None, train_per_class: int | None,
-            train_in_database: bool, split_seed: int, map_top: int | None,
-            n_classes: int | None, validation_queries: float, validation_database: float) -> None:
-    """Import your own features, labels and split as data set NAME.
+def import_(ctx: click.Context, name: str, **given: Any) -> None:
+    """Import a data set as NAME from one of three sources.
 
-    Example: gslbench features import cifar-vgg --from cifar10_vgg.mat --map-at 1000
+    \b
+    --from FILE: your features (n, d), labels ((n,) class ids or (n, C)
+      multi-hot) and optionally a split (n,) of part codes.
+    --ann-benchmarks FILE.hdf5: datasets train (n, d), test (q, d),
+      neighbors (q, K) and distances (q, K), attribute distance euclidean
+      or angular (vectors L2-normalised); the queries are test, the
+      database every train row, relevance the first --neighbours listed
+      (checked on 100 queries against an exact search); training and
+      validation are drawn from train.
+    --image-list DIR: train.txt, test.txt, database.txt, one image a line,
+      `relative/path.jpg 0 1 0 ...` (its path under --image-root, its
+      multi-hot labels); features by --backbone; the three sets kept as
+      given, the validation split drawn from the database items that are
+      no training items.
+
+    \b
+    Examples: gslbench features import cifar-vgg --from cifar10_vgg.mat --map-at 1000
+              gslbench features import sift --ann-benchmarks sift-128-euclidean.hdf5
+              gslbench features import nus --image-list lists/ --image-root images/
     """
-    arrays = data.ImportSource(source, labels_path, split_path, features_key, labels_key,
-                               split_key)
-    protocol = data.ImportProtocol(query_per_class, train_per_class, train_in_database, map_top,
-                                   split_seed)
-    check_feature_options(validation_queries=validation_queries,
-                          validation_database=validation_database)
-    click.echo(data.import_features(name, arrays, ctx.obj["data_dir"], protocol=protocol,
-                                    feature=feature, n_classes=n_classes,
-                                    validation=data.Validation(validation_queries,
-                                                               validation_database)))
+    chosen = _import_source(ctx, given)
+    check_feature_options(**{key: given[key] for key in ("validation_queries",
+                                                         "validation_database")})
+    common = {"validation": data.Validation(given["validation_queries"],
+                                            given["validation_database"])}
+    if chosen == "source":
+        source = data.ImportSource(*(given[key] for key in (
+            "source", "labels_path", "split_path", "features_key", "labels_key", "split_key")))
+        common.update(feature=given["feature"] or "imported", n_classes=given["n_classes"],
+                      protocol=data.ImportProtocol(*(given[key] for key in (
+                          "query_per_class", "train_per_class", "train_in_database", "map_top",
+                          "split_seed"))))
+    elif chosen == "ann_benchmarks":
+        source = data.AnnBenchmarksSource(given["ann_benchmarks"], given["train_size"],
+                                          given["neighbours"])
+        common.update(feature=given["feature"] or "imported", split_seed=given["split_seed"],
+                      map_top=given["map_top"] or 100)
+    else:
+        check_feature_options(image_size=given["image_size"], batch_size=given["batch_size"])
+        source = data.ImageListSource.in_folder(
+            given["image_list"], given["image_root"], train=given["train_list"],
+            test=given["test_list"], database=given["database_list"], backbone=given["backbone"],
+            image_size=given["image_size"], batch_size=given["batch_size"])
+        common.update(feature=given["feature"], split_seed=given["split_seed"],
+                      map_top=given["map_top"], device=resolve_device(given["device"]))
+    click.echo(data.import_features(name, source, ctx.obj["data_dir"], **common))
+
+
+def _import_source(ctx: click.Context, given: dict[str, Any]) -> str:
+    """Which source `features import` reads (`SOURCE_OPTIONS`); none, several, or an option of
+    another source given on the command line is a one-line error."""
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    named = [key for key in SOURCE_OPTIONS if given[key] is not None]
+    if len(named) != 1:
+        raise GslbenchError("features import: give one of --from FILE, --ann-benchmarks "
+                            "FILE.hdf5 and --image-list DIR")
+    for key, names in SOURCE_OPTIONS.items():
+        for option in names if key != named[0] else ():
+            if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE:
+                raise GslbenchError(f"{flags[option]}: goes with {flags[key]}, not with "
+                                    f"{flags[named[0]]}")
+    return named[0]
 
 
 @cli.command()

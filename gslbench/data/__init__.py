@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from gslbench import layout
+from gslbench.data.annbenchmarks import AnnBenchmarksSource, import_ann_benchmarks
 from gslbench.data.base import Dataset, Protocol, RawData, Validation, split_indices
 from gslbench.data.cifar10 import CIFAR10
 from gslbench.data.digits import DIGITS
 from gslbench.data.fashion_mnist import FASHION_MNIST
 from gslbench.data.glove import GLOVE
+from gslbench.data.imagelist import ImageListSource, import_image_list
 from gslbench.data.imported import ImportProtocol, ImportSource, imported_dataset
 from gslbench.data.imported import import_features as _import_features
 from gslbench.data.nuswide21 import NUSWIDE21
@@ -57,12 +59,19 @@ def feature_path(data_dir: str | Path, name: str, feature: str | None = None) ->
                                feature or get_dataset(name, data_dir).default_feature)
 
 
-def import_features(name: str, source: ImportSource, data_dir: str | Path, **options: Any) -> Path:
-    """Import a user's features as data set `name` (`gslbench.data.imported.import_features`,
-    which takes the `options`); a built-in name is refused. Returns the feature file's path."""
+IMPORTERS = {ImportSource: _import_features, AnnBenchmarksSource: import_ann_benchmarks,
+             ImageListSource: import_image_list}
+
+
+def import_features(name: str, source: ImportSource | AnnBenchmarksSource | ImageListSource,
+                    data_dir: str | Path, **options: Any) -> Path:
+    """Import data set `name` from `source`: a user's features (`gslbench.data.imported`), an
+    ann-benchmarks file (`gslbench.data.annbenchmarks`) or image lists
+    (`gslbench.data.imagelist`), whose importer takes the `options`; a built-in name is refused.
+    Returns the feature file's path."""
     if name in DATASETS:
         raise GslbenchError(f"{name} is a built-in data set; import under another name")
-    return _import_features(name, source, data_dir, **options)
+    return IMPORTERS[type(source)](name, source, data_dir, **options)
 
 
 def download(
@@ -80,6 +89,6 @@ def download(
     return dataset.download(directory, url, Path(from_dir) if from_dir is not None else None)
 
 
-__all__ = ["DATASETS", "Dataset", "ImportProtocol", "ImportSource", "Protocol", "RawData",
-           "Validation", "download", "feature_path", "get_dataset", "import_features",
-           "split_indices"]
+__all__ = ["DATASETS", "AnnBenchmarksSource", "Dataset", "ImageListSource", "ImportProtocol",
+           "ImportSource", "Protocol", "RawData", "Validation", "download", "feature_path",
+           "get_dataset", "import_features", "split_indices"]

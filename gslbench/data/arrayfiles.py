@@ -64,9 +64,9 @@ def read_arrays(source: ImportSource) -> dict[str, ArrayLike]:
     if suffix == ".npz":
         stored = _read_npz(path)
     elif suffix in (".h5", ".hdf5"):
-        stored = _read_hdf5(path, transpose=False)
+        stored = read_hdf5(path, transpose=False)
     elif suffix == ".mat":
-        stored = _read_hdf5(path, transpose=True) if _is_mat73(path) else _read_mat_v5(path)
+        stored = read_hdf5(path, transpose=True) if _is_mat73(path) else _read_mat_v5(path)
     else:
         raise GslbenchError(f"{path}: unknown file type {suffix!r}; use .npz, .npy, .h5, .hdf5 "
                             "or .mat")
@@ -210,7 +210,7 @@ def _whole_member(path: Path, name: str) -> Callable[[tuple | slice], np.ndarray
     return lambda index: whole()[index]
 
 
-def _read_hdf5(path: Path, transpose: bool) -> dict[str, _Stored]:
+def read_hdf5(path: Path, transpose: bool) -> dict[str, _Stored]:
     """The datasets at the file's root, each read when indexed (the file opened per read);
     `transpose` for MATLAB v7.3 (column-major) files. Only bytes of this file are read: an
     external link, external storage or a virtual dataset (bytes of other files, e.g. of the

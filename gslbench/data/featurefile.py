@@ -17,7 +17,7 @@ again).
 
 A data set without labels (`glove-6b-50d`) has labels of no columns and relates its items by
 neighbours instead: /train/neighbours, /query/neighbours and /validation/query/neighbours (n, k)
-int64 (`gslbench.data.neighbours`, checked by `check_neighbours`).
+int64 (`gslbench.data.neighbours`, checked here by `check_neighbours`).
 
 Longer than 400 lines on purpose: the format's writer, its reader and the checks of its content
 stay in one file, so that a reader checks them against the format's description in one place.
@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from gslbench import layout
-from gslbench.data.neighbours import check_neighbours
+from gslbench.data.neighbours import NEIGHBOUR_TARGETS
 from gslbench.data.unseen import DEFAULT_UNSEEN, unseen_classes, validation_unseen_classes
 from gslbench.errors import GslbenchError
 from gslbench.storage import open_h5, sha256_file, write_h5
@@ -274,7 +274,7 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
     known = {"dataset", "feature", "label_names", "split_seed", "source_sha256", "dim",
              "n_classes", "multilabel", "format", "format_version", "created_by", "content_sha256",
              "unseen_classes"}  # unseen_classes: format_version 3's stored draw, dropped
-    _check_validation(splits, path)
+    _check_validation(splits, path, in_database=bool(attrs.get("validation_in_database", False)))
     n_classes = classes.pop()
     features = FeatureSet(
         dataset=_attr(attrs, "dataset", str, path),
@@ -361,20 +361,25 @@ def check_labels(labels: np.ndarray, where: str) -> None:
         raise GslbenchError(f"{where}: {unlabelled} of {len(labels)} items have no label")
 
 
-def _check_validation(splits: dict[str, Split], path: str | Path) -> None:
+def _check_validation(splits: dict[str, Split], path: str | Path, in_database: bool = False
+                      ) -> None:
     """The validation queries and database must be disjoint from each other and from the test
-    parts (training items, queries, database)."""
+    parts (training items, queries, database); `in_database` (attr `validation_in_database`: an
+    import that keeps the test parts as its source gives them, `gslbench.data.annbenchmarks`,
+    `gslbench.data.imagelist`): they may be test database items, never training items or test
+    queries."""
     if ("validation/query" in splits) != ("validation/database" in splits):
         raise GslbenchError(f"{path}: holds only one of /validation/query and /validation/database")
     if "validation/query" not in splits:
         return
     query, database = splits["validation/query"].indices, splits["validation/database"].indices
     together = np.concatenate([query, database])
-    test = np.concatenate([splits[name].indices for name in SPLITS])
-    if len(np.unique(together)) != len(together) or np.isin(together, test).any():
+    test = [name for name in SPLITS if not (in_database and name == "database")]
+    seen = np.concatenate([splits[name].indices for name in test])
+    if len(np.unique(together)) != len(together) or np.isin(together, seen).any():
         raise GslbenchError(f"{path}: /split/validation_query and /split/validation_database are "
-                            "not disjoint from each other and from /split/train, /split/query "
-                            "and /split/database")
+                            "not disjoint from each other and from "
+                            f"{', '.join('/split/' + name for name in test)}")
 
 
 def has_validation_split(path: str | Path) -> bool:
@@ -415,3 +420,34 @@ def _read_split(handle: h5py.File, name: str, path: str | Path) -> Split:
     return Split(features.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False),
                  indices.astype(np.int64, copy=False),
                  None if neighbours is None else neighbours.astype(np.int64, copy=False))
+
+
+def check_neighbours(features: FeatureSet, path: str | Path) -> None:
+    """A data set without labels (no label columns) must relate its items by neighbours: its
+    training part and query parts hold /PART/neighbours (n, k) integers, the same k throughout,
+    each a position in the part it refers to (`NEIGHBOUR_TARGETS`), distinct within a row, never
+    the training item itself; labelled data holds none."""
+    ks = set()
+    for name, target in NEIGHBOUR_TARGETS.items():
+        part, within = getattr(features, name), getattr(features, target)
+        found = None if part is None else part.neighbours
+        where = f"{path}: /{name.replace('_', '/')}/neighbours"
+        if found is None:
+            if part is not None and not features.n_classes:
+                raise GslbenchError(f"{where}: missing (the data set has no labels)")
+            continue
+        if features.n_classes:
+            raise GslbenchError(f"{where}: a labelled data set holds no neighbours")
+        if found.dtype.kind not in "iu" or found.ndim != 2 or len(found) != len(part.indices):
+            raise GslbenchError(f"{where}: {found.dtype} {found.shape}, want ({len(part.indices)}, k)"
+                                " integers")
+        ks.add(found.shape[1])
+        if found.size and (found.min() < 0 or found.max() >= len(within.indices)):
+            raise GslbenchError(f"{where}: positions outside 0..{len(within.indices) - 1}")
+        ordered = np.sort(found, axis=1)
+        if (ordered[:, 1:] == ordered[:, :-1]).any():
+            raise GslbenchError(f"{where}: an item lists the same neighbour twice")
+        if name == target and (found == np.arange(len(found))[:, None]).any():
+            raise GslbenchError(f"{where}: an item is listed as its own neighbour")
+    if len(ks) > 1 or 0 in ks:
+        raise GslbenchError(f"{path}: the parts' neighbours disagree on k ({sorted(ks)})")

@@ -19,6 +19,8 @@ Everything is validated first (shapes, dtypes, finiteness, labels, split), each 
 one-line error. The import writes the feature file `DATA/NAME/FEATURE.h5` and the data set's
 record `DATA/NAME/imported.json` (its protocol and features), through which `get_dataset(NAME,
 DATA)` finds it: train, encode, evaluate, bench and report then treat it as a built-in data set.
+The other sources of `features import` (`gslbench.data.annbenchmarks`, `gslbench.data.imagelist`)
+write through the same `write_import` and carve their validation split with `with_validation`.
 """
 
 from __future__ import annotations
@@ -73,8 +75,7 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
     write
     DATA/NAME/FEATURE.h5 and the record DATA/NAME/imported.json; returns the feature file's
     path."""
-    _check_name(name, "data set")
-    _check_name(feature, "feature")
+    check_names(name, feature)
     arrays = read_arrays(source)
     features = arrays["features"]  # not read yet where the format allows: read last, in chunks
     labels = checked_labels(arrays["labels"], feature_rows(features, source.path), n_classes,
@@ -87,35 +88,50 @@ def import_features(name: str, source: ImportSource, data_dir: str | Path,
         len(labels), labels.shape[1],
         record["query_per_class"] or round(len(parts["query"]) / labels.shape[1]))
     if parts is not None:
-        parts = _with_validation(labels, parts, validation, protocol.split_seed)
+        parts = with_validation(labels, parts, validation, protocol.split_seed)
     else:
         parts = split_indices(labels, _as_protocol(record), protocol.split_seed, validation)
     sources = [p for p in (source.path, source.labels_path, source.split_path) if p is not None]
     features = checked_features(features, source.path)  # after the cheap checks
+    parts = {part: Split(features[idx], labels[idx], idx) for part, idx in parts.items()}
+    return write_import(name, feature, data_dir, parts, record, _sources_sha256(sources), {
+        "backbone": "imported", "image_size": 0, "weights_sha256": "",
+        "validation": json.dumps(asdict(validation)),
+        "imported_from": json.dumps([str(p) for p in sources])})
+
+
+def write_import(name: str, feature: str, data_dir: str | Path, parts: dict[str, Split],
+                 record: dict, source_sha256: str, attrs: dict) -> Path:
+    """Write an imported data set: DATA/NAME/FEATURE.h5 with `parts` (the names of
+    `split_indices`, labels (n, C) uint8 of C columns alike), `attrs` and the protocol `record`
+    (`split_seed` among its keys) as its attr `protocol`, then the record DATA/NAME/imported.json
+    (`record` its protocol, `feature` added). Nothing is written when a check refuses the
+    features; returns the feature file's path."""
+    check_names(name, feature)
+    n_classes = parts["train"].labels.shape[1]
     feature_set = FeatureSet(
-        dataset=name, feature=feature,
-        **{part: Split(features[idx], labels[idx], idx) for part, idx in parts.items()},
-        label_names=[str(c) for c in range(labels.shape[1])], split_seed=protocol.split_seed,
-        source_sha256=_sources_sha256(sources),
-        extra_attrs={"backbone": "imported", "image_size": 0, "weights_sha256": "",
-                     "protocol": json.dumps(record), "validation": json.dumps(asdict(validation)),
-                     "imported_from": json.dumps([str(p) for p in sources])},
-    )
+        dataset=name, feature=feature, **parts, label_names=[str(c) for c in range(n_classes)],
+        split_seed=record["split_seed"], source_sha256=source_sha256,
+        extra_attrs={**attrs, "protocol": json.dumps(record)})
     path = layout.feature_path(data_dir, name, feature)
-    registered = _registered(data_dir, name, feature, record, feature_set.source_sha256)
+    registered = _registered(data_dir, name, feature, record, source_sha256)
     write_feature_file(path, feature_set)  # checks the features: nothing written if refused
     write_json(layout.imported_path(data_dir, name), registered)
     return path
 
 
-def _with_validation(labels: np.ndarray, parts: dict[str, np.ndarray], validation: Validation,
-                     seed: int) -> dict[str, np.ndarray]:
-    """A given split's parts with the validation split carved (seeded) out of its database items
-    that are no training items, which leave the database."""
+def with_validation(labels: np.ndarray, parts: dict[str, np.ndarray], validation: Validation,
+                    seed: int, keep_database: bool = False) -> dict[str, np.ndarray]:
+    """A given split's parts (sorted int64 indices of the (n, C) multi-hot `labels`' items) with
+    the validation split carved (seeded, `carve_validation`) out of its database items that are
+    no training items: they leave the database, or with `keep_database` stay in it (the test
+    parts as a source gives them; the file's attr `validation_in_database`)."""
     free = np.zeros(len(labels), bool)
     free[parts["database"]] = True
     free[parts["train"]] = False
     held = carve_validation(labels, free, validation, np.random.default_rng(seed))
+    if keep_database:
+        return {**parts, **held}
     database = np.setdiff1d(parts["database"], np.concatenate([np.empty(0, np.int64),
                                                                *held.values()]))
     return {**parts, "database": database, **held}
@@ -135,7 +151,7 @@ def _record_protocol(protocol: ImportProtocol, given_split: bool, path: Path) ->
 
 def _as_protocol(record: dict) -> Protocol:
     return Protocol(record["query_per_class"], record["train_per_class"], record["map_top"],
-                    record["train_in_database"])
+                    record["train_in_database"], record.get("neighbours", 0))
 
 
 def imported_dataset(data_dir: str | Path, name: str) -> Dataset:
@@ -170,10 +186,12 @@ def _no_raw_files(name: str):
     return load_raw
 
 
-def _check_name(name: str, what: str) -> None:
-    if not NAME_PATTERN.fullmatch(name):
-        raise GslbenchError(f"{what} name {name!r}: use letters, digits, '_' and '-' (starting "
-                            "with a letter or digit)")
+def check_names(name: str, feature: str) -> None:
+    """The data set's and the feature's names must be letters, digits, '_' and '-'."""
+    for what, value in (("data set", name), ("feature", feature)):
+        if not NAME_PATTERN.fullmatch(value):
+            raise GslbenchError(f"{what} name {value!r}: use letters, digits, '_' and '-' "
+                                "(starting with a letter or digit)")
 
 
 def _registered(data_dir: str | Path, name: str, feature: str, protocol: dict,

@@ -14,16 +14,10 @@ nearest first.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
-
-if TYPE_CHECKING:
-    from gslbench.data.featurefile import FeatureSet
 
 faiss = lazy_import("faiss")
 
@@ -68,34 +62,3 @@ def neighbour_rows(neighbours: np.ndarray) -> np.ndarray:
     -> (n, 1 + k) int64 rows [i, its k neighbours], so that a batch's rows (any subset, in any
     order) carry who each item is and whom it is related to (`gslbench.methods.losses`)."""
     return np.concatenate([np.arange(len(neighbours))[:, None], neighbours], axis=1).astype(np.int64)
-
-
-def check_neighbours(features: FeatureSet, path: str | Path) -> None:
-    """A data set without labels (no label columns) must relate its items by neighbours: its
-    training part and query parts hold /PART/neighbours (n, k) integers, the same k throughout,
-    each a position in the part it refers to (`NEIGHBOUR_TARGETS`), distinct within a row, never
-    the training item itself; labelled data holds none."""
-    ks = set()
-    for name, target in NEIGHBOUR_TARGETS.items():
-        part, within = getattr(features, name), getattr(features, target)
-        found = None if part is None else part.neighbours
-        where = f"{path}: /{name.replace('_', '/')}/neighbours"
-        if found is None:
-            if part is not None and not features.n_classes:
-                raise GslbenchError(f"{where}: missing (the data set has no labels)")
-            continue
-        if features.n_classes:
-            raise GslbenchError(f"{where}: a labelled data set holds no neighbours")
-        if found.dtype.kind not in "iu" or found.ndim != 2 or len(found) != len(part.indices):
-            raise GslbenchError(f"{where}: {found.dtype} {found.shape}, want ({len(part.indices)}, k)"
-                                " integers")
-        ks.add(found.shape[1])
-        if found.size and (found.min() < 0 or found.max() >= len(within.indices)):
-            raise GslbenchError(f"{where}: positions outside 0..{len(within.indices) - 1}")
-        ordered = np.sort(found, axis=1)
-        if (ordered[:, 1:] == ordered[:, :-1]).any():
-            raise GslbenchError(f"{where}: an item lists the same neighbour twice")
-        if name == target and (found == np.arange(len(found))[:, None]).any():
-            raise GslbenchError(f"{where}: an item is listed as its own neighbour")
-    if len(ks) > 1 or 0 in ks:
-        raise GslbenchError(f"{path}: the parts' neighbours disagree on k ({sorted(ks)})")

@@ -11,6 +11,7 @@ from gslbench.quantizers import Quantizer
 from gslbench.settings import Setting
 
 torch = lazy_import("torch")
+snapping = lazy_import("gslbench.methods.snapping")  # the layer, a torch module: loaded to train
 
 # how the layer picks its codeword c* (`gslbench.methods.snapping`, step 2)
 SELECT_RULES = ("aligned", "nearest")
@@ -37,11 +38,9 @@ class GSLMethod(Method):
         return None if settings["gsl_select"] == "nearest" else ("gsl_k", settings["gsl_k"])
 
     def __init__(self, config: Any, quantizer: Quantizer | None) -> None:
-        from gslbench.methods.snapping import GradientSnappingLayer  # torch: imported to train
-
         super().__init__(config, quantizer)
-        self.layer = GradientSnappingLayer(quantizer, k=config.gsl_k, alpha=config.gsl_alpha,
-                                           select=config.gsl_select)
+        self.layer = snapping.GradientSnappingLayer(quantizer, k=config.gsl_k,
+                                                    alpha=config.gsl_alpha, select=config.gsl_select)
 
     def representation(self, z: torch.Tensor) -> torch.Tensor:
         return self.layer(z)

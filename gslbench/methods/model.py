@@ -4,15 +4,13 @@ the CNN's trainable top (`gslbench.data.finetuning.Top`) comes first, on cached 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from gslbench.config import RunConfig
 
 
 class EmbeddingNet(nn.Module):
@@ -61,11 +59,12 @@ class FineTunedNet(nn.Module):
         return self.head(self.top(x))
 
 
-def build_model(config: RunConfig, dim_in: int, top: nn.Module | None = None
+def build_model(config: Any, dim_in: int, top: nn.Module | None = None
                 ) -> EmbeddingNet | FineTunedNet:
     """The run's network for (b, dim_in) features, or with `top` (the CNN's trainable top, whose
     output has dim_in channels) for its trunk activations: hidden width and output dimension
-    from config."""
+    from `config` (the run's `RunConfig`; typed Any, as a method's config is, since the methods
+    sit below gslbench.config)."""
     head = EmbeddingNet(dim_in, config.hidden, config.dim_out)
     return head if top is None else FineTunedNet(top, head)
 

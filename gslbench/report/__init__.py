@@ -48,7 +48,7 @@ from gslbench.report.tables import (
     tables_latex,
     tables_markdown,
 )
-from gslbench.report.usage import plot_usage_vs_map, usage_frame, usage_html, usage_markdown, usage_tables
+from gslbench.report.usage import usage_frame, usage_html, usage_markdown, usage_tables
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
@@ -126,9 +126,9 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
 
     Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
     (what it found, the settings, the tables, the codebook usage), tables.tex, tables_map.csv,
-    tables_gap.csv, the figures (`plots.write_figures`, PNG and SVG), for runs that went through search-bench
+    tables_gap.csv, a figure per table set (`plots.write_figures`), for runs that went through search-bench
     search.csv, search.md and search_recall_qps.{png,svg}, for quantized runs whose codes' usage
-    was measured usage.csv and usage_vs_map.{png,svg} (`report.usage`), and index.html; `out_dir` must be new,
+    was measured usage.csv (`report.usage`), and index.html; `out_dir` must be new,
     empty or an earlier report (it holds index.html). Writes the results document to `doc` if
     given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
     margin of the verdicts (mAP); declared: the comparisons to test (the grid's, `--grid`);
@@ -163,8 +163,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
         usage_section = ""
         if usage:  # some quantized run's codes were measured (`evaluation.usage`)
             _write_csv(usage_frame(usage), staging / "usage.csv")
-            usage_section = usage_html(usage, plot_usage_vs_map(
-                results, method_colours(results.variant), staging / "usage_vs_map"))
+            usage_section = usage_html(usage)
         search = None
         speed = search_table(data.searches, results)
         if not speed.empty:  # some run went through search-bench

@@ -1,6 +1,7 @@
 """The answer a results document opens with: one compact table of the declared comparisons
-(`gslbench.report.stats.comparisons`), a row per data set, protocol, condition, codebook fit,
-quantizer, codebook size and variant of a pair's first method, a column per declared pair."""
+(`gslbench.report.stats.comparisons`), a row per data set, protocol, condition, quantizer,
+codebook size and variant of a pair's first method, a column per declared pair and codebook fit.
+README.md shows the same table (benchmarks/sample_outputs.py copies it between `MARKERS`)."""
 
 from __future__ import annotations
 
@@ -16,56 +17,70 @@ from gslbench.report.tables import MISSING, frame_markdown
 FLIPPED = {"better": "worse", "worse": "better"}  # a verdict read the other way round
 
 
+FITS = {"train": "training-set fit", "database": "database fit"}  # a codebook fit's column name
+MARKERS = ("<!-- answer -->", "<!-- /answer -->")  # around the table README.md copies
+
+
 def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
                    note: str = "") -> list[str]:
     """`## The answer`: one compact table of the declared comparisons (`compared`:
-    `stats.comparisons`), a row per data set, protocol, condition, codebook fit, quantizer,
+    `stats.comparisons`) between `MARKERS`, a row per data set, protocol, condition, quantizer,
     codebook size and variant of a pair's first method (the tuned GSL and any control), a column
-    per declared pair: its verdict and difference at each code length (`—` where the other
-    method has no runs), the paired units (fewest) and the detectable difference (largest).
-    `note`: why a comparison is left out (`stats.validation_note`)."""
+    per declared pair and codebook fit: its difference and verdict at each code length, one per
+    line (`—` where the other method has no runs), then the paired units (fewest) and the
+    detectable difference (largest) of the row. A pair no run could make has no column; the text
+    names it. `note`: why a comparison is left out (`stats.validation_note`)."""
     if compared.empty:
         return ["## The answer", "", note, ""] if note else []
-    keys = [k for k in REGIME_KEYS if k != "code_bits"]
-    labels = [f"vs {against}" if against != BEST_OTHER else "vs the best other"
-              for _, against in declared.pairs]
+    keys = [k for k in REGIME_KEYS if k not in ("code_bits", "codebooks")]
+    fits = sorted(set(compared.codebooks), key=lambda fit: (fit != KEY_DEFAULTS["codebooks"], fit))
+    labels = {(against, fit): (f"vs {against}" if against != BEST_OTHER else "vs the best other")
+              + (f", {FITS.get(fit, fit + ' fit')}" if len(fits) > 1 else "")
+              for _, against in declared.pairs for fit in fits}
     rows = []
     for key, regime in compared.groupby(keys, sort=False):
         subjects = dict.fromkeys(v for name, _ in declared.pairs
                                  for v in [*regime.method, *regime.against]
                                  if v == name or v.split()[0] == name)
         for subject in subjects:
-            found = [_answer_cell(regime, subject, against) for _, against in declared.pairs]
+            found = {label: _answer_cell(regime[regime.codebooks == fit], subject, against)
+                     for (against, fit), label in labels.items()}
             mine = regime[(regime.method == subject) | (regime.against == subject)]
-            rows.append({**dict(zip(keys, key, strict=True)), "subject": subject,
-                         **dict(zip(labels, found, strict=True)),
+            rows.append({**dict(zip(keys, key, strict=True)), "subject": subject, **found,
                          "units": units_text(int(mine.n.min())),
                          "detectable": detectable_text(mine.detectable.max())})
     frame = pd.DataFrame(rows)
-    frame = frame.assign(words=2 ** frame.sub_bits, fit=frame.codebooks != KEY_DEFAULTS[
-        "codebooks"]).sort_values(["dataset", "protocol", "condition", "fit", "quantizer",
-                                   "words"], kind="stable")
-    shown = [k for k in ("dataset", "feature", "protocol", "condition", "codebooks", "loss",
-                         "search", "metric")
-             if frame[k].nunique() > 1 or k in ("dataset", "protocol", "codebooks")]
-    frame = frame[[*shown, "quantizer", "words", "subject", *labels, "units", "detectable"]]
+    frame = frame.assign(words=2 ** frame.sub_bits).sort_values(
+        ["dataset", "protocol", "condition", "quantizer", "words"], kind="stable")
+    shown = [k for k in ("dataset", "feature", "protocol", "condition", "loss", "search",
+                         "metric") if frame[k].nunique() > 1 or k == "protocol"]
+    made = [label for label in labels.values() if (frame[label] != MISSING).any()]
+    absent = sorted({"the best other" if against == BEST_OTHER else against
+                     for (against, _), label in labels.items() if label not in made})
+    where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
+    frame = frame[[*shown, "quantizer", "words", "subject", *made, "units", "detectable"]]
     return ["## The answer", "",
-            f"The comparisons declared before the runs ({declared.text()}), per data set, "
-            "protocol, condition, codebook fit, quantizer and codebook size: each cell gives, "
-            "per code length, the verdict and the paired difference in "
-            f"{metric_text(compared.primary_metric)} (the row's method minus the other; the best "
-            "other method, chosen by validation mAP, in brackets); "
-            "`—` where the other method has no runs. Units: the fewest paired (draw, seed) "
-            "units of the row; detectable: the largest of its smallest differences detectable "
-            "at 80% power after the correction. All of the document's comparisons are one Holm "
-            f"family of {int(compared.family_size.iloc[0])} tests; the verdicts as in "
-            "\"What it found\".", *([note] if note else []),
-            "", frame_markdown(frame.rename(columns={"subject": "method"})), ""]
+            f"The comparisons declared before the runs ({declared.text()}){where}, per data set, "
+            "protocol, condition, quantizer and codebook size, and per codebook fit: each cell "
+            "gives, per code length, the paired difference in "
+            f"{metric_text(compared.primary_metric)} (the row's method minus the other; the "
+            "best other method, chosen by validation mAP, in brackets) and the verdict; `—` "
+            "where the other method has no runs"
+            + (f" (no column for {' or '.join(absent)}: no such comparison could be made)"
+               if absent else "")
+            + ". Units: the fewest paired (draw, seed) units of the row; detectable: the "
+            "largest of its smallest differences detectable at 80% power after the correction. "
+            f"All of the document's comparisons are one Holm family of "
+            f"{int(compared.family_size.iloc[0])} tests; the verdicts as in \"What it found\".",
+            *([note] if note else []),
+            "", MARKERS[0], frame_markdown(frame.rename(columns={"subject": "method"})),
+            MARKERS[1], ""]
 
 
 def _answer_cell(regime: pd.DataFrame, subject: str, against: str) -> str:
-    """`8: better +0.0123; 16: not powered +0.0040` of `subject` against a declared comparator
-    over the code lengths of one regime (rows of `stats.comparisons`), `—` for none."""
+    """`8: +0.0123 better<br>16: +0.0040 not powered` of `subject` against a declared
+    comparator over the code lengths of one regime and codebook fit (rows of
+    `stats.comparisons`), `—` for none."""
     if against == BEST_OTHER:
         mine = regime[regime.best_other & ((regime.method == subject) | (regime.against == subject))]
     else:
@@ -81,5 +96,5 @@ def _answer_cell(regime: pd.DataFrame, subject: str, against: str) -> str:
         sign = 1 if row.method == subject else -1
         shown = row.verdict if sign > 0 else FLIPPED.get(row.verdict, row.verdict)
         other = f" ({row.against if sign > 0 else row.method})" if named_other else ""
-        parts.append(f"{row.code_bits}: {shown} {sign * row['mean'] + 0.0:+.4f}{other}")
-    return "; ".join(parts) or MISSING
+        parts.append(f"{row.code_bits}: {sign * row['mean'] + 0.0:+.4f} {shown}{other}")
+    return "<br>".join(parts) or MISSING

@@ -28,6 +28,7 @@ from gslbench.report.frames import (
     DEFAULT_MODE,
     KEY_DEFAULTS,
     RUN_COLUMNS,
+    TABLE_KEYS,
     Evaluated,
     axes_summary,
     key_extras,
@@ -140,25 +141,29 @@ def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
               if set(table[column]) != {KEY_DEFAULTS[column]}]
     if set(zip(table.search, table.metric, strict=True)) != {DEFAULT_MODE}:
         extras += ["search", "metric"]
+    if table.best_other.any():
+        extras.append("best_other")
     shown = table.assign(
-        words=2 ** table.sub_bits, difference=table["mean"].map("{:+.4f}".format),
-        interval=[f"[{low:+.4f}, {high:+.4f}]" for low, high in zip(table.low, table.high, strict=True)],
-        units=table.n.map(units_text),
-        units_above=[f"{p}/{n}" for p, n in zip(table.positive, table.n, strict=True)],
+        words=2 ** table.sub_bits,
+        difference=[f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+                    for mean, low, high in zip(table["mean"], table.low, table.high, strict=True)],
+        units=[f"{units_text(n)}, {p} above" for p, n in zip(table.positive, table.n, strict=True)],
         p=table.p.map("{:.3g}".format), p_holm=table.p_holm.map("{:.3g}".format),
         p_equivalence_holm=table.p_equivalence_holm.map("{:.3g}".format),
         detectable=table.detectable.map(detectable_text),
         best_other=table.best_other.map({True: "yes", False: ""}),
-    )[["dataset", "quantizer", "words", "code_bits", *extras, "method", "against", "best_other",
-       "difference", "interval", "units", "units_above", "p", "p_holm", "p_equivalence_holm",
-       "detectable", "verdict"]]
+    ).rename(columns={"difference": "difference [95% CI]", "code_bits": "bits"})[
+        ["dataset", "quantizer", "words", "bits", *extras, "method", "against",
+         "difference [95% CI]", "units", "p", "p_holm", "p_equivalence_holm", "detectable",
+         "verdict"]]
     return [
         "## Paired comparisons",
         "",
         "Each declared comparison in each regime: the mean over paired units (draw, seed: same",
         "classes held out, same initialisation and batches) of the difference in "
         f"{metric_text(table.primary_metric)} (method minus",
-        f"the other), its raw {CONFIDENCE:.0%} t-interval, the units where it is positive, the "
+        f"the other) with its raw {CONFIDENCE:.0%} t-interval, the units and how many of them "
+        "are above zero, the "
         "paired t-test's p, both p-values Holm-adjusted over the one family of "
         f"{int(table.family_size.iloc[0])} tests, and the smallest difference detectable.",
         block_note(margin),
@@ -200,6 +205,57 @@ def settings_section(data: Evaluated, level: int = 2) -> list[str]:
     return lines
 
 
+GROUP_KEYS = [k for k in TABLE_KEYS if k not in ("quantizer", "sub_bits", "codebooks")]
+
+
+def group_title(key: tuple) -> str:
+    """`fashion-mnist (efficientnet-lite0), pairwise loss, standard protocol` for a table key
+    (`TABLE_KEYS` values): what its table set shares with the others of its section, then what
+    is not the default but the codebook fit (`key_extras`)."""
+    names = dict(zip(TABLE_KEYS, key, strict=True))
+    extras = key_extras({**names, "protocol": KEY_DEFAULTS["protocol"],
+                         "codebooks": KEY_DEFAULTS["codebooks"]})
+    return ", ".join([f"{names['dataset']} ({names['feature']})", f"{names['loss']} loss",
+                      f"{names['protocol']} protocol", *extras])
+
+
+def grouped(keys: list[tuple]) -> dict[str, list[int]]:
+    """The positions of `keys` (table keys, in report order) per `group_title`, in order of
+    first appearance: one section of the document each."""
+    groups: dict[str, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(group_title(key), []).append(position)
+    return groups
+
+
+def document_found(tables: list[PaperTable], compared: pd.DataFrame,
+                   margin: float = MARGIN) -> list[str]:
+    """`## What it found` for the document: a section per `group_title`, in it per table set
+    its title in bold, its verdict sentence and block (`summary.found_blocks`), so that the
+    page's table of contents stays short."""
+    blocks = found_blocks(tables, compared)
+    lines = [f"## {FOUND_TITLE}", "", block_note(margin), ""]
+    for title, positions in grouped([key for key, _, _ in blocks]).items():
+        lines += [f"### {title}", ""]
+        for key, sentence, block in (blocks[i] for i in positions):
+            lines += [f"**{key_title(key)}.** {sentence}", ""]
+            if not block.empty:
+                lines += [frame_markdown(block), ""]
+    return lines
+
+
+def document_table_section(tables: list[PaperTable]) -> list[str]:
+    """`## Tables`: a section per `group_title`, in it each table (`tables.tables_markdown`)
+    under its title in bold instead of a heading of its own."""
+    lines = ["## Tables", ""]
+    for title, positions in grouped([table.key for table in tables]).items():
+        lines += [f"### {title}", ""]
+        for table in (tables[i] for i in positions):
+            markdown = tables_markdown([table]).strip()
+            lines += [f"**{table.title}.**", markdown.split("\n", 1)[1].strip(), ""]
+    return lines
+
+
 def document_tables(results: pd.DataFrame, margin: float = MARGIN,
                     declared: Declared = DEFAULT) -> tuple[str, str]:
     """The parts of the document made from the per-seed rows alone: the answer (the compact table
@@ -209,8 +265,9 @@ def document_tables(results: pd.DataFrame, margin: float = MARGIN,
     tables = paper_tables(results)
     compared = comparisons(results, declared, margin=margin)
     answer = answer_section(compared, declared, validation_note(results, declared))
-    return "\n".join(answer), "\n".join([*found_section(tables, compared, margin),
-                                          tables_markdown(tables), *neighbour_section(results),
+    return "\n".join(answer), "\n".join([*document_found(tables, compared, margin),
+                                          *document_table_section(tables),
+                                          *neighbour_section(results),
                                           *comparison_section(results, compared, margin)])
 
 
@@ -247,6 +304,30 @@ def rebuild_tables(path: Path, margin: float = MARGIN,
     the declaration of comparisons the document names (the default unless its grid declares
     others: `gslbench.declared.declared_of`)."""
     return document_tables(read_results_csv(path), margin, declared)
+
+
+def refresh_document(path: Path, margin: float = MARGIN, declared: Declared = DEFAULT) -> str:
+    """The text of a committed results document (docs/results.md) with the parts
+    `rebuild_tables` makes from the CSV beside it written again: the answer, and what it found
+    through the paired comparisons; the intro, provenance, settings, errors and cost (made from
+    the runs, which a clone does not have) are kept as they are. For a change of layout or
+    statistics without running the campaign again."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    try:
+        answer = lines.index("## The answer")
+        table = next(i for i in range(answer, len(lines)) if lines[i].startswith(("|", "<!--")))
+        intro = next(i for i in range(table, len(lines)) if not lines[i].strip()) + 1
+        found = lines.index(f"## {FOUND_TITLE}")
+        compared = lines.index("## Paired comparisons")
+    except (ValueError, StopIteration):
+        raise GslbenchError(f"{path}: not a results document (no answer, {FOUND_TITLE!r} or "
+                            "paired comparisons)") from None
+    end = next((i for i in headings if i > compared), len(lines))
+    new_answer, new_tables = rebuild_tables(path.with_suffix(".csv"), margin, declared)
+    return "\n".join([*lines[:answer], new_answer.rstrip("\n"), "", *lines[intro:found],
+                      new_tables.rstrip("\n"), "", *lines[end:]]).rstrip("\n") + "\n"
 
 
 def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:

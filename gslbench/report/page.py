@@ -3,10 +3,11 @@
 The page references nothing outside itself: figures are embedded as base64 PNG data URIs and the
 style sheet is inline, so it opens offline and can be archived or mailed alone. It opens with what
 made it (date, gslbench version and commit), what it found (a verdict block per table set) and
-the runs' settings; then a section for the mAP-vs-bits figure and one per table key with that
-key's tables and figures, each captioned by its own name (the section heading gives the key),
-and, when some run went through search-bench, a section with its recall-against-QPS figure and
-table. The page uses the window's width: tables and figures sit side by side where they fit.
+the runs' settings; then a section per table set (table key) in the tables' order with its
+tables, captioned by their own names (the section heading gives the key), and its figure, shown
+at its own size (at most the window's width) and captioned with what its panels show; and, when
+some run went through search-bench, a section with its recall-against-QPS figure and table.
+Tables sit side by side where they fit the window.
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ td.worse { color: #b42318; font-weight: 600; }
 td.equivalent { color: #1f4e9c; }
 td.inconclusive { color: #666; }
 p.note { color: #555; font-size: 0.9em; max-width: 70em; }
-figure { margin: 1em 0 2em; flex: 1 1 30em; }
-figure img { width: 100%; height: auto; }
-figure.overview img { max-width: 100%; width: auto; }
-figcaption { color: #555; font-size: 0.9em; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 0.9em; max-width: 70em; }
 """
 
 
@@ -68,15 +68,16 @@ def table_html(table: PaperTable) -> str:
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
-def figure_html(figure: Figure, overview: bool = False) -> str:
-    """A figure's PNG embedded as a data URI, captioned with its name and file names; an
-    overview figure is shown at most at its own width, the others fill their share of a row."""
+def figure_html(figure: Figure) -> str:
+    """A figure's PNG embedded as a data URI at its own size (narrowed to the window where it
+    is wider), captioned with what its panels show (the section's heading gives its table
+    set) and its file names."""
     png = figure.stem.with_name(f"{figure.stem.name}.png")
     data = base64.b64encode(png.read_bytes()).decode("ascii")
-    kind = ' class="overview"' if overview else ""
-    return (f'<figure{kind}><img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}">'
-            f"<figcaption>{html.escape(figure.caption)}; files "
-            f"<code>{html.escape(figure.stem.name)}.png</code> and <code>.svg</code></figcaption>"
+    width, height = figure.size
+    return (f'<figure><img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
+            f'alt="{html.escape(figure.title)}"><figcaption>{html.escape(figure.caption)} Files '
+            f"<code>{html.escape(figure.stem.name)}.png</code> and <code>.svg</code>.</figcaption>"
             "</figure>")
 
 
@@ -136,21 +137,19 @@ def report_html(data: Evaluated, tables: list[PaperTable], figures: list[Figure]
                 compared: pd.DataFrame, made: dict[str, str], margin: float,
                 search: tuple[pd.DataFrame, Figure] | None = None, usage: str = "") -> str:
     """The whole page: what made it (`made`, `summary.generator`), what it found (the verdict
-    blocks, from `compared`: `stats.comparisons`), the runs' settings, the figures for all keys,
-    a section per table key (its tables side by side, then its figures), then the codebook usage
-    section `usage` (HTML) when given, then search-bench's section when `search` (its table and
-    figure) is given."""
+    blocks, from `compared`: `stats.comparisons`), the runs' settings, a section per table key
+    in the tables' order (its tables side by side, then its figure: `figures` has one per key),
+    then the codebook usage section `usage` (HTML) when given, then search-bench's section when
+    `search` (its table and figure) is given."""
     results = data.results
-    keys = list(dict.fromkeys([t.key for t in tables] + [f.key for f in figures if f.key]))
+    keys = list(dict.fromkeys(t.key for t in tables))
     nav = "".join(f'<li><a href="#{key_slug(key)}">{html.escape(key_title(key))}</a></li>'
                   for key in keys)
-    sections = ["<section id=\"overview\"><h2>mAP against code length</h2>",
-                *(figure_html(f, overview=True) for f in figures if f.key is None), "</section>"]
+    sections = []
     for key in keys:
         sections += [f'<section id="{key_slug(key)}"><h2>{html.escape(key_title(key))}</h2>',
                      '<div class="row">', *(table_html(t) for t in tables if t.key == key),
-                     "</div>", '<div class="row">',
-                     *(figure_html(f) for f in figures if f.key == key), "</div></section>"]
+                     "</div>", *(figure_html(f) for f in figures if f.key == key), "</section>"]
     if usage:  # the codebook usage section (`report.usage.usage_html`)
         sections.append(usage)
     if search is not None:

@@ -1,0 +1,137 @@
+"""Campaign 2's grids (benchmarks/campaign2/, issue 34): each stage declares the cells the issue
+asks for, the tuning covers stage 1's tuned cells at seeds of its own, every stage declares the
+same comparisons (one document, one Holm family), the untuned stages run every method at the
+tuning's start knobs, and pin_tuned.py pins the frozen cell's choices into the fine-tuned grid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gslbench.bench.grid import Grid, read_grid_file
+from gslbench.bench.tuned import Tuned
+from gslbench.bench.tuning_plan import plan, tuning_grid
+from gslbench.config import KNOBS
+from gslbench.errors import GslbenchError
+from gslbench.methods import METHODS
+
+GRIDS = Path(__file__).resolve().parents[1] / "benchmarks" / "campaign2"
+STAGES = ("results", "finetune", "pixels", "glove", "unseen_opq", "words256", "rq_lsq")
+ALL = ("float", "pca", "two-step", "qloss", "ste", "soft", "gumbel", "gsl", "rotation", "diveq",
+       "ste-sync")
+
+
+def cells(name: str, path: Path | None = None):
+    return Grid.from_mapping(read_grid_file(path or GRIDS / f"{name}.toml")).cells()
+
+
+def test_stage_1_is_every_method_both_protocols_ten_units_and_the_controls():
+    configs = cells("results")
+    assert set(ALL) == set(METHODS) == {c.method for c in configs}
+    standard = {(c.quantizer, c.bits, c.seed) for c in configs if c.protocol == "standard"
+                and c.quantized}
+    assert standard == {(q, b, s) for q in ("pq", "opq") for b in (8, 16, 32) for s in range(10)}
+    unseen = {(c.quantizer, c.bits, c.draw, c.seed) for c in configs if c.protocol == "unseen"
+              and c.quantized}
+    assert unseen == {("pq", b, d, s) for b in (8, 16, 32) for d in range(5) for s in range(2)}
+    assert {c.sub_bits for c in configs if c.quantized} == {4}
+    controls = {(c.gsl_alpha, c.gsl_select) for c in configs if c.method == "gsl"}
+    assert controls == {(1.0, "aligned"), (0.0, "aligned"), (1.0, "nearest")}
+    assert read_grid_file(GRIDS / "results.toml")["codebooks"] == ["train", "database"]
+
+
+def test_tuning_covers_stage_1s_tuned_cells_at_its_own_seeds():
+    grid, start = tuning_grid(GRIDS / "tuning.toml")
+    studies = plan(grid, 8, start=start)
+    tuned = {(s.base.protocol, s.base.quantizer, s.base.bits, s.base.sub_bits, s.base.method)
+             for s in studies.studies}
+    stage = {(c.protocol, c.quantizer, c.bits, c.sub_bits, c.method) for c in cells("results")
+             if c.quantized}
+    assert stage <= tuned and not studies.controls
+    assert set(studies.seeds).isdisjoint({c.seed for c in cells("results")})
+    assert set(start) == {name for name in ALL if METHODS[name].knobs}
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_declares_the_same_comparisons(name):
+    assert read_grid_file(GRIDS / f"{name}.toml")["comparisons"] == \
+        read_grid_file(GRIDS / "results.toml")["comparisons"]
+
+
+@pytest.mark.parametrize("name", ["pixels", "glove"])
+def test_untuned_stages_run_every_method_at_the_tunings_start_knobs(name):
+    _, start = tuning_grid(GRIDS / "tuning.toml")
+    for config in cells(name):
+        for knob in config.method_spec.knobs:
+            assert getattr(config, knob.name) == start[config.method][knob.name], (name, knob)
+
+
+def test_the_later_stages_hold_the_issues_cells():
+    assert {(c.train_blocks, c.quantizer, c.bits, c.seed) for c in cells("finetune")
+            if c.quantized} == \
+        {(1, "pq", 16, s) for s in range(10)}
+    assert {c.method for c in cells("finetune")} == {"float", "two-step", "qloss", "ste", "gsl",
+                                                     "rotation"}
+    assert {(c.feature, c.method) for c in cells("pixels")} == {("pixels", m) for m in ALL}
+    glove = cells("glove")
+    assert {(c.bits, c.sub_bits) for c in glove if c.quantized} == {(64, 8), (128, 8)}
+    assert {c.seed for c in glove} == set(range(5))
+    assert {(c.protocol, c.quantizer, c.draw) for c in cells("unseen_opq") if c.quantized} == \
+        {("unseen", "opq", d) for d in range(5)}
+    assert {(c.quantizer, c.bits, c.sub_bits) for c in cells("words256") if c.quantized} == \
+        {(q, b, 8) for q in ("pq", "opq") for b in (32, 64)}
+    assert {(c.quantizer, c.bits) for c in cells("rq_lsq") if c.quantized} == \
+        {(q, b) for q in ("rq", "lsq") for b in (8, 16)}
+
+
+def test_pin_tuned_gives_the_fine_tuned_grid_the_frozen_cells_choices(tmp_path):
+    frozen = next(c for c in cells("finetune") if c.method == "gsl")
+    shared = {name: getattr(frozen, name) for name in ("dataset", "feature", "train_blocks")}
+    cell = {"protocol": "standard", "quantizer": "pq", "bits": 16, "sub_bits": 4}
+    choices = ({**cell, "method": "qloss", "qloss_lambda": 0.5, "validation_map": 0.5},
+               {**cell, "method": "ste", "ste_beta": 2.0, "validation_map": 0.5},
+               {**cell, "method": "gsl", "gsl_alpha": 0.3, "gsl_k": 4, "gsl_select": "nearest",
+                "validation_map": 0.5},
+               {**cell, "method": "rotation", "rotation_beta": 0.75, "validation_map": 0.5},
+               {**cell, "bits": 8, "method": "qloss", "qloss_lambda": 9.0,
+                "validation_map": 0.5})
+    Tuned(8, (100, 101), {**shared, "train_blocks": 0}, choices).write(tmp_path / "tuned.toml")
+    out = tmp_path / "finetune.toml"
+    done = subprocess.run([sys.executable, str(GRIDS / "pin_tuned.py"), str(GRIDS / "finetune.toml"),
+                           str(tmp_path / "tuned.toml"), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{out}: 6 methods pinned from {tmp_path / 'tuned.toml'}\n"
+    pinned = cells("finetune", out)
+    assert {c.run_id for c in pinned} != {c.run_id for c in cells("finetune")}
+    knobs = {c.method: {k.name: getattr(c, k.name) for k in KNOBS if k in c.method_spec.knobs}
+             for c in pinned}
+    assert knobs == {"float": {}, "two-step": {}, "qloss": {"qloss_lambda": 0.5},
+                     "ste": {"ste_beta": 2.0}, "rotation": {"rotation_beta": 0.75},
+                     "gsl": {"gsl_alpha": 0.3, "gsl_k": 4, "gsl_select": "nearest"}}
+    assert {(c.train_blocks, c.seed) for c in pinned} == {(1, s) for s in range(10)}
+    assert {(c.bits, c.sub_bits) for c in pinned if c.quantized} == {(16, 4)}
+
+
+def test_pin_tuned_refuses_a_cell_tune_did_not_choose_for(tmp_path):
+    Tuned(8, (100, 101), {"dataset": "fashion-mnist", "train_blocks": 0}, ()).write(
+        tmp_path / "tuned.toml")
+    done = subprocess.run([sys.executable, str(GRIDS / "pin_tuned.py"), str(GRIDS / "finetune.toml"),
+                           str(tmp_path / "tuned.toml"), str(tmp_path / "out.toml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and not (tmp_path / "out.toml").exists()
+    assert done.stderr.startswith("pin_tuned: error: ") and "no tuned choice for" in done.stderr
+
+
+def test_bench_tuned_leaves_a_cell_whose_grid_sets_all_its_knobs_as_it_is():
+    """A stage tune did not cover (another representation) can be benched, and reported, with
+    the tuned file when its grid sets every knob; a cell with a knob left to tune is refused."""
+    tuned = Tuned(8, (100, 101), {"dataset": "fashion-mnist", "feature": "efficientnet-lite0"}, (),
+                  "tuned.toml")
+    pixels = next(c for c in cells("pixels") if c.method == "gsl")
+    all_knobs = frozenset(knob.name for knob in pixels.method_spec.knobs)
+    assert tuned.apply(pixels, all_knobs) == pixels
+    with pytest.raises(GslbenchError, match="tuned with feature='efficientnet-lite0'"):
+        tuned.apply(pixels, all_knobs - {"gsl_k"})
