@@ -79,7 +79,7 @@ def check_report_doc(doc: Path, results_dir: str | Path, data_dir: str | Path | 
                      force: bool) -> None:
     """report's --doc and the CSV beside it go where a command may write: each a new file, an
     earlier results document or its CSV, or replaced with `force`."""
-    from gslbench.report.document import CSV_COLUMNS
+    from gslbench.report.doc_csv import CSV_COLUMNS
 
     def ours(path: Path) -> bool:
         line = first_line(path)

@@ -121,16 +121,18 @@ def test_run_files_are_named_in_one_place():
             continue
         code = ast.unparse(ast.parse(path.read_text()))  # docstrings may name them; code may not
         tree = ast.parse(code)
+        docstrings = _docstrings(tree)
         strings = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
-                   and isinstance(node.value, str) and not _is_docstring(node, tree)]
+                   and isinstance(node.value, str) and id(node) not in docstrings]
         for name in names:
             assert not any(text == name or text.endswith("/" + name) for text in strings), (path, name)
 
 
-def _is_docstring(node: ast.AST, tree: ast.AST) -> bool:
-    return any(isinstance(parent, ast.Module | ast.ClassDef | ast.FunctionDef)
-               and parent.body and isinstance(parent.body[0], ast.Expr)
-               and parent.body[0].value is node for parent in ast.walk(tree))
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes of a module, its classes and functions."""
+    return {id(parent.body[0].value) for parent in ast.walk(tree)
+            if isinstance(parent, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and parent.body and isinstance(parent.body[0], ast.Expr)}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

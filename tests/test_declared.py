@@ -67,7 +67,7 @@ def test_report_tests_what_the_grid_declares_with_the_best_other_by_validation(t
     # so the family holds one comparison
     assert "(gsl − best-other, gsl − two-step, over every regime)" in text
     assert "one Holm family of 1 tests" in text
-    assert "| 16: better +0.1000 (two-step) | 16: better +0.1000 | 3 (< 10) |" in text
+    assert "| 16: +0.1000 better (two-step) | 16: +0.1000 better | 3 (< 10) |" in text
     assert "λ=2.7 − " not in text and "− qloss" not in text  # qloss is compared with nothing
 
 

@@ -106,7 +106,7 @@ def test_every_default_is_the_campaigns_most_frequent_choice():
 def test_the_committed_documents_tables_rebuild_from_their_csv(name):
     """docs/results.md, docs/finetune.md and docs/ann.md: what they found, their tables and paired
     comparisons are made again from the committed per-seed CSV beside them, figure for figure."""
-    from gslbench.report.document import rebuild_tables
+    from gslbench.report.doc_csv import rebuild_tables
 
     text = (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8")
     found, tables = rebuild_tables(ROOT / "docs" / f"{name}.csv")

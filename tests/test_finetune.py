@@ -276,13 +276,16 @@ def test_the_report_keeps_fine_tuned_runs_apart(tmp_path):
     data = read_runs(runs)
     assert sorted(set(data.results.feature)) == ["pixels", "pixels, last 1 block trained"]
     document = results_document(data)
-    assert ("## digits (pixels, last 1 block trained), PQ, 256-word codebooks, pairwise loss: mAP"
+    assert "### digits (pixels, last 1 block trained), pairwise loss, standard protocol" in document
+    assert ("**digits (pixels, last 1 block trained), PQ, 256-word codebooks, pairwise loss: mAP"
             in document)
     assert "| float | 0.6050 ± 0.0071 (2) |" in document  # N = 1's two seeds, not N = 0's
     # the paired comparisons and the error table per feature too
     assert "**digits (pixels, last 1 block trained), PQ, 16 bits = 2 × 256 words" in document
     assert ("| digits | pixels, last 1 block trained | standard | pq | 256 | 16 | two-step | 0.3950 |"
             in document)
+    assert "| digits | pq | 256 | 16 | pixels, last 1 block trained | gsl α=1 k=8 select=aligned |" \
+        in document  # a comparison names its feature where the document holds several
 
 
 def test_device_selection(monkeypatch):

@@ -331,7 +331,7 @@ def track_results(seeds=(0, 1, 2)) -> pd.DataFrame:
 
 def test_the_report_compares_the_track_by_one_recall_at_10_and_tables_its_metrics(tmp_path):
     from gslbench.declared import Declared
-    from gslbench.report.document import read_results_csv, rebuild_tables, results_csv
+    from gslbench.report.doc_csv import read_results_csv, rebuild_tables, results_csv
     from gslbench.report.neighbours import neighbour_table
     from gslbench.report.stats import comparisons
 

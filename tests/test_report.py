@@ -20,7 +20,7 @@ from gslbench.errors import GslbenchError
 from gslbench.evaluation.record import sealed
 from gslbench.report import select_runs, write_report
 from gslbench.report.cost import cost_section, read_cost
-from gslbench.report.document import rebuild_tables
+from gslbench.report.doc_csv import rebuild_tables
 from gslbench.report.frames import TABLE_KEYS, key_slug, key_title, read_runs, tuned_figures_data
 from gslbench.report.plots import method_colours, robust_limits
 from gslbench.report.stats import comparisons

@@ -32,7 +32,8 @@ from gslbench.evaluation.record import (
 )
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.cost import cost_section, read_cost
-from gslbench.report.document import found_section, results_csv, results_document, settings_section
+from gslbench.report.doc_csv import results_csv
+from gslbench.report.document import found_section, results_document, settings_section
 from gslbench.report.frames import Evaluated, axes_summary, read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures

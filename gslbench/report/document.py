@@ -6,28 +6,23 @@ settings, what it found (the verdict blocks), the tables, the paired comparisons
 quantization error of the training set (the training log's last epoch) beside those of the
 database and the queries, per protocol.
 
-Its per-seed rows are written beside it as a CSV of the same stem (results.csv beside
-results.md, `CSV_COLUMNS`, with each run's validation mAP where the report was given tuned.toml);
-`rebuild_tables` makes the document's tables and comparisons again from that CSV alone (and the
-declaration of comparisons), so anyone can check them.
+Its per-seed rows are written beside it as a CSV of the same stem (`gslbench.report.doc_csv`,
+which makes the document's tables and comparisons again from that CSV alone).
 """
 
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import pandas as pd
 
 from gslbench.declared import DEFAULT, Declared
-from gslbench.errors import GslbenchError
 from gslbench.evaluation.primary import TITLES
 from gslbench.report.answer import answer_section
 from gslbench.report.cost import cost_section
 from gslbench.report.frames import (
     DEFAULT_MODE,
     KEY_DEFAULTS,
-    RUN_COLUMNS,
     TABLE_KEYS,
     Evaluated,
     axes_summary,
@@ -36,9 +31,7 @@ from gslbench.report.frames import (
     with_key_defaults,
 )
 from gslbench.report.neighbours import (
-    NEIGHBOUR_COLUMNS,
     metric_text,
-    neighbour_columns,
     neighbour_section,
 )
 from gslbench.report.stats import (
@@ -70,11 +63,6 @@ from gslbench.report.tables import (
 
 PHRASES = {"better": "beats", "worse": "loses to", "equivalent": "is equivalent to",
            "inconclusive": "is inconclusive against", "not powered": "is not powered against"}
-CSV_COLUMNS = list(dict.fromkeys([*RUN_COLUMNS, "draw", "map", "map_all", "quant_mse_database",
-                                  "quant_mse_query", "validation_map", *NEIGHBOUR_COLUMNS,
-                                  "primary_metric", "features_sha256", "run"]))
-TEXT_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "loss",
-                "codebooks", "search", "metric", "settings", "condition", "features_sha256", "run"]
 
 
 def regime_title(regime: dict) -> str:
@@ -139,6 +127,8 @@ def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
               .reindex(columns=list(VERDICTS), fill_value=0).reset_index())
     extras = [column for column in ("protocol", "codebooks", "settings", "condition")
               if set(table[column]) != {KEY_DEFAULTS[column]}]
+    if table.feature.nunique() > 1:  # e.g. frozen and fine-tuned runs of one data set
+        extras.insert(0, "feature")
     if set(zip(table.search, table.metric, strict=True)) != {DEFAULT_MODE}:
         extras += ["search", "metric"]
     if table.best_other.any():
@@ -271,65 +261,6 @@ def document_tables(results: pd.DataFrame, margin: float = MARGIN,
                                           *comparison_section(results, compared, margin)])
 
 
-def results_csv(results: pd.DataFrame) -> pd.DataFrame:
-    """The per-seed rows the document's tables are made from (`CSV_COLUMNS`, and the neighbour
-    track's k-recall@k for any k)."""
-    columns = [column for column in CSV_COLUMNS if column in results]
-    return results[list(dict.fromkeys([*columns, *neighbour_columns(results)]))]
-
-
-def read_results_csv(path: Path) -> pd.DataFrame:
-    """A results CSV (`results_csv`, the CSV beside a results document) as the results frame it was written
-    from: text columns as text (empty settings stay empty)."""
-    try:
-        frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS},
-                            keep_default_na=False, na_values={"map": ["", "NaN"],
-                                                              "quant_mse_database": [""],
-                                                              "quant_mse_query": [""],
-                                                              "validation_map": [""]})
-    except (OSError, ValueError) as exc:
-        raise GslbenchError(f"{path}: cannot read the results CSV ({exc})") from None
-    missing = [column for column in ("dataset", "method", "variant", "code_bits", "seed", "map")
-               if column not in frame]
-    if missing:
-        raise GslbenchError(f"{path}: not a gslbench results CSV (no {', '.join(missing)})")
-    if "settings" not in frame:  # written before conditions: its `condition` is the settings
-        frame = with_key_defaults(frame.rename(columns={"condition": "settings"}))
-    return frame
-
-
-def rebuild_tables(path: Path, margin: float = MARGIN,
-                   declared: Declared = DEFAULT) -> tuple[str, str]:
-    """`document_tables` made again from a results CSV alone (the one beside the document) and
-    the declaration of comparisons the document names (the default unless its grid declares
-    others: `gslbench.declared.declared_of`)."""
-    return document_tables(read_results_csv(path), margin, declared)
-
-
-def refresh_document(path: Path, margin: float = MARGIN, declared: Declared = DEFAULT) -> str:
-    """The text of a committed results document (docs/results.md) with the parts
-    `rebuild_tables` makes from the CSV beside it written again: the answer, and what it found
-    through the paired comparisons; the intro, provenance, settings, errors and cost (made from
-    the runs, which a clone does not have) are kept as they are. For a change of layout or
-    statistics without running the campaign again."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
-    try:
-        answer = lines.index("## The answer")
-        table = next(i for i in range(answer, len(lines)) if lines[i].startswith(("|", "<!--")))
-        intro = next(i for i in range(table, len(lines)) if not lines[i].strip()) + 1
-        found = lines.index(f"## {FOUND_TITLE}")
-        compared = lines.index("## Paired comparisons")
-    except (ValueError, StopIteration):
-        raise GslbenchError(f"{path}: not a results document (no answer, {FOUND_TITLE!r} or "
-                            "paired comparisons)") from None
-    end = next((i for i in headings if i > compared), len(lines))
-    new_answer, new_tables = rebuild_tables(path.with_suffix(".csv"), margin, declared)
-    return "\n".join([*lines[:answer], new_answer.rstrip("\n"), "", *lines[intro:found],
-                      new_tables.rstrip("\n"), "", *lines[end:]]).rstrip("\n") + "\n"
-
-
 def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
     """The last logged epoch of each run (training-log frame of `frames.read_runs`): run, data
     set, feature, protocol, quantizer, sub_bits, code bits, method variant, epochs, sim_loss,
@@ -398,7 +329,7 @@ def provenance_section(data: Evaluated, csv_name: str | None = None) -> list[str
              f"This document was made on a machine with CPU `{cpu_model()}`."]
     if csv_name:
         lines.append(f"Its per-seed rows are in `{csv_name}` beside it; "
-                     "`gslbench.report.document.rebuild_tables` makes the tables and comparisons "
+                     "`gslbench.report.doc_csv.rebuild_tables` makes the tables and comparisons "
                      "below again from that file alone.")
     return [*lines, ""]
 

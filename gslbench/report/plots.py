@@ -332,9 +332,8 @@ def plot_recall_qps(table: pd.DataFrame, colours: dict[str, str], stem: Path) ->
                            label=None if reference else point.variant, s=60 if reference else 30,
                            zorder=3)
                 text = "float" if point.quantizer == "none" else f"{point.quantizer} {point.code_bits:.0f}"
-                ax.annotate(text, (getattr(point, speed),
-                            getattr(point, f"recall_at_{recall}")), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(text, (getattr(point, speed), getattr(point, f"recall_at_{recall}")),
+                            fontsize=6, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
             ax.set(xlabel=label, ylabel=f"recall@{recall} of the true neighbours", ylim=(0, 1.05),
                    title=f"{dataset} ({feature}), {metric}" if row == 0 else "")
