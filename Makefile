@@ -2,6 +2,9 @@
 # docs and docs-serve build and serve the documentation site (mkdocs.yml, docs/) from the test extras.
 PYTHON ?= python3
 VENV := .venv
+# pytest-xdist workers of `make test` and `make test-fast` (each test file on one worker, so that
+# a module's fixtures are built once)
+TEST_JOBS ?= 2
 BIN := $(VENV)/bin
 
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
@@ -41,13 +44,13 @@ bench: install
 test: install-test system-deps
 	$(BIN)/ruff check gslbench tests benchmarks
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # The inner loop: ruff and the tests not marked slow (no training-heavy integration tests, no
 # apt-get, no docs build). `make test` is the full suite CI runs.
 test-fast: install-test
 	$(BIN)/ruff check gslbench tests benchmarks
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n $(TEST_JOBS) --dist loadfile
 
 docs: install-test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -23,6 +24,16 @@ def one_thread():
     other processes share the cores (10x slower on a busy 2-core machine), and small torch
     batches run fastest on one thread; it keeps the tests fast and deterministic."""
     with limit_threads(1):
+        yield
+
+
+@pytest.fixture
+def one_ray_at_a_time(tmp_path_factory):
+    """The tests that start Ray instances take turns: `make test` runs the suite in two
+    pytest-xdist workers, which share the base temporary folder's parent, and two local Ray
+    clusters starting at once would compete for ports and for the cores their nodes claim."""
+    with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 

@@ -391,7 +391,7 @@ def codes_and_maps(root: Path) -> dict[str, tuple[np.ndarray, float]]:
 
 
 @pytest.mark.slow
-def test_ray_executor_on_a_local_instance_matches_the_local_executor(tmp_path):
+def test_ray_executor_on_a_local_instance_matches_the_local_executor(tmp_path, one_ray_at_a_time):
     import ray  # in the test extra: CI runs this test
     # RQ: the quantizer whose GSL codes change with the thread count (so pinned to one here)
     grid = ["--methods", "float,two-step,gsl", "--quantizers", "rq", "--bits", "16", *SHORT,

@@ -704,7 +704,8 @@ def test_bench_repairs_damaged_cells_from_the_first_invalid_step(work):
 
 
 @pytest.mark.slow
-def test_the_ray_executor_on_two_nodes_survives_losing_one_mid_grid(pipeline, tmp_path):
+def test_the_ray_executor_on_two_nodes_survives_losing_one_mid_grid(pipeline, tmp_path,
+                                                                   one_ray_at_a_time):
     from ray.cluster_utils import Cluster  # ray is in the test extra
 
     root = tmp_path / "ray"
