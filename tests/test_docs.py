@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_LIMIT = 6_000  # characters written by hand (the generated answer table comes on top)
+README_TOTAL_LIMIT = 10_000  # with it: the reference belongs on the documentation site
 # a repository path: a top folder of the repository, then lower-case segments, then an extension
 # (upper-case segments such as RUN or DATASET are placeholders for what the tool writes)
 REPO_PATH = re.compile(r"(?<![\w./-])((?:gslbench|tests|benchmarks|docs|\.ci)/[a-z0-9_./-]*"
@@ -78,7 +79,7 @@ def test_readme_is_the_front_door():
     text = README.read_text(encoding="utf-8")
     prose = re.sub(r"<!-- generated: [\w-]+ -->\n.*?<!-- /generated -->", "", text, flags=re.DOTALL)
     assert len(prose) < README_LIMIT, f"README.md has {len(prose)} characters of prose"
-    assert len(text) < 2 * README_LIMIT
+    assert len(text) < README_TOTAL_LIMIT, f"README.md has {len(text)} characters"
     assert "make bench" in text and "make test" in text
     linked = set(re.findall(r"\]\((docs/[^)#\s]+)", text))
     assert linked and all((ROOT / name).is_file() for name in linked), linked
