@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from gslbench.bench.grid import Grid, read_grid_file
-from gslbench.bench.tuned import Tuned, _toml
+from gslbench.bench.tuned import Tuned, toml_value
 from gslbench.errors import GslbenchError
 
 
@@ -34,8 +34,8 @@ def pinned_parts(grid_file: Path, tuned: Tuned) -> list[str]:
         seen.add(config.method)
         frozen = tuned.apply(dataclasses.replace(config, train_blocks=0))
         knobs = {knob.name: getattr(frozen, knob.name) for knob in config.method_spec.knobs}
-        lines += ["", "[[grid]]", f"method = {_toml(config.method)}",
-                  *(f"{name} = {_toml(value)}" for name, value in knobs.items())]
+        lines += ["", "[[grid]]", f"method = {toml_value(config.method)}",
+                  *(f"{name} = {toml_value(value)}" for name, value in knobs.items())]
     return lines
 
 

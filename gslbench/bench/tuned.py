@@ -79,10 +79,10 @@ class Tuned:
     def write(self, path: str | Path, header: str = "") -> None:
         """Write the TOML file atomically; `header` becomes its leading comment lines."""
         lines = [*(f"# {line}".rstrip() for line in header.splitlines()),
-                 f"trials = {self.trials}", f"seeds = {_toml(list(self.seeds))}", "", "[shared]",
-                 *(f"{name} = {_toml(value)}" for name, value in self.shared.items())]
+                 f"trials = {self.trials}", f"seeds = {toml_value(list(self.seeds))}", "", "[shared]",
+                 *(f"{name} = {toml_value(value)}" for name, value in self.shared.items())]
         for choice in self.choices:
-            lines += ["", "[[choice]]", *(f"{name} = {_toml(value)}" for name, value in choice.items())]
+            lines += ["", "[[choice]]", *(f"{name} = {toml_value(value)}" for name, value in choice.items())]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -124,10 +124,10 @@ class Tuned:
                      codebooks=grid.codebooks)
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
     """A TOML value: a string, a boolean, an integer, a float (repr: 0.1, 1e-05) or a list."""
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
