@@ -64,9 +64,29 @@ def test_cells_take_the_median_of_the_closest_level_that_has_runs(tmp_path):
              cell(method="ste", bits=64),             # digits only: median of all five: 31
              cell(method="float", dataset="fashion-mnist")]  # nothing like it
     cost = estimate.estimate(cells, timed)
-    assert cost.per_level == (1, 1, 1, 1) and cost.cells == 5 and cost.unestimated == 1
+    assert cost.per_level == (1, 1, 0, 1, 1) and cost.cells == 5 and cost.unestimated == 1
     assert cost.seconds == pytest.approx(15.0 + (15.0 + 31.0) / 2 + 40.0 + 31.0)
     assert cost.wall_seconds(2) == pytest.approx(cost.seconds / 2) and cost.timed_runs == 5
+
+
+def test_a_cell_is_timed_by_runs_of_its_own_split_before_the_other_split(tmp_path):
+    """A tuning trial (split validation) fits no database codebooks: a trial left to run is
+    timed from trials, a test cell from test runs, and either from the other split only where
+    its own has no run of its method, quantizer and code length."""
+    finished(tmp_path, cell(method="qloss", seed=0), 60.0, {"train": (1.0, 1.0),
+                                                          "database": (30.0, 8.0)})
+    finished(tmp_path, cell(method="qloss", seed=100, split="validation"), 20.0,
+             {"train": (1.0, 1.0)}, tuning=True)
+    finished(tmp_path, cell(method="ste", seed=100, split="validation"), 30.0,
+             {"train": (1.0, 1.0)}, tuning=True)
+    timed = estimate.timings([tmp_path])
+    cells = [cell(method="qloss", seed=101, split="validation", qloss_lambda=0.5),  # 22
+             cell(method="qloss", seed=1, qloss_lambda=0.5),                        # 100
+             cell(method="ste", seed=1),                                           # 32
+             cell(method="gsl", seed=100, split="validation")]    # any method: median 32
+    cost = estimate.estimate(cells, timed)
+    assert cost.per_level == (0, 2, 1, 1, 0)
+    assert cost.seconds == pytest.approx(22.0 + 100.0 + 32.0 + 32.0)
 
 
 def test_a_dry_run_prints_the_estimate_of_the_cells_left(tmp_path):

@@ -5,10 +5,11 @@ training-set codebooks' final fit included) once, then for each codebook fit the
 (`encode_s`, the database fit included) and the evaluation (`eval_s`). A cell left to run costs
 what finished runs most like it cost (the median over them), found at the first level of
 `MATCH_LEVELS` where one exists: its own settings but another seed or draw; then the same
-method, quantizer and code length under other knobs, schedules or split (a tuning trial trains
-what the test run trains and ranks a smaller database); then any method of the same
-quantizer and code length; then any run of the same data set, representation and fine-tuning.
-A cell matched at no level is counted as not estimated, never as free.
+method, quantizer, code length and split under other knobs or schedules (a tuning trial fits no
+database codebooks and ranks a smaller database than a test run: it is timed from trials first);
+then the same under another split (a trial trains what the test run trains); then any method of
+the same quantizer and code length; then any run of the same data set, representation and
+fine-tuning. A cell matched at no level is counted as not estimated, never as free.
 
 The estimate is cell time: summed over cells, as if one worker ran them all. With `-j J` local
 workers sharing the machine as the timed runs did, wall time is about the sum over J. Runs that
@@ -30,9 +31,12 @@ from gslbench.errors import GslbenchError
 from gslbench.storage import read_json
 
 # The fields two runs must share at each level; None: every field but seed and draw.
+_CODE = ("dataset", "feature", "train_blocks", "protocol", "method", "quantizer", "bits",
+         "sub_bits")
 MATCH_LEVELS: tuple[tuple[str, ...] | None, ...] = (
     None,
-    ("dataset", "feature", "train_blocks", "protocol", "method", "quantizer", "bits", "sub_bits"),
+    (*_CODE, "split"),
+    _CODE,
     ("dataset", "feature", "train_blocks", "protocol", "quantizer", "bits", "sub_bits"),
     ("dataset", "feature", "train_blocks"),
 )

@@ -236,7 +236,8 @@ def _estimate_line(cost: estimate.Estimate, jobs: int) -> str:
     if not cost.estimated:
         return (f"estimate: none ({cost.timed_runs} finished runs, none of the same data set, "
                 "representation and fine-tuning to time the cells left from)")
-    exact, method, quantizer, dataset = cost.per_level
+    exact, same_split, other_split, quantizer, dataset = cost.per_level
+    method = same_split + other_split
     missing = f"; {cost.unestimated} cells not estimated (no run like them)" \
         if cost.unestimated else ""
     duration = bench_module.format_duration
