@@ -19,6 +19,8 @@
 #    with the frozen cell's tuned knobs pinned (pin_tuned.py). Stage 3: the pixels. Stage 4: the
 #    GloVe track. Then the results document over every stage that ran, and tune again (it reruns
 #    nothing) so that docs/tuning.md compares validation with test.
+# Each step's time, summed over its pieces (kills, sessions), for "What the runs cost":
+#   python benchmarks/campaign2/stage_times.py results/campaign.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gslbench=${GSLBENCH:-.venv/bin/gslbench}
@@ -32,6 +34,11 @@ step() {
     "$@"
     echo "campaign: done $(date -u +%FT%TZ)" >&2
 }
+# a line a minute, so that a step the session's end killed has an end in the log
+# (benchmarks/campaign2/stage_times.py sums each step's time from it)
+(while sleep 60; do echo "campaign: alive $(date -u +%FT%TZ)" >&2; done) &
+heartbeat=$!
+trap 'kill "$heartbeat" 2>/dev/null' EXIT
 bench() { "$gslbench" bench "$grids/$1.toml" -j 2 "${@:2}"; }
 estimate() {
     "$python" "$grids/estimate.py" -j 2
@@ -49,14 +56,14 @@ stage() {  # stage N NAME COMMAND...: run it if N is in $stages, and report its 
     shift 2
     case " $stages " in *" $number "*) step "stage $number ($name)" "$@"; ran+=("$name") ;; esac
 }
-pilot() {
-    bench results --seeds 0 --draw 0
-    bench pixels --seeds 0
-    bench glove --seeds 0
-    bench finetune --seeds 0 --methods float,two-step --cpus-per-cell 1
-    bench unseen_opq --seeds 0 --draw 0 --methods float,pca,two-step
-    bench words256 --seeds 0 --methods float,pca,two-step
-    bench rq_lsq --seeds 0 --methods float,pca,two-step
+pilot() {  # each stage's pilot is a step of its own: its time is that stage's
+    step "pilot 1 (results)" bench results --seeds 0 --draw 0
+    step "pilot 3 (pixels)" bench pixels --seeds 0
+    step "pilot 4 (glove)" bench glove --seeds 0
+    step "pilot 2 (finetune)" bench finetune --seeds 0 --methods float,two-step --cpus-per-cell 1
+    step "pilot 5 (unseen_opq)" bench unseen_opq --seeds 0 --draw 0 --methods float,pca,two-step
+    step "pilot 6 (words256)" bench words256 --seeds 0 --methods float,pca,two-step
+    step "pilot 7 (rq_lsq)" bench rq_lsq --seeds 0 --methods float,pca,two-step
 }
 finetune() {
     "$python" "$grids/pin_tuned.py" "$grids/finetune.toml" "$tuned" results/campaign2/finetune.toml
@@ -72,7 +79,7 @@ data() {
 }
 
 step "data" data
-step "pilot" pilot
+pilot
 step "estimate" estimate
 stage 1 "tune" tune
 stage 1 "results" bench results --tuned "$tuned"

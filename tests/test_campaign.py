@@ -135,3 +135,36 @@ def test_bench_tuned_leaves_a_cell_whose_grid_sets_all_its_knobs_as_it_is():
     assert tuned.apply(pixels, all_knobs) == pixels
     with pytest.raises(GslbenchError, match="tuned with feature='efficientnet-lite0'"):
         tuned.apply(pixels, all_knobs - {"gsl_k"})
+
+
+def test_stage_times_sums_each_steps_pieces_and_ends_a_killed_one_where_the_log_last_saw_it(
+        tmp_path):
+    log = tmp_path / "campaign.log"
+    log.write_text("""campaign: data started 2026-12-06T10:00:00Z
+datasets/fashion-mnist/raw
+campaign: done 2026-12-06T10:02:30Z
+campaign: pilot 1 (results) started 2026-12-06T10:02:30Z
+gslbench: [1/9] done 0123456789ab fashion-mnist float seed 0 (elapsed 1m34s, ~9m left)
+campaign: alive 2026-12-06T10:03:30Z
+gslbench: [2/9] done 123456789abc fashion-mnist pca pq 8 bits seed 0 (elapsed 1h2m, ~1m left)
+gslbench: terminated
+campaign: restarted at 2026-12-06T12:00:00Z on 0123abc (a kill)
+campaign: data started 2026-12-06T12:00:00Z
+campaign: done 2026-12-06T12:00:30Z
+campaign: pilot 1 (results) started 2026-12-06T12:00:30Z
+campaign: alive 2026-12-06T12:01:30Z
+campaign: alive 2026-12-06T12:02:30Z
+campaign: done 2026-12-06T12:03:00Z
+campaign: stage 1 (tune) started 2026-12-06T12:03:00Z
+campaign: alive 2026-12-06T12:04:00Z
+campaign: alive 2026-12-06T14:04:00Z
+""")
+    done = subprocess.run([sys.executable, str(GRIDS / "stage_times.py"), str(log)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # data: 150 s + 30 s; the pilot: killed at its start + 1h2m (later than its alive line),
+    # then 150 s; the tune: killed, last seen 2 h 1 min after its start
+    assert done.stdout.splitlines()[2:] == ["| data | 3 min | 2 | 0 |",
+                                            "| pilot 1 (results) | 1 h 04 min | 2 | 1 |",
+                                            "| stage 1 (tune) | 2 h 01 min | 1 | 1 |",
+                                            "| **total** | **3 h 08 min** | | |"]
