@@ -435,3 +435,18 @@ def test_search_bench_gives_the_tracks_recalls_against_a_plain_loop(fake_glove, 
         for r in ("1", "10"):
             assert measured["one_recall_at"][r] == pytest.approx(np.mean(measured["expected"][r]))
         assert measured["k_recall_at"] == {"5": pytest.approx(np.mean(measured["shared"]))}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--validation-database", "3"), "--validation-database: the validation database has 3 "
+                                     "items, fewer than the 5 that k=5 neighbours need"),
+    (("--neighbours", "100"), "--neighbours: the training set has 100 items, fewer than the 101 "
+                              "that k=100 neighbours need"),
+])
+def test_a_part_too_small_for_its_neighbours_is_one_line_naming_the_option(
+        fake_glove, tmp_path, args, message):
+    _, data_dir = fake_glove
+    download(glove.NAME, data_dir)
+    lines = cli_lines(data_dir, tmp_path / "results", "features", glove.NAME, *args, code=2)
+    assert lines == [f"gslbench: error: {message}"]
+    assert not list((data_dir / glove.NAME).glob("*.h5"))

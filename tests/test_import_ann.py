@@ -236,8 +236,8 @@ def test_a_bad_file_is_one_line_and_writes_nothing(tmp_path, case):
     (["--neighbours", "21"], "--neighbours 21: {path} lists 20 neighbours per query"),
     (["--train-size", "300"], "--train-size 300: the training sample must hold more than k=10 "
                               "items and fewer than the file's 300 train rows"),
-    (["--validation-database", "9"], "--validation-database 9: fewer items than the k=10 "
-                                     "neighbours of a validation query"),
+    (["--validation-database", "9"], "--validation-database: the validation database has 9 "
+                                     "items, fewer than the 10 that k=10 neighbours need"),
     (["--labels", "x.npy"], "--labels: goes with --from, not with --ann-benchmarks"),
     (["--from", "x.npz"], "features import: give one of --from FILE, --ann-benchmarks "
                           "FILE.hdf5 and --image-list DIR"),

@@ -89,9 +89,6 @@ def import_ann_benchmarks(name: str, source: AnnBenchmarksSource, data_dir: str 
     one_class = np.ones((n, 1), np.uint8)  # split as one class
     rows = with_validation(one_class, {"train": training, "database": np.arange(n)}, validation,
                            split_seed, keep_database=True)
-    if 0 < len(rows.get("validation_database", ())) < k:
-        raise GslbenchError(f"--validation-database {validation.database}: fewer items than "
-                            f"the k={k} neighbours of a validation query")
     parts = {part: Split(arrays.train[idx], np.zeros((len(idx), 0), np.uint8), idx)
              for part, idx in rows.items()}
     parts = with_neighbours(parts, k)  # the training k-NN graph, the validation relevance

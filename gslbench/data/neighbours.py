@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
 
 faiss = lazy_import("faiss")
@@ -45,12 +46,23 @@ def true_neighbours(queries: np.ndarray, database: np.ndarray, k: int,
     return found[~own].reshape(len(queries), k).astype(np.int64)
 
 
+# how an error names each part neighbours are searched in: the option that sizes it
+TARGET_NAMES = {"train": "--neighbours: the training set", "database": "--neighbours: the database",
+                "validation_database": "--validation-database: the validation database"}
+
+
 def with_neighbours(parts: dict, k: int) -> dict:
     """The feature file's parts (name -> `Split`, the names of `split_indices`) with the k true
-    neighbours of each query part and of the training part (`NEIGHBOUR_TARGETS`) added."""
+    neighbours of each query part and of the training part (`NEIGHBOUR_TARGETS`) added. A part
+    with too few items for k (k + 1 for the training part: an item is not its own neighbour) is
+    a user error naming the option that sizes it."""
     out = dict(parts)
     for name, target in NEIGHBOUR_TARGETS.items():
         if name in parts:
+            need = k + (name == target)
+            if len(parts[target].features) < need:
+                raise GslbenchError(f"{TARGET_NAMES[target]} has {len(parts[target].features)} "
+                                    f"items, fewer than the {need} that k={k} neighbours need")
             found = true_neighbours(parts[name].features, parts[target].features, k,
                                     exclude_self=name == target)
             out[name] = dataclasses.replace(parts[name], neighbours=found)
