@@ -236,7 +236,7 @@ def test_results_document(tmp_path):
     assert (f"| standard | pq | 256 | {GSL} | 16: +0.1000 better<br>32: +0.0000 not "
             "powered | 16: +0.0000 not powered<br>32: -0.1000 worse | 3 (< 10) | 0.1309 |") in text
     assert "no column for pca or the best other" in text
-    assert "these runs have no validation mAP" in text
+    assert "these runs have no validation score" in text
     assert "gap to float" in text and "database quantization MSE" in text
     assert ("- **digits (pixels), PQ, 32 bits = 4 × 256 words, pairwise loss**: two-step is 0.1600 "
             f"mAP below float; {GSL} is not powered against two-step (+0.0000, 95% CI [-0.0497, "

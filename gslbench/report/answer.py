@@ -64,7 +64,7 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
             "protocol, condition, quantizer and codebook size, and per codebook fit: each cell "
             "gives, per code length, the paired difference in "
             f"{metric_text(compared.primary_metric)} (the row's method minus the other; the "
-            "best other method, chosen by validation mAP, in brackets) and the verdict; `—` "
+            "best other method, chosen by its validation score, in brackets) and the verdict; `—` "
             "where the other method has no runs"
             + (f" (no column for {' or '.join(absent)}: no such comparison could be made)"
                if absent else "")

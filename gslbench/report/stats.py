@@ -262,15 +262,15 @@ def comparisons(results: pd.DataFrame, declared: Declared = DEFAULT, value: str 
 
 
 def validation_note(results: pd.DataFrame, declared: Declared = DEFAULT) -> str:
-    """Why the best-other comparisons are left out (no validation mAP for the runs), or ""."""
+    """Why the best-other comparisons are left out (no validation score for the runs), or ""."""
     if not any(other == BEST_OTHER for _, other in declared.pairs):
         return ""
     if "validation_map" in results and results.validation_map.notna().any():
         return ""
-    return ("The best other method is chosen by validation mAP (tuned.toml's `validation_map`, "
-            "`gslbench report --grid GRID.toml --tuned TUNED.toml`), never by test mAP; these "
-            "runs have no validation mAP, so the comparisons against the best other method are "
-            "left out.")
+    return ("The best other method is chosen by its validation score (the primary metric on the "
+            "validation split: tuned.toml's `validation_map`, `gslbench report --grid GRID.toml "
+            "--tuned TUNED.toml`), never by a test score; these runs have no validation score, so "
+            "the comparisons against the best other method are left out.")
 
 
 def units_text(n: int) -> str:

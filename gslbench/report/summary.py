@@ -68,14 +68,15 @@ def verdict_sentence(table: PaperTable, block: pd.DataFrame) -> str:
     return sentence
 
 
-def block_note(margin: float) -> str:
-    """What the verdict blocks' numbers and words mean."""
+def block_note(margin: float, metric: str = "mAP") -> str:
+    """What the verdict blocks' numbers and words mean; `metric`: what the differences are in
+    (`neighbours.metric_text` of the comparisons' primary metrics)."""
     return (f"Only the comparisons declared before the runs are tested (the grid's "
             f"`[comparisons]`), and all of them, over every regime and condition, are one Holm "
             f"family. Differences are paired by (draw, seed) (the first minus the second, mean "
             f"over units) with their raw 95% t-interval and the Holm-adjusted p of the paired "
             f"t-test; the verdict is better or worse when that p is below {ALPHA}, equivalent "
-            f"when the two one-sided tests put the difference within ±{margin:g} mAP "
+            f"when the two one-sided tests put the difference within ±{margin:g} {metric} "
             f"(Holm-adjusted p below {ALPHA}), not powered when the smallest difference the "
             f"test could detect at {POWER:.0%} power after the correction (detectable: at "
             f"{ALPHA} divided by the family's size, Holm's threshold for its smallest p) exceeds "
