@@ -286,3 +286,19 @@ def test_a_dataset_in_another_file_is_refused(tmp_path):
     result = invoke(tmp_path, "features", "import", "toy", "--ann-benchmarks", str(path))
     assert result.output == (f"gslbench: error: {path}: 'train' is a link to another file; "
                              "import a file that holds its own arrays\n")
+
+
+def test_a_stale_imported_file_says_which_import_rebuilds_it(tmp_path):
+    """A feature file that must be written again names the `features import` option its data
+    set was imported with (here --ann-benchmarks, not --from)."""
+    from gslbench.storage import DIGEST_ATTR
+
+    path = write_ann(tmp_path / "toy.hdf5", *vectors())
+    assert invoke(tmp_path, "features", "import", "toy", "--ann-benchmarks", str(path)).exit_code == 0
+    feature_file = layout.feature_path(tmp_path / "data", "toy", "imported")
+    with h5py.File(feature_file, "a") as handle:
+        del handle.attrs[DIGEST_ATTR]
+    result = invoke(tmp_path, "train", "--dataset", "toy", "--method", "float", "--epochs", "1")
+    assert result.exit_code == 2
+    assert result.output.rstrip().endswith(
+        "import it again (`gslbench features import toy --ann-benchmarks FILE.hdf5`)")

@@ -291,11 +291,23 @@ def _read_unchanged(path: Path, stamp: tuple[int, int, int] | None,
     return features
 
 
+# the option of `features import` that each imported source (its record's protocol `source`) uses
+IMPORT_OPTIONS = {"ann-benchmarks": "--ann-benchmarks FILE.hdf5", "image-list": "--image-list DIR"}
+
+
 def _rebuild_advice(path: Path) -> str:
-    """How to rebuild the feature file `path` (DATA/NAME/FEATURE.h5) of the current version."""
+    """How to rebuild the feature file `path` (DATA/NAME/FEATURE.h5) of the current version: an
+    imported data set names the `features import` option it was imported with (its record,
+    DATA/NAME/imported.json; `--from FILE` where the record does not say)."""
     name = path.parent.name
-    if layout.imported_path(path.parent.parent, name).is_file():
-        return f"import it again (`gslbench features import {name} --from FILE`)"
+    record = layout.imported_path(path.parent.parent, name)
+    if record.is_file():
+        try:
+            source = json.loads(record.read_text(encoding="utf-8"))["protocol"]["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            source = None
+        option = IMPORT_OPTIONS.get(source, "--from FILE")
+        return f"import it again (`gslbench features import {name} {option}`)"
     return f"rebuild it with `gslbench features {name}` (its features are kept)"
 
 
