@@ -16,7 +16,8 @@
 # 1. The data: Fashion-MNIST (EfficientNet-Lite0 features and the pixels) and GloVe 6B 50-d (the
 #    optional extra [glove]).
 # 2. The pilot: the cells at seed 0 (class draw 0) of every stage whose runs time the others,
-#    then the estimate of every stage (benchmarks/campaign2/estimate.py and bench --dry-run).
+#    then the estimate of every stage (benchmarks/campaign2/estimate.py and bench --dry-run),
+#    kept in results/campaign2/estimate.txt; a restart finding it skips both.
 #    Stage 1's untuned cells (float, pca, two-step, the GSL controls) are campaign cells; its
 #    tuned methods run here at their start knobs, which the tuned bench reuses where tune keeps
 #    them.
@@ -84,8 +85,16 @@ data() {
 }
 
 step "data" data
-pilot
-step "estimate" estimate
+estimated=results/campaign2/estimate.txt  # the estimate the cuts were made from, kept
+if [[ -s $estimated ]]; then  # a restart: the pilot ran, its estimate is kept
+    echo "campaign: the pilot ran and its estimate is in $estimated" >&2
+else
+    pilot
+    mkdir -p "$(dirname "$estimated")"
+    step "estimate" estimate > "$estimated.part"
+    mv "$estimated.part" "$estimated"
+    cat "$estimated"
+fi
 stage 1 "tune" tune
 stage 1 "results" bench results --tuned "$tuned"
 stage 2 "finetune" finetune
