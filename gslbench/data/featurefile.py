@@ -41,7 +41,7 @@ from gslbench import layout
 from gslbench.data.neighbours import NEIGHBOUR_TARGETS
 from gslbench.data.unseen import DEFAULT_UNSEEN, unseen_classes, validation_unseen_classes
 from gslbench.errors import GslbenchError
-from gslbench.storage import open_h5, sha256_file, write_h5
+from gslbench.storage import open_h5, read_json, sha256_file, write_h5
 
 FORMAT = "gslbench.features"
 FORMAT_VERSION = 4  # 4: validation out of the items no run trains on; unseen classes computed
@@ -303,8 +303,8 @@ def _rebuild_advice(path: Path) -> str:
     record = layout.imported_path(path.parent.parent, name)
     if record.is_file():
         try:
-            source = json.loads(record.read_text(encoding="utf-8"))["protocol"]["source"]
-        except (OSError, ValueError, KeyError, TypeError):
+            source = read_json(record)["protocol"]["source"]
+        except (GslbenchError, KeyError, TypeError):  # the advice stays general
             source = None
         option = IMPORT_OPTIONS.get(source, "--from FILE")
         return f"import it again (`gslbench features import {name} {option}`)"

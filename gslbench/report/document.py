@@ -156,7 +156,7 @@ def comparison_section(results: pd.DataFrame, compared: pd.DataFrame,
         "are above zero, the "
         "paired t-test's p, both p-values Holm-adjusted over the one family of "
         f"{int(table.family_size.iloc[0])} tests, and the smallest difference detectable.",
-        block_note(margin, metric_text(compared.primary_metric)),
+        block_note(margin, compared),
         "",
         *sentences,
         "",
@@ -176,8 +176,7 @@ def found_section(tables: list[PaperTable], compared: pd.DataFrame, margin: floa
                   level: int = 2) -> list[str]:
     """`## What it found`: per table set, its verdict sentence and block (`summary.found_blocks`
     of the `tables.paper_tables` and `stats.comparisons`)."""
-    lines = ["#" * level + f" {FOUND_TITLE}", "",
-             block_note(margin, metric_text(compared.primary_metric)), ""]
+    lines = ["#" * level + f" {FOUND_TITLE}", "", block_note(margin, compared), ""]
     for key, sentence, block in found_blocks(tables, compared):
         lines += ["#" * (level + 1) + f" {key_title(key)}", "", sentence, ""]
         if not block.empty:
@@ -225,8 +224,7 @@ def document_found(tables: list[PaperTable], compared: pd.DataFrame,
     its title in bold, its verdict sentence and block (`summary.found_blocks`), so that the
     page's table of contents stays short."""
     blocks = found_blocks(tables, compared)
-    lines = [f"## {FOUND_TITLE}", "", block_note(margin, metric_text(compared.primary_metric)),
-             ""]
+    lines = [f"## {FOUND_TITLE}", "", block_note(margin, compared), ""]
     for title, positions in grouped([key for key, _, _ in blocks]).items():
         lines += [f"### {title}", ""]
         for key, sentence, block in (blocks[i] for i in positions):

@@ -18,7 +18,6 @@ import html
 import pandas as pd
 
 from gslbench.report.frames import Evaluated, axes_summary, key_slug, key_title
-from gslbench.report.neighbours import metric_text
 from gslbench.report.plots import Figure
 from gslbench.report.stats import VERDICTS
 from gslbench.report.summary import (
@@ -104,8 +103,7 @@ def found_html(tables: list[PaperTable], compared: pd.DataFrame, margin: float) 
                   f"<p>{html.escape(sentence)}</p>"]
         if not block.empty:
             parts.append(frame_html(block, "verdict"))
-    note = block_note(margin, metric_text(compared.primary_metric))
-    parts += [f'<p class="note">{html.escape(note)}</p>', "</section>"]
+    parts += [f'<p class="note">{html.escape(block_note(margin, compared))}</p>', "</section>"]
     return "\n".join(parts)
 
 

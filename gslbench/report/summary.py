@@ -20,6 +20,7 @@ import pandas as pd
 
 from gslbench.report.conditions import shown_value
 from gslbench.report.frames import TABLE_KEYS
+from gslbench.report.neighbours import metric_text
 from gslbench.report.stats import ALPHA, MIN_UNITS, POWER, VERDICTS, units_text
 from gslbench.report.tables import MISSING, PaperTable
 from gslbench.storage import package_versions
@@ -68,9 +69,10 @@ def verdict_sentence(table: PaperTable, block: pd.DataFrame) -> str:
     return sentence
 
 
-def block_note(margin: float, metric: str = "mAP") -> str:
-    """What the verdict blocks' numbers and words mean; `metric`: what the differences are in
-    (`neighbours.metric_text` of the comparisons' primary metrics)."""
+def block_note(margin: float, compared: pd.DataFrame) -> str:
+    """What the verdict blocks' numbers and words mean, the differences named in the primary
+    metrics of `compared` (`stats.comparisons`; `neighbours.metric_text`)."""
+    metric = metric_text(compared.primary_metric)
     return (f"Only the comparisons declared before the runs are tested (the grid's "
             f"`[comparisons]`), and all of them, over every regime and condition, are one Holm "
             f"family. Differences are paired by (draw, seed) (the first minus the second, mean "
