@@ -168,3 +168,14 @@ campaign: alive 2026-12-06T14:04:00Z
                                             "| pilot 1 (results) | 1 h 04 min | 2 | 1 |",
                                             "| stage 1 (tune) | 2 h 01 min | 1 | 1 |",
                                             "| **total** | **3 h 08 min** | | |"]
+
+
+@pytest.mark.parametrize("text", [None, "campaign: data started 2026-13-06T10:00:00Z\n"])
+def test_stage_times_refuses_a_missing_log_or_a_bad_time_in_one_line(tmp_path, text):
+    log = tmp_path / "campaign.log"
+    if text is not None:
+        log.write_text(text)
+    done = subprocess.run([sys.executable, str(GRIDS / "stage_times.py"), str(log)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"stage_times: error: {log}: ") and done.stderr.count("\n") == 1

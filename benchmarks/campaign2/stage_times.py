@@ -8,7 +8,7 @@ is the sum of its pieces. A piece with no `done` (the process was killed) ends a
 the log shows it running: its last `alive` line, or its start plus the `elapsed` of the last bench
 progress line in it, whichever is later (a lower bound where a piece predates the `alive` lines:
 the table says how many pieces ended that way). Prints a Markdown table, one row per step in the
-order of their first start, and the total.
+order of their first start, and the total; an unreadable log is one line on stderr, exit 2.
 
     python benchmarks/campaign2/stage_times.py results/campaign.log
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -113,7 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("log", type=Path)
     args = parser.parse_args()
-    print(table(read_log(args.log.read_text().splitlines())))
+    try:
+        steps = read_log(args.log.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a time that is none
+        print(f"stage_times: error: {args.log}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(table(steps))
 
 
 if __name__ == "__main__":
