@@ -75,6 +75,11 @@ class Declared:
         """Whether a regime ({regime column: value}) is among the declared ones."""
         return all(regime.get(name) in values for name, values in self.regimes)
 
+    def table(self) -> dict[str, list]:
+        """The `[comparisons]` table this declaration parses from (`parse(d.table()) == d`)."""
+        return {"pairs": [list(pair) for pair in self.pairs],
+                **{name: list(values) for name, values in self.regimes}}
+
     def text(self) -> str:
         """`gsl − two-step, gsl − best-other, over every regime` (what is declared, not where: a
         document rebuilt from its CSV says the same)."""

@@ -1,5 +1,6 @@
 """`gslbench report --grid GRID.toml --tuned TUNED.toml`: the grid's declared comparisons, and
-the best other method chosen by the validation mAP of tuned.toml, never by test mAP."""
+the best other method chosen by the validation mAP of tuned.toml, never by test mAP; the
+document names its declaration and margin, from which its CSV makes its tables again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from click.testing import CliRunner
 from runfakes import make_runs
 
 from gslbench.cli import cli
+from gslbench.declared import DEFAULT, Declared
+from gslbench.errors import GslbenchError
+from gslbench.report.answer import declared_in, declared_line
+from gslbench.report.doc_csv import rebuild_tables
+from gslbench.report.stats import MARGIN
 
 GRID = """dataset = "digits"
 method = ["two-step", "qloss", "gsl"]
@@ -57,7 +63,7 @@ def test_report_tests_what_the_grid_declares_with_the_best_other_by_validation(t
     result = CliRunner().invoke(cli, [
         "--results-dir", str(tmp_path), "report", "--grid", str(tmp_path / "grid.toml"),
         "--tuned", str(tmp_path / "tuned.toml"), "--out", str(tmp_path / "report"),
-        "--doc", str(doc)])
+        "--doc", str(doc), "--margin", "0.02"])
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(doc.with_suffix(".csv"))
     assert rows.groupby("method").validation_map.first().to_dict() == {
@@ -69,6 +75,32 @@ def test_report_tests_what_the_grid_declares_with_the_best_other_by_validation(t
     assert "one Holm family of 1 tests" in text
     assert "| 16: +0.1000 better (two-step) | 16: +0.1000 better | 3 (< 10) |" in text
     assert "λ=2.7 − " not in text and "− qloss" not in text  # qloss is compared with nothing
+    # the document names its declaration and margin, so its CSV alone makes its tables again;
+    # the default declaration, or another margin, makes other ones
+    answer, tables = rebuild_tables(doc.with_suffix(".csv"))
+    assert answer in text and tables in text and "±0.02 mAP" in tables
+    assert rebuild_tables(doc.with_suffix(".csv"), declared=DEFAULT)[0] not in text
+    assert rebuild_tables(doc.with_suffix(".csv"), margin=0.005)[1] not in text
+
+
+def test_a_document_names_its_declaration_and_margin_in_a_line_read_back_as_they_were():
+    declared = Declared.parse({"pairs": [["gsl α=0 k=8 select=aligned", "two-step"],
+                                         ["gsl", "best-other"]],
+                               "quantizer": ["pq", "opq"], "code_bits": 16}, "grid")
+    line = declared_line(declared, 0.01)
+    assert line.startswith("<!-- declared: {") and line.endswith("} -->")
+    assert declared_in(f"# results\n\n{line}\n\ntext\n", "doc.md") == (declared, 0.01)
+    assert declared_in("# results written before the line\n", "doc.md") == (DEFAULT, MARGIN)
+    for bad, match in (("<!-- declared: {not json} -->", "is not the JSON"),
+                       ('<!-- declared: {"comparisons": {}} -->', "is not the JSON"),
+                       ('<!-- declared: {"comparisons": {"pairs": [["gsl", "gsl"]]}, '
+                        '"margin": 0.01} -->', "compares nothing"),
+                       ('<!-- declared: {"comparisons": {}, "margin": 0.9} -->',
+                        r"margin 0.9 is not in \(0, 0.5\]"),
+                       ('<!-- declared: {"comparisons": {}, "margin": NaN} -->', "margin nan")):
+        with pytest.raises(GslbenchError, match=match) as caught:
+            declared_in(f"{bad}\n", "doc.md")
+        assert str(caught.value).startswith("doc.md: ")
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from gslbench.report.document import found_section, results_document, settings_s
 from gslbench.report.frames import Evaluated, axes_summary, read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
-from gslbench.report.stats import MARGIN, comparisons
+from gslbench.report.stats import MARGIN, MAX_MARGIN, comparisons
 from gslbench.report.summary import generator, generator_text
 from gslbench.report.tables import (
     KINDS,
@@ -53,7 +53,6 @@ from gslbench.report.usage import usage_frame, usage_html, usage_markdown, usage
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
-MAX_MARGIN = 0.5  # mAP: the widest equivalence margin report takes (half the whole scale)
 log = logging.getLogger(__name__)
 
 

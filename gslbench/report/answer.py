@@ -1,16 +1,22 @@
 """The answer a results document opens with: one compact table of the declared comparisons
 (`gslbench.report.stats.comparisons`), a row per data set, protocol, condition, quantizer,
 codebook size and variant of a pair's first method, a column per declared pair and codebook fit.
-README.md shows the same table (benchmarks/sample_outputs.py copies it between `MARKERS`)."""
+README.md shows the same table (benchmarks/sample_outputs.py copies it between `MARKERS`). The line
+after it (`declared_line`) names the declaration and the margin its verdicts used, so that the
+document's tables can be made again from its CSV alone (`declared_in`)."""
 
 from __future__ import annotations
+
+import json
+import math
 
 import pandas as pd
 
 from gslbench.declared import BEST_OTHER, DEFAULT, Declared
+from gslbench.errors import GslbenchError
 from gslbench.report.frames import KEY_DEFAULTS
 from gslbench.report.neighbours import metric_text
-from gslbench.report.stats import REGIME_KEYS, units_text
+from gslbench.report.stats import MARGIN, MAX_MARGIN, REGIME_KEYS, units_text
 from gslbench.report.summary import detectable_text
 from gslbench.report.tables import MISSING, frame_markdown
 
@@ -19,19 +25,50 @@ FLIPPED = {"better": "worse", "worse": "better"}  # a verdict read the other way
 
 FITS = {"train": "training-set fit", "database": "database fit"}  # a codebook fit's column name
 MARKERS = ("<!-- answer -->", "<!-- /answer -->")  # around the table README.md copies
+DECLARED = ("<!-- declared: ", " -->")  # around the JSON of `declared_line`
+
+
+def declared_line(declared: Declared, margin: float) -> str:
+    """`<!-- declared: {"comparisons": {"pairs": [["gsl", "two-step"]]}, "margin": 0.005} -->`:
+    the declaration (its `[comparisons]` table) and the equivalence margin of a document's
+    verdicts, unseen in the rendered page."""
+    found = {"comparisons": declared.table(), "margin": margin}
+    return DECLARED[0] + json.dumps(found, ensure_ascii=False) + DECLARED[1]
+
+
+def declared_in(text: str, source: str) -> tuple[Declared, float]:
+    """The declaration and margin a results document's `declared_line` names (`text`: the
+    document; `source`: its name in errors); a document without the line (written before it)
+    was made with `DEFAULT` and `MARGIN`. A malformed line is a one-line user error."""
+    lines = [line for line in text.splitlines()
+             if line.startswith(DECLARED[0]) and line.endswith(DECLARED[1])]
+    if not lines:
+        return DEFAULT, MARGIN
+    try:
+        found = json.loads(lines[0][len(DECLARED[0]):-len(DECLARED[1])])
+        margin = float(found["margin"])
+        table = found["comparisons"]
+    except (ValueError, TypeError, KeyError):
+        raise GslbenchError(f"{source}: its {DECLARED[0].strip()} line is not the JSON of a "
+                            "declaration and a margin") from None
+    if not (math.isfinite(margin) and 0 < margin <= MAX_MARGIN):
+        raise GslbenchError(f"{source}: its declared margin {margin} is not in (0, {MAX_MARGIN}]")
+    return Declared.parse(table, f"{source}: {DECLARED[0].strip()}"), margin
 
 
 def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
-                   note: str = "") -> list[str]:
+                   note: str = "", margin: float = MARGIN) -> list[str]:
     """`## The answer`: one compact table of the declared comparisons (`compared`:
     `stats.comparisons`) between `MARKERS`, a row per data set, protocol, condition, quantizer,
     codebook size and variant of a pair's first method (the tuned GSL and any control), a column
     per declared pair and codebook fit: its difference and verdict at each code length, one per
     line (`—` where the other method has no runs), then the paired units (fewest) and the
     detectable difference (largest) of the row. A pair no run could make has no column; the text
-    names it. `note`: why a comparison is left out (`stats.validation_note`)."""
+    names it. `note`: why a comparison is left out (`stats.validation_note`); `margin`: the
+    verdicts' equivalence margin, which `declared_line` records after the table with the
+    declaration."""
     if compared.empty:
-        return ["## The answer", "", note, ""] if note else []
+        return ["## The answer", "", note, declared_line(declared, margin), ""] if note else []
     keys = [k for k in REGIME_KEYS if k not in ("code_bits", "codebooks")]
     fits = sorted(set(compared.codebooks), key=lambda fit: (fit != KEY_DEFAULTS["codebooks"], fit))
     labels = {(against, fit): (f"vs {against}" if against != BEST_OTHER else "vs the best other")
@@ -74,7 +111,7 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
             f"{int(compared.family_size.iloc[0])} tests; the verdicts as in \"What it found\".",
             *([note] if note else []),
             "", MARKERS[0], frame_markdown(frame.rename(columns={"subject": "method"})),
-            MARKERS[1], ""]
+            MARKERS[1], declared_line(declared, margin), ""]
 
 
 def _answer_cell(regime: pd.DataFrame, subject: str, against: str) -> str:

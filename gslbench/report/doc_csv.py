@@ -1,8 +1,9 @@
 """The per-seed rows beside a results document (results.csv beside results.md: `CSV_COLUMNS`, with
 each run's validation mAP where the report was given tuned.toml), read back as the frame they were
 written from, and the document's tables and comparisons made again from them alone (and the
-declaration of comparisons), so that anyone can check a published document (`rebuild_tables`),
-or rewrite a committed one after a change of layout or statistics (`refresh_document`).
+declaration of comparisons and margin the document names), so that anyone can check a published
+document (`rebuild_tables`), or rewrite a committed one after a change of layout or statistics
+(`refresh_document`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 
 from gslbench.declared import DEFAULT, Declared
 from gslbench.errors import GslbenchError
+from gslbench.report.answer import declared_in
 from gslbench.report.document import FOUND_TITLE, document_tables
 from gslbench.report.frames import RUN_COLUMNS, with_key_defaults
 from gslbench.report.neighbours import NEIGHBOUR_COLUMNS, neighbour_columns
@@ -52,21 +54,36 @@ def read_results_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def rebuild_tables(path: Path, margin: float = MARGIN,
-                   declared: Declared = DEFAULT) -> tuple[str, str]:
-    """`document_tables` made again from a results CSV alone (the one beside the document) and
-    the declaration of comparisons the document names (the default unless its grid declares
-    others: `gslbench.declared.declared_of`)."""
-    return document_tables(read_results_csv(path), margin, declared)
+def rebuild_tables(path: Path, margin: float | None = None,
+                   declared: Declared | None = None) -> tuple[str, str]:
+    """`document_tables` made again from a results CSV alone (the one beside the document), with
+    the declaration of comparisons and the margin the document beside it names
+    (`answer.declared_in`; the defaults without one), unless given."""
+    named_declared, named_margin = DEFAULT, MARGIN
+    document = path.with_suffix(".md")
+    if document.is_file():
+        named_declared, named_margin = declared_in(read_document(document), str(document))
+    return document_tables(read_results_csv(path), named_margin if margin is None else margin,
+                           named_declared if declared is None else declared)
 
 
-def refresh_document(path: Path, margin: float = MARGIN, declared: Declared = DEFAULT) -> str:
+def read_document(path: Path) -> str:
+    """A results document's text; an unreadable one is a one-line user error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GslbenchError(f"{path}: cannot read the results document ({exc})") from None
+
+
+def refresh_document(path: Path, margin: float | None = None,
+                     declared: Declared | None = None) -> str:
     """The text of a committed results document (docs/results.md) with the parts
     `rebuild_tables` makes from the CSV beside it written again: the answer, and what it found
     through the paired comparisons; the intro, provenance, settings, errors and cost (made from
     the runs, which a clone does not have) are kept as they are. For a change of layout or
-    statistics without running the campaign again."""
-    text = path.read_text(encoding="utf-8")
+    statistics without running the campaign again; the declaration and margin are the
+    document's own (`rebuild_tables`) unless given."""
+    text = read_document(path)
     lines = text.splitlines()
     headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
     try:

@@ -254,7 +254,7 @@ def document_tables(results: pd.DataFrame, margin: float = MARGIN,
     results = with_unit_defaults(results)
     tables = paper_tables(results)
     compared = comparisons(results, declared, margin=margin)
-    answer = answer_section(compared, declared, validation_note(results, declared))
+    answer = answer_section(compared, declared, validation_note(results, declared), margin)
     return "\n".join(answer), "\n".join([*document_found(tables, compared, margin),
                                           *document_table_section(tables),
                                           *neighbour_section(results),

@@ -58,6 +58,7 @@ CONFIDENCE = 0.95
 ALPHA = 0.05
 POWER = 0.8  # the power of the detectable difference
 MARGIN = 0.005  # mAP: differences within ±MARGIN count as equivalent
+MAX_MARGIN = 0.5  # mAP: the widest equivalence margin report takes (half the whole scale)
 MIN_UNITS = 10  # fewer paired units than this are marked in the tables
 REGIME_KEYS = [*TABLE_KEYS, "code_bits"]
 UNIT_KEYS = ["draw", "seed"]  # the pairing unit
