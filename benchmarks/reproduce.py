@@ -3,16 +3,19 @@ published and the new mAP (not a test; prints what it measured).
 
 Each chosen row of the published per-seed results (docs/results.csv: one row per run, codebook
 fit and evaluation mode) is turned back into its run's config: its data set, feature, protocol,
-method, quantizer, code_bits, sub_bits, loss and seed, the method's knobs read from its `variant`
-label (`gsl α=1 k=8 select=aligned`), every other setting at its default. Those runs are trained,
+method, quantizer, code_bits, sub_bits, loss, class draw and seed, the method's knobs read from its
+`variant` label (`gsl α=1 k=8 select=aligned`), every other setting at its default. Those runs are trained,
 encoded and evaluated by `gslbench bench` (one torch and faiss thread per cell, as the published
 runs record) under --results-dir, on the feature files under --data-dir, which must already hold
 the data set's features (`gslbench download D && gslbench features D`; check them first with
 benchmarks/feature_checksums.py). The `same run` column says whether the rebuilt config is the
-published one (same run id): a tuned variant's label rounds its knobs to 6 digits, and a default
-changed since then changes the run, so only rows with `yes` are the same experiment.
+published one (same run id): a tuned variant's label rounds its knobs to 6 digits (--tuned gives
+the file the runs were benched with, whose exact knobs the tuned variant's rows then take), and a
+default changed since then changes the run, so only rows with `yes` are the same experiment.
 
     python benchmarks/reproduce.py --method two-step --quantizer pq --bits 16 --seeds 0,1,2
+    python benchmarks/reproduce.py --method gsl --quantizer pq --bits 16 --protocol standard \
+        --tuned results/tuning/tuned.toml
     python benchmarks/reproduce.py --variant "gsl α=1 k=8 select=aligned" --bits 8 --dry-run
 
 Prints one line per (cell, codebook fit, seed): published mAP, new mAP, new − published, and the
@@ -31,20 +34,24 @@ import gslbench  # noqa: F401  first, as in the CLI: it sets OMP_WAIT_POLICY bef
 # isort: on
 import pandas as pd
 
+from gslbench.bench.tuned import Tuned
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "results.csv"
 FILTERS = {"dataset": str, "feature": str, "protocol": str, "method": str, "variant": str,
-           "quantizer": str, "bits": int, "sub_bits": int, "codebooks": str}
+           "quantizer": str, "bits": int, "sub_bits": int, "codebooks": str, "draw": int}
 CONFIG_COLUMNS = ["dataset", "feature", "protocol", "method", "variant", "quantizer", "code_bits",
-                  "sub_bits", "loss", "seed"]
+                  "sub_bits", "loss", "draw", "seed"]
 
 
 def choose_rows(published: pd.DataFrame, filters: dict[str, Any], seeds: list[int] | None
                 ) -> pd.DataFrame:
-    """The published rows of ADC / L2 evaluations that match every given filter and seed."""
+    """The published rows of ADC / L2 evaluations that match every given filter and seed (a CSV
+    written before class draws: draw 0)."""
+    if "draw" not in published:
+        published = published.assign(draw=0)
     rows = published[(published["search"] == "adc") & (published["metric"] == "l2")]
     for name, value in filters.items():
         column = "code_bits" if name == "bits" else name
@@ -69,22 +76,34 @@ def knobs_of(method: str, variant: str) -> dict[str, Any]:
             for symbol, value in values.items()}
 
 
-def run_config(row: pd.Series, overrides: dict[str, Any]) -> RunConfig:
-    """The config of a published row, with `overrides` (settings by name) applied."""
+def run_config(row: pd.Series, overrides: dict[str, Any], tuned: Tuned | None = None
+               ) -> RunConfig:
+    """The config of a published row, with `overrides` (settings by name) applied. With the
+    tuned file the campaign was benched with, a row of the tuned variant takes its knobs from
+    the file, not from the label (which rounds them); a control keeps its label's knobs."""
     values = {"dataset": row["dataset"], "feature": row["feature"], "protocol": row["protocol"],
               "method": row["method"], "loss": row["loss"], "seed": int(row["seed"])}
+    if "draw" in row and not pd.isna(row["draw"]):
+        values["draw"] = int(row["draw"])
     if METHODS[row["method"]].quantized:
         values.update(quantizer=row["quantizer"], bits=int(row["code_bits"]),
                       sub_bits=int(row["sub_bits"]))
-    return RunConfig(**values, **knobs_of(row["method"], row["variant"]), **overrides)
+    config = RunConfig(**values, **knobs_of(row["method"], row["variant"]), **overrides)
+    if tuned is not None:
+        chosen = tuned.apply(config)
+        if METHODS[row["method"]].label(chosen.to_dict()) == row["variant"]:
+            return chosen
+    return config
 
 
 def reproduce(rows: pd.DataFrame, data_dir: Path, results_dir: Path,
-              overrides: dict[str, Any], jobs: int = 1) -> pd.DataFrame:
+              overrides: dict[str, Any], jobs: int = 1, tuned: Tuned | None = None
+              ) -> pd.DataFrame:
     """Train, encode and evaluate the runs of `rows` (both codebook fits they list) and return
-    the rows with `new_map` and `same_run` (whether the rebuilt config has the published run id)."""
+    the rows with `new_map` and `same_run` (whether the rebuilt config has the published run id);
+    `tuned`: the tuned file the published runs were benched with (`run_config`)."""
     cells = rows.drop_duplicates(CONFIG_COLUMNS)
-    configs = {tuple(row[CONFIG_COLUMNS]): run_config(row, overrides)
+    configs = {tuple(row[CONFIG_COLUMNS]): run_config(row, overrides, tuned)
                for _, row in cells.iterrows()}
     grid = [{**config.to_dict(), "protocol": config.protocol} for config in configs.values()]
     new = gslbench.bench({"grid": grid, "codebooks": sorted(rows["codebooks"].unique())},
@@ -148,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, kind in FILTERS.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--seeds", help="comma-separated seeds (default: every published one)")
+    parser.add_argument("--tuned", type=Path, help="the tuned file the published runs were "
+                        "benched with (bench --tuned): the tuned variant's exact knobs")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a setting of every run (then it is not the published run)")
     parser.add_argument("-j", "--jobs", type=int, default=1)
@@ -162,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(rows[CONFIG_COLUMNS + ["codebooks", "map", "run"]].to_string(index=False))
             return 0
+        tuned = Tuned.read(args.tuned) if args.tuned else None
         print_table(reproduce(rows, args.data_dir, args.results_dir, _overrides(args.set),
-                              args.jobs))
+                              args.jobs, tuned))
     except GslbenchError as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2

@@ -120,6 +120,37 @@ def test_published_control_rows_give_back_their_run_ids():
         assert reproduce_script.run_config(row, {}).run_id == row["run"]
 
 
+def test_a_tuned_row_takes_the_tuned_files_exact_knobs_and_a_control_its_labels():
+    """A tuned variant's label rounds its knobs (α=0.123457), so only the tuned file gives back
+    its run; a control of the same cell (α=0) keeps its label's knobs; an unseen row its draw."""
+    from gslbench.bench.tuned import Tuned
+    from gslbench.config import RunConfig
+
+    cell = {"dataset": "digits", "protocol": "unseen", "quantizer": "pq", "bits": 16,
+            "sub_bits": 4}
+    knobs = {"gsl_alpha": 0.123456789, "gsl_k": 8, "gsl_select": "aligned"}
+    tuned = Tuned(1, (100, 101), {}, ({**cell, "method": "gsl", **knobs,
+                                       "validation_map": 0.7},))
+    published = RunConfig(**cell, method="gsl", **knobs, draw=3, seed=1)
+
+    def row(variant):
+        return pd.Series({"dataset": "digits", "feature": "pixels", "protocol": "unseen",
+                          "method": "gsl", "variant": variant, "quantizer": "pq",
+                          "code_bits": 16, "sub_bits": 4, "loss": "pairwise", "draw": 3,
+                          "seed": 1})
+
+    label = "gsl α=0.123457 k=8 select=aligned"
+    assert reproduce_script.run_config(row(label), {}, tuned).run_id == published.run_id
+    rounded = reproduce_script.run_config(row(label), {})
+    assert rounded.gsl_alpha == 0.123457 and rounded.run_id != published.run_id
+    control = reproduce_script.run_config(row("gsl α=0 k=8 select=aligned"), {}, tuned)
+    assert (control.gsl_alpha, control.draw) == (0.0, 3)
+    other = Tuned(1, (100, 101), {}, ({**cell, "bits": 8, "method": "gsl", **knobs,
+                                       "validation_map": 0.7},))
+    with pytest.raises(GslbenchError, match="no tuned choice"):
+        reproduce_script.run_config(row(label), {}, other)
+
+
 @pytest.mark.slow
 def test_reproduce_reruns_a_cell_and_prints_published_and_new(digits_features, tmp_path, capsys):
     settings = {"dataset": "digits", "method": "two-step", "quantizer": "pq", "bits": 16,
