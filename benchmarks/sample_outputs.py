@@ -3,8 +3,8 @@
 Each sample is a block between `<!-- generated: NAME -->` and `<!-- /generated -->` in a page;
 this script runs the documented commands in a temporary folder (digits, the default bench, the
 step-by-step commands of getting started, docs/examples/quickstart.py) and puts what they printed
-there. README's answer table is docs/results.md's (`gslbench report --doc`), copied, so the two
-cannot differ. Timings are never written (they vary run to run); the script prints the ones it
+there. README's answer table is docs/results.md's short one (`gslbench report --doc`), copied,
+so the two cannot differ. Timings are never written (they vary run to run); the script prints the ones it
 measured, for the ranges the prose gives.
 
     python benchmarks/sample_outputs.py                  # rewrite the blocks (about 3 min)
@@ -44,14 +44,15 @@ MAX_LINES = 40  # bench's stdout beyond this is cut, with a line saying how much
 
 
 def answer_block(results_page: Path = RESULTS_PAGE) -> str:
-    """The answer table of docs/results.md (between its `<!-- answer -->` markers)."""
-    from gslbench.report.answer import MARKERS
+    """The short answer table of docs/results.md (the verdicts alone, between its
+    `<!-- short answer -->` markers)."""
+    from gslbench.report.answer import SHORT
 
-    start, end = (re.escape(marker) for marker in MARKERS)
+    start, end = (re.escape(marker) for marker in SHORT)
     found = re.search(f"{start}\n(?P<body>.*?){end}", results_page.read_text(encoding="utf-8"),
                       re.DOTALL)
     if found is None:
-        raise SystemExit(f"{results_page}: no <!-- answer --> block (regenerate it with "
+        raise SystemExit(f"{results_page}: no {SHORT[0]} block (regenerate it with "
                          "`gslbench report --doc`)")
     return found["body"]
 

@@ -222,9 +222,13 @@ def test_results_document(tmp_path):
     write_report(make_runs(tmp_path / "runs"), tmp_path / "report", doc, "Tuning: none.\n")
     text = doc.read_text()
     # the answer first, then the intro
-    assert text.startswith("# gslbench results\n\n## The answer\n\nThe comparisons declared "
-                           "before the runs (gsl − two-step, gsl − qloss, gsl − pca, gsl − "
-                           "best-other, over every regime)")
+    assert text.startswith("# gslbench results\n\n## The answer\n\nIn short: every variant's "
+                           "verdicts in the comparisons declared before the runs on digits")
+    assert ("In full: the comparisons declared before the runs (gsl − two-step, gsl − qloss, "
+            "gsl − pca, gsl − best-other, over every regime)") in text
+    # the short table: the verdicts alone (no run here is a tuned choice: every variant)
+    assert (f"| standard | pq | 256 | {GSL} | 16: better<br>32: not powered | 16: not powered"
+            "<br>32: worse |") in text
     assert (text.index("## The answer") < text.index("Tuning: none.") < text.index("Generated on ")
             < text.index("## Provenance") < text.index("## Settings")
             < text.index("## What it found"))

@@ -18,6 +18,7 @@ from gslbench.bench.grid import Grid
 from gslbench.config import RunConfig
 from gslbench.declared import DEFAULT, Declared, declared_of, validation_maps
 from gslbench.errors import GslbenchError
+from gslbench.report.answer import MARKERS, SHORT
 from gslbench.report.document import document_tables
 from gslbench.report.stats import (
     comparisons,
@@ -271,6 +272,28 @@ def test_the_best_other_is_chosen_by_validation_not_by_test():
     validation = pd.Series({"two-step": 0.6, "gsl α=1": 0.9, "gsl α=0": 0.8, "qloss λ=1": 0.7})
     assert declared_pairs(list(validation.index), validation, declared) == [
         ("gsl α=0", "qloss λ=1", True), ("gsl α=1", "qloss λ=1", True)]
+
+
+def test_the_short_answer_holds_the_tuned_variants_verdicts_and_the_full_one_every_variant():
+    """The tuned GSL (a validation score) and its α = 0 control (none) against two-step: the
+    short table, which README copies, shows the tuned row's verdict alone; the full table both
+    rows with their differences. Without validation scores the short table has every row."""
+    frame = pd.DataFrame(regime_rows(seeds=range(4), **{
+        "two-step": ([0.70, 0.71, 0.72, 0.73], 0.60),
+        "gsl α=1": ([0.72, 0.73, 0.74, 0.7501], 0.64),
+        "gsl α=0": ([0.70, 0.71, 0.72, 0.73], None)}))
+    declared = Declared((("gsl", "two-step"),))
+    answer, _ = document_tables(frame, declared=declared)
+    short = answer[answer.index(SHORT[0]):answer.index(SHORT[1])]
+    full = answer[answer.index(MARKERS[0]):answer.index(MARKERS[1])]
+    assert "| standard | pq | 16 | gsl α=1 | 16: better |" in short
+    assert "gsl α=0" not in short and "+0." not in short
+    assert "| standard | pq | 16 | gsl α=1 | 16: +0.0200 better | 4 (< 10) |" in full
+    assert "| standard | pq | 16 | gsl α=0 | 16: +0.0000 equivalent | 4 (< 10) |" in full
+    assert "In short: the tuned variants' verdicts" in answer
+    blind, _ = document_tables(frame.assign(validation_map=math.nan), declared=declared)
+    short = blind[blind.index(SHORT[0]):blind.index(SHORT[1])]
+    assert "| gsl α=0 | 16: equivalent |" in short and "In short: every variant's" in blind
 
 
 def test_conditions_never_mix_and_the_unit_is_draw_and_seed():

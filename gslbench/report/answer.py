@@ -1,9 +1,10 @@
-"""The answer a results document opens with: one compact table of the declared comparisons
-(`gslbench.report.stats.comparisons`), a row per data set, protocol, condition, quantizer,
-codebook size and variant of a pair's first method, a column per declared pair and codebook fit.
-README.md shows the same table (benchmarks/sample_outputs.py copies it between `MARKERS`). The line
-after it (`declared_line`) names the declaration and the margin its verdicts used, so that the
-document's tables can be made again from its CSV alone (`declared_in`)."""
+"""The answer a results document opens with: a short table of the verdicts alone (between
+`SHORT`; README.md shows it, benchmarks/sample_outputs.py copies it), then the full table of the
+declared comparisons (`gslbench.report.stats.comparisons`) between `MARKERS`: a row per data set,
+protocol, condition, quantizer, codebook size and variant of a pair's first method, a column per
+declared pair and codebook fit. The line after it (`declared_line`) names the declaration and the
+margin its verdicts used, so that the document's tables can be made again from its CSV alone
+(`declared_in`)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ FLIPPED = {"better": "worse", "worse": "better"}  # a verdict read the other way
 
 
 FITS = {"train": "training-set fit", "database": "database fit"}  # a codebook fit's column name
-MARKERS = ("<!-- answer -->", "<!-- /answer -->")  # around the table README.md copies
+MARKERS = ("<!-- answer -->", "<!-- /answer -->")  # around the full table
+SHORT = ("<!-- short answer -->", "<!-- /short answer -->")  # the verdicts alone: README's copy
 DECLARED = ("<!-- declared: ", " -->")  # around the JSON of `declared_line`
+NUMBER = r"(?<=: )[+-]\d+\.\d+ "  # a cell's difference (`8: +0.0123 better`), not in SHORT
 
 
 def declared_line(declared: Declared, margin: float) -> str:
@@ -57,18 +60,58 @@ def declared_in(text: str, source: str) -> tuple[Declared, float]:
 
 
 def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
-                   note: str = "", margin: float = MARGIN) -> list[str]:
-    """`## The answer`: one compact table of the declared comparisons (`compared`:
-    `stats.comparisons`) between `MARKERS`, a row per data set, protocol, condition, quantizer,
-    codebook size and variant of a pair's first method (the tuned GSL and any control), a column
-    per declared pair and codebook fit: its difference and verdict at each code length, one per
-    line (`—` where the other method has no runs), then the paired units (fewest) and the
-    detectable difference (largest) of the row. A pair no run could make has no column; the text
-    names it. `note`: why a comparison is left out (`stats.validation_note`); `margin`: the
-    verdicts' equivalence margin, which `declared_line` records after the table with the
-    declaration."""
+                   note: str = "", margin: float = MARGIN,
+                   tuned: frozenset[str] = frozenset()) -> list[str]:
+    """`## The answer`: the short table (`SHORT`: the verdicts alone, for the tuned variants
+    `tuned`, or every variant where none is known), then the full one between `MARKERS`, of the
+    declared comparisons (`compared`: `stats.comparisons`): a row per data set, protocol,
+    condition, quantizer, codebook size and variant of a pair's first method (the tuned GSL and
+    any control), a column per declared pair and codebook fit: its difference and verdict at each
+    code length, one per line (`—` where the other method has no runs), then the paired units
+    (fewest) and the detectable difference (largest) of the row. A pair no run could make has no
+    column; the text names it. `note`: why a comparison is left out (`stats.validation_note`);
+    `margin`: the verdicts' equivalence margin, which `declared_line` records after the table
+    with the declaration."""
     if compared.empty:
         return ["## The answer", "", note, declared_line(declared, margin), ""] if note else []
+    frame, made, absent = _answer_frame(compared, declared)
+    shown = [k for k in ("dataset", "feature", "protocol", "condition", "loss", "search",
+                         "metric") if frame[k].nunique() > 1 or k == "protocol"]
+    where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
+    short = frame[frame.subject.isin(tuned)] if frame.subject.isin(tuned).any() else frame
+    whose, rest = (("the tuned variants'", "the differences, the controls and the units")
+                   if short is not frame else ("every variant's", "the differences and the units"))
+    return ["## The answer", "",
+            f"In short: {whose} verdicts in the comparisons declared before the runs{where} "
+            f"({rest} are in the full table below).",
+            "", SHORT[0],
+            frame_markdown(short[[*shown, "quantizer", "words", "subject", *made]].rename(
+                columns={"subject": "method"}).replace(NUMBER, "", regex=True)),
+            SHORT[1], "",
+            f"In full: the comparisons declared before the runs ({declared.text()}){where}, per "
+            "data set, protocol, condition, quantizer and codebook size, and per codebook fit: "
+            "each cell gives, per code length, the paired difference in "
+            f"{metric_text(compared.primary_metric)} (the row's method minus the other; the "
+            "best other method, chosen by its validation score, in brackets) and the verdict; `—` "
+            "where the other method has no runs"
+            + (f" (no column for {' or '.join(absent)}: no such comparison could be made)"
+               if absent else "")
+            + ". Units: the fewest paired (draw, seed) units of the row; detectable: the "
+            "largest of its smallest differences detectable at 80% power after the correction. "
+            f"All of the document's comparisons are one Holm family of "
+            f"{int(compared.family_size.iloc[0])} tests; the verdicts as in \"What it found\".",
+            *([note] if note else []),
+            "", MARKERS[0],
+            frame_markdown(frame[[*shown, "quantizer", "words", "subject", *made, "units",
+                                  "detectable"]].rename(columns={"subject": "method"})),
+            MARKERS[1], declared_line(declared, margin), ""]
+
+
+def _answer_frame(compared: pd.DataFrame, declared: Declared
+                  ) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The full answer's rows (regime keys, words, subject, a column per declared pair and fit
+    that some run made, units, detectable), those columns' names, and the comparators no run
+    could be compared with."""
     keys = [k for k in REGIME_KEYS if k not in ("code_bits", "codebooks")]
     fits = sorted(set(compared.codebooks), key=lambda fit: (fit != KEY_DEFAULTS["codebooks"], fit))
     labels = {(against, fit): (f"vs {against}" if against != BEST_OTHER else "vs the best other")
@@ -89,29 +132,10 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
     frame = pd.DataFrame(rows)
     frame = frame.assign(words=2 ** frame.sub_bits).sort_values(
         ["dataset", "protocol", "condition", "quantizer", "words"], kind="stable")
-    shown = [k for k in ("dataset", "feature", "protocol", "condition", "loss", "search",
-                         "metric") if frame[k].nunique() > 1 or k == "protocol"]
     made = [label for label in labels.values() if (frame[label] != MISSING).any()]
     absent = sorted({"the best other" if against == BEST_OTHER else against
                      for (against, _), label in labels.items() if label not in made})
-    where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
-    frame = frame[[*shown, "quantizer", "words", "subject", *made, "units", "detectable"]]
-    return ["## The answer", "",
-            f"The comparisons declared before the runs ({declared.text()}){where}, per data set, "
-            "protocol, condition, quantizer and codebook size, and per codebook fit: each cell "
-            "gives, per code length, the paired difference in "
-            f"{metric_text(compared.primary_metric)} (the row's method minus the other; the "
-            "best other method, chosen by its validation score, in brackets) and the verdict; `—` "
-            "where the other method has no runs"
-            + (f" (no column for {' or '.join(absent)}: no such comparison could be made)"
-               if absent else "")
-            + ". Units: the fewest paired (draw, seed) units of the row; detectable: the "
-            "largest of its smallest differences detectable at 80% power after the correction. "
-            f"All of the document's comparisons are one Holm family of "
-            f"{int(compared.family_size.iloc[0])} tests; the verdicts as in \"What it found\".",
-            *([note] if note else []),
-            "", MARKERS[0], frame_markdown(frame.rename(columns={"subject": "method"})),
-            MARKERS[1], declared_line(declared, margin), ""]
+    return frame, made, absent
 
 
 def _answer_cell(regime: pd.DataFrame, subject: str, against: str) -> str:

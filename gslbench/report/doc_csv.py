@@ -14,7 +14,7 @@ import pandas as pd
 
 from gslbench.declared import DEFAULT, Declared
 from gslbench.errors import GslbenchError
-from gslbench.report.answer import declared_in
+from gslbench.report.answer import DECLARED, declared_in
 from gslbench.report.document import FOUND_TITLE, document_tables
 from gslbench.report.frames import RUN_COLUMNS, with_key_defaults
 from gslbench.report.neighbours import NEIGHBOUR_COLUMNS, neighbour_columns
@@ -88,8 +88,13 @@ def refresh_document(path: Path, margin: float | None = None,
     headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
     try:
         answer = lines.index("## The answer")
-        table = next(i for i in range(answer, len(lines)) if lines[i].startswith(("|", "<!--")))
-        intro = next(i for i in range(table, len(lines)) if not lines[i].strip()) + 1
+        named = [i for i in range(answer, len(lines)) if lines[i].startswith(DECLARED[0])]
+        if named:  # the answer ends with its declaration
+            intro = named[0] + 1
+        else:  # written before it: with the first table
+            table = next(i for i in range(answer, len(lines))
+                         if lines[i].startswith(("|", "<!--")))
+            intro = next(i for i in range(table, len(lines)) if not lines[i].strip())
         found = lines.index(f"## {FOUND_TITLE}")
         compared = lines.index("## Paired comparisons")
     except (ValueError, StopIteration):
@@ -97,5 +102,5 @@ def refresh_document(path: Path, margin: float | None = None,
                             "paired comparisons)") from None
     end = next((i for i in headings if i > compared), len(lines))
     new_answer, new_tables = rebuild_tables(path.with_suffix(".csv"), margin, declared)
-    return "\n".join([*lines[:answer], new_answer.rstrip("\n"), "", *lines[intro:found],
+    return "\n".join([*lines[:answer], new_answer.rstrip("\n"), *lines[intro:found],
                       new_tables.rstrip("\n"), "", *lines[end:]]).rstrip("\n") + "\n"

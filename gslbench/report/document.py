@@ -28,6 +28,7 @@ from gslbench.report.frames import (
     axes_summary,
     key_extras,
     key_title,
+    tuned_rows,
     with_key_defaults,
 )
 from gslbench.report.neighbours import (
@@ -254,11 +255,21 @@ def document_tables(results: pd.DataFrame, margin: float = MARGIN,
     results = with_unit_defaults(results)
     tables = paper_tables(results)
     compared = comparisons(results, declared, margin=margin)
-    answer = answer_section(compared, declared, validation_note(results, declared), margin)
+    answer = answer_section(compared, declared, validation_note(results, declared), margin,
+                            tuned_variants(results))
     return "\n".join(answer), "\n".join([*document_found(tables, compared, margin),
                                           *document_table_section(tables),
                                           *neighbour_section(results),
                                           *comparison_section(results, compared, margin)])
+
+
+def tuned_variants(results: pd.DataFrame) -> frozenset[str]:
+    """The variants (as the comparisons name them: `frames.tuned_rows`) whose runs are tuned
+    choices, those with a validation score (`validation_map`); none without it."""
+    if "validation_map" not in results:
+        return frozenset()
+    merged, _ = tuned_rows(with_key_defaults(results))
+    return frozenset(merged.variant[merged.validation_map.notna()])
 
 
 def final_training_state(logs: pd.DataFrame) -> pd.DataFrame:
