@@ -406,7 +406,15 @@ def test_report_on_a_grid_takes_its_cells_only(tmp_path):
     assert set(found.dataset) == {"digits"} and set(found.code_bits) == {16}
     missing = sorted(RunConfig(dataset="digits", method=m, bits=16, seed=3).run_id
                      for m in ("two-step", "qloss"))
-    assert f"2 of the grid's 6 cells have no run: {', '.join(missing)}" in result.output
+    assert f"2 of the grid's 6 cells have no run: {', '.join(missing)}\n" in result.output
+    grid.write_text('dataset = "digits"\nmethod = ["two-step", "qloss"]\nbits = 16\n'
+                    f'seed = {list(range(14))}\n', encoding="utf-8")  # 22 of 28 never run
+    result = invoke(tmp_path, "report", "--grid", str(grid), "--out", str(tmp_path / "grid"))
+    missing = sorted(RunConfig(dataset="digits", method=m, bits=16, seed=seed).run_id
+                     for m in ("two-step", "qloss") for seed in range(3, 14))
+    assert result.exit_code == 0, result.output
+    assert (f"22 of the grid's 28 cells have no run: {', '.join(missing[:10])} and 12 more\n"
+            in result.output)
     grid.write_text('dataset = "digits"\nmethod = "qloss"\nbits = 64\n', encoding="utf-8")
     result = invoke(tmp_path, "report", "--grid", str(grid))
     lines = result.output.strip().splitlines()

@@ -101,7 +101,7 @@ def export(ctx: click.Context, run: str, faiss_path: Path | None, ann_path: Path
 @click.option("--grid", "grid_files", multiple=True, metavar="GRID.toml",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Only the runs of this grid's cells, as `bench GRID.toml` makes them "
-                   "(repeatable; cells without a run are named on stderr); the report tests "
+                   "(repeatable; cells without a run are counted on stderr); the report tests "
                    "the comparisons its [comparisons] table declares.")
 @click.option("--tuned", type=click.Path(dir_okay=False, path_type=Path),
               help="With --grid: the choice file the grid was benched with (`bench --tuned`); "

@@ -53,6 +53,7 @@ from gslbench.report.usage import usage_frame, usage_html, usage_markdown, usage
 from gslbench.storage import atomic_path, check_sha256, os_reason, read_json, write_text
 
 INDEX = "index.html"
+MISSING_NAMED = 10  # a grid's cells without a run named by the warning (a partial grid has many)
 log = logging.getLogger(__name__)
 
 
@@ -95,7 +96,8 @@ def select_runs(results_dir: Path, runs: Sequence[str] = (), patterns: Sequence[
 
 def _grid_runs(run_dirs: list[RunDir], cells: Sequence[str]) -> list[RunDir]:
     """The runs of `run_dirs` whose id is one of `cells` (a grid's run ids); the cells with no
-    run among them are named in a warning, and none found is a user error."""
+    run among them are counted in a warning that names the first `MISSING_NAMED`, and none found
+    is a user error."""
     wanted = set(cells)
     matched = [run for run in run_dirs if run.run_id in wanted]
     if not matched:
@@ -103,8 +105,9 @@ def _grid_runs(run_dirs: list[RunDir], cells: Sequence[str]) -> list[RunDir]:
                             f"{len(run_dirs)} selected (run `gslbench bench GRID.toml` first)")
     missing = sorted(wanted - {run.run_id for run in matched})
     if missing:
-        log.warning("%d of the grid's %d cells have no run: %s", len(missing), len(wanted),
-                    ", ".join(missing))
+        more = len(missing) - MISSING_NAMED
+        log.warning("%d of the grid's %d cells have no run: %s%s", len(missing), len(wanted),
+                    ", ".join(missing[:MISSING_NAMED]), f" and {more} more" if more > 0 else "")
     return matched
 
 
