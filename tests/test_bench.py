@@ -295,13 +295,16 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, monkeypatch)
     assert sum("] done " in line and "elapsed" in line and "left)" in line for line in lines) == 2
     assert lines[-1] == "gslbench: error: 2 cell(s) failed (listed above); finished cells are kept: " \
                         "run the same bench again to retry the others"
-    assert "two-step" in (tmp_path / "results" / "report" / "tables.md").read_text()
+    tables = (tmp_path / "results" / "report" / "tables.md").read_text()
+    assert "two-step" in tables and "A partial grid: 2 of the grid's 4 cells have no run" in tables
     rows, count = dry_run(tmp_path, *args[1:])
     assert count == "4 cells: 2 done, 2 partial (trained, not evaluated), 0 todo"
     monkeypatch.setattr(bench, "evaluate_run", evaluate)
     again = invoke(tmp_path, *args)
     assert again.exit_code == 0, again.output
     assert sum("] done " in line for line in again.output.splitlines()) == 2  # only the failed two
+    assert "Every one of the grid's 4 cells has a run." in (
+        tmp_path / "results" / "report" / "tables.md").read_text()
     assert dry_run(tmp_path, *args[1:])[1].startswith("4 cells: 4 done")
 
 

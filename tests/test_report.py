@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import xml.etree.ElementTree as ElementTree
@@ -407,6 +408,11 @@ def test_report_on_a_grid_takes_its_cells_only(tmp_path):
     missing = sorted(RunConfig(dataset="digits", method=m, bits=16, seed=3).run_id
                      for m in ("two-step", "qloss"))
     assert f"2 of the grid's 6 cells have no run: {', '.join(missing)}\n" in result.output
+    partial = ("runs (dataset: digits, method: qloss, two-step, quantizer: pq, code_bits: 16, "
+               "seed: 0, 1). A partial grid: 2 of the grid's 6 cells have no run yet; their "
+               "figures are missing from every table and comparison.")
+    assert partial in (tmp_path / "grid" / "tables.md").read_text(encoding="utf-8")
+    assert html.escape(partial) in (tmp_path / "grid" / "index.html").read_text(encoding="utf-8")
     grid.write_text('dataset = "digits"\nmethod = ["two-step", "qloss"]\nbits = 16\n'
                     f'seed = {list(range(14))}\n', encoding="utf-8")  # 22 of 28 never run
     result = invoke(tmp_path, "report", "--grid", str(grid), "--out", str(tmp_path / "grid"))
@@ -415,6 +421,13 @@ def test_report_on_a_grid_takes_its_cells_only(tmp_path):
     assert result.exit_code == 0, result.output
     assert (f"22 of the grid's 28 cells have no run: {', '.join(missing[:10])} and 12 more\n"
             in result.output)
+    grid.write_text('dataset = "digits"\nmethod = ["two-step", "qloss"]\nbits = 16\n'
+                    'seed = [0, 1]\n', encoding="utf-8")
+    result = invoke(tmp_path, "report", "--grid", str(grid), "--out", str(tmp_path / "grid"),
+                    "--doc", str(tmp_path / "doc.md"))
+    assert result.exit_code == 0 and "have no run" not in result.output, result.output
+    assert "seed: 0, 1). Every one of the grid's 4 cells has a run.\n" in (
+        tmp_path / "doc.md").read_text(encoding="utf-8")
     grid.write_text('dataset = "digits"\nmethod = "qloss"\nbits = 64\n', encoding="utf-8")
     result = invoke(tmp_path, "report", "--grid", str(grid))
     lines = result.output.strip().splitlines()

@@ -121,7 +121,9 @@ def bench(ctx: click.Context, grid_file: Path | None, force: bool, tuned: Path |
         from gslbench import report as report_module  # pandas, matplotlib: loaded to report
 
         out = layout.report_dir(results_dir)
-        _, markdown = report_module.write_report(list(result.run_dirs), out)
+        _, markdown = report_module.write_report(list(result.run_dirs), out,
+                                                 grid_cells=len(result.run_dirs)
+                                                 + len(result.failed))
         echo_report(ctx, markdown, out)
     if result.failed:
         raise GslbenchError(f"{len(result.failed)} cell(s) failed (listed above); finished cells "

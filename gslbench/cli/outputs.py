@@ -143,8 +143,9 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
                                          [config.run_id for config in configs])
     intro = doc_intro.read() if doc_intro else ""
     out = out or layout.report_dir(results_dir)
+    grid_cells = len({config.run_id for config in configs}) if grid_files else None
     _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin, declared,
-                                             validation)
+                                             validation, grid_cells)
     echo_report(ctx, markdown, out)
 
 

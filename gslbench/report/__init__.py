@@ -34,11 +34,11 @@ from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.doc_csv import results_csv
 from gslbench.report.document import found_section, results_document, settings_section
-from gslbench.report.frames import Evaluated, axes_summary, read_runs
+from gslbench.report.frames import Evaluated, read_runs
 from gslbench.report.page import report_html
 from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
 from gslbench.report.stats import MARGIN, MAX_MARGIN, comparisons
-from gslbench.report.summary import generator, generator_text
+from gslbench.report.summary import generator, made_text
 from gslbench.report.tables import (
     KINDS,
     PaperTable,
@@ -124,7 +124,8 @@ def _run_dataset(run: RunDir) -> str | None:
 
 def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
                  doc_intro: str = "", margin: float = MARGIN, declared: Declared = DEFAULT,
-                 validation: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, str]:
+                 validation: Mapping[str, float] | None = None,
+                 grid_cells: int | None = None) -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
     Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
@@ -136,8 +137,9 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     given, and its per-seed rows beside it (`doc` with the suffix .csv). margin: the equivalence
     margin of the verdicts (mAP); declared: the comparisons to test (the grid's, `--grid`);
     validation: run id -> the validation mAP of the tuned choice the run is (`--tuned`), which
-    picks the best other method (a `validation_map` column of results.csv). Returns the results
-    and tables.md's Markdown.
+    picks the best other method (a `validation_map` column of results.csv); grid_cells: the
+    number of cells of the grids reported on (`--grid`), so that every output says whether each
+    has a run (`summary.made_text`). Returns the results and tables.md's Markdown.
     """
     if not 0 < margin <= MAX_MARGIN:  # NaN too
         raise GslbenchError(f"--margin {margin} must be a positive mAP difference of at most "
@@ -150,7 +152,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     results = data.results
     _check_declared_names(results, declared)
     tables = paper_tables(results)
-    made = generator()
+    made = made_text(generator(), data, grid_cells)
     compared = comparisons(results, declared, margin=margin)
     cost = read_cost(run for run in runs if run.evaluations())
     usage = usage_tables(results)
@@ -180,20 +182,20 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     if doc is not None:
         csv = doc.with_suffix(".csv")
         _write_csv(results_csv(results), csv)
-        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost, declared))
+        write_text(doc, results_document(data, doc_intro, margin, csv.name, cost, declared,
+                                         made))
     return results, markdown
 
 
 def report_markdown(data: Evaluated, tables: list[PaperTable], compared: pd.DataFrame,
-                    made: dict[str, str], margin: float = MARGIN,
+                    made: str, margin: float = MARGIN,
                     cost: pd.DataFrame | None = None) -> str:
-    """tables.md: the title, what made the report (`summary.generator`), what it found (from
+    """tables.md: the title, what made the report (`made`: `summary.made_text`), what it found (from
     `compared`, `stats.comparisons`), the settings, what the runs cost
     (`cost.read_cost`'s frame), the tables."""
     return "\n".join([
         "# gslbench report", "",
-        f"{generator_text(made)} From {len(data.results)} evaluations of {len(data.configs)} runs "
-        f"({axes_summary(data.results)}).", "",
+        made, "",
         *found_section(tables, compared, margin), *settings_section(data),
         *(cost_section(cost) if cost is not None else []), tables_markdown(tables)])
 

@@ -25,7 +25,6 @@ from gslbench.report.frames import (
     KEY_DEFAULTS,
     TABLE_KEYS,
     Evaluated,
-    axes_summary,
     key_extras,
     key_title,
     tuned_rows,
@@ -51,7 +50,7 @@ from gslbench.report.summary import (
     detectable_text,
     found_blocks,
     generator,
-    generator_text,
+    made_text,
     settings_tables,
 )
 from gslbench.report.tables import (
@@ -360,14 +359,15 @@ def cpu_model() -> str:
 
 def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
                      csv_name: str | None = None, cost: pd.DataFrame | None = None,
-                     declared: Declared = DEFAULT) -> str:
+                     declared: Declared = DEFAULT, made: str | None = None) -> str:
     """docs/results.md: the answer (the compact table of the declared comparisons), provenance,
     settings, what it found, the mAP, gap-to-float and quantization-error tables, the paired
     comparisons, the quantization errors of the training set, database and queries, and what the
     runs cost (`cost.read_cost`'s frame).
 
     `intro` (Markdown: protocol, tuning budget) goes right after the answer; `csv_name` is the
-    per-seed CSV written beside the document (named in its provenance)."""
+    per-seed CSV written beside the document (named in its provenance); `made`: what made it
+    (`summary.made_text`; by default this gslbench, now, with no grid)."""
     results = data.results
     answer, tables = document_tables(results, margin, declared)
     lines = [
@@ -375,8 +375,7 @@ def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
         "",
         answer,
         *([intro.strip(), ""] if intro.strip() else []),
-        f"{generator_text(generator())} From {len(results)} evaluations of {len(data.configs)} "
-        f"runs ({axes_summary(results)}).",
+        made or made_text(generator(), data),
         "Cells: mean ± std of mAP over seeds (number of seeds); `float` is the unquantized ceiling.",
         "",
         *provenance_section(data, csv_name),

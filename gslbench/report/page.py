@@ -17,13 +17,12 @@ import html
 
 import pandas as pd
 
-from gslbench.report.frames import Evaluated, axes_summary, key_slug, key_title
+from gslbench.report.frames import Evaluated, key_slug, key_title
 from gslbench.report.plots import Figure
 from gslbench.report.stats import VERDICTS
 from gslbench.report.summary import (
     block_note,
     found_blocks,
-    generator_text,
     settings_tables,
 )
 from gslbench.report.tables import PaperTable, search_cells
@@ -134,14 +133,13 @@ def search_html(table: pd.DataFrame, figure: Figure) -> str:
 
 
 def report_html(data: Evaluated, tables: list[PaperTable], figures: list[Figure],
-                compared: pd.DataFrame, made: dict[str, str], margin: float,
+                compared: pd.DataFrame, made: str, margin: float,
                 search: tuple[pd.DataFrame, Figure] | None = None, usage: str = "") -> str:
-    """The whole page: what made it (`made`, `summary.generator`), what it found (the verdict
+    """The whole page: what made it (`made`: `summary.made_text`), what it found (the verdict
     blocks, from `compared`: `stats.comparisons`), the runs' settings, a section per table key
     in the tables' order (its tables side by side, then its figure: `figures` has one per key),
     then the codebook usage section `usage` (HTML) when given, then search-bench's section when
     `search` (its table and figure) is given."""
-    results = data.results
     keys = list(dict.fromkeys(t.key for t in tables))
     nav = "".join(f'<li><a href="#{key_slug(key)}">{html.escape(key_title(key))}</a></li>'
                   for key in keys)
@@ -154,15 +152,13 @@ def report_html(data: Evaluated, tables: list[PaperTable], figures: list[Figure]
         sections.append(usage)
     if search is not None:
         sections.append(search_html(*search))
-    summary = (f"{generator_text(made)} From {len(results)} evaluations of {len(data.configs)} "
-               f"runs ({axes_summary(results)}).")
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>gslbench report</title><style>{STYLE}</style></head><body>",
         "<h1>gslbench report</h1>",
-        f'<p id="generated">{html.escape(summary)}</p>',
+        f'<p id="generated">{html.escape(made)}</p>',
         found_html(tables, compared, margin),
         settings_html(data),
         f"<nav><h2>Table sets</h2><ul>{nav}</ul></nav>",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from gslbench.report.conditions import shown_value
-from gslbench.report.frames import TABLE_KEYS
+from gslbench.report.frames import TABLE_KEYS, Evaluated, axes_summary
 from gslbench.report.neighbours import metric_text
 from gslbench.report.stats import ALPHA, MIN_UNITS, POWER, VERDICTS, units_text
 from gslbench.report.tables import MISSING, PaperTable
@@ -151,6 +151,22 @@ def generator() -> dict[str, str]:
 def generator_text(made: dict[str, str]) -> str:
     """`Generated on 2026-12-03 by gslbench 0.9.0 (commit 0123abcd4567).`"""
     return f"Generated on {made['date']} by gslbench {made['gslbench']} (commit {made['commit']})."
+
+
+def made_text(made: dict[str, str], data: Evaluated, grid_cells: int | None = None) -> str:
+    """What made a report and from what: `generator_text`, then `From 437 evaluations of 110
+    runs (dataset: ...).`; with `grid_cells` (the number of cells of the grids it reports on,
+    `report --grid`), whether every cell has a run, or how many have none: a partial grid is said
+    where the report's figures start, not only in a warning."""
+    text = (f"{generator_text(made)} From {len(data.results)} evaluations of "
+            f"{len(data.configs)} runs ({axes_summary(data.results)}).")
+    if grid_cells is None:
+        return text
+    missing = grid_cells - len(data.configs)
+    if missing <= 0:
+        return f"{text} Every one of the grid's {grid_cells} cells has a run."
+    return (f"{text} A partial grid: {missing} of the grid's {grid_cells} cells have no run "
+            "yet; their figures are missing from every table and comparison.")
 
 
 def _source_commit() -> str | None:
