@@ -12,9 +12,10 @@ is random start-up draws (`studies.startup_trials`). A study is keyed by the sha
 feature file it is scored on, as bench's cells are: another split is another study.
 
 A trial trains its setting at every seed of the grid (at least 2) as runs of split `validation`:
-trained on the training pool minus the validation queries and the validation database, scored by
-the mAP of the validation queries against the validation database (`FeatureSet.for_split`), so
-no item a choice is scored on was trained on and no test query or database item is seen. Its
+trained on the training items of a test run (the unseen protocol: less validation classes of its
+own), scored by the mAP of the validation queries against the validation database, both drawn
+from items no run trains on (`FeatureSet.for_split`), so no item a choice is scored on was
+trained on and no test query or database item is seen. Its
 value is the mean validation mAP over the seeds. The runs are ordinary run directories under
 RESULTS/tuning/runs (resumable; `split` is part of their run id, so they are never taken for test
 runs). With pruning, each run reports its validation mAP after every codebook refit (step: the
