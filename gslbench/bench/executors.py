@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import IO, Any
 
+from tqdm.std import tqdm
+
 from gslbench.devices import resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.threads import cpu_count
@@ -140,10 +142,15 @@ PARENT_POLL_SECONDS = 0.5
 
 def _init_worker(parent: int, lock: InheritedFd | None) -> None:
     """Set up a worker to die with the bench process `parent`. `lock`, the bench's lock file,
-    arrives open (inheriting it is the point) and stays open until the worker exits."""
+    arrives open (inheriting it is the point) and stays open until the worker exits.
+
+    The worker's progress bars (training's) take a thread lock: tqdm's default adds a
+    multiprocessing lock, a named semaphore that a killed worker leaves to the resource tracker,
+    which then warns as the bench exits; a spawned worker shares no lock with others anyway."""
     if sys.platform.startswith("linux"):  # the kernel sends SIGKILL when the parent dies
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    tqdm.set_lock(threading.RLock())
 
 
 def _exit_with_parent(parent: int) -> None:
