@@ -5,6 +5,7 @@ storage, controls, then bench --tuned on digits in both protocols."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -241,6 +242,44 @@ def test_tune_then_bench_tuned_on_digits_never_trains_on_what_it_scores(tmp_path
     compared = document.split("## Validation against test")[1].split("## Every trial")[0]
     assert "Over 1 cell(s)" in compared and "| 3 | " in compared  # two-step, qloss, gsl
     assert document.count("**") == 2 * 4  # each study's choice in bold
+
+
+def fake_test_run(results: Path, config: RunConfig, score: float) -> None:
+    """A run directory that `choices.test_results` reads: config.json bound to its run id, and a
+    metrics record with its mAP."""
+    config = config.resolved()
+    run = results / "runs" / config.run_id
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({
+        "config": config.to_dict(), "run": config.run_id, "features_sha256": "0" * 64,
+        "train_seconds": 1.0}))
+    (run / "metrics.json").write_text(json.dumps({"map": score}))
+
+
+def test_validation_against_test_takes_every_unit_of_a_tuned_cell(tmp_path):
+    """The test runs of a tuned unseen-protocol cell count at every class draw and seed (the
+    tuning grid has draw 0 alone); runs of other knobs or another cell do not."""
+    from gslbench.bench.choices import test_results
+
+    grid = Grid.from_mapping({"method": "qloss", "dataset": "digits", "quantizer": "pq",
+                              "bits": 16, "sub_bits": 4, "protocol": "unseen",
+                              "seed": [100, 101]})
+    tuned_file = tmp_path / "tuned.toml"
+    tuned_file.write_text(
+        'trials = 2\nseeds = [100, 101]\n[shared]\n[[choice]]\ndataset = "digits"\n'
+        'protocol = "unseen"\nquantizer = "pq"\nbits = 16\nsub_bits = 4\nmethod = "qloss"\n'
+        "qloss_lambda = 0.5\nvalidation_map = 0.7\n")
+    base = RunConfig(dataset="digits", protocol="unseen", quantizer="pq", bits=16, sub_bits=4,
+                     method="qloss", qloss_lambda=0.5)
+    units = {(draw, seed): 0.5 + draw / 10 + seed / 100 for draw in range(3) for seed in range(2)}
+    for (draw, seed), score in units.items():
+        fake_test_run(tmp_path / "results", dataclasses.replace(base, draw=draw, seed=seed), score)
+    fake_test_run(tmp_path / "results", dataclasses.replace(base, qloss_lambda=0.25), 0.1)  # other knobs
+    fake_test_run(tmp_path / "results", dataclasses.replace(base, bits=32), 0.2)  # another cell
+    found = test_results(tune.Tuned.read(tuned_file), grid, tmp_path / "results")
+    assert sorted(zip(found.seed, found["map"], strict=True)) == \
+        sorted((seed, score) for (_, seed), score in units.items())
+    assert set(found.variant) == {"qloss λ=0.5"}
 
 
 # --- several processes, killed processes -------------------------------------------------------

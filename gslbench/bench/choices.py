@@ -155,17 +155,18 @@ def _space_text(knob: Setting) -> str:
 
 def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path,
                  data_dir: str | Path | None = None) -> pd.DataFrame:
-    """The evaluated test runs under RESULTS/runs of the tuned grid's settings at any seed (a test
-    grid has seeds of its own, e.g. `bench --seeds 0,1,2`): cell (JSON), method, variant, seed,
-    map (ADC / L2, codebooks fitted on the training representations). data_dir: where imported
-    data sets are."""
-    wanted = {_seedless(config): config for config in tuned.cells(grid, data_dir).cells()}
+    """The evaluated test runs under RESULTS/runs of the tuned grid's settings at any seed and,
+    in the unseen-class protocol, any class draw (a test grid has units of its own, e.g. `bench
+    --seeds 0,1,2`; the tuning grid has draw 0 alone): cell (JSON), method, variant, seed, map
+    (the primary score: ADC / L2, codebooks fitted on the training representations, the unseen
+    protocol's primary condition). data_dir: where imported data sets are."""
+    wanted = {_unitless(config): config for config in tuned.cells(grid, data_dir).cells()}
     rows = []
     for run in layout.list_runs(results_dir):
         if not run.metrics.is_file():
             continue
         found, _ = load_config(run)
-        config = wanted.get(_seedless(found))
+        config = wanted.get(_unitless(found))
         if config is None:
             continue
         cell = {name: getattr(config, name) for name in CELL_FIELDS}
@@ -175,8 +176,9 @@ def test_results(tuned: Tuned, grid: Grid, results_dir: str | Path,
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
-def _seedless(config: RunConfig) -> str:
-    return dataclasses.replace(config, seed=0).run_id
+def _unitless(config: RunConfig) -> str:
+    """The run id of `config` at seed 0 and class draw 0: its cell and knobs, not its unit."""
+    return dataclasses.replace(config, seed=0, draw=0).run_id
 
 
 def write_outputs(tuning: Plan, trials: pd.DataFrame, chosen: pd.DataFrame, tests: pd.DataFrame,
