@@ -1,11 +1,12 @@
 """Training states that other runs start from: RESULTS/checkpoints/ID.ckpt.
 
 A run's training is *plain* while its loss is the similarity loss alone and it draws no random
-numbers of its own: float's for every epoch, two-step's too (it trains float's network and fits
-its codebooks afterwards), every other built-in method's for its warm-up (its loss changes at the
-first codebook fit). Two runs whose plain training shares everything that determines it reach
-the same state after the same number of plain epochs, bit for bit, so the later one starts from
-the state the earlier one saved (`gslbench.methods.loop`) instead of computing it again.
+numbers of its own: float's for every epoch, two-step's too (it trains float's network and fits its
+codebooks afterwards) and GSL's at α = 0 (nothing snaps), every other built-in method's for its
+warm-up (its loss changes at the first codebook fit). Two runs whose plain training shares
+everything that determines it reach the same state after the same number of plain epochs, bit for
+bit, so the later one starts from the state the earlier one saved (`gslbench.methods.loop`) instead
+of computing it again.
 
 A checkpoint is keyed by everything that determines that state (`Checkpoints.key`): the run
 settings that are neither the method, its knobs, the quantizer's nor the epoch count (data set,
@@ -69,13 +70,10 @@ def plain_settings(config: RunConfig) -> dict[str, Any]:
 
 def plain_epochs(config: RunConfig) -> int:
     """The epochs of `config`'s training that are float's (its plain epochs): all of them
-    for a method that trains no codebooks and changes nothing in the loss (float, two-step), the
+    where its method's `plain` holds for its knobs (float, two-step, GSL at α = 0), the
     warm-up for one whose `plain_warmup` holds, else none."""
-    from gslbench.methods.base import Method  # loaded with the method's class
-
     spec = config.method_spec
-    if (spec.plain_warmup and not spec.trains_against_codebooks
-            and spec.representation is Method.representation and spec.penalty is Method.penalty):
+    if spec.plain(vars(config.resolved())):
         return config.epochs
     return config.warmup_epochs if spec.plain_warmup and config.quantized else 0
 

@@ -144,6 +144,20 @@ def test_a_run_started_from_a_checkpoint_is_bit_identical(runs, method):
     assert record(scratch)["refits_not_computed"] == []
 
 
+def test_gsl_at_alpha_0_starts_from_floats_trained_network(runs):
+    """Nothing snaps at α = 0, so the run is float's training to its last epoch: like two-step it
+    starts from float's trained network, fits its codebooks and gives the bits of a run trained
+    from scratch."""
+    runs.get("float", True)
+    config = dataclasses.replace(BASE, method="gsl", gsl_alpha=0.0)
+    reused = evaluated(config, runs.data_dir, runs.reuse)
+    scratch = evaluated(config, runs.data_dir, runs.scratch, reuse=False)
+    assert_same_results(reused, scratch)
+    assert record(reused)["started_from"]["epoch"] == 7 and record(reused)["epochs_trained"] == 0
+    assert record(reused)["refits_not_computed"] == [5, 6]
+    assert record(scratch)["started_from"] is None and record(scratch)["epochs_trained"] == 7
+
+
 def test_the_log_keeps_the_reused_epochs(runs):
     reused, scratch = (pd.read_csv(runs.get("gsl", reuse).train_log) for reuse in (True, False))
     assert reused.epoch.tolist() == scratch.epoch.tolist() == list(range(1, 8))
@@ -228,6 +242,9 @@ def test_checkpoint_epochs_follow_what_each_method_shares_with_float():
     for method, (plain, marks) in expect.items():
         config = dataclasses.replace(BASE, method=method).resolved()
         assert (plain_epochs(config), checkpoint_epochs(config)) == (plain, marks)
+    for alpha, plain in ((0.0, 7), (1e-6, 5)):  # at α = 0 nothing snaps: float's to the end
+        config = dataclasses.replace(BASE, method="gsl", gsl_alpha=alpha)
+        assert plain_epochs(config) == plain
     late = dataclasses.replace(BASE, method="qloss", epochs=20, warmup_epochs=8)
     assert checkpoint_epochs(late) == [5, 8]  # starts from float's 5 when no 8 is saved
     assert checkpoint_epochs(dataclasses.replace(late, warmup_epochs=0)) == []
@@ -242,15 +259,17 @@ def test_reuse_plan_names_each_cells_producer():
     gsl1, float1 = cell("gsl", 1), cell("float", 1)
     late, late2 = cell("gsl", warmup_epochs=6), cell("qloss", warmup_epochs=6)
     other = cell("gsl", lr=0.01)  # other plain settings: nobody's
-    cells = [gsl, two_step, qloss, float_, gsl1, late, late2, float1, other]
+    control = cell("gsl", gsl_alpha=0.0)  # float's training to the end, as two-step's
+    cells = [gsl, two_step, qloss, float_, gsl1, late, late2, float1, other, control]
     plan = order.reuse_plan(cells)
-    assert plan == {two_step.run_id: (float_.run_id, 7), gsl.run_id: (float_.run_id, 5),
+    assert plan == {two_step.run_id: (float_.run_id, 7), control.run_id: (float_.run_id, 7),
+                    gsl.run_id: (float_.run_id, 5),
                     qloss.run_id: (float_.run_id, 5), gsl1.run_id: (float1.run_id, 5),
                     late.run_id: (float_.run_id, 5), late2.run_id: (late.run_id, 6)}
     dependencies = {run_id: order.Dependency(*producer) for run_id, producer in plan.items()}
     dispatched = [config.run_id for config in order.producers_first(cells, dependencies)]
     assert dispatched == [float_.run_id, float1.run_id, late.run_id, gsl.run_id, two_step.run_id,
-                     qloss.run_id, gsl1.run_id, late2.run_id, other.run_id]
+                     qloss.run_id, gsl1.run_id, late2.run_id, other.run_id, control.run_id]
 
 
 def test_bench_runs_dependents_after_their_producer_without_serialising(monkeypatch, tmp_path):

@@ -54,6 +54,16 @@ class Method:
         self._assigned: tuple[weakref.ref, tuple[int, int], Assignment] | None = None
 
     @classmethod
+    def plain(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether a run with the knobs of `settings` (a run's settings by name) trains exactly as
+        float to its last epoch, its codebooks fitted only after training (float, two-step), so
+        that it starts from float's trained network (`gslbench.checkpoints`). By default: a
+        method with a plain warm-up that trains against no codebooks and keeps `representation`
+        and `penalty` as they are."""
+        return (cls.plain_warmup and not cls.trains_against_codebooks
+                and cls.representation is Method.representation and cls.penalty is Method.penalty)
+
+    @classmethod
     def candidates(cls, settings: Mapping[str, Any]) -> tuple[str, int] | None:
         """The knob that counts the codewords the method weighs per sub-space (or the beam width)
         and its value in `settings`, or None where the method weighs none; a run's

@@ -33,6 +33,12 @@ class GSLMethod(Method):
     summary = "similarity loss through the Gradient Snapping Layer, alternating with refits"
 
     @classmethod
+    def plain(cls, settings: Mapping[str, Any]) -> bool:
+        """At α = 0 nothing snaps: the gradient passes unchanged (`gslbench.methods.snapping`),
+        so the run trains float's network and its refits before the last only serve the log."""
+        return settings["gsl_alpha"] == 0.0
+
+    @classmethod
     def candidates(cls, settings: Mapping[str, Any]) -> tuple[str, int] | None:
         """`gsl_k`, unless `gsl_select` is nearest (which weighs only the assigned codeword)."""
         return None if settings["gsl_select"] == "nearest" else ("gsl_k", settings["gsl_k"])

@@ -22,15 +22,15 @@ similarity loss and the seconds of training work. A method that trains nothing (
 False: `pca`) has its fixed network and the final fit, logged as one row, epoch 0.
 
 Reuse (`gslbench.checkpoints`): a run's first `plain_epochs` are float's (the warm-up of every
-built-in method; the whole training of float and two-step, whose refits before the last only
-serve the log), so given its checkpoints a run starts from the latest plain state another run
-saved (network, optimizer, loss module, batch generator and torch's global RNG) and saves those
-it passes through (`checkpoint_epochs`). Nothing a method does before its first codebook fit
-draws random numbers or changes the loss (qloss's and ste's penalty is 0, ste, soft, gumbel and
-gsl pass z through while the quantizer is unfitted; gumbel's noise has its own generator, used
-only after the fit) and the refits read the network without changing it, so a run started from a
-checkpoint is bit-identical to one trained from scratch, at the same device and thread counts.
-Two-step started from float's trained network only fits its codebooks: the final fit starts from
+built-in method; the whole training of float, two-step and GSL at α = 0, whose refits before the
+last only serve the log), so given its checkpoints a run starts from the latest plain state another
+run saved (network, optimizer, loss module, batch generator and torch's global RNG) and saves those
+it passes through (`checkpoint_epochs`). Nothing a method does before its first codebook fit draws
+random numbers or changes the loss (qloss's and ste's penalty is 0, ste, soft, gumbel and gsl pass
+z through while the quantizer is unfitted; gumbel's noise has its own generator, used only after
+the fit) and the refits read the network without changing it, so a run started from a checkpoint is
+bit-identical to one trained from scratch, at the same device and thread counts. Two-step (or GSL
+at α = 0) started from float's trained network only fits its codebooks: the final fit starts from
 scratch (`Quantizer.fit_final` builds fresh faiss objects), so the earlier, skipped refits cannot
 change it.
 """
