@@ -13,16 +13,16 @@ feature file it is scored on, as bench's cells are: another split is another stu
 
 A trial trains its setting at every seed of the grid (at least 2) as runs of split `validation`:
 trained on the training items of a test run (the unseen protocol: less validation classes of its
-own), scored by the mAP of the validation queries against the validation database, both drawn
-from items no run trains on (`FeatureSet.for_split`), so no item a choice is scored on was
-trained on and no test query or database item is seen. Its
-value is the mean validation mAP over the seeds. The runs are ordinary run directories under
-RESULTS/tuning/runs (resumable; `split` is part of their run id, so they are never taken for test
-runs). With pruning, each run reports its validation mAP after every codebook refit (step: the
-seed's position x epochs + the epoch) and `studies.PeerPruner` stops a trial that a third of the
-budget beats on its mean validation mAP so far; the same rule is applied again to every trial
-when the choice is made, so trial 0, which runs before any other, is pruned alike. A pruned run
-writes no run directory, and the epochs it did not train are what pruning saved.
+own), scored by the mAP of the validation queries against the validation database, both drawn from
+items no run trains on (`FeatureSet.for_split`), so no item a choice is scored on was trained on
+and no test query or database item is seen. Its value is the mean validation mAP over the seeds.
+The runs are ordinary run directories under RESULTS/tuning/runs (resumable; `split` is part of
+their run id, so they are never taken for test runs). With pruning, each run reports its validation
+mAP after every codebook refit (step: the seed's position x epochs + the epoch) and
+`studies.PeerPruner` stops a trial that a third of the budget beats on its mean validation mAP so
+far; the same rule is applied again to every trial when the choice is made, so trial 0, which runs
+before any other, is pruned alike. A pruned run writes no run directory, and the epochs it did not
+train are what pruning saved.
 
 The studies live in one Optuna storage (default: the SQLite file RESULTS/tuning/studies.db):
 several `tune` processes, on one machine or many, share its trials and never run one twice; a
