@@ -195,9 +195,6 @@ def settings_section(data: Evaluated, level: int = 2) -> list[str]:
     return lines
 
 
-GROUP_KEYS = [k for k in TABLE_KEYS if k not in ("quantizer", "sub_bits", "codebooks")]
-
-
 def group_title(key: tuple) -> str:
     """`fashion-mnist (efficientnet-lite0), pairwise loss, standard protocol` for a table key
     (`TABLE_KEYS` values): what its table set shares with the others of its section, then what
