@@ -737,6 +737,22 @@ def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):
     assert "## What the runs cost" in (report / "tables.md").read_text()
 
 
+def test_a_method_that_trains_nothing_plans_no_epoch(tmp_path):
+    """pca's config keeps the default `epochs` (40), but it trains nothing: reuse saved none."""
+    runs = [make_run(tmp_path / "runs", RunConfig(dataset="digits", method=method, seed=0), 0.5)
+            for method in ("pca", "float")]
+    record = json.loads(runs[0].config.read_text())
+    assert record["config"]["epochs"] == 40
+    runs[0].config.write_text(json.dumps({**record, "epochs_trained": 0}))
+    cost = read_cost(runs)
+    assert cost.epochs_planned.tolist() == [0, 40] and cost.epochs_trained.tolist() == [0, 40]
+    assert "trained 40 of the 40 epochs" in "\n".join(cost_section(cost))
+    runs[0].config.write_text(json.dumps({**record, "epochs_trained": 3}))
+    with pytest.raises(GslbenchError, match=re.escape("'epochs_trained' is 3, expected an "
+                                                      "integer in [0, 0]")):
+        read_cost(runs)
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"epochs_trained": 41}, "'epochs_trained' is 41"),
     ({"epochs_trained": -1}, "'epochs_trained' is -1"),

@@ -1,10 +1,12 @@
 """What a grid's runs cost to train: epochs planned and trained, training seconds, per method.
 
-A run started from a shared checkpoint (`gslbench.checkpoints`: two-step from float's network,
-the other quantized methods from the warm-up) trains fewer epochs than its config asks for; its
-config.json records `epochs_trained` and `started_from`. The report reads them from each run's
-config.json, checked to be the run's (its config hashes to the run id it records and its
-directory's name) and in range. This module imports neither torch nor faiss.
+A run started from a shared checkpoint (`gslbench.checkpoints`: two-step and GSL at α = 0 from
+float's trained network, the other quantized methods from the warm-up) trains fewer epochs than
+its config asks for; its config.json records `epochs_trained` and `started_from`. A method that
+trains nothing (`Method.trains` False: `pca`) plans no epoch, whatever its config's `epochs`. The
+report reads them from each run's config.json, checked to be the run's (its config hashes to the
+run id it records and its directory's name) and in range. This module imports neither torch nor
+faiss.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 
 from gslbench.errors import GslbenchError
 from gslbench.layout import RunDir
+from gslbench.methods import METHODS
 from gslbench.report.tables import frame_markdown
 from gslbench.storage import config_id, read_json
 
@@ -23,10 +26,10 @@ COST_COLUMNS = ["run", "method", "epochs_planned", "epochs_trained", "reused", "
 
 
 def read_cost(runs: Iterable[RunDir]) -> pd.DataFrame:
-    """One row per run (`COST_COLUMNS`): its method, the epochs its config asks for, those it
-    trained (all of them for a run made before reuse existed), whether it started from a
-    checkpoint, and its training seconds. A config.json that is not the run's, or whose values
-    are out of range, is a user error naming it."""
+    """One row per run (`COST_COLUMNS`): its method, the epochs its config asks for (none for a
+    method that trains nothing), those it trained (all of them for a run made before reuse
+    existed), whether it started from a checkpoint, and its training seconds. A config.json
+    that is not the run's, or whose values are out of range, is a user error naming it."""
     return pd.DataFrame([_cost_row(run) for run in runs], columns=COST_COLUMNS)
 
 
@@ -37,7 +40,8 @@ def _cost_row(run: RunDir) -> dict:
             or config_id(config) != run.run_id:
         raise GslbenchError(f"{run.config}: not the config.json of run {run.run_id} (its config "
                             "does not hash to the run id it records and its directory's name)")
-    planned = config.get("epochs")
+    method = METHODS.get(config.get("method"))
+    planned = config.get("epochs") if method is None or method.trains else 0
     trained = record.get("epochs_trained", planned)
     seconds = record.get("train_seconds")
     if not (_is_int(planned) and _is_int(trained) and 0 <= trained <= planned):
@@ -70,8 +74,9 @@ def cost_section(cost: pd.DataFrame, level: int = 2) -> list[str]:
     saved = f"{planned - trained} ({(planned - trained) / planned:.0%})" if planned else "0"
     return ["#" * level + " What the runs cost", "",
             f"The runs trained {trained} of the {planned} epochs their configs ask for: reuse of "
-            "shared checkpoints (float's network for two-step, the warm-up for the other "
-            f"quantized methods) saved {saved}. Training took {_duration(cost.train_s.sum())} "
+            "shared checkpoints (float's trained network for the runs that train as float to the "
+            "end, such as two-step and GSL at α = 0; the warm-up for the other quantized methods) "
+            f"saved {saved}. Training took {_duration(cost.train_s.sum())} "
             "in all (the sum over runs, not wall time).", "", frame_markdown(shown), ""]
 
 
