@@ -745,6 +745,19 @@ def test_tune_and_bench_tuned_take_an_imported_data_set(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_a_method_that_trains_nothing_counts_no_epoch(digits, tmp_path):
+    """pca trains nothing: its trial trained and planned no epoch (tune records its epochs a
+    seed times its seeds); two-step's trained 2 seeds x 3 epochs."""
+    copy_data(digits, tmp_path)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(SMALL_GRID.replace('["qloss", "gsl"]', '["pca", "two-step", "qloss"]'))
+    result = invoke(tmp_path, "tune", str(grid), "--trials", "1", "--no-prune")
+    assert result.exit_code == 0, result.output
+    trials = pd.read_csv(layout.trials_csv_path(tmp_path / "results" / "tuning" / "tuned.toml"))
+    epochs = {row.method: (row.epochs_trained, row.epochs_planned) for row in trials.itertuples()}
+    assert epochs == {"pca": (0, 0), "two-step": (6, 6), "qloss": (6, 6)}
+
+
 def start_cli_tune(tmp_path: Path, *args: str) -> subprocess.Popen:
     """`python -m gslbench tune` of SMALL_GRID with `args`, in a session of its own."""
     grid = tmp_path / "grid.toml"
