@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
+from gslbench import layout
 from gslbench.bench.grid import Grid, read_grid_file
 from gslbench.bench.tuned import Tuned
 from gslbench.bench.tuning_plan import plan, tuning_grid
@@ -179,3 +182,28 @@ def test_stage_times_refuses_a_missing_log_or_a_bad_time_in_one_line(tmp_path, t
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"stage_times: error: {log}: ") and done.stderr.count("\n") == 1
+
+
+def test_alpha0_identity_compares_each_fits_codes_with_two_steps(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('dataset = "digits"\nbits = 8\nsub_bits = 4\nseed = [0, 1]\n'
+                    'method = "two-step"\n\n[[grid]]\n\n[[grid]]\nmethod = "gsl"\n'
+                    'gsl_alpha = 0.0\n')
+    configs = cells("", grid)
+    assert sorted((c.method, c.seed) for c in configs) == [("gsl", 0), ("gsl", 1),
+                                                           ("two-step", 0), ("two-step", 1)]
+    codes = {("gsl", 1, "train"): [1, 2, 4]}  # seed 1: the training-set fit's codes differ
+    for config in configs:
+        run = layout.run_dir(tmp_path / "results", config.run_id)
+        run.path.mkdir(parents=True)
+        for fit in ("train", "database"):
+            if (config.method, config.seed, fit) == ("gsl", 1, "database"):
+                continue  # missing
+            with h5py.File(run.codes_file(fit), "w") as handle:
+                handle["codes"] = np.array(codes.get((config.method, config.seed, fit), [1, 2, 3]))
+    done = subprocess.run([sys.executable, str(GRIDS / "alpha0_identity.py"), "--grid", str(grid),
+                           "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ("GSL at α = 0 against two-step: 2 codes files equal, 1 different, "
+                           "1 missing\n")
