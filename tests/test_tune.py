@@ -627,6 +627,32 @@ def test_an_interrupted_trial_runs_again_with_its_knobs(tmp_path, monkeypatch):
     assert len(frame) == 3 and calls[1] in frame.knobs.tolist()
 
 
+def test_a_ctrl_c_swallowed_where_it_lands_still_stops_tune(tmp_path, digits, monkeypatch):
+    """Ctrl-C sets tune's stop flag instead of raising where it lands: raised inside a callback
+    that swallows exceptions (as SQLAlchemy's garbage-collection hooks do), it was lost and tune
+    ran on to its end (a CI run saw `tune -j 2` exit 0 after Ctrl-C)."""
+    copy_data(digits, tmp_path)
+    train_run = tune.train_run
+
+    def swallowing_callback_then_train(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        return train_run(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "train_run", swallowing_callback_then_train)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(stopping.Interrupted) as raised:
+            tune.tune(Grid.from_mapping({**QLOSS_GSL, "method": "qloss"}), tmp_path / "data",
+                      tmp_path / "results", 1, prune=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert raised.value.signum == signal.SIGINT
+
+
 def test_sigterm_sets_a_flag_checked_between_steps():
     previous = signal.getsignal(signal.SIGTERM)
     with stopping.stop_on(signal.SIGTERM):

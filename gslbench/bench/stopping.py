@@ -1,8 +1,9 @@
-"""How `gslbench tune` stops on a signal: SIGTERM sets a flag (`stop_on`) that the search checks
-between steps (`check_stop`: each refit, each seed, each trial) and turns into `Interrupted`
-there, instead of raising from the signal handler, where the exception could land in any
-callback (SQLAlchemy's garbage-collection hooks swallow it). Helper processes start with Ctrl-C
-ignored (`ignored`): the tune process stops them.
+"""How `gslbench tune` stops on a signal: SIGTERM and Ctrl-C set a flag (`stop_on`) that the
+search checks between steps (`check_stop`: each refit, each seed, each trial) and turns into
+`Interrupted` there, instead of raising from the signal handler, where the exception could land
+in any callback (SQLAlchemy's garbage-collection hooks swallow it, and the tune then ran on to
+its end as if no Ctrl-C had come). Helper processes start with Ctrl-C ignored (`ignored`): the
+tune process stops them.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ The studies live in one Optuna storage (default: the SQLite file RESULTS/tuning/
 several `tune` processes, on one machine or many, share its trials and never run one twice; a
 killed tune resumes: finished trials are kept, a trial stopped by Ctrl-C or SIGTERM is enqueued
 again with its knobs, and a trial whose process died (no heartbeat for `grace` seconds) is failed
-and run again with the same knobs (its finished seed runs are reused). SIGTERM sets a flag that
-the trial checks between steps (each refit, each seed, each trial). Every method is chosen from
+and run again with the same knobs (its finished seed runs are reused). SIGTERM and Ctrl-C set a
+flag that the trial checks between steps (each refit, each seed, each trial). Every method is chosen from
 the first `trials` finished trials of its study, whatever else the storage holds.
 
 The studies' Optuna side (sampler, pruner, storage) is `gslbench.bench.studies`. The choice of a
@@ -201,7 +201,8 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
     (default `default_storage`), sharing them with any other process on it; returns the plan
     and `trial_frame`. The grid, the device, the storage and the feature files are checked before
     any trial (a feature file older than format version 3 is a user error); a trial's user error
-    ends the tune as one line naming its study. SIGTERM stops it between steps (`Interrupted`).
+    ends the tune as one line naming its study. SIGTERM and Ctrl-C stop it between steps
+    (`Interrupted`).
 
     jobs: trials at once, this process and `jobs - 1` helper processes on the same storage, each
     starting at another study; threads: torch/faiss threads of each (default: the CPUs // jobs
@@ -223,7 +224,7 @@ def tune(grid: Grid, data_dir: str | Path, results_dir: str | Path, trials: int,
         threads = max(1, cpu_count() // jobs)
     work = dict(data_dir=data_dir, results_dir=results_dir, prune=prune, reuse=reuse,
                 device=device, heartbeat=heartbeat, bar=show_progress)
-    with (stop_on(signal.SIGTERM),
+    with (stop_on(signal.SIGTERM, signal.SIGINT),
           LocalExecutor(jobs - 1) if jobs > 1 else contextlib.nullcontext() as pool):
         with ignored(signal.SIGINT):  # the helpers start deaf to Ctrl-C: this process stops them
             helpers = [pool.submit(_helper, tuning, url, grace, threads, work,

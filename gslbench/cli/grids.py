@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -206,8 +207,9 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
                                             storage=storage, prune=prune, reuse=not no_reuse,
                                             device=device, jobs=jobs, start=start,
                                             show_progress=show_progress(ctx))
-    except tune_module.Interrupted as exc:  # SIGTERM, seen between steps
-        click.echo("gslbench: terminated", err=True)
+    except tune_module.Interrupted as exc:  # SIGTERM or Ctrl-C, seen between steps
+        click.echo("gslbench: aborted" if exc.signum == signal.SIGINT else "gslbench: terminated",
+                   err=True)
         sys.exit(128 + exc.signum)
     click.echo(f"{len(chosen)} choices written to {out}, every trial to "
                f"{layout.trials_csv_path(out)} and {doc}")
