@@ -4,7 +4,9 @@
 # finished cells, tune reruns no finished trial). Each step's start and end go to stderr (UTC),
 # for the per-stage times of docs/results.md's "What the runs cost".
 #   benchmarks/campaign.sh 2>&1 | tee -a results/campaign.log
-# CAMPAIGN_STAGES (default "1") picks the stages to run after the pilot. The budget is 10
+# CAMPAIGN_STAGES (default "1") picks the stages to run after the pilot; CAMPAIGN_PILOTS (default
+# "1 2 3 4 5 6 7") the stages whose pilot runs (a stage left out is estimated from the runs most
+# like it, or counted as not estimated: gslbench.bench.estimate). The budget is 10
 # hours at -j 2, stages cut from the end to fit it; the pilot's estimate (estimate.py, 2026-12-06,
 # 156 finished runs, 2 cores) gave the tuning at most 8 h 07 min (an upper bound: no trial had
 # run, so trials were timed by test runs, which also fit database codebooks; no pruning) and
@@ -65,14 +67,20 @@ stage() {  # stage N NAME COMMAND...: run it if N is in $stages, and report its 
     shift 2
     case " $stages " in *" $number "*) step "stage $number ($name)" "$@"; ran+=("$name") ;; esac
 }
-pilot() {  # each stage's pilot is a step of its own: its time is that stage's
-    step "pilot 1 (results)" bench results --seeds 0 --draw 0
-    step "pilot 3 (pixels)" bench pixels --seeds 0
-    step "pilot 4 (glove)" bench glove --seeds 0
-    step "pilot 2 (finetune)" bench finetune --seeds 0 --methods float,two-step --cpus-per-cell 1
-    step "pilot 5 (unseen_opq)" bench unseen_opq --seeds 0 --draw 0 --methods float,pca,two-step
-    step "pilot 6 (words256)" bench words256 --seeds 0 --methods float,pca,two-step
-    step "pilot 7 (rq_lsq)" bench rq_lsq --seeds 0 --methods float,pca,two-step
+pilots=${CAMPAIGN_PILOTS:-1 2 3 4 5 6 7}
+piloted() {  # piloted N NAME COMMAND...: stage N's pilot, a step of its own (its time is N's)
+    local number=$1 name=$2
+    shift 2
+    case " $pilots " in *" $number "*) step "pilot $number ($name)" "$@" ;; esac
+}
+pilot() {
+    piloted 1 results bench results --seeds 0 --draw 0
+    piloted 3 pixels bench pixels --seeds 0
+    piloted 4 glove bench glove --seeds 0
+    piloted 2 finetune bench finetune --seeds 0 --methods float,two-step --cpus-per-cell 1
+    piloted 5 unseen_opq bench unseen_opq --seeds 0 --draw 0 --methods float,pca,two-step
+    piloted 6 words256 bench words256 --seeds 0 --methods float,pca,two-step
+    piloted 7 rq_lsq bench rq_lsq --seeds 0 --methods float,pca,two-step
 }
 finetune() {
     "$python" "$grids/pin_tuned.py" "$grids/finetune.toml" "$tuned" results/campaign2/finetune.toml
