@@ -30,6 +30,9 @@ on one layout (docs/design.md, section 1) and none of them spells a name itself:
                                              metrics-database.json, metrics-database-SEARCH-
                                              METRIC.json, search-database.json,
                                              search-database-ip.json
+    RESULTS/runs/RUN/archived.json           archive: the run's records alone, its artifacts
+                                             (model, quantizer, codes) left behind with their
+                                             sha256 (gslbench.archive)
     RESULTS/runs/.bench.lock                 held by the one bench running on this folder
     RESULTS/runs/.RUN.*                      a run directory being built or retired (never read)
     RESULTS/runs/RUN/.NAME.*.tmp             a file being written (never read)
@@ -174,6 +177,7 @@ class RunDir:
     train_log = _RunFile("train_log.csv")
     codes = _RunFile("codes.h5")
     metrics = _RunFile("metrics.json")
+    archived = _RunFile("archived.json")
 
     @property
     def run_id(self) -> str:

@@ -286,11 +286,17 @@ def check_trained(run: layout.RunDir, features: FeatureFile | None = None,
         files.append(("quantizer_sha256", run.quantizer))
     for key, path in files:
         check_sha256(path, record.get(key), run.config)
-    if features is not None and record["features_sha256"] != features.sha256:
-        raise GslbenchError(f"{features.path}: changed since run {config.run_id} was trained on it "
-                            f"(sha256 {features.sha256[:12]}, the run records "
-                            f"{record['features_sha256'][:12]}): the run is stale")
+    check_trained_on(record, features)
     return config, record
+
+
+def check_trained_on(record: dict, features: FeatureFile | None) -> None:
+    """Given `features`, the run whose config.json record is `record` was trained on that very
+    feature file (a user error otherwise: the run is stale)."""
+    if features is not None and record["features_sha256"] != features.sha256:
+        raise GslbenchError(f"{features.path}: changed since run {record['run']} was trained on "
+                            f"it (sha256 {features.sha256[:12]}, the run records "
+                            f"{record['features_sha256'][:12]}): the run is stale")
 
 
 def load_model(run: layout.RunDir, config: RunConfig, dim_in: int) -> EmbeddingNet | FineTunedNet:

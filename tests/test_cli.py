@@ -311,7 +311,7 @@ def test_commands_are_listed_in_pipeline_order_with_whole_summaries(tmp_path):
         elif line.strip():
             summaries[name] += " " + line.strip()
     assert list(summaries) == ["download", "features", "train", "encode", "evaluate", "report",
-                               "bench", "tune", "search-bench", "export"]
+                               "bench", "tune", "search-bench", "export", "archive"]
     for name, summary in summaries.items():  # each the command's first sentence, whole
         assert summary == " ".join(cli.commands[name].help.split("\n\n")[0].split()), name
         assert "..." not in summary

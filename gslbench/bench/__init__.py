@@ -10,6 +10,9 @@ Each cell is a run directory keyed by its config hash, `RESULTS/runs/RUN_ID`, an
 - `todo` otherwise: never trained, or trained from another feature file than the current one
   (stale), or with a damaged or unbound training output. It is trained again.
 
+An archived run (`gslbench.archive`: its records alone, the artifacts left behind) is `done` when
+its records make a finished run of every fit the grid lists (`check_archived`), else `todo`.
+
 A cell whose files exist but do not count carries the reason, which bench logs and `--dry-run`
 shows; each step re-runs itself when its output does not check out, so the re-run repairs the
 cell from the first step whose output is missing or invalid. A bench killed at any point resumes
@@ -43,6 +46,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gslbench import layout
+from gslbench.archive import check_archived, is_archived
 from gslbench.bench.executors import ExecutorConfig
 from gslbench.bench.grid import Cells, Grid
 from gslbench.bench.order import Dependency, dependencies, producers_first, ready
@@ -90,6 +94,12 @@ def cell_state(run: layout.RunDir, features: FeatureFile | None,
     `codebooks` the run has (`fits`)."""
     if not run.path.exists():
         return CellState("todo")
+    if is_archived(run):
+        try:
+            check_archived(run, features, codebooks)
+        except GslbenchError as exc:
+            return CellState("todo", str(exc))
+        return CellState("done")
     try:
         config, _ = check_trained(run, features)
     except GslbenchError as exc:

@@ -9,11 +9,11 @@ from typing import Any
 
 from gslbench.cli.base import cli
 from gslbench.cli.grids import bench, tune
-from gslbench.cli.outputs import export, report, search_bench
+from gslbench.cli.outputs import archive, export, report, search_bench
 from gslbench.cli.steps import download, encode, evaluate, features, train
 
-__all__ = ["bench", "cli", "download", "encode", "evaluate", "export", "features", "main", "report",
-           "search_bench", "train", "tune"]
+__all__ = ["archive", "bench", "cli", "download", "encode", "evaluate", "export", "features", "main",
+           "report", "search_bench", "train", "tune"]
 
 
 def main() -> None:

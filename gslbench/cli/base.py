@@ -26,7 +26,7 @@ from gslbench.storage import os_reason
 
 # the commands as `gslbench --help` lists them: the pipeline's order, then the grids and outputs
 COMMAND_ORDER = ("download", "features", "train", "encode", "evaluate", "report", "bench", "tune",
-                 "search-bench", "export")
+                 "search-bench", "export", "archive")
 
 
 class Gslbench(click.Group):

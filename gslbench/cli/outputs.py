@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from gslbench import layout
+from gslbench.archive import archive_runs
 from gslbench.cli.base import (
     cli,
     codebooks_option,
@@ -23,6 +25,8 @@ from gslbench.targets import check_report_doc
 
 if TYPE_CHECKING:
     from gslbench.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 @cli.command("search-bench")
@@ -147,6 +151,28 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin, declared,
                                              validation, grid_cells)
     echo_report(ctx, markdown, out)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def archive(ctx: click.Context, out: Path) -> None:
+    """Copy the records of every finished run under RESULTS/runs (config, training log, metrics,
+    search-bench) into OUT/runs, without its model, quantizer and codes, whose sha256 each
+    RUN/archived.json records; runs already in OUT are kept, so OUT grows run after run.
+
+    Copied back under a results folder (cp -rn OUT/runs RESULTS/), an archived run counts as done
+    for bench and report and tune read it as a finished run: a grid's results move to another
+    machine, or into a repository, at kilobytes a run. Prints each run left out (unfinished, or
+    not checking out) and why, then how many runs were archived and left out.
+
+    Example: gslbench archive benchmarks/campaign2/archive
+    """
+    archived, left_out = archive_runs(ctx.obj["results_dir"], out)
+    for run_id, reason in left_out:
+        log.info("left out %s: %s", run_id, reason)
+    click.echo(f"archived {len(archived)} runs into {layout.runs_dir(out)}; "
+               f"{len(left_out)} unfinished left out")
 
 
 def echo_report(ctx: click.Context, markdown: str, out: Path) -> None:

@@ -11,7 +11,9 @@ run of the unseen-class protocol records `conditions` (`gslbench.evaluation.scor
 each checked alike with its counts, and its top-level mAP and mAP@K are the primary condition's
 (`unseen@unseen`); a standard run records none. A search-bench record (search.json) is bound to
 its run the same way (`check_search_record`), and both to the codes file they were made from
-(`check_codes_binding`). This module imports neither torch nor faiss (the report uses it).
+(`check_codes_binding`), or, where the run is archived (`gslbench.archive`) and the codes file
+was left behind, to the sha256 its archived.json records of it (`archived_artifacts`). This module
+imports neither torch nor faiss (the report uses it).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from gslbench.errors import GslbenchError
 from gslbench.evaluation.neighbours import NEIGHBOUR_AT
 from gslbench.evaluation.scoring import CONDITIONS, PRIMARY_CONDITION
 from gslbench.layout import CODEBOOKS, RunDir
-from gslbench.storage import check_sha256, config_id
+from gslbench.storage import check_sha256, config_id, read_json
 
 SECONDS = ("train_s", "encode_s", "eval_s")
 AT_K = ("map_at", "precision_at", "recall_at")  # {str(K): fraction}
 DIGEST = "content_sha256"
+ARCHIVED_FORMAT = "gslbench.archived"  # archived.json (gslbench.archive)
+ARCHIVED_VERSION = 1
 
 
 def check_metrics_record(record: Any, path: Path, run_id: str) -> None:
@@ -130,10 +134,35 @@ def check_search_record(record: Any, path: Path, run_id: str) -> None:
 
 def check_codes_binding(record: dict[str, Any], path: Path, run: RunDir) -> None:
     """A metrics or search-bench record of `run` was made from the codes file of its codebook
-    fit as it is now: its `codes_sha256` is that file's (when the file is there)."""
+    fit as it is now: its `codes_sha256` is that file's (when the file is there) or, when the
+    run is archived without it, the one its archived.json records."""
     codes = run.codes_file(record.get("codebooks", "train"))
     if codes.is_file():
         check_sha256(codes, record.get("codes_sha256"), path)
+    elif run.archived.is_file():
+        archived = archived_artifacts(run).get(codes.name)
+        if archived is None or record.get("codes_sha256") != archived:
+            raise GslbenchError(f"{path}: made from another {codes.name} than {run.archived} "
+                                "records" if archived else
+                                f"{path}: made from {codes.name}, which {run.archived} does "
+                                "not record")
+
+
+def archived_artifacts(run: RunDir) -> dict[str, str]:
+    """The artifacts an archived run left behind, {file name: sha256}, from its archived.json:
+    {"format": ARCHIVED_FORMAT, "version": ARCHIVED_VERSION, "run": RUN, "artifacts": {...}},
+    checked to be of this format and bound to the run."""
+    record = read_json(run.archived)
+    artifacts = record.get("artifacts") if isinstance(record, dict) else None
+    if not (isinstance(artifacts, dict) and record.get("format") == ARCHIVED_FORMAT
+            and record.get("version") == ARCHIVED_VERSION
+            and all(isinstance(value, str) for value in artifacts.values())):
+        raise GslbenchError(f"{run.archived}: not a gslbench archive record (format "
+                            f"{ARCHIVED_FORMAT}, version {ARCHIVED_VERSION})")
+    if record.get("run") != run.run_id:
+        raise GslbenchError(f"{run.archived}: records run {record.get('run')}, not run "
+                            f"{run.run_id} of its directory (copied from another run?)")
+    return artifacts
 
 
 def _check_bound(record: Any, path: Path, run_id: str, kind: str) -> None:
