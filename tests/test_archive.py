@@ -5,7 +5,10 @@ count as done for bench and give report the same results; an archive that does n
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +163,42 @@ def test_a_stale_archive_is_trained_again_in_its_place(benched, tmp_path):
         two_step.run_id]
     assert cell_state(two_step, None).state == "done"
     assert "archived 1 runs" in ok(data, fresh, "archive", str(tmp_path / "again"))
+
+
+ARCHIVE_SH = Path(__file__).resolve().parents[1] / "benchmarks" / "campaign2" / "archive.sh"
+TUNING = """method = "qloss"
+dataset = "digits"
+quantizer = "pq"
+bits = 16
+seed = [0, 1]
+epochs = 3
+warmup_epochs = 1
+epochs_per_refit = 1
+"""
+
+
+def campaign_state(action: str, results: Path, archive: Path) -> None:
+    """benchmarks/campaign2/archive.sh ACTION between `results` and `archive`."""
+    env = {**os.environ, "CAMPAIGN_RESULTS": str(results), "CAMPAIGN_ARCHIVE": str(archive),
+           "GSLBENCH": str(Path(sys.executable).with_name("gslbench")), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ARCHIVE_SH), action], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_campaigns_state_saved_and_restored_resumes_tune_without_a_trial_again(benched,
+                                                                                 tmp_path):
+    data = benched[0]
+    results, archive, fresh = tmp_path / "results", tmp_path / "archive", tmp_path / "fresh"
+    grid = tmp_path / "tuning.toml"
+    grid.write_text(TUNING)
+    ok(data, results, "-q", "tune", str(grid), "--trials", "2")
+    (results / "campaign.log").write_text("campaign: data started 2026-12-07T02:08:37Z\n")
+    campaign_state("save", results, archive)
+    assert len(layout.list_runs(archive / "tuning")) == 4  # 2 trials x 2 seeds
+    campaign_state("restore", fresh, archive)
+    assert (fresh / "campaign.log").read_text() == (results / "campaign.log").read_text()
+    ok(data, fresh, "-q", "tune", str(grid), "--trials", "2")  # every trial stored: none run
+    assert not list(layout.runs_dir(fresh / "tuning").glob("*/model.pt"))
+    tuned = layout.tuned_path(fresh).read_text()
+    assert tuned == layout.tuned_path(results).read_text()

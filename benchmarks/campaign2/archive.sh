@@ -11,11 +11,13 @@
 # restore: copies back what results/ lacks (runs it holds are kept); bench counts the archived
 # runs done, tune counts the stored trials, and each step resumes from there. The data step
 # builds the feature files again (their digests are checked against docs/features.sha256.json).
+# CAMPAIGN_RESULTS and CAMPAIGN_ARCHIVE name other folders (tests/test_archive.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 gslbench=${GSLBENCH:-.venv/bin/gslbench}
 python=${PYTHON:-.venv/bin/python}
-archive=benchmarks/campaign2/archive
+results=${CAMPAIGN_RESULTS:-results}
+archive=${CAMPAIGN_ARCHIVE:-benchmarks/campaign2/archive}
 copy_db() {  # copy_db FROM TO: SQLite's online backup, a consistent copy while tune writes
     "$python" -c 'import sqlite3, sys
 source, target = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2] + ".part")
@@ -28,23 +30,26 @@ keep() {  # keep FROM TO: copy a file where it exists
 }
 case ${1:-} in
     save)
-        "$gslbench" archive "$archive"
-        "$gslbench" --results-dir results/tuning archive "$archive/tuning"
-        if [[ -f results/tuning/studies.db ]]; then copy_db results/tuning/studies.db \
-            "$archive/tuning/studies.db"; fi
-        keep results/campaign.log "$archive/campaign.log"
-        keep results/campaign2/estimate.txt "$archive/estimate.txt"
+        "$gslbench" --results-dir "$results" archive "$archive"
+        "$gslbench" --results-dir "$results/tuning" archive "$archive/tuning"
+        if [[ -f $results/tuning/studies.db ]]; then
+            copy_db "$results/tuning/studies.db" "$archive/tuning/studies.db"
+        fi
+        keep "$results/campaign.log" "$archive/campaign.log"
+        keep "$results/campaign2/estimate.txt" "$archive/estimate.txt"
         ;;
     restore)
-        mkdir -p results/runs results/tuning/runs
-        if [[ -d $archive/runs ]]; then cp -rn "$archive/runs/." results/runs/; fi
-        if [[ -d $archive/tuning/runs ]]; then cp -rn "$archive/tuning/runs/." results/tuning/runs/; fi
-        if [[ -f $archive/tuning/studies.db && ! -f results/tuning/studies.db ]]; then
-            cp "$archive/tuning/studies.db" results/tuning/studies.db
+        mkdir -p "$results/runs" "$results/tuning/runs"
+        if [[ -d $archive/runs ]]; then cp -rn "$archive/runs/." "$results/runs/"; fi
+        if [[ -d $archive/tuning/runs ]]; then
+            cp -rn "$archive/tuning/runs/." "$results/tuning/runs/"
         fi
-        [[ -f results/campaign.log ]] || keep "$archive/campaign.log" results/campaign.log
-        [[ -f results/campaign2/estimate.txt ]] || keep "$archive/estimate.txt" \
-            results/campaign2/estimate.txt
+        if [[ -f $archive/tuning/studies.db && ! -f $results/tuning/studies.db ]]; then
+            cp "$archive/tuning/studies.db" "$results/tuning/studies.db"
+        fi
+        [[ -f $results/campaign.log ]] || keep "$archive/campaign.log" "$results/campaign.log"
+        [[ -f $results/campaign2/estimate.txt ]] \
+            || keep "$archive/estimate.txt" "$results/campaign2/estimate.txt"
         ;;
     *)
         echo "usage: $0 save|restore" >&2
