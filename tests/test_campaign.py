@@ -5,6 +5,7 @@ tuning's start knobs, and pin_tuned.py pins the frozen cell's choices into the f
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -186,24 +187,31 @@ def test_stage_times_refuses_a_missing_log_or_a_bad_time_in_one_line(tmp_path, t
 
 def test_alpha0_identity_compares_each_fits_codes_with_two_steps(tmp_path):
     grid = tmp_path / "grid.toml"
-    grid.write_text('dataset = "digits"\nbits = 8\nsub_bits = 4\nseed = [0, 1]\n'
+    grid.write_text('dataset = "digits"\nbits = 8\nsub_bits = 4\nseed = [0, 1, 2, 3]\n'
                     'method = "two-step"\n\n[[grid]]\n\n[[grid]]\nmethod = "gsl"\n'
                     'gsl_alpha = 0.0\n')
     configs = cells("", grid)
-    assert sorted((c.method, c.seed) for c in configs) == [("gsl", 0), ("gsl", 1),
-                                                           ("two-step", 0), ("two-step", 1)]
+    assert sorted((c.method, c.seed) for c in configs) == [
+        (method, seed) for method in ("gsl", "two-step") for seed in range(4)]
     codes = {("gsl", 1, "train"): [1, 2, 4]}  # seed 1: the training-set fit's codes differ
+    maps = {("gsl", 3, "database"): 0.5}  # seed 3: a score differs
     for config in configs:
         run = layout.run_dir(tmp_path / "results", config.run_id)
         run.path.mkdir(parents=True)
         for fit in ("train", "database"):
-            if (config.method, config.seed, fit) == ("gsl", 1, "database"):
+            key = (config.method, config.seed, fit)
+            if key == ("gsl", 1, "database"):
                 continue  # missing
+            if config.seed >= 2:  # archived: the metrics alone, their binding differs
+                run.metrics_file(codebooks=fit).write_text(json.dumps(
+                    {"run": config.run_id, "codes_sha256": config.method, "train_s": config.seed,
+                     "map": maps.get(key, 0.25), "map_at": {"10": 0.5}}))
+                continue
             with h5py.File(run.codes_file(fit), "w") as handle:
-                handle["codes"] = np.array(codes.get((config.method, config.seed, fit), [1, 2, 3]))
+                handle["codes"] = np.array(codes.get(key, [1, 2, 3]))
     done = subprocess.run([sys.executable, str(GRIDS / "alpha0_identity.py"), "--grid", str(grid),
                            "--results-dir", str(tmp_path / "results")],
                           capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
-    assert done.stdout == ("GSL at α = 0 against two-step: 2 codes files equal, 1 different, "
-                           "1 missing\n")
+    assert done.stdout == ("GSL at α = 0 against two-step: 2 codes files equal, 3 fits with "
+                           "every score equal (codes archived), 2 different, 1 missing\n")
