@@ -31,7 +31,8 @@
 #    GloVe track. Then the results document over every stage that ran, and tune again (it reruns
 #    nothing) so that docs/tuning.md compares validation with test.
 # Between sessions, commit the state (benchmarks/campaign2/archive.sh save, then the folder
-# benchmarks/campaign2/archive/); on a new machine, `archive.sh restore` before this script.
+# benchmarks/campaign2/archive/); benchmarks/campaign2/resume.sh restores it and starts this
+# script in the background, on this machine or a new one.
 # Each step's time, summed over its pieces (kills, sessions), for "What the runs cost":
 #   python benchmarks/campaign2/stage_times.py results/campaign.log
 set -euo pipefail
