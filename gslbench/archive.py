@@ -5,7 +5,7 @@ A finished run directory holds records (config.json, train_log.csv, metrics*.jso
 kilobytes) and artifacts (model.pt, quantizer.h5, codes*.h5: a Fashion-MNIST run's codes file is
 14 MB, for the database representations it keeps). `archive_runs` copies the records of every
 finished run under RESULTS/runs into OUT/runs/RUN/, with RUN/archived.json naming each artifact
-left behind and its sha256. Copied back under a results folder (`cp -r OUT/runs RESULTS/`), an
+left behind and its sha256. Copied back under a results folder (`cp -rn OUT/runs RESULTS/`), an
 archived run is a finished one to bench (`check_archived`: done, never trained again) and to
 report and tune, which read records only; what needs an artifact (encode, evaluate,
 search-bench, export) finds it missing and says so, and bench trains an archived run again
@@ -71,12 +71,13 @@ def is_archived(run: layout.RunDir) -> bool:
 def archive_run(run: layout.RunDir, out_dir: str | Path) -> layout.RunDir:
     """Copy a finished run's records into OUT/runs/RUN with its archived.json, after checking the
     run: trained and bound (`check_trained`), each codes file bound to it (`check_encoded`), each
-    metrics and search-bench record valid and made from its fit's codes file, the default
-    metrics.json among them. The copy is built under a temporary name and renamed whole. A run
+    metrics and search-bench record valid and made from its fit's codes file, at least one
+    metrics file among them. The copy is built under a temporary name and renamed whole. A run
     that does not check out is a user error naming what does not."""
     config, record = check_trained(run)
-    if not run.metrics.is_file():
-        raise GslbenchError(f"{run.metrics}: no such file; the run is not evaluated")
+    if not run.evaluations():
+        raise GslbenchError(f"{run.metrics}: no such file, nor another metrics file; the run is "
+                            "not evaluated")
     artifacts = {name: record[key] for name, key in TRAINED.items() if record.get(key)}
     kept = [run.config, run.train_log]
     for fit in fits(config.quantized, layout.CODEBOOKS):

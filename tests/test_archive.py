@@ -54,11 +54,16 @@ def benched(tmp_path_factory):
     gsl = next(run for run in layout.list_runs(results)
                if json.loads(run.config.read_text())["config"]["method"] == "gsl")
     ok(data, results, "evaluate", str(gsl.path), "--search", "sdc")
-    (layout.runs_dir(results) / "0123456789ab").mkdir()  # an unfinished run: left out
+    (layout.runs_dir(results) / "0123456789ab").mkdir()  # unfinished runs are left out
+    trained = Path(ok(data, results, "-q", "train", "-d", "digits", "--method", "qloss", "--bits",
+                      "16", "--epochs", "2", "--warmup-epochs", "1").strip()).name
     output = ok(data, results, "archive", str(archive)).strip().splitlines()
-    assert output == [f"gslbench: left out 0123456789ab: {layout.runs_dir(results)}/0123456789ab/"
-                      "config.json: no such file",
-                      f"archived 3 runs into {layout.runs_dir(archive)}; 1 unfinished left out"]
+    runs = layout.runs_dir(results)
+    assert sorted(output[:2]) == sorted([
+        f"gslbench: left out 0123456789ab: {runs}/0123456789ab/config.json: no such file",
+        f"gslbench: left out {trained}: {runs}/{trained}/metrics.json: no such file, nor another "
+        "metrics file; the run is not evaluated"])
+    assert output[2:] == [f"archived 3 runs into {layout.runs_dir(archive)}; 2 unfinished left out"]
     return data, results, archive
 
 
