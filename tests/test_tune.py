@@ -34,6 +34,7 @@ from gslbench.config import KNOBS, RunConfig
 from gslbench.data.featurefile import feature_file_sha256, items_record, read_feature_file
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
+from gslbench.report.tuning import pruning_markdown
 from gslbench.settings import Setting
 from gslbench.threads import cpu_count
 
@@ -851,3 +852,17 @@ def test_the_api_checks_the_trials_as_the_cli_does(tmp_path):
         with pytest.raises(GslbenchError, match="--trials must be a whole number of at least 1"):
             tune.tune(grid, tmp_path / "data", tmp_path / "results", trials)
     assert not (tmp_path / "results").exists()
+
+
+def test_the_pruning_table_counts_what_pruning_saved_and_what_the_trials_ran_through():
+    trials = pd.DataFrame({"method": ["qloss", "qloss", "qloss", "pca"],
+                           "state": ["complete", "pruned", "complete", "complete"],
+                           "epochs_trained": [80, 30, 80, 0], "epochs_planned": [80, 80, 80, 0]})
+    text = pruning_markdown(trials).splitlines()
+    assert text[0] == ("Pruning saved 50 of 240 planned training epochs (21%); 1 of 4 trials were "
+                       "pruned. The trials ran through the other 190: those of a warm-up that a "
+                       "trial started from a shared checkpoint (`gslbench.checkpoints`) are "
+                       "counted there, though not trained again.")
+    assert text[2:] == ["| method | trials | pruned | epochs run | epochs planned | saved |",
+                        "|---|---|---|---|---|---|", "| qloss | 3 | 1 | 190 | 240 | 50 (21%) |",
+                        "| pca | 1 | 0 | 0 | 0 | 0 |"]

@@ -47,21 +47,25 @@ def cell_title(cell: str) -> str:
 
 
 def pruning_markdown(trials: pd.DataFrame) -> str:
-    """Per method: trials, pruned trials, epochs trained and planned, and the share saved."""
+    """Per method: trials, pruned trials, epochs run through (trained, or started from a shared
+    checkpoint's) and planned, and the share pruning saved."""
     rows = []
     for method, group in trials.groupby("method", sort=False):
         planned, trained = int(group.epochs_planned.sum()), int(group.epochs_trained.sum())
         rows.append({"method": method, "trials": len(group),
-                     "pruned": int((group.state == "pruned").sum()), "epochs trained": trained,
+                     "pruned": int((group.state == "pruned").sum()), "epochs run": trained,
                      "epochs planned": planned,
                      "saved": f"{planned - trained} ({(planned - trained) / planned:.0%})"
                      if planned else "0"})
-    frame = pd.DataFrame(rows, columns=["method", "trials", "pruned", "epochs trained",
+    frame = pd.DataFrame(rows, columns=["method", "trials", "pruned", "epochs run",
                                         "epochs planned", "saved"])
     planned, trained = int(trials.epochs_planned.sum()), int(trials.epochs_trained.sum())
     total = (f"Pruning saved {planned - trained} of {planned} planned training epochs "
              f"({(planned - trained) / planned:.0%}); {int((trials.state == 'pruned').sum())} of "
-             f"{len(trials)} trials were pruned." if planned else "No trial was trained.")
+             f"{len(trials)} trials were pruned. The trials ran through the other {trained}: "
+             "those of a warm-up that a trial started from a shared checkpoint "
+             "(`gslbench.checkpoints`) are counted there, though not trained again."
+             if planned else "No trial was trained.")
     return "\n".join([total, "", frame_markdown(frame)])
 
 
