@@ -39,8 +39,8 @@ from gslbench.evaluation.record import (
 from gslbench.storage import check_sha256, read_json, sha256_file, write_json
 from gslbench.train import FeatureFile, check_trained, check_trained_on, load_config
 
-# config.json's record of each artifact the training wrote
-TRAINED = {"model.pt": "model_sha256", "quantizer.h5": "quantizer_sha256"}
+# each artifact the training wrote (a `layout.RunDir` file) and config.json's record of its sha256
+TRAINED = {"model": "model_sha256", "quantizer": "quantizer_sha256"}
 
 
 def archive_runs(results_dir: str | Path, out_dir: str | Path
@@ -78,7 +78,8 @@ def archive_run(run: layout.RunDir, out_dir: str | Path) -> layout.RunDir:
     if not run.evaluations():
         raise GslbenchError(f"{run.metrics}: no such file, nor another metrics file; the run is "
                             "not evaluated")
-    artifacts = {name: record[key] for name, key in TRAINED.items() if record.get(key)}
+    artifacts = {getattr(run, name).name: record[key] for name, key in TRAINED.items()
+                 if record.get(key)}
     kept = [run.config, run.train_log]
     for fit in fits(config.quantized, layout.CODEBOOKS):
         codes, results = run.codes_file(fit), run.results_of(fit)
@@ -126,8 +127,9 @@ def check_archived(run: layout.RunDir, features: FeatureFile | None,
     config, record = load_config(run)
     artifacts = archived_artifacts(run)
     for name, key in TRAINED.items():
-        if artifacts.get(name) != record.get(key):
-            raise GslbenchError(f"{run.archived}: records another sha256 of {name} than "
+        artifact = getattr(run, name).name
+        if artifacts.get(artifact) != record.get(key):
+            raise GslbenchError(f"{run.archived}: records another sha256 of {artifact} than "
                                 f"{run.config.name} does")
     check_sha256(run.train_log, record.get("train_log_sha256"), run.config)
     check_trained_on(record, features)
