@@ -11,8 +11,10 @@ measured, for the ranges the prose gives.
     python benchmarks/sample_outputs.py --check          # exit 1 with a diff where they drifted
     python benchmarks/sample_outputs.py --check --no-run # only the blocks that need no run
 
-Results are the same for the same code, config and seed on one machine; another thread count can
-change the last digits (tests/test_sample_outputs.py runs the check).
+Results are the same for the same code, config and seed on one machine; another thread count or
+another CPU can change the last digits (docs/guide/grids.md, threads and reproducibility; the
+samples were last written on an AMD EPYC with AVX-512); tests/test_sample_outputs.py runs the
+check.
 """
 
 from __future__ import annotations
