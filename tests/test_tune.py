@@ -783,6 +783,13 @@ def test_a_method_that_trains_nothing_counts_no_epoch(digits, tmp_path):
     trials = pd.read_csv(layout.trials_csv_path(tmp_path / "results" / "tuning" / "tuned.toml"))
     epochs = {row.method: (row.epochs_trained, row.epochs_planned) for row in trials.itertuples()}
     assert epochs == {"pca": (0, 0), "two-step": (6, 6), "qloss": (6, 6)}
+    with sqlite3.connect(tmp_path / "results" / "tuning" / "studies.db") as connection:
+        stored = connection.execute(  # tune writes them so (the page does not correct them)
+            "SELECT s.study_name, a.key, a.value_json FROM trial_user_attributes a JOIN trials t "
+            "ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id WHERE a.key "
+            "LIKE 'epochs_%'").fetchall()
+    assert sorted((key, value) for name, key, value in stored if "pca" in name) == [
+        ("epochs_planned", "0"), ("epochs_trained", "0")]
 
 
 def start_cli_tune(tmp_path: Path, *args: str) -> subprocess.Popen:

@@ -68,7 +68,7 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
     trial (number), knobs (dict), variant (the method's label), state (`complete` or `pruned`),
     value (mean validation mAP; for a pruned trial its mAP score where it was pruned),
     seed_maps (list), epochs_trained, epochs_planned (tune records a trial's epochs a seed
-    times its seeds; a method that trains nothing, `pca`, gets none), pruned_at ({"seed",
+    times its seeds; a method that trains nothing, `pca`, none: `Method.epochs`), pruned_at ({"seed",
     "epoch"} where the rule pruned it, or None). With pruning, `studies.pruned_step` is applied
     to every complete trial against all of them: a complete trial the rule prunes (trial 0, run
     before any other) is `pruned`, unless the rule would prune every trial of the study (it
@@ -77,7 +77,7 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
     for study in tuning.studies:
         chosen_from = first_trials(study, store, prune, tuning.trials)
         after = _pruned_after(study, chosen_from, tuning.trials) if prune else {}
-        trains = METHODS[study.method].trains  # pca: its runs train no epoch
+        method = METHODS[study.method]  # a study stored before tune counted pca's epochs as 0
         for trial in chosen_from:
             knobs = {**study.default, **trial.params}
             step = after.get(trial.number, trial.last_step)
@@ -91,8 +91,8 @@ def trial_frame(tuning: Plan, store: optuna.storages.BaseStorage, prune: bool) -
                 "value": trial.intermediate_values.get(step, float("nan")) if pruned
                 else trial.value,
                 "seed_maps": trial.user_attrs.get("seed_maps", []),
-                "epochs_trained": trial.user_attrs.get("epochs_trained", 0) * trains,
-                "epochs_planned": trial.user_attrs.get("epochs_planned", 0) * trains,
+                "epochs_trained": method.epochs(trial.user_attrs.get("epochs_trained", 0)),
+                "epochs_planned": method.epochs(trial.user_attrs.get("epochs_planned", 0)),
                 "pruned_at": study.position(step) if pruned and step else None,
             })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

@@ -100,6 +100,7 @@ from gslbench.errors import GslbenchError
 from gslbench.evaluation.primary import primary_score
 from gslbench.evaluation.scoring import evaluate_primary
 from gslbench.evaluation.step import evaluate_run
+from gslbench.methods import METHODS
 from gslbench.methods.model import embed
 from gslbench.quantizers import make_search
 from gslbench.storage import read_json
@@ -160,8 +161,9 @@ def run_trial(study: Study, trial: optuna.Trial, data_dir: Path, results_dir: Pa
 def _train_trial(study: Study, trial: optuna.Trial, knobs: dict[str, Any], data_dir: Path,
                  results_dir: Path, prune: bool, reuse: bool, device: str) -> float:
     """`run_trial`'s training: each seed's run, encoded and evaluated."""
-    epochs = study.base.epochs
-    trial.set_user_attr("epochs_planned", epochs * len(study.seeds))
+    epochs = study.base.epochs  # a seed's: the steps the trial reports at
+    planned = METHODS[study.method].epochs(epochs)  # a seed's training: none for pca
+    trial.set_user_attr("epochs_planned", planned * len(study.seeds))
     tuning = layout.tuning_dir(results_dir)
     maps, trained = [], 0
     for position, seed in enumerate(study.seeds):
@@ -180,7 +182,7 @@ def _train_trial(study: Study, trial: optuna.Trial, knobs: dict[str, Any], data_
         except optuna.TrialPruned:
             trial.set_user_attr("epochs_trained", trained + score.epoch)
             raise
-        trained += epochs
+        trained += planned
         encode_run(run.path, data_dir, tuning, device=device)
         evaluate_run(run.path, tuning)
         maps.append(primary_score(read_json(run.metrics)))

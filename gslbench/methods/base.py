@@ -64,6 +64,13 @@ class Method:
                 and cls.representation is Method.representation and cls.penalty is Method.penalty)
 
     @classmethod
+    def epochs(cls, asked: int) -> int:
+        """The epochs a run of this method trains of the `asked` its settings give (`epochs`):
+        all of them, none for a method that trains nothing (`trains` False; its config keeps
+        the default `epochs`). What the tuning page and the report count as planned."""
+        return asked if cls.trains else 0
+
+    @classmethod
     def candidates(cls, settings: Mapping[str, Any]) -> tuple[str, int] | None:
         """The knob that counts the codewords the method weighs per sub-space (or the beam width)
         and its value in `settings`, or None where the method weighs none; a run's

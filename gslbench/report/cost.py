@@ -41,7 +41,7 @@ def _cost_row(run: RunDir) -> dict:
         raise GslbenchError(f"{run.config}: not the config.json of run {run.run_id} (its config "
                             "does not hash to the run id it records and its directory's name)")
     method = METHODS.get(config.get("method"))
-    planned = config.get("epochs") if method is None or method.trains else 0
+    planned = config.get("epochs") if method is None else method.epochs(config.get("epochs"))
     trained = record.get("epochs_trained", planned)
     seconds = record.get("train_seconds")
     if not (_is_int(planned) and _is_int(trained) and 0 <= trained <= planned):
