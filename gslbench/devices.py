@@ -3,15 +3,22 @@
 The device is how a result is computed, not what it is: like the thread counts it is recorded in
 config.json, codes.h5 and metrics.json, and is not part of the run id. Results computed on a GPU
 may differ from CPU ones in their last digits (other kernels, other summation orders). faiss (the
-quantizers' fit, encode and search) always runs on the CPU.
+quantizers' fit, encode and search) always runs on the CPU. On the CPU too the bits depend on the
+kind of CPU (torch's and faiss's kernels pick their code by its instruction set,
+docs/guide/grids.md), so config.json also records the CPU and the kernels that ran
+(`describe_cpu`).
 """
 
 from __future__ import annotations
+
+import platform
+from pathlib import Path
 
 from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
 
 torch = lazy_import("torch")
+faiss = lazy_import("faiss")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -45,3 +52,21 @@ def describe_device(device: torch.device) -> dict[str, str]:
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
     return {"type": device.type}
+
+
+def describe_cpu() -> dict[str, str]:
+    """What config.json records of the CPU a run was trained on: {"model": its model name,
+    "torch": the instruction set of torch's kernels (AVX2, AVX512, ...), "faiss": the options
+    of the faiss build that loaded (its instruction set among them)}."""
+    return {"model": _cpu_model(), "torch": torch.backends.cpu.get_cpu_capability(),
+            "faiss": faiss.get_compile_options().strip()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` says of it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()

@@ -35,7 +35,7 @@ from gslbench.config import RunConfig
 from gslbench.data import feature_path, get_dataset
 from gslbench.data.activations import ensure_activations, open_activations
 from gslbench.data.featurefile import FeatureSet, feature_file_sha256, items_record, read_feature_file
-from gslbench.devices import describe_device, resolve_device
+from gslbench.devices import describe_cpu, describe_device, resolve_device
 from gslbench.errors import GslbenchError
 from gslbench.lazy import lazy_import
 from gslbench.methods.loop import TrainResult, train
@@ -123,7 +123,7 @@ def train_run(config: RunConfig, data_dir: str | Path, results_dir: str | Path,
     if (features.dataset, features.feature) != (config.dataset, config.feature):
         raise GslbenchError(f"{features_file.path}: holds {features.dataset}/{features.feature}, "
                             f"not {config.dataset}/{config.feature}")
-    extra = {"device": describe_device(torch_device),
+    extra = {"device": describe_device(torch_device), "cpu": describe_cpu(),
              "map_top": get_dataset(config.dataset, data_dir).protocol.map_top}
     saved = {"dim_in": features.dim}
     top, inputs = None, None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -232,3 +235,13 @@ def test_gumbel_same_seed_same_model(features):
 def test_bad_knobs_of_the_new_methods_are_user_errors(options, message):
     with pytest.raises(GslbenchError, match=message):
         RunConfig(**options)
+
+
+def test_config_json_records_the_cpu_and_the_kernels_that_trained_the_run(digits_runs):
+    """Training gives other bits on another kind of CPU (docs/guide/grids.md): the run says which
+    it was trained on."""
+    root, runs = digits_runs
+    record = json.loads((Path(runs["pq"]) / "config.json").read_text())
+    assert record["cpu"]["torch"] == torch.backends.cpu.get_cpu_capability()
+    assert record["cpu"]["faiss"] == faiss.get_compile_options().strip()
+    assert record["cpu"]["model"]
