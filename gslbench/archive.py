@@ -32,11 +32,9 @@ from gslbench.evaluation.record import (
     ARCHIVED_FORMAT,
     ARCHIVED_VERSION,
     archived_artifacts,
-    check_codes_binding,
-    check_metrics_record,
-    check_search_record,
+    check_result,
 )
-from gslbench.storage import check_sha256, read_json, sha256_file, write_json
+from gslbench.storage import check_sha256, sha256_file, write_json
 from gslbench.train import FeatureFile, check_trained, check_trained_on, load_config
 
 # each artifact the training wrote (a `layout.RunDir` file) and config.json's record of its sha256
@@ -102,18 +100,14 @@ def archive_run(run: layout.RunDir, out_dir: str | Path) -> layout.RunDir:
     return target
 
 
-def _check_result(path: Path, run: layout.RunDir) -> None:
-    """A metrics or search-bench file of `run`: a valid record bound to the run and to the codes
-    file it was made from (which must be there, or archived)."""
-    record = read_json(path)
-    if path.name.startswith("search"):
-        check_search_record(record, path, run.run_id)
-    else:
-        check_metrics_record(record, path, run.run_id)
+def _check_result(path: Path, run: layout.RunDir) -> dict:
+    """A metrics or search-bench file of `run` (`check_result`), made from a codes file that is
+    there or archived. Returns the record."""
+    record = check_result(path, run)
     codes = run.codes_file(record.get("codebooks", "train"))
     if not (codes.is_file() or run.archived.is_file()):
         raise GslbenchError(f"{codes}: no such file, but {path.name} was made from it")
-    check_codes_binding(record, path, run)
+    return record
 
 
 def check_archived(run: layout.RunDir, features: FeatureFile | None,
@@ -135,7 +129,6 @@ def check_archived(run: layout.RunDir, features: FeatureFile | None,
     check_trained_on(record, features)
     for fit in fits(config.quantized, codebooks):
         path = run.metrics_file(codebooks=fit)
-        _check_result(path, run)
-        if read_json(path).get("codebooks", "train") != fit:
+        if _check_result(path, run).get("codebooks", "train") != fit:
             raise GslbenchError(f"{path}: not a result of the {fit} fit its name says")
     return config

@@ -132,6 +132,19 @@ def check_search_record(record: Any, path: Path, run_id: str) -> None:
         raise GslbenchError(f"{path}: 'indexes' is {record.get('indexes')!r}, expected a dict")
 
 
+def check_result(path: Path, run: RunDir) -> dict[str, Any]:
+    """A metrics or search-bench file of `run`, read and checked: a valid record bound to the run
+    (`check_metrics_record`, `check_search_record`) and to the codes file of its fit
+    (`check_codes_binding`). Returns the record."""
+    record = read_json(path)
+    if path in run.search_benches():
+        check_search_record(record, path, run.run_id)
+    else:
+        check_metrics_record(record, path, run.run_id)
+    check_codes_binding(record, path, run)
+    return record
+
+
 def check_codes_binding(record: dict[str, Any], path: Path, run: RunDir) -> None:
     """A metrics or search-bench record of `run` was made from the codes file of its codebook
     fit as it is now: its `codes_sha256` is that file's (when the file is there) or, when the

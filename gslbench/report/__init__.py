@@ -25,11 +25,7 @@ import pandas as pd
 
 from gslbench.declared import BEST_OTHER, DEFAULT, Declared
 from gslbench.errors import GslbenchError
-from gslbench.evaluation.record import (
-    check_codes_binding,
-    check_metrics_record,
-    check_search_record,
-)
+from gslbench.evaluation.record import check_result
 from gslbench.layout import RunDir, list_runs, resolve_run, runs_dir
 from gslbench.report.cost import cost_section, read_cost
 from gslbench.report.doc_csv import results_csv
@@ -217,14 +213,8 @@ def _check_metrics(runs: list[RunDir]) -> None:
     valid record bound to its run and made from the codes file of its fit as it is now (its
     sha256); an evaluated run's train_log.csv must be the one its config.json records."""
     for run in runs:
-        for path in run.evaluations():
-            record = read_json(path)
-            check_metrics_record(record, path, run.run_id)
-            check_codes_binding(record, path, run)
-        for path in run.search_benches():
-            record = read_json(path)
-            check_search_record(record, path, run.run_id)
-            check_codes_binding(record, path, run)
+        for path in [*run.evaluations(), *run.search_benches()]:
+            check_result(path, run)
         if run.evaluations() and run.train_log.is_file():
             check_sha256(run.train_log, read_json(run.config).get("train_log_sha256"), run.config)
 
