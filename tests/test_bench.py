@@ -96,14 +96,24 @@ def registered(name: str) -> tuple[dict, list[RunConfig]]:
     return settings, Grid.from_mapping(settings).cells()
 
 
-def test_the_core_grids_are_parts_of_the_full_ones():
-    """results_core.toml and its tuning are subsets of results.toml and tuning.toml: running the
-    full grid later re-uses their cells."""
-    for core, full in (("results_core.toml", "results.toml"), ("tuning_core.toml", "tuning.toml")):
-        core_settings, core_cells = registered(core)
-        assert set(core_settings["method"]) == set(registered(full)[0]["method"])
-        full_ids = {config.run_id for config in registered(full)[1]}
-        assert core_cells and {config.run_id for config in core_cells} <= full_ids
+def test_the_core_grids_are_parts_of_campaign_2s_stage_1():
+    """results_core.toml's cells are cells of campaign 2's stage 1 (every method, its
+    declaration), and tuning_core.toml's studies are studies of its tuning, from the same start
+    and seeds: running the campaign later re-uses their runs and trials."""
+    core_settings, core_cells = registered("results_core.toml")
+    full_settings, full_cells = registered("campaign2/results.toml")
+    assert set(core_settings["method"]) == set(full_settings["method"]) == set(METHODS)
+    assert core_settings["comparisons"] == full_settings["comparisons"]
+    assert core_cells and {c.run_id for c in core_cells} < {c.run_id for c in full_cells}
+    core, full = (tune.plan(grid, trials=8, start=start) for grid, start in (
+        tuning_grid(BENCHMARKS / name) for name in ("tuning_core.toml", "campaign2/tuning.toml")))
+    assert {s.key for s in core.studies} < {s.key for s in full.studies}
+    assert core.seeds == full.seeds
+    assert tuning_grid(BENCHMARKS / "tuning_core.toml")[1] == \
+        tuning_grid(BENCHMARKS / "campaign2/tuning.toml")[1]
+    assert {(c.protocol, c.quantizer, c.bits, c.sub_bits, c.method) for c in core_cells
+            if c.quantized} == {(s.base.protocol, s.base.quantizer, s.base.bits, s.base.sub_bits,
+                                 s.base.method) for s in core.studies if s.base.quantized}
 
 
 def test_results_toml_is_the_campaign_of_issue_25(tmp_path):
