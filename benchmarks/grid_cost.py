@@ -1,7 +1,7 @@
 """What reuse saves on a grid: epochs trained and wall time of the same small grid with reuse and
 with --no-reuse, in one run, and the check that both give the same codes and mAPs (not a test;
-prints its figures). Then the share of epochs the real results grid (benchmarks/results.toml)
-trains with reuse, counted from its cells.
+prints its figures). Then the share of epochs the results grid (campaign 2's stage 1,
+benchmarks/campaign2/results.toml) trains with reuse, counted from its cells.
 
 The grid runs on a synthetic data set of Fashion-MNIST's shape, imported with `gslbench features
 import`: 10 classes, 1,280-d features (EfficientNet-Lite0's), 5,000 training items, 1,000
@@ -37,7 +37,7 @@ from gslbench.bench.order import reuse_plan
 from gslbench.data import ImportProtocol, ImportSource, import_features
 from gslbench.layout import RunDir
 
-RESULTS_GRID = Path(__file__).resolve().parent / "results.toml"
+RESULTS_GRID = Path(__file__).resolve().parent / "campaign2" / "results.toml"
 DATASET = "fmnist-shaped"
 CLASSES, DIM, QUERY, TRAIN, DATABASE = 10, 1280, 100, 500, 1000  # per class
 
@@ -100,13 +100,15 @@ def check_same(with_reuse: dict[str, RunDir], without: dict[str, RunDir]) -> Non
 
 def grid_share(path: Path) -> tuple[int, Counter, Counter]:
     """The number of cells of the grid of `path`, and the epochs it trains with reuse and without
-    per method (bench's `reuse_plan`, every cell to run)."""
+    per method (bench's `reuse_plan`, every cell to run; none for a method that trains
+    nothing, `Method.epochs`)."""
     cells = Grid.from_mapping(read_grid_file(path), str(path)).cells()
     plan = reuse_plan(cells)
     reused, full = Counter(), Counter()
     for config in cells:
-        full[config.method] += config.epochs
-        reused[config.method] += config.epochs - plan.get(config.run_id, ("", 0))[1]
+        planned = config.method_spec.epochs(config.epochs)
+        full[config.method] += planned
+        reused[config.method] += planned - plan.get(config.run_id, ("", 0))[1]
     return len(cells), reused, full
 
 
@@ -154,7 +156,7 @@ def main() -> None:
           f"{total} epochs ({total_reused / total:.1%})")
     for method, epochs in full.items():
         print(f"  {method:9s} {reused[method]:6d} of {epochs:6d} epochs "
-              f"({reused[method] / epochs:.0%})")
+              f"({reused[method] / epochs:.0%})" if epochs else f"  {method:9s} trains nothing")
 
 
 if __name__ == "__main__":
