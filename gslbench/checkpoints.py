@@ -11,9 +11,11 @@ of computing it again.
 A checkpoint is keyed by everything that determines that state (`Checkpoints.key`): the run
 settings that are neither the method, its knobs, the quantizer's nor the epoch count (data set,
 feature, split, network, loss, optimizer, batch size, seed, and any setting added later), the
-feature file's sha256 (and the activation cache's when fine-tuning), the device, the torch and
-faiss thread counts and torch's version (results are reproducible at fixed threads and device,
-`gslbench.threads`), and the epochs done. Its file name is the hash of that key, so a run finds
+feature file's sha256 (and the activation cache's when fine-tuning), the device, the instruction
+set of torch's CPU kernels (AVX2, AVX512, ...: another kind of CPU trains to other bits, so a
+results folder moved to one, or Ray on mixed nodes, trains its warm-ups again rather than start
+from another CPU's), the torch and faiss thread counts and torch's version (results are
+reproducible at fixed threads, device and CPU kind, `gslbench.threads`), and the epochs done. Its file name is the hash of that key, so a run finds
 it without a directory listing, and bench workers and Ray tasks share it through the results
 folder.
 
@@ -104,9 +106,11 @@ class Checkpoints:
         `features_sha256` (and the activation cache of `activations_sha256` when fine-tuning),
         on `device` (`gslbench.devices.describe_device`) with `threads` torch/faiss threads
         (`gslbench.threads.thread_counts`)."""
+        torch = _torch()
         key = {"settings": plain_settings(config), "features_sha256": features_sha256,
                "activations_sha256": activations_sha256, "device": dict(device),
-               "threads": dict(threads), "torch": _torch().__version__}
+               "kernels": torch.backends.cpu.get_cpu_capability(), "threads": dict(threads),
+               "torch": torch.__version__}
         return cls(checkpoints_dir(results_dir), key)
 
     def record(self, epochs: int) -> dict[str, Any]:

@@ -376,6 +376,26 @@ def test_a_forged_checkpoint_that_does_not_fit_is_not_used(data_dir, tmp_path, c
     assert mine.load(5)["model"]["layers.0.weight"].shape == (32, 64)  # saved again, right
 
 
+def test_a_checkpoint_made_on_another_kind_of_cpu_is_not_used(data_dir, tmp_path, monkeypatch):
+    """The key holds the instruction set of torch's CPU kernels: a warm-up saved under AVX2
+    kernels is not the start of a run on AVX512 ones (it trains to other bits there)."""
+    features = read_feature_file(feature_path(data_dir, "digits", "pixels"))
+    config = dataclasses.replace(BASE, method="gsl").resolved()
+
+    def checkpoints(kernels):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
+        return Checkpoints.for_run(tmp_path, config, "features", {"type": "cpu"},
+                                   {"torch": 1, "faiss": 1})
+
+    avx2, avx512 = checkpoints("AVX2"), checkpoints("AVX512")
+    assert avx2.key["kernels"] == "AVX2" and avx2.checkpoint_id(5) != avx512.checkpoint_id(5)
+    train(config, features, show_progress=False, checkpoints=avx2)
+    assert avx2.load(5) is not None and avx512.load(5) is None
+    assert train(config, features, show_progress=False, checkpoints=avx512).started_from is None
+    assert train(config, features, show_progress=False, checkpoints=avx2).started_from == {
+        "checkpoint": avx2.checkpoint_id(5), "epoch": 5}
+
+
 def test_a_checkpoint_that_cannot_be_saved_is_a_warning_and_the_run_goes_on(runs, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
