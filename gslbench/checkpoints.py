@@ -15,9 +15,9 @@ feature file's sha256 (and the activation cache's when fine-tuning), the device,
 set of torch's CPU kernels (AVX2, AVX512, ...: another kind of CPU trains to other bits, so a
 results folder moved to one, or Ray on mixed nodes, trains its warm-ups again rather than start
 from another CPU's), the torch and faiss thread counts and torch's version (results are
-reproducible at fixed threads, device and CPU kind, `gslbench.threads`), and the epochs done. Its file name is the hash of that key, so a run finds
-it without a directory listing, and bench workers and Ray tasks share it through the results
-folder.
+reproducible at fixed threads, device and CPU kind, `gslbench.threads`), and the epochs done. Its
+file name is the hash of that key, so a run finds it without a directory listing, and bench workers
+and Ray tasks share it through the results folder.
 
 The file is one JSON line (the record: format, version, the checkpoint id, the key, the epochs
 and the payload's size and sha256), then the payload, `torch.save` of plain tensors and numbers
