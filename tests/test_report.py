@@ -737,6 +737,31 @@ def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):
     assert "## What the runs cost" in (report / "tables.md").read_text()
 
 
+def test_a_report_on_several_grids_gives_the_cost_of_each(tmp_path):
+    """Where the runs are cells of several grid files (a campaign's stages), the cost section
+    has a row per grid file: its runs, epochs planned and trained, training time; a run in two
+    grids counts in the first."""
+    for run in make_runs(tmp_path / "runs"):  # every run: 40 planned, 30 trained, 2 s
+        record = json.loads(run.config.read_text())
+        record.update(epochs_trained=30, train_seconds=2.0)
+        run.config.write_text(json.dumps(record))
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    first.write_text('dataset = "digits"\nmethod = ["two-step", "qloss"]\nbits = 16\n'
+                     'seed = [0, 1]\n', encoding="utf-8")
+    second.write_text('dataset = "digits"\nmethod = "qloss"\nbits = [16, 32]\nseed = 0\n',
+                      encoding="utf-8")
+    result = invoke(tmp_path, "report", "--grid", str(first), "--grid", str(second), "--out",
+                    str(tmp_path / "both"))
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "both" / "tables.md").read_text(encoding="utf-8")
+    assert "| grid | runs | from a checkpoint | epochs planned | epochs trained | training time |" \
+        in text
+    assert f"| {first} | 4 | 0 | 160 | 120 | 0 min 08 s |" in text  # qloss 16 bits seed 0 here
+    assert f"| {second} | 1 | 0 | 40 | 30 | 0 min 02 s |" in text  # only its 32-bit cell
+    result = invoke(tmp_path, "report", "--grid", str(first), "--out", str(tmp_path / "one"))
+    assert "| grid |" not in (tmp_path / "one" / "tables.md").read_text(encoding="utf-8")
+
+
 def test_a_method_that_trains_nothing_plans_no_epoch(tmp_path):
     """pca's config keeps the default `epochs` (40), but it trains nothing: reuse saved none."""
     runs = [make_run(tmp_path / "runs", RunConfig(dataset="digits", method=method, seed=0), 0.5)

@@ -142,14 +142,14 @@ def report(ctx: click.Context, runs: tuple[str, ...], patterns: tuple[str, ...],
     names = tuple(name for value in dataset_names for name in value.split(",") if name)
     if tuned is not None and not grid_files:
         raise click.UsageError("--tuned applies to the cells of a --grid: give one")
-    configs, declared, validation = _grid_cells(grid_files, tuned, ctx.obj["data_dir"])
+    configs, declared, validation, grids = _grid_cells(grid_files, tuned, ctx.obj["data_dir"])
     run_dirs = report_module.select_runs(results_dir, runs, patterns, names,
                                          [config.run_id for config in configs])
     intro = doc_intro.read() if doc_intro else ""
     out = out or layout.report_dir(results_dir)
     grid_cells = len({config.run_id for config in configs}) if grid_files else None
     _, markdown = report_module.write_report(run_dirs, out, doc, intro, margin, declared,
-                                             validation, grid_cells)
+                                             validation, grid_cells, grids)
     echo_report(ctx, markdown, out)
 
 
@@ -199,24 +199,30 @@ def found_text(markdown: str) -> str:
     return "\n".join(lines[start:end]).strip() + "\n"
 
 
-def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None,
-                data_dir: Path) -> tuple[list[RunConfig], Declared, dict[str, float]]:
+def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None, data_dir: Path
+                ) -> tuple[list[RunConfig], Declared, dict[str, float], dict[str, str]]:
     """The run configs `bench GRID_FILE [--tuned TUNED]` runs for each grid file, the
     comparisons the grids declare (`gslbench.declared`: the same in every grid file; the
-    default without --grid) and, with --tuned, each run's validation mAP."""
+    default without --grid), with --tuned each run's validation mAP, and with several grid
+    files the first one each run is a cell of (run id -> its path), for the cost per grid."""
     from gslbench.bench.grid import Grid, read_grid_file
     from gslbench.bench.tuned import Tuned
 
-    configs, declarations = [], set()
+    configs, declarations, grids = [], set(), {}
     for path in grid_files:
         grid = Grid.from_mapping(read_grid_file(path), source=str(path))
-        configs += (Tuned.read(tuned).cells(grid, data_dir) if tuned is not None else grid).cells(data_dir)
+        cells = (Tuned.read(tuned).cells(grid, data_dir) if tuned is not None
+                 else grid).cells(data_dir)
+        configs += cells
+        if len(grid_files) > 1:
+            for config in cells:
+                grids.setdefault(config.run_id, str(path))
         declarations.add(grid.comparisons)
     if len(declarations) > 1:
         raise GslbenchError(f"{', '.join(map(str, grid_files))}: the grids declare different "
                             "[comparisons]; report them apart, or declare the same")
     declared = next(iter(declarations), DEFAULT)
     if tuned is None:
-        return configs, declared, {}
+        return configs, declared, {}, grids
     chosen = Tuned.read(tuned)
-    return configs, declared, validation_maps(chosen.choices, chosen.shared, configs)
+    return configs, declared, validation_maps(chosen.choices, chosen.shared, configs), grids

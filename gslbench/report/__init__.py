@@ -121,7 +121,8 @@ def _run_dataset(run: RunDir) -> str | None:
 def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
                  doc_intro: str = "", margin: float = MARGIN, declared: Declared = DEFAULT,
                  validation: Mapping[str, float] | None = None,
-                 grid_cells: int | None = None) -> tuple[pd.DataFrame, str]:
+                 grid_cells: int | None = None,
+                 grids: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """Report on the runs that have metrics.json (the others are named and skipped).
 
     Replaces `out_dir` as a whole with: results.csv (a row per run and evaluation), tables.md
@@ -135,7 +136,8 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     validation: run id -> the validation mAP of the tuned choice the run is (`--tuned`), which
     picks the best other method (a `validation_map` column of results.csv); grid_cells: the
     number of cells of the grids reported on (`--grid`), so that every output says whether each
-    has a run (`summary.made_text`). Returns the results and tables.md's Markdown.
+    has a run (`summary.made_text`); grids: run id -> the grid file it is a cell of, for the cost
+    per grid (a campaign's stages). Returns the results and tables.md's Markdown.
     """
     if not 0 < margin <= MAX_MARGIN:  # NaN too
         raise GslbenchError(f"--margin {margin} must be a positive mAP difference of at most "
@@ -150,7 +152,7 @@ def write_report(runs: list[RunDir], out_dir: Path, doc: Path | None = None,
     tables = paper_tables(results)
     made = made_text(generator(), data, grid_cells)
     compared = comparisons(results, declared, margin=margin)
-    cost = read_cost(run for run in runs if run.evaluations())
+    cost = read_cost((run for run in runs if run.evaluations()), grids)
     usage = usage_tables(results)
     markdown = report_markdown(data, tables, compared, made, margin, cost) + usage_markdown(usage)
     _check_out_dir(out_dir)

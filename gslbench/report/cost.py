@@ -1,4 +1,5 @@
-"""What a grid's runs cost to train: epochs planned and trained, training seconds, per method.
+"""What a grid's runs cost to train: epochs planned and trained, training seconds, per method
+(and per grid file, where a report covers several: a campaign's stages).
 
 A run started from a shared checkpoint (`gslbench.checkpoints`: two-step and GSL at α = 0 from
 float's trained network, the other quantized methods from the warm-up) trains fewer epochs than
@@ -12,7 +13,7 @@ faiss.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -22,15 +23,19 @@ from gslbench.methods import METHODS
 from gslbench.report.tables import frame_markdown
 from gslbench.storage import config_id, read_json
 
-COST_COLUMNS = ["run", "method", "epochs_planned", "epochs_trained", "reused", "train_s"]
+COST_COLUMNS = ["run", "grid", "method", "epochs_planned", "epochs_trained", "reused",
+                "train_s"]
 
 
-def read_cost(runs: Iterable[RunDir]) -> pd.DataFrame:
-    """One row per run (`COST_COLUMNS`): its method, the epochs its config asks for (none for a
-    method that trains nothing), those it trained (all of them for a run made before reuse
-    existed), whether it started from a checkpoint, and its training seconds. A config.json
-    that is not the run's, or whose values are out of range, is a user error naming it."""
-    return pd.DataFrame([_cost_row(run) for run in runs], columns=COST_COLUMNS)
+def read_cost(runs: Iterable[RunDir], grids: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per run (`COST_COLUMNS`): the grid file it is a cell of (`grids`: run id -> its
+    name; "" without), its method, the epochs its config asks for (none for a method that trains
+    nothing), those it trained (all of them for a run made before reuse existed), whether it
+    started from a checkpoint, and its training seconds. A config.json that is not the run's, or
+    whose values are out of range, is a user error naming it."""
+    grids = grids or {}
+    return pd.DataFrame([{**_cost_row(run), "grid": grids.get(run.run_id, "")} for run in runs],
+                        columns=COST_COLUMNS)
 
 
 def _cost_row(run: RunDir) -> dict:
@@ -60,24 +65,32 @@ def _is_int(value: object) -> bool:
 
 
 def cost_section(cost: pd.DataFrame, level: int = 2) -> list[str]:
-    """`## What the runs cost`: per method, its runs, those started from a checkpoint, the
-    epochs planned and trained, and the training time; then the total and what reuse saved."""
+    """`## What the runs cost`: per grid file where the runs are of several (a campaign's stages)
+    and per method, its runs, those started from a checkpoint, the epochs planned and trained,
+    and the training time; then the total and what reuse saved."""
     if cost.empty:
         return []
-    per_method = cost.groupby("method", sort=False).agg(
-        runs=("run", "size"), from_a_checkpoint=("reused", "sum"),
-        epochs_planned=("epochs_planned", "sum"), epochs_trained=("epochs_trained", "sum"),
-        train_s=("train_s", "sum")).reset_index()
-    shown = per_method.assign(training_time=per_method.train_s.map(_duration)).drop(
-        columns="train_s").rename(columns=lambda name: name.replace("_", " "))
     planned, trained = int(cost.epochs_planned.sum()), int(cost.epochs_trained.sum())
     saved = f"{planned - trained} ({(planned - trained) / planned:.0%})" if planned else "0"
+    grids = cost.grid.nunique() > 1 if "grid" in cost else False
     return ["#" * level + " What the runs cost", "",
             f"The runs trained {trained} of the {planned} epochs their configs ask for: reuse of "
             "shared checkpoints (float's trained network for the runs that train as float to the "
             "end, such as two-step and GSL at α = 0; the warm-up for the other quantized methods) "
             f"saved {saved}. Training took {_duration(cost.train_s.sum())} "
-            "in all (the sum over runs, not wall time).", "", frame_markdown(shown), ""]
+            "in all (the sum over runs, not wall time).", "",
+            *([_per(cost, "grid"), ""] if grids else []), _per(cost, "method"), ""]
+
+
+def _per(cost: pd.DataFrame, column: str) -> str:
+    """The Markdown table of `cost` summed per value of `column` ("grid" or "method")."""
+    per = cost.groupby(column, sort=False).agg(
+        runs=("run", "size"), from_a_checkpoint=("reused", "sum"),
+        epochs_planned=("epochs_planned", "sum"), epochs_trained=("epochs_trained", "sum"),
+        train_s=("train_s", "sum")).reset_index()
+    shown = per.assign(training_time=per.train_s.map(_duration)).drop(
+        columns="train_s").rename(columns=lambda name: name.replace("_", " "))
+    return frame_markdown(shown)
 
 
 def _duration(seconds: float) -> str:
