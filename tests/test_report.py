@@ -437,6 +437,35 @@ def test_report_on_a_grid_takes_its_cells_only(tmp_path):
     assert result.exit_code == 2 and "--tuned applies to the cells of a --grid" in result.output
 
 
+def test_the_search_plot_draws_a_curve_per_method_and_quantizer_through_its_code_lengths(
+        tmp_path):
+    """Each (variant, quantizer) is one line through its code lengths in order of bits, its
+    points labelled with their bits alone (the quantizer is the line's marker), the exact search
+    a black star labelled float: no label repeats the quantizer beside every point."""
+    import matplotlib.pyplot as plt
+
+    from gslbench.report.plots import _search_curves, plot_recall_qps
+    rows = [("gsl", "pq", 32, 900.0, 0.3), ("gsl", "pq", 8, 1500.0, 0.1),
+            ("gsl", "opq", 8, 1400.0, 0.2), ("gsl", "opq", 32, 800.0, 0.4),
+            ("two-step", "pq", 8, 1600.0, 0.05), ("exact", "none", 2048, 300.0, 1.0)]
+    panel = pd.DataFrame(rows, columns=["variant", "quantizer", "code_bits", "qps_batched",
+                                        "recall_at_10"]).assign(
+        dataset="digits", feature="pixels", metric="l2", qps_batch1=lambda f: f.qps_batched / 2)
+    colours = {"gsl": "#ff7f0e", "two-step": "#1f77b4"}
+    fig, ax = plt.subplots()
+    _search_curves(ax, panel, "qps_batched", "recall_at_10", colours)
+    lines = {(line.get_label(), line.get_marker(), line.get_linestyle()):
+             (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    assert lines == {("gsl", "o", "-"): ([1500.0, 900.0], [0.1, 0.3]),
+                     ("gsl", "s", "--"): ([1400.0, 800.0], [0.2, 0.4]),
+                     ("two-step", "o", "-"): ([1600.0], [0.05])}
+    assert sorted(text.get_text() for text in ax.texts) == ["32", "32", "8", "8", "8", "float"]
+    plt.close(fig)
+    figure = plot_recall_qps(panel, colours, tmp_path / "search")
+    assert "●\u00a0pq, ■\u00a0opq; labels: code bits" in figure.title
+    assert (tmp_path / "search.png").is_file() and (tmp_path / "search.svg").is_file()
+
+
 def test_report_on_an_empty_results_folder_is_one_line(tmp_path):
     (tmp_path / "runs").mkdir()
     for results_dir in (tmp_path, tmp_path / "missing"):
