@@ -444,7 +444,7 @@ def test_the_search_plot_draws_a_curve_per_method_and_quantizer_through_its_code
     a black star labelled float: no label repeats the quantizer beside every point."""
     import matplotlib.pyplot as plt
 
-    from gslbench.report.plots import _search_curves, plot_recall_qps
+    from gslbench.report.search_plot import _search_curves, plot_recall_qps
     rows = [("gsl", "pq", 32, 900.0, 0.3), ("gsl", "pq", 8, 1500.0, 0.1),
             ("gsl", "opq", 8, 1400.0, 0.2), ("gsl", "opq", 32, 800.0, 0.4),
             ("two-step", "pq", 8, 1600.0, 0.05), ("exact", "none", 2048, 300.0, 1.0)]

@@ -32,7 +32,8 @@ from gslbench.report.doc_csv import results_csv
 from gslbench.report.document import found_section, results_document, settings_section
 from gslbench.report.frames import Evaluated, read_runs
 from gslbench.report.page import report_html
-from gslbench.report.plots import method_colours, plot_recall_qps, write_figures
+from gslbench.report.plots import method_colours, write_figures
+from gslbench.report.search_plot import plot_recall_qps
 from gslbench.report.stats import MARGIN, MAX_MARGIN, comparisons
 from gslbench.report.summary import generator, made_text
 from gslbench.report.tables import (

@@ -1,5 +1,5 @@
 """The report's figures, each written as PNG and SVG: one figure per table set (table key), in
-the tables' order, and search-bench's recall against queries per second.
+the tables' order (search-bench's is `search_plot`'s, made with the helpers here).
 
 A table set's figure holds, in this order: mAP against code length (std over seeds as error
 bars), the database codes' perplexity against mAP where the codes' usage was measured, the
@@ -140,7 +140,7 @@ def write_figures(data: Evaluated, out_dir: Path) -> list[Figure]:
     for key in sorted(results, key=key_order):
         panels = table_set_panels(results[key], curves.get(key), logs.get(key), colours)
         fig = panels_figure(panels, key_title(key))
-        figures.append(_save(fig, key_title(key), out_dir / key_slug(key), key,
+        figures.append(save_figure(fig, key_title(key), out_dir / key_slug(key), key,
                              _caption(panels)))
     return figures
 
@@ -247,7 +247,7 @@ def panels_figure(panels: list[Panel], title: str) -> plt.Figure:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=Y_TICKS))
         ax.set_title(_wrap(panel.title, PANEL_SIZE[0], "axes"))
         ax.grid(alpha=0.3)
-    _title_and_legend(fig, title)
+    title_and_legend(fig, title)
     return fig
 
 
@@ -305,67 +305,6 @@ def robust_limits(curves: list[np.ndarray], quantile: float = ROBUST_QUANTILE,
     return low - pad * span, high + pad * span
 
 
-QUANTIZER_MARKERS = {"pq": "o", "opq": "s", "rq": "^", "lsq": "D", "none": "*"}
-QUANTIZER_SYMBOLS = {"pq": "●", "opq": "■", "rq": "▲", "lsq": "◆"}  # the markers, in a title
-QUANTIZER_LINES = {"pq": "-", "opq": "--", "rq": ":", "lsq": "-."}
-SEARCH_AXES = {"qps_batched": "queries per second, batched", "qps_batch1": "queries per second, batch 1"}
-
-
-@plt.rc_context(STYLE)
-def plot_recall_qps(table: pd.DataFrame, colours: dict[str, str], stem: Path) -> Figure:
-    """search-bench's trade-off: recall@R of the true neighbours (R = 10, or the smallest R
-    measured) against queries per second, batched (top row) and at batch 1 (bottom row), a
-    column per (data set, feature, metric); a curve per method variant and quantizer (its colour
-    the variant's, its marker and line the quantizer's) through its code lengths, each point
-    labelled with its code bits, and the exact float searches as black stars.
-
-    table: `tables.search_table`'s frame (means over seeds)."""
-    recalls = sorted(int(c.rsplit("_", 1)[1]) for c in table.columns if c.startswith("recall_at_"))
-    recall = f"recall_at_{10 if 10 in recalls else recalls[0]}"
-    panels = list(table.groupby(["dataset", "feature", "metric"], sort=True))
-    fig, grid = _grid(len(SEARCH_AXES), len(panels))
-    for column, ((dataset, feature, metric), panel) in enumerate(panels):
-        for row, (speed, label) in enumerate(SEARCH_AXES.items()):
-            ax = grid[row, column]
-            _search_curves(ax, panel, speed, recall, colours)
-            ax.set_xscale("log")
-            ax.set(xlabel=label, ylabel=f"{recall.replace('_at_', '@')} of the true neighbours",
-                   ylim=(0, 1.05), title=f"{dataset} ({feature}), {metric}" if row == 0 else "")
-            ax.grid(alpha=0.3)
-    quantizers = ", ".join(f"{QUANTIZER_SYMBOLS[q]}\u00a0{q}" for q in
-                           dict.fromkeys(table.quantizer) if q in QUANTIZER_SYMBOLS)
-    title = ("search-bench: recall against queries per second (stars: exact float search; "
-             f"{quantizers}; labels: code bits)")
-    _title_and_legend(fig, title)
-    return _save(fig, title, stem, key=None, caption=f"{title}.")
-
-
-def _search_curves(ax: plt.Axes, panel: pd.DataFrame, speed: str, recall: str,
-                   colours: dict[str, str]) -> None:
-    """One panel of `plot_recall_qps`: a curve per (variant, quantizer) in order of code bits,
-    its points labelled with their bits; rows of a variant without a colour (the exact search)
-    as black stars labelled float."""
-    for (variant, quantizer), series in panel.groupby(["variant", "quantizer"], sort=False):
-        series = series.sort_values("code_bits")
-        x, y = series[speed].to_numpy(), series[recall].to_numpy()
-        if variant not in colours:  # the exact float search
-            ax.scatter(x, y, marker=QUANTIZER_MARKERS["none"], color="#000000", s=60, zorder=3)
-            texts = ["float"] * len(series)
-        else:
-            ax.plot(x, y, color=colours[variant], label=variant, zorder=3,
-                    marker=QUANTIZER_MARKERS.get(quantizer, "o"), markersize=5,
-                    linestyle=QUANTIZER_LINES.get(quantizer, "-"), linewidth=1)
-            texts = [f"{bits:.0f}" for bits in series.code_bits]
-        for text, point in zip(texts, zip(x, y, strict=True), strict=True):
-            ax.annotate(text, point, fontsize=6, xytext=(3, 3), textcoords="offset points")
-
-
-def _grid(rows: int, columns: int) -> tuple[plt.Figure, np.ndarray]:
-    """A figure of rows x columns panels (at least two panels wide: room for the legend)."""
-    size = (PANEL_SIZE[0] * max(columns, 2), PANEL_SIZE[1] * rows)
-    return plt.subplots(rows, columns, squeeze=False, layout="constrained", figsize=size)
-
-
 def _style(variant: str, colours: dict[str, str]) -> dict:
     ceiling = variant == "float"  # dashed, drawn over the methods it may coincide with
     return {"color": colours[variant], "label": variant, "linestyle": "--" if ceiling else "-",
@@ -384,7 +323,7 @@ def _wrap(text: str, width: float, kind: str) -> str:
     return textwrap.fill(text, width=int(width * CHARS_PER_INCH[kind]), break_on_hyphens=False)
 
 
-def _title_and_legend(fig: plt.Figure, title: str) -> None:
+def title_and_legend(fig: plt.Figure, title: str) -> None:
     """Give the figure its wrapped title and one legend below (a method each, `LEGEND_COLUMNS`
     to a row), and make it taller by the room they take."""
     labelled = {}
@@ -403,7 +342,7 @@ def _title_and_legend(fig: plt.Figure, title: str) -> None:
                         + LEGEND_ROW * math.ceil(len(names) / columns))
 
 
-def _save(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None,
+def save_figure(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None,
           caption: str) -> Figure:
     """Write the figure as PNG and SVG, close it. The figure is laid out once, as the first
     format is drawn (constrained layout takes a third of the time), and the second format is
