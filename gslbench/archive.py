@@ -43,13 +43,15 @@ TRAINED = {"model": "model_sha256", "quantizer": "quantizer_sha256"}
 
 def archive_runs(results_dir: str | Path, out_dir: str | Path
                  ) -> tuple[list[str], list[tuple[str, str]]]:
-    """Archive every finished run under RESULTS/runs into OUT/runs (`archive_run`); runs already
-    in OUT and archived runs are left as they are (an archive grows, session by session).
-    Returns the run ids archived now and, for each run left out (unfinished, or not checking
-    out), its id and why (one line)."""
+    """Archive every finished run under RESULTS/runs into OUT/runs (`archive_run`); archived runs,
+    and runs already in OUT with every record they hold now, are left as they are (an archive
+    grows, session by session); a run in OUT that has gained a record since (a fit evaluated
+    while the last archive was made, a search-bench) is archived again. Returns the run ids
+    archived now and, for each run left out (unfinished, or not checking out), its id and why
+    (one line)."""
     archived, left_out = [], []
     for run in layout.list_runs(results_dir):
-        if layout.run_dir(out_dir, run.run_id).path.exists() or is_archived(run):
+        if is_archived(run) or _in(run, layout.run_dir(out_dir, run.run_id)):
             continue
         try:
             archive_run(run, out_dir)
@@ -58,6 +60,12 @@ def archive_runs(results_dir: str | Path, out_dir: str | Path
             continue
         archived.append(run.run_id)
     return archived, left_out
+
+
+def _in(run: layout.RunDir, copy: layout.RunDir) -> bool:
+    """`copy` (a run in an archive) holds every metrics and search-bench record `run` holds."""
+    return copy.path.is_dir() and {path.name for path in run.evaluations() + run.search_benches()
+                                   } <= {path.name for path in copy.path.iterdir()}
 
 
 def is_archived(run: layout.RunDir) -> bool:
@@ -70,8 +78,9 @@ def archive_run(run: layout.RunDir, out_dir: str | Path) -> layout.RunDir:
     """Copy a finished run's records into OUT/runs/RUN with its archived.json, after checking the
     run: trained and bound (`check_trained`), each codes file bound to it (`check_encoded`), each
     metrics and search-bench record valid and made from its fit's codes file, at least one
-    metrics file among them. The copy is built under a temporary name and renamed whole. A run
-    that does not check out is a user error naming what does not."""
+    metrics file among them. The copy is built under a temporary name and renamed whole (over an
+    older copy of the run). A run that does not check out is a user error naming what does
+    not."""
     config, record = check_trained(run)
     if not run.evaluations():
         raise GslbenchError(f"{run.metrics}: no such file, nor another metrics file; the run is "
@@ -96,6 +105,11 @@ def archive_run(run: layout.RunDir, out_dir: str | Path) -> layout.RunDir:
     write_json(staging / target.archived.name, {"format": ARCHIVED_FORMAT,
                                                 "version": ARCHIVED_VERSION,
                                                 "run": run.run_id, "artifacts": artifacts})
+    if target.path.is_dir():  # an older copy, with fewer records
+        old = target.path.with_name(f"{layout.staging_prefix(run.run_id)}replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        target.path.rename(old)
+        shutil.rmtree(old)
     staging.rename(target.path)
     return target
 

@@ -97,6 +97,30 @@ def test_an_archived_run_holds_its_records_and_the_sha256_of_what_it_left_behind
     assert again.splitlines()[-1].startswith("archived 0 runs")
 
 
+def test_a_run_archived_while_its_evaluation_ran_is_archived_again_complete(benched, tmp_path):
+    """A save that copied a run between its two fits' evaluations (as `archive.sh save` beside a
+    running bench does) holds it without the database fit; the next save copies it again, whole,
+    and leaves the unchanged runs as they are."""
+    data, results, _ = benched
+    live, archive = tmp_path / "results", tmp_path / "archive"
+    shutil.copytree(results, live)
+    run = next(run for run in layout.list_runs(live) if run.metrics_file(codebooks="database").is_file())
+    later = run.metrics_file(codebooks="database").read_bytes()
+    run.metrics_file(codebooks="database").unlink()  # its database fit not evaluated yet
+    ok(data, live, "archive", str(archive))
+    copy = layout.run_dir(archive, run.run_id)
+    assert not copy.metrics_file(codebooks="database").is_file()
+    run.metrics_file(codebooks="database").write_bytes(later)  # evaluated since
+    others = {other.run_id: other.config.stat().st_mtime_ns for other in layout.list_runs(archive)
+              if other.run_id != run.run_id}
+    again = ok(data, live, "archive", str(archive)).strip().splitlines()
+    assert again[-1].startswith("archived 1 runs") and copy.metrics_file(codebooks="database").read_bytes() \
+        == later
+    assert {other.run_id: other.config.stat().st_mtime_ns for other in layout.list_runs(archive)
+            if other.run_id != run.run_id} == others
+    assert not list(layout.runs_dir(archive).glob(".*"))  # no staging or replaced copy left
+
+
 def test_restored_on_a_fresh_folder_the_grid_is_done_and_reports_the_same(benched, tmp_path):
     data, results, _ = benched
     fresh = restored(benched, tmp_path)
