@@ -51,7 +51,7 @@ def archive_runs(results_dir: str | Path, out_dir: str | Path
     (one line)."""
     archived, left_out = [], []
     for run in layout.list_runs(results_dir):
-        if is_archived(run) or _in(run, layout.run_dir(out_dir, run.run_id)):
+        if is_archived(run) or _copied_whole(run, layout.run_dir(out_dir, run.run_id)):
             continue
         try:
             archive_run(run, out_dir)
@@ -62,7 +62,7 @@ def archive_runs(results_dir: str | Path, out_dir: str | Path
     return archived, left_out
 
 
-def _in(run: layout.RunDir, copy: layout.RunDir) -> bool:
+def _copied_whole(run: layout.RunDir, copy: layout.RunDir) -> bool:
     """`copy` (a run in an archive) holds every metrics and search-bench record `run` holds."""
     return copy.path.is_dir() and {path.name for path in run.evaluations() + run.search_benches()
                                    } <= {path.name for path in copy.path.iterdir()}

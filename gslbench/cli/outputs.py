@@ -203,8 +203,8 @@ def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None, data_dir: Path
                 ) -> tuple[list[RunConfig], Declared, dict[str, float], dict[str, str]]:
     """The run configs `bench GRID_FILE [--tuned TUNED]` runs for each grid file, the
     comparisons the grids declare (`gslbench.declared`: the same in every grid file; the
-    default without --grid), with --tuned each run's validation mAP, and with several grid
-    files the first one each run is a cell of (run id -> its path), for the cost per grid."""
+    default without --grid), with --tuned each run's validation mAP, and the first grid file
+    each run is a cell of (run id -> its path), for the cost per grid."""
     from gslbench.bench.grid import Grid, read_grid_file
     from gslbench.bench.tuned import Tuned
 
@@ -214,9 +214,8 @@ def _grid_cells(grid_files: tuple[Path, ...], tuned: Path | None, data_dir: Path
         cells = (Tuned.read(tuned).cells(grid, data_dir) if tuned is not None
                  else grid).cells(data_dir)
         configs += cells
-        if len(grid_files) > 1:
-            for config in cells:
-                grids.setdefault(config.run_id, str(path))
+        for config in cells:
+            grids.setdefault(config.run_id, str(path))
         declarations.add(grid.comparisons)
     if len(declarations) > 1:
         raise GslbenchError(f"{', '.join(map(str, grid_files))}: the grids declare different "

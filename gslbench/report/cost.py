@@ -72,14 +72,14 @@ def cost_section(cost: pd.DataFrame, level: int = 2) -> list[str]:
         return []
     planned, trained = int(cost.epochs_planned.sum()), int(cost.epochs_trained.sum())
     saved = f"{planned - trained} ({(planned - trained) / planned:.0%})" if planned else "0"
-    grids = cost.grid.nunique() > 1 if "grid" in cost else False
     return ["#" * level + " What the runs cost", "",
             f"The runs trained {trained} of the {planned} epochs their configs ask for: reuse of "
             "shared checkpoints (float's trained network for the runs that train as float to the "
             "end, such as two-step and GSL at α = 0; the warm-up for the other quantized methods) "
             f"saved {saved}. Training took {_duration(cost.train_s.sum())} "
             "in all (the sum over runs, not wall time).", "",
-            *([_per(cost, "grid"), ""] if grids else []), _per(cost, "method"), ""]
+            *([_per(cost, "grid"), ""] if cost.grid.nunique() > 1 else []),
+            _per(cost, "method"), ""]
 
 
 def _per(cost: pd.DataFrame, column: str) -> str:

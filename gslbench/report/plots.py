@@ -141,7 +141,7 @@ def write_figures(data: Evaluated, out_dir: Path) -> list[Figure]:
         panels = table_set_panels(results[key], curves.get(key), logs.get(key), colours)
         fig = panels_figure(panels, key_title(key))
         figures.append(save_figure(fig, key_title(key), out_dir / key_slug(key), key,
-                             _caption(panels)))
+                                   _caption(panels)))
     return figures
 
 
@@ -343,7 +343,7 @@ def title_and_legend(fig: plt.Figure, title: str) -> None:
 
 
 def save_figure(fig: plt.Figure, title: str, stem: Path, key: tuple[str, ...] | None,
-          caption: str) -> Figure:
+                caption: str) -> Figure:
     """Write the figure as PNG and SVG, close it. The figure is laid out once, as the first
     format is drawn (constrained layout takes a third of the time), and the second format is
     drawn at that layout."""
