@@ -766,6 +766,26 @@ def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):
     assert "## What the runs cost" in (report / "tables.md").read_text()
 
 
+def test_the_cost_section_names_the_cpu_each_run_trained_on(tmp_path):
+    """config.json's `cpu` per run, counted per CPU; a run trained before it was recorded is
+    "not recorded"."""
+    runs = make_runs(tmp_path / "runs")
+    cpus = [{"model": "AMD EPYC", "torch": "AVX512", "faiss": "OPTIMIZE AVX2 AVX512"},
+            {"model": "Intel Xeon", "torch": "AVX2", "faiss": "OPTIMIZE AVX2"}, None]
+    for index, run in enumerate(runs):
+        record = json.loads(run.config.read_text())
+        record.pop("cpu", None)
+        if cpus[index % 3]:
+            record["cpu"] = cpus[index % 3]
+        run.config.write_text(json.dumps(record))
+    counts = [len(runs[index::3]) for index in range(3)]
+    text = "\n".join(cost_section(read_cost(runs)))
+    assert "| CPU (model; torch kernels; faiss build) | runs |" in text
+    assert f"| AMD EPYC; torch AVX512; faiss OPTIMIZE AVX2 AVX512 | {counts[0]} |" in text
+    assert f"| Intel Xeon; torch AVX2; faiss OPTIMIZE AVX2 | {counts[1]} |" in text
+    assert f"| not recorded | {counts[2]} |" in text
+
+
 def test_a_report_on_several_grids_gives_the_cost_of_each(tmp_path):
     """Where the runs are cells of several grid files (a campaign's stages), the cost section
     has a row per grid file: its runs, epochs planned and trained, training time; a run in two

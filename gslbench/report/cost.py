@@ -1,13 +1,16 @@
 """What a grid's runs cost to train: epochs planned and trained, training seconds, per method
-(and per grid file, where a report covers several: a campaign's stages).
+(and per grid file, where a report covers several: a campaign's stages); and the CPU each run
+trained on, which its bits follow (training is reproducible bit for bit on one kind of CPU only:
+docs/guide/grids.md).
 
 A run started from a shared checkpoint (`gslbench.checkpoints`: two-step and GSL at α = 0 from
 float's trained network, the other quantized methods from the warm-up) trains fewer epochs than
 its config asks for; its config.json records `epochs_trained` and `started_from`. A method that
 trains nothing (`Method.trains` False: `pca`) plans no epoch, whatever its config's `epochs`. The
 report reads them from each run's config.json, checked to be the run's (its config hashes to the
-run id it records and its directory's name) and in range. This module imports neither torch nor
-faiss.
+run id it records and its directory's name) and in range, with the CPU config.json records
+(`gslbench.devices.describe_cpu`; "not recorded" for a run trained before it was). This module
+imports neither torch nor faiss.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ from gslbench.report.tables import frame_markdown
 from gslbench.storage import config_id, read_json
 
 COST_COLUMNS = ["run", "grid", "method", "epochs_planned", "epochs_trained", "reused",
-                "train_s"]
+                "train_s", "cpu"]
+NOT_RECORDED = "not recorded"
 
 
 def read_cost(runs: Iterable[RunDir], grids: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per run (`COST_COLUMNS`): the grid file it is a cell of (`grids`: run id -> its
     name; "" without), its method, the epochs its config asks for (none for a method that trains
     nothing), those it trained (all of them for a run made before reuse existed), whether it
-    started from a checkpoint, and its training seconds. A config.json that is not the run's, or
+    started from a checkpoint, its training seconds, and the CPU it trained on (`cpu_text`). A
+    config.json that is not the run's, or
     whose values are out of range, is a user error naming it."""
     grids = grids or {}
     return pd.DataFrame([{**_cost_row(run), "grid": grids.get(run.run_id, "")} for run in runs],
@@ -57,7 +62,16 @@ def _cost_row(run: RunDir) -> dict:
         raise GslbenchError(f"{run.config}: 'train_seconds' is {seconds!r}, expected seconds >= 0")
     return {"run": run.run_id, "method": config.get("method"), "epochs_planned": planned,
             "epochs_trained": trained, "reused": bool(record.get("started_from")),
-            "train_s": float(seconds)}
+            "train_s": float(seconds), "cpu": cpu_text(record.get("cpu"))}
+
+
+def cpu_text(cpu: object) -> str:
+    """`AMD EPYC; torch AVX512; faiss OPTIMIZE DD AVX2 AVX512` from config.json's `cpu`
+    (`gslbench.devices.describe_cpu`), or "not recorded" (a run trained before it was)."""
+    if not isinstance(cpu, dict) or not cpu:
+        return NOT_RECORDED
+    return "; ".join(str(value) if name == "model" else f"{name} {value}"
+                     for name, value in cpu.items())
 
 
 def _is_int(value: object) -> bool:
@@ -67,7 +81,8 @@ def _is_int(value: object) -> bool:
 def cost_section(cost: pd.DataFrame, level: int = 2) -> list[str]:
     """`## What the runs cost`: per grid file where the runs are of several (a campaign's stages)
     and per method, its runs, those started from a checkpoint, the epochs planned and trained,
-    and the training time; then the total and what reuse saved."""
+    and the training time; then the total and what reuse saved; then the CPUs the runs trained
+    on, with their runs."""
     if cost.empty:
         return []
     planned, trained = int(cost.epochs_planned.sum()), int(cost.epochs_trained.sum())
@@ -79,7 +94,12 @@ def cost_section(cost: pd.DataFrame, level: int = 2) -> list[str]:
             f"saved {saved}. Training took {_duration(cost.train_s.sum())} "
             "in all (the sum over runs, not wall time).", "",
             *([_per(cost, "grid"), ""] if cost.grid.nunique() > 1 else []),
-            _per(cost, "method"), ""]
+            _per(cost, "method"), "",
+            "The CPU each run trained on, as its config.json records it (training is reproducible "
+            "bit for bit on one kind of CPU only: the grids guide):", "",
+            frame_markdown(cost.groupby("cpu", sort=False).size().rename("runs").reset_index()
+                           .rename(columns={"cpu": "CPU (model; torch kernels; faiss build)"})),
+            ""]
 
 
 def _per(cost: pd.DataFrame, column: str) -> str:
