@@ -58,11 +58,11 @@ def describe_cpu() -> dict[str, str]:
     """What config.json records of the CPU a run was trained on: {"model": its model name,
     "torch": the instruction set of torch's kernels (AVX2, AVX512, ...), "faiss": the options
     of the faiss build that loaded (its instruction set among them)}."""
-    return {"model": _cpu_model(), "torch": torch.backends.cpu.get_cpu_capability(),
+    return {"model": cpu_model(), "torch": torch.backends.cpu.get_cpu_capability(),
             "faiss": faiss.get_compile_options().strip()}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` says of it."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()

@@ -12,11 +12,10 @@ which makes the document's tables and comparisons again from that CSV alone).
 
 from __future__ import annotations
 
-import platform
-
 import pandas as pd
 
 from gslbench.declared import DEFAULT, Declared
+from gslbench.devices import cpu_model
 from gslbench.evaluation.primary import TITLES
 from gslbench.report.answer import answer_section
 from gslbench.report.cost import cost_section
@@ -339,19 +338,6 @@ def provenance_section(data: Evaluated, csv_name: str | None = None) -> list[str
                      "`gslbench.report.doc_csv.rebuild_tables` makes the tables and comparisons "
                      "below again from that file alone.")
     return [*lines, ""]
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else `platform.processor()`), or
-    `unknown`."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def results_document(data: Evaluated, intro: str = "", margin: float = MARGIN,
