@@ -262,12 +262,10 @@ def test_campaign_sh_runs_the_data_and_pilots_its_stages_need_and_resumes_past_t
     assert estimate[-1] == "bench benchmarks/campaign2/rq_lsq.toml --dry-run: estimate: stub"
     # a restart: the estimate is kept, so neither the pilot nor the estimate runs again
     assert run_campaign(tmp_path, CAMPAIGN_STAGES="1") == calls[:2] + stage_1
-    # by default stage 1 alone runs (stages 2 to 7 were cut)
-    assert run_campaign(tmp_path) == calls[:2] + stage_1
-    # stages 1 to 3: the pixels, the fine-tuned grid with the frozen cell's tuned knobs pinned,
-    # one results document over the three grids, and the fine-tuning page
+    # by default stages 1 to 3 run: the pixels, the fine-tuned grid with the frozen cell's tuned
+    # knobs pinned, one results document over the three grids, and the fine-tuning page
     pinned = "results/campaign2/finetune.toml"
-    assert run_campaign(tmp_path, CAMPAIGN_STAGES="1 2 3") == [
+    assert run_campaign(tmp_path) == [
         *calls[:2], "gslbench features fashion-mnist --backbone pixels", *stage_1[:2],
         f"python benchmarks/campaign2/pin_tuned.py benchmarks/campaign2/finetune.toml "
         f"results/tuning/tuned.toml {pinned}", f"gslbench bench {pinned} -j 2 --cpus-per-cell 1",

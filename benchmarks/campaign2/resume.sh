@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash benchmarks/campaign2/archive.sh restore
 echo "campaign: restarted at $(date -u +%FT%TZ) on $(git rev-parse --short HEAD)" \
-    "(${1:-a resume}; stages ${CAMPAIGN_STAGES:-1}, pilots ${CAMPAIGN_PILOTS:-1 2 3 4 5 6 7})" \
+    "(${1:-a resume}; stages ${CAMPAIGN_STAGES:-1 2 3}, pilots ${CAMPAIGN_PILOTS:-1 2 3 4 5 6 7})" \
     >> results/campaign.log
 # the machine: training is reproducible on one kind of CPU only (docs/guide/grids.md)
 "${PYTHON:-.venv/bin/python}" -c 'import platform, faiss, torch
