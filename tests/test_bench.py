@@ -18,8 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from gslbench import bench
-from gslbench.bench import Progress, format_duration, remaining_seconds, tune
+from gslbench.bench import tune
 from gslbench.bench.grid import Grid, read_grid_file
+from gslbench.bench.progress import Progress, format_duration, remaining_seconds
 from gslbench.bench.tuning_plan import tuning_grid
 from gslbench.cli import cli
 from gslbench.config import RunConfig
@@ -283,6 +284,30 @@ def test_the_progress_bar_names_the_running_cell_and_the_time_left(capsys, monke
     err = capsys.readouterr().err
     assert f"{second.run_id} digits qloss λ=2.7 pq 16 bits seed 0" in err
     assert "bench: 2/3" in err and "left" in err
+
+
+def test_the_time_left_follows_the_cells_estimates(monkeypatch):
+    """Two costly cells (100 s each by their estimates) run first, then two cheap ones (10 s):
+    after the costly ones, at this run's pace (twice the estimates), the cheap ones are 40 s
+    away, not the 400 s the mean pace of the cells done would say; where a cell left has no
+    estimate, the mean pace is all there is."""
+    grid = Grid.from_mapping({"method": "qloss", "bits": 16, "seed": [0, 1, 2, 3]})
+    cells = grid.cells()
+    now = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    costs = dict(zip((c.run_id for c in cells), (100.0, 100.0, 10.0, 10.0), strict=True))
+    progress = Progress(total=4, done=0, grid=grid, bar=False, costs=costs)
+    now[0] = 400.0
+    for cell in cells[:2]:
+        progress.finished(cell, None)
+    assert progress._left() == format_duration(40.0)
+    now[0] = 0.0
+    progress = Progress(total=4, done=0, grid=grid, bar=False,
+                        costs={**costs, cells[3].run_id: None})
+    now[0] = 400.0
+    for cell in cells[:2]:
+        progress.finished(cell, None)
+    assert progress._left() == format_duration(400.0)
 
 
 @pytest.mark.slow

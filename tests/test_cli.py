@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from tampering import forged_h5
 
 from gslbench import layout
-from gslbench.bench import Progress, elide
 from gslbench.bench.grid import Cells
+from gslbench.bench.progress import Progress, elide
 from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.data.featurefile import read_feature_file

@@ -18,6 +18,7 @@ from pathlib import Path
 from gslbench import bench
 from gslbench.bench import estimate
 from gslbench.bench.grid import Grid, read_grid_file
+from gslbench.bench.progress import format_duration
 from gslbench.bench.tuning_plan import plan, tuning_grid
 from gslbench.methods import METHODS
 
@@ -60,9 +61,9 @@ def main() -> None:
         cost = estimate.estimate(cells, timed)
         total += cost.wall_seconds(args.jobs)
         print(f"{name:<18} {cost.cells:>9} {cost.estimated:>9} "
-              f"{bench.format_duration(cost.seconds):>10} "
-              f"{bench.format_duration(cost.wall_seconds(args.jobs)):>8}")
-    print(f"{'total':<18} {'':>9} {'':>9} {'':>10} {bench.format_duration(total):>8}")
+              f"{format_duration(cost.seconds):>10} "
+              f"{format_duration(cost.wall_seconds(args.jobs)):>8}")
+    print(f"{'total':<18} {'':>9} {'':>9} {'':>10} {format_duration(total):>8}")
 
 
 if __name__ == "__main__":

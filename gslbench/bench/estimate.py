@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,20 +120,27 @@ def _hashable(value: object) -> object:
 def estimate(cells: Iterable[RunConfig], timed: list[tuple[dict, float]]) -> Estimate:
     """The cost of `cells` (those left to run) from the `timed` finished runs (see the module
     docstring)."""
+    total, per_level, count = 0.0, [0] * len(MATCH_LEVELS), 0
+    for _, matched in cell_seconds(cells, timed):
+        count += 1
+        if matched is not None:
+            total += matched[0]
+            per_level[matched[1]] += 1
+    return Estimate(count, total, tuple(per_level), len(timed))
+
+
+def cell_seconds(cells: Iterable[RunConfig], timed: list[tuple[dict, float]]
+                 ) -> Iterator[tuple[RunConfig, tuple[float, int] | None]]:
+    """Each cell with its estimated seconds and the index of the `MATCH_LEVELS` level that
+    matched it, or None where no finished run is like it."""
     medians = []
     for level in MATCH_LEVELS:
         groups: dict[tuple, list[float]] = {}
         for config, seconds in timed:
             groups.setdefault(_key(config, level), []).append(seconds)
         medians.append({key: statistics.median(values) for key, values in groups.items()})
-    total, per_level, count = 0.0, [0] * len(MATCH_LEVELS), 0
     for cell in cells:
-        count += 1
         config = cell.to_dict()
-        for index, level in enumerate(MATCH_LEVELS):
-            seconds = medians[index].get(_key(config, level))
-            if seconds is not None:
-                total += seconds
-                per_level[index] += 1
-                break
-    return Estimate(count, total, tuple(per_level), len(timed))
+        yield cell, next(((seconds, index) for index, level in enumerate(MATCH_LEVELS)
+                          if (seconds := medians[index].get(_key(config, level))) is not None),
+                         None)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gslbench.bench import describe
 from gslbench.bench.grid import Cells, Grid
+from gslbench.bench.progress import describe
 from gslbench.bench.studies import CELL_FIELDS
 from gslbench.config import FIELDS, KNOBS, RunConfig
 from gslbench.errors import GslbenchError

@@ -17,6 +17,7 @@ from gslbench import curves, layout
 from gslbench.bench import estimate
 from gslbench.bench.executors import EXECUTORS, ExecutorConfig, check_executor_options
 from gslbench.bench.grid import DEFAULT_AXES, Cells, Grid, read_grid_file
+from gslbench.bench.progress import describe, format_duration
 from gslbench.cli.base import (
     cli,
     config_options,
@@ -224,7 +225,7 @@ def _echo_cells(grid: Grid | Cells, data_dir: Path, results_dir: Path, jobs: int
     for config, cell in cells:
         reason = f"  [does not count: {cell.reason}]" if cell.reason else ""
         click.echo(f"{config.run_id:<12}  {cell.state:<7}  "
-                   f"{bench_module.describe(config, fields)}{reason}")
+                   f"{describe(config, fields)}{reason}")
     counts = Counter(cell.state for _, cell in cells)
     rerun = sum(bool(cell.reason) for _, cell in cells)
     click.echo(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial "
@@ -244,7 +245,7 @@ def _estimate_line(cost: estimate.Estimate, jobs: int) -> str:
     method = same_split + other_split
     missing = f"; {cost.unestimated} cells not estimated (no run like them)" \
         if cost.unestimated else ""
-    duration = bench_module.format_duration
+    duration = format_duration
     return (f"estimate: {duration(cost.seconds)} of cell time for {cost.estimated} of the "
             f"{cost.cells} cells left, about {duration(cost.wall_seconds(jobs))} at -j "
             f"{jobs} (the median of {cost.timed_runs} finished runs: {exact} cells timed by "
