@@ -296,6 +296,24 @@ def test_the_short_answer_holds_the_tuned_variants_verdicts_and_the_full_one_eve
     assert "| gsl α=0 | 16: equivalent |" in short and "In short: every variant's" in blind
 
 
+def test_regimes_that_differ_in_their_settings_are_told_apart_in_the_answer():
+    """Frozen and fine-tuned runs of one cell (campaign 2's stages 1 and 2) are two rows of the
+    answer, each naming its settings; runs that all share their settings get no such column."""
+    rows = []
+    for settings, shift in (("", 0.0), ("train_blocks=1", 0.03)):
+        rows += [{**row, "settings": settings, "map": row["map"] + shift} for row in regime_rows(
+            seeds=range(4), **{"two-step": ([0.70, 0.71, 0.72, 0.73], 0.60),
+                               "gsl α=1": ([0.72, 0.73, 0.74, 0.7501], 0.64)})]
+    declared = Declared((("gsl", "two-step"),))
+    answer, _ = document_tables(pd.DataFrame(rows), declared=declared)
+    short = answer[answer.index(SHORT[0]):answer.index(SHORT[1])]
+    assert "| settings | protocol | quantizer | words | method | vs two-step" in short
+    assert "|  | standard | pq | 16 | gsl α=1 | 16: better |" in short
+    assert "| train_blocks=1 | standard | pq | 16 | gsl α=1 | 16: better |" in short
+    alone, _ = document_tables(pd.DataFrame(rows[:len(rows) // 2]), declared=declared)
+    assert "| settings |" not in alone
+
+
 def test_conditions_never_mix_and_the_unit_is_draw_and_seed():
     rows = []
     for condition, shift in (("seen@seen", 0.01), ("unseen@unseen", -0.01)):

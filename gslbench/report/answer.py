@@ -75,8 +75,8 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
     if compared.empty:
         return ["## The answer", "", note, declared_line(declared, margin), ""] if note else []
     frame, made, absent = _answer_frame(compared, declared)
-    shown = [k for k in ("dataset", "feature", "protocol", "condition", "loss", "search",
-                         "metric") if frame[k].nunique() > 1 or k == "protocol"]
+    shown = [k for k in ("dataset", "feature", "settings", "protocol", "condition", "loss",
+                         "search", "metric") if frame[k].nunique() > 1 or k == "protocol"]
     where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
     short = frame[frame.subject.isin(tuned)] if frame.subject.isin(tuned).any() else frame
     whose, rest = (("the tuned variants'", "the differences, the controls and the units")
