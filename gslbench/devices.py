@@ -62,6 +62,15 @@ def describe_cpu() -> dict[str, str]:
             "faiss": faiss.get_compile_options().strip()}
 
 
+def cpu_text(cpu: object) -> str:
+    """`AMD EPYC; torch AVX512; faiss OPTIMIZE DD AVX2 AVX512` from a `describe_cpu` record (as
+    config.json keeps it), or "not recorded" (a run trained before config.json recorded it)."""
+    if not isinstance(cpu, dict) or not cpu:
+        return "not recorded"
+    return "; ".join(str(value) if name == "model" else f"{name} {value}"
+                     for name, value in cpu.items())
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` says of it."""
     try:

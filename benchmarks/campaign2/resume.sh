@@ -12,10 +12,7 @@ echo "campaign: restarted at $(date -u +%FT%TZ) on $(git rev-parse --short HEAD)
     "(${1:-a resume}; stages ${CAMPAIGN_STAGES:-1 2 3}, pilots ${CAMPAIGN_PILOTS:-1 2 3 4 5 6 7})" \
     >> results/campaign.log
 # the machine: training is reproducible on one kind of CPU only (docs/guide/grids.md)
-"${PYTHON:-.venv/bin/python}" -c 'import platform, faiss, torch
-cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-            if line.startswith("model name")), platform.processor())
-print(f"campaign: machine: {cpu}; torch kernels {torch.backends.cpu.get_cpu_capability()};"
-      f" faiss {faiss.get_compile_options()}")' >> results/campaign.log
+"${PYTHON:-.venv/bin/python}" -c 'from gslbench.devices import cpu_text, describe_cpu
+print(f"campaign: machine: {cpu_text(describe_cpu())}")' >> results/campaign.log
 nohup nice -n 2 setsid bash benchmarks/campaign.sh >> results/campaign.log 2>&1 < /dev/null &
 echo "campaign 2 runs in the background (process group $!); its log: results/campaign.log"

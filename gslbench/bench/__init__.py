@@ -164,8 +164,8 @@ def run_grid(grid: Grid | Cells, data_dir: str | Path, results_dir: str | Path,
                 todo.append(config)
         plan = dependencies(todo, features, results_dir, executor) if reuse else {}
         todo = producers_first(todo, plan)
-        costs = {cell.run_id: matched and matched[0] for cell, matched in
-                 estimate.cell_seconds(todo, estimate.timings([results_dir]))}
+        costs = {cell.run_id: matched and matched[0] for cell, matched in estimate.cell_seconds(
+            todo, estimate.timings([results_dir]) if todo else [])}
         with Progress(len(cells), len(cells) - len(todo), grid, bar=show_progress,
                       costs=costs) as progress:
             failed = _dispatch(pool, todo, plan, progress, data_dir, results_dir, executor, force,

@@ -245,9 +245,8 @@ def _estimate_line(cost: estimate.Estimate, jobs: int) -> str:
     method = same_split + other_split
     missing = f"; {cost.unestimated} cells not estimated (no run like them)" \
         if cost.unestimated else ""
-    duration = format_duration
-    return (f"estimate: {duration(cost.seconds)} of cell time for {cost.estimated} of the "
-            f"{cost.cells} cells left, about {duration(cost.wall_seconds(jobs))} at -j "
+    return (f"estimate: {format_duration(cost.seconds)} of cell time for {cost.estimated} of the "
+            f"{cost.cells} cells left, about {format_duration(cost.wall_seconds(jobs))} at -j "
             f"{jobs} (the median of {cost.timed_runs} finished runs: {exact} cells timed by "
             f"their own settings at other seeds, {method} by their method, {quantizer} by their "
             f"quantizer and code length, {dataset} by their data set only; partial cells counted "

@@ -9,7 +9,7 @@ its config asks for; its config.json records `epochs_trained` and `started_from`
 trains nothing (`Method.trains` False: `pca`) plans no epoch, whatever its config's `epochs`. The
 report reads them from each run's config.json, checked to be the run's (its config hashes to the
 run id it records and its directory's name) and in range, with the CPU config.json records
-(`gslbench.devices.describe_cpu`; "not recorded" for a run trained before it was). This module
+(`gslbench.devices.cpu_text`; "not recorded" for a run trained before it was). This module
 imports neither torch nor faiss.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from gslbench.devices import cpu_text
 from gslbench.errors import GslbenchError
 from gslbench.layout import RunDir
 from gslbench.methods import METHODS
@@ -28,16 +29,15 @@ from gslbench.storage import config_id, read_json
 
 COST_COLUMNS = ["run", "grid", "method", "epochs_planned", "epochs_trained", "reused",
                 "train_s", "cpu"]
-NOT_RECORDED = "not recorded"
 
 
 def read_cost(runs: Iterable[RunDir], grids: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per run (`COST_COLUMNS`): the grid file it is a cell of (`grids`: run id -> its
     name; "" without), its method, the epochs its config asks for (none for a method that trains
     nothing), those it trained (all of them for a run made before reuse existed), whether it
-    started from a checkpoint, its training seconds, and the CPU it trained on (`cpu_text`). A
-    config.json that is not the run's, or
-    whose values are out of range, is a user error naming it."""
+    started from a checkpoint, its training seconds, and the CPU it trained on
+    (`gslbench.devices.cpu_text`). A config.json that is not the run's, or whose values are out of
+    range, is a user error naming it."""
     grids = grids or {}
     return pd.DataFrame([{**_cost_row(run), "grid": grids.get(run.run_id, "")} for run in runs],
                         columns=COST_COLUMNS)
@@ -63,15 +63,6 @@ def _cost_row(run: RunDir) -> dict:
     return {"run": run.run_id, "method": config.get("method"), "epochs_planned": planned,
             "epochs_trained": trained, "reused": bool(record.get("started_from")),
             "train_s": float(seconds), "cpu": cpu_text(record.get("cpu"))}
-
-
-def cpu_text(cpu: object) -> str:
-    """`AMD EPYC; torch AVX512; faiss OPTIMIZE DD AVX2 AVX512` from config.json's `cpu`
-    (`gslbench.devices.describe_cpu`), or "not recorded" (a run trained before it was)."""
-    if not isinstance(cpu, dict) or not cpu:
-        return NOT_RECORDED
-    return "; ".join(str(value) if name == "model" else f"{name} {value}"
-                     for name, value in cpu.items())
 
 
 def _is_int(value: object) -> bool:
