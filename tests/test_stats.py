@@ -314,6 +314,25 @@ def test_regimes_that_differ_in_their_settings_are_told_apart_in_the_answer():
     assert "| settings |" not in alone
 
 
+def test_a_regime_with_no_tuned_variant_shows_every_variant_in_the_short_answer():
+    """Campaign 2's fine-tuned runs take knobs pinned from the frozen cell's tuning (no validation
+    score): their regime's GSL row is in the short table beside the frozen regime's tuned row,
+    and the frozen regime's α = 0 control stays out of it."""
+    frozen = regime_rows(seeds=range(4), **{
+        "two-step": ([0.70, 0.71, 0.72, 0.73], 0.60), "gsl α=1": ([0.72, 0.73, 0.74, 0.7501], 0.64),
+        "gsl α=0": ([0.70, 0.71, 0.72, 0.73], None)})
+    tuned_block = regime_rows(seeds=range(4), **{
+        "two-step": ([0.74, 0.75, 0.76, 0.77], None), "gsl α=0.9": ([0.70, 0.71, 0.72, 0.7301], None)})
+    rows = [{**row, "settings": ""} for row in frozen]
+    rows += [{**row, "settings": "train_blocks=1"} for row in tuned_block]
+    answer, _ = document_tables(pd.DataFrame(rows), declared=Declared((("gsl", "two-step"),)))
+    short = answer[answer.index(SHORT[0]):answer.index(SHORT[1])]
+    assert "|  | standard | pq | 16 | gsl α=1 | 16: better |" in short
+    assert "| train_blocks=1 | standard | pq | 16 | gsl α=0.9 | 16: worse |" in short
+    assert "gsl α=0 " not in short
+    assert "In short: the tuned variants' (every variant's where a regime has none tuned)" in answer
+
+
 def test_conditions_never_mix_and_the_unit_is_draw_and_seed():
     rows = []
     for condition, shift in (("seen@seen", 0.01), ("unseen@unseen", -0.01)):

@@ -28,6 +28,7 @@ FITS = {"train": "training-set fit", "database": "database fit"}  # a codebook f
 MARKERS = ("<!-- answer -->", "<!-- /answer -->")  # around the full table
 SHORT = ("<!-- short answer -->", "<!-- /short answer -->")  # the verdicts alone: README's copy
 DECLARED = ("<!-- declared: ", " -->")  # around the JSON of `declared_line`
+ROW_KEYS = tuple(k for k in REGIME_KEYS if k not in ("code_bits", "codebooks"))  # a row's regime
 NUMBER = r"(?<=: )[+-]\d+\.\d+ "  # a cell's difference (`8: +0.0123 better`), not in SHORT
 
 
@@ -63,24 +64,26 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
                    note: str = "", margin: float = MARGIN,
                    tuned: frozenset[str] = frozenset()) -> list[str]:
     """`## The answer`: the short table (`SHORT`: the verdicts alone, for the tuned variants
-    `tuned`, or every variant where none is known), then the full one between `MARKERS`, of the
-    declared comparisons (`compared`: `stats.comparisons`): a row per data set, protocol,
-    condition, quantizer, codebook size and variant of a pair's first method (the tuned GSL and
-    any control), a column per declared pair and codebook fit: its difference and verdict at each
-    code length, one per line (`—` where the other method has no runs), then the paired units
-    (fewest) and the detectable difference (largest) of the row. A pair no run could make has no
-    column; the text names it. `note`: why a comparison is left out (`stats.validation_note`);
-    `margin`: the verdicts' equivalence margin, which `declared_line` records after the table
-    with the declaration."""
+    `tuned`, or every variant of a regime with none of them: `_short_rows`), then the full one
+    between `MARKERS`, of the declared comparisons (`compared`: `stats.comparisons`): a row per data
+    set, protocol, condition, quantizer, codebook size and variant of a pair's first method (the
+    tuned GSL and any control), a column per declared pair and codebook fit: its difference and
+    verdict at each code length, one per line (`—` where the other method has no runs), then the
+    paired units (fewest) and the detectable difference (largest) of the row. A pair no run could
+    make has no column; the text names it. `note`: why a comparison is left out
+    (`stats.validation_note`); `margin`: the verdicts' equivalence margin, which `declared_line`
+    records after the table with the declaration."""
     if compared.empty:
         return ["## The answer", "", note, declared_line(declared, margin), ""] if note else []
     frame, made, absent = _answer_frame(compared, declared)
     shown = [k for k in ("dataset", "feature", "settings", "protocol", "condition", "loss",
                          "search", "metric") if frame[k].nunique() > 1 or k == "protocol"]
     where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
-    short = frame[frame.subject.isin(tuned)] if frame.subject.isin(tuned).any() else frame
-    whose, rest = (("the tuned variants'", "the differences, the controls and the units")
-                   if short is not frame else ("every variant's", "the differences and the units"))
+    short = _short_rows(frame, tuned)
+    whose, rest = (("every variant's", "the differences and the units") if len(short) == len(frame)
+                   else ("the tuned variants' (every variant's where a regime has none tuned)"
+                         if (~short.subject.isin(tuned)).any() else "the tuned variants'",
+                         "the differences, the controls and the units"))
     return ["## The answer", "",
             f"In short: {whose} verdicts in the comparisons declared before the runs{where} "
             f"({rest} are in the full table below).",
@@ -107,12 +110,22 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
             MARKERS[1], declared_line(declared, margin), ""]
 
 
+def _short_rows(frame: pd.DataFrame, tuned: frozenset[str]) -> pd.DataFrame:
+    """The short answer's rows of `frame` (`_answer_frame`'s): per regime (its `ROW_KEYS`), the
+    tuned variants' rows, or all of its rows where it has no tuned variant (a fine-tuned grid
+    with pinned knobs, a grid at its start knobs)."""
+    is_tuned = frame.subject.isin(tuned)
+    regime_has = is_tuned.groupby([frame[k] for k in ROW_KEYS], dropna=False,
+                                  sort=False).transform("any")
+    return frame[is_tuned | ~regime_has]
+
+
 def _answer_frame(compared: pd.DataFrame, declared: Declared
                   ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The full answer's rows (regime keys, words, subject, a column per declared pair and fit
     that some run made, units, detectable), those columns' names, and the comparators no run
     could be compared with."""
-    keys = [k for k in REGIME_KEYS if k not in ("code_bits", "codebooks")]
+    keys = list(ROW_KEYS)
     fits = sorted(set(compared.codebooks), key=lambda fit: (fit != KEY_DEFAULTS["codebooks"], fit))
     labels = {(against, fit): (f"vs {against}" if against != BEST_OTHER else "vs the best other")
               + (f", {FITS.get(fit, fit + ' fit')}" if len(fits) > 1 else "")
