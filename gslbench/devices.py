@@ -67,8 +67,9 @@ def cpu_text(cpu: object) -> str:
     config.json keeps it), or "not recorded" (a run trained before config.json recorded it)."""
     if not isinstance(cpu, dict) or not cpu:
         return "not recorded"
-    return "; ".join(str(value) if name == "model" else f"{name} {value}"
-                     for name, value in cpu.items())
+    order = ["model", "torch", "faiss"]  # describe_cpu's: config.json sorts its keys
+    names = sorted(cpu, key=lambda name: (order.index(name) if name in order else len(order), name))
+    return "; ".join(str(cpu[name]) if name == "model" else f"{name} {cpu[name]}" for name in names)
 
 
 def cpu_model() -> str:

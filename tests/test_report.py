@@ -767,7 +767,8 @@ def test_what_the_runs_cost_counts_the_epochs_reuse_saved(tmp_path):
 
 
 def test_the_cost_section_names_the_cpu_each_run_trained_on(tmp_path):
-    """config.json's `cpu` per run, counted per CPU; a run trained before it was recorded is
+    """config.json's `cpu` per run, counted per CPU, named in describe_cpu's order (model, torch,
+    faiss) whatever the order of config.json's keys; a run trained before it was recorded is
     "not recorded"."""
     runs = make_runs(tmp_path / "runs")
     cpus = [{"model": "AMD EPYC", "torch": "AVX512", "faiss": "OPTIMIZE AVX2 AVX512"},
@@ -777,7 +778,7 @@ def test_the_cost_section_names_the_cpu_each_run_trained_on(tmp_path):
         record.pop("cpu", None)
         if cpus[index % 3]:
             record["cpu"] = cpus[index % 3]
-        run.config.write_text(json.dumps(record))
+        run.config.write_text(json.dumps(record, sort_keys=True))  # as storage writes it
     counts = [len(runs[index::3]) for index in range(3)]
     text = "\n".join(cost_section(read_cost(runs)))
     assert "| CPU (model; torch kernels; faiss build) | runs |" in text
