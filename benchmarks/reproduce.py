@@ -1,17 +1,18 @@
 """Re-run chosen cells of the published results on this machine and print, per seed, the
 published and the new mAP (not a test; prints what it measured).
 
-Each chosen row of the published per-seed results (docs/results.csv: one row per run, codebook
-fit and evaluation mode) is turned back into its run's config: its data set, feature, protocol,
-method, quantizer, code_bits, sub_bits, loss, class draw and seed, the method's knobs read from its
-`variant` label (`gsl α=1 k=8 select=aligned`), every other setting at its default. Those runs are trained,
-encoded and evaluated by `gslbench bench` (one torch and faiss thread per cell, as the published
-runs record) under --results-dir, on the feature files under --data-dir, which must already hold
-the data set's features (`gslbench download D && gslbench features D`; check them first with
-benchmarks/feature_checksums.py). The `same run` column says whether the rebuilt config is the
-published one (same run id): a tuned variant's label rounds its knobs to 6 digits (--tuned gives
-the file the runs were benched with, whose exact knobs the tuned variant's rows then take), and a
-default changed since then changes the run, so only rows with `yes` are the same experiment.
+Each chosen row of the published per-seed results (docs/results.csv: one row per run, codebook fit
+and evaluation mode) is turned back into its run's config: its data set, feature (and the blocks it
+fine-tuned), protocol, method, quantizer, code_bits, sub_bits, loss, class draw and seed, the
+method's knobs read from its `variant` label (`gsl α=1 k=8 select=aligned`), every other setting at
+its default. Those runs are trained, encoded and evaluated by `gslbench bench` (one torch and faiss
+thread per cell, as the published runs record) under --results-dir, on the feature files under
+--data-dir, which must already hold the data set's features (`gslbench download D && gslbench
+features D`; check them first with benchmarks/feature_checksums.py). The `same run` column says
+whether the rebuilt config is the published one (same run id): a tuned variant's label rounds its
+knobs to 6 digits (--tuned gives the file the runs were benched with, whose exact knobs the rows
+labelled with one of its choices then take), and a default changed since then changes the run, so
+only rows with `yes` are the same experiment.
 
     python benchmarks/reproduce.py --method two-step --quantizer pq --bits 16 --seeds 0,1,2
     python benchmarks/reproduce.py --method gsl --quantizer pq --bits 16 --protocol standard \
@@ -38,6 +39,7 @@ from gslbench.bench.tuned import Tuned
 from gslbench.config import RunConfig
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
+from gslbench.report.rows import feature_settings
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "results.csv"
 FILTERS = {"dataset": str, "feature": str, "protocol": str, "method": str, "variant": str,
@@ -76,24 +78,37 @@ def knobs_of(method: str, variant: str) -> dict[str, Any]:
             for symbol, value in values.items()}
 
 
+def exact_knobs(tuned: Tuned, method: str, variant: str) -> dict[str, Any] | None:
+    """The knobs of a choice of the tuned file whose label is `variant` (a label rounds its knobs
+    to 6 digits), or None: a tuned cell's choice, and a cell whose knobs were pinned from one
+    (campaign 2's fine-tuned grid, `benchmarks/campaign2/pin_tuned.py`)."""
+    spec = METHODS[method]
+    for choice in tuned.choices:
+        knobs = {knob.name: choice[knob.name] for knob in spec.knobs if knob.name in choice}
+        if choice["method"] == method and len(knobs) == len(spec.knobs) \
+                and spec.label(knobs) == variant:
+            return knobs
+    return None
+
+
 def run_config(row: pd.Series, overrides: dict[str, Any], tuned: Tuned | None = None
                ) -> RunConfig:
-    """The config of a published row, with `overrides` (settings by name) applied. With the
-    tuned file the campaign was benched with, a row of the tuned variant takes its knobs from
-    the file, not from the label (which rounds them); a control keeps its label's knobs."""
-    values = {"dataset": row["dataset"], "feature": row["feature"], "protocol": row["protocol"],
-              "method": row["method"], "loss": row["loss"], "seed": int(row["seed"])}
+    """The config of a published row, with `overrides` (settings by name) applied; its feature
+    column gives back the feature and the fine-tuned blocks (`feature_settings`). With the tuned
+    file the campaign was benched with, a row whose label is one of its choices takes that
+    choice's exact knobs; any other (a control, a grid at its start knobs) its label's."""
+    values = {"dataset": row["dataset"], **feature_settings(row["feature"]),
+              "protocol": row["protocol"], "method": row["method"], "loss": row["loss"],
+              "seed": int(row["seed"])}
     if "draw" in row and not pd.isna(row["draw"]):
         values["draw"] = int(row["draw"])
     if METHODS[row["method"]].quantized:
         values.update(quantizer=row["quantizer"], bits=int(row["code_bits"]),
                       sub_bits=int(row["sub_bits"]))
-    config = RunConfig(**values, **knobs_of(row["method"], row["variant"]), **overrides)
+    knobs = knobs_of(row["method"], row["variant"])
     if tuned is not None:
-        chosen = tuned.apply(config)
-        if METHODS[row["method"]].label(chosen.to_dict()) == row["variant"]:
-            return chosen
-    return config
+        knobs = exact_knobs(tuned, row["method"], row["variant"]) or knobs
+    return RunConfig(**values, **knobs, **overrides)
 
 
 def reproduce(rows: pd.DataFrame, data_dir: Path, results_dir: Path,

@@ -145,10 +145,32 @@ def test_a_tuned_row_takes_the_tuned_files_exact_knobs_and_a_control_its_labels(
     assert rounded.gsl_alpha == 0.123457 and rounded.run_id != published.run_id
     control = reproduce_script.run_config(row("gsl α=0 k=8 select=aligned"), {}, tuned)
     assert (control.gsl_alpha, control.draw) == (0.0, 3)
-    other = Tuned(1, (100, 101), {}, ({**cell, "bits": 8, "method": "gsl", **knobs,
+    # the choice of another cell with the same knobs (a grid that pinned them): its exact knobs
+    pinned = Tuned(1, (100, 101), {}, ({**cell, "bits": 8, "method": "gsl", **knobs,
+                                        "validation_map": 0.7},))
+    assert reproduce_script.run_config(row(label), {}, pinned).run_id == published.run_id
+    # no choice has the row's label: the label's rounded knobs, not the published run
+    other = Tuned(1, (100, 101), {}, ({**cell, "method": "gsl", **knobs, "gsl_alpha": 0.5,
                                        "validation_map": 0.7},))
-    with pytest.raises(GslbenchError, match="no tuned choice"):
-        reproduce_script.run_config(row(label), {}, other)
+    assert reproduce_script.run_config(row(label), {}, other).run_id == rounded.run_id
+
+
+def test_a_fine_tuned_row_gives_back_its_blocks():
+    """The feature column of a run that fine-tuned the CNN's last blocks names them
+    (`efficientnet-lite0, last 1 block trained`): its row rebuilds the run's feature and blocks."""
+    from gslbench.report.rows import feature_label, feature_settings
+
+    for feature, blocks in (("efficientnet-lite0", 0), ("efficientnet-lite0", 1), ("pixels", 0),
+                            ("efficientnet-lite0", 3)):
+        label = feature_label(feature, blocks)
+        assert feature_settings(label) == {"feature": feature, "train_blocks": blocks}
+    assert feature_label("efficientnet-lite0", 3) == "efficientnet-lite0, last 3 blocks trained"
+    row = pd.Series({"dataset": "fashion-mnist", "feature": "efficientnet-lite0, last 1 block "
+                     "trained", "protocol": "standard", "method": "two-step", "variant": "two-step",
+                     "quantizer": "pq", "code_bits": 16, "sub_bits": 4, "loss": "pairwise",
+                     "draw": 0, "seed": 2})
+    config = reproduce_script.run_config(row, {})
+    assert (config.feature, config.train_blocks, config.seed) == ("efficientnet-lite0", 1, 2)
 
 
 @pytest.mark.slow

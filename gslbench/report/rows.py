@@ -4,6 +4,9 @@ its curve points, its training log, its search-bench indexes and its provenance.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pandas as pd
 
 from gslbench.evaluation.neighbours import NEIGHBOUR_AT
@@ -20,15 +23,26 @@ KEY_DEFAULTS = {"protocol": "standard", "codebooks": "train", "settings": "",
                 "condition": STANDARD}
 
 
+def feature_label(feature: str, blocks: int) -> str:
+    """The feature column of a run: `FEATURE`, or `FEATURE, last N blocks trained` for a run that
+    fine-tuned the CNN's last N blocks (so that it gets tables of its own)."""
+    return f"{feature}, last {blocks} block{'s' if blocks > 1 else ''} trained" if blocks else feature
+
+
+def feature_settings(label: str) -> dict[str, Any]:
+    """`feature_label`'s inverse: {"feature": FEATURE, "train_blocks": N} (N 0 for a frozen
+    one), as a results CSV's row gives back its run's config."""
+    match = re.fullmatch(r"(.+), last (\d+) blocks? trained", label)
+    return ({"feature": match[1], "train_blocks": int(match[2])} if match
+            else {"feature": label, "train_blocks": 0})
+
+
 def run_columns(metrics: dict) -> dict:
     """The run columns of a metrics.json record but its settings (`frames.run_conditions`) and
-    condition (`_conditions`); `variant` is the method's label it records. A run that fine-tuned
-    the CNN's last N blocks has the feature `FEATURE, last N blocks trained`, so that it gets
-    tables of its own."""
+    condition (`_conditions`); `variant` is the method's label it records; `feature` its
+    `feature_label`."""
     config = metrics["config"]
-    blocks = config.get("train_blocks", 0)
-    trained = f"last {blocks} block{'s' if blocks > 1 else ''} trained"
-    feature = f"{config['feature']}, {trained}" if blocks else config["feature"]
+    feature = feature_label(config["feature"], config.get("train_blocks", 0))
     return {"dataset": config["dataset"], "feature": feature,
             "protocol": config.get("protocol", KEY_DEFAULTS["protocol"]),
             "method": config["method"], "variant": metrics["label"],
