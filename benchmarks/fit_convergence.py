@@ -40,7 +40,8 @@ from gslbench.methods.model import embed
 from gslbench.quantizers import QUANTIZERS, make_quantizer
 from gslbench.quantizers.base import restart_seed
 
-# the campaign's regimes per quantizer (benchmarks/results.toml): (bits, sub_bits)
+# the regimes per quantizer of issue 25's campaign, whose fits docs/guide/quantizers.md's settings
+# come from (its grid was retired with campaign 2): (bits, sub_bits)
 REGIMES = {"pq": ((32, 4), (32, 8), (64, 8)), "opq": ((32, 4), (32, 8), (64, 8)),
            "rq": ((16, 4), (32, 8)), "lsq": ((16, 4), (32, 8))}
 # the knob each quantizer's fit iterates, from the training refits' default, doubling

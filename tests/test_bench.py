@@ -26,7 +26,6 @@ from gslbench.cli import cli
 from gslbench.config import RunConfig
 from gslbench.methods import METHODS
 
-LATER_METHODS = ("rotation", "diveq", "ste-sync")  # registered after the issue-25 campaign
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHORT = ["--epochs", "4", "--warmup-epochs", "1", "--epochs-per-refit", "2"]
 RUN_FILES = ("config.json", "model.pt", "train_log.csv", "quantizer.h5", "codes.h5", "metrics.json",
@@ -117,70 +116,15 @@ def test_the_core_grids_are_parts_of_campaign_2s_stage_1():
                                  s.base.method) for s in core.studies if s.base.quantized}
 
 
-def test_results_toml_is_the_campaign_of_issue_25(tmp_path):
-    settings, cells = registered("results.toml")
-    # the campaign's methods: every one registered then (issue 30's estimators came after it)
-    assert set(settings["method"]) == set(METHODS) - set(LATER_METHODS)
-    assert settings["codebooks"] == ["train", "database"]
-    regimes = {(c.dataset, c.protocol, c.quantizer, c.bits, c.sub_bits, c.seed)
-               for c in cells if c.quantized}
-    ten, five, three, protocols = range(10), range(5), range(3), ("standard", "unseen")
-    assert regimes == {  # 10 seeds with 16-word codebooks, 3 with 256-word ones (the cut: 5, and
-        # digits and RQ/LSQ at 16 bits, dropped); both protocols
-        *(("fashion-mnist", p, q, b, 4, s) for p in protocols for q in ("pq", "opq")
-          for b in (8, 16, 32) for s in ten),
-        *(("fashion-mnist", p, q, b, 8, s) for p in protocols for q in ("pq", "opq")
-          for b in (32, 64) for s in three),
-        *(("fashion-mnist", "standard", q, 8, 4, s) for q in ("rq", "lsq") for s in five),
-    }
-    gsl = [c for c in cells if c.method == "gsl"]
-    controls = {(c.gsl_alpha, c.gsl_select) for c in gsl if c.dataset == "fashion-mnist"
-                and c.quantizer == "pq" and c.bits == 8 and c.seed == 9}
-    default = METHODS["gsl"]
-    alpha, select = (next(k.default for k in default.knobs if k.name == name)
-                     for name in ("gsl_alpha", "gsl_select"))
-    assert controls == {(alpha, select), (0.0, select), (alpha, "aligned"), (alpha, "nearest")}
-    gsl_knobs = {knob.name for knob in default.knobs}
-    parts = [part for part in read_grid_file(BENCHMARKS / "results.toml")["grid"]
-             if gsl_knobs & set(part)]
-    assert len(parts) == 2  # α = 0, and the nearest select rule
-    for part in parts:  # a control fixes every knob: one row across code lengths
-        assert set(part) >= gsl_knobs and part["method"] == "gsl"
-    quantized = len(settings["method"]) - 1  # all but float
-    floats = 2 * 10  # a float run per protocol and seed
-    nearest = 2 * 2 * 3 * 10  # the select control the default (aligned) does not already give
-    assert len(cells) == quantized * len(regimes) + floats + 2 * 2 * 3 * 10 + nearest
-    rows, count = dry_run(tmp_path, str(BENCHMARKS / "results.toml"))
-    assert sorted(row[0] for row in rows) == sorted(c.run_id for c in cells)
-    assert count.startswith(f"{len(cells)} cells:")
-
-
-def test_tuning_toml_tunes_the_cells_of_results_toml():
-    """Every cell of results.toml, and those the campaign's cut dropped from it (digits, RQ/LSQ
-    at 16 bits: the tuning ran before the cut)."""
-    results_settings, results = registered("results.toml")
-    settings, tuning = registered("tuning.toml")
-    assert settings["method"] == results_settings["method"]
-
-    def cells(configs):
-        return {(c.dataset, c.feature, c.protocol, c.quantizer, c.bits, c.sub_bits, c.method)
-                for c in configs if c.quantized}
-    assert cells(results) <= cells(tuning)
-    dropped = cells(tuning) - cells(results)
-    assert {(d, q, b) for d, _, _, q, b, _, _ in dropped} == {
-        *(("digits", q, b) for q in ("pq", "opq") for b in (8, 32)),
-        ("fashion-mnist", "rq", 16), ("fashion-mnist", "lsq", 16)}
-    assert len(set(settings["seed"])) >= 2 and not {c.seed for c in tuning} & {c.seed for c in results}
-    plan = tune.plan(Grid.from_mapping(settings), trials=2)
-    assert len(plan.studies) == len(cells(tuning)) + 2 + 2 and plan.seeds == (100, 101)
-    assert not plan.controls  # the controls are results.toml's alone
-
-
-def test_tuning_both_ways_toml_tunes_studies_of_tuning_toml():
+def test_tuning_both_ways_toml_tunes_studies_of_campaign_2s_tuning():
+    """Every method with knobs, PQ at 8 and 32 bits (16-word codebooks, standard protocol): studies
+    of campaign 2's tuning, at its seeds and from its start."""
     both_ways, full = (tune.plan(grid, trials=8, start=start) for grid, start in (
-        tuning_grid(BENCHMARKS / name) for name in ("tuning_both_ways.toml", "tuning.toml")))
+        tuning_grid(BENCHMARKS / name) for name in ("tuning_both_ways.toml",
+                                                    "campaign2/tuning.toml")))
     keys = {study.key for study in both_ways.studies}
-    assert len(keys) == 2 * 5 and keys <= {study.key for study in full.studies}
+    assert len(keys) == 2 * len([m for m in METHODS.values() if m.knobs]) == 2 * 8
+    assert keys <= {study.key for study in full.studies}
     assert both_ways.seeds == full.seeds
 
 

@@ -21,8 +21,10 @@ from gslbench.bench.tuning_plan import plan, tuning_grid
 from gslbench.config import KNOBS
 from gslbench.errors import GslbenchError
 from gslbench.methods import METHODS
+from gslbench.report.doc_csv import read_results_csv
 
 GRIDS = Path(__file__).resolve().parents[1] / "benchmarks" / "campaign2"
+DOCS = GRIDS.parents[1] / "docs"
 STAGES = ("results", "finetune", "pixels", "glove", "unseen_opq", "words256", "rq_lsq")
 ALL = ("float", "pca", "two-step", "qloss", "ste", "soft", "gumbel", "gsl", "rotation", "diveq",
        "ste-sync")
@@ -89,6 +91,60 @@ def test_the_later_stages_hold_the_issues_cells():
         {(q, b, 8) for q in ("pq", "opq") for b in (32, 64)}
     assert {(c.quantizer, c.bits) for c in cells("rq_lsq") if c.quantized} == \
         {(q, b) for q in ("rq", "lsq") for b in (8, 16)}
+
+
+def published(tmp_path: Path) -> tuple:
+    """docs/results.csv, and the cells of the stages that ran as bench ran them: stage 1 with
+    docs/tuned.toml (the tuned file the page was made with), stage 2 with its choices pinned by
+    pin_tuned.py (as benchmarks/campaign.sh pins them), stage 3 at its grid's knobs."""
+    tuned = Tuned.read(DOCS / "tuned.toml")
+    pinned = tmp_path / "finetune.toml"
+    subprocess.run([sys.executable, str(GRIDS / "pin_tuned.py"), str(GRIDS / "finetune.toml"),
+                    str(DOCS / "tuned.toml"), str(pinned)], check=True, capture_output=True)
+    stages = {name: tuned.cells(Grid.from_mapping(read_grid_file(path))).cells()
+              for name, path in (("results", GRIDS / "results.toml"), ("finetune", pinned),
+                                 ("pixels", GRIDS / "pixels.toml"))}
+    return read_results_csv(DOCS / "results.csv"), stages
+
+
+def test_the_results_page_holds_the_stages_that_ran_complete_and_nothing_outside_them(tmp_path):
+    """Every cell of stages 1 to 3 is on the page, both codebook fits of every quantized run, and
+    10 paired (draw, seed) units in every row of the tables: the standard protocol's 10 seeds,
+    the unseen protocol's 5 draws x 2 seeds in each of its four conditions."""
+    frame, stages = published(tmp_path)
+    assert set(frame.run) == {config.run_id for cells in stages.values() for config in cells}
+    quantized = frame[frame.quantizer != "none"]
+    assert set(quantized.groupby("run").codebooks.apply(frozenset)) == {
+        frozenset({"train", "database"})}
+    assert set(frame[frame.protocol == "unseen"].groupby("run").condition.nunique()) == {4}
+    units = frame.groupby(["feature", "settings", "variant", "protocol", "quantizer",
+                           "code_bits", "sub_bits", "condition", "codebooks", "search",
+                           "metric"])[["draw", "seed"]].apply(
+        lambda rows: len(set(zip(rows.draw, rows.seed, strict=True))))
+    assert set(units) == {10}
+    assert set(frame.seed[frame.protocol == "standard"]) == set(range(10))
+
+
+def test_the_results_pages_validation_maps_are_the_tuned_choices(tmp_path):
+    """A stage-1 row's validation mAP is the one docs/tuned.toml records for its cell and method
+    where the run has the chosen knobs; the GSL controls (other knobs) have none, nor have the
+    fine-tuned and pixels rows (tune ran on neither)."""
+    frame, stages = published(tmp_path)
+    by_run = {config.run_id: config for config in stages["results"]}
+    for choice in Tuned.read(DOCS / "tuned.toml").choices:
+        knobs = {knob.name for knob in METHODS[choice["method"]].knobs}
+        runs = {run_id for run_id, config in by_run.items()
+                if config.method == choice["method"] and all(
+                    getattr(config, name) == choice[name] for name in knobs
+                    | {"protocol", "quantizer", "bits", "sub_bits"})}
+        rows = frame[frame.run.isin(runs)]
+        assert len(rows) and (rows.validation_map == choice["validation_map"]).all(), choice
+    unscored = frame[frame.validation_map.isna()]
+    later = {config.run_id for name in ("finetune", "pixels") for config in stages[name]}
+    assert later <= set(unscored.run)
+    controls = unscored[~unscored.run.isin(later)]
+    assert set(controls.method) == {"gsl"} and set(controls.variant) == {
+        "gsl α=0 k=8 select=aligned", "gsl α=1 k=8 select=nearest"}
 
 
 def test_pin_tuned_gives_the_fine_tuned_grid_the_frozen_cells_choices(tmp_path):

@@ -191,8 +191,8 @@ def tune(ctx: click.Context, grid_file: Path, trials: int, storage: str | None, 
     RESULTS/tuning/runs, studies to --storage; several tune processes on one storage share the
     trials, and a killed tune resumes (an interrupted trial runs again with its knobs). The
     choices go to --out, every trial beside it as CSV and to --doc.
-    Example: gslbench tune benchmarks/tuning.toml --trials 8 -j 2 && gslbench bench
-    benchmarks/results.toml --tuned results/tuning/tuned.toml
+    Example: gslbench tune benchmarks/tuning_core.toml --trials 8 -j 2 && gslbench bench
+    benchmarks/results_core.toml --tuned results/tuning/tuned.toml
     """
     from gslbench.bench import tune as tune_module  # pandas: loaded to tune
     from gslbench.bench.tuning_plan import tuning_grid
