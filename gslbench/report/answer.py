@@ -80,10 +80,12 @@ def answer_section(compared: pd.DataFrame, declared: Declared = DEFAULT,
                          "search", "metric") if frame[k].nunique() > 1 or k == "protocol"]
     where = f" on {frame.dataset.iloc[0]}" if "dataset" not in shown else ""
     short = _short_rows(frame, tuned)
-    whose, rest = (("every variant's", "the differences and the units") if len(short) == len(frame)
-                   else ("the tuned variants' (every variant's where a regime has none tuned)"
-                         if (~short.subject.isin(tuned)).any() else "the tuned variants'",
-                         "the differences, the controls and the units"))
+    if len(short) == len(frame):
+        whose, rest = "every variant's", "the differences and the units"
+    else:
+        untuned = "" if short.subject.isin(tuned).all() else \
+            " (every variant's where a regime has none tuned)"
+        whose, rest = f"the tuned variants'{untuned}", "the differences, the controls and the units"
     return ["## The answer", "",
             f"In short: {whose} verdicts in the comparisons declared before the runs{where} "
             f"({rest} are in the full table below).",
@@ -125,7 +127,7 @@ def _answer_frame(compared: pd.DataFrame, declared: Declared
     """The full answer's rows (regime keys, words, subject, a column per declared pair and fit
     that some run made, units, detectable), those columns' names, and the comparators no run
     could be compared with."""
-    keys = list(ROW_KEYS)
+    keys = list(ROW_KEYS)  # groupby's keys: a list
     fits = sorted(set(compared.codebooks), key=lambda fit: (fit != KEY_DEFAULTS["codebooks"], fit))
     labels = {(against, fit): (f"vs {against}" if against != BEST_OTHER else "vs the best other")
               + (f", {FITS.get(fit, fit + ' fit')}" if len(fits) > 1 else "")
