@@ -125,6 +125,44 @@ def test_the_results_page_holds_the_stages_that_ran_complete_and_nothing_outside
     assert set(frame.seed[frame.protocol == "standard"]) == set(range(10))
 
 
+def test_the_results_intros_figures_are_its_csvs_and_logs(tmp_path):
+    """Figures docs/results_intro.md (and docs/finetune_intro.md) quote by hand are what the
+    committed CSV and the campaign's committed log give: GSL's paired differences and the stages'
+    means of the answer, the Holm family's size, and the stage-time table (`stage_times.py` on the
+    archived log)."""
+    frame, _ = published(tmp_path)
+    intro = (DOCS / "results_intro.md").read_text(encoding="utf-8")
+    finetune_intro = (DOCS / "finetune_intro.md").read_text(encoding="utf-8")
+    standard = frame[(frame.protocol == "standard") & (frame.quantizer.isin(["pq", "none"]))]
+
+    def maps(rows, fit="train"):  # per seed (float's rows: the training-set fit's alone)
+        return rows[rows.codebooks == fit].set_index("seed")["map"]
+
+    at32 = standard[(standard.feature == "efficientnet-lite0") & (standard.code_bits == 32)]
+    tuned_gsl = at32[(at32.method == "gsl") & at32.validation_map.notna()]
+    for fit, quoted in (("train", "+0.0094"), ("database", "+0.0059")):
+        difference = (maps(tuned_gsl, fit) - maps(at32[at32.method == "two-step"], fit)).mean()
+        assert f"{difference:+.4f}" == quoted and quoted in intro
+    for feature, method, quoted in (
+            ("efficientnet-lite0, last 1 block trained", "float", "0.7956"),
+            ("efficientnet-lite0, last 1 block trained", "two-step", "0.7535"),
+            ("efficientnet-lite0, last 1 block trained", "qloss", "0.7569"),
+            ("efficientnet-lite0, last 1 block trained", "gsl", "0.7547"),
+            ("pixels", "gsl", "0.7452"), ("pixels", "two-step", "0.7324")):
+        rows = standard[(standard.feature == feature) & (standard.method == method)]
+        assert f"{maps(rows).mean():.4f}" == quoted and quoted in intro, (feature, method)
+        assert feature == "pixels" or quoted in finetune_intro, method
+    pixels = standard[standard.feature == "pixels"]
+    gain = (maps(pixels[pixels.method == "gsl"]) - maps(pixels[pixels.method == "two-step"])).mean()
+    assert f"{gain:+.4f}" == "+0.0127" and "+0.0127" in intro
+    assert "all 506 of them one Holm family" in " ".join(intro.split())
+    assert "one Holm family of 506 tests" in (DOCS / "results.md").read_text(encoding="utf-8")
+    times = subprocess.run([sys.executable, str(GRIDS / "stage_times.py"),
+                            str(GRIDS / "archive" / "campaign.log")], check=True,
+                           capture_output=True, text=True).stdout
+    assert times.strip() in intro
+
+
 def test_the_results_pages_validation_maps_are_the_tuned_choices(tmp_path):
     """A stage-1 row's validation mAP is the one docs/tuned.toml records for its cell and method
     where the run has the chosen knobs; the GSL controls (other knobs) have none, nor have the
