@@ -594,7 +594,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_killing_bench_with_workers_leaves_no_process_behind(work, signum):
-    grid = ["--methods", "two-step,qloss,gsl", "--bits", "16,32", "--epochs", "30", "-j", "2"]
+    grid = ["--methods", "two-step,qloss,gsl", "--bits", "16,32", "--epochs", "300", "-j", "2"]
     process = start_gslbench(work.root, "bench", *grid)
     started = work.root / "results" / "runs"
     wait_for(lambda: len(list(started.glob(".*.*"))) >= 2 or process.poll() is not None, 300,
